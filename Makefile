@@ -1,0 +1,70 @@
+# llmq — build, test, demo, bench. Objects and binaries go under build/.
+CC      ?= gcc
+BUILD   ?= build
+OPT     ?= -O2
+ARCH    := $(shell $(CC) -dumpmachine | cut -d- -f1)
+PKGS    := openblas lapacke jansson libcurl libpcre2-8 libutf8proc libcrypto
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -fopenmp -Iinclude $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -fopenmp -lm $(EXTRA_LDLIBS)
+
+LIB_SRC  := $(sort $(wildcard src/util/*.c src/io/*.c src/model/*.c src/quant/*.c src/kernels/*.c src/eval/*.c))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libllmq.a
+BIN      := $(BUILD)/llmq
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+# ISA-specific kernels: only their own files get the extra instruction sets;
+# the dispatcher picks them at run time from CPU features.
+ifeq ($(ARCH),x86_64)
+$(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
+endif
+
+.PHONY: all deps test sanitize demo bench clean
+all: deps $(BIN)
+
+# Installs the Debian packages once, when pkg-config cannot find them.
+deps:
+	@pkg-config --exists $(PKGS) criterion || bash scripts/install-deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(LIB) tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDLIBS) -lcriterion
+
+test: deps $(BIN) $(TEST_BIN)
+	@bash scripts/run-tests.sh $(TEST_BIN)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+sanitize:
+	$(MAKE) BUILD=build-san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" EXTRA_LDLIBS="-fsanitize=address,undefined" test
+
+MODEL ?= models/llmq-demo
+TEXT  ?=
+demo: deps $(BIN)
+	@bash scripts/demo.sh "$(MODEL)" "$(TEXT)"
+
+bench: deps $(BIN)
+	@bash scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD) build-san
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

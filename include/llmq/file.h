@@ -1,0 +1,40 @@
+/* Files: read-only memory maps, whole-file reads, and atomic writes
+ * (temp file + rename, so an interrupted write never leaves a partial file). */
+#ifndef LLMQ_FILE_H
+#define LLMQ_FILE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct {
+    const unsigned char *data; /* NULL for an empty file */
+    size_t size;
+    char *path;
+} llmq_mapped_file;
+
+/* Maps path read-only. Returns LLMQ_OK, or LLMQ_ERR with a message naming path. */
+int llmq_map_file(const char *path, llmq_mapped_file *out);
+void llmq_unmap_file(llmq_mapped_file *f);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer (size excludes the NUL).
+ * max_size guards against absurd inputs (0: no limit). NULL on error. */
+char *llmq_read_file(const char *path, size_t max_size, size_t *size);
+
+/* Atomic output: open writes <path>.tmp.<pid>; commit fsyncs, closes and
+ * renames it over path; abort closes and removes it. */
+typedef struct {
+    FILE *fp;
+    char *path;
+    char *tmp_path;
+} llmq_atomic_file;
+
+int llmq_atomic_open(llmq_atomic_file *af, const char *path);
+int llmq_atomic_commit(llmq_atomic_file *af);
+void llmq_atomic_abort(llmq_atomic_file *af);
+
+/* Joins dir and name into a malloc'd path. */
+char *llmq_path_join(const char *dir, const char *name);
+int llmq_is_dir(const char *path);
+int llmq_file_exists(const char *path);
+
+#endif

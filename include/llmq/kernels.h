@@ -1,0 +1,20 @@
+/* Dequantizing matrix multiply: y = x · Wᵀ with W stored row-major in any
+ * llmq_type (one row = one output feature, `in` elements), x and y fp32. */
+#ifndef LLMQ_KERNELS_H
+#define LLMQ_KERNELS_H
+
+#include "llmq/types.h"
+
+/* y[t*out + o] = sum_i x[t*in + i] * W[o][i] for t < n_tokens.
+ * `in` must be a multiple of the type's block size. Threads: OpenMP.
+ * Returns LLMQ_OK or LLMQ_ERR (unknown type, bad shape, out of memory). */
+int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type wtype, int in, int out);
+
+/* Decodes rows [r0, r1) of W into dst (row-major, (r1-r0) × in floats). */
+int llmq_dequant_rows(float *dst, const void *w, llmq_type wtype, int in, int r0, int r1);
+
+/* Number of threads for OpenMP and OpenBLAS (0 = all cores). */
+void llmq_set_threads(int n);
+int llmq_get_threads(void);
+
+#endif

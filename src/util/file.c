@@ -1,0 +1,156 @@
+#include "llmq/file.h"
+#include "llmq/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int llmq_map_file(const char *path, llmq_mapped_file *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return llmq_error("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return llmq_error("%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return llmq_error("%s: not a regular file", path);
+    }
+    out->size = (size_t)st.st_size;
+    if (out->size > 0) {
+        void *p = mmap(NULL, out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return llmq_error("%s: cannot mmap: %s", path, strerror(e));
+        }
+        out->data = p;
+    }
+    close(fd);
+    out->path = strdup(path);
+    return LLMQ_OK;
+}
+
+void llmq_unmap_file(llmq_mapped_file *f)
+{
+    if (f->data) munmap((void *)f->data, f->size);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+char *llmq_read_file(const char *path, size_t max_size, size_t *size)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        llmq_error("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        llmq_error("%s: not a regular file", path);
+        return NULL;
+    }
+    size_t n = (size_t)st.st_size;
+    if (max_size && n > max_size) {
+        fclose(fp);
+        llmq_error("%s: file is %zu bytes, more than the %zu allowed", path, n, max_size);
+        return NULL;
+    }
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(fp);
+        llmq_error("%s: out of memory reading %zu bytes", path, n);
+        return NULL;
+    }
+    size_t got = fread(buf, 1, n, fp);
+    fclose(fp);
+    if (got != n) {
+        free(buf);
+        llmq_error("%s: short read (%zu of %zu bytes)", path, got, n);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (size) *size = n;
+    return buf;
+}
+
+int llmq_atomic_open(llmq_atomic_file *af, const char *path)
+{
+    memset(af, 0, sizeof *af);
+    size_t n = strlen(path) + 32;
+    af->path = strdup(path);
+    af->tmp_path = malloc(n);
+    if (!af->path || !af->tmp_path) {
+        llmq_atomic_abort(af);
+        return llmq_error("%s: out of memory", path);
+    }
+    snprintf(af->tmp_path, n, "%s.tmp.%d", path, (int)getpid());
+    af->fp = fopen(af->tmp_path, "wb");
+    if (!af->fp) {
+        int e = errno;
+        free(af->path);
+        free(af->tmp_path);
+        memset(af, 0, sizeof *af);
+        return llmq_error("%s: cannot create: %s", path, strerror(e));
+    }
+    return LLMQ_OK;
+}
+
+int llmq_atomic_commit(llmq_atomic_file *af)
+{
+    int rc = LLMQ_OK;
+    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0)
+        rc = llmq_error("%s: write failed: %s", af->path, strerror(errno));
+    if (fclose(af->fp) != 0 && rc == LLMQ_OK)
+        rc = llmq_error("%s: write failed: %s", af->path, strerror(errno));
+    af->fp = NULL;
+    if (rc == LLMQ_OK && rename(af->tmp_path, af->path) != 0)
+        rc = llmq_error("%s: cannot rename temp file into place: %s", af->path, strerror(errno));
+    if (rc != LLMQ_OK) unlink(af->tmp_path);
+    free(af->path);
+    free(af->tmp_path);
+    memset(af, 0, sizeof *af);
+    return rc;
+}
+
+void llmq_atomic_abort(llmq_atomic_file *af)
+{
+    if (af->fp) fclose(af->fp);
+    if (af->tmp_path) unlink(af->tmp_path);
+    free(af->path);
+    free(af->tmp_path);
+    memset(af, 0, sizeof *af);
+}
+
+char *llmq_path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+int llmq_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int llmq_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
