@@ -14,12 +14,14 @@ LDLIBS  += $(PKG_LIBS) -fopenmp -lm $(EXTRA_LDLIBS)
 LIB_SRC  := $(sort $(wildcard src/util/*.c src/io/*.c src/model/*.c src/quant/*.c src/kernels/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libllmq.a
 BIN      := $(BUILD)/llmq
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 # ISA-specific kernels: only their own files get the extra instruction sets;
 # the dispatcher picks them at run time from CPU features.
@@ -49,6 +51,10 @@ $(BUILD)/tests/%: tests/%.c $(LIB) tests/test_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDLIBS) -lcriterion
 
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(LIB) $(LDLIBS)
+
 test: deps $(BIN) $(TEST_BIN)
 	@bash scripts/run-tests.sh $(TEST_BIN)
 
@@ -61,10 +67,11 @@ TEXT  ?=
 demo: deps $(BIN)
 	@bash scripts/demo.sh "$(MODEL)" "$(TEXT)"
 
-bench: deps $(BIN)
-	@bash scripts/bench.sh
+# Each bench/bench_*.c is a program printing its own table; scripts/bench.sh runs them all.
+bench: deps $(BIN) $(BENCH_BIN)
+	@bash scripts/bench.sh $(BENCH_BIN)
 
 clean:
 	rm -rf $(BUILD) build-san
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BENCH_BIN:=.d)
