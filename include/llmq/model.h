@@ -1,0 +1,76 @@
+/* The Llama-class model: weights as typed views (zero-copy from the mmap),
+ * and a forward pass that runs a chunk of tokens through one decoder layer at
+ * a time with fp32 activations (llama2.c run.c's shape: Config / Weights /
+ * forward, but batched over tokens). */
+#ifndef LLMQ_MODEL_H
+#define LLMQ_MODEL_H
+
+#include "llmq/config.h"
+#include "llmq/types.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A row-major matrix [rows][cols] (or a vector: rows = 1) in any llmq_type. */
+typedef struct {
+    const void *data; /* NULL when the tensor is absent (optional biases) */
+    llmq_type type;
+    int rows, cols;
+} llmq_weight;
+
+typedef enum {
+    LLMQ_LIN_Q, LLMQ_LIN_K, LLMQ_LIN_V, LLMQ_LIN_O,
+    LLMQ_LIN_GATE, LLMQ_LIN_UP, LLMQ_LIN_DOWN,
+    LLMQ_LIN_COUNT
+} llmq_linear;
+
+extern const char *const llmq_linear_names[LLMQ_LIN_COUNT]; /* "q_proj", ... */
+
+typedef struct {
+    llmq_weight attn_norm, ffn_norm;   /* F32 copies */
+    llmq_weight lin[LLMQ_LIN_COUNT];
+    llmq_weight bias[LLMQ_LIN_COUNT];  /* F32 copies; data NULL when absent */
+} llmq_layer;
+
+typedef struct llmq_model {
+    llmq_config cfg;
+    /* RoPE pairs: false = Hugging Face rotate_half (i, i+head_dim/2); true =
+     * adjacent (2i, 2i+1), for files whose q/k rows were permuted the way
+     * llama.cpp's converter permutes them. */
+    bool rope_interleaved;
+    llmq_weight embed, final_norm, lm_head;
+    llmq_layer *layers;
+    char *path;
+    void *source; /* the container that owns the mapped bytes */
+    void (*source_free)(void *);
+    void **owned; /* buffers converted at load (norms, biases) */
+    int n_owned;
+} llmq_model;
+
+/* Loads a Hugging Face checkpoint directory (config.json + safetensors) or a
+ * safetensors/index file beside a config.json. NULL with a message on error. */
+llmq_model *llmq_model_load(const char *path);
+void llmq_model_free(llmq_model *m);
+/* Total parameters (embedding and head counted once when tied). */
+int64_t llmq_model_n_params(const llmq_model *m);
+
+/* Called with the input of a linear layer right before it runs: x is
+ * n_tokens × in (q, k and v see the same x; so do gate and up). */
+typedef void (*llmq_linear_hook)(void *user, int layer, llmq_linear which, const float *x, int n_tokens, int in);
+
+/* x[n × hidden] = embedding rows of tokens. Fails on an out-of-range id. */
+int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x);
+/* One decoder layer in place on x[n × hidden], positions 0..n-1, causal.
+ * layer supplies the weights (normally &m->layers[index]; quantizers pass
+ * modified ones); hook may be NULL. */
+int llmq_layer_forward(const llmq_model *m, const llmq_layer *layer, int index, float *x, int n,
+                       llmq_linear_hook hook, void *user);
+/* Final norm + head: logits[n × vocab] from x[n × hidden] (x is not modified). */
+int llmq_head_forward(const llmq_model *m, const float *x, int n, float *logits);
+/* The whole model: logits[n × vocab] for tokens[0..n-1] at positions 0..n-1. */
+int llmq_forward(const llmq_model *m, const int32_t *tokens, int n, float *logits);
+
+/* FLOPs of one forward over n tokens (matmuls + attention), for throughput reports. */
+double llmq_forward_flops(const llmq_model *m, int n);
+
+#endif

@@ -1,0 +1,191 @@
+#include "llmq/config.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *architecture, *model_type;
+    bool qkv_bias;
+} supported[] = {
+    {"LlamaForCausalLM", "llama", false},
+    {"MistralForCausalLM", "mistral", false},
+    {"Qwen2ForCausalLM", "qwen2", true},
+};
+
+/* Reads a positive integer field; `fallback` < 0 means the field is required. */
+static int get_int(json_t *root, const char *name, const char *key, int fallback, int *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        if (fallback < 0) return llmq_error("%s: field '%s' is missing", name, key);
+        *out = fallback;
+        return LLMQ_OK;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 30))
+        return llmq_error("%s: field '%s' is not a valid non-negative integer", name, key);
+    *out = (int)json_integer_value(v);
+    return LLMQ_OK;
+}
+
+static int get_num(json_t *root, const char *name, const char *key, double fallback, double *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = fallback;
+        return LLMQ_OK;
+    }
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return llmq_error("%s: field '%s' is not a finite number", name, key);
+    *out = json_number_value(v);
+    return LLMQ_OK;
+}
+
+static int get_bool(json_t *root, const char *name, const char *key, bool fallback, bool *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = fallback;
+        return LLMQ_OK;
+    }
+    if (!json_is_boolean(v)) return llmq_error("%s: field '%s' is not a boolean", name, key);
+    *out = json_is_true(v);
+    return LLMQ_OK;
+}
+
+/* bos/eos ids: an integer, a list (first one taken) or null. */
+static int get_token_id(json_t *root, const char *name, const char *key, int *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (json_is_array(v)) v = json_array_get(v, 0);
+    if (!v || json_is_null(v)) {
+        *out = -1;
+        return LLMQ_OK;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0) return llmq_error("%s: field '%s' is not a token id", name, key);
+    *out = (int)json_integer_value(v);
+    return LLMQ_OK;
+}
+
+static int parse_rope_scaling(json_t *root, const char *name, llmq_config *cfg)
+{
+    json_t *rs = json_object_get(root, "rope_scaling");
+    cfg->rope_scaling = LLMQ_ROPE_SCALING_NONE;
+    cfg->rope_factor = 1.0;
+    if (!rs || json_is_null(rs)) return LLMQ_OK;
+    if (!json_is_object(rs)) return llmq_error("%s: field 'rope_scaling' is not an object", name);
+    json_t *jt = json_object_get(rs, "rope_type");
+    if (!jt) jt = json_object_get(rs, "type");
+    if (!json_is_string(jt)) return llmq_error("%s: field 'rope_scaling.rope_type' is missing", name);
+    const char *type = json_string_value(jt);
+    if (get_num(rs, name, "factor", 1.0, &cfg->rope_factor) != LLMQ_OK) return LLMQ_ERR;
+    if (!strcmp(type, "default")) return LLMQ_OK;
+    if (!strcmp(type, "linear")) {
+        cfg->rope_scaling = LLMQ_ROPE_SCALING_LINEAR;
+    } else if (!strcmp(type, "llama3")) {
+        cfg->rope_scaling = LLMQ_ROPE_SCALING_LLAMA3;
+        if (get_num(rs, name, "low_freq_factor", 1.0, &cfg->rope_low_freq_factor) != LLMQ_OK ||
+            get_num(rs, name, "high_freq_factor", 4.0, &cfg->rope_high_freq_factor) != LLMQ_OK ||
+            get_int(rs, name, "original_max_position_embeddings", 8192, &cfg->rope_original_max_position) != LLMQ_OK)
+            return LLMQ_ERR;
+    } else {
+        return llmq_error("%s: field 'rope_scaling.rope_type' = '%s' is not supported (linear and llama3 are)", name, type);
+    }
+    if (!(cfg->rope_factor > 0)) return llmq_error("%s: field 'rope_scaling.factor' must be positive", name);
+    return LLMQ_OK;
+}
+
+int llmq_config_parse(const char *text, size_t len, const char *name, llmq_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root) return llmq_error("%s: invalid JSON at line %d: %s", name, jerr.line, jerr.text);
+    int rc = LLMQ_ERR;
+    if (!json_is_object(root)) {
+        llmq_error("%s: not a JSON object", name);
+        goto done;
+    }
+    json_t *archs = json_object_get(root, "architectures");
+    const char *arch = json_is_array(archs) && json_is_string(json_array_get(archs, 0)) ? json_string_value(json_array_get(archs, 0)) : NULL;
+    if (!arch) {
+        llmq_error("%s: field 'architectures' is missing or empty", name);
+        goto done;
+    }
+    int found = -1;
+    for (size_t i = 0; i < sizeof supported / sizeof supported[0]; i++)
+        if (!strcmp(arch, supported[i].architecture)) found = (int)i;
+    if (found < 0) {
+        llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)", name, arch);
+        goto done;
+    }
+    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", supported[found].model_type);
+    json_t *act = json_object_get(root, "hidden_act");
+    if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu"))) {
+        llmq_error("%s: field 'hidden_act' must be \"silu\"", name);
+        goto done;
+    }
+    double eps, theta;
+    bool attention_bias;
+    if (get_int(root, name, "hidden_size", -1, &cfg->hidden_size) || get_int(root, name, "intermediate_size", -1, &cfg->intermediate_size) ||
+        get_int(root, name, "num_hidden_layers", -1, &cfg->n_layers) || get_int(root, name, "num_attention_heads", -1, &cfg->n_heads) ||
+        get_int(root, name, "num_key_value_heads", 0, &cfg->n_kv_heads) || get_int(root, name, "head_dim", 0, &cfg->head_dim) ||
+        get_int(root, name, "vocab_size", -1, &cfg->vocab_size) ||
+        get_int(root, name, "max_position_embeddings", 2048, &cfg->max_position_embeddings) ||
+        get_int(root, name, "sliding_window", 0, &cfg->sliding_window) ||
+        get_num(root, name, "rms_norm_eps", 1e-6, &eps) || get_num(root, name, "rope_theta", 10000.0, &theta) ||
+        get_bool(root, name, "tie_word_embeddings", false, &cfg->tie_word_embeddings) ||
+        get_bool(root, name, "attention_bias", false, &attention_bias) || get_bool(root, name, "mlp_bias", false, &cfg->mlp_bias) ||
+        get_token_id(root, name, "bos_token_id", &cfg->bos_token_id) || get_token_id(root, name, "eos_token_id", &cfg->eos_token_id) ||
+        parse_rope_scaling(root, name, cfg))
+        goto done;
+    cfg->rms_norm_eps = (float)eps;
+    cfg->rope_theta = theta;
+    cfg->qkv_bias = supported[found].qkv_bias || attention_bias;
+    cfg->o_bias = attention_bias;
+    if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
+    if (cfg->hidden_size == 0 || cfg->intermediate_size == 0 || cfg->n_layers == 0 || cfg->n_heads == 0 || cfg->vocab_size == 0) {
+        llmq_error("%s: hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive", name);
+        goto done;
+    }
+    if (cfg->head_dim == 0) {
+        if (cfg->hidden_size % cfg->n_heads) {
+            llmq_error("%s: field 'hidden_size' (%d) is not a multiple of num_attention_heads (%d)", name, cfg->hidden_size, cfg->n_heads);
+            goto done;
+        }
+        cfg->head_dim = cfg->hidden_size / cfg->n_heads;
+    }
+    if (cfg->head_dim % 2) {
+        llmq_error("%s: field 'head_dim' (%d) must be even for RoPE", name, cfg->head_dim);
+        goto done;
+    }
+    if (cfg->n_heads % cfg->n_kv_heads) {
+        llmq_error("%s: field 'num_attention_heads' (%d) is not a multiple of num_key_value_heads (%d)", name, cfg->n_heads, cfg->n_kv_heads);
+        goto done;
+    }
+    if (!(cfg->rms_norm_eps > 0) || !(cfg->rope_theta > 0)) {
+        llmq_error("%s: fields 'rms_norm_eps' and 'rope_theta' must be positive", name);
+        goto done;
+    }
+    rc = LLMQ_OK;
+done:
+    json_decref(root);
+    return rc;
+}
+
+int llmq_config_load(const char *path, llmq_config *cfg)
+{
+    char *file = llmq_is_dir(path) ? llmq_path_join(path, "config.json") : strdup(path);
+    if (!file) return llmq_error("%s: out of memory", path);
+    size_t len;
+    char *text = llmq_read_file(file, 16u << 20, &len);
+    int rc = text ? llmq_config_parse(text, len, file, cfg) : LLMQ_ERR;
+    free(text);
+    free(file);
+    return rc;
+}

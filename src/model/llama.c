@@ -1,0 +1,388 @@
+/* Llama forward pass (HF LlamaForCausalLM semantics): embeddings, RMSNorm,
+ * RoPE, causal GQA attention, SwiGLU MLP, final norm, lm_head. Activations
+ * are fp32; matmuls go through llmq_matmul, which decodes any weight type. */
+#include "llmq/model.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/kernels.h"
+#include "llmq/safetensors.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const llmq_linear_names[LLMQ_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+/* ------------------------------------------------------------------ loading */
+
+static void *keep(llmq_model *m, void *p)
+{
+    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
+    if (!grown || !p) {
+        free(p);
+        return NULL;
+    }
+    m->owned = grown;
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+/* Binds a safetensors tensor of shape [rows, cols] (cols = 0: a vector of rows). */
+static int bind(llmq_model *m, llmq_safetensors *st, const char *name, int rows, int cols, bool optional, llmq_weight *w)
+{
+    const llmq_st_tensor *t = llmq_st_find(st, name);
+    memset(w, 0, sizeof *w);
+    if (!t) return optional ? LLMQ_OK : llmq_error("%s: tensor '%s' is missing", m->path, name);
+    int want_dims = cols ? 2 : 1;
+    if (t->n_dims != want_dims || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
+        char got[64] = "", want[64];
+        for (int d = 0; d < t->n_dims; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "×" : "", (long long)t->shape[d]);
+        if (cols) snprintf(want, sizeof want, "%d×%d", rows, cols);
+        else snprintf(want, sizeof want, "%d", rows);
+        return llmq_error("%s: tensor '%s': shape %s does not match config.json (%s)", t->file, name, got, want);
+    }
+    w->data = t->data;
+    w->type = t->type;
+    w->rows = cols ? rows : 1;
+    w->cols = cols ? cols : rows;
+    return LLMQ_OK;
+}
+
+/* Norm weights and biases are small: keep fp32 copies so the hot loops read floats. */
+static int to_f32(llmq_model *m, llmq_weight *w)
+{
+    if (!w->data || w->type == LLMQ_TYPE_F32) return LLMQ_OK;
+    size_t n = (size_t)w->rows * w->cols;
+    float *f = keep(m, malloc(n * sizeof(float)));
+    if (!f) return llmq_error("%s: out of memory", m->path);
+    llmq_type_get(w->type)->to_float(w->data, f, (int64_t)n);
+    w->data = f;
+    w->type = LLMQ_TYPE_F32;
+    return LLMQ_OK;
+}
+
+static void free_safetensors(void *p) { llmq_st_close(p); }
+
+llmq_model *llmq_model_load(const char *path)
+{
+    llmq_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        llmq_error("%s: out of memory", path);
+        return NULL;
+    }
+    m->path = strdup(path);
+    /* config.json lives in the checkpoint directory, or beside a given file. */
+    char *dir = strdup(path);
+    if (!llmq_is_dir(dir)) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0'; else strcpy(dir, ".");
+    }
+    int rc = llmq_config_load(dir, &m->cfg);
+    free(dir);
+    if (rc != LLMQ_OK) goto fail;
+    llmq_safetensors *st = llmq_st_open(path);
+    if (!st) goto fail;
+    m->source = st;
+    m->source_free = free_safetensors;
+
+    const llmq_config *c = &m->cfg;
+    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
+    if (bind(m, st, "model.embed_tokens.weight", c->vocab_size, d, false, &m->embed) ||
+        bind(m, st, "model.norm.weight", d, 0, false, &m->final_norm) || to_f32(m, &m->final_norm))
+        goto fail;
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+    } else if (bind(m, st, "lm_head.weight", c->vocab_size, d, false, &m->lm_head)) {
+        goto fail;
+    }
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        llmq_error("%s: out of memory", path);
+        goto fail;
+    }
+    const int rows[LLMQ_LIN_COUNT] = {qd, kvd, kvd, d, f, f, d};
+    const int cols[LLMQ_LIN_COUNT] = {d, d, d, qd, d, d, f};
+    const char *group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
+    for (int l = 0; l < c->n_layers; l++) {
+        llmq_layer *L = &m->layers[l];
+        char name[160];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        if (bind(m, st, name, d, 0, false, &L->attn_norm) || to_f32(m, &L->attn_norm)) goto fail;
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (bind(m, st, name, d, 0, false, &L->ffn_norm) || to_f32(m, &L->ffn_norm)) goto fail;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, group[k], llmq_linear_names[k]);
+            if (bind(m, st, name, rows[k], cols[k], false, &L->lin[k])) goto fail;
+            bool want_bias = (k <= LLMQ_LIN_V && c->qkv_bias) || (k == LLMQ_LIN_O && c->o_bias) || (k >= LLMQ_LIN_GATE && c->mlp_bias);
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, group[k], llmq_linear_names[k]);
+            if (bind(m, st, name, rows[k], 0, !want_bias, &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
+        }
+    }
+    return m;
+fail:
+    llmq_model_free(m);
+    return NULL;
+}
+
+void llmq_model_free(llmq_model *m)
+{
+    if (!m) return;
+    if (m->source_free) m->source_free(m->source);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->path);
+    free(m);
+}
+
+int64_t llmq_model_n_params(const llmq_model *m)
+{
+    const llmq_config *c = &m->cfg;
+    int64_t n = (int64_t)c->vocab_size * c->hidden_size * (c->tie_word_embeddings ? 1 : 2) + c->hidden_size;
+    for (int l = 0; l < c->n_layers; l++) {
+        const llmq_layer *L = &m->layers[l];
+        n += 2 * c->hidden_size;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            n += (int64_t)L->lin[k].rows * L->lin[k].cols;
+            if (L->bias[k].data) n += L->bias[k].cols;
+        }
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps)
+{
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * d;
+        float *ot = out + (size_t)t * d;
+        double ss = 0;
+        for (int i = 0; i < d; i++) ss += (double)xt[i] * xt[i];
+        float r = (float)(1.0 / sqrt(ss / d + eps));
+        for (int i = 0; i < d; i++) ot[i] = w[i] * (xt[i] * r);
+    }
+}
+
+/* Inverse frequencies, with Llama-3's or linear context scaling when set. */
+static void rope_inv_freq(const llmq_config *c, double *inv)
+{
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR) {
+            f /= c->rope_factor;
+        } else if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3) {
+            /* Llama 3.1 (transformers _compute_llama3_parameters): long wavelengths are
+             * divided by factor, short ones kept, the band between interpolated. */
+            double old = c->rope_original_max_position;
+            double low_wl = old / c->rope_low_freq_factor, high_wl = old / c->rope_high_freq_factor;
+            double wl = 2 * M_PI / f;
+            if (wl > low_wl) {
+                f /= c->rope_factor;
+            } else if (wl >= high_wl) {
+                double smooth = (old / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1 - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        inv[i] = f;
+    }
+}
+
+static void rope(float *v, int n, int n_heads, int head_dim, const float *cosv, const float *sinv, bool interleaved)
+{
+    int half = head_dim / 2;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++) {
+        const float *ct = cosv + (size_t)t * half, *st = sinv + (size_t)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + ((size_t)t * n_heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+                float x0 = x[a], x1 = x[b];
+                x[a] = x0 * ct[i] - x1 * st[i];
+                x[b] = x1 * ct[i] + x0 * st[i];
+            }
+        }
+    }
+}
+
+static void add_bias(float *y, const llmq_weight *b, int n)
+{
+    if (!b->data) return;
+    const float *bv = b->data;
+    int d = b->cols;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < d; i++) y[(size_t)t * d + i] += bv[i];
+}
+
+static int linear(const llmq_layer *L, llmq_linear k, float *y, const float *x, int n)
+{
+    const llmq_weight *w = &L->lin[k];
+    if (llmq_matmul(y, x, n, w->data, w->type, w->cols, w->rows) != LLMQ_OK) return LLMQ_ERR;
+    add_bias(y, &L->bias[k], n);
+    return LLMQ_OK;
+}
+
+/* Causal attention over rows [0, n): out[t, h] = softmax(q_t·K[0..t]ᵀ/√hd)·V[0..t].
+ * Work is split into (head, block of 64 queries) items; each computes its
+ * score block with one small sgemm, so only a 64×n scratch per thread exists. */
+#define ATT_BLOCK 64
+static int attention(float *out, const float *q, const float *k, const float *v, int n, const llmq_config *c)
+{
+    int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
+    int qd = nh * hd, kvd = c->n_kv_heads * hd;
+    int n_blocks = (n + ATT_BLOCK - 1) / ATT_BLOCK;
+    int n_threads = omp_get_max_threads();
+    float *scratch = malloc((size_t)n_threads * ATT_BLOCK * n * sizeof(float));
+    if (!scratch) return llmq_error("attention: out of memory for %d tokens", n);
+    const float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int item = 0; item < nh * n_blocks; item++) {
+        int h = item / n_blocks, blk = item % n_blocks;
+        int r0 = blk * ATT_BLOCK, r1 = r0 + ATT_BLOCK < n ? r0 + ATT_BLOCK : n, rows = r1 - r0;
+        int kv = h / group;
+        float *s = scratch + (size_t)omp_get_thread_num() * ATT_BLOCK * n;
+        /* Keys 0..r1-1 are the only ones any query of this block can see. */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r1, hd, scale, q + (size_t)r0 * qd + h * hd, qd,
+                    k + (size_t)kv * hd, kvd, 0.0f, s, r1);
+        for (int r = 0; r < rows; r++) {
+            float *sr = s + (size_t)r * r1;
+            int visible = r0 + r + 1;
+            float mx = -INFINITY;
+            for (int j = 0; j < visible; j++) mx = sr[j] > mx ? sr[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < visible; j++) {
+                sr[j] = expf(sr[j] - mx);
+                sum += sr[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < visible; j++) sr[j] *= inv;
+            for (int j = visible; j < r1; j++) sr[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, r1, 1.0f, s, r1, v + (size_t)kv * hd, kvd, 0.0f,
+                    out + (size_t)r0 * qd + h * hd, qd);
+    }
+    free(scratch);
+    return LLMQ_OK;
+}
+
+int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
+{
+    const llmq_weight *e = &m->embed;
+    size_t row_bytes = llmq_row_size(e->type, e->cols);
+    const llmq_type_traits *tr = llmq_type_get(e->type);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= e->rows)
+            return llmq_error("token id %d at position %d is outside the vocabulary (0..%d)", tokens[t], t, e->rows - 1);
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++)
+        tr->to_float((const unsigned char *)e->data + (size_t)tokens[t] * row_bytes, x + (size_t)t * e->cols, e->cols);
+    return LLMQ_OK;
+}
+
+int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user)
+{
+    const llmq_config *c = &m->cfg;
+    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
+    int half = c->head_dim / 2;
+    size_t big = (size_t)n * (size_t)(qd > f ? qd : f);
+    float *xb = malloc((size_t)n * d * sizeof(float));
+    float *q = malloc(big * sizeof(float));
+    float *k = malloc((size_t)n * kvd * sizeof(float));
+    float *v = malloc((size_t)n * kvd * sizeof(float));
+    float *att = malloc((size_t)n * qd * sizeof(float));
+    float *up = malloc((size_t)n * f * sizeof(float));
+    float *cosv = malloc((size_t)n * half * sizeof(float));
+    float *sinv = malloc((size_t)n * half * sizeof(float));
+    double *inv = malloc((size_t)half * sizeof(double));
+    int rc = LLMQ_ERR;
+    if (!xb || !q || !k || !v || !att || !up || !cosv || !sinv || !inv) {
+        llmq_error("layer %d: out of memory for %d tokens", index, n);
+        goto done;
+    }
+    /* RoPE angles in double: position × inverse frequency, then cos/sin. */
+    rope_inv_freq(c, inv);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)t * inv[i];
+            cosv[(size_t)t * half + i] = (float)cos(a);
+            sinv[(size_t)t * half + i] = (float)sin(a);
+        }
+
+    rmsnorm(xb, x, L->attn_norm.data, n, d, c->rms_norm_eps);
+    if (hook) {
+        hook(user, index, LLMQ_LIN_Q, xb, n, d);
+        hook(user, index, LLMQ_LIN_K, xb, n, d);
+        hook(user, index, LLMQ_LIN_V, xb, n, d);
+    }
+    if (linear(L, LLMQ_LIN_Q, q, xb, n) || linear(L, LLMQ_LIN_K, k, xb, n) || linear(L, LLMQ_LIN_V, v, xb, n)) goto done;
+    rope(q, n, c->n_heads, c->head_dim, cosv, sinv, m->rope_interleaved);
+    rope(k, n, c->n_kv_heads, c->head_dim, cosv, sinv, m->rope_interleaved);
+    if (attention(att, q, k, v, n, c)) goto done;
+    if (hook) hook(user, index, LLMQ_LIN_O, att, n, qd);
+    if (linear(L, LLMQ_LIN_O, xb, att, n)) goto done;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += xb[i];
+
+    rmsnorm(xb, x, L->ffn_norm.data, n, d, c->rms_norm_eps);
+    if (hook) {
+        hook(user, index, LLMQ_LIN_GATE, xb, n, d);
+        hook(user, index, LLMQ_LIN_UP, xb, n, d);
+    }
+    float *gate = q; /* q is free again and big enough */
+    if (linear(L, LLMQ_LIN_GATE, gate, xb, n) || linear(L, LLMQ_LIN_UP, up, xb, n)) goto done;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)n * f; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
+    }
+    if (hook) hook(user, index, LLMQ_LIN_DOWN, gate, n, f);
+    if (linear(L, LLMQ_LIN_DOWN, xb, gate, n)) goto done;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += xb[i];
+    rc = LLMQ_OK;
+done:
+    free(xb); free(q); free(k); free(v); free(att); free(up); free(cosv); free(sinv); free(inv);
+    return rc;
+}
+
+int llmq_head_forward(const llmq_model *m, const float *x, int n, float *logits)
+{
+    int d = m->cfg.hidden_size;
+    float *xb = malloc((size_t)n * d * sizeof(float));
+    if (!xb) return llmq_error("head: out of memory for %d tokens", n);
+    rmsnorm(xb, x, m->final_norm.data, n, d, m->cfg.rms_norm_eps);
+    int rc = llmq_matmul(logits, xb, n, m->lm_head.data, m->lm_head.type, d, m->lm_head.rows);
+    free(xb);
+    return rc;
+}
+
+int llmq_forward(const llmq_model *m, const int32_t *tokens, int n, float *logits)
+{
+    float *x = malloc((size_t)n * m->cfg.hidden_size * sizeof(float));
+    if (!x) return llmq_error("forward: out of memory for %d tokens", n);
+    int rc = llmq_embed(m, tokens, n, x);
+    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) rc = llmq_layer_forward(m, &m->layers[l], l, x, n, NULL, NULL);
+    if (rc == LLMQ_OK) rc = llmq_head_forward(m, x, n, logits);
+    free(x);
+    return rc;
+}
+
+double llmq_forward_flops(const llmq_model *m, int n)
+{
+    const llmq_config *c = &m->cfg;
+    double per_token = 0;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) per_token += 2.0 * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
+    per_token *= c->n_layers;
+    per_token += 2.0 * c->vocab_size * c->hidden_size;
+    /* Causal attention: QKᵀ and PV over on average (n+1)/2 keys per query. */
+    double att = 2.0 * 2.0 * c->n_heads * c->head_dim * ((double)n * (n + 1) / 2.0) * c->n_layers;
+    return per_token * n + att;
+}

@@ -1,0 +1,120 @@
+#include "llmq/error.h"
+#include "llmq/model.h"
+#include "llmq/safetensors.h"
+#include "test_util.h"
+
+#include <jansson.h>
+#include <math.h>
+
+static json_t *load_json(const char *path)
+{
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    cr_assert_not_null(j, "%s: %s", path, e.text);
+    return j;
+}
+
+static int32_t *json_ids(json_t *arr, int *n)
+{
+    *n = (int)json_array_size(arr);
+    int32_t *ids = malloc((size_t)(*n + 64) * sizeof *ids);
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    return ids;
+}
+
+static double nll_at(const float *row, int vocab, int target)
+{
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < vocab; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int i = 0; i < vocab; i++) sum += exp(row[i] - mx);
+    return -(row[target] - mx - log(sum));
+}
+
+static int argmax(const float *row, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (row[i] > row[best]) best = i;
+    return best;
+}
+
+/* Checks logits, mean NLL and greedy continuation of reference.json's sequence. */
+static void check_stories260k(const char *model_rel)
+{
+    char model_dir[512], ref_path[512];
+    REQUIRE_SHARED(model_dir, model_rel);
+    REQUIRE_SHARED(ref_path, "models/stories260K/reference.json");
+    llmq_model *m = llmq_model_load(model_dir);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    json_t *ref = load_json(ref_path);
+    json_t *seq = json_object_get(ref, "sequence");
+    int n;
+    int32_t *ids = json_ids(json_object_get(seq, "ids"), &n);
+    int vocab = m->cfg.vocab_size;
+    float *logits = malloc((size_t)(n + 32) * vocab * sizeof(float));
+    cr_assert_eq(llmq_forward(m, ids, n, logits), LLMQ_OK, "%s", llmq_last_error());
+
+    json_t *first16 = json_object_get(seq, "last_position_logits_first16");
+    double max_diff = 0;
+    for (int i = 0; i < 16; i++) {
+        double d = fabs(logits[(size_t)(n - 1) * vocab + i] - json_real_value(json_array_get(first16, (size_t)i)));
+        max_diff = d > max_diff ? d : max_diff;
+    }
+    cr_assert_leq(max_diff, 1e-4, "last-position logits differ by %g", max_diff);
+    cr_assert_eq(argmax(logits + (size_t)(n - 1) * vocab, vocab), json_integer_value(json_object_get(seq, "last_position_argmax")));
+
+    double nll = 0;
+    for (int t = 1; t < n; t++) nll += nll_at(logits + (size_t)(t - 1) * vocab, vocab, ids[t]);
+    nll /= n - 1;
+    double want = json_real_value(json_object_get(seq, "mean_nll"));
+    cr_assert_leq(fabs(nll - want), 1e-5, "mean NLL %.8f, reference %.8f", nll, want);
+
+    /* Greedy: recompute the whole prefix each step (positions 64..95). */
+    json_t *greedy = json_object_get(seq, "greedy_continuation_ids");
+    for (size_t g = 0; g < json_array_size(greedy); g++) {
+        cr_assert_eq(llmq_forward(m, ids, n, logits), LLMQ_OK);
+        int next = argmax(logits + (size_t)(n - 1) * vocab, vocab);
+        cr_assert_eq(next, json_integer_value(json_array_get(greedy, g)), "greedy step %zu: %d", g, next);
+        ids[n++] = next;
+    }
+    free(logits);
+    free(ids);
+    json_decref(ref);
+    llmq_model_free(m);
+}
+
+Test(model, stories260k_reference_logits_nll_greedy) { check_stories260k("models/stories260K"); }
+Test(model, stories260k_untied_same_reference) { check_stories260k("models/stories260K-untied"); }
+
+Test(model, stories7m_prompt_logits)
+{
+    char model_dir[512], ref_path[512];
+    REQUIRE_SHARED(model_dir, "models/stories-llama-7m");
+    REQUIRE_SHARED(ref_path, "models/stories-llama-7m/reference.json");
+    llmq_model *m = llmq_model_load(model_dir);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    cr_assert_eq(m->embed.type, LLMQ_TYPE_BF16);
+    json_t *ref = load_json(ref_path);
+    json_t *g = json_object_get(ref, "greedy");
+    int n;
+    int32_t *ids = json_ids(json_object_get(g, "prompt_ids"), &n);
+    int vocab = m->cfg.vocab_size;
+    float *logits = malloc((size_t)(n + 48) * vocab * sizeof(float));
+    cr_assert_eq(llmq_forward(m, ids, n, logits), LLMQ_OK, "%s", llmq_last_error());
+    json_t *first16 = json_object_get(g, "last_prompt_position_logits_first16");
+    for (int i = 0; i < 16; i++) {
+        double want = json_real_value(json_array_get(first16, (size_t)i));
+        cr_assert_leq(fabs(logits[(size_t)(n - 1) * vocab + i] - want), 1e-4, "logit %d: %f vs %f", i, logits[(size_t)(n - 1) * vocab + i], want);
+    }
+    json_t *greedy = json_object_get(g, "greedy_ids");
+    for (size_t s = 0; s < json_array_size(greedy); s++) {
+        cr_assert_eq(llmq_forward(m, ids, n, logits), LLMQ_OK);
+        int next = argmax(logits + (size_t)(n - 1) * vocab, vocab);
+        cr_assert_eq(next, json_integer_value(json_array_get(greedy, s)), "greedy step %zu", s);
+        ids[n++] = next;
+    }
+    free(logits);
+    free(ids);
+    json_decref(ref);
+    llmq_model_free(m);
+}
