@@ -37,7 +37,7 @@ static inline void test_tmpdir(char *buf, size_t n, const char *tag)
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
     snprintf(buf, n, "build/tmp/%s-%d", tag, (int)getpid());
-    char cmd[512];
+    char cmd[2 * 1024 + 64];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
     if (system(cmd) != 0) cr_assert_fail("cannot make %s", buf);
 }

@@ -1,0 +1,162 @@
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/model.h"
+#include "llmq/safetensors.h"
+#include "test_util.h"
+
+#include <math.h>
+
+/* Builds a safetensors file in memory from a header string and data bytes. */
+static unsigned char *make_file(const char *header, size_t data_bytes, size_t *size)
+{
+    size_t h = strlen(header);
+    *size = 8 + h + data_bytes;
+    unsigned char *buf = calloc(1, *size);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    memcpy(buf + 8, header, h);
+    return buf;
+}
+
+static void expect_error(const char *header, size_t data_bytes, const char *needle)
+{
+    size_t size;
+    unsigned char *buf = make_file(header, data_bytes, &size);
+    llmq_safetensors *st = llmq_st_open_memory(buf, size, "bad.safetensors");
+    cr_assert_null(st, "accepted: %s", header);
+    cr_assert(strstr(llmq_last_error(), needle), "message '%s' lacks '%s'", llmq_last_error(), needle);
+    cr_assert(strstr(llmq_last_error(), "bad.safetensors"), "message '%s' does not name the file", llmq_last_error());
+    cr_assert_null(strchr(llmq_last_error(), '\n'));
+    free(buf);
+}
+
+Test(safetensors, valid_minimal)
+{
+    size_t size;
+    unsigned char *buf = make_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                                   "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[16,22]},\"__metadata__\":{\"format\":\"pt\"}}",
+                                   22, &size);
+    float one = 1.0f;
+    memcpy(buf + size - 22 + 4, &one, 4);
+    llmq_safetensors *st = llmq_st_open_memory(buf, size, "ok.safetensors");
+    cr_assert_not_null(st, "%s", llmq_last_error());
+    cr_assert_eq(llmq_st_count(st), 2);
+    const llmq_st_tensor *a = llmq_st_find(st, "a");
+    cr_assert_eq(a->type, LLMQ_TYPE_F32);
+    cr_assert_eq(a->shape[1], 2);
+    cr_assert_eq(((const float *)a->data)[1], 1.0f);
+    cr_assert_eq(llmq_st_find(st, "b")->n_bytes, 6u);
+    llmq_st_close(st);
+    free(buf);
+}
+
+Test(safetensors, malformed_inputs_are_named)
+{
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, "outside");           /* truncated data */
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "shape needs 12 bytes");
+    expect_error("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "dtype 'I64' is not supported");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}", 4, "JSON is invalid");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, "data_offsets");
+    expect_error("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "'dtype'");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "JSON is invalid");
+    expect_error("[1,2]", 0, "not a JSON object");
+}
+
+Test(safetensors, header_length_lies)
+{
+    unsigned char buf[16] = {0};
+    buf[0] = 0xff; buf[1] = 0xff; /* 65535-byte header in a 16-byte file */
+    cr_assert_null(llmq_st_open_memory(buf, sizeof buf, "short.safetensors"));
+    cr_assert(strstr(llmq_last_error(), "runs past the end"), "%s", llmq_last_error());
+    memset(buf, 0xff, 8); /* absurd header size */
+    cr_assert_null(llmq_st_open_memory(buf, sizeof buf, "huge.safetensors"));
+    cr_assert(strstr(llmq_last_error(), "exceeds"), "%s", llmq_last_error());
+    cr_assert_null(llmq_st_open_memory(buf, 5, "tiny.safetensors"));
+    cr_assert(strstr(llmq_last_error(), "too short"), "%s", llmq_last_error());
+}
+
+Test(safetensors, truncated_at_every_byte_of_a_real_header)
+{
+    size_t size;
+    unsigned char *buf = make_file("{\"w\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,12]}}", 12, &size);
+    for (size_t cut = 0; cut < size; cut++) {
+        llmq_safetensors *st = llmq_st_open_memory(buf, cut, "cut.safetensors");
+        cr_assert_null(st, "accepted a file cut at %zu of %zu bytes", cut, size);
+    }
+    llmq_safetensors *st = llmq_st_open_memory(buf, size, "whole.safetensors");
+    cr_assert_not_null(st);
+    llmq_st_close(st);
+    free(buf);
+}
+
+Test(safetensors, missing_file_and_dir)
+{
+    cr_assert_null(llmq_st_open("build/does-not-exist.safetensors"));
+    cr_assert(strstr(llmq_last_error(), "does-not-exist"), "%s", llmq_last_error());
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "st-empty");
+    cr_assert_null(llmq_st_open(dir));
+    cr_assert(strstr(llmq_last_error(), "no model.safetensors"), "%s", llmq_last_error());
+}
+
+/* Cuts stories260K into 3 shards + index and checks the logits are bit-identical. */
+Test(safetensors, three_shards_give_identical_logits)
+{
+    char src[512];
+    REQUIRE_SHARED(src, "models/stories260K");
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "shards");
+    llmq_safetensors *st = llmq_st_open(src);
+    cr_assert_not_null(st, "%s", llmq_last_error());
+    size_t n = llmq_st_count(st);
+    FILE *idx = fopen(strcat(strcpy((char[512]){0}, dir), "/model.safetensors.index.json"), "w");
+    fprintf(idx, "{\"metadata\":{\"total_size\":0},\"weight_map\":{");
+    for (int s = 0; s < 3; s++) {
+        size_t a = n * (size_t)s / 3, b = n * (size_t)(s + 1) / 3;
+        llmq_st_tensor part[64];
+        for (size_t i = a; i < b; i++) part[i - a] = *llmq_st_at(st, i);
+        char name[64], path[512];
+        snprintf(name, sizeof name, "model-%05d-of-00003.safetensors", s + 1);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        cr_assert_eq(llmq_st_write(path, part, b - a, NULL), LLMQ_OK, "%s", llmq_last_error());
+        for (size_t i = a; i < b; i++) fprintf(idx, "%s\"%s\":\"%s\"", i ? "," : "", llmq_st_at(st, i)->name, name);
+    }
+    fprintf(idx, "}}\n");
+    fclose(idx);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/'", src, dir);
+    cr_assert_eq(system(cmd), 0);
+    llmq_st_close(st);
+
+    llmq_model *whole = llmq_model_load(src), *sharded = llmq_model_load(dir);
+    cr_assert_not_null(sharded, "%s", llmq_last_error());
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = (i * 37 + 1) % 512;
+    int vocab = whole->cfg.vocab_size;
+    float *la = malloc(40 * (size_t)vocab * sizeof(float)), *lb = malloc(40 * (size_t)vocab * sizeof(float));
+    cr_assert_eq(llmq_forward(whole, ids, 40, la), LLMQ_OK);
+    cr_assert_eq(llmq_forward(sharded, ids, 40, lb), LLMQ_OK);
+    cr_assert_eq(memcmp(la, lb, 40 * (size_t)vocab * sizeof(float)), 0, "sharded logits differ");
+    free(la);
+    free(lb);
+    llmq_model_free(whole);
+    llmq_model_free(sharded);
+}
+
+Test(safetensors, shard_index_errors)
+{
+    char dir[256], path[512];
+    test_tmpdir(dir, sizeof dir, "badindex");
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"weight_map\":{\"a\":\"../evil.safetensors\"}}", f);
+    fclose(f);
+    cr_assert_null(llmq_st_open(dir));
+    cr_assert(strstr(llmq_last_error(), "not a plain file name"), "%s", llmq_last_error());
+    f = fopen(path, "w");
+    fputs("{\"weight_map\":{\"a\":\"missing.safetensors\"}}", f);
+    fclose(f);
+    cr_assert_null(llmq_st_open(dir));
+    cr_assert(strstr(llmq_last_error(), "missing.safetensors"), "%s", llmq_last_error());
+}
