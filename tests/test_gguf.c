@@ -890,6 +890,33 @@ Test(gguf, names_with_control_bytes_are_quoted)
     free(b.p);
 }
 
+Test(gguf, rejects_nul_bytes_in_names)
+{
+    /* A NUL would make the name unreachable through the C-string lookups. */
+    blob b = {0};
+    put_header(&b, 3, 0, 1);
+    put_u64(&b, 3);
+    put(&b, "a\0b", 3);
+    put_u32(&b, LLMQ_GGUF_U8);
+    put_u8(&b, 1);
+    expect_rejected(&b, "key 'a?b': the key contains a NUL byte");
+    free(b.p);
+
+    b = (blob){0};
+    const uint64_t ne8[] = {8};
+    put_header(&b, 3, 1, 0);
+    put_u64(&b, 2);
+    put(&b, "w\0", 2);
+    put_u32(&b, 1);
+    put_u64(&b, ne8[0]);
+    put_u32(&b, LLMQ_TYPE_F32);
+    put_u64(&b, 0);
+    pad_to(&b, 32);
+    put_zeros(&b, 32);
+    expect_rejected(&b, "tensor 'w?': the name contains a NUL byte");
+    free(b.p);
+}
+
 Test(gguf, every_truncation_of_a_valid_file_fails_cleanly)
 {
     char dir[128], path[200];
@@ -911,6 +938,72 @@ Test(gguf, every_truncation_of_a_valid_file_fails_cleanly)
     llmq_gguf *g = llmq_gguf_open_memory(full, size, "whole.gguf");
     cr_assert_not_null(g, "%s", llmq_last_error());
     llmq_gguf_close(g);
+    free(full);
+}
+
+/* Reads everything an opened file offers, so ASan sees any bad pointer. */
+static void walk(const llmq_gguf *g)
+{
+    llmq_gguf_value v;
+    for (int64_t kv = 0; kv < llmq_gguf_kv_count(g); kv++) {
+        cr_assert_not_null(llmq_gguf_kv_key(g, kv));
+        cr_assert_eq(llmq_gguf_kv_value(g, kv, &v), LLMQ_OK);
+        if (v.type != LLMQ_GGUF_ARRAY) continue;
+        for (uint64_t i = 0; i < v.arr.count; i++) {
+            llmq_gguf_value e;
+            cr_assert_eq(llmq_gguf_arr_value(g, kv, i, &e), LLMQ_OK);
+            if (e.type == LLMQ_GGUF_STRING) cr_assert_eq(strlen(e.str.ptr) <= e.str.len, 1);
+        }
+    }
+    for (int64_t i = 0; i < llmq_gguf_tensor_count(g); i++) {
+        const llmq_gguf_tensor *t = llmq_gguf_tensor_at(g, i);
+        const unsigned char *d = t->data;
+        volatile unsigned char sink = d[0] ^ d[t->size - 1];
+        (void)sink;
+        cr_assert_eq(llmq_gguf_find_tensor(g, t->name), i);
+    }
+}
+
+Test(gguf, random_corruptions_fail_cleanly_or_read_safely)
+{
+    char dir[128], path[200];
+    test_tmpdir(dir, sizeof dir, "gguf-fuzz");
+    snprintf(path, sizeof path, "%s/f.gguf", dir);
+    write_sample(path);
+    size_t size;
+    char *full = slurp(path, &size);
+    uint64_t state = 0x9e3779b97f4a7c15ull; /* xorshift64: deterministic */
+    int opened = 0, rejected = 0;
+    for (int iter = 0; iter < 4000; iter++) {
+        unsigned char *copy = malloc(size);
+        memcpy(copy, full, size);
+        int edits = 1 + iter % 4;
+        for (int e = 0; e < edits; e++) {
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+            size_t at = (size_t)(state % (size - 8));
+            switch ((state >> 32) % 4) {
+            case 0: copy[at] ^= (unsigned char)(1u << ((state >> 40) % 8)); break; /* a bit */
+            case 1: copy[at] = (unsigned char)(state >> 48); break;                 /* a byte */
+            case 2: memset(copy + at, 0xff, 8); break;                              /* a huge u64 */
+            default: { uint64_t small = (state >> 44) % 80; memcpy(copy + at, &small, 8); } break;
+            }
+        }
+        llmq_clear_error();
+        llmq_gguf *g = llmq_gguf_open_memory(copy, size, "fz.gguf");
+        if (g) {
+            walk(g);
+            llmq_gguf_close(g);
+            opened++;
+        } else {
+            cr_assert(strncmp(llmq_last_error(), "fz.gguf: ", 9) == 0, "\"%s\"", llmq_last_error());
+            rejected++;
+        }
+        free(copy);
+    }
+    cr_log_info("corruptions: %d opened, %d rejected", opened, rejected);
+    /* Edits to tensor data or to values leave valid files; most others do not. */
+    cr_assert_gt(opened, 100);
+    cr_assert_gt(rejected, 1000);
     free(full);
 }
 

@@ -309,6 +309,7 @@ static int parse_kv(parser *ps, int64_t i)
     if (read_string(ps, "key", -1, &kv->key)) return LLMQ_ERR;
     where_name(ps, "key", g, kv->key);
     const str_ref *k = &g->strs[kv->key];
+    if (memchr(g->arena + k->off, '\0', k->len)) return fail(ps, "the key contains a NUL byte");
     size_t slot = index_slot(g, &g->key_index, g->arena + k->off, k->len);
     if (g->key_index.entry[slot] >= 0)
         return fail(ps, "duplicate key (first defined by key #%" PRId64 ")", g->key_index.entry[slot]);
@@ -343,6 +344,7 @@ static int parse_tensor_info(parser *ps, int64_t i)
     if (nm->len >= LLMQ_GGUF_MAX_NAME)
         return fail(ps, "name is %zu bytes long, the limit is %d", nm->len, LLMQ_GGUF_MAX_NAME - 1);
     where_name(ps, "tensor", g, rec->name);
+    if (memchr(g->arena + nm->off, '\0', nm->len)) return fail(ps, "the name contains a NUL byte");
     size_t slot = index_slot(g, &g->tensor_index, g->arena + nm->off, nm->len);
     if (g->tensor_index.entry[slot] >= 0)
         return fail(ps, "duplicate tensor name (first used by tensor #%" PRId64 ")", g->tensor_index.entry[slot]);
