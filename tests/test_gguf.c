@@ -1076,6 +1076,28 @@ Test(gguf, writer_rejects_bad_declarations)
     llmq_gguf_close(g);
 }
 
+Test(gguf, writer_rejects_absurd_sizes)
+{
+    char dir[128], path[200];
+    test_tmpdir(dir, sizeof dir, "gguf-wsize");
+    snprintf(path, sizeof path, "%s/w.gguf", dir);
+    llmq_gguf_writer *w = llmq_gguf_writer_new(path);
+    const int64_t too_big[] = {INT64_MAX / 2, 2};
+    cr_assert_eq(llmq_gguf_writer_add_tensor(w, "a", LLMQ_TYPE_F32, 2, too_big), LLMQ_ERR);
+    assert_error_has("tensor 'a': the byte size overflows");
+    const int64_t overflow[] = {1ll << 32, 1ll << 32};
+    cr_assert_eq(llmq_gguf_writer_add_tensor(w, "a", LLMQ_TYPE_F32, 2, overflow), LLMQ_ERR);
+    assert_error_has("the element count overflows 64 bits");
+    const int64_t big[] = {1ll << 59}; /* 2^61 bytes each: three exceed the 2^62 limit */
+    cr_assert_eq(llmq_gguf_writer_add_tensor(w, "a", LLMQ_TYPE_F32, 1, big), LLMQ_OK);
+    cr_assert_eq(llmq_gguf_writer_add_tensor(w, "b", LLMQ_TYPE_F32, 1, big), LLMQ_OK);
+    cr_assert_eq(llmq_gguf_writer_add_tensor(w, "c", LLMQ_TYPE_F32, 1, big), LLMQ_OK);
+    cr_assert_eq(llmq_gguf_writer_begin(w), LLMQ_ERR);
+    assert_error_has("w.gguf: the tensor data would take more than 2^62 bytes");
+    llmq_gguf_writer_abort(w);
+    cr_assert_eq(count_dir_entries(dir), 0);
+}
+
 Test(gguf, aborted_writer_leaves_no_file)
 {
     char dir[128], path[200];

@@ -98,8 +98,8 @@ size_t llmq_gguf_file_size(const llmq_gguf *g);
 /* Metadata, in file order. kv is an index in [0, llmq_gguf_kv_count). */
 int64_t llmq_gguf_kv_count(const llmq_gguf *g);
 int64_t llmq_gguf_find_key(const llmq_gguf *g, const char *key); /* -1 when absent */
-const char *llmq_gguf_kv_key(const llmq_gguf *g, int64_t kv);
-llmq_gguf_type llmq_gguf_kv_type(const llmq_gguf *g, int64_t kv);
+const char *llmq_gguf_kv_key(const llmq_gguf *g, int64_t kv);         /* NULL if out of range */
+llmq_gguf_type llmq_gguf_kv_type(const llmq_gguf *g, int64_t kv); /* LLMQ_GGUF_TYPE_COUNT if out of range */
 /* The value of kv (for an array: its element type and count). */
 int llmq_gguf_kv_value(const llmq_gguf *g, int64_t kv, llmq_gguf_value *out);
 /* Element i of the array kv. */

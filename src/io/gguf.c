@@ -265,7 +265,7 @@ static int read_values(parser *ps, gguf_kv *kv)
 {
     const bool is_array = kv->type == LLMQ_GGUF_ARRAY;
     if (kv->elem_type == LLMQ_GGUF_STRING) {
-        if (kv->count > bytes_left(ps) / 8)
+        if (is_array && kv->count > bytes_left(ps) / 8)
             return fail(ps, "%" PRIu64 " strings cannot fit in the %zu bytes left in the file", kv->count,
                         bytes_left(ps));
         kv->first_str = ps->g->n_strs;
@@ -1113,13 +1113,17 @@ int llmq_gguf_writer_begin(llmq_gguf_writer *w)
     if (check_declaring(w, "begin")) return LLMQ_ERR;
     /* Tensor infos, serialized, and the data layout: each tensor padded to
      * the alignment, as ggml's writer lays them out. */
-    byte_buf infos = {0};
     uint64_t offset = 0;
+    for (int64_t i = 0; i < w->n_tensors; i++) {
+        w->tensors[i].offset = offset;
+        if (__builtin_add_overflow(offset, align_up(w->tensors[i].size, w->alignment), &offset) ||
+            offset > INT64_MAX / 2)
+            return llmq_error("%s: the tensor data would take more than 2^62 bytes", w->path);
+    }
+    byte_buf infos = {0};
     int rc = LLMQ_OK;
     for (int64_t i = 0; i < w->n_tensors && rc == LLMQ_OK; i++) {
-        writer_tensor *t = &w->tensors[i];
-        t->offset = offset;
-        offset += align_up(t->size, w->alignment);
+        const writer_tensor *t = &w->tensors[i];
         rc = buf_str(&infos, t->name) || buf_u32(&infos, (uint32_t)t->n_dims);
         for (int d = 0; d < t->n_dims && rc == LLMQ_OK; d++) rc = buf_u64(&infos, (uint64_t)t->ne[d]);
         rc = rc || buf_u32(&infos, (uint32_t)t->type) || buf_u64(&infos, t->offset);
