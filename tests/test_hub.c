@@ -20,6 +20,7 @@
 #define TOKEN "hf_test_token_do_not_print_42"
 
 static pid_t mock_pid;
+static char test_root[PATH_MAX]; /* removed after the test unless LLMQ_KEEP_TMP is set */
 
 static void stop_mock(void)
 {
@@ -30,7 +31,17 @@ static void stop_mock(void)
     }
 }
 
-TestSuite(hub, .fini = stop_mock);
+static void teardown(void)
+{
+    stop_mock();
+    if (test_root[0] && !getenv("LLMQ_KEEP_TMP") && strstr(test_root, "/build/tmp/hub-")) {
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_root);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", test_root);
+    }
+}
+
+TestSuite(hub, .fini = teardown);
 
 typedef struct {
     char root[PATH_MAX], files[PATH_MAX], cache[PATH_MAX], log[PATH_MAX];
@@ -125,6 +136,7 @@ static void setup(hub_env *e, const char *tag)
     char rel[160];
     test_tmpdir(rel, sizeof rel, tag);
     cr_assert(realpath(rel, e->root), "realpath %s", rel);
+    snprintf(test_root, sizeof test_root, "%s", e->root);
     path_fmt(e->files, "%s/files", e->root);
     path_fmt(e->cache, "%s/cache/hub", e->root);
     path_fmt(e->log, "%s/mock.log", e->root);
