@@ -834,6 +834,28 @@ Test(hub, offline_mode_is_served_from_the_cache)
     cr_assert(strstr(llmq_last_error(), "HF_HUB_OFFLINE"), "%s", llmq_last_error());
 }
 
+Test(hub, an_unreachable_hub_falls_back_to_a_complete_cache)
+{
+    hub_env e;
+    setup(&e, "hub-down");
+    make_checkpoint(e.files);
+    start_mock(&e, json_pack("{s:{s:o}}", "repos", "org/name", repo_config(e.files)));
+    char *dir = NULL;
+    llmq_hub_options o = options(NULL, 4);
+    cr_assert_eq(llmq_hub_resolve("org/name", &dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    free(dir);
+    stop_mock(); /* the port now refuses connections */
+    setenv("LLMQ_HUB_RETRIES", "1", 1);
+    llmq_hub_result res;
+    cr_assert_eq(llmq_hub_pull("org/name", &o, &res), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert(res.from_cache);
+    check_default_snapshot(&e, "models--org--name", res.snapshot_dir);
+    llmq_hub_result_free(&res);
+    /* Nothing cached for another repo: the network error is reported. */
+    cr_assert_eq(llmq_hub_pull("org/other", &o, &res), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "giving up after 2 attempts"), "%s", llmq_last_error());
+}
+
 /* A cache laid out by hand by huggingface_hub's rules is used without a request. */
 Test(hub, a_cache_written_by_huggingface_hub_is_used_without_requests)
 {

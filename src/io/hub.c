@@ -233,6 +233,7 @@ typedef struct {
     uint64_t size;
     int is_lfs;
     int selected;
+    int fetched_early; /* the index, fetched before the main batch */
 } hub_file;
 
 typedef struct {
@@ -849,6 +850,7 @@ static int select_default(hub_repo *r, const hub_net *net, const llmq_hub_option
         if (!index->etag) return llmq_error("%s: file list gives no size or blob id for %s", r->repo, index->name);
         size_t k = (size_t)(index - r->files);
         if (fetch_batch(r, net, opts, &k, 1, fetched) != LLMQ_OK) return LLMQ_ERR;
+        index->fetched_early = 1;
         char *blob = xfmt("%s/blobs/%s", r->repo_dir, index->etag);
         if (!blob) return llmq_error("hub: out of memory");
         char **shards = NULL;
@@ -878,8 +880,12 @@ static int select_default(hub_repo *r, const hub_net *net, const llmq_hub_option
     return LLMQ_OK;
 }
 
-static int pull_online(hub_repo *r, const hub_net *net, const llmq_hub_options *opts, llmq_hub_result *out)
+/* *unreachable is set when the repo info could not be fetched at all (no HTTP
+ * answer), the case where a complete cached snapshot may stand in. */
+static int pull_online(hub_repo *r, const hub_net *net, const llmq_hub_options *opts, llmq_hub_result *out,
+                       int *unreachable)
 {
+    *unreachable = 0;
     char *qrev = hub_url_quote(r->revision, "");
     char *url = qrev ? xfmt("%s/api/models/%s/revision/%s?blobs=true", net->endpoint, r->repo, qrev) : NULL;
     free(qrev);
@@ -889,7 +895,10 @@ static int pull_online(hub_repo *r, const hub_net *net, const llmq_hub_options *
     long status = 0;
     int rc = hub_http_get(net, url, API_MAX_BYTES, &body, &len, &status);
     free(url);
-    if (rc != LLMQ_OK) return rc;
+    if (rc != LLMQ_OK) {
+        *unreachable = 1;
+        return rc;
+    }
     if (status < 200 || status >= 300) return explain_status(r, net, status);
     rc = parse_repo_info(r, body, len);
     free(body);
@@ -927,9 +936,9 @@ static int pull_online(hub_repo *r, const hub_net *net, const llmq_hub_options *
             return llmq_error("%s: the file list gives no size or blob id for '%s' (hub API without ?blobs=true?)",
                               r->repo, r->files[i].name);
         }
-        batch[n++] = i;
+        if (!r->files[i].fetched_early) batch[n++] = i;
     }
-    if (n == 0) {
+    if (n == 0 && opts && opts->n_includes) {
         free(batch);
         return llmq_error("%s@%s: no file matches the --include patterns", r->repo, r->revision);
     }
@@ -994,8 +1003,17 @@ int llmq_hub_pull(const char *repo_id, const llmq_hub_options *opts, llmq_hub_re
     }
     hub_net net;
     if (hub_net_init(&net) != LLMQ_OK) goto out;
-    rc = pull_online(&r, &net, opts, out);
+    int unreachable = 0;
+    rc = pull_online(&r, &net, opts, out, &unreachable);
     hub_net_free(&net);
+    if (rc != LLMQ_OK && unreachable && refresh) {
+        /* Like huggingface_hub: an unreachable hub falls back to a complete
+         * cached snapshot of the revision (from_cache tells the caller). */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", llmq_last_error());
+        if (resolve_cached(&r, opts, out, &found) == LLMQ_OK && found) rc = LLMQ_OK;
+        else llmq_error("%s", why);
+    }
 out:
     hub_repo_free(&r);
     return rc;
