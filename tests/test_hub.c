@@ -492,6 +492,29 @@ Test(hub, renamed_repo_follows_relative_redirect)
     cr_assert_geq(log_count(&e, "\"/org/name/resolve/"), (int)N_DEFAULT);
 }
 
+Test(hub, a_file_list_without_blob_metadata_falls_back_to_head_requests)
+{
+    hub_env e;
+    setup(&e, "hub-head");
+    make_checkpoint(e.files);
+    json_t *r = repo_config(e.files);
+    json_object_set_new(r, "api_blobs", json_false());
+    start_mock(&e, json_pack("{s:{s:o}, s:{s:s}, s:[{s:s, s:s}]}", "repos", "org/name", r, "renames", "old/name",
+                             "org/name", "faults", "kind", "corrupt", "path", SHARD1));
+    progress_log pl = {0};
+    llmq_hub_options o = options(&pl, 4);
+    char *dir = NULL;
+    cr_assert_eq(llmq_hub_resolve("old/name", &dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    check_default_snapshot(&e, "models--old--name", dir);
+    free(dir);
+    /* One HEAD per file under the old name, each redirected (relative) to the new one;
+     * the CDN redirect is not followed by a HEAD. */
+    cr_assert_eq(log_count2(&e, "\"HEAD\"", "\"/old/name/resolve/"), (int)N_DEFAULT);
+    cr_assert_eq(log_count2(&e, "\"HEAD\"", "\"/org/name/resolve/"), (int)N_DEFAULT);
+    cr_assert_eq(log_count2(&e, "\"HEAD\"", "\"/cdn/"), 0);
+    cr_assert_eq(pl.retries, 1, "the etag from HEAD still verifies the body");
+}
+
 Test(hub, resume_after_the_server_drops_mid_file)
 {
     hub_env e;

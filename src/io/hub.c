@@ -553,10 +553,44 @@ out:
     return rc;
 }
 
+/* Files the list gave no size or blob id for (a hub or mirror without
+ * ?blobs=true) get them from a HEAD request. The etag's length says which
+ * checksum it is: 64 hex digits for an LFS sha256, 40 for a git blob sha1. */
+static int fill_metadata(hub_repo *r, const hub_net *net, const size_t *batch, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        hub_file *f = &r->files[batch[k]];
+        if (f->etag) continue;
+        char *qpath = hub_url_quote(f->name, "/");
+        char *url = qpath ? xfmt("%s/%s/resolve/%s/%s", net->endpoint, r->repo, r->commit, qpath) : NULL;
+        free(qpath);
+        if (!url) return llmq_error("hub: out of memory");
+        char *etag = NULL, *commit = NULL;
+        uint64_t size = 0;
+        int rc = hub_head_metadata(net, url, f->name, &etag, &size, &commit);
+        free(url);
+        if (rc != LLMQ_OK) return rc;
+        if (commit && strcmp(commit, r->commit) != 0)
+            rc = llmq_error("%s: X-Repo-Commit %.64s differs from the requested commit %s", f->name, commit, r->commit);
+        else if (!is_hex(etag, 64) && !is_hex(etag, 40))
+            rc = llmq_error("%s: ETag '%.80s' is neither a sha256 nor a git blob id", f->name, etag);
+        free(commit);
+        if (rc != LLMQ_OK) {
+            free(etag);
+            return rc;
+        }
+        f->etag = etag;
+        f->size = size;
+        f->is_lfs = strlen(etag) == 64;
+    }
+    return LLMQ_OK;
+}
+
 static int fetch_batch(hub_repo *r, const hub_net *net, const llmq_hub_options *opts, size_t *batch, size_t n,
                        uint64_t *fetched)
 {
     if (n == 0) return LLMQ_OK;
+    if (fill_metadata(r, net, batch, n) != LLMQ_OK) return LLMQ_ERR;
     batch_state b = {.opts = opts, .repo = r, .net = net, .batch = batch, .n_batch = n};
     pthread_mutex_init(&b.lock, NULL);
     b.done = calloc(n, sizeof *b.done);
@@ -847,7 +881,6 @@ static int select_default(hub_repo *r, const hub_net *net, const llmq_hub_option
     }
     size_t n_weights = 0;
     if (index) {
-        if (!index->etag) return llmq_error("%s: file list gives no size or blob id for %s", r->repo, index->name);
         size_t k = (size_t)(index - r->files);
         if (fetch_batch(r, net, opts, &k, 1, fetched) != LLMQ_OK) return LLMQ_ERR;
         index->fetched_early = 1;
@@ -929,15 +962,8 @@ static int pull_online(hub_repo *r, const hub_net *net, const llmq_hub_options *
     size_t *batch = calloc(r->n_files ? r->n_files : 1, sizeof *batch);
     if (!batch) return llmq_error("hub: out of memory");
     size_t n = 0;
-    for (size_t i = 0; i < r->n_files; i++) {
-        if (!r->files[i].selected) continue;
-        if (!r->files[i].etag) {
-            free(batch);
-            return llmq_error("%s: the file list gives no size or blob id for '%s' (hub API without ?blobs=true?)",
-                              r->repo, r->files[i].name);
-        }
-        if (!r->files[i].fetched_early) batch[n++] = i;
-    }
+    for (size_t i = 0; i < r->n_files; i++)
+        if (r->files[i].selected && !r->files[i].fetched_early) batch[n++] = i;
     if (n == 0 && opts && opts->n_includes) {
         free(batch);
         return llmq_error("%s@%s: no file matches the --include patterns", r->repo, r->revision);

@@ -663,3 +663,130 @@ int hub_fetch_file(const hub_fetch *f, uint64_t *fetched)
     *fetched = x.fetched;
     return rc;
 }
+
+/* ---- HEAD metadata ------------------------------------------------------- */
+
+typedef struct {
+    char etag[160], linked_etag[160], linked_size[32], content_length[32], location[2048], commit[64];
+} head_info;
+
+static size_t head_header(char *line, size_t size, size_t nmemb, void *user)
+{
+    head_info *h = user;
+    size_t n = size * nmemb;
+    struct {
+        const char *name;
+        char *dst;
+        size_t cap;
+    } fields[] = {
+        {"ETag:", h->etag, sizeof h->etag},
+        {"X-Linked-Etag:", h->linked_etag, sizeof h->linked_etag},
+        {"X-Linked-Size:", h->linked_size, sizeof h->linked_size},
+        {"Content-Length:", h->content_length, sizeof h->content_length},
+        {"Location:", h->location, sizeof h->location},
+        {"X-Repo-Commit:", h->commit, sizeof h->commit},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        size_t k = strlen(fields[i].name);
+        if (n > k && !strncasecmp(line, fields[i].name, k)) copy_header_value(fields[i].dst, fields[i].cap, line, n, k);
+    }
+    return n;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!*s) return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno || s[0] == '-') return 0;
+    *out = v;
+    return 1;
+}
+
+int hub_head_metadata(const hub_net *net, const char *url, const char *name, char **etag, uint64_t *size,
+                      char **commit)
+{
+    *etag = NULL;
+    if (commit) *commit = NULL;
+    if (hub_curl_init() != LLMQ_OK) return LLMQ_ERR;
+    char *current = strdup(url);
+    if (!current) return llmq_error("hub: out of memory");
+    char reason[CURL_ERROR_SIZE + 64] = "";
+    int attempt = 1, hops = 0, rc = LLMQ_ERR;
+    for (;;) {
+        char errbuf[CURL_ERROR_SIZE] = "";
+        struct curl_slist *headers = NULL;
+        CURL *c = new_handle(net, &headers, errbuf);
+        if (!c) {
+            curl_slist_free_all(headers);
+            rc = llmq_error("hub: cannot create a curl handle");
+            break;
+        }
+        head_info h;
+        memset(&h, 0, sizeof h);
+        curl_easy_setopt(c, CURLOPT_URL, current);
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, head_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+        CURLcode cc = curl_easy_perform(c);
+        long code = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_cleanup(c);
+        curl_slist_free_all(headers);
+        if (cc != CURLE_OK || retriable_status(code)) {
+            if (cc != CURLE_OK) snprintf(reason, sizeof reason, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+            else snprintf(reason, sizeof reason, "HTTP %ld", code);
+            if ((cc != CURLE_OK && !retriable_curl(cc)) || attempt > net->retries) {
+                rc = llmq_error("%s: metadata: %s%s", name, attempt > 1 ? "giving up: " : "", reason);
+                break;
+            }
+            sleep_ms(hub_backoff_ms(net, attempt++));
+            continue;
+        }
+        if (code >= 300 && code < 400 && h.location[0] == '/' && h.location[1] != '/' && hops < 10) {
+            /* Relative: same origin, new path (a renamed repo). */
+            const char *scheme_end = strstr(current, "://");
+            const char *path = scheme_end ? strchr(scheme_end + 3, '/') : NULL;
+            size_t origin = path ? (size_t)(path - current) : strlen(current);
+            char *next = malloc(origin + strlen(h.location) + 1);
+            if (!next) {
+                rc = llmq_error("hub: out of memory");
+                break;
+            }
+            memcpy(next, current, origin);
+            strcpy(next + origin, h.location);
+            free(current);
+            current = next;
+            hops++;
+            continue;
+        }
+        if (code == 401 || code == 403) {
+            rc = llmq_error("%s: gated or private repo: set HF_TOKEN (HTTP %ld)", name, code);
+            break;
+        }
+        if (code == 404) {
+            rc = llmq_error("%s: not on the hub: no such repo or revision (HTTP 404)", name);
+            break;
+        }
+        if (!(code >= 200 && code < 400)) {
+            rc = llmq_error("%s: metadata: unexpected HTTP %ld", name, code);
+            break;
+        }
+        int redirected = code >= 300;
+        char *e = h.linked_etag[0] ? h.linked_etag : h.etag;
+        strip_etag(e);
+        const char *sz = h.linked_size[0] ? h.linked_size : (redirected ? "" : h.content_length);
+        if (!e[0] || !parse_u64(sz, size)) {
+            rc = llmq_error("%s: metadata: the hub sent no %s", name, e[0] ? "size" : "ETag");
+            break;
+        }
+        *etag = strdup(e);
+        if (commit && h.commit[0]) *commit = strdup(h.commit);
+        rc = *etag ? LLMQ_OK : llmq_error("hub: out of memory");
+        break;
+    }
+    free(current);
+    return rc;
+}

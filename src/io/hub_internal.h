@@ -49,6 +49,14 @@ typedef struct {
  * *fetched counts the bytes received over the network. */
 int hub_fetch_file(const hub_fetch *f, uint64_t *fetched);
 
+/* Metadata of one file from a HEAD on its resolve URL (huggingface_hub
+ * get_hf_file_metadata): only relative redirects are followed (renamed repos),
+ * not the one to the CDN. etag = X-Linked-Etag or ETag (W/ and quotes stripped),
+ * size = X-Linked-Size or, when not redirected, Content-Length; *commit (may be
+ * NULL) = X-Repo-Commit. 401/403/404 give the usual messages. */
+int hub_head_metadata(const hub_net *net, const char *url, const char *name, char **etag, uint64_t *size,
+                      char **commit);
+
 /* Percent-encodes s; characters in `safe` (besides RFC 3986 unreserved) are kept. */
 char *hub_url_quote(const char *s, const char *safe);
 
