@@ -940,7 +940,6 @@ static int pull_online(hub_repo *r, const hub_net *net, const llmq_hub_options *
     char *blobs = xfmt("%s/blobs", r->repo_dir);
     rc = blobs ? LLMQ_OK : llmq_error("hub: out of memory");
     if (rc == LLMQ_OK) rc = mkdir_p(blobs);
-    if (rc == LLMQ_OK) rc = mkdir_p(r->snapshot_dir);
     if (rc == LLMQ_OK) rc = mkdir_p(r->locks_dir);
     free(blobs);
     if (rc != LLMQ_OK) return rc;
@@ -1022,8 +1021,8 @@ int llmq_hub_pull(const char *repo_id, const llmq_hub_options *opts, llmq_hub_re
             goto out;
         }
         if (offline) {
-            llmq_error("%s@%s: not in the cache at %s (complete), and HF_HUB_OFFLINE is set", r.repo, r.revision,
-                       r.repo_dir);
+            llmq_error("%s@%s is not (completely) in the cache %s, and HF_HUB_OFFLINE is set", r.repo, r.revision,
+                       r.cache);
             goto out;
         }
     }
