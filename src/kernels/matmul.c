@@ -66,6 +66,41 @@ static void gemv(const llmq_kernel_ops *ops, float *y, const float *x, int n_tok
         }
 }
 
+/* One parallel region for the whole product: each thread takes a contiguous
+ * range of output rows and walks it in panels, decoding a panel into its own
+ * scratch and multiplying it with a single-threaded sgemm (OpenBLAS runs
+ * serially inside a parallel region). No barrier until the end — on a busy
+ * machine every barrier can cost a scheduler time slice. */
+static int panel_matmul(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
+                        int in, int out)
+{
+    /* Panel ≈ 2 MiB of floats: stays in L2/L3 between its decode and its sgemm. */
+    int panel = (int)((2u << 20) / ((size_t)in * sizeof(float)));
+    if (panel < 16) panel = 16;
+    int failed = 0;
+    #pragma omp parallel
+    {
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        /* Row ranges in multiples of 16 keep sgemm's column blocks whole. */
+        const int chunk = ((out + nth - 1) / nth + 15) / 16 * 16;
+        const int o0 = me * chunk < out ? me * chunk : out, o1 = o0 + chunk < out ? o0 + chunk : out;
+        const int p = panel < o1 - o0 ? panel : o1 - o0;
+        float *scratch = p > 0 ? malloc((size_t)p * in * sizeof(float)) : NULL;
+        if (p > 0 && !scratch) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        for (int r0 = o0; scratch && r0 < o1; r0 += p) {
+            const int r1 = r0 + p < o1 ? r0 + p : o1;
+            for (int r = r0; r < r1; r++) ops->dequant(w + (size_t)r * row_bytes, scratch + (size_t)(r - r0) * in, in);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, r1 - r0, in, 1.0f, x, in, scratch, in, 0.0f, y + r0, out);
+        }
+        free(scratch);
+    }
+    if (failed) return llmq_error("matmul: out of memory for a %d×%d panel per thread", panel, in);
+    return LLMQ_OK;
+}
+
 int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type wtype, int in, int out)
 {
     if (n_tokens <= 0 || in <= 0 || out <= 0) return llmq_error("matmul: empty shape %d×%d×%d", n_tokens, in, out);
@@ -82,19 +117,5 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
         gemv(ops, y, x, n_tokens, w, row_bytes, in, out);
         return LLMQ_OK;
     }
-    /* Panel of rows sized to stay near the L2/L3 caches (about 4 MiB of floats). */
-    int panel = (int)((4u << 20) / ((size_t)in * sizeof(float)));
-    if (panel < 16) panel = 16;
-    if (panel > out) panel = out;
-    float *scratch = malloc((size_t)panel * in * sizeof(float));
-    if (!scratch) return llmq_error("matmul: out of memory for a %d×%d panel", panel, in);
-    const unsigned char *base = w;
-    for (int r0 = 0; r0 < out; r0 += panel) {
-        int r1 = r0 + panel < out ? r0 + panel : out;
-        #pragma omp parallel for schedule(static)
-        for (int r = r0; r < r1; r++) ops->dequant(base + (size_t)r * row_bytes, scratch + (size_t)(r - r0) * in, in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, r1 - r0, in, 1.0f, x, in, scratch, in, 0.0f, y + r0, out);
-    }
-    free(scratch);
-    return LLMQ_OK;
+    return panel_matmul(ops, y, x, n_tokens, w, row_bytes, in, out);
 }
