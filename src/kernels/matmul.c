@@ -2,10 +2,11 @@
  *  - few tokens (GEMV): each thread takes a range of output rows and runs the
  *    fused decode-and-dot kernel over them, reading each row once per
  *    LLMQ_DOT_MAX_TOKENS tokens — bandwidth-bound, no scratch memory;
- *  - many tokens (prompt processing): decode a panel of weight rows to fp32
- *    with the SIMD decoder, then one sgemm per panel. The decode costs
- *    O(rows·in) against the product's O(tokens·rows·in), so this runs at
- *    sgemm speed with only a panel of scratch memory.
+ *  - many tokens (prompt processing): each thread decodes panels of its own
+ *    output rows to fp32 with the SIMD decoder and multiplies each with a
+ *    serial sgemm. The decode costs O(rows·in) against the product's
+ *    O(tokens·rows·in), so this runs near sgemm speed with a panel of
+ *    scratch memory per thread.
  * F32 weights go to sgemm directly. */
 #include "llmq/kernels.h"
 #include "llmq/error.h"
