@@ -29,7 +29,7 @@ ifeq ($(ARCH),x86_64)
 $(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 endif
 
-.PHONY: all deps test sanitize demo bench clean
+.PHONY: all deps test test-neon sanitize demo bench clean
 all: deps $(BIN)
 
 # Installs the Debian packages once, when pkg-config cannot find them.
@@ -55,8 +55,29 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(LIB) $(LDLIBS)
 
+# NEON kernels: a static AArch64 driver (plain C, no Criterion, no BLAS)
+# cross-built and run under qemu-aarch64; `make test` runs it when both tools exist.
+CROSS_CC ?= aarch64-linux-gnu-gcc
+QEMU_AARCH64 ?= qemu-aarch64
+HAVE_NEON_CROSS := $(shell command -v $(CROSS_CC) >/dev/null 2>&1 && command -v $(QEMU_AARCH64) >/dev/null 2>&1 && echo yes)
+
 test: deps $(BIN) $(TEST_BIN)
 	@bash scripts/run-tests.sh $(TEST_BIN)
+ifneq ($(HAVE_NEON_CROSS),)
+	@$(MAKE) --no-print-directory test-neon
+else
+	@echo "test-neon skipped: $(CROSS_CC) or $(QEMU_AARCH64) missing (bash scripts/install-deps.sh installs them)"
+endif
+
+NEON_SRC := src/util/error.c src/quant/types.c src/quant/blocks.c src/quant/rtn.c \
+            src/kernels/dispatch.c src/kernels/scalar.c src/kernels/quant_neon.c src/kernels/quant_avx2.c
+$(BUILD)/neon/test_neon: tests/neon/test_neon.c tests/kernel_check.h src/kernels/kernel_ops.h $(NEON_SRC) $(wildcard include/llmq/*.h)
+	@mkdir -p $(dir $@)
+	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unknown-pragmas -O2 -static -Iinclude -Itests -o $@ tests/neon/test_neon.c $(NEON_SRC) -lm
+
+test-neon: $(BUILD)/neon/test_neon
+	@echo "== $< (qemu-aarch64)"
+	@$(QEMU_AARCH64) $<
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize:

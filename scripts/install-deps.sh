@@ -6,7 +6,8 @@ pkgs=(build-essential pkg-config
       libcurl4-openssl-dev libjansson-dev libcriterion-dev
       libopenblas-openmp-dev liblapacke-dev
       libpcre2-dev libutf8proc-dev libssl-dev
-      python3)
+      python3
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) # NEON kernel tests (make test-neon)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

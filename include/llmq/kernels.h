@@ -13,6 +13,13 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
 /* Decodes rows [r0, r1) of W into dst (row-major, (r1-r0) × in floats). */
 int llmq_dequant_rows(float *dst, const void *w, llmq_type wtype, int in, int r0, int r1);
 
+/* The kernel family in use: "scalar", "avx2" or "neon" — the best the CPU
+ * supports, unless LLMQ_KERNEL or llmq_kernel_select() forces one. */
+const char *llmq_kernel_name(void);
+/* Forces a kernel family by name (NULL or "" = choose from CPU features).
+ * LLMQ_ERR when the name is unknown or the CPU lacks it. */
+int llmq_kernel_select(const char *name);
+
 /* Number of threads for OpenMP and OpenBLAS (0 = all cores). */
 void llmq_set_threads(int n);
 int llmq_get_threads(void);

@@ -1,13 +1,23 @@
-/* Many-token path: decode a panel of weight rows to fp32, then one sgemm per
- * panel (the decode costs O(rows·in), the product O(tokens·rows·in), so for
- * prompt-sized batches this runs at sgemm speed and needs only a panel of
- * scratch memory). F32 weights go to sgemm directly. */
+/* y = x·Wᵀ for W in any llmq_type. Two paths:
+ *  - few tokens (GEMV): each thread takes a range of output rows and runs the
+ *    fused decode-and-dot kernel over them, reading each row once per
+ *    LLMQ_DOT_MAX_TOKENS tokens — bandwidth-bound, no scratch memory;
+ *  - many tokens (prompt processing): each thread decodes panels of its own
+ *    output rows to fp32 with the SIMD decoder and multiplies each with a
+ *    serial sgemm. The decode costs O(rows·in) against the product's
+ *    O(tokens·rows·in), so this runs near sgemm speed with a panel of
+ *    scratch memory per thread.
+ * F32 weights go to sgemm directly. */
 #include "llmq/kernels.h"
 #include "llmq/error.h"
+#include "kernel_ops.h"
 
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
+
+/* Up to this many tokens the fused GEMV path beats decode + sgemm (bench/bench_kernels.c). */
+#define GEMV_MAX_TOKENS 8
 
 static int n_threads_set;
 
@@ -24,40 +34,89 @@ int llmq_get_threads(void)
     return n_threads_set > 0 ? n_threads_set : omp_get_max_threads();
 }
 
+static int check_shape(const llmq_type_traits **tr, llmq_type wtype, int in)
+{
+    *tr = llmq_type_get(wtype);
+    if (!*tr || !(*tr)->to_float) return llmq_error("matmul: weight type %d cannot be decoded", (int)wtype);
+    if (in <= 0 || in % (*tr)->block_size)
+        return llmq_error("matmul: row length %d is not a multiple of %s's block of %d", in, (*tr)->name, (*tr)->block_size);
+    return LLMQ_OK;
+}
+
 int llmq_dequant_rows(float *dst, const void *w, llmq_type wtype, int in, int r0, int r1)
 {
-    const llmq_type_traits *tr = llmq_type_get(wtype);
-    if (!tr || !tr->to_float) return llmq_error("matmul: weight type %d cannot be decoded", (int)wtype);
-    if (in % tr->block_size) return llmq_error("matmul: row length %d is not a multiple of %s's block of %d", in, tr->name, tr->block_size);
-    size_t row_bytes = llmq_row_size(wtype, in);
+    const llmq_type_traits *tr;
+    if (check_shape(&tr, wtype, in) != LLMQ_OK) return LLMQ_ERR;
+    const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
+    if (!ops) return LLMQ_ERR;
+    const size_t row_bytes = llmq_row_size(wtype, in);
     const unsigned char *base = w;
     #pragma omp parallel for schedule(static)
-    for (int r = r0; r < r1; r++)
-        tr->to_float(base + (size_t)r * row_bytes, dst + (size_t)(r - r0) * in, in);
+    for (int r = r0; r < r1; r++) ops->dequant(base + (size_t)r * row_bytes, dst + (size_t)(r - r0) * in, in);
+    return LLMQ_OK;
+}
+
+static void gemv(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
+                 int in, int out)
+{
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < out; o++)
+        for (int t0 = 0; t0 < n_tokens; t0 += LLMQ_DOT_MAX_TOKENS) {
+            int nt = n_tokens - t0 < LLMQ_DOT_MAX_TOKENS ? n_tokens - t0 : LLMQ_DOT_MAX_TOKENS;
+            ops->dot(w + (size_t)o * row_bytes, x + (size_t)t0 * in, (size_t)in, nt, in, y + (size_t)t0 * out + o, (size_t)out);
+        }
+}
+
+/* One parallel region for the whole product: each thread takes a contiguous
+ * range of output rows and walks it in panels, decoding a panel into its own
+ * scratch and multiplying it with a single-threaded sgemm (OpenBLAS runs
+ * serially inside a parallel region). No barrier until the end — on a busy
+ * machine every barrier can cost a scheduler time slice. */
+static int panel_matmul(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
+                        int in, int out)
+{
+    /* Panel ≈ 2 MiB of floats: stays in L2/L3 between its decode and its sgemm. */
+    int panel = (int)((2u << 20) / ((size_t)in * sizeof(float)));
+    if (panel < 16) panel = 16;
+    int failed = 0;
+    #pragma omp parallel
+    {
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        /* Row ranges in multiples of 16 keep sgemm's column blocks whole. */
+        const int chunk = ((out + nth - 1) / nth + 15) / 16 * 16;
+        const int o0 = me * chunk < out ? me * chunk : out, o1 = o0 + chunk < out ? o0 + chunk : out;
+        const int p = panel < o1 - o0 ? panel : o1 - o0;
+        float *scratch = p > 0 ? malloc((size_t)p * in * sizeof(float)) : NULL;
+        if (p > 0 && !scratch) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        for (int r0 = o0; scratch && r0 < o1; r0 += p) {
+            const int r1 = r0 + p < o1 ? r0 + p : o1;
+            for (int r = r0; r < r1; r++) ops->dequant(w + (size_t)r * row_bytes, scratch + (size_t)(r - r0) * in, in);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, r1 - r0, in, 1.0f, x, in, scratch, in, 0.0f, y + r0, out);
+        }
+        free(scratch);
+    }
+    if (failed) return llmq_error("matmul: out of memory for a %d×%d panel per thread", panel, in);
     return LLMQ_OK;
 }
 
 int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type wtype, int in, int out)
 {
     if (n_tokens <= 0 || in <= 0 || out <= 0) return llmq_error("matmul: empty shape %d×%d×%d", n_tokens, in, out);
+    const llmq_type_traits *tr;
+    if (check_shape(&tr, wtype, in) != LLMQ_OK) return LLMQ_ERR;
     if (wtype == LLMQ_TYPE_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
         return LLMQ_OK;
     }
-    /* Panel of rows sized to stay near the L2/L3 caches (about 4 MiB of floats). */
-    int panel = (int)((4u << 20) / ((size_t)in * sizeof(float)));
-    if (panel < 16) panel = 16;
-    if (panel > out) panel = out;
-    float *scratch = malloc((size_t)panel * in * sizeof(float));
-    if (!scratch) return llmq_error("matmul: out of memory for a %d×%d panel", panel, in);
-    for (int r0 = 0; r0 < out; r0 += panel) {
-        int r1 = r0 + panel < out ? r0 + panel : out;
-        if (llmq_dequant_rows(scratch, w, wtype, in, r0, r1) != LLMQ_OK) {
-            free(scratch);
-            return LLMQ_ERR;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, r1 - r0, in, 1.0f, x, in, scratch, in, 0.0f, y + r0, out);
+    const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
+    if (!ops) return LLMQ_ERR;
+    const size_t row_bytes = llmq_row_size(wtype, in);
+    if (n_tokens <= GEMV_MAX_TOKENS) {
+        gemv(ops, y, x, n_tokens, w, row_bytes, in, out);
+        return LLMQ_OK;
     }
-    free(scratch);
-    return LLMQ_OK;
+    return panel_matmul(ops, y, x, n_tokens, w, row_bytes, in, out);
 }

@@ -39,9 +39,9 @@ static void bf16_from_float(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n; i++) h[i] = llmq_f32_to_bf16(src[i]);
 }
 
-/* Block-format rows, defined in blocks.c (weak so the table links before
- * the block formats exist). */
-const llmq_type_traits *llmq_block_traits(int t) __attribute__((weak));
+/* Block-format rows, defined in blocks.c (a strong reference, so that
+ * linking libllmq.a always pulls the block formats in). */
+const llmq_type_traits *llmq_block_traits(int t);
 
 static const llmq_type_traits float_traits[] = {
     [LLMQ_TYPE_F32] = {"f32", 1, 4, false, f32_to_float, f32_from_float},
@@ -54,7 +54,7 @@ const llmq_type_traits *llmq_type_get(int t)
     if (t < 0 || t >= LLMQ_TYPE_COUNT) return NULL;
     if (t < (int)(sizeof float_traits / sizeof float_traits[0]) && float_traits[t].name)
         return &float_traits[t];
-    return llmq_block_traits ? llmq_block_traits(t) : NULL;
+    return llmq_block_traits(t);
 }
 
 int llmq_type_from_name(const char *name)

@@ -1,0 +1,170 @@
+/* Kernel benchmark: prompt processing (512 tokens through one 4096×4096
+ * matmul) per weight type against cblas_sgemm on the same shape, and
+ * single-token GEMV bandwidth against a streaming read of memory measured in
+ * the same run. Prints markdown tables. LLMQ_BENCH_QUICK=1 shrinks the shapes. */
+#include "llmq/blocks.h"
+#include "llmq/error.h"
+#include "llmq/kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng = 0x853c49e6748fea9bull;
+static uint32_t next_u32(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+/* Weights as random bytes with finite, moderate fp16 scales: the kernels'
+ * speed does not depend on the values, and this is instant at any size. */
+static void *random_weights(llmq_type t, int rows, int in)
+{
+    const llmq_type_traits *tr = llmq_type_get(t);
+    size_t bytes = llmq_row_size(t, in) * (size_t)rows;
+    unsigned char *w = malloc(bytes);
+    if (!w) return NULL;
+    for (size_t i = 0; i < bytes; i += 4) {
+        uint32_t r = next_u32();
+        memcpy(w + i, &r, bytes - i < 4 ? bytes - i : 4);
+    }
+    int off[2], nf = 0;
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q8_0: off[0] = 0; nf = 1; break;
+    case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q4_K: off[0] = 0; off[1] = 2; nf = 2; break;
+    case LLMQ_TYPE_Q6_K: off[0] = 208; nf = 1; break;
+    case LLMQ_TYPE_Q3_K: off[0] = 108; nf = 1; break;
+    default: break;
+    }
+    if (t == LLMQ_TYPE_F16) {
+        uint16_t *h = (uint16_t *)w;
+        for (size_t i = 0; i < bytes / 2; i++) h[i] = (uint16_t)(h[i] & 0xbfff); /* exponent < 16: finite, |x| < 2 */
+    }
+    for (size_t b = 0; nf && b < bytes / tr->type_size; b++)
+        for (int k = 0; k < nf; k++) {
+            uint16_t h = (uint16_t)(0x2000 | (next_u32() & 0x3ff)); /* ≈ 0.008 */
+            memcpy(w + b * tr->type_size + off[k], &h, 2);
+        }
+    return w;
+}
+
+static float *random_floats(size_t n)
+{
+    float *x = malloc(sizeof *x * n);
+    for (size_t i = 0; x && i < n; i++) x[i] = (float)(next_u32() >> 8) / 16777216.0f - 0.5f;
+    return x;
+}
+
+/* Best of `reps` wall-clock seconds of one matmul. */
+static double time_matmul(float *y, const float *x, int nt, const void *w, llmq_type t, int in, int out, int reps)
+{
+    double best = INFINITY;
+    for (int r = 0; r < reps; r++) {
+        double t0 = omp_get_wtime();
+        if (llmq_matmul(y, x, nt, w, t, in, out) != LLMQ_OK) {
+            fprintf(stderr, "bench_kernels: %s\n", llmq_last_error());
+            exit(1);
+        }
+        double dt = omp_get_wtime() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+/* Streaming read of `bytes` with all threads: the memory bandwidth ceiling
+ * for a GEMV that reads its weights once. */
+static double stream_read_gbs(size_t bytes, int reps)
+{
+    size_t n = bytes / sizeof(uint64_t);
+    uint64_t *buf = malloc(n * sizeof *buf);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = i * 0x9e3779b97f4a7c15ull;
+    double best = INFINITY;
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < reps; r++) {
+        uint64_t total = 0;
+        double t0 = omp_get_wtime();
+        #pragma omp parallel for schedule(static) reduction(+ : total)
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t a = buf[i] + buf[i + 4], b = buf[i + 1] + buf[i + 5], c = buf[i + 2] + buf[i + 6], d = buf[i + 3] + buf[i + 7];
+            total += a + b + c + d;
+        }
+        double dt = omp_get_wtime() - t0;
+        sink += total;
+        if (dt < best) best = dt;
+    }
+    (void)sink;
+    free(buf);
+    return (double)bytes / best / 1e9;
+}
+
+int main(void)
+{
+    const int quick = getenv("LLMQ_BENCH_QUICK") != NULL;
+    llmq_set_threads(0);
+    const int threads = llmq_get_threads();
+    const int in = quick ? 1024 : 4096, out = quick ? 1024 : 4096, tokens = 512;
+    const int gemv_rows = quick ? 4096 : 32768; /* ≥ 2× the L3 for 4-bit rows of 4096 */
+
+    printf("kernel: %s, threads: %d\n\n", llmq_kernel_name(), threads);
+
+    /* ---- prompt processing ---- */
+    printf("### Prompt processing: %d tokens × [%d → %d]\n\n", tokens, in, out);
+    printf("| weights | ms | GFLOP/s | tok/s (this matmul) | vs sgemm f32 |\n|---|---:|---:|---:|---:|\n");
+    float *x = random_floats((size_t)tokens * in), *y = malloc(sizeof(float) * (size_t)tokens * (out > gemv_rows ? out : gemv_rows));
+    const double flops = 2.0 * tokens * in * out;
+    float *wf = random_floats((size_t)in * out);
+    double t_sgemm = INFINITY;
+    for (int r = 0; r < 3; r++) {
+        double t0 = omp_get_wtime();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, out, in, 1.0f, x, in, wf, in, 0.0f, y, out);
+        double dt = omp_get_wtime() - t0;
+        if (dt < t_sgemm) t_sgemm = dt;
+    }
+    free(wf);
+    printf("| f32 (cblas_sgemm) | %.1f | %.1f | %.0f | 1.00 |\n", t_sgemm * 1e3, flops / t_sgemm / 1e9, tokens / t_sgemm);
+    const llmq_type pp_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q6_K, LLMQ_TYPE_F16};
+    for (size_t k = 0; k < sizeof pp_types / sizeof pp_types[0]; k++) {
+        void *w = random_weights(pp_types[k], out, in);
+        double t = time_matmul(y, x, tokens, w, pp_types[k], in, out, 3);
+        printf("| %s | %.1f | %.1f | %.0f | %.2f |\n", llmq_type_get(pp_types[k])->name, t * 1e3, flops / t / 1e9, tokens / t,
+               t_sgemm / t);
+        free(w);
+    }
+
+    /* ---- GEMV ---- */
+    double bw = stream_read_gbs((size_t)(quick ? 64 : 512) << 20, 5);
+    printf("\n### GEMV: 1 token × [%d → %d], memory bandwidth (streaming read, %d threads): %.1f GB/s\n\n", in, gemv_rows, threads, bw);
+    printf("| weights | MiB | µs | GB/s | of bandwidth |\n|---|---:|---:|---:|---:|\n");
+    const llmq_type gemv_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16};
+    for (size_t k = 0; k < sizeof gemv_types / sizeof gemv_types[0]; k++) {
+        llmq_type t = gemv_types[k];
+        void *w = random_weights(t, gemv_rows, in);
+        double bytes = (double)llmq_row_size(t, in) * gemv_rows;
+        double s = time_matmul(y, x, 1, w, t, in, gemv_rows, 5);
+        printf("| %s | %.1f | %.0f | %.1f | %.0f%% |\n", llmq_type_get(t)->name, bytes / 1048576, s * 1e6, bytes / s / 1e9,
+               100.0 * bytes / s / 1e9 / bw);
+        free(w);
+    }
+
+    /* ---- where the GEMV path hands over to decode + sgemm ---- */
+    printf("\n### Few tokens, q4_0 [%d → %d]: fused GEMV (≤ 8 tokens) vs panel decode + sgemm (> 8)\n\n", in, out);
+    printf("| tokens | ms | ms per token |\n|---:|---:|---:|\n");
+    void *w = random_weights(LLMQ_TYPE_Q4_0, out, in);
+    const int few[] = {1, 4, 8, 9, 16, 32};
+    for (size_t k = 0; k < sizeof few / sizeof few[0]; k++) {
+        double t = time_matmul(y, x, few[k], w, LLMQ_TYPE_Q4_0, in, out, 5);
+        printf("| %d | %.2f | %.3f |\n", few[k], t * 1e3, t * 1e3 / few[k]);
+    }
+    free(w);
+    free(x);
+    free(y);
+    return 0;
+}

@@ -1,0 +1,166 @@
+/* ggml's block formats, bit for bit (llama.cpp ggml/src/ggml-common.h), and the
+ * grid-first quantization API every quantizer (RTN, GPTQ, AWQ) builds on.
+ *
+ * Grid first. A *group* is `group_size` consecutive elements of one row (the
+ * span of one quantization grid along the input dimension). Its *grid* is the
+ * set of values the file can give those elements:
+ *
+ *     value(q) = scale * (q - zero) + offset,     q integer in [qmin, qmax],
+ *
+ * where scale and offset are exactly the floats the type's dequantizer
+ * computes from the stored fields (fp16 d and m, 6-bit sub-block codes under
+ * the super-block's fp16 d/dmin, ...), and llmq_grid_value() evaluates value(q)
+ * with the dequantizer's own arithmetic. A quantizer therefore
+ *   1. chooses each group's grid in the type's own precision
+ *      (llmq_rtn_grids() for a whole row, or llmq_grid_fit() +
+ *      llmq_grid_from_real() one group at a time), then
+ *   2. rounds weights onto it (llmq_grid_round(), llmq_round_row()), and
+ *   3. writes ggml blocks (llmq_pack_codes(), llmq_pack_row()),
+ * so what the algorithm optimised is exactly what the file holds.
+ *
+ * How a group maps onto native blocks: in Q4_0/Q4_1/Q8_0 (32-element blocks)
+ * a group of G elements is G/32 blocks carrying identical d (and m). In the
+ * K-quants a group is G/32 (Q4_K) or G/16 (Q6_K, Q3_K) sub-blocks carrying
+ * identical sub-block codes; the super-block's fp16 d (and dmin) is shared by
+ * all groups of its 256 elements, so it must be fixed before any of its
+ * groups' codes are (see llmq_superblock_choose()). */
+#ifndef LLMQ_BLOCKS_H
+#define LLMQ_BLOCKS_H
+
+#include "llmq/types.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LLMQ_QK 32    /* elements per Q4_0 / Q4_1 / Q8_0 block */
+#define LLMQ_QK_K 256 /* elements per K-quant super-block */
+
+/* --- the ggml layouts (little-endian; uint16_t d fields are IEEE fp16 bits) --- */
+
+/* y[j] = (lo(qs[j]) - 8)·d, y[j+16] = (hi(qs[j]) - 8)·d */
+typedef struct { uint16_t d; uint8_t qs[16]; } llmq_block_q4_0;
+/* y = q·d + m, same nibble order as Q4_0 */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } llmq_block_q4_1;
+/* y[j] = qs[j]·d */
+typedef struct { uint16_t d; int8_t qs[32]; } llmq_block_q8_0;
+/* 8 sub-blocks of 32 with 6-bit scale sc and min m (packed in scales[12]);
+ * y = (d·sc)·q - dmin·m. Each 64 elements use 32 qs bytes: low nibbles are the
+ * first 32 elements, high nibbles the next 32. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } llmq_block_q4_k;
+/* 16 sub-blocks of 16 with int8 scales; q = 4 low bits (ql) | 2 high bits (qh);
+ * y = (d·sc)·(q - 32); interleaved in 128-element halves. */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } llmq_block_q6_k;
+/* 16 sub-blocks of 16 with 6-bit scales stored +32 (packed in scales[12]);
+ * q = 2 low bits (qs) | high bit (hmask); y = (d·(sc-32))·(q - 4). */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } llmq_block_q3_k;
+/* Activation format of ggml's K-quant dot products (not a weight format). */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } llmq_block_q8_k;
+
+_Static_assert(sizeof(llmq_block_q4_0) == 18, "q4_0 block");
+_Static_assert(sizeof(llmq_block_q4_1) == 20, "q4_1 block");
+_Static_assert(sizeof(llmq_block_q8_0) == 34, "q8_0 block");
+_Static_assert(sizeof(llmq_block_q4_k) == 144, "q4_K block");
+_Static_assert(sizeof(llmq_block_q6_k) == 210, "q6_K block");
+_Static_assert(sizeof(llmq_block_q3_k) == 110, "q3_K block");
+_Static_assert(sizeof(llmq_block_q8_k) == 292, "q8_K block");
+
+/* Scalar reference dequantizers (n a multiple of the block size). */
+void llmq_dequant_q4_0(const void *src, float *dst, int64_t n);
+void llmq_dequant_q4_1(const void *src, float *dst, int64_t n);
+void llmq_dequant_q8_0(const void *src, float *dst, int64_t n);
+void llmq_dequant_q4_k(const void *src, float *dst, int64_t n);
+void llmq_dequant_q6_k(const void *src, float *dst, int64_t n);
+void llmq_dequant_q3_k(const void *src, float *dst, int64_t n);
+void llmq_dequant_q8_k(const void *src, float *dst, int64_t n);
+
+/* Q4_K's 6-bit (scale, min) of sub-block j (0..7) from the packed scales[12]. */
+void llmq_q4_k_get_scale_min(const uint8_t scales[12], int j, int *sc, int *m);
+/* Q3_K's signed 6-bit scale (-32..31) of sub-block j (0..15). */
+int llmq_q3_k_get_scale(const uint8_t scales[12], int j);
+
+/* --- grids --- */
+
+typedef struct {
+    float scale, offset;  /* decoded values: value(q) = scale·(q - zero) + offset */
+    int16_t zero, qmin, qmax;
+    /* The stored fields the grid decodes from. */
+    uint16_t d;    /* fp16 bits: Q4_0/Q4_1/Q8_0 d; K-quants: the super-block d */
+    uint16_t m;    /* fp16 bits: Q4_1 m; Q4_K: the super-block dmin; else 0 */
+    int16_t sc;    /* K-quants: sub-block scale code (Q4_K 0..63, Q6_K -128..127, Q3_K -32..31) */
+    int16_t mc;    /* Q4_K: sub-block min code 0..63; else 0 */
+} llmq_grid;
+
+/* Fields shared by all groups of one K-quant super-block (fp16 bits). */
+typedef struct { uint16_t d, dmin; } llmq_superblock;
+
+/* Elements per stored scale: 32 (Q4_0, Q4_1, Q8_0, Q4_K) or 16 (Q6_K, Q3_K);
+ * 0 for a type without grids (floats, Q8_K). */
+int llmq_grid_unit(llmq_type t);
+/* True for Q4_K, Q6_K, Q3_K (grids depend on a shared super-block d). */
+bool llmq_type_is_k(llmq_type t);
+/* The group size to use: group_size, or the type's native unit when
+ * group_size is 0. */
+int llmq_group_resolve(llmq_type t, int group_size);
+/* Checks that type t can express groups of group_size (after
+ * llmq_group_resolve) in rows of n elements: n a multiple of the block size,
+ * group_size a multiple of llmq_grid_unit(t), and for K-quants a divisor of
+ * 256. Q4_0/Q4_1/Q8_0 take any multiple of 32; the last group of a row may be
+ * shorter. Returns LLMQ_OK or LLMQ_ERR with a message naming the type. */
+int llmq_group_check(llmq_type t, int n, int group_size);
+/* Number of groups in a row: ceil(n / group_size). */
+static inline int llmq_group_count(int n, int group_size) { return (n + group_size - 1) / group_size; }
+
+/* value(q), computed exactly as the type's dequantizer computes it. */
+static inline float llmq_grid_value(const llmq_grid *g, int q)
+{
+    return g->scale * (float)(q - g->zero) + g->offset;
+}
+
+/* The code q in [qmin, qmax] whose value(q) is nearest to v. */
+int llmq_grid_round(const llmq_grid *g, float v);
+
+/* The real-valued grid of one group, before rounding to the type's precision:
+ * value(q) = scale·(q - zero_t) + offset with zero_t the type's own zero
+ * (8 for Q4_0, 32 for Q6_K, 4 for Q3_K, 0 otherwise). Symmetric types
+ * (Q4_0, Q8_0, Q6_K, Q3_K) have offset 0 and a signed scale; Q4_1 and Q4_K
+ * have scale ≥ 0, and Q4_K offset ≤ 0. */
+typedef struct { float scale, offset; } llmq_real_grid;
+
+/* Fits one group's real grid to x[0..len): min/max (Q4_1, Q4_K) or absmax
+ * (Q4_0, Q8_0, Q6_K, Q3_K) as llama.cpp's reference quantizers do; with
+ * `search`, an error-minimising search over candidate scales (each refitted by
+ * least squares, as ggml's make_qkx2_quants / make_qx_quants do) that scores
+ * every candidate on the exact fp16 grid for Q4_0/Q4_1/Q8_0. `importance`
+ * (len weights, or NULL for uniform) weights the squared error. */
+llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *importance, bool search);
+
+/* Chooses a K-quant super-block's shared fields from the real grids of the
+ * groups it holds (n_groups = 256 / group_size): d so the largest scale gets
+ * the largest code (Q4_K: max scale / 63; Q6_K: extreme scale / -128; Q3_K:
+ * extreme scale / -32) and, for Q4_K, dmin = max(-offset) / 63, each rounded
+ * to fp16. For other types it sets zeros. */
+llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups, int n_groups);
+
+/* The grid type t can store nearest to `real`: Q4_0/Q8_0 d = fp16(scale);
+ * Q4_1 d = fp16(scale), m = fp16(offset); K-quants keep sb's d/dmin and take
+ * the nearest sub-block codes, clamped to their range (sb is ignored for the
+ * other types and may be NULL for them). */
+llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_superblock *sb);
+
+/* Rounds row[0..n) onto its groups' grids: q[i] = llmq_grid_round(grid of i). */
+int llmq_round_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, int8_t *q);
+
+/* Writes the ggml blocks of one row from integer codes q[i] (in the range of
+ * the grid of element i's group) and the groups' grids. Checks that the grids
+ * are ones the type stores (decoded values match their fields; every group of
+ * a K-quant super-block shares its d/dmin) and that codes are in range. */
+int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const llmq_grid *grids, void *dst);
+
+/* llmq_round_row() then llmq_pack_codes(). */
+int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, void *dst);
+
+/* Reads the integer codes back out of one row of blocks (the inverse of the
+ * packing in llmq_pack_codes()). */
+int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q);
+
+#endif

@@ -1,0 +1,46 @@
+/* Internal: the per-ISA kernel tables behind llmq_matmul(). Each weight type
+ * has a row decoder and a fused decode-and-dot; the dispatcher picks the
+ * table of the CPU's best instruction set (or LLMQ_KERNEL's). */
+#ifndef LLMQ_KERNEL_OPS_H
+#define LLMQ_KERNEL_OPS_H
+
+#include "llmq/types.h"
+
+#include <stddef.h>
+
+/* Tokens one dot call handles at most (the row is decoded once for all). */
+#define LLMQ_DOT_MAX_TOKENS 4
+
+/* Elements decoded per step of the fused dot: one K-quant super-block, eight
+ * 32-element blocks; small enough for L1. */
+#define LLMQ_DOT_CHUNK 256
+
+typedef struct {
+    /* Decodes n elements (a multiple of the block size) of one row into dst,
+     * bit-identical to the type's reference dequantizer. */
+    void (*dequant)(const void *row, float *dst, int n);
+    /* y[t·ys] = Σ_i W[i]·x[t·xs + i] for t < nt (1 ≤ nt ≤ LLMQ_DOT_MAX_TOKENS),
+     * W the n-element row at `row`. */
+    void (*dot)(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys);
+} llmq_kernel_ops;
+
+typedef enum { LLMQ_ISA_SCALAR, LLMQ_ISA_AVX2, LLMQ_ISA_NEON, LLMQ_ISA_COUNT } llmq_isa;
+
+/* Tables per ISA; NULL where the type has no kernel or the ISA is not built
+ * for this architecture. */
+const llmq_kernel_ops *llmq_ops_scalar(llmq_type t);
+const llmq_kernel_ops *llmq_ops_avx2(llmq_type t);
+const llmq_kernel_ops *llmq_ops_neon(llmq_type t);
+
+/* Is the ISA built in and supported by this CPU? */
+int llmq_isa_available(llmq_isa isa);
+
+/* The active ISA: LLMQ_KERNEL if set, else the best available. -1 (with a
+ * message) when LLMQ_KERNEL names an unknown or unavailable one. */
+int llmq_isa_active(void);
+
+/* The active table for t (falls back to scalar for a type the ISA lacks);
+ * NULL with a message when t has no kernel. */
+const llmq_kernel_ops *llmq_kernel_ops_for(llmq_type t);
+
+#endif

@@ -1,0 +1,299 @@
+/* AVX2 + FMA + F16C kernels (x86-64; this file alone is built with
+ * -mavx2 -mfma -mf16c and is only called after a CPU-feature check).
+ * Decoders reproduce the reference dequantizers bit for bit (multiply, then
+ * add: no fused rounding); the dots decode a chunk into L1 and run FMAs over
+ * it for every token, so a row is read from memory once per call. */
+#include "kernel_ops.h"
+
+#if defined(__x86_64__)
+#include "llmq/blocks.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* 8 signed bytes (the low 8 of v) → 8 floats. */
+static inline __m256 s8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+/* Stores the 16 signed bytes of v, times d, at dst[0..16). */
+static inline void store16_scaled(float *dst, __m128i v, __m256 d)
+{
+    _mm256_storeu_ps(dst, _mm256_mul_ps(s8_to_ps(v), d));
+    _mm256_storeu_ps(dst + 8, _mm256_mul_ps(s8_to_ps(_mm_srli_si128(v, 8)), d));
+}
+
+static void q4_0_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q4_0 *b = row;
+    const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
+        store16_scaled(dst, lo, d);
+        store16_scaled(dst + 16, hi, d);
+    }
+}
+
+static void q4_1_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q4_1 *b = row;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d)), m = _mm256_set1_ps(h2f(b[i].m));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+        const __m128i lo = _mm_and_si128(raw, m4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+        _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(lo), d), m));
+        _mm256_storeu_ps(dst + 8, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(_mm_srli_si128(lo, 8)), d), m));
+        _mm256_storeu_ps(dst + 16, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(hi), d), m));
+        _mm256_storeu_ps(dst + 24, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(_mm_srli_si128(hi, 8)), d), m));
+    }
+}
+
+static void q8_0_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q8_0 *b = row;
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
+        store16_scaled(dst, _mm_loadu_si128((const __m128i *)b[i].qs), d);
+        store16_scaled(dst + 16, _mm_loadu_si128((const __m128i *)(b[i].qs + 16)), d);
+    }
+}
+
+/* Stores the 32 small unsigned bytes of q as d·q − m. */
+static inline void store32_affine(float *dst, __m256i q, __m256 d, __m256 m)
+{
+    const __m128i a = _mm256_castsi256_si128(q), b = _mm256_extracti128_si256(q, 1);
+    _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(d, s8_to_ps(a)), m));
+    _mm256_storeu_ps(dst + 8, _mm256_sub_ps(_mm256_mul_ps(d, s8_to_ps(_mm_srli_si128(a, 8))), m));
+    _mm256_storeu_ps(dst + 16, _mm256_sub_ps(_mm256_mul_ps(d, s8_to_ps(b)), m));
+    _mm256_storeu_ps(dst + 24, _mm256_sub_ps(_mm256_mul_ps(d, s8_to_ps(_mm_srli_si128(b, 8))), m));
+}
+
+static void q4_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q4_k *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        for (int c = 0; c < 4; c++, dst += 64) {
+            int sc1, m1, sc2, m2;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c, &sc1, &m1);
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c + 1, &sc2, &m2);
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            store32_affine(dst, _mm256_and_si256(raw, m4), _mm256_set1_ps(d * (float)sc1), _mm256_set1_ps(dmin * (float)m1));
+            store32_affine(dst + 32, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_set1_ps(d * (float)sc2),
+                           _mm256_set1_ps(dmin * (float)m2));
+        }
+    }
+}
+
+/* Stores 32 signed bytes as two sub-blocks of 16: the first times d1, the
+ * second times d2. */
+static inline void store32_two_scales(float *dst, __m256i q, __m256 d1, __m256 d2)
+{
+    store16_scaled(dst, _mm256_castsi256_si128(q), d1);
+    store16_scaled(dst + 16, _mm256_extracti128_si256(q, 1), d2);
+}
+
+static void q6_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q6_k *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d);
+        for (int h = 0; h < 2; h++, dst += 128) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            const int8_t *sc = b[i].scales + 8 * h;
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            for (int k = 0; k < 4; k++)
+                store32_two_scales(dst + 32 * k, _mm256_sub_epi8(q[k], k32), _mm256_set1_ps(d * (float)sc[2 * k]),
+                                   _mm256_set1_ps(d * (float)sc[2 * k + 1]));
+        }
+    }
+}
+
+static void q3_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q3_k *b = row;
+    const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d);
+        const __m256i hmask = _mm256_loadu_si256((const __m256i *)b[i].hmask);
+        int sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = llmq_q3_k_get_scale(b[i].scales, j);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+            for (int j = 0; j < 4; j++, dst += 32) {
+                const int bit = 4 * h + j;
+                __m256i lo = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), m2);
+                /* high bit clear → subtract 4 */
+                __m256i hb = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << bit)));
+                __m256i sub = _mm256_and_si256(_mm256_cmpeq_epi8(hb, zero), four);
+                store32_two_scales(dst, _mm256_sub_epi8(lo, sub), _mm256_set1_ps(d * (float)sc[2 * bit]),
+                                   _mm256_set1_ps(d * (float)sc[2 * bit + 1]));
+            }
+        }
+    }
+}
+
+static void f16_dequant(const void *row, float *dst, int n)
+{
+    const uint16_t *h = row;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) dst[i] = h2f(h[i]);
+}
+
+static void bf16_dequant(const void *row, float *dst, int n)
+{
+    const uint16_t *h = row;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    }
+    for (; i < n; i++) dst[i] = llmq_bf16_to_f32(h[i]);
+}
+
+static void f32_dequant(const void *row, float *dst, int n)
+{
+    memcpy(dst, row, (size_t)n * sizeof(float));
+}
+
+static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Decode a chunk into L1, then FMAs for each token. */
+static inline void dot_chunked(void (*dequant)(const void *, float *, int), int block, size_t block_bytes, const void *row,
+                               const float *x, size_t xs, int nt, int n, float *y, size_t ys)
+{
+    float buf[LLMQ_DOT_CHUNK] __attribute__((aligned(32)));
+    __m256 acc0[LLMQ_DOT_MAX_TOKENS], acc1[LLMQ_DOT_MAX_TOKENS];
+    float tail[LLMQ_DOT_MAX_TOKENS] = {0};
+    for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    for (int i0 = 0; i0 < n; i0 += LLMQ_DOT_CHUNK) {
+        const int len = n - i0 < LLMQ_DOT_CHUNK ? n - i0 : LLMQ_DOT_CHUNK;
+        dequant((const char *)row + (size_t)(i0 / block) * block_bytes, buf, len);
+        const int len16 = len & ~15;
+        for (int t = 0; t < nt; t++) {
+            const float *xt = x + (size_t)t * xs + i0;
+            __m256 a0 = acc0[t], a1 = acc1[t];
+            for (int i = 0; i < len16; i += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_load_ps(buf + i), _mm256_loadu_ps(xt + i), a0);
+                a1 = _mm256_fmadd_ps(_mm256_load_ps(buf + i + 8), _mm256_loadu_ps(xt + i + 8), a1);
+            }
+            for (int i = len16; i < len; i++) tail[t] += buf[i] * xt[i];
+            acc0[t] = a0;
+            acc1[t] = a1;
+        }
+    }
+    for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + tail[t];
+}
+
+#define CHUNKED_OPS(name, block, block_bytes)                                                            \
+    static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
+    {                                                                                                    \
+        dot_chunked(name##_dequant, block, block_bytes, row, x, xs, nt, n, y, ys);                       \
+    }                                                                                                    \
+    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot};
+
+CHUNKED_OPS(q4_1, 32, sizeof(llmq_block_q4_1))
+CHUNKED_OPS(q4_k, 256, sizeof(llmq_block_q4_k))
+CHUNKED_OPS(q6_k, 256, sizeof(llmq_block_q6_k))
+CHUNKED_OPS(q3_k, 256, sizeof(llmq_block_q3_k))
+CHUNKED_OPS(f16, 1, 2)
+CHUNKED_OPS(bf16, 1, 2)
+CHUNKED_OPS(f32, 1, 4)
+
+/* Q4_0 and Q8_0 decode in registers: per block, Σ q·x over the 32 elements
+ * (q as small integers, exact in fp32), then one FMA with the block's d. */
+static void q4_0_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q4_0 *b = row;
+    const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    __m256 acc[LLMQ_DOT_MAX_TOKENS];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
+        const __m256 v0 = s8_to_ps(lo), v1 = s8_to_ps(_mm_srli_si128(lo, 8));
+        const __m256 v2 = s8_to_ps(hi), v3 = s8_to_ps(_mm_srli_si128(hi, 8));
+        for (int t = 0; t < nt; t++) {
+            const float *xt = x + (size_t)t * xs + 32 * i;
+            __m256 p = _mm256_mul_ps(v0, _mm256_loadu_ps(xt));
+            p = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt + 8), p);
+            p = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xt + 16), p);
+            p = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xt + 24), p);
+            acc[t] = _mm256_fmadd_ps(d, p, acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(acc[t]);
+}
+static const llmq_kernel_ops q4_0_ops = {q4_0_dequant, q4_0_dot};
+
+static void q8_0_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q8_0 *b = row;
+    __m256 acc[LLMQ_DOT_MAX_TOKENS];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
+        const __m128i a = _mm_loadu_si128((const __m128i *)b[i].qs), c = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        const __m256 v0 = s8_to_ps(a), v1 = s8_to_ps(_mm_srli_si128(a, 8));
+        const __m256 v2 = s8_to_ps(c), v3 = s8_to_ps(_mm_srli_si128(c, 8));
+        for (int t = 0; t < nt; t++) {
+            const float *xt = x + (size_t)t * xs + 32 * i;
+            __m256 p = _mm256_mul_ps(v0, _mm256_loadu_ps(xt));
+            p = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt + 8), p);
+            p = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xt + 16), p);
+            p = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xt + 24), p);
+            acc[t] = _mm256_fmadd_ps(d, p, acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(acc[t]);
+}
+static const llmq_kernel_ops q8_0_ops = {q8_0_dequant, q8_0_dot};
+
+const llmq_kernel_ops *llmq_ops_avx2(llmq_type t)
+{
+    switch (t) {
+    case LLMQ_TYPE_F32: return &f32_ops;
+    case LLMQ_TYPE_F16: return &f16_ops;
+    case LLMQ_TYPE_BF16: return &bf16_ops;
+    case LLMQ_TYPE_Q4_0: return &q4_0_ops;
+    case LLMQ_TYPE_Q4_1: return &q4_1_ops;
+    case LLMQ_TYPE_Q8_0: return &q8_0_ops;
+    case LLMQ_TYPE_Q4_K: return &q4_k_ops;
+    case LLMQ_TYPE_Q6_K: return &q6_k_ops;
+    case LLMQ_TYPE_Q3_K: return &q3_k_ops;
+    default: return NULL;
+    }
+}
+
+#else /* not x86-64 */
+
+const llmq_kernel_ops *llmq_ops_avx2(llmq_type t)
+{
+    (void)t;
+    return NULL;
+}
+
+#endif

@@ -1,0 +1,747 @@
+/* ggml block formats: reference dequantizers, grid construction, packing and
+ * the type-traits rows. Layouts as in llama.cpp ggml/src/ggml-common.h; the
+ * arithmetic of every dequantizer follows ggml-quants.c dequantize_row_* so
+ * that a grid's value(q) and the decoded file agree bit for bit. */
+#include "llmq/blocks.h"
+#include "llmq/error.h"
+#include "llmq/rtn.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline float h2f(uint16_t h) { return llmq_f16_to_f32(h); }
+
+/* fp16 bits of x, saturated to the largest finite half instead of inf. */
+static inline uint16_t f2h_sat(float x)
+{
+    if (x > 65504.0f) x = 65504.0f;
+    if (x < -65504.0f) x = -65504.0f;
+    return llmq_f32_to_f16(x);
+}
+
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Nearest integer (ties to even, as ggml's nearest_int), clamped to [lo, hi]
+ * before conversion so that huge, infinite or NaN inputs stay defined. */
+static inline int round_clamp(float v, int lo, int hi)
+{
+    v = fmaxf(v, (float)lo); /* fmaxf(NaN, lo) = lo */
+    v = fminf(v, (float)hi);
+    return (int)rintf(v);
+}
+
+/* ------------------------------------------------------------------ decode */
+
+void llmq_dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, dst += LLMQ_QK) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (float)((b[i].qs[j] & 0xF) - 8) * d;
+            dst[j + 16] = (float)((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+void llmq_dequant_q4_1(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, dst += LLMQ_QK) {
+        const float d = h2f(b[i].d), m = h2f(b[i].m);
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (float)(b[i].qs[j] & 0xF) * d + m;
+            dst[j + 16] = (float)(b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+void llmq_dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, dst += LLMQ_QK) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < 32; j++) dst[j] = (float)b[i].qs[j] * d;
+    }
+}
+
+void llmq_q4_k_get_scale_min(const uint8_t s[12], int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static void q4_k_set_scale_min(uint8_t s[12], int j, int sc, int m)
+{
+    if (j < 4) {
+        s[j] = (uint8_t)((s[j] & 0xC0) | sc);
+        s[j + 4] = (uint8_t)((s[j + 4] & 0xC0) | m);
+    } else {
+        s[j + 4] = (uint8_t)((sc & 0xF) | ((m & 0xF) << 4));
+        s[j - 4] = (uint8_t)((s[j - 4] & 0x3F) | ((sc >> 4) << 6));
+        s[j] = (uint8_t)((s[j] & 0x3F) | ((m >> 4) << 6));
+    }
+}
+
+void llmq_dequant_q4_k(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q4_k *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int c = 0; c < 4; c++, q += 32) {
+            int sc, m;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c + 1, &sc, &m);
+            const float d2 = d * (float)sc, m2 = dmin * (float)m;
+            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)(q[l] >> 4) - m2;
+        }
+    }
+}
+
+void llmq_dequant_q6_k(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q6_k *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++) {
+        const float d = h2f(b[i].d);
+        for (int h = 0; h < 2; h++, dst += 128) {
+            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            const int8_t *sc = b[i].scales + 8 * h;
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                dst[l] = d * (float)sc[is] * (float)q1;
+                dst[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                dst[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                dst[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+        }
+    }
+}
+
+int llmq_q3_k_get_scale(const uint8_t s[12], int j)
+{
+    int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+    int high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+static void q3_k_set_scale(uint8_t s[12], int j, int code)
+{
+    int l = code + 32; /* 0..63 */
+    if (j < 8) s[j] = (uint8_t)((s[j] & 0xF0) | (l & 0xF));
+    else s[j - 8] = (uint8_t)((s[j - 8] & 0x0F) | ((l & 0xF) << 4));
+    int sh = 2 * (j / 4);
+    s[8 + j % 4] = (uint8_t)((s[8 + j % 4] & ~(3 << sh)) | ((l >> 4) << sh));
+}
+
+void llmq_dequant_q3_k(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q3_k *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++) {
+        const float d = h2f(b[i].d);
+        for (int e = 0; e < LLMQ_QK_K; e += 16) {
+            /* element e+l: 2 low bits at qs[32·(e/128) + (e+l)%32] >> 2·((e/32)%4),
+             * high bit at hmask[(e+l)%32] bit (e/32) */
+            const float dl = d * (float)llmq_q3_k_get_scale(b[i].scales, e / 16);
+            const uint8_t *q = b[i].qs + 32 * (e / 128);
+            const int shift = 2 * ((e / 32) % 4), hbit = e / 32;
+            for (int l = 0; l < 16; l++) {
+                const int k = (e + l) % 32;
+                const int lo = (q[k] >> shift) & 3;
+                const int hi = (b[i].hmask[k] >> hbit) & 1;
+                dst[e + l] = dl * (float)(lo - (hi ? 0 : 4));
+            }
+        }
+        dst += LLMQ_QK_K;
+    }
+}
+
+void llmq_dequant_q8_k(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q8_k *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++, dst += LLMQ_QK_K)
+        for (int j = 0; j < LLMQ_QK_K; j++) dst[j] = b[i].d * (float)b[i].qs[j];
+}
+
+/* ------------------------------------------- ggml's reference RTN encoders */
+
+/* quantize_row_q4_0_ref: d = (value of largest magnitude) / -8, computed and
+ * applied in fp32 (the file stores fp16(d)). */
+static void q4_0_from_float(const float *x, void *dst, int64_t n)
+{
+    llmq_block_q4_0 *y = dst;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < LLMQ_QK; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        const float d = max / -8, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = llmq_f32_to_f16(d);
+        for (int j = 0; j < 16; j++) {
+            int a = clampi((int)(int8_t)(x[j] * id + 8.5f), 0, 15);
+            int b = clampi((int)(int8_t)(x[j + 16] * id + 8.5f), 0, 15);
+            y[i].qs[j] = (uint8_t)(a | (b << 4));
+        }
+    }
+}
+
+/* quantize_row_q4_1_ref: d = (max - min) / 15, m = min. */
+static void q4_1_from_float(const float *x, void *dst, int64_t n)
+{
+    llmq_block_q4_1 *y = dst;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < LLMQ_QK; j++) {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        const float d = (max - min) / 15, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = llmq_f32_to_f16(d);
+        y[i].m = llmq_f32_to_f16(min);
+        for (int j = 0; j < 16; j++) {
+            int a = clampi((int)(int8_t)((x[j] - min) * id + 0.5f), 0, 15);
+            int b = clampi((int)(int8_t)((x[j + 16] - min) * id + 0.5f), 0, 15);
+            y[i].qs[j] = (uint8_t)(a | (b << 4));
+        }
+    }
+}
+
+/* quantize_row_q8_0_ref: d = absmax / 127, q = round(x / d) half away from zero. */
+static void q8_0_from_float(const float *x, void *dst, int64_t n)
+{
+    llmq_block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < LLMQ_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = llmq_f32_to_f16(d);
+        for (int j = 0; j < LLMQ_QK; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+/* K-quants: llmq's grid-first RTN with the native sub-blocks and the search
+ * on (close to, not bit-identical with, ggml's make_qkx2/make_qx refs). */
+#define K_FROM_FLOAT(name, type)                                                  \
+    static void name(const float *x, void *dst, int64_t n)                        \
+    {                                                                             \
+        llmq_quantize_row(type, x, (int)n, 0, true, dst);                         \
+    }
+K_FROM_FLOAT(q4_k_from_float, LLMQ_TYPE_Q4_K)
+K_FROM_FLOAT(q6_k_from_float, LLMQ_TYPE_Q6_K)
+K_FROM_FLOAT(q3_k_from_float, LLMQ_TYPE_Q3_K)
+
+/* Q8_K as ggml's activation quantizer: d = (value of largest magnitude) / -128. */
+static void q8_k_from_float(const float *x, void *dst, int64_t n)
+{
+    llmq_block_q8_k *y = dst;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++, x += LLMQ_QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < LLMQ_QK_K; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        memset(&y[i], 0, sizeof y[i]);
+        if (amax == 0.0f) continue;
+        const float iscale = -128.0f / max;
+        for (int j = 0; j < LLMQ_QK_K; j++) {
+            y[i].qs[j] = (int8_t)round_clamp(iscale * x[j], -128, 127);
+            y[i].bsums[j / 16] = (int16_t)(y[i].bsums[j / 16] + y[i].qs[j]);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+static const llmq_type_traits block_traits[] = {
+    [LLMQ_TYPE_Q4_0] = {"q4_0", LLMQ_QK, sizeof(llmq_block_q4_0), true, llmq_dequant_q4_0, q4_0_from_float},
+    [LLMQ_TYPE_Q4_1] = {"q4_1", LLMQ_QK, sizeof(llmq_block_q4_1), true, llmq_dequant_q4_1, q4_1_from_float},
+    [LLMQ_TYPE_Q8_0] = {"q8_0", LLMQ_QK, sizeof(llmq_block_q8_0), true, llmq_dequant_q8_0, q8_0_from_float},
+    [LLMQ_TYPE_Q3_K] = {"q3_k", LLMQ_QK_K, sizeof(llmq_block_q3_k), true, llmq_dequant_q3_k, q3_k_from_float},
+    [LLMQ_TYPE_Q4_K] = {"q4_k", LLMQ_QK_K, sizeof(llmq_block_q4_k), true, llmq_dequant_q4_k, q4_k_from_float},
+    [LLMQ_TYPE_Q6_K] = {"q6_k", LLMQ_QK_K, sizeof(llmq_block_q6_k), true, llmq_dequant_q6_k, q6_k_from_float},
+    [LLMQ_TYPE_Q8_K] = {"q8_k", LLMQ_QK_K, sizeof(llmq_block_q8_k), true, llmq_dequant_q8_k, q8_k_from_float},
+};
+
+const llmq_type_traits *llmq_block_traits(int t)
+{
+    if (t < 0 || t >= (int)(sizeof block_traits / sizeof block_traits[0]) || !block_traits[t].name) return NULL;
+    return &block_traits[t];
+}
+
+/* ------------------------------------------------------------------ grids */
+
+int llmq_grid_unit(llmq_type t)
+{
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q8_0: case LLMQ_TYPE_Q4_K: return 32;
+    case LLMQ_TYPE_Q6_K: case LLMQ_TYPE_Q3_K: return 16;
+    default: return 0;
+    }
+}
+
+bool llmq_type_is_k(llmq_type t)
+{
+    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K;
+}
+
+int llmq_group_resolve(llmq_type t, int group_size)
+{
+    return group_size == 0 ? llmq_grid_unit(t) : group_size;
+}
+
+static const char *type_name(llmq_type t)
+{
+    const llmq_type_traits *tr = llmq_type_get(t);
+    return tr ? tr->name : "?";
+}
+
+int llmq_group_check(llmq_type t, int n, int group_size)
+{
+    const llmq_type_traits *tr = llmq_type_get(t);
+    int unit = llmq_grid_unit(t);
+    if (!tr || unit == 0) return llmq_error("quantize: type %d (%s) has no quantization grid", (int)t, tr ? tr->name : "unknown");
+    if (n <= 0 || n % tr->block_size)
+        return llmq_error("quantize: %s needs rows of a multiple of %d elements, got %d", tr->name, tr->block_size, n);
+    if (group_size <= 0 || group_size % unit)
+        return llmq_error("quantize: %s cannot express group size %d (it must be a positive multiple of %d)", tr->name, group_size, unit);
+    if (llmq_type_is_k(t) && LLMQ_QK_K % group_size)
+        return llmq_error("quantize: %s cannot express group size %d (groups must divide its 256-element super-block: %d..256, powers of two)",
+                          tr->name, group_size, unit);
+    return LLMQ_OK;
+}
+
+/* The integer code whose value is zero, and the code range. */
+static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
+{
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: *zero = 8; *qmin = 0; *qmax = 15; break;
+    case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q4_K: *zero = 0; *qmin = 0; *qmax = 15; break;
+    case LLMQ_TYPE_Q8_0: *zero = 0; *qmin = -127; *qmax = 127; break;
+    case LLMQ_TYPE_Q6_K: *zero = 32; *qmin = 0; *qmax = 63; break;
+    case LLMQ_TYPE_Q3_K: *zero = 4; *qmin = 0; *qmax = 7; break;
+    default: *zero = 0; *qmin = 0; *qmax = 0; break;
+    }
+}
+
+int llmq_grid_round(const llmq_grid *g, float v)
+{
+    if (g->scale == 0.0f) return clampi(g->zero, g->qmin, g->qmax);
+    float r = (v - g->offset) / g->scale + (float)g->zero;
+    int q = round_clamp(r, g->qmin, g->qmax);
+    /* The division can land a hair off the midpoint: settle with the exact values. */
+    float e = fabsf(llmq_grid_value(g, q) - v);
+    if (q > g->qmin && fabsf(llmq_grid_value(g, q - 1) - v) < e) return q - 1;
+    if (q < g->qmax && fabsf(llmq_grid_value(g, q + 1) - v) < e) return q + 1;
+    return q;
+}
+
+llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_superblock *sb)
+{
+    llmq_grid g;
+    memset(&g, 0, sizeof g);
+    int zero, qmin, qmax;
+    type_codes(t, &zero, &qmin, &qmax);
+    g.zero = (int16_t)zero;
+    g.qmin = (int16_t)qmin;
+    g.qmax = (int16_t)qmax;
+    switch (t) {
+    case LLMQ_TYPE_Q4_0:
+    case LLMQ_TYPE_Q8_0:
+        g.d = f2h_sat(real.scale);
+        g.scale = h2f(g.d);
+        break;
+    case LLMQ_TYPE_Q4_1:
+        g.d = f2h_sat(real.scale);
+        g.m = f2h_sat(real.offset);
+        g.scale = h2f(g.d);
+        g.offset = h2f(g.m);
+        break;
+    case LLMQ_TYPE_Q4_K: {
+        g.d = sb ? sb->d : 0;
+        g.m = sb ? sb->dmin : 0;
+        float d = h2f(g.d), dmin = h2f(g.m);
+        g.sc = (int16_t)(d != 0.0f ? round_clamp(real.scale / d, 0, 63) : 0);
+        g.mc = (int16_t)(dmin != 0.0f ? round_clamp(-real.offset / dmin, 0, 63) : 0);
+        g.scale = d * (float)g.sc;
+        g.offset = -(dmin * (float)g.mc);
+        break;
+    }
+    case LLMQ_TYPE_Q6_K:
+    case LLMQ_TYPE_Q3_K: {
+        g.d = sb ? sb->d : 0;
+        float d = h2f(g.d);
+        int lo = t == LLMQ_TYPE_Q6_K ? -128 : -32, hi = t == LLMQ_TYPE_Q6_K ? 127 : 31;
+        g.sc = (int16_t)(d != 0.0f ? round_clamp(real.scale / d, lo, hi) : 0);
+        g.scale = d * (float)g.sc;
+        break;
+    }
+    default:
+        break;
+    }
+    return g;
+}
+
+llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups, int n_groups)
+{
+    llmq_superblock sb = {0, 0};
+    if (t == LLMQ_TYPE_Q4_K) {
+        float max_scale = 0.0f, max_min = 0.0f;
+        for (int g = 0; g < n_groups; g++) {
+            max_scale = fmaxf(max_scale, groups[g].scale);
+            max_min = fmaxf(max_min, -groups[g].offset);
+        }
+        sb.d = f2h_sat(max_scale / 63.0f);
+        sb.dmin = f2h_sat(max_min / 63.0f);
+    } else if (t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K) {
+        /* The scale of largest magnitude gets the most negative code, whose
+         * magnitude is one larger than the most positive (ggml does the same). */
+        float ext = 0.0f;
+        for (int g = 0; g < n_groups; g++)
+            if (fabsf(groups[g].scale) > fabsf(ext)) ext = groups[g].scale;
+        sb.d = f2h_sat(ext / (t == LLMQ_TYPE_Q6_K ? -128.0f : -32.0f));
+    }
+    return sb;
+}
+
+/* Weighted squared error of rounding x onto grid g. */
+static double grid_sse(const llmq_grid *g, const float *x, int len, const float *w)
+{
+    double e = 0;
+    for (int i = 0; i < len; i++) {
+        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
+        e += (w ? w[i] : 1.0) * diff * diff;
+    }
+    return e;
+}
+
+/* Scores a real grid: on the exact stored grid for the types whose grid does
+ * not depend on a super-block, on the real grid itself for K-quants. */
+static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, const float *w)
+{
+    llmq_grid g;
+    if (llmq_type_is_k(t)) {
+        int zero, qmin, qmax;
+        type_codes(t, &zero, &qmin, &qmax);
+        memset(&g, 0, sizeof g);
+        g.scale = r.scale;
+        g.offset = r.offset;
+        g.zero = (int16_t)zero;
+        g.qmin = (int16_t)qmin;
+        g.qmax = (int16_t)qmax;
+    } else {
+        g = llmq_grid_from_real(t, r, NULL);
+    }
+    return grid_sse(&g, x, len, w);
+}
+
+/* Asymmetric grids (Q4_1, Q4_K): value = scale·q + offset, q in 0..nmax. The
+ * search follows make_qkx2_quants: for a range of inverse scales, round, then
+ * refit (scale, offset) by weighted least squares and keep the best. */
+static llmq_real_grid fit_asymmetric(llmq_type t, const float *x, int len, const float *w, bool search)
+{
+    const int nmax = 15;
+    const bool nonpositive_offset = t == LLMQ_TYPE_Q4_K; /* Q4_K stores offset = -dmin·m, m ≥ 0 */
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < len; i++) {
+        lo = fminf(lo, x[i]);
+        hi = fmaxf(hi, x[i]);
+    }
+    if (nonpositive_offset && lo > 0) lo = 0;
+    llmq_real_grid best = {0.0f, lo};
+    if (!(hi > lo)) return best; /* constant group (or NaN) */
+    best.scale = (hi - lo) / nmax;
+    if (!search) return best;
+    double best_err = real_sse(t, best, x, len, w);
+    for (int step = 0; step <= 20; step++) {
+        float iscale = (nmax - 1.0f + 0.1f * step) / (hi - lo);
+        double sw = 0, sl = 0, sl2 = 0, sx = 0, sxl = 0;
+        for (int i = 0; i < len; i++) {
+            int l = round_clamp(iscale * (x[i] - lo), 0, nmax);
+            double wi = w ? w[i] : 1.0;
+            sw += wi; sl += wi * l; sl2 += wi * l * l; sx += wi * x[i]; sxl += wi * l * x[i];
+        }
+        double det = sw * sl2 - sl * sl;
+        if (det <= 0) continue;
+        llmq_real_grid cand = {(float)((sw * sxl - sx * sl) / det), (float)((sl2 * sx - sl * sxl) / det)};
+        if (nonpositive_offset && cand.offset > 0) {
+            cand.offset = 0;
+            cand.scale = (float)(sxl / sl2);
+        }
+        if (!(cand.scale > 0)) continue;
+        double err = real_sse(t, cand, x, len, w);
+        if (err < best_err) {
+            best_err = err;
+            best = cand;
+        }
+    }
+    return best;
+}
+
+/* Symmetric grids: value = scale·k, k in [kmin, kmax] (k = q - zero). Plain:
+ * the element of largest magnitude lands on kmin (ggml's d = max / -8 for
+ * Q4_0), except Q8_0 whose range is symmetric (d = absmax / 127). The search
+ * follows make_qx_quants: nudge the inverse scale, refit by least squares. */
+static llmq_real_grid fit_symmetric(llmq_type t, const float *x, int len, const float *w, bool search)
+{
+    int zero, qmin, qmax;
+    type_codes(t, &zero, &qmin, &qmax);
+    const int kmin = qmin - zero, kmax = qmax - zero;
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < len; i++)
+        if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
+    llmq_real_grid best = {0.0f, 0.0f};
+    if (!(amax > 0)) return best;
+    best.scale = t == LLMQ_TYPE_Q8_0 ? amax / (float)kmax : max / (float)kmin;
+    if (!search) return best;
+    double best_err = real_sse(t, best, x, len, w);
+    for (int step = -9; step <= 9; step++) {
+        if (step == 0) continue;
+        float iscale = 1.0f / best.scale * (1.0f + 0.1f * step / (float)-kmin);
+        double sxl = 0, sl2 = 0;
+        for (int i = 0; i < len; i++) {
+            int l = round_clamp(iscale * x[i], kmin, kmax);
+            double wi = w ? w[i] : 1.0;
+            sxl += wi * l * x[i]; sl2 += wi * l * l;
+        }
+        if (sl2 <= 0) continue;
+        llmq_real_grid cand = {(float)(sxl / sl2), 0.0f};
+        double err = real_sse(t, cand, x, len, w);
+        if (err < best_err) {
+            best_err = err;
+            best = cand;
+        }
+    }
+    return best;
+}
+
+llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *importance, bool search)
+{
+    llmq_real_grid none = {0.0f, 0.0f};
+    if (len <= 0) return none;
+    if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q4_K) return fit_asymmetric(t, x, len, importance, search);
+    if (llmq_grid_unit(t) == 0) return none;
+    return fit_symmetric(t, x, len, importance, search);
+}
+
+/* ---------------------------------------------------------------- packing */
+
+/* The grid of element i. */
+static inline const llmq_grid *grid_of(const llmq_grid *grids, int group_size, int i)
+{
+    return &grids[i / group_size];
+}
+
+int llmq_round_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, int8_t *q)
+{
+    group_size = llmq_group_resolve(t, group_size);
+    if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)llmq_grid_round(grid_of(grids, group_size, i), row[i]);
+    return LLMQ_OK;
+}
+
+/* Is g a grid type t stores (its decoded values match its fields)? */
+static bool grid_is_stored(llmq_type t, const llmq_grid *g)
+{
+    int zero, qmin, qmax;
+    type_codes(t, &zero, &qmin, &qmax);
+    if (g->zero != zero || g->qmin != qmin || g->qmax != qmax) return false;
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q8_0:
+        return g->scale == h2f(g->d) && g->offset == 0.0f;
+    case LLMQ_TYPE_Q4_1:
+        return g->scale == h2f(g->d) && g->offset == h2f(g->m);
+    case LLMQ_TYPE_Q4_K:
+        return g->sc >= 0 && g->sc <= 63 && g->mc >= 0 && g->mc <= 63 && g->scale == h2f(g->d) * (float)g->sc &&
+               g->offset == -(h2f(g->m) * (float)g->mc);
+    case LLMQ_TYPE_Q6_K:
+        return g->sc >= -128 && g->sc <= 127 && g->scale == h2f(g->d) * (float)g->sc && g->offset == 0.0f;
+    case LLMQ_TYPE_Q3_K:
+        return g->sc >= -32 && g->sc <= 31 && g->scale == h2f(g->d) * (float)g->sc && g->offset == 0.0f;
+    default:
+        return false;
+    }
+}
+
+int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const llmq_grid *grids, void *dst)
+{
+    group_size = llmq_group_resolve(t, group_size);
+    if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
+    const int ng = llmq_group_count(n, group_size);
+    for (int g = 0; g < ng; g++) {
+        /* NaN scales compare unequal to themselves and are rejected here too. */
+        if (!grid_is_stored(t, &grids[g]))
+            return llmq_error("pack %s: grid of group %d is not one the type stores (scale %g offset %g do not decode from its fields)",
+                              type_name(t), g, (double)grids[g].scale, (double)grids[g].offset);
+        if (llmq_type_is_k(t)) {
+            const llmq_grid *first = grid_of(grids, group_size, (g * group_size / LLMQ_QK_K) * LLMQ_QK_K);
+            if (grids[g].d != first->d || grids[g].m != first->m)
+                return llmq_error("pack %s: group %d does not share its super-block's d/dmin", type_name(t), g);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const llmq_grid *g = grid_of(grids, group_size, i);
+        if (q[i] < g->qmin || q[i] > g->qmax)
+            return llmq_error("pack %s: code %d of element %d is outside %d..%d", type_name(t), q[i], i, g->qmin, g->qmax);
+    }
+    switch (t) {
+    case LLMQ_TYPE_Q4_0:
+    case LLMQ_TYPE_Q4_1: {
+        for (int b = 0; b < n / LLMQ_QK; b++) {
+            const llmq_grid *g = grid_of(grids, group_size, b * LLMQ_QK);
+            const int8_t *qb = q + b * LLMQ_QK;
+            uint8_t *qs;
+            if (t == LLMQ_TYPE_Q4_0) {
+                llmq_block_q4_0 *y = (llmq_block_q4_0 *)dst + b;
+                y->d = g->d;
+                qs = y->qs;
+            } else {
+                llmq_block_q4_1 *y = (llmq_block_q4_1 *)dst + b;
+                y->d = g->d;
+                y->m = g->m;
+                qs = y->qs;
+            }
+            for (int j = 0; j < 16; j++) qs[j] = (uint8_t)(qb[j] | (qb[j + 16] << 4));
+        }
+        break;
+    }
+    case LLMQ_TYPE_Q8_0:
+        for (int b = 0; b < n / LLMQ_QK; b++) {
+            llmq_block_q8_0 *y = (llmq_block_q8_0 *)dst + b;
+            y->d = grid_of(grids, group_size, b * LLMQ_QK)->d;
+            memcpy(y->qs, q + b * LLMQ_QK, LLMQ_QK);
+        }
+        break;
+    case LLMQ_TYPE_Q4_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            llmq_block_q4_k *y = (llmq_block_q4_k *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK_K;
+            const llmq_grid *g0 = grid_of(grids, group_size, b * LLMQ_QK_K);
+            y->d = g0->d;
+            y->dmin = g0->m;
+            memset(y->scales, 0, sizeof y->scales);
+            for (int j = 0; j < 8; j++) {
+                const llmq_grid *g = grid_of(grids, group_size, b * LLMQ_QK_K + 32 * j);
+                q4_k_set_scale_min(y->scales, j, g->sc, g->mc);
+            }
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++)
+                    y->qs[32 * c + l] = (uint8_t)(qb[64 * c + l] | (qb[64 * c + 32 + l] << 4));
+        }
+        break;
+    case LLMQ_TYPE_Q6_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            llmq_block_q6_k *y = (llmq_block_q6_k *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK_K;
+            y->d = grid_of(grids, group_size, b * LLMQ_QK_K)->d;
+            for (int j = 0; j < 16; j++) y->scales[j] = (int8_t)grid_of(grids, group_size, b * LLMQ_QK_K + 16 * j)->sc;
+            for (int h = 0; h < 2; h++) {
+                uint8_t *ql = y->ql + 64 * h, *qh = y->qh + 32 * h;
+                const int8_t *qq = qb + 128 * h;
+                for (int l = 0; l < 32; l++) {
+                    ql[l] = (uint8_t)((qq[l] & 0xF) | ((qq[l + 64] & 0xF) << 4));
+                    ql[l + 32] = (uint8_t)((qq[l + 32] & 0xF) | ((qq[l + 96] & 0xF) << 4));
+                    qh[l] = (uint8_t)((qq[l] >> 4) | ((qq[l + 32] >> 4) << 2) | ((qq[l + 64] >> 4) << 4) | ((qq[l + 96] >> 4) << 6));
+                }
+            }
+        }
+        break;
+    case LLMQ_TYPE_Q3_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            llmq_block_q3_k *y = (llmq_block_q3_k *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK_K;
+            y->d = grid_of(grids, group_size, b * LLMQ_QK_K)->d;
+            memset(y->scales, 0, sizeof y->scales);
+            for (int j = 0; j < 16; j++) q3_k_set_scale(y->scales, j, grid_of(grids, group_size, b * LLMQ_QK_K + 16 * j)->sc);
+            memset(y->hmask, 0, sizeof y->hmask);
+            memset(y->qs, 0, sizeof y->qs);
+            for (int e = 0; e < LLMQ_QK_K; e++) {
+                if (qb[e] & 4) y->hmask[e % 32] |= (uint8_t)(1 << (e / 32));
+                y->qs[32 * (e / 128) + e % 32] |= (uint8_t)((qb[e] & 3) << (2 * ((e / 32) % 4)));
+            }
+        }
+        break;
+    default:
+        return llmq_error("pack: type %s has no block packing", type_name(t));
+    }
+    return LLMQ_OK;
+}
+
+int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, void *dst)
+{
+    if (n <= 0) return llmq_error("pack %s: empty row", type_name(t));
+    int8_t *q = malloc((size_t)n);
+    if (!q) return llmq_error("pack %s: out of memory for %d codes", type_name(t), n);
+    int rc = llmq_round_row(t, row, n, group_size, grids, q);
+    if (rc == LLMQ_OK) rc = llmq_pack_codes(t, q, n, group_size, grids, dst);
+    free(q);
+    return rc;
+}
+
+int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
+{
+    const llmq_type_traits *tr = llmq_type_get(t);
+    if (!tr || llmq_grid_unit(t) == 0) return llmq_error("unpack: type %d has no integer codes", (int)t);
+    if (n <= 0 || n % tr->block_size) return llmq_error("unpack %s: row of %d elements is not a multiple of %d", tr->name, n, tr->block_size);
+    switch (t) {
+    case LLMQ_TYPE_Q4_0:
+    case LLMQ_TYPE_Q4_1:
+        for (int b = 0; b < n / LLMQ_QK; b++) {
+            const uint8_t *qs = t == LLMQ_TYPE_Q4_0 ? ((const llmq_block_q4_0 *)src)[b].qs : ((const llmq_block_q4_1 *)src)[b].qs;
+            for (int j = 0; j < 16; j++) {
+                q[32 * b + j] = (int8_t)(qs[j] & 0xF);
+                q[32 * b + j + 16] = (int8_t)(qs[j] >> 4);
+            }
+        }
+        break;
+    case LLMQ_TYPE_Q8_0:
+        for (int b = 0; b < n / LLMQ_QK; b++) memcpy(q + 32 * b, ((const llmq_block_q8_0 *)src)[b].qs, 32);
+        break;
+    case LLMQ_TYPE_Q4_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            const llmq_block_q4_k *y = (const llmq_block_q4_k *)src + b;
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    q[256 * b + 64 * c + l] = (int8_t)(y->qs[32 * c + l] & 0xF);
+                    q[256 * b + 64 * c + 32 + l] = (int8_t)(y->qs[32 * c + l] >> 4);
+                }
+        }
+        break;
+    case LLMQ_TYPE_Q6_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            const llmq_block_q6_k *y = (const llmq_block_q6_k *)src + b;
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = y->ql + 64 * h, *qh = y->qh + 32 * h;
+                int8_t *qq = q + 256 * b + 128 * h;
+                for (int l = 0; l < 32; l++) {
+                    qq[l] = (int8_t)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4));
+                    qq[l + 32] = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+                    qq[l + 64] = (int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                    qq[l + 96] = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+                }
+            }
+        }
+        break;
+    case LLMQ_TYPE_Q3_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            const llmq_block_q3_k *y = (const llmq_block_q3_k *)src + b;
+            for (int e = 0; e < LLMQ_QK_K; e++) {
+                int lo = (y->qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
+                int hi = (y->hmask[e % 32] >> (e / 32)) & 1;
+                q[256 * b + e] = (int8_t)(lo | (hi << 2));
+            }
+        }
+        break;
+    default:
+        return llmq_error("unpack: type %s has no integer codes", tr->name);
+    }
+    return LLMQ_OK;
+}

@@ -1,0 +1,129 @@
+/* Kernels: every SIMD table against the scalar reference (decoders bit-exact,
+ * dots to 1e-5 of the terms' magnitude), and llmq_matmul end to end (GEMV and
+ * panel paths, 1/7/9/40 tokens, odd row counts) against a double-precision
+ * product of the reference-decoded weights. */
+#include "kernel_check.h"
+#include "llmq/error.h"
+#include "llmq/kernels.h"
+#include "test_util.h"
+
+Test(kernels, simd_tables_match_scalar)
+{
+    int passed = 0, failed = 0;
+    if (llmq_isa_available(LLMQ_ISA_AVX2)) kc_check_table(llmq_ops_avx2, "avx2", &passed, &failed);
+    if (llmq_isa_available(LLMQ_ISA_NEON)) kc_check_table(llmq_ops_neon, "neon", &passed, &failed);
+    if (!llmq_isa_available(LLMQ_ISA_AVX2) && !llmq_isa_available(LLMQ_ISA_NEON)) cr_skip_test("no SIMD kernels on this CPU");
+    cr_log_info("SIMD vs scalar: %d passed, %d failed", passed, failed);
+    cr_assert_eq(failed, 0, "%d kernel checks failed (see stdout)", failed);
+    cr_assert_gt(passed, 100);
+}
+
+/* A test that the checker itself can fail: a dot that is off by 1e-4. */
+static void bad_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys)
+{
+    llmq_ops_scalar(LLMQ_TYPE_Q8_0)->dot(row, x, xs, nt, n, y, ys);
+    for (int t = 0; t < nt; t++) y[t * ys] = y[t * ys] * 1.0001f + 1e-3f;
+}
+static void bad_dequant(const void *row, float *dst, int n)
+{
+    llmq_ops_scalar(LLMQ_TYPE_Q8_0)->dequant(row, dst, n);
+    dst[n - 1] = nextafterf(dst[n - 1], INFINITY);
+}
+static const llmq_kernel_ops bad_ops = {bad_dequant, bad_dot};
+static const llmq_kernel_ops *bad_table(llmq_type t) { return t == LLMQ_TYPE_Q8_0 ? &bad_ops : llmq_ops_scalar(t); }
+
+Test(kernels, checker_catches_a_wrong_kernel)
+{
+    int passed = 0, failed = 0;
+    kc_verbose = 0;
+    kc_check_table(bad_table, "bad", &passed, &failed);
+    cr_assert_geq(failed, 4, "the checker missed a wrong kernel (%d failures)", failed);
+}
+
+/* y = x·Wᵀ in double from the reference decoder. */
+static void reference_matmul(double *y, const float *x, int nt, const void *w, llmq_type t, int in, int out, double *mag)
+{
+    float *row = malloc(sizeof *row * in);
+    size_t row_bytes = llmq_row_size(t, in);
+    for (int o = 0; o < out; o++) {
+        llmq_type_get(t)->to_float((const char *)w + o * row_bytes, row, in);
+        for (int k = 0; k < nt; k++) {
+            double s = 0, m = 0;
+            for (int i = 0; i < in; i++) {
+                s += (double)row[i] * x[k * in + i];
+                m += fabs((double)row[i] * x[k * in + i]);
+            }
+            y[k * out + o] = s;
+            mag[k * out + o] = m;
+        }
+    }
+    free(row);
+}
+
+static void check_matmul(const char *kernel, llmq_type t, int nt, int in, int out, kc_mode mode)
+{
+    cr_assert_eq(llmq_kernel_select(kernel), LLMQ_OK, "%s", llmq_last_error());
+    void *w = kc_weights(t, out, in, mode);
+    cr_assert_not_null(w);
+    float *x = malloc(sizeof *x * nt * in), *y = malloc(sizeof *y * nt * out);
+    double *ref = malloc(sizeof *ref * nt * out), *mag = malloc(sizeof *mag * nt * out);
+    for (int i = 0; i < nt * in; i++) x[i] = kc_gauss();
+    reference_matmul(ref, x, nt, w, t, in, out, mag);
+    cr_assert_eq(llmq_matmul(y, x, nt, w, t, in, out), LLMQ_OK, "%s", llmq_last_error());
+    /* The panel path runs through sgemm, whose summation order is its own:
+     * hold it to the same relative bound against the exact product. */
+    for (int i = 0; i < nt * out; i++)
+        cr_assert(fabs(y[i] - ref[i]) <= KC_REL * mag[i] + 1e-30, "%s %s %s nt=%d in=%d out=%d y[%d]=%.9g ref %.9g",
+                  kernel, llmq_type_get(t)->name, kc_mode_names[mode], nt, in, out, i, y[i], ref[i]);
+    free(w); free(x); free(y); free(ref); free(mag);
+}
+
+Test(kernels, matmul_every_path_matches_the_exact_product)
+{
+    static const int tokens[] = {1, 7, 9, 40};
+    static const int outs[] = {1, 7, 33};
+    const char *kernels[2] = {"scalar", llmq_isa_available(LLMQ_ISA_AVX2) ? "avx2" : llmq_isa_available(LLMQ_ISA_NEON) ? "neon" : "scalar"};
+    for (int kk = 0; kk < 2; kk++)
+        for (int k = 0; k < KC_N_TYPES; k++)
+            for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++)
+                for (size_t b = 0; b < sizeof outs / sizeof outs[0]; b++) {
+                    llmq_type t = kc_types[k];
+                    int in = llmq_type_get(t)->block_size == 256 ? 512 : 160;
+                    check_matmul(kernels[kk], t, tokens[a], in, outs[b], (kc_mode)((a + b) % KC_MODES));
+                }
+    llmq_kernel_select(NULL);
+}
+
+Test(kernels, selection_and_errors)
+{
+    cr_assert_eq(llmq_kernel_select("bogus"), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "bogus"), "%s", llmq_last_error());
+#if defined(__x86_64__)
+    cr_assert_eq(llmq_kernel_select("neon"), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "not available"), "%s", llmq_last_error());
+#endif
+    cr_assert_eq(llmq_kernel_select("scalar"), LLMQ_OK);
+    cr_assert_str_eq(llmq_kernel_name(), "scalar");
+    cr_assert_eq(llmq_kernel_select(NULL), LLMQ_OK);
+    cr_assert_str_neq(llmq_kernel_name(), "invalid");
+    float x[32] = {0}, y[4];
+    unsigned char w[34 * 4] = {0};
+    cr_assert_eq(llmq_matmul(y, x, 1, w, LLMQ_TYPE_Q4_K, 32, 1), LLMQ_ERR); /* 32 is not a multiple of 256 */
+    cr_assert(strstr(llmq_last_error(), "q4_k"), "%s", llmq_last_error());
+    cr_assert_eq(llmq_matmul(y, x, 1, w, (llmq_type)7, 32, 1), LLMQ_ERR);
+    cr_assert_eq(llmq_matmul(y, x, 0, w, LLMQ_TYPE_Q8_0, 32, 1), LLMQ_ERR);
+    cr_assert_eq(llmq_matmul(y, x, 1, w, LLMQ_TYPE_Q8_0, 32, 4), LLMQ_OK);
+    for (int i = 0; i < 4; i++) cr_assert_eq(y[i], 0.0f);
+}
+
+Test(kernels, dequant_rows_is_the_reference_decoder)
+{
+    void *w = kc_weights(LLMQ_TYPE_Q4_K, 5, 512, KC_RANDOM_BYTES);
+    float got[3 * 512], want[512];
+    cr_assert_eq(llmq_dequant_rows(got, w, LLMQ_TYPE_Q4_K, 512, 2, 5), LLMQ_OK);
+    for (int r = 2; r < 5; r++) {
+        llmq_dequant_q4_k((const char *)w + r * llmq_row_size(LLMQ_TYPE_Q4_K, 512), want, 512);
+        cr_assert_arr_eq(got + (r - 2) * 512, want, sizeof want);
+    }
+    free(w);
+}
