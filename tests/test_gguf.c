@@ -11,16 +11,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-/* Test-only stand-in for the block-format rows (src/quant/blocks.c, another
- * module): weak, so the real table wins whenever it is linked. Sizes are
- * ggml's (ggml-common.h): Q4_0 18 bytes and Q8_0 34 bytes per 32 elements. */
-__attribute__((weak)) const llmq_type_traits *llmq_block_traits(int t)
-{
-    static const llmq_type_traits q4_0 = {"q4_0", 32, 18, true, NULL, NULL};
-    static const llmq_type_traits q8_0 = {"q8_0", 32, 34, true, NULL, NULL};
-    return t == LLMQ_TYPE_Q4_0 ? &q4_0 : t == LLMQ_TYPE_Q8_0 ? &q8_0 : NULL;
-}
-
 #define assert_error_has(substr)                                                                    \
     cr_assert(strstr(llmq_last_error(), (substr)) != NULL, "error \"%s\" lacks \"%s\"", llmq_last_error(), \
               (substr))
