@@ -115,3 +115,278 @@ Test(tokenizer_vectors, qwen3) { check_vectors("qwen3"); }
 Test(tokenizer_vectors, gpt2) { check_vectors("gpt2"); }
 Test(tokenizer_vectors, smollm2) { check_vectors("smollm2"); }
 Test(tokenizer_vectors, gemma3, .timeout = 120) { check_vectors("gemma3"); }
+
+/* ---- the stories models: reference ids and the whole eval text ---- */
+
+static int32_t *json_ids(json_t *arr, size_t *n)
+{
+    *n = json_array_size(arr);
+    int32_t *v = malloc((*n + 1) * sizeof *v);
+    for (size_t i = 0; i < *n; i++) v[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    return v;
+}
+
+static void expect_encoding(llmq_tokenizer *tok, const char *text, size_t len, json_t *expected, const char *what)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &ids, &n), LLMQ_OK, "%s", llmq_last_error());
+    if (!ids_equal(ids, n, expected)) report_ids(what, text, len, ids, n, expected);
+    cr_expect(ids_equal(ids, n, expected), "%s: ids differ", what);
+    free(ids);
+}
+
+Test(tokenizer_models, stories260K_reference)
+{
+    char dir[512], ref[600];
+    REQUIRE_SHARED(dir, "models/stories260K");
+    snprintf(ref, sizeof ref, "%s/reference.json", dir);
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert(tok, "%s", llmq_last_error());
+    cr_expect_eq(llmq_tokenizer_vocab_size(tok), 512);
+    cr_expect_eq(llmq_tokenizer_bos_id(tok), 1);
+    cr_expect_eq(llmq_tokenizer_eos_id(tok), 2);
+    cr_expect(llmq_tokenizer_adds_bos(tok));
+    json_error_t e;
+    json_t *r = json_load_file(ref, 0, &e);
+    cr_assert(r, "%s", e.text);
+    json_t *seq = json_object_get(r, "sequence"), *once = json_object_get(r, "prompt_once_upon_a_time");
+    json_t *dec = json_object_get(seq, "decoded");
+    expect_encoding(tok, json_string_value(dec), json_string_length(dec), json_object_get(seq, "ids"), "sequence");
+    json_t *prompt = json_object_get(once, "prompt");
+    expect_encoding(tok, json_string_value(prompt), json_string_length(prompt), json_object_get(once, "prompt_ids"),
+                    "prompt");
+    /* decoding the greedy ids gives the reference text */
+    size_t n, len;
+    int32_t *ids = json_ids(json_object_get(once, "greedy_ids"), &n);
+    char *text = llmq_tokenizer_decode(tok, ids, n, &len);
+    cr_assert(text);
+    cr_expect_str_eq(text, json_string_value(json_object_get(once, "greedy_text")) + strlen("Once upon a time"));
+    free(text);
+    free(ids);
+    json_decref(r);
+    llmq_tokenizer_free(tok);
+}
+
+Test(tokenizer_models, stories_llama_7m_reference)
+{
+    char dir[512], ref[600];
+    REQUIRE_SHARED(dir, "models/stories-llama-7m");
+    snprintf(ref, sizeof ref, "%s/reference.json", dir);
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert(tok, "%s", llmq_last_error());
+    json_error_t e;
+    json_t *r = json_load_file(ref, 0, &e);
+    cr_assert(r, "%s", e.text);
+    json_t *greedy = json_object_get(r, "greedy");
+    json_t *prompt = json_object_get(greedy, "prompt");
+    expect_encoding(tok, json_string_value(prompt), json_string_length(prompt), json_object_get(greedy, "prompt_ids"),
+                    "prompt");
+    json_decref(r);
+    llmq_tokenizer_free(tok);
+}
+
+/* The perplexity tests depend on this: the whole eval file, BOS first. */
+static void check_eval_tokens(const char *model)
+{
+    char dir[512], txt[512], exp[600];
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", model);
+    REQUIRE_SHARED(dir, rel);
+    REQUIRE_SHARED(txt, "data/tinystories/tinystories_eval.txt");
+    snprintf(exp, sizeof exp, "%s/eval_tokens.json", dir);
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert(tok, "%s", llmq_last_error());
+    size_t len;
+    char *text = llmq_read_file(txt, 0, &len);
+    cr_assert(text, "%s", llmq_last_error());
+    json_error_t e;
+    json_t *expected = json_load_file(exp, 0, &e);
+    cr_assert(json_is_array(expected), "%s", e.text);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &ids, &n), LLMQ_OK, "%s", llmq_last_error());
+    size_t ne = json_array_size(expected), first_diff = n < ne ? n : ne;
+    for (size_t i = 0; i < n && i < ne; i++)
+        if (ids[i] != json_integer_value(json_array_get(expected, i))) {
+            first_diff = i;
+            break;
+        }
+    cr_expect_eq(n, ne, "%s: %zu tokens, expected %zu", model, n, ne);
+    cr_expect_eq(first_diff, ne < n ? ne : n, "%s: first difference at token %zu", model, first_diff);
+    free(ids);
+    free(text);
+    json_decref(expected);
+    llmq_tokenizer_free(tok);
+}
+
+Test(tokenizer_models, stories260K_eval_text) { check_eval_tokens("stories260K"); }
+Test(tokenizer_models, stories_llama_7m_eval_text) { check_eval_tokens("stories-llama-7m"); }
+
+/* ---- malformed files and input ---- */
+
+/* A tiny valid SPM-style tokenizer, pieces of which the tests below break. */
+#define TINY_VOCAB "{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"<0x41>\":3,\"\\u2581\":4,\"a\":5,\"b\":6,\"ab\":7,\"\\u2581ab\":8}"
+#define TINY_ADDED                                                                                                  \
+    "[{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false,\"lstrip\":false,\"rstrip\":false,"    \
+    "\"single_word\":false},{\"id\":1,\"content\":\"<s>\",\"special\":true,\"normalized\":false,\"lstrip\":false," \
+    "\"rstrip\":false,\"single_word\":false}]"
+#define TINY_NORM                                                                                                   \
+    "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\\u2581\"},{\"type\":\"Replace\"," \
+    "\"pattern\":{\"String\":\" \"},\"content\":\"\\u2581\"}]}"
+#define TINY_POST                                                                                                   \
+    "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},{\"Sequence\":" \
+    "{\"id\":\"A\",\"type_id\":0}}],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1],\"tokens\":[\"<s>\"]}}}"
+#define TINY_DEC                                                                                                    \
+    "{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":\"\\u2581\"},\"content\":" \
+    "\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":\" \",\"start\":1,"     \
+    "\"stop\":0}]}"
+
+static char *tiny_json(const char *model)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf,
+             "{\"version\":\"1.0\",\"added_tokens\":" TINY_ADDED ",\"normalizer\":" TINY_NORM
+             ",\"pre_tokenizer\":null,\"post_processor\":" TINY_POST ",\"decoder\":" TINY_DEC ",\"model\":%s}",
+             model);
+    return buf;
+}
+
+static llmq_tokenizer *load_str(const char *json)
+{
+    return llmq_tokenizer_load_json(json, strlen(json), NULL, 0, "test.json");
+}
+
+#define TINY_MODEL(merges, extra)                                                                                   \
+    "{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":true" extra ",\"vocab\":"      \
+    TINY_VOCAB ",\"merges\":" merges "}"
+
+Test(tokenizer_errors, tiny_tokenizer_works)
+{
+    llmq_tokenizer *tok = load_str(tiny_json(TINY_MODEL("[\"a b\",[\"\\u2581\",\"ab\"]]", "")));
+    cr_assert(tok, "%s", llmq_last_error());
+    int32_t *ids;
+    size_t n;
+    /* "ab A z": ▁ab ▁ <0x41> ▁ <unk> (z has no token and no byte token: unk) */
+    cr_assert_eq(llmq_tokenizer_encode(tok, "ab A z", 6, 1, &ids, &n), LLMQ_OK, "%s", llmq_last_error());
+    int32_t want[] = {1, 8, 4, 3, 4, 0};
+    cr_assert_eq(n, 6);
+    cr_expect_arr_eq(ids, want, sizeof want);
+    size_t len;
+    char *text = llmq_tokenizer_decode(tok, ids + 1, 3, &len);
+    cr_expect_str_eq(text, "ab A");
+    free(text);
+    free(ids);
+    llmq_tokenizer_free(tok);
+}
+
+static void expect_load_error(const char *json, const char *needle)
+{
+    llmq_clear_error();
+    llmq_tokenizer *tok = load_str(json);
+    cr_expect_null(tok, "loaded a malformed tokenizer (expected '%s')", needle);
+    llmq_tokenizer_free(tok);
+    cr_expect(strstr(llmq_last_error(), needle), "error '%s' does not mention '%s'", llmq_last_error(), needle);
+    cr_expect(strstr(llmq_last_error(), "test.json"), "error '%s' does not name the file", llmq_last_error());
+}
+
+Test(tokenizer_errors, malformed_files)
+{
+    expect_load_error("{\"added_tokens\":[]}", "missing 'model'");
+    expect_load_error("{\"model\":[1,2]}", "model: expected an object");
+    expect_load_error("{\"model\":{\"type\":\"BPE\",", "invalid JSON");
+    expect_load_error("[]", "expected a JSON object");
+    expect_load_error(tiny_json("{\"type\":\"Unigram\",\"vocab\":[[\"a\",0.0]]}"), "unsupported tokenizer type Unigram");
+    expect_load_error(tiny_json("{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}"), "unsupported tokenizer type WordPiece");
+    expect_load_error(tiny_json("{\"type\":3}"), "model.type: expected a string");
+    expect_load_error(tiny_json(TINY_MODEL("[\"a zz\"]", "")), "model.merges[0]: token 'zz' is not in the vocab");
+    expect_load_error(tiny_json(TINY_MODEL("[\"b a\"]", "")), "merged token 'ba' is not in the vocab");
+    expect_load_error(tiny_json(TINY_MODEL("[\"ab\"]", "")), "model.merges[0]: expected");
+    expect_load_error(tiny_json(TINY_MODEL("[[\"a\"]]", "")), "model.merges[0]: expected");
+    expect_load_error(tiny_json(TINY_MODEL("{\"a\":1}", "")), "model.merges: expected an array");
+    expect_load_error(tiny_json(TINY_MODEL("[]", ",\"byte_fallback\":\"yes\"")), "byte_fallback: expected a boolean");
+    expect_load_error(tiny_json("{\"type\":\"BPE\",\"vocab\":{\"a\":-1},\"merges\":[]}"), "model.vocab['a']");
+    expect_load_error(tiny_json("{\"type\":\"BPE\",\"vocab\":{\"a\":\"0\"},\"merges\":[]}"), "model.vocab['a']");
+    expect_load_error(tiny_json("{\"type\":\"BPE\",\"vocab\":[],\"merges\":[]}"), "model.vocab: expected an object");
+    expect_load_error(tiny_json("{\"type\":\"BPE\",\"unk_token\":\"<nope>\",\"vocab\":{\"a\":0},\"merges\":[]}"),
+                      "unk_token '<nope>' is not in the vocab");
+    expect_load_error("{\"added_tokens\":[{\"id\":\"x\",\"content\":\"a\"}],\"model\":{\"type\":\"BPE\",\"vocab\":{},"
+                      "\"merges\":[]}}",
+                      "added_tokens[0]");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},"
+                      "\"merges\":[]}}",
+                      "unsupported pre_tokenizer type BertPreTokenizer");
+    expect_load_error("{\"normalizer\":{\"type\":\"Precompiled\"},\"model\":{\"type\":\"BPE\",\"vocab\":{},"
+                      "\"merges\":[]}}",
+                      "unsupported normalizer type Precompiled");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\"},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
+                      "regex '('");
+}
+
+Test(tokenizer_errors, missing_file)
+{
+    cr_expect_null(llmq_tokenizer_load("build/no/such/dir"));
+    cr_expect(strstr(llmq_last_error(), "build/no/such/dir"), "%s", llmq_last_error());
+}
+
+/* Invalid UTF-8 is replaced by U+FFFD per maximal invalid subsequence first (as
+ * Python's bytes.decode(errors="replace") before HF sees the text). */
+Test(tokenizer_errors, invalid_utf8_input)
+{
+    char dir[512];
+    REQUIRE_SHARED(dir, "tokenizers/llama3");
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert(tok, "%s", llmq_last_error());
+    static const char bad[] = "a\xff" "b\xe2\x82" "c\xf0\x9f\x98" "\xc0\xaf" "\xed\xa0\x80" "z";
+    static const char fixed[] = "a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xef\xbf\xbd" "\xef\xbf\xbd\xef\xbf\xbd"
+                                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "z";
+    int32_t *a, *b;
+    size_t na, nb;
+    cr_assert_eq(llmq_tokenizer_encode(tok, bad, sizeof bad - 1, 0, &a, &na), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(llmq_tokenizer_encode(tok, fixed, sizeof fixed - 1, 0, &b, &nb), LLMQ_OK);
+    cr_expect_eq(na, nb);
+    cr_expect_arr_eq(a, b, na * sizeof *a);
+    size_t len;
+    char *d = llmq_tokenizer_decode(tok, a, na, &len);
+    cr_expect_eq(len, sizeof fixed - 1);
+    cr_expect_arr_eq(d, fixed, len);
+    free(d);
+    /* a truncated sequence at the very end, and a lone continuation byte */
+    cr_assert_eq(llmq_tokenizer_encode(tok, "\xe2\x82", 2, 0, &b, &nb), LLMQ_OK);
+    cr_expect_gt(nb, 0);
+    free(b);
+    cr_assert_eq(llmq_tokenizer_encode(tok, "\x80", 1, 0, &b, &nb), LLMQ_OK);
+    free(b);
+    free(a);
+    /* ids outside the vocabulary are an error on decode */
+    int32_t out_of_range[] = {1, 128256};
+    cr_expect_null(llmq_tokenizer_decode(tok, out_of_range, 2, &len));
+    cr_expect(strstr(llmq_last_error(), "128256"), "%s", llmq_last_error());
+    int32_t negative[] = {-1};
+    cr_expect_null(llmq_tokenizer_decode(tok, negative, 1, &len));
+    llmq_tokenizer_free(tok);
+}
+
+Test(tokenizer_errors, spm_invalid_utf8_and_nul)
+{
+    char dir[512];
+    REQUIRE_SHARED(dir, "tokenizers/tinyllama");
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert(tok, "%s", llmq_last_error());
+    int32_t *ids;
+    size_t n;
+    /* "\xff" -> U+FFFD, a Llama-2 piece (30140) */
+    cr_assert_eq(llmq_tokenizer_encode(tok, "\xff", 1, 0, &ids, &n), LLMQ_OK);
+    int32_t want[] = {29871, 30140};
+    cr_assert_eq(n, 2);
+    cr_expect_arr_eq(ids, want, sizeof want);
+    free(ids);
+    /* an embedded NUL is a character like any other: <0x00> */
+    cr_assert_eq(llmq_tokenizer_encode(tok, "a\0b", 3, 0, &ids, &n), LLMQ_OK);
+    int32_t want2[] = {263, 3, 29890};
+    cr_assert_eq(n, 3);
+    cr_expect_arr_eq(ids, want2, sizeof want2);
+    free(ids);
+    llmq_tokenizer_free(tok);
+}
