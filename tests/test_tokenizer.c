@@ -390,3 +390,129 @@ Test(tokenizer_errors, spm_invalid_utf8_and_nul)
     free(ids);
     llmq_tokenizer_free(tok);
 }
+
+/* ---- llama.cpp vocabulary terms: export, rebuild, same ids ---- */
+
+static int same_encodings(const llmq_tokenizer *a, const llmq_tokenizer *b, const char *vec_path)
+{
+    json_error_t jerr;
+    json_t *vectors = json_load_file(vec_path, JSON_ALLOW_NUL, &jerr);
+    cr_assert(json_is_array(vectors), "%s: %s", vec_path, jerr.text);
+    int differ = 0;
+    for (size_t i = 0; i < json_array_size(vectors); i++) {
+        json_t *jt = json_object_get(json_array_get(vectors, i), "text");
+        for (int sp = 0; sp < 2; sp++) {
+            int32_t *x, *y;
+            size_t nx, ny;
+            cr_assert_eq(llmq_tokenizer_encode(a, json_string_value(jt), json_string_length(jt), sp, &x, &nx), LLMQ_OK);
+            cr_assert_eq(llmq_tokenizer_encode(b, json_string_value(jt), json_string_length(jt), sp, &y, &ny), LLMQ_OK);
+            if (nx != ny || memcmp(x, y, nx * sizeof *x)) {
+                char esc[512];
+                print_escaped(json_string_value(jt), json_string_length(jt), esc, sizeof esc);
+                cr_log_error("rebuilt tokenizer differs on \"%s\" (add_special=%d)", esc, sp);
+                differ++;
+            }
+            free(x);
+            free(y);
+        }
+    }
+    json_decref(vectors);
+    return differ;
+}
+
+static void check_round_trip(const char *dir, const char *model, const char *pre, int drop_merges)
+{
+    char path[512], rel[256], vec[600];
+    snprintf(rel, sizeof rel, "tokenizers/%s", dir);
+    REQUIRE_SHARED(path, rel);
+    snprintf(vec, sizeof vec, "%s/vectors.json", path);
+    llmq_tokenizer *tok = llmq_tokenizer_load(path);
+    cr_assert(tok, "%s", llmq_last_error());
+    llmq_vocab v;
+    cr_assert_eq(llmq_tokenizer_export_vocab(tok, &v), LLMQ_OK, "%s", llmq_last_error());
+    cr_expect_str_eq(v.model, model);
+    cr_expect_str_eq(v.pre, pre);
+    cr_expect_eq(v.n_tokens, (size_t)llmq_tokenizer_vocab_size(tok));
+    cr_expect_eq(v.bos_id, llmq_tokenizer_bos_id(tok));
+    cr_expect_eq(v.add_bos, llmq_tokenizer_adds_bos(tok));
+    if (drop_merges) { /* the .model scores of stories260K: 0 for ids < 259, then 0, -1, -2, ... */
+        for (size_t i = 0; i < v.n_merges; i++) free(v.merges[i]);
+        v.n_merges = 0;
+        for (size_t id = 0; id < v.n_tokens; id++) v.scores[id] = id < 259 ? 0.0f : -(float)(id - 259);
+    }
+    llmq_tokenizer *back = llmq_tokenizer_from_vocab(&v);
+    cr_assert(back, "%s", llmq_last_error());
+    cr_expect_eq(llmq_tokenizer_vocab_size(back), llmq_tokenizer_vocab_size(tok));
+    cr_expect_eq(llmq_tokenizer_eos_id(back), llmq_tokenizer_eos_id(tok));
+    cr_expect_eq(same_encodings(tok, back, vec), 0, "%s: the rebuilt tokenizer encodes differently", dir);
+    llmq_vocab_free(&v);
+    llmq_tokenizer_free(back);
+    llmq_tokenizer_free(tok);
+}
+
+Test(tokenizer_vocab, round_trip_llama2) { check_round_trip("tinyllama", "llama", "default", 0); }
+Test(tokenizer_vocab, round_trip_mistral_legacy) { check_round_trip("mistral-7b-legacy", "llama", "default", 0); }
+Test(tokenizer_vocab, round_trip_llama3) { check_round_trip("llama3.1", "gpt2", "llama-bpe", 0); }
+Test(tokenizer_vocab, round_trip_qwen) { check_round_trip("qwen3", "gpt2", "qwen2", 0); }
+Test(tokenizer_vocab, round_trip_gpt2) { check_round_trip("gpt2", "gpt2", "gpt-2", 0); }
+Test(tokenizer_vocab, round_trip_smollm) { check_round_trip("smollm2", "gpt2", "smollm", 0); }
+Test(tokenizer_vocab, round_trip_gemma3, .timeout = 120) { check_round_trip("gemma3", "llama", "default", 0); }
+/* merges derived from SentencePiece scores (a llama.cpp "llama" GGUF has none) */
+Test(tokenizer_vocab, merges_from_scores) { check_round_trip("stories260K-tok512", "llama", "default", 1); }
+
+Test(tokenizer_vocab, export_types_and_scores)
+{
+    char path[512];
+    REQUIRE_SHARED(path, "tokenizers/tinyllama");
+    llmq_tokenizer *tok = llmq_tokenizer_load(path);
+    cr_assert(tok, "%s", llmq_last_error());
+    llmq_vocab v;
+    cr_assert_eq(llmq_tokenizer_export_vocab(tok, &v), LLMQ_OK, "%s", llmq_last_error());
+    cr_expect_eq(v.token_types[0], LLMQ_TOKEN_UNKNOWN);
+    cr_expect_eq(v.token_types[1], LLMQ_TOKEN_CONTROL);
+    cr_expect_eq(v.token_types[2], LLMQ_TOKEN_CONTROL);
+    cr_expect_eq(v.token_types[3], LLMQ_TOKEN_BYTE); /* <0x00> */
+    cr_expect_eq(v.token_types[258], LLMQ_TOKEN_BYTE);
+    cr_expect_eq(v.token_types[259], LLMQ_TOKEN_NORMAL);
+    cr_expect_str_eq(v.merges[0], "\xe2\x96\x81 t"); /* the first merge: "▁ t" */
+    int32_t first = llmq_tokenizer_token_id(tok, "\xe2\x96\x81t", 4);
+    cr_expect_eq(first, 260);
+    cr_expect_eq(v.scores[first], 0.0f);
+    cr_expect_lt(v.scores[15043], -1000.0f); /* ▁Hello comes from a later merge */
+    cr_expect_eq(v.scores[29874], 0.0f);    /* "a": no merge produces it */
+    cr_expect_eq(v.n_merges, 61249);
+    cr_expect_eq(v.unk_id, 0);
+    cr_expect_eq(v.eos_id, 2);
+    cr_expect(v.add_bos);
+    cr_expect(!v.add_eos);
+    cr_expect(v.add_space_prefix);
+    cr_expect(v.chat_template && strstr(v.chat_template, "<|assistant|>"), "chat template missing");
+    llmq_vocab_free(&v);
+    llmq_tokenizer_free(tok);
+    /* Metaspace "first" (Mistral v0.1) has no exact llama.cpp form but exports as SPM with a space prefix */
+    REQUIRE_SHARED(path, "tokenizers/mistral-7b-v0.1");
+    tok = llmq_tokenizer_load(path);
+    cr_assert(tok);
+    cr_assert_eq(llmq_tokenizer_export_vocab(tok, &v), LLMQ_OK, "%s", llmq_last_error());
+    cr_expect(v.add_space_prefix);
+    llmq_vocab_free(&v);
+    llmq_tokenizer_free(tok);
+}
+
+Test(tokenizer_vocab, bad_vocab)
+{
+    char *tokens[] = {"a", "b"};
+    size_t lens[] = {1, 1};
+    int32_t types[] = {1, 9};
+    llmq_vocab v = {.model = "gpt2", .pre = "gpt-2", .n_tokens = 2, .tokens = tokens, .token_lens = lens,
+                    .token_types = types, .bos_id = -1, .eos_id = -1, .unk_id = -1, .pad_id = -1};
+    cr_expect_null(llmq_tokenizer_from_vocab(&v));
+    cr_expect(strstr(llmq_last_error(), "token_type[1]"), "%s", llmq_last_error());
+    types[1] = 1;
+    v.pre = "mystery";
+    cr_expect_null(llmq_tokenizer_from_vocab(&v));
+    cr_expect(strstr(llmq_last_error(), "mystery"), "%s", llmq_last_error());
+    v.model = "bert";
+    cr_expect_null(llmq_tokenizer_from_vocab(&v));
+    cr_expect(strstr(llmq_last_error(), "unsupported tokenizer type bert"), "%s", llmq_last_error());
+}
