@@ -41,6 +41,7 @@ void llmq_tokenizer_free(llmq_tokenizer *tok)
     free(tok->tok_added);
     tk_strmap_free(&tok->text_to_id);
     tk_strmap_free(&tok->vocab);
+    tk_strmap_free(&tok->spm_unsafe);
     free(tok->model_key);
     free(tok->model_key_len);
     tk_pairmap_free(&tok->merges);
@@ -80,8 +81,7 @@ int tk_finish(llmq_tokenizer *tok, const char *name)
         }
         if (tk_trie_add(t, a->content, a->len, i)) return LLMQ_ERR;
     }
-    tk_bpe_finish(tok);
-    return LLMQ_OK;
+    return tk_bpe_finish(tok);
 }
 
 /* ---------------- accessors ---------------- */

@@ -187,7 +187,35 @@ static int merge_word(const llmq_tokenizer *tok, const char *s, size_t n, tk_wor
     return LLMQ_OK;
 }
 
+static int encode_chunk(const llmq_tokenizer *tok, const char *s, size_t n, tk_word_cache *cache, tk_buf *out);
+
+#define SPACE_MARK "\xe2\x96\x81"
+
+/* Is a cut right before the U+2581 at s[p] safe (see spm_split)? */
+static int spm_cut_ok(const llmq_tokenizer *tok, const char *s, size_t p)
+{
+    size_t b = p - 1;
+    while (b > 0 && ((unsigned char)s[b] & 0xC0) == 0x80) b--;
+    size_t cl = p - b;
+    if (cl == 3 && !memcmp(s + b, SPACE_MARK, 3)) return 0;
+    if (!tk_strmap_get(&tok->vocab, s + b, cl)) return 0; /* byte fallback / unk: keep it whole */
+    return !tk_strmap_get(&tok->spm_unsafe, s + b, cl);
+}
+
 int tk_bpe_encode_word(const llmq_tokenizer *tok, const char *s, size_t n, tk_word_cache *cache, tk_buf *out)
+{
+    if (!tok->spm_split || n <= CACHE_MAX_WORD / 4) return encode_chunk(tok, s, n, cache, out);
+    size_t start = 0;
+    for (const char *m = s + 1; (m = memmem(m, n - (size_t)(m - s), SPACE_MARK, 3)); m += 3) {
+        size_t p = (size_t)(m - s);
+        if (!spm_cut_ok(tok, s, p)) continue;
+        if (encode_chunk(tok, s + start, p - start, cache, out)) return LLMQ_ERR;
+        start = p;
+    }
+    return encode_chunk(tok, s + start, n - start, cache, out);
+}
+
+static int encode_chunk(const llmq_tokenizer *tok, const char *s, size_t n, tk_word_cache *cache, tk_buf *out)
 {
     if (n == 0) return LLMQ_OK;
     if (tok->ignore_merges) { /* Llama-3: a word that is a whole token is kept */
@@ -248,8 +276,25 @@ int tk_bpe_set_merges(llmq_tokenizer *tok, const int32_t *pairs, size_t n, const
     return LLMQ_OK;
 }
 
-void tk_bpe_finish(llmq_tokenizer *tok)
+int tk_bpe_finish(llmq_tokenizer *tok)
 {
+    tok->spm_split = 0;
+    if (!tok->byte_level && tk_strmap_get(&tok->vocab, SPACE_MARK, 3)) {
+        if (tk_strmap_init(&tok->spm_unsafe, 16)) return LLMQ_ERR;
+        for (int32_t id = 0; id < tok->n_vocab; id++) {
+            const char *k = tok->model_key[id];
+            size_t kl = tok->model_key_len[id];
+            if (!k || kl < 4) continue;
+            for (const char *m = k + 1; (m = memmem(m, kl - (size_t)(m - k), SPACE_MARK, 3)); m += 3) {
+                size_t b = (size_t)(m - k) - 1;
+                while (b > 0 && ((unsigned char)k[b] & 0xC0) == 0x80) b--;
+                size_t cl = (size_t)(m - k) - b;
+                if (cl == 3 && !memcmp(k + b, SPACE_MARK, 3)) continue;
+                if (tk_strmap_put(&tok->spm_unsafe, k + b, cl, 1, 0)) return LLMQ_ERR;
+            }
+        }
+        tok->spm_split = 1;
+    }
     char c[2] = {0};
     for (int b = 0; b < 256; b++) {
         c[0] = (char)b;
@@ -261,4 +306,5 @@ void tk_bpe_finish(llmq_tokenizer *tok)
         sl = tk_strmap_get(&tok->vocab, name, 6);
         tok->fallback_byte[b] = sl ? sl->value : -1;
     }
+    return LLMQ_OK;
 }

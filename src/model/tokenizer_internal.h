@@ -182,6 +182,11 @@ struct llmq_tokenizer {
     int byte_fallback, fuse_unk, ignore_merges;
     int32_t model_unk_id;
     int32_t fallback_byte[256]; /* id of "<0xXX>", -1 if none */
+    /* SPM-style vocab: a word may be cut before a U+2581 preceded by char X when no
+     * token contains "X\u2581" (then no merge can span the cut): exact, and it lets
+     * the word cache work on text with no pre-tokenizer */
+    int spm_split;
+    tk_strmap spm_unsafe; /* the chars X that some token has right before a U+2581 */
 
     /* pipeline */
     tk_normalizer *norms;
@@ -212,7 +217,7 @@ int tk_bpe_encode_word(const llmq_tokenizer *tok, const char *s, size_t n, tk_wo
  * model token. name/what for messages. */
 int tk_bpe_set_merges(llmq_tokenizer *tok, const int32_t *pairs, size_t n, const char *name);
 /* Fills byte_token / ascii_token / fallback_byte from the model vocab. */
-void tk_bpe_finish(llmq_tokenizer *tok);
+int tk_bpe_finish(llmq_tokenizer *tok);
 
 /* tokenizer.c */
 llmq_tokenizer *tk_new(void);
