@@ -2,6 +2,7 @@
  * the stories models' reference ids, malformed files, and the GGUF vocab round trip. */
 #include <jansson.h>
 #include <stdint.h>
+#include <sys/wait.h>
 
 #include "llmq/error.h"
 #include "llmq/file.h"
@@ -516,4 +517,121 @@ Test(tokenizer_vocab, bad_vocab)
     v.model = "bert";
     cr_expect_null(llmq_tokenizer_from_vocab(&v));
     cr_expect(strstr(llmq_last_error(), "unsupported tokenizer type bert"), "%s", llmq_last_error());
+}
+
+/* ---- llama.cpp's tokenizer test strings (models/ggml-vocab-*.gguf.inp/.out) ---- */
+
+static void check_llamacpp(const char *vocab, const char *dir)
+{
+    char tdir[512], rel[256], inp[700], outp[700];
+    snprintf(rel, sizeof rel, "tokenizers/%s", dir);
+    REQUIRE_SHARED(tdir, rel);
+    char base[512];
+    REQUIRE_SHARED(base, "tokenizers/llamacpp-vocab-tests");
+    snprintf(inp, sizeof inp, "%s/ggml-vocab-%s.gguf.inp", base, vocab);
+    snprintf(outp, sizeof outp, "%s/ggml-vocab-%s.gguf.out", base, vocab);
+    llmq_tokenizer *tok = llmq_tokenizer_load(tdir);
+    cr_assert(tok, "%s", llmq_last_error());
+    size_t in_len, out_len;
+    char *in = llmq_read_file(inp, 0, &in_len), *out = llmq_read_file(outp, 0, &out_len);
+    cr_assert(in && out, "%s", llmq_last_error());
+    static const char SEP[] = "\n__ggml_vocab_test__\n";
+    const char *p = in, *end = in + in_len;
+    char *line = out, *save = NULL;
+    size_t count = 0, bad = 0;
+    for (;;) {
+        const char *q = memmem(p, (size_t)(end - p), SEP, sizeof SEP - 1);
+        size_t n = q ? (size_t)(q - p) : (size_t)(end - p);
+        char *nl = strchr(line, '\n');
+        cr_assert(nl, "%s: fewer .out lines than strings", vocab);
+        *nl = 0;
+        int32_t *ids;
+        size_t nid;
+        cr_assert_eq(llmq_tokenizer_encode(tok, p, n, 0, &ids, &nid), LLMQ_OK);
+        size_t k = 0;
+        int same = 1;
+        for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save), k++)
+            if (k >= nid || ids[k] != atoi(t)) same = 0;
+        if (!same || k != nid) {
+            char esc[512];
+            print_escaped(p, n, esc, sizeof esc);
+            cr_log_error("%s: \"%s\" differs from llama.cpp's expected ids", vocab, esc);
+            bad++;
+        }
+        free(ids);
+        count++;
+        line = nl + 1;
+        if (!q || q + sizeof SEP - 1 == end) break; /* the file may end with the separator */
+        p = q + sizeof SEP - 1;
+    }
+    cr_expect_gt(count, 30);
+    cr_expect_eq(bad, 0, "%s: %zu of %zu strings differ", vocab, bad, count);
+    free(in);
+    free(out);
+    llmq_tokenizer_free(tok);
+}
+
+Test(tokenizer_llamacpp, llama_spm) { check_llamacpp("llama-spm", "tinyllama"); }
+Test(tokenizer_llamacpp, llama_bpe) { check_llamacpp("llama-bpe", "llama3"); }
+Test(tokenizer_llamacpp, qwen2) { check_llamacpp("qwen2", "qwen3"); }
+Test(tokenizer_llamacpp, gpt2) { check_llamacpp("gpt-2", "gpt2"); }
+
+/* ---- the CLI: llmq tokenize (the binary of the same build dir as this test) ---- */
+
+static void llmq_binary(char *buf, size_t n)
+{
+    char self[512];
+    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert_gt(l, 0);
+    self[l] = 0;
+    char *slash = strrchr(self, '/'); /* .../build/tests/test_tokenizer -> .../build/llmq */
+    *slash = 0;
+    slash = strrchr(self, '/');
+    *slash = 0;
+    snprintf(buf, n, "%s/llmq", self);
+    if (access(buf, X_OK) != 0) cr_skip_test("%s is not built", buf);
+}
+
+/* Runs a shell command, returns its stdout (and exit status in *status). */
+static char *run(const char *cmd, int *status)
+{
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "popen %s", cmd);
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+Test(tokenizer_cli, encode_decode_batch)
+{
+    char bin[600], dir[512], cmd[2048];
+    llmq_binary(bin, sizeof bin);
+    REQUIRE_SHARED(dir, "tokenizers/llama3.1");
+    int st;
+    snprintf(cmd, sizeof cmd, "%s tokenize %s --json 'Hello world 1234567' 2>&1", bin, dir);
+    cr_expect_str_eq(run(cmd, &st), "[128000,9906,1917,220,4513,10961,22]\n");
+    cr_expect_eq(st, 0);
+    snprintf(cmd, sizeof cmd, "%s tokenize %s --no-special 'Hello world' 2>&1", bin, dir);
+    cr_expect_str_eq(run(cmd, &st), "9906 1917\n");
+    snprintf(cmd, sizeof cmd, "%s tokenize %s --decode --json '[128000, 9906, 1917]' 2>&1", bin, dir);
+    cr_expect_str_eq(run(cmd, &st), "\"<|begin_of_text|>Hello world\"\n");
+    snprintf(cmd, sizeof cmd, "printf '\"Hello\"\\n\\n\"a\\\\u0000b\"\\n' | %s tokenize %s --batch --no-special 2>&1", bin,
+             dir);
+    cr_expect_str_eq(run(cmd, &st), "[9906]\n[64,188,65]\n");
+    cr_expect_eq(st, 0);
+    snprintf(cmd, sizeof cmd, "printf '[9906]\\n[64,188,65]\\n' | %s tokenize %s --batch --decode 2>&1", bin, dir);
+    cr_expect_str_eq(run(cmd, &st), "\"Hello\"\n\"a\\u0000b\"\n");
+    /* errors: one line, non-zero exit */
+    snprintf(cmd, sizeof cmd, "%s tokenize build/no-such-model x 2>&1", bin);
+    cr_expect_str_eq(run(cmd, &st), "llmq tokenize: build/no-such-model: no tokenizer.json there\n");
+    cr_expect_neq(st, 0);
+    snprintf(cmd, sizeof cmd, "printf '\"a\"\\n[1\\n' | %s tokenize %s --batch 2>&1", bin, dir);
+    cr_expect(strstr(run(cmd, &st), "llmq tokenize: stdin line 2: invalid JSON"), "batch error");
+    cr_expect_neq(st, 0);
+    snprintf(cmd, sizeof cmd, "%s tokenize --help", bin);
+    cr_expect(strstr(run(cmd, &st), "usage: llmq tokenize MODEL"));
+    cr_expect_eq(st, 0);
 }
