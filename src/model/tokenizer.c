@@ -345,18 +345,14 @@ static int normalize(const llmq_tokenizer *tok, call_ctx *cx, const char *s, siz
         case NORM_NFKD:
         case NORM_LOWERCASE: {
             size_t k = 0;
-            if (nm->kind != NORM_LOWERCASE)
-                while (k < n && (unsigned char)s[k] < 0x80) k++;
-            if (k == n) { /* ASCII is invariant under every normalization form */
-                if (nm->kind != NORM_LOWERCASE) break;
-            }
+            while (k < n && (unsigned char)s[k] < 0x80) k++;
+            if (k == n && nm->kind != NORM_LOWERCASE) break; /* ASCII is invariant under NF* */
             int opts = UTF8PROC_STABLE;
             if (nm->kind == NORM_NFC) opts |= UTF8PROC_COMPOSE;
             if (nm->kind == NORM_NFD) opts |= UTF8PROC_DECOMPOSE;
             if (nm->kind == NORM_NFKC) opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
             if (nm->kind == NORM_NFKD) opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-            if (nm->kind == NORM_LOWERCASE) opts = UTF8PROC_CASEFOLD * 0; /* per-char below */
-            if (nm->kind == NORM_LOWERCASE) {
+            if (nm->kind == NORM_LOWERCASE) { /* per char, like Rust's to_lowercase (no special casing) */
                 char *d = tk_arena_alloc(&cx->arena, n * 2 + 4);
                 if (!d) return LLMQ_ERR;
                 size_t o = 0, j = 0;
@@ -519,8 +515,6 @@ static int emit_segments(const piece *p, const segment_list *segs, piece_list *o
     return LLMQ_OK;
 }
 
-static int is_ascii_space(uint32_t cp) { return cp == ' '; }
-
 static int pretokenize_piece(const tk_pretok *pt, call_ctx *cx, const tk_regex *gpt2, piece p, segment_list *segs,
                              piece_list *out)
 {
@@ -579,7 +573,6 @@ static int pretokenize_piece(const tk_pretok *pt, call_ctx *cx, const tk_regex *
             return LLMQ_ERR;
         return emit_segments(&p, segs, out);
     }
-    (void)is_ascii_space;
     return LLMQ_OK;
 }
 

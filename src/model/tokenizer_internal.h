@@ -90,7 +90,6 @@ int tk_bytelevel_decode(const char *s, size_t n, tk_buf *out);
 /* ---- regexes (PCRE2, UTF + UCP, JIT when available) ---- */
 typedef struct {
     pcre2_code *code;
-    pcre2_match_data *md; /* only for single-threaded use at load time */
     char *source;         /* the pattern as given in tokenizer.json */
 } tk_regex;
 /* literal: the pattern is a plain string. \s and \S are rewritten to Unicode

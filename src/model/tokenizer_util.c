@@ -478,9 +478,8 @@ int tk_regex_compile(tk_regex *re, const char *pattern, size_t len, int literal,
         return llmq_error("%s: regex '%.*s': %s", what, (int)(len > 200 ? 200 : len), pattern, (char *)msg);
     }
     (void)pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE); /* the interpreter is the fallback */
-    re->md = pcre2_match_data_create_from_pattern(re->code, NULL);
     re->source = malloc(len + 1);
-    if (!re->md || !re->source) {
+    if (!re->source) {
         tk_regex_free(re);
         return llmq_error("tokenizer: out of memory");
     }
@@ -491,7 +490,6 @@ int tk_regex_compile(tk_regex *re, const char *pattern, size_t len, int literal,
 
 void tk_regex_free(tk_regex *re)
 {
-    if (re->md) pcre2_match_data_free(re->md);
     if (re->code) pcre2_code_free(re->code);
     free(re->source);
     memset(re, 0, sizeof *re);
