@@ -6,10 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if __has_include("llmq/tokenizer.h")
 #include "llmq/tokenizer.h"
-#define HAVE_TOKENIZER 1
-#endif
 
 cli_model *cli_model_open(const char *cmd, const char *arg)
 {
@@ -25,7 +22,6 @@ cli_model *cli_model_open(const char *cmd, const char *arg)
         cli_model_close(cm);
         return NULL;
     }
-#ifdef HAVE_TOKENIZER
     char *dir = llmq_is_dir(cm->path) ? strdup(cm->path) : NULL;
     if (!dir) {
         dir = strdup(cm->path);
@@ -45,16 +41,13 @@ cli_model *cli_model_open(const char *cmd, const char *arg)
     }
     free(tj);
     free(dir);
-#endif
     return cm;
 }
 
 void cli_model_close(cli_model *cm)
 {
     if (!cm) return;
-#ifdef HAVE_TOKENIZER
     llmq_tokenizer_free(cm->tokenizer);
-#endif
     llmq_model_free(cm->model);
     free(cm->path);
     free(cm);
@@ -62,7 +55,6 @@ void cli_model_close(cli_model *cm)
 
 int32_t *cli_model_tokenize_file(cli_model *cm, const char *path, size_t *n)
 {
-#ifdef HAVE_TOKENIZER
     if (!cm->tokenizer) {
         llmq_error("%s: no tokenizer.json beside the model; use --tokens FILE", cm->path);
         return NULL;
@@ -74,18 +66,11 @@ int32_t *cli_model_tokenize_file(cli_model *cm, const char *path, size_t *n)
     int rc = llmq_tokenizer_encode(cm->tokenizer, text, len, 1, &ids, n);
     free(text);
     return rc == LLMQ_OK ? ids : NULL;
-#else
-    (void)path;
-    (void)n;
-    llmq_error("%s: this build has no tokenizer yet; use --tokens FILE", cm->path);
-    return NULL;
-#endif
+
 }
 
 int cli_model_bos(const cli_model *cm)
 {
-#ifdef HAVE_TOKENIZER
     if (cm->tokenizer) return llmq_tokenizer_adds_bos(cm->tokenizer) ? llmq_tokenizer_bos_id(cm->tokenizer) : -1;
-#endif
     return cm->model->cfg.bos_token_id;
 }
