@@ -1,0 +1,495 @@
+#include "llmq/synth.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/safetensors.h"
+#include "llmq/tokenizer.h"
+#include "llmq/types.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int llmq_synth_outlier_channel(int k, int hidden) { return (37 + 61 * k) % (hidden - 1); }
+
+void llmq_synth_defaults(llmq_synth_opts *o)
+{
+    *o = (llmq_synth_opts){
+        .hidden = 256, .intermediate = 768, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .vocab = 512,
+        .seed = 20261125, .n_outliers = 4, .outlier_scale = 50.0f, .calib_bytes = 400000, .eval_bytes = 120000,
+    };
+}
+
+/* ------------------------------------------------------------ random numbers */
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double uniform(uint64_t *s) { return (double)(splitmix(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+static double normal(uint64_t *s)
+{
+    double u = uniform(s), v = uniform(s);
+    return sqrt(-2.0 * log(u + 1e-300)) * cos(2 * M_PI * v);
+}
+
+static const char *pick(uint64_t *s, const char *const *list, size_t n) { return list[splitmix(s) % n]; }
+#define PICK(s, arr) pick((s), (arr), sizeof(arr) / sizeof((arr)[0]))
+
+/* ------------------------------------------------------------------ the text */
+
+static const char *const names[] = {"tom", "mia", "ben", "lily", "sam", "zoe", "max", "anna", "leo", "ruby"};
+static const char *const animals[] = {"cat", "dog", "bird", "fox", "frog", "duck", "bear", "fish", "horse", "mouse"};
+static const char *const things[] = {"ball", "box", "kite", "cake", "hat", "boat", "book", "tree", "car", "cup", "drum", "bell"};
+static const char *const adjectives[] = {"big", "small", "red", "blue", "happy", "sad", "green", "old", "new", "shiny", "soft", "little"};
+static const char *const verbs[] = {"saw", "found", "liked", "took", "gave", "made", "wanted", "lost", "painted", "carried"};
+static const char *const places[] = {"park", "garden", "house", "river", "forest", "school", "beach", "farm"};
+static const char *const feelings[] = {"happy", "sad", "tired", "excited", "scared", "proud", "hungry", "calm"};
+
+static void append(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 > *cap) {
+        *cap = (*len + n + 1) * 2;
+        *buf = realloc(*buf, *cap);
+    }
+    memcpy(*buf + *len, s, n + 1);
+    *len += n;
+}
+
+char *llmq_synth_text(uint64_t seed, size_t bytes)
+{
+    uint64_t s = seed;
+    size_t len = 0, cap = bytes + 256;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    buf[0] = '\0';
+    char sentence[256];
+    while (len < bytes) {
+        int sentences = 3 + (int)(splitmix(&s) % 4);
+        const char *who = PICK(&s, names), *pet = PICK(&s, animals);
+        for (int k = 0; k < sentences; k++) {
+            switch (splitmix(&s) % 6) {
+            case 0: snprintf(sentence, sizeof sentence, "%s had a %s %s.", who, PICK(&s, adjectives), pet); break;
+            case 1: snprintf(sentence, sizeof sentence, "the %s %s a %s %s in the %s.", pet, PICK(&s, verbs), PICK(&s, adjectives), PICK(&s, things), PICK(&s, places)); break;
+            case 2: snprintf(sentence, sizeof sentence, "%s %s the %s and felt %s.", who, PICK(&s, verbs), PICK(&s, things), PICK(&s, feelings)); break;
+            case 3: snprintf(sentence, sizeof sentence, "one day %s went to the %s with the %s.", who, PICK(&s, places), pet); break;
+            case 4: snprintf(sentence, sizeof sentence, "\"look at the %s %s!\" said %s.", PICK(&s, adjectives), PICK(&s, things), who); break;
+            default: snprintf(sentence, sizeof sentence, "they played with the %s until the sun went down.", PICK(&s, things)); break;
+            }
+            if (k) append(&buf, &len, &cap, " ");
+            append(&buf, &len, &cap, sentence);
+        }
+        append(&buf, &len, &cap, "\n");
+    }
+    return buf;
+}
+
+/* ------------------------------------------------------- tokenizer training */
+
+#define MAX_SYMBOLS 4096
+#define MAX_WORD 64
+
+typedef struct {
+    int sym[MAX_WORD];
+    int n;
+    long count;
+} word_type;
+
+typedef struct {
+    char *text[MAX_SYMBOLS];
+    int n;
+} symbol_table;
+
+static int symbol_id(symbol_table *t, const char *s, size_t len)
+{
+    for (int i = 0; i < t->n; i++)
+        if (strlen(t->text[i]) == len && !memcmp(t->text[i], s, len)) return i;
+    if (t->n == MAX_SYMBOLS) return -1;
+    t->text[t->n] = strndup(s, len);
+    return t->n++;
+}
+
+static size_t utf8_len(unsigned char c) { return c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4; }
+
+/* SentencePiece-style BPE training on whitespace-delimited words ("▁word"),
+ * most frequent adjacent pair first (ties: lowest symbol ids), until the
+ * vocabulary (3 specials + 256 byte tokens + alphabet + merges) is full.
+ * Newlines stay outside the alphabet: they encode as the byte token <0x0A>. */
+static int train_bpe(const char *text, int vocab, symbol_table *syms, int (*merges)[2], int *n_merges)
+{
+    word_type *types = NULL;
+    int n_types = 0, cap_types = 0;
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ' || *p == '\n') p++;
+        if (!*p) break;
+        const char *e = p;
+        while (*e && *e != ' ' && *e != '\n') e++;
+        word_type w = {.n = 0, .count = 1};
+        w.sym[w.n++] = symbol_id(syms, "\xe2\x96\x81", 3); /* ▁ */
+        for (const char *c = p; c < e && w.n < MAX_WORD; c += utf8_len((unsigned char)*c)) w.sym[w.n++] = symbol_id(syms, c, utf8_len((unsigned char)*c));
+        int found = -1;
+        for (int i = 0; i < n_types && found < 0; i++)
+            if (types[i].n == w.n && !memcmp(types[i].sym, w.sym, sizeof(int) * (size_t)w.n)) found = i;
+        if (found >= 0) {
+            types[found].count++;
+        } else {
+            if (n_types == cap_types) {
+                cap_types = cap_types ? cap_types * 2 : 256;
+                types = realloc(types, (size_t)cap_types * sizeof *types);
+            }
+            types[n_types++] = w;
+        }
+        p = e;
+    }
+    int budget = vocab - 3 - 256;
+    *n_merges = 0;
+    long *pairs = malloc(sizeof(long) * MAX_SYMBOLS * 64);
+    while (syms->n < budget) {
+        /* Pair counts over the current symbols (n is small: a dense table). */
+        int n = syms->n;
+        long *cnt = calloc((size_t)n * n, sizeof(long));
+        for (int i = 0; i < n_types; i++)
+            for (int j = 0; j + 1 < types[i].n; j++) cnt[(size_t)types[i].sym[j] * n + types[i].sym[j + 1]] += types[i].count;
+        long best = 1;
+        int a = -1, b = -1;
+        for (int x = 0; x < n; x++)
+            for (int y = 0; y < n; y++)
+                if (cnt[(size_t)x * n + y] > best) {
+                    best = cnt[(size_t)x * n + y];
+                    a = x;
+                    b = y;
+                }
+        free(cnt);
+        if (a < 0) break;
+        char joined[256];
+        snprintf(joined, sizeof joined, "%s%s", syms->text[a], syms->text[b]);
+        int m = symbol_id(syms, joined, strlen(joined));
+        merges[*n_merges][0] = a;
+        merges[*n_merges][1] = b;
+        (*n_merges)++;
+        for (int i = 0; i < n_types; i++) {
+            word_type *w = &types[i];
+            int k = 0;
+            for (int j = 0; j < w->n; j++) {
+                if (j + 1 < w->n && w->sym[j] == a && w->sym[j + 1] == b) {
+                    w->sym[k++] = m;
+                    j++;
+                } else {
+                    w->sym[k++] = w->sym[j];
+                }
+            }
+            w->n = k;
+        }
+    }
+    free(pairs);
+    free(types);
+    return syms->n == budget ? LLMQ_OK : llmq_error("synth: the text supports only %d of %d tokenizer symbols", syms->n, budget);
+}
+
+static json_t *added_token(int id, const char *content)
+{
+    return json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", id, "content", content, "single_word", 0, "lstrip", 0,
+                     "rstrip", 0, "normalized", 0, "special", 1);
+}
+
+static int write_json(const char *dir, const char *name, json_t *j)
+{
+    char *path = llmq_path_join(dir, name);
+    char *text = json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    llmq_atomic_file af;
+    int rc = llmq_atomic_open(&af, path);
+    if (rc == LLMQ_OK) {
+        fputs(text, af.fp);
+        fputc('\n', af.fp);
+        rc = llmq_atomic_commit(&af);
+    }
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* tokenizer.json in the layout of Llama-2's (BPE with byte fallback,
+ * Prepend("▁") + Replace(" " -> "▁") normalizer, BOS template). */
+static int write_tokenizer(const char *dir, const symbol_table *syms, int (*merges)[2], int n_merges)
+{
+    json_t *vocab = json_object(), *mlist = json_array();
+    json_object_set_new(vocab, "<unk>", json_integer(0));
+    json_object_set_new(vocab, "<s>", json_integer(1));
+    json_object_set_new(vocab, "</s>", json_integer(2));
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        json_object_set_new(vocab, name, json_integer(3 + b));
+    }
+    for (int i = 0; i < syms->n; i++) json_object_set_new(vocab, syms->text[i], json_integer(259 + i));
+    for (int i = 0; i < n_merges; i++) {
+        char m[300];
+        snprintf(m, sizeof m, "%s %s", syms->text[merges[i][0]], syms->text[merges[i][1]]);
+        json_array_append_new(mlist, json_string(m));
+    }
+    json_t *root = json_pack(
+        "{s:s, s:n, s:n, s:[o,o,o],"
+        " s:{s:s, s:[{s:s, s:s}, {s:s, s:{s:s}, s:s}]},"
+        " s:n,"
+        " s:{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}, {s:{s:s, s:i}}], s:{s:{s:s, s:[i], s:[s]}}},"
+        " s:{s:s, s:[{s:s, s:{s:s}, s:s}, {s:s}, {s:s}, {s:s, s:s, s:i, s:i}]},"
+        " s:{s:s, s:n, s:s, s:n, s:n, s:b, s:b, s:o, s:o}}",
+        "version", "1.0", "truncation", "padding", "added_tokens", added_token(0, "<unk>"), added_token(1, "<s>"), added_token(2, "</s>"),
+        "normalizer", "type", "Sequence", "normalizers", "type", "Prepend", "prepend", "\xe2\x96\x81", "type", "Replace", "pattern", "String", " ",
+        "content", "\xe2\x96\x81",
+        "pre_tokenizer",
+        "post_processor", "type", "TemplateProcessing", "single", "SpecialToken", "id", "<s>", "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+        "pair", "SpecialToken", "id", "<s>", "type_id", 0, "Sequence", "id", "A", "type_id", 0, "SpecialToken", "id", "<s>", "type_id", 1,
+        "Sequence", "id", "B", "type_id", 1, "special_tokens", "<s>", "id", "<s>", "ids", 1, "tokens", "<s>",
+        "decoder", "type", "Sequence", "decoders", "type", "Replace", "pattern", "String", "\xe2\x96\x81", "content", " ", "type", "ByteFallback",
+        "type", "Fuse", "type", "Strip", "content", " ", "start", 1, "stop", 0,
+        "model", "type", "BPE", "dropout", "unk_token", "<unk>", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 1,
+        "byte_fallback", 1, "vocab", vocab, "merges", mlist);
+    if (!root) return llmq_error("synth: cannot build tokenizer.json");
+    if (write_json(dir, "tokenizer.json", root) != LLMQ_OK) return LLMQ_ERR;
+    json_t *cfg = json_pack("{s:b, s:b, s:s, s:s, s:s, s:b, s:s, s:i}", "add_bos_token", 1, "add_eos_token", 0, "bos_token", "<s>",
+                            "eos_token", "</s>", "unk_token", "<unk>", "clean_up_tokenization_spaces", 0, "tokenizer_class",
+                            "LlamaTokenizer", "model_max_length", 512);
+    return write_json(dir, "tokenizer_config.json", cfg);
+}
+
+/* ------------------------------------------------------------------ weights */
+
+typedef struct {
+    llmq_st_tensor *t;
+    size_t n, cap;
+} tensor_list;
+
+static uint16_t *add_tensor(tensor_list *l, const char *name, int rows, int cols)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->t = realloc(l->t, l->cap * sizeof *l->t);
+    }
+    size_t count = (size_t)rows * (cols ? cols : 1);
+    uint16_t *data = malloc(count * 2);
+    llmq_st_tensor *t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(name);
+    t->type = LLMQ_TYPE_BF16;
+    t->n_dims = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->n_elements = (int64_t)count;
+    t->n_bytes = count * 2;
+    t->data = data;
+    return data;
+}
+
+static void fill_normal(uint16_t *w, size_t n, double std, uint64_t *s)
+{
+    for (size_t i = 0; i < n; i++) w[i] = llmq_f32_to_bf16((float)(normal(s) * std));
+}
+
+/* Embedding and head from the bigram log-probabilities B (vocab × vocab, rows
+ * centred): B ≈ U S Vᵀ. Rank hidden-1 goes into U√S (embedding) and V√S
+ * (head); the last hidden channel pads every embedding row to one norm, so
+ * the final RMSNorm divides all rows by the same constant (folded into the head). */
+static int factor_bigrams(const double *B, int vocab, int hidden, float *embed, float *head)
+{
+    double *a = malloc(sizeof(double) * (size_t)vocab * vocab), *u = malloc(sizeof(double) * (size_t)vocab * vocab);
+    double *vt = malloc(sizeof(double) * (size_t)vocab * vocab), *sv = malloc(sizeof(double) * (size_t)vocab), *sup = malloc(sizeof(double) * (size_t)vocab);
+    memcpy(a, B, sizeof(double) * (size_t)vocab * vocab);
+    int info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'A', 'A', vocab, vocab, a, vocab, sv, u, vocab, vt, vocab, sup);
+    int rc = info == 0 ? LLMQ_OK : llmq_error("synth: SVD of the bigram matrix failed (info %d)", info);
+    if (rc == LLMQ_OK) {
+        int r = hidden - 1;
+        double max_norm = 0;
+        for (int t = 0; t < vocab; t++) {
+            double nn = 0;
+            for (int k = 0; k < r; k++) {
+                double e = u[(size_t)t * vocab + k] * sqrt(sv[k]);
+                embed[(size_t)t * hidden + k] = (float)e;
+                nn += e * e;
+            }
+            embed[(size_t)t * hidden + r] = (float)nn; /* squared norm for now */
+            max_norm = nn > max_norm ? nn : max_norm;
+        }
+        /* rms of every padded row = sqrt(max_norm / hidden); scale rows to rms 1. */
+        double rms = sqrt(max_norm / hidden);
+        for (int t = 0; t < vocab; t++) {
+            float *row = embed + (size_t)t * hidden;
+            double pad = max_norm - row[r];
+            row[r] = (float)sqrt(pad > 0 ? pad : 0);
+            for (int k = 0; k < hidden; k++) row[k] = (float)(row[k] / rms);
+        }
+        for (int t = 0; t < vocab; t++) {
+            for (int k = 0; k < r; k++) head[(size_t)t * hidden + k] = (float)(vt[(size_t)k * vocab + t] * sqrt(sv[k]) * rms);
+            head[(size_t)t * hidden + r] = 0.0f;
+        }
+    }
+    free(a); free(u); free(vt); free(sv); free(sup);
+    return rc;
+}
+
+/* Rotates embedding and head by one random orthogonal matrix Q (QR of a
+ * Gaussian matrix): logits are unchanged (L Q (E Q)ᵀ = L Eᵀ), row norms are
+ * kept, and the energy that the SVD put into the first channels is spread
+ * evenly, so that only the planted channels stand out. */
+static int rotate(float *embed, float *head, int vocab, int hidden, uint64_t *s)
+{
+    double *q = malloc(sizeof(double) * (size_t)hidden * hidden), *tau = malloc(sizeof(double) * (size_t)hidden);
+    double *row = malloc(sizeof(double) * (size_t)hidden);
+    for (size_t i = 0; i < (size_t)hidden * hidden; i++) q[i] = normal(s);
+    int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, hidden, hidden, q, hidden, tau);
+    if (info == 0) info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, hidden, hidden, hidden, q, hidden, tau);
+    if (info == 0) {
+        float *mats[2] = {embed, head};
+        for (int m = 0; m < 2; m++)
+            for (int t = 0; t < vocab; t++) {
+                float *r = mats[m] + (size_t)t * hidden;
+                for (int j = 0; j < hidden; j++) {
+                    double acc = 0;
+                    for (int k = 0; k < hidden; k++) acc += (double)r[k] * q[(size_t)k * hidden + j];
+                    row[j] = acc;
+                }
+                for (int j = 0; j < hidden; j++) r[j] = (float)row[j];
+            }
+    }
+    free(q); free(tau); free(row);
+    return info == 0 ? LLMQ_OK : llmq_error("synth: QR of the rotation failed (info %d)", info);
+}
+
+int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
+{
+    if (o->hidden % o->n_heads || o->n_heads % o->n_kv_heads || o->vocab < 300)
+        return llmq_error("synth: inconsistent shape (hidden %d, heads %d, kv heads %d, vocab %d)", o->hidden, o->n_heads, o->n_kv_heads, o->vocab);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
+    int rc = LLMQ_ERR;
+    char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
+    symbol_table syms = {0};
+    int (*merges)[2] = malloc(sizeof(int[2]) * MAX_SYMBOLS);
+    tensor_list tl = {0};
+    llmq_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    double *B = NULL;
+    float *embed = NULL, *head = NULL;
+    int n_merges = 0;
+    if (!calib || !eval || !merges) {
+        llmq_error("synth: out of memory");
+        goto done;
+    }
+    /* 1. text and tokenizer */
+    const char *names[2] = {"calib.txt", "eval.txt"};
+    const char *texts[2] = {calib, eval};
+    for (int i = 0; i < 2; i++) {
+        char *path = llmq_path_join(dir, names[i]);
+        llmq_atomic_file af;
+        rc = llmq_atomic_open(&af, path);
+        free(path);
+        if (rc != LLMQ_OK) goto done;
+        fputs(texts[i], af.fp);
+        if ((rc = llmq_atomic_commit(&af)) != LLMQ_OK) goto done;
+    }
+    if ((rc = train_bpe(calib, o->vocab, &syms, merges, &n_merges)) != LLMQ_OK) goto done;
+    if ((rc = write_tokenizer(dir, &syms, merges, n_merges)) != LLMQ_OK) goto done;
+    rc = LLMQ_ERR;
+    if (!(tok = llmq_tokenizer_load(dir))) goto done;
+
+    /* 2. bigram statistics of the calibration text, add-0.1 smoothing, rows centred */
+    size_t n_ids;
+    if (llmq_tokenizer_encode(tok, calib, strlen(calib), 1, &ids, &n_ids) != LLMQ_OK) goto done;
+    int V = o->vocab, d = o->hidden;
+    B = calloc((size_t)V * V, sizeof *B);
+    embed = malloc((size_t)V * d * sizeof(float));
+    head = malloc((size_t)V * d * sizeof(float));
+    if (!B || !embed || !head) {
+        llmq_error("synth: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i + 1 < n_ids; i++) B[(size_t)ids[i] * V + ids[i + 1]] += 1;
+    for (int a = 0; a < V; a++) {
+        double total = 0, mean = 0;
+        for (int b = 0; b < V; b++) total += B[(size_t)a * V + b] + 0.1;
+        for (int b = 0; b < V; b++) {
+            B[(size_t)a * V + b] = log((B[(size_t)a * V + b] + 0.1) / total);
+            mean += B[(size_t)a * V + b] / V;
+        }
+        for (int b = 0; b < V; b++) B[(size_t)a * V + b] -= mean;
+    }
+    uint64_t s = o->seed * 7919 + 17;
+    if (factor_bigrams(B, V, d, embed, head) != LLMQ_OK || rotate(embed, head, V, d, &s) != LLMQ_OK) goto done;
+
+    /* 3. tensors (BF16), in the order Hugging Face writes them */
+    int hd = d / o->n_heads, qd = d, kvd = o->n_kv_heads * hd, f = o->intermediate;
+    uint16_t *w = add_tensor(&tl, "model.embed_tokens.weight", V, d);
+    for (size_t i = 0; i < (size_t)V * d; i++) w[i] = llmq_f32_to_bf16(embed[i]);
+    /* The outlier channels: fixed, spread over the hidden dimension. */
+    int outlier[16];
+    for (int k = 0; k < o->n_outliers && k < 16; k++) outlier[k] = llmq_synth_outlier_channel(k, d);
+    for (int l = 0; l < o->n_layers; l++) {
+        char name[128];
+        const double resid_std = 0.02 / sqrt(2.0 * o->n_layers);
+        for (int norm = 0; norm < 2; norm++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, norm ? "post_attention_layernorm" : "input_layernorm");
+            w = add_tensor(&tl, name, d, 0);
+            for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16(1.0f);
+            for (int k = 0; k < o->n_outliers && k < 16; k++) w[outlier[k]] = llmq_f32_to_bf16(o->outlier_scale);
+        }
+        const struct { const char *name; int rows, cols; double std; } lin[] = {
+            {"self_attn.q_proj", qd, d, 0.02}, {"self_attn.k_proj", kvd, d, 0.02}, {"self_attn.v_proj", kvd, d, 0.02},
+            {"self_attn.o_proj", d, qd, resid_std}, {"mlp.gate_proj", f, d, 0.02}, {"mlp.up_proj", f, d, 0.02},
+            {"mlp.down_proj", d, f, resid_std},
+        };
+        for (size_t k = 0; k < sizeof lin / sizeof lin[0]; k++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lin[k].name);
+            w = add_tensor(&tl, name, lin[k].rows, lin[k].cols);
+            /* Outlier channels carry activations ~outlier_scale× larger: scale their
+             * input weights down so the layer's output stays a small perturbation. */
+            for (int r = 0; r < lin[k].rows; r++)
+                for (int c = 0; c < lin[k].cols; c++) {
+                    double std = lin[k].std;
+                    for (int q = 0; q < o->n_outliers && q < 16 && lin[k].cols == d && k != 3 && k != 6; q++)
+                        if (c == outlier[q]) std /= o->outlier_scale;
+                    w[(size_t)r * lin[k].cols + c] = llmq_f32_to_bf16((float)(normal(&s) * std));
+                }
+        }
+    }
+    w = add_tensor(&tl, "model.norm.weight", d, 0);
+    for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16(1.0f);
+    w = add_tensor(&tl, "lm_head.weight", V, d);
+    for (size_t i = 0; i < (size_t)V * d; i++) w[i] = llmq_f32_to_bf16(head[i]);
+    (void)fill_normal;
+
+    char *st_path = llmq_path_join(dir, "model.safetensors");
+    const char *meta[] = {"format", "pt", "generator", "llmq synth", NULL};
+    rc = llmq_st_write(st_path, tl.t, tl.n, meta);
+    free(st_path);
+    if (rc != LLMQ_OK) goto done;
+
+    json_t *cfg = json_pack("{s:[s], s:s, s:b, s:f, s:i, s:i, s:s, s:i, s:i, s:f, s:i, s:b, s:i, s:i, s:i, s:i, s:f, s:n, s:f, s:b, s:s, s:i}",
+                            "architectures", "LlamaForCausalLM", "model_type", "llama", "attention_bias", 0, "attention_dropout", 0.0,
+                            "bos_token_id", 1, "eos_token_id", 2, "hidden_act", "silu", "hidden_size", d, "intermediate_size", f,
+                            "initializer_range", 0.02, "max_position_embeddings", 512, "mlp_bias", 0, "num_attention_heads",
+                            o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads, "head_dim", hd,
+                            "rms_norm_eps", 1e-5, "rope_scaling", "rope_theta", 10000.0, "tie_word_embeddings", 0, "torch_dtype",
+                            "bfloat16", "vocab_size", V);
+    rc = write_json(dir, "config.json", cfg);
+done:
+    for (size_t i = 0; i < tl.n; i++) {
+        free(tl.t[i].name);
+        free((void *)tl.t[i].data);
+    }
+    free(tl.t);
+    for (int i = 0; i < syms.n; i++) free(syms.text[i]);
+    llmq_tokenizer_free(tok);
+    free(ids); free(B); free(embed); free(head); free(merges); free(calib); free(eval);
+    return rc;
+}
