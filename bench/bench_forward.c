@@ -1,0 +1,112 @@
+/* Forward throughput at ctx 512 (tokens/s, GFLOP/s) against OpenBLAS sgemm on
+ * the same matmul shapes, measured in the same process. Model: the shared
+ * stories-llama-7m when present, else the project's demo model. */
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/kernels.h"
+#include "llmq/model.h"
+#include "llmq/synth.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static double best_of(int reps, double (*fn)(void *), void *arg)
+{
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = fn(arg);
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+typedef struct {
+    const llmq_model *m;
+    int32_t *ids;
+    float *logits;
+    int n;
+} fwd_arg;
+
+static double run_forward(void *p)
+{
+    fwd_arg *a = p;
+    double t0 = omp_get_wtime();
+    if (llmq_forward(a->m, a->ids, a->n, a->logits) != LLMQ_OK) {
+        fprintf(stderr, "forward: %s\n", llmq_last_error());
+        exit(1);
+    }
+    return omp_get_wtime() - t0;
+}
+
+typedef struct {
+    const llmq_model *m;
+    int n;
+    float *x, *w, *y;
+} gemm_arg;
+
+/* Every linear of every layer plus the head, as plain f32 sgemm calls. */
+static double run_sgemm(void *p)
+{
+    gemm_arg *a = p;
+    const llmq_model *m = a->m;
+    double t0 = omp_get_wtime();
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            const llmq_weight *w = &m->layers[l].lin[k];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, w->rows, w->cols, 1.0f, a->x, w->cols, a->w, w->cols, 0.0f, a->y, w->rows);
+        }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, m->lm_head.rows, m->lm_head.cols, 1.0f, a->x, m->lm_head.cols, a->w,
+                m->lm_head.cols, 0.0f, a->y, m->lm_head.rows);
+    return omp_get_wtime() - t0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = argc > 1 ? argv[1] : "../shared/models/stories-llama-7m";
+    if (!llmq_is_dir(path)) {
+        path = "build/bench-demo";
+        if (!llmq_file_exists("build/bench-demo/model.safetensors")) {
+            llmq_synth_opts o;
+            llmq_synth_defaults(&o);
+            if (llmq_synth_write(path, &o) != LLMQ_OK) {
+                fprintf(stderr, "%s\n", llmq_last_error());
+                return 1;
+            }
+        }
+    }
+    llmq_set_threads(0);
+    llmq_model *m = llmq_model_load(path);
+    if (!m) {
+        fprintf(stderr, "%s\n", llmq_last_error());
+        return 1;
+    }
+    const int n = 512;
+    fwd_arg fa = {m, malloc(n * sizeof(int32_t)), malloc((size_t)n * m->cfg.vocab_size * sizeof(float)), n};
+    for (int i = 0; i < n; i++) fa.ids[i] = (i * 131 + 7) % m->cfg.vocab_size;
+    size_t maxw = (size_t)m->cfg.vocab_size * m->cfg.hidden_size;
+    size_t maxk = (size_t)(m->cfg.intermediate_size > m->cfg.hidden_size ? m->cfg.intermediate_size : m->cfg.hidden_size);
+    if ((size_t)m->cfg.intermediate_size * maxk > maxw) maxw = (size_t)m->cfg.intermediate_size * maxk;
+    gemm_arg ga = {m, n, calloc((size_t)n * maxk * 4, sizeof(float)), calloc(maxw, sizeof(float)), calloc((size_t)n * m->cfg.vocab_size, sizeof(float))};
+    for (size_t i = 0; i < maxw; i++) ga.w[i] = (float)((i % 97) - 48) * 1e-3f;
+    for (size_t i = 0; i < (size_t)n * maxk; i++) ga.x[i] = (float)((i % 89) - 44) * 1e-2f;
+
+    run_forward(&fa); /* warm-up: page in the weights */
+    run_sgemm(&ga);
+    double t_fwd = best_of(5, run_forward, &fa);
+    double t_gemm = best_of(5, run_sgemm, &ga);
+    double flops = llmq_forward_flops(m, n);
+    double gemm_flops = 0;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) gemm_flops += 2.0 * n * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
+    gemm_flops = gemm_flops * m->cfg.n_layers + 2.0 * n * m->lm_head.rows * m->lm_head.cols;
+    printf("model: %s (%s weights), ctx %d, %d threads, kernel %s\n\n", path, llmq_type_get(m->layers[0].lin[0].type)->name, n,
+           llmq_get_threads(), llmq_kernel_name());
+    printf("| what | seconds | tokens/s | GFLOP/s |\n|---|---|---|---|\n");
+    printf("| llmq forward (all layers, attention, head) | %.4f | %.0f | %.1f |\n", t_fwd, n / t_fwd, flops / t_fwd * 1e-9);
+    printf("| OpenBLAS sgemm, same linear shapes, f32 | %.4f | %.0f | %.1f |\n", t_gemm, n / t_gemm, gemm_flops / t_gemm * 1e-9);
+    printf("\nforward GFLOP/s as a share of sgemm GFLOP/s: %.0f%%\n", 100.0 * (flops / t_fwd) / (gemm_flops / t_gemm));
+    free(fa.ids); free(fa.logits); free(ga.x); free(ga.w); free(ga.y);
+    llmq_model_free(m);
+    return 0;
+}
