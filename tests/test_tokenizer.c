@@ -578,20 +578,6 @@ Test(tokenizer_llamacpp, gpt2) { check_llamacpp("gpt-2", "gpt2"); }
 
 /* ---- the CLI: llmq tokenize (the binary of the same build dir as this test) ---- */
 
-static void llmq_binary(char *buf, size_t n)
-{
-    char self[512];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert_gt(l, 0);
-    self[l] = 0;
-    char *slash = strrchr(self, '/'); /* .../build/tests/test_tokenizer -> .../build/llmq */
-    *slash = 0;
-    slash = strrchr(self, '/');
-    *slash = 0;
-    snprintf(buf, n, "%s/llmq", self);
-    if (access(buf, X_OK) != 0) cr_skip_test("%s is not built", buf);
-}
-
 /* Runs a shell command, returns its stdout (and exit status in *status). */
 static char *run(const char *cmd, int *status)
 {
@@ -608,7 +594,7 @@ static char *run(const char *cmd, int *status)
 Test(tokenizer_cli, encode_decode_batch)
 {
     char bin[600], dir[512], cmd[2048];
-    llmq_binary(bin, sizeof bin);
+    test_llmq_binary(bin, sizeof bin);
     REQUIRE_SHARED(dir, "tokenizers/llama3.1");
     int st;
     snprintf(cmd, sizeof cmd, "%s tokenize %s --json 'Hello world 1234567' 2>&1", bin, dir);

@@ -42,4 +42,24 @@ static inline void test_tmpdir(char *buf, size_t n, const char *tag)
     if (system(cmd) != 0) cr_assert_fail("cannot make %s", buf);
 }
 
+/* The llmq binary of the same build directory as this test binary
+ * (.../build/tests/test_x -> .../build/llmq), so `make sanitize` tests its own build. */
+static inline void test_llmq_binary(char *buf, size_t n)
+{
+    char self[512];
+    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (l <= 0) cr_assert_fail("cannot read /proc/self/exe");
+    self[l] = 0;
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(self, '/');
+        if (slash) *slash = 0;
+    }
+    snprintf(buf, n, "%s/llmq", self);
+    if (access(buf, X_OK) != 0) {
+        const char *ci_ = getenv("CI");
+        if (ci_ && strcmp(ci_, "true") == 0) cr_assert_fail("%s is not built", buf);
+        cr_skip_test("%s is not built: skipped", buf);
+    }
+}
+
 #endif

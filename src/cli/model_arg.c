@@ -6,7 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llmq/hub.h"
 #include "llmq/tokenizer.h"
+
+#include <stdio.h>
+
+/* One line per finished file while a hub model is fetched on the way. */
+static void on_hub_progress(const llmq_hub_progress *p, void *user)
+{
+    const char *cmd = user;
+    if (p->event == LLMQ_HUB_FILE_DONE)
+        fprintf(stderr, "llmq %s: downloaded %s (%llu bytes) [%d/%d]\n", cmd, p->path, (unsigned long long)p->file_size, p->files_done, p->files_total);
+    else if (p->event == LLMQ_HUB_FILE_RETRY)
+        fprintf(stderr, "llmq %s: %s: retrying (attempt %d): %s\n", cmd, p->path, p->attempt, p->reason ? p->reason : "");
+}
 
 cli_model *cli_model_open(const char *cmd, const char *arg)
 {
@@ -15,7 +28,20 @@ cli_model *cli_model_open(const char *cmd, const char *arg)
         cli_fail(cmd, "out of memory");
         return NULL;
     }
-    cm->path = strdup(arg);
+    /* A hub id (ORG/NAME[@REV]) that is not a local path resolves through the cache. */
+    if (llmq_hub_is_repo_id(arg)) {
+        llmq_hub_options ho;
+        llmq_hub_options_init(&ho);
+        ho.progress = on_hub_progress;
+        ho.progress_user = (void *)cmd;
+        if (llmq_hub_resolve(arg, &cm->path, &ho) != LLMQ_OK) {
+            cli_fail_last(cmd);
+            cli_model_close(cm);
+            return NULL;
+        }
+    } else {
+        cm->path = strdup(arg);
+    }
     cm->model = llmq_model_load(cm->path);
     if (!cm->model) {
         cli_fail_last(cmd);

@@ -1,0 +1,92 @@
+/* The command line, end to end (runs build/llmq). */
+#include "test_util.h"
+
+#include <jansson.h>
+#include <math.h>
+
+static char *run(const char *cmd, int *status)
+{
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    size_t got;
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (len + 1 >= cap) out = realloc(out, cap *= 2);
+    }
+    out[len] = '\0';
+    *status = pclose(p);
+    return out;
+}
+
+static char llmq[1024];
+
+static double json_number(const char *line, const char *key)
+{
+    json_error_t e;
+    json_t *j = json_loads(line, 0, &e);
+    cr_assert_not_null(j, "not JSON: %s", line);
+    double v = json_number_value(json_object_get(j, key));
+    json_decref(j);
+    return v;
+}
+
+Test(cli, ppl_from_hub_id_downloads_then_evaluates, .timeout = 300)
+{
+    char work[256], cmd[2048];
+    test_llmq_binary(llmq, sizeof llmq);
+    test_tmpdir(work, sizeof work, "e2e-hub");
+    snprintf(cmd, sizeof cmd, "bash tests/e2e/ppl_via_hub.sh %s %s/run 2>%s/stderr", llmq, work, work);
+    int status;
+    char *out = run(cmd, &status);
+    cr_assert_eq(status, 0, "script failed: %s", out);
+    char *nl = strchr(out, '\n');
+    cr_assert_not_null(nl, "expected two JSON lines, got: %s", out);
+    *nl = '\0';
+    double hub = json_number(out, "ppl"), local = json_number(nl + 1, "ppl");
+    cr_assert(hub > 1 && fabs(hub - local) < 1e-9, "hub ppl %f, local %f", hub, local);
+    free(out);
+}
+
+Test(cli, ppl_text_and_tokens_agree)
+{
+    char dir[512];
+    REQUIRE_SHARED(dir, "models/stories260K");
+    char cmd[4096];
+    int status;
+    test_llmq_binary(llmq, sizeof llmq);
+    snprintf(cmd, sizeof cmd, "%s ppl %s --text %s/../../data/tinystories/tinystories_eval.txt --ctx 256 --max-chunks 40 --json | tail -n1", llmq, dir, dir);
+    char *a = run(cmd, &status);
+    cr_assert_eq(status, 0);
+    snprintf(cmd, sizeof cmd, "%s ppl %s --tokens %s/eval_tokens.json --ctx 256 --max-chunks 40 --json | tail -n1", llmq, dir, dir);
+    char *b = run(cmd, &status);
+    cr_assert_eq(status, 0);
+    cr_assert_eq(json_number(a, "ppl"), json_number(b, "ppl"));
+    cr_assert_eq(json_number(a, "tokens_scored"), 40 * 255);
+    free(a);
+    free(b);
+}
+
+Test(cli, ppl_errors_are_one_line_and_nonzero)
+{
+    int status;
+    char cmd[2048];
+    test_llmq_binary(llmq, sizeof llmq);
+    snprintf(cmd, sizeof cmd, "%s ppl build/no-such-model --text README.md 2>&1", llmq);
+    char *out = run(cmd, &status);
+    cr_assert_neq(status, 0);
+    cr_assert(strstr(out, "llmq ppl: ") == out, "%s", out);
+    cr_assert(strstr(out, "no-such-model"), "%s", out);
+    cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1, "more than one line: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s ppl 2>&1", llmq);
+    out = run(cmd, &status);
+    cr_assert_eq(WEXITSTATUS(status), 2);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s ppl x --protocol nope --text y 2>&1", llmq);
+    out = run(cmd, &status);
+    cr_assert_eq(WEXITSTATUS(status), 2);
+    cr_assert(strstr(out, "gptq or llamacpp"), "%s", out);
+    free(out);
+}
