@@ -65,6 +65,15 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x);
  * modified ones); hook may be NULL. */
 int llmq_layer_forward(const llmq_model *m, const llmq_layer *layer, int index, float *x, int n,
                        llmq_linear_hook hook, void *user);
+/* The two halves of a decoder layer, on an input already RMS-normed with the
+ * layer's norm (xn[n × hidden]); out[n × hidden] is what the layer adds to
+ * the residual stream. AWQ searches its scales against these outputs. */
+int llmq_attention_forward(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *out,
+                           llmq_linear_hook hook, void *user);
+int llmq_mlp_forward(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *out,
+                     llmq_linear_hook hook, void *user);
+/* out[t] = weight ⊙ x[t] / rms(x[t]) for n rows of d (Llama's RMSNorm). */
+void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps);
 /* Final norm + head: logits[n × vocab] from x[n × hidden] (x is not modified). */
 int llmq_head_forward(const llmq_model *m, const float *x, int n, float *logits);
 /* The whole model: logits[n × vocab] for tokens[0..n-1] at positions 0..n-1. */

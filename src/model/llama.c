@@ -287,23 +287,20 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
     return LLMQ_OK;
 }
 
-int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user)
+int llmq_attention_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
+                           llmq_linear_hook hook, void *user)
 {
     const llmq_config *c = &m->cfg;
-    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
-    int half = c->head_dim / 2;
-    size_t big = (size_t)n * (size_t)(qd > f ? qd : f);
-    float *xb = malloc((size_t)n * d * sizeof(float));
-    float *q = malloc(big * sizeof(float));
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
+    float *q = malloc((size_t)n * qd * sizeof(float));
     float *k = malloc((size_t)n * kvd * sizeof(float));
     float *v = malloc((size_t)n * kvd * sizeof(float));
     float *att = malloc((size_t)n * qd * sizeof(float));
-    float *up = malloc((size_t)n * f * sizeof(float));
     float *cosv = malloc((size_t)n * half * sizeof(float));
     float *sinv = malloc((size_t)n * half * sizeof(float));
     double *inv = malloc((size_t)half * sizeof(double));
     int rc = LLMQ_ERR;
-    if (!xb || !q || !k || !v || !att || !up || !cosv || !sinv || !inv) {
+    if (!q || !k || !v || !att || !cosv || !sinv || !inv) {
         llmq_error("layer %d: out of memory for %d tokens", index, n);
         goto done;
     }
@@ -315,41 +312,76 @@ int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, floa
             cosv[(size_t)t * half + i] = (float)cos(a);
             sinv[(size_t)t * half + i] = (float)sin(a);
         }
-
-    rmsnorm(xb, x, L->attn_norm.data, n, d, c->rms_norm_eps);
     if (hook) {
-        hook(user, index, LLMQ_LIN_Q, xb, n, d);
-        hook(user, index, LLMQ_LIN_K, xb, n, d);
-        hook(user, index, LLMQ_LIN_V, xb, n, d);
+        hook(user, index, LLMQ_LIN_Q, xn, n, c->hidden_size);
+        hook(user, index, LLMQ_LIN_K, xn, n, c->hidden_size);
+        hook(user, index, LLMQ_LIN_V, xn, n, c->hidden_size);
     }
-    if (linear(L, LLMQ_LIN_Q, q, xb, n) || linear(L, LLMQ_LIN_K, k, xb, n) || linear(L, LLMQ_LIN_V, v, xb, n)) goto done;
+    if (linear(L, LLMQ_LIN_Q, q, xn, n) || linear(L, LLMQ_LIN_K, k, xn, n) || linear(L, LLMQ_LIN_V, v, xn, n)) goto done;
     rope(q, n, c->n_heads, c->head_dim, cosv, sinv, m->rope_interleaved);
     rope(k, n, c->n_kv_heads, c->head_dim, cosv, sinv, m->rope_interleaved);
     if (attention(att, q, k, v, n, c)) goto done;
     if (hook) hook(user, index, LLMQ_LIN_O, att, n, qd);
-    if (linear(L, LLMQ_LIN_O, xb, att, n)) goto done;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += xb[i];
+    if (linear(L, LLMQ_LIN_O, out, att, n)) goto done;
+    rc = LLMQ_OK;
+done:
+    free(q); free(k); free(v); free(att); free(cosv); free(sinv); free(inv);
+    return rc;
+}
 
-    rmsnorm(xb, x, L->ffn_norm.data, n, d, c->rms_norm_eps);
-    if (hook) {
-        hook(user, index, LLMQ_LIN_GATE, xb, n, d);
-        hook(user, index, LLMQ_LIN_UP, xb, n, d);
+int llmq_mlp_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
+                     llmq_linear_hook hook, void *user)
+{
+    int f = m->cfg.intermediate_size;
+    float *gate = malloc((size_t)n * f * sizeof(float));
+    float *up = malloc((size_t)n * f * sizeof(float));
+    int rc = LLMQ_ERR;
+    if (!gate || !up) {
+        llmq_error("layer %d: out of memory for %d tokens", index, n);
+        goto done;
     }
-    float *gate = q; /* q is free again and big enough */
-    if (linear(L, LLMQ_LIN_GATE, gate, xb, n) || linear(L, LLMQ_LIN_UP, up, xb, n)) goto done;
+    if (hook) {
+        hook(user, index, LLMQ_LIN_GATE, xn, n, m->cfg.hidden_size);
+        hook(user, index, LLMQ_LIN_UP, xn, n, m->cfg.hidden_size);
+    }
+    if (linear(L, LLMQ_LIN_GATE, gate, xn, n) || linear(L, LLMQ_LIN_UP, up, xn, n)) goto done;
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < (size_t)n * f; i++) {
         float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
     }
     if (hook) hook(user, index, LLMQ_LIN_DOWN, gate, n, f);
-    if (linear(L, LLMQ_LIN_DOWN, xb, gate, n)) goto done;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += xb[i];
+    if (linear(L, LLMQ_LIN_DOWN, out, gate, n)) goto done;
     rc = LLMQ_OK;
 done:
-    free(xb); free(q); free(k); free(v); free(att); free(up); free(cosv); free(sinv); free(inv);
+    free(gate); free(up);
+    return rc;
+}
+
+void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps) { rmsnorm(out, x, weight, n, d, eps); }
+
+int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user)
+{
+    const llmq_config *c = &m->cfg;
+    int d = c->hidden_size;
+    float *xn = malloc((size_t)n * d * sizeof(float));
+    float *out = malloc((size_t)n * d * sizeof(float));
+    int rc = LLMQ_ERR;
+    if (!xn || !out) {
+        llmq_error("layer %d: out of memory for %d tokens", index, n);
+        goto done;
+    }
+    rmsnorm(xn, x, L->attn_norm.data, n, d, c->rms_norm_eps);
+    if (llmq_attention_forward(m, L, index, xn, n, out, hook, user)) goto done;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += out[i];
+    rmsnorm(xn, x, L->ffn_norm.data, n, d, c->rms_norm_eps);
+    if (llmq_mlp_forward(m, L, index, xn, n, out, hook, user)) goto done;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += out[i];
+    rc = LLMQ_OK;
+done:
+    free(xn); free(out);
     return rc;
 }
 
