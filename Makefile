@@ -61,8 +61,13 @@ CROSS_CC ?= aarch64-linux-gnu-gcc
 QEMU_AARCH64 ?= qemu-aarch64
 HAVE_NEON_CROSS := $(shell command -v $(CROSS_CC) >/dev/null 2>&1 && command -v $(QEMU_AARCH64) >/dev/null 2>&1 && echo yes)
 
+# CONFORMANCE=0 leaves out the llama.cpp conformance check (tests/conformance/run.sh).
+CONFORMANCE ?= 1
 test: deps $(BIN) $(TEST_BIN)
 	@bash scripts/run-tests.sh $(TEST_BIN)
+ifneq ($(CONFORMANCE),0)
+	@bash tests/conformance/run.sh $(BIN)
+endif
 ifneq ($(HAVE_NEON_CROSS),)
 	@$(MAKE) --no-print-directory test-neon
 else
@@ -81,7 +86,7 @@ test-neon: $(BUILD)/neon/test_neon
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" EXTRA_LDLIBS="-fsanitize=address,undefined" test
+	$(MAKE) BUILD=build-san OPT=-O1 CONFORMANCE=0 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" EXTRA_LDLIBS="-fsanitize=address,undefined" test
 
 MODEL ?= models/llmq-demo
 TEXT  ?=

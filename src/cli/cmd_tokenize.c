@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
+#include "llmq/gguf_model.h"
 #include "llmq/tokenizer.h"
 
 static void usage(FILE *fp)
@@ -17,7 +18,8 @@ static void usage(FILE *fp)
             "\n"
             "Turns text into token ids (Hugging Face tokenizer.json semantics) or, with --decode, ids into text.\n"
             "\n"
-            "  MODEL         a directory holding tokenizer.json (+ tokenizer_config.json), or a tokenizer.json\n"
+            "  MODEL         a directory holding tokenizer.json (+ tokenizer_config.json), a tokenizer.json,\n"
+            "                or a .gguf file (its tokenizer.ggml.* vocabulary)\n"
             "  TEXT          the text to encode (or, with --decode, ids: \"1 2 3\" or \"[1,2,3]\");\n"
             "                without TEXT or --text, stdin is read\n"
             "  --text FILE   read the text (or ids) from FILE ('-': stdin)\n"
@@ -211,11 +213,8 @@ int cmd_tokenize(int argc, char **argv)
     }
     if (text_arg && text_file) return fail("%s", "give either TEXT or --text FILE, not both");
     if (batch && (text_arg || text_file)) return fail("%s", "--batch reads stdin; it takes no TEXT or --text");
-    size_t ml = strlen(model);
-    if (ml > 5 && !strcmp(model + ml - 5, ".gguf"))
-        return fail("%s: reading tokenizers from GGUF files is not supported yet", model);
-
-    llmq_tokenizer *tok = llmq_tokenizer_load(model);
+    /* a GGUF file carries its vocabulary in tokenizer.ggml.* */
+    llmq_tokenizer *tok = llmq_is_gguf_file(model) ? llmq_tokenizer_load_gguf(model) : llmq_tokenizer_load(model);
     if (!tok) return fail("%s", llmq_last_error());
     int rc = 0;
     if (batch) {

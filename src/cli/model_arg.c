@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
+#include "llmq/gguf_model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,15 @@ cli_model *cli_model_open(const char *cmd, const char *arg)
         cli_fail_last(cmd);
         cli_model_close(cm);
         return NULL;
+    }
+    if (llmq_is_gguf_file(cm->path)) { /* the vocabulary is inside the file */
+        cm->tokenizer = llmq_tokenizer_load_gguf(cm->path);
+        if (!cm->tokenizer) {
+            cli_fail_last(cmd);
+            cli_model_close(cm);
+            return NULL;
+        }
+        return cm;
     }
     char *dir = llmq_is_dir(cm->path) ? strdup(cm->path) : NULL;
     if (!dir) {

@@ -4,6 +4,7 @@
 #include "llmq/model.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
+#include "llmq/gguf_model.h"
 #include "llmq/kernels.h"
 #include "llmq/safetensors.h"
 
@@ -69,6 +70,7 @@ static void free_safetensors(void *p) { llmq_st_close(p); }
 
 llmq_model *llmq_model_load(const char *path)
 {
+    if (llmq_is_gguf_file(path)) return llmq_model_load_gguf(path);
     llmq_model *m = calloc(1, sizeof *m);
     if (!m) {
         llmq_error("%s: out of memory", path);

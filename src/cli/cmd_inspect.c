@@ -1,0 +1,303 @@
+/* llmq inspect PATH [--json]: architecture, hyperparameters, tensors and
+ * parameter count of a checkpoint directory or a GGUF file (for GGUF also
+ * every metadata key, arrays summarised). */
+#include "cli.h"
+#include "llmq/config.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/gguf.h"
+#include "llmq/gguf_model.h"
+#include "llmq/safetensors.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *usage =
+    "usage: llmq inspect PATH [--json]\n"
+    "\n"
+    "Shows the architecture, hyperparameters, tensor table (name, dtype, shape, bytes) and parameter\n"
+    "count of PATH: a checkpoint directory (config.json + safetensors) or a .gguf file (also its\n"
+    "metadata keys, arrays summarised).\n"
+    "\n"
+    "  --json    print one JSON object instead of text\n";
+
+static json_t *config_json(const llmq_config *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "architecture", json_string(c->architecture));
+    json_object_set_new(o, "model_type", json_string(c->model_type));
+    json_object_set_new(o, "hidden_size", json_integer(c->hidden_size));
+    json_object_set_new(o, "intermediate_size", json_integer(c->intermediate_size));
+    json_object_set_new(o, "num_hidden_layers", json_integer(c->n_layers));
+    json_object_set_new(o, "num_attention_heads", json_integer(c->n_heads));
+    json_object_set_new(o, "num_key_value_heads", json_integer(c->n_kv_heads));
+    json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(o, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(o, "max_position_embeddings", json_integer(c->max_position_embeddings));
+    json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
+    json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+    static const char *const scaling[] = {"none", "linear", "llama3"};
+    json_object_set_new(o, "rope_scaling", json_string(scaling[c->rope_scaling]));
+    if (c->rope_scaling != LLMQ_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", json_real(c->rope_factor));
+    json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
+    json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
+    return o;
+}
+
+static void print_config(const llmq_config *c)
+{
+    printf("architecture:  %s (%s)\n", c->architecture, c->model_type);
+    printf("layers %d, hidden %d, ffn %d, heads %d (kv %d, head_dim %d), vocab %d, context %d\n", c->n_layers,
+           c->hidden_size, c->intermediate_size, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+           c->max_position_embeddings);
+    printf("rms_norm_eps %g, rope_theta %g%s%s%s\n", c->rms_norm_eps, c->rope_theta,
+           c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR ? ", linear rope scaling" : "",
+           c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 ? ", llama3 rope scaling" : "",
+           c->tie_word_embeddings ? ", tied embeddings" : "");
+}
+
+static void shape_text(char *buf, size_t cap, int n_dims, const int64_t *dims)
+{
+    buf[0] = 0;
+    for (int d = 0; d < n_dims; d++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%lld", d ? "×" : "", (long long)dims[d]);
+    if (n_dims == 0) snprintf(buf, cap, "scalar");
+}
+
+static json_t *tensor_json(const char *name, const char *dtype, int n_dims, const int64_t *dims, size_t bytes)
+{
+    json_t *t = json_object(), *shape = json_array();
+    for (int d = 0; d < n_dims; d++) json_array_append_new(shape, json_integer(dims[d]));
+    json_object_set_new(t, "name", json_string(name));
+    json_object_set_new(t, "dtype", json_string(dtype));
+    json_object_set_new(t, "shape", shape);
+    json_object_set_new(t, "bytes", json_integer((json_int_t)bytes));
+    return t;
+}
+
+static int inspect_checkpoint(const char *path, bool json)
+{
+    llmq_config cfg;
+    char *dir = strdup(path);
+    if (!llmq_is_dir(dir)) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0; else strcpy(dir, ".");
+    }
+    int rc = llmq_config_load(dir, &cfg);
+    free(dir);
+    if (rc) return cli_fail_last("inspect");
+    llmq_safetensors *st = llmq_st_open(path);
+    if (!st) return cli_fail_last("inspect");
+    int64_t params = 0;
+    size_t bytes = 0;
+    json_t *arr = json ? json_array() : NULL;
+    if (!json) {
+        print_config(&cfg);
+        printf("\n%-56s %-5s %-14s %12s\n", "tensor", "dtype", "shape", "bytes");
+    }
+    for (size_t i = 0; i < llmq_st_count(st); i++) {
+        const llmq_st_tensor *t = llmq_st_at(st, i);
+        params += t->n_elements;
+        bytes += t->n_bytes;
+        const char *dtype = llmq_type_get(t->type)->name;
+        if (json) {
+            json_array_append_new(arr, tensor_json(t->name, dtype, t->n_dims, t->shape, t->n_bytes));
+        } else {
+            char shape[64];
+            shape_text(shape, sizeof shape, t->n_dims, t->shape);
+            printf("%-56s %-5s %-14s %12zu\n", t->name, dtype, shape, t->n_bytes);
+        }
+    }
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "path", json_string(path));
+        json_object_set_new(o, "format", json_string("safetensors"));
+        json_object_set_new(o, "config", config_json(&cfg));
+        json_object_set_new(o, "parameters", json_integer(params));
+        json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)bytes));
+        json_object_set_new(o, "tensors", arr);
+        char *s = json_dumps(o, JSON_COMPACT);
+        puts(s ? s : "{}");
+        free(s);
+        json_decref(o);
+    } else {
+        printf("\n%zu tensors, %lld parameters, %zu bytes\n", llmq_st_count(st), (long long)params, bytes);
+    }
+    llmq_st_close(st);
+    return 0;
+}
+
+/* One metadata value as JSON (arrays: element type, count and the first few elements). */
+static json_t *value_json(const llmq_gguf *g, int64_t kv, const llmq_gguf_value *v)
+{
+    json_t *s;
+    switch (v->type) {
+    case LLMQ_GGUF_U8: case LLMQ_GGUF_U16: case LLMQ_GGUF_U32: case LLMQ_GGUF_U64:
+        return json_integer((json_int_t)v->u);
+    case LLMQ_GGUF_I8: case LLMQ_GGUF_I16: case LLMQ_GGUF_I32: case LLMQ_GGUF_I64:
+        return json_integer((json_int_t)v->i);
+    case LLMQ_GGUF_F32: case LLMQ_GGUF_F64:
+        return json_real(v->f);
+    case LLMQ_GGUF_BOOL:
+        return json_boolean(v->b);
+    case LLMQ_GGUF_STRING:
+        s = json_stringn(v->str.ptr, v->str.len);
+        return s ? s : json_string("(invalid UTF-8)");
+    case LLMQ_GGUF_ARRAY: {
+        json_t *o = json_object(), *head = json_array();
+        json_object_set_new(o, "array", json_string(llmq_gguf_type_name(v->arr.elem_type)));
+        json_object_set_new(o, "count", json_integer((json_int_t)v->arr.count));
+        for (uint64_t i = 0; i < v->arr.count && i < 8; i++) {
+            llmq_gguf_value e;
+            if (llmq_gguf_arr_value(g, kv, i, &e) == LLMQ_OK) json_array_append_new(head, value_json(g, kv, &e));
+        }
+        json_object_set_new(o, "first", head);
+        return o;
+    }
+    default:
+        return json_null();
+    }
+}
+
+static void print_value(const llmq_gguf *g, int64_t kv, const llmq_gguf_value *v)
+{
+    switch (v->type) {
+    case LLMQ_GGUF_U8: case LLMQ_GGUF_U16: case LLMQ_GGUF_U32: case LLMQ_GGUF_U64:
+        printf("%llu", (unsigned long long)v->u);
+        break;
+    case LLMQ_GGUF_I8: case LLMQ_GGUF_I16: case LLMQ_GGUF_I32: case LLMQ_GGUF_I64:
+        printf("%lld", (long long)v->i);
+        break;
+    case LLMQ_GGUF_F32: case LLMQ_GGUF_F64:
+        printf("%g", v->f);
+        break;
+    case LLMQ_GGUF_BOOL:
+        printf("%s", v->b ? "true" : "false");
+        break;
+    case LLMQ_GGUF_STRING: {
+        /* one line, at most 60 bytes, control characters escaped */
+        putchar('"');
+        size_t n = v->str.len < 60 ? v->str.len : 60;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)v->str.ptr[i];
+            if (ch == '\n') fputs("\\n", stdout);
+            else if (ch < 0x20) printf("\\x%02x", ch);
+            else putchar(ch);
+        }
+        printf("\"%s", v->str.len > 60 ? "..." : "");
+        break;
+    }
+    case LLMQ_GGUF_ARRAY:
+        printf("[%s × %llu]", llmq_gguf_type_name(v->arr.elem_type), (unsigned long long)v->arr.count);
+        for (uint64_t i = 0; i < v->arr.count && i < 4; i++) {
+            llmq_gguf_value e;
+            if (llmq_gguf_arr_value(g, kv, i, &e) != LLMQ_OK) break;
+            fputs(i ? ", " : " ", stdout);
+            print_value(g, kv, &e);
+        }
+        if (v->arr.count > 4) fputs(", ...", stdout);
+        break;
+    default:
+        break;
+    }
+}
+
+static int inspect_gguf(const char *path, bool json)
+{
+    llmq_gguf *g = llmq_gguf_open(path);
+    if (!g) return cli_fail_last("inspect");
+    llmq_config cfg;
+    bool interleaved;
+    bool have_cfg = llmq_gguf_read_config(g, &cfg, &interleaved) == LLMQ_OK;
+    char cfg_error[256];
+    snprintf(cfg_error, sizeof cfg_error, "%s", have_cfg ? "" : llmq_last_error());
+    json_t *o = json ? json_object() : NULL, *meta = json ? json_object() : NULL, *arr = json ? json_array() : NULL;
+    if (!json) {
+        printf("GGUF v%u, %lld keys, %lld tensors, alignment %u, %zu bytes\n", llmq_gguf_version(g),
+               (long long)llmq_gguf_kv_count(g), (long long)llmq_gguf_tensor_count(g), llmq_gguf_alignment(g),
+               llmq_gguf_file_size(g));
+        if (have_cfg) print_config(&cfg);
+        else printf("architecture:  not loadable by llmq (%s)\n", cfg_error);
+        printf("\nmetadata:\n");
+    }
+    for (int64_t kv = 0; kv < llmq_gguf_kv_count(g); kv++) {
+        llmq_gguf_value v;
+        if (llmq_gguf_kv_value(g, kv, &v) != LLMQ_OK) continue;
+        if (json) {
+            json_object_set_new(meta, llmq_gguf_kv_key(g, kv), value_json(g, kv, &v));
+        } else {
+            printf("  %-44s ", llmq_gguf_kv_key(g, kv));
+            print_value(g, kv, &v);
+            putchar('\n');
+        }
+    }
+    if (!json) printf("\n%-40s %-6s %-14s %12s\n", "tensor", "dtype", "shape", "bytes");
+    int64_t params = 0;
+    size_t bytes = 0;
+    for (int64_t i = 0; i < llmq_gguf_tensor_count(g); i++) {
+        const llmq_gguf_tensor *t = llmq_gguf_tensor_at(g, i);
+        /* shown in PyTorch order (rows × cols): ggml's ne reversed */
+        int64_t dims[LLMQ_GGUF_MAX_DIMS];
+        for (int d = 0; d < t->n_dims; d++) dims[d] = t->ne[t->n_dims - 1 - d];
+        const llmq_type_traits *tr = llmq_type_get(t->type);
+        char tname[16];
+        snprintf(tname, sizeof tname, "%s", tr ? tr->name : "?");
+        if (!tr) snprintf(tname, sizeof tname, "type%d", (int)t->type);
+        params += t->n_elements;
+        bytes += t->size;
+        if (json) {
+            json_array_append_new(arr, tensor_json(t->name, tname, t->n_dims, dims, t->size));
+        } else {
+            char shape[64];
+            shape_text(shape, sizeof shape, t->n_dims, dims);
+            printf("%-40s %-6s %-14s %12zu\n", t->name, tname, shape, t->size);
+        }
+    }
+    if (json) {
+        json_object_set_new(o, "path", json_string(path));
+        json_object_set_new(o, "format", json_string("gguf"));
+        json_object_set_new(o, "version", json_integer(llmq_gguf_version(g)));
+        json_object_set_new(o, "file_bytes", json_integer((json_int_t)llmq_gguf_file_size(g)));
+        json_object_set_new(o, "config", have_cfg ? config_json(&cfg) : json_null());
+        if (!have_cfg) json_object_set_new(o, "config_error", json_string(cfg_error));
+        json_object_set_new(o, "metadata", meta);
+        json_object_set_new(o, "parameters", json_integer(params));
+        json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)bytes));
+        json_object_set_new(o, "tensors", arr);
+        char *s = json_dumps(o, JSON_COMPACT);
+        puts(s ? s : "{}");
+        free(s);
+        json_decref(o);
+    } else {
+        printf("\n%lld tensors, %lld parameters, %zu bytes (%.3f bits per weight)\n", (long long)llmq_gguf_tensor_count(g),
+               (long long)params, bytes, params ? 8.0 * (double)bytes / (double)params : 0.0);
+    }
+    llmq_gguf_close(g);
+    return 0;
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool json = false;
+    for (cli_args a = cli_begin("inspect", argc, argv); cli_next(&a);) {
+        if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (cli_flag(&a, "--json")) json = true;
+        else if (a.positional && !path) path = a.positional;
+        else {
+            cli_unknown(&a);
+            return 2;
+        }
+    }
+    if (!path) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (!llmq_is_dir(path) && !llmq_file_exists(path)) return cli_fail("inspect", "%s: no such file or directory", path);
+    return llmq_is_gguf_file(path) ? inspect_gguf(path, json) : inspect_checkpoint(path, json);
+}

@@ -1,0 +1,198 @@
+/* llmq quantize SRC -o OUT.gguf --method rtn --type T [options] */
+#include "cli.h"
+#include "llmq/error.h"
+#include "llmq/kernels.h"
+#include "llmq/quantize.h"
+#include "model_arg.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *usage =
+    "usage: llmq quantize SRC -o OUT.gguf [--method rtn] [--type T] [options]\n"
+    "\n"
+    "Quantizes SRC (a checkpoint directory, a .gguf file, or a hub id ORG/NAME[@REV]) into a GGUF file\n"
+    "that llama.cpp loads unchanged.\n"
+    "\n"
+    "  -o, --output FILE    the GGUF file to write (atomically: temp file + rename)\n"
+    "  --method M           rtn (default); gptq and awq are not implemented yet\n"
+    "  --type T             q4_k_m (default), q4_k, q4_0, q4_1, q3_k, q6_k, q8_0, f16, bf16, f32.\n"
+    "                       q4_k_m is llama.cpp's mix: Q6_K for attn_v and ffn_down in the layers\n"
+    "                       its rule picks, Q4_K elsewhere\n"
+    "  --group-size N       grid span of the decoder linears along the input: 32, 64, 128 (default)\n"
+    "                       or 256; 0 = the type's native blocks (what llama-quantize does)\n"
+    "  --rtn-search         error-minimising grid search instead of plain min/max or absmax\n"
+    "  --keep-output T      type of the output head (f32, f16, bf16, q8_0, q6_k; default: Q6_K,\n"
+    "                       or Q8_0 for q8_0 and for rows not a multiple of 256, as llama-quantize)\n"
+    "  --keep-embed T       type of the token embedding (default: the base type; a tied\n"
+    "                       embedding is also the head and follows the head's rule)\n"
+    "  --name NAME          general.name (default: the source directory's name)\n"
+    "  --threads N          threads (default: all cores)\n"
+    "  --json               print a JSON summary as the last line of stdout\n"
+    "\n"
+    "Norms stay F32. A tensor whose row length does not fit its type's blocks falls back as\n"
+    "llama-quantize does (Q6_K->Q8_0, Q3_K->Q4_0, otherwise F16), with a one-line notice.\n";
+
+typedef struct {
+    bool tty;
+    bool dirty;
+} progress_state;
+
+static void on_progress(void *user, const llmq_quant_progress *p)
+{
+    progress_state *st = user;
+    if (!st->tty) return;
+    if (p->layer < 0) fprintf(stderr, "\r\033[K[%d/%d] %s  %.1fs", p->tensors_done, p->n_tensors, p->tensor, p->elapsed);
+    else
+        fprintf(stderr, "\r\033[Klayer %d/%d  [%d/%d] %s  %.1fs  ETA %.0fs", p->layer < p->n_layers ? p->layer + 1 : p->n_layers,
+                p->n_layers, p->tensors_done, p->n_tensors, p->tensor, p->elapsed, p->eta > 0 ? p->eta : 0);
+    st->dirty = p->tensors_done < p->n_tensors;
+    if (!st->dirty) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void on_notice(void *user, const char *line)
+{
+    progress_state *st = user;
+    if (st->dirty) fputs("\r\033[K", stderr);
+    fprintf(stderr, "llmq quantize: note: %s\n", line);
+}
+
+static int parse_type_option(const char *opt, const char *value, int *out)
+{
+    int t = llmq_type_from_name(value);
+    if (t < 0 || t == LLMQ_TYPE_Q8_K) return cli_fail("quantize", "%s: unknown type '%s'", opt, value);
+    *out = t;
+    return 0;
+}
+
+/* The last path component of a directory or file, without ".gguf". */
+static void default_name(const char *path, char *buf, size_t cap)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    size_t start = len;
+    while (start > 0 && path[start - 1] != '/') start--;
+    size_t n = len - start;
+    if (n > 5 && !strncmp(path + len - 5, ".gguf", 5)) n -= 5;
+    snprintf(buf, cap, "%.*s", (int)n, path + start);
+}
+
+static void print_json(const char *out, const char *method, const llmq_policy *pol, const llmq_quant_report *r)
+{
+    json_t *o = json_object(), *arr = json_array();
+    json_object_set_new(o, "output", json_string(out));
+    json_object_set_new(o, "method", json_string(method));
+    json_object_set_new(o, "type", json_string(pol->scheme.name));
+    json_object_set_new(o, "group_size", json_integer(pol->group_size));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)r->file_bytes));
+    json_object_set_new(o, "bits_per_weight", json_real(r->bits_per_weight));
+    json_object_set_new(o, "seconds", json_real(r->seconds));
+    for (int i = 0; i < r->n_tensors; i++) {
+        const llmq_tensor_report *t = &r->tensors[i];
+        json_t *e = json_object(), *shape = json_array();
+        json_object_set_new(e, "name", json_string(t->name));
+        json_object_set_new(e, "type", json_string(llmq_type_get(t->type)->name));
+        if (t->n_dims > 1) json_array_append_new(shape, json_integer(t->ne[1]));
+        json_array_append_new(shape, json_integer(t->ne[0]));
+        json_object_set_new(e, "shape", shape);
+        if (t->group_size) json_object_set_new(e, "group_size", json_integer(t->group_size));
+        json_object_set_new(e, "bytes", json_integer((json_int_t)t->bytes));
+        json_object_set_new(e, "rel_error", json_real(t->rel_error));
+        json_array_append_new(arr, e);
+    }
+    json_object_set_new(o, "tensors", arr);
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) puts(s);
+    free(s);
+    json_decref(o);
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
+    int group_size = 128, threads = 0;
+    bool json = false, search = false;
+    for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
+        if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (cli_flag(&a, "--json")) json = true;
+        else if (cli_flag(&a, "--rtn-search")) search = true;
+        else if (cli_value(&a, "-o", &out) || cli_value(&a, "--output", &out) || cli_value(&a, "--method", &method) ||
+                 cli_value(&a, "--type", &type) || cli_value(&a, "--name", &name) ||
+                 cli_value(&a, "--keep-output", &keep_out) || cli_value(&a, "--keep-embed", &keep_emb) ||
+                 cli_int(&a, "--group-size", 0, &group_size) || cli_int(&a, "--threads", 0, &threads)) {
+            if (a.failed) return 2;
+        } else if (a.positional && !src) src = a.positional;
+        else {
+            cli_unknown(&a);
+            return 2;
+        }
+    }
+    if (!src || !out) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (!strcmp(method, "gptq") || !strcmp(method, "awq")) {
+        cli_fail("quantize", "--method %s is not implemented yet (use rtn)", method);
+        return 2;
+    }
+    if (strcmp(method, "rtn") != 0) {
+        cli_fail("quantize", "--method must be rtn, gptq or awq, not '%s'", method);
+        return 2;
+    }
+    llmq_policy pol = {.group_size = group_size, .keep_output = -1, .keep_embed = -1};
+    if (llmq_quant_scheme_parse(type, &pol.scheme)) {
+        cli_fail("quantize", "--type: %s", llmq_last_error());
+        return 2;
+    }
+    if (group_size != 0 && group_size != 32 && group_size != 64 && group_size != 128 && group_size != 256) {
+        cli_fail("quantize", "--group-size must be 32, 64, 128 or 256 (0: native blocks), not %d", group_size);
+        return 2;
+    }
+    if ((keep_out && parse_type_option("--keep-output", keep_out, &pol.keep_output)) ||
+        (keep_emb && parse_type_option("--keep-embed", keep_emb, &pol.keep_embed)))
+        return 2;
+    llmq_set_threads(threads);
+
+    cli_model *cm = cli_model_open("quantize", src);
+    if (!cm) return 1;
+    char name_buf[256];
+    default_name(cm->path, name_buf, sizeof name_buf);
+    progress_state ps = {cli_stderr_is_tty(), false};
+    llmq_quant_opts opts = {
+        .policy = pol,
+        .rtn_search = search,
+        .model_name = name ? name : name_buf,
+        .progress = on_progress,
+        .notice = on_notice,
+        .user = &ps,
+    };
+    llmq_quant_report rep;
+    int status = 1;
+    if (llmq_quantize_model(cm->model, cm->tokenizer, out, &opts, &rep)) {
+        if (ps.dirty) fputc('\n', stderr);
+        cli_fail_last("quantize");
+        goto done;
+    }
+    printf("%-28s %-6s %-14s %10s %10s\n", "tensor", "type", "shape", "bytes", "rel.err");
+    for (int i = 0; i < rep.n_tensors; i++) {
+        const llmq_tensor_report *t = &rep.tensors[i];
+        char shape[48];
+        if (t->n_dims > 1) snprintf(shape, sizeof shape, "%lld×%lld", (long long)t->ne[1], (long long)t->ne[0]);
+        else snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
+        printf("%-28s %-6s %-14s %10zu %10.6f\n", t->name, llmq_type_get(t->type)->name, shape, t->bytes, t->rel_error);
+    }
+    printf("wrote %s: %zu bytes, %.3f bits per weight, %s (%s, group %d), %.2f s\n", out, rep.file_bytes,
+           rep.bits_per_weight, pol.scheme.name, method, group_size, rep.seconds);
+    if (json) print_json(out, method, &pol, &rep);
+    llmq_quant_report_free(&rep);
+    status = 0;
+done:
+    cli_model_close(cm);
+    return status;
+}

@@ -1,0 +1,462 @@
+/* The quantize driver (see include/llmq/quantize.h): plan, declare, then
+ * stream the model through a layer method one decoder layer at a time. */
+#include "llmq/quantize.h"
+
+#include "llmq/error.h"
+#include "llmq/gguf_model.h"
+#include "llmq/kernels.h"
+#include "llmq/rtn.h"
+#include "llmq/version.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- RTN */
+
+static int rtn_quantize_layer(void *state, const llmq_model *src, int layer, llmq_layer_f32 *w,
+                              const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
+{
+    const bool search = *(const bool *)state;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        if (!packed[k]) continue;
+        const llmq_weight *sw = &src->layers[layer].lin[k];
+        if (llmq_quantize_rows(targets[k].type, w->lin[k], sw->rows, sw->cols, targets[k].group_size, search, packed[k]))
+            return llmq_error_prefix("layer %d %s", layer, llmq_linear_names[k]);
+    }
+    return LLMQ_OK;
+}
+
+llmq_layer_method llmq_rtn_method(bool search)
+{
+    static bool search_on = true, search_off = false;
+    llmq_layer_method m = {"rtn", search ? &search_on : &search_off, NULL, rtn_quantize_layer, NULL, NULL};
+    return m;
+}
+
+/* ---------------------------------------------------------------- planning */
+
+typedef struct {
+    char name[LLMQ_GGUF_MAX_NAME];
+    llmq_tensor_desc desc;
+    llmq_tensor_plan plan;
+    int n_dims;
+    int64_t ne[2];
+} planned;
+
+typedef struct {
+    const llmq_model *src;
+    const llmq_quant_opts *opts;
+    const char *arch;
+    bool permute;       /* rows of q/k go into llama.cpp's order */
+    planned *t;
+    int n, cap;
+    llmq_gguf_writer *w;
+    llmq_quant_report rep;
+    double t0;
+    double work_total, work_done; /* elements, for the ETA */
+    int current_layer;
+} job;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static const char *type_name(llmq_type t) { return llmq_type_get(t)->name; }
+
+static int plan_tensor(job *j, const char *name, llmq_tensor_role role, llmq_linear lin, int layer, int64_t rows,
+                       int64_t cols)
+{
+    if (j->n == j->cap) {
+        int cap = j->cap ? 2 * j->cap : 64;
+        planned *p = realloc(j->t, (size_t)cap * sizeof *p);
+        if (!p) return llmq_error("quantize: out of memory");
+        j->t = p;
+        j->cap = cap;
+    }
+    planned *p = &j->t[j->n];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->desc = (llmq_tensor_desc){role, lin, layer, j->src->cfg.n_layers, rows, cols, j->src->cfg.tie_word_embeddings};
+    if (llmq_policy_plan(&j->opts->policy, &p->desc, &p->plan)) return llmq_error_prefix("%s", name);
+    p->n_dims = role == LLMQ_ROLE_EMBED || role == LLMQ_ROLE_OUTPUT || role == LLMQ_ROLE_LINEAR ? 2 : 1;
+    p->ne[0] = cols;
+    p->ne[1] = rows;
+    if (p->plan.type != p->plan.wanted && j->opts->notice) {
+        char line[256];
+        snprintf(line, sizeof line, "%s: row length %lld does not fit %s blocks of %d; stored as %s", name, (long long)cols,
+                 type_name(p->plan.wanted), llmq_type_get(p->plan.wanted)->block_size, type_name(p->plan.type));
+        j->opts->notice(j->opts->user, line);
+    }
+    j->work_total += (double)rows * cols;
+    j->n++;
+    return LLMQ_OK;
+}
+
+static planned *find_planned(job *j, const char *name)
+{
+    for (int i = 0; i < j->n; i++)
+        if (!strcmp(j->t[i].name, name)) return &j->t[i];
+    return NULL;
+}
+
+static int plan_all(job *j)
+{
+    const llmq_config *c = &j->src->cfg;
+    int d = c->hidden_size;
+    if (plan_tensor(j, "token_embd.weight", LLMQ_ROLE_EMBED, 0, -1, c->vocab_size, d)) return LLMQ_ERR;
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 &&
+        plan_tensor(j, "rope_freqs.weight", LLMQ_ROLE_ROPE_FREQS, 0, -1, 1, c->head_dim / 2))
+        return LLMQ_ERR;
+    for (int l = 0; l < c->n_layers; l++) {
+        const llmq_layer *L = &j->src->layers[l];
+        char name[LLMQ_GGUF_MAX_NAME + 16];
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
+        if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, d)) return LLMQ_ERR;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            if (k == LLMQ_LIN_GATE) {
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
+                if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, d)) return LLMQ_ERR;
+            }
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+            if (plan_tensor(j, name, LLMQ_ROLE_LINEAR, k, l, L->lin[k].rows, L->lin[k].cols)) return LLMQ_ERR;
+            if (L->bias[k].data) {
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
+                if (plan_tensor(j, name, LLMQ_ROLE_BIAS, k, l, 1, L->bias[k].cols)) return LLMQ_ERR;
+            }
+        }
+    }
+    if (plan_tensor(j, "output_norm.weight", LLMQ_ROLE_NORM, 0, -1, 1, d)) return LLMQ_ERR;
+    if (!c->tie_word_embeddings && plan_tensor(j, "output.weight", LLMQ_ROLE_OUTPUT, 0, -1, c->vocab_size, d))
+        return LLMQ_ERR;
+    return LLMQ_OK;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Rows [r0, r1) of a source weight as f32, checked for NaN/Inf. */
+static int source_rows(const llmq_weight *w, int r0, int r1, float *dst, const char *name)
+{
+    if (llmq_dequant_rows(dst, w->data, w->type, w->cols, r0, r1)) return llmq_error_prefix("%s", name);
+    size_t n = (size_t)(r1 - r0) * w->cols;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i]))
+            return llmq_error("tensor '%s' holds %s at row %lld, column %lld of the source weights", name,
+                              isnan(dst[i]) ? "NaN" : "Inf", (long long)(r0 + (int64_t)(i / w->cols)),
+                              (long long)(i % w->cols));
+    return LLMQ_OK;
+}
+
+/* Sum of squares of (ref − decoded packed) and of ref over rows × cols. */
+static int error_sums(llmq_type t, const float *ref, const void *packed, int64_t rows, int cols, double *num, double *den)
+{
+    const llmq_type_traits *tr = llmq_type_get(t);
+    size_t row_bytes = llmq_row_size(t, cols);
+    float *buf = malloc((size_t)cols * sizeof *buf);
+    if (!buf) return llmq_error("quantize: out of memory");
+    for (int64_t r = 0; r < rows; r++) {
+        tr->to_float((const unsigned char *)packed + (size_t)r * row_bytes, buf, cols);
+        for (int i = 0; i < cols; i++) {
+            double x = ref[(size_t)r * cols + i], e = x - buf[i];
+            *num += e * e;
+            *den += x * x;
+        }
+    }
+    free(buf);
+    return LLMQ_OK;
+}
+
+static double rel_from_sums(double num, double den) { return den == 0 ? (num == 0 ? 0 : INFINITY) : sqrt(num / den); }
+
+static void record(job *j, const planned *p, size_t bytes, double rel_error)
+{
+    llmq_tensor_report *r = &j->rep.tensors[j->rep.n_tensors++];
+    snprintf(r->name, sizeof r->name, "%s", p->name);
+    r->type = p->plan.type;
+    r->group_size = p->plan.group_size;
+    r->n_dims = p->n_dims;
+    r->ne[0] = p->ne[0];
+    r->ne[1] = p->ne[1];
+    r->bytes = bytes;
+    r->rel_error = rel_error;
+    j->work_done += (double)p->ne[0] * p->ne[1];
+    if (j->opts->progress) {
+        double el = now() - j->t0;
+        llmq_quant_progress pr = {j->current_layer, j->src->cfg.n_layers, p->name, j->rep.n_tensors, j->n, el,
+                                  j->work_done > 0 ? el * (j->work_total - j->work_done) / j->work_done : -1};
+        j->opts->progress(j->opts->user, &pr);
+    }
+}
+
+/* Writes one tensor's data, permuting its `rows` rows first when perm is
+ * given (a vector permutes as rows of one element). */
+static int write_tensor(job *j, const planned *p, const void *data, size_t bytes, int rows, const int32_t *perm)
+{
+    int rc;
+    if (perm) {
+        void *tmp = malloc(bytes);
+        if (!tmp) return llmq_error("quantize: out of memory");
+        llmq_gguf_permute_rows(tmp, data, rows, bytes / (size_t)rows, perm);
+        rc = llmq_gguf_writer_write_tensor(j->w, p->name, tmp, bytes);
+        free(tmp);
+    } else {
+        rc = llmq_gguf_writer_write_tensor(j->w, p->name, data, bytes);
+    }
+    return rc;
+}
+
+/* A small f32 vector: written exactly. */
+static int write_f32(job *j, const char *name, const float *v, const int32_t *perm)
+{
+    planned *p = find_planned(j, name);
+    size_t bytes = (size_t)p->ne[0] * sizeof(float);
+    if (write_tensor(j, p, v, bytes, (int)p->ne[0], perm)) return LLMQ_ERR;
+    record(j, p, bytes, 0.0);
+    return LLMQ_OK;
+}
+
+/* The embedding or the output head: rows quantized with RTN in slices, so
+ * only a slice of f32 is in memory beside the packed result. */
+static int write_big(job *j, const char *name, const llmq_weight *w)
+{
+    planned *p = find_planned(j, name);
+    llmq_type t = p->plan.type;
+    size_t row_bytes = llmq_row_size(t, w->cols), bytes = row_bytes * (size_t)w->rows;
+    const int slice = 1024;
+    unsigned char *packed = malloc(bytes);
+    float *rows = malloc((size_t)slice * w->cols * sizeof *rows);
+    double num = 0, den = 0;
+    int rc = LLMQ_ERR;
+    if (!packed || !rows) {
+        llmq_error("quantize: out of memory for %s", name);
+        goto done;
+    }
+    for (int r0 = 0; r0 < w->rows; r0 += slice) {
+        int r1 = r0 + slice < w->rows ? r0 + slice : w->rows;
+        if (source_rows(w, r0, r1, rows, name) ||
+            llmq_quantize_rows(t, rows, r1 - r0, w->cols, p->plan.group_size, j->opts->rtn_search, packed + (size_t)r0 * row_bytes) ||
+            error_sums(t, rows, packed + (size_t)r0 * row_bytes, r1 - r0, w->cols, &num, &den))
+            goto done;
+    }
+    if (write_tensor(j, p, packed, bytes, w->rows, NULL)) goto done;
+    record(j, p, bytes, rel_from_sums(num, den));
+    rc = LLMQ_OK;
+done:
+    free(packed);
+    free(rows);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- layers */
+
+typedef struct {
+    llmq_layer_f32 f;
+    void *packed[LLMQ_LIN_COUNT];
+    planned *plan[LLMQ_LIN_COUNT];
+} layer_work;
+
+static void layer_work_free(layer_work *lw)
+{
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        free(lw->f.lin[k]);
+        free(lw->f.bias[k]);
+        free(lw->packed[k]);
+    }
+    free(lw->f.attn_norm);
+    free(lw->f.ffn_norm);
+    memset(lw, 0, sizeof *lw);
+}
+
+static float *copy_vector(const llmq_weight *w)
+{
+    float *v = malloc((size_t)w->cols * sizeof *v);
+    if (v) llmq_type_get(w->type)->to_float(w->data, v, w->cols);
+    return v;
+}
+
+static int run_layer(job *j, const llmq_layer_method *method, int l, int32_t *perm_q, int32_t *perm_k)
+{
+    const llmq_model *src = j->src;
+    const llmq_layer *L = &src->layers[l];
+    layer_work lw;
+    memset(&lw, 0, sizeof lw);
+    llmq_quant_target targets[LLMQ_LIN_COUNT];
+    char name[LLMQ_GGUF_MAX_NAME + 16];
+    int rc = LLMQ_ERR;
+    j->current_layer = l;
+
+    if (!(lw.f.attn_norm = copy_vector(&L->attn_norm)) || !(lw.f.ffn_norm = copy_vector(&L->ffn_norm))) goto oom;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        const llmq_weight *w = &L->lin[k];
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+        lw.plan[k] = find_planned(j, name);
+        if (!(lw.f.lin[k] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
+        if (source_rows(w, 0, w->rows, lw.f.lin[k], name)) goto done;
+        if (L->bias[k].data && !(lw.f.bias[k] = copy_vector(&L->bias[k]))) goto oom;
+        const llmq_tensor_plan *pl = &lw.plan[k]->plan;
+        targets[k] = (llmq_quant_target){pl->type, pl->group_size};
+        if (llmq_type_get(pl->type)->is_quantized &&
+            !(lw.packed[k] = malloc(llmq_row_size(pl->type, w->cols) * (size_t)w->rows)))
+            goto oom;
+    }
+    if (method->quantize_layer(method->state, src, l, &lw.f, targets, lw.packed)) goto done;
+    /* Linears the policy keeps in a float type: plain conversions. */
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        if (lw.packed[k]) continue;
+        const llmq_weight *w = &L->lin[k];
+        if (!(lw.packed[k] = malloc(llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows))) goto oom;
+        if (llmq_quantize_rows(targets[k].type, lw.f.lin[k], w->rows, w->cols, 0, false, lw.packed[k])) goto done;
+    }
+    if (method->layer_done) {
+        llmq_layer q = *L;
+        q.attn_norm = (llmq_weight){lw.f.attn_norm, LLMQ_TYPE_F32, 1, L->attn_norm.cols};
+        q.ffn_norm = (llmq_weight){lw.f.ffn_norm, LLMQ_TYPE_F32, 1, L->ffn_norm.cols};
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            q.lin[k] = (llmq_weight){lw.packed[k], targets[k].type, L->lin[k].rows, L->lin[k].cols};
+            if (lw.f.bias[k]) q.bias[k] = (llmq_weight){lw.f.bias[k], LLMQ_TYPE_F32, 1, L->bias[k].cols};
+        }
+        if (method->layer_done(method->state, src, l, &q)) goto done;
+    }
+    /* Write in file order: attn_norm, q, k, v, o, ffn_norm, gate, up, down (+ biases). */
+    llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
+    if (write_f32(j, name, lw.f.attn_norm, NULL)) goto done;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        if (k == LLMQ_LIN_GATE) {
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
+            if (write_f32(j, name, lw.f.ffn_norm, NULL)) goto done;
+        }
+        const llmq_weight *w = &L->lin[k];
+        const int32_t *perm = !j->permute ? NULL : k == LLMQ_LIN_Q ? perm_q : k == LLMQ_LIN_K ? perm_k : NULL;
+        double num = 0, den = 0;
+        size_t bytes = llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows;
+        if (error_sums(targets[k].type, lw.f.lin[k], lw.packed[k], w->rows, w->cols, &num, &den) ||
+            write_tensor(j, lw.plan[k], lw.packed[k], bytes, w->rows, perm))
+            goto done;
+        record(j, lw.plan[k], bytes, rel_from_sums(num, den));
+        if (lw.f.bias[k]) {
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
+            if (write_f32(j, name, lw.f.bias[k], perm)) goto done;
+        }
+    }
+    rc = LLMQ_OK;
+    goto done;
+oom:
+    llmq_error("quantize: out of memory in layer %d", l);
+done:
+    layer_work_free(&lw);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- driver */
+
+static int add_metadata(job *j, const llmq_tokenizer *tok, const char *method_name)
+{
+    const llmq_quant_opts *o = j->opts;
+    const llmq_config *c = &j->src->cfg;
+    if (llmq_gguf_write_model_kv(j->w, c, o->model_name, o->policy.scheme.file_type)) return LLMQ_ERR;
+    llmq_vocab v;
+    if (llmq_tokenizer_export_vocab(tok, &v)) return LLMQ_ERR;
+    int rc = llmq_gguf_write_vocab_kv(j->w, &v, c->vocab_size);
+    llmq_vocab_free(&v);
+    if (rc) return LLMQ_ERR;
+    if (llmq_gguf_writer_add_str(j->w, "llmq.version", LLMQ_VERSION) ||
+        llmq_gguf_writer_add_str(j->w, "llmq.method", method_name) ||
+        llmq_gguf_writer_add_str(j->w, "llmq.type", o->policy.scheme.name) ||
+        llmq_gguf_writer_add_u32(j->w, "llmq.group_size", (uint32_t)o->policy.group_size) ||
+        (o->calib_sha256 && llmq_gguf_writer_add_str(j->w, "llmq.calib_sha256", o->calib_sha256)) ||
+        (o->calib_sha256 && llmq_gguf_writer_add_u32(j->w, "llmq.calib_samples", (uint32_t)o->calib_samples)))
+        return LLMQ_ERR;
+    for (int i = 0; i < j->n; i++)
+        if (llmq_gguf_writer_add_tensor(j->w, j->t[i].name, j->t[i].plan.type, j->t[i].n_dims, j->t[i].ne))
+            return LLMQ_ERR;
+    return LLMQ_OK;
+}
+
+int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const char *out_path,
+                        const llmq_quant_opts *opts, llmq_quant_report *report)
+{
+    if (report) memset(report, 0, sizeof *report);
+    if (!tok) return llmq_error("%s: a tokenizer is required (llama.cpp needs tokenizer.ggml.* metadata)", src->path);
+    job j;
+    memset(&j, 0, sizeof j);
+    j.src = src;
+    j.opts = opts;
+    j.t0 = now();
+    j.current_layer = -1;
+    const llmq_config *c = &src->cfg;
+    if (!(j.arch = llmq_gguf_arch(c))) return llmq_error_prefix("%s", src->path);
+    /* A Hugging Face checkpoint is in rotate_half order; a GGUF source already in llama.cpp's. */
+    j.permute = !strcmp(j.arch, "llama") && !src->rope_interleaved;
+    llmq_layer_method rtn = llmq_rtn_method(opts->rtn_search);
+    const llmq_layer_method *method = opts->method ? opts->method : &rtn;
+    int32_t *perm_q = malloc((size_t)c->n_heads * c->head_dim * sizeof *perm_q);
+    int32_t *perm_k = malloc((size_t)c->n_kv_heads * c->head_dim * sizeof *perm_k);
+    bool begun = false;
+    int rc = LLMQ_ERR;
+    if (!perm_q || !perm_k) {
+        llmq_error("quantize: out of memory");
+        goto done;
+    }
+    if (llmq_gguf_qk_row_map(c->n_heads * c->head_dim, c->n_heads, perm_q) ||
+        llmq_gguf_qk_row_map(c->n_kv_heads * c->head_dim, c->n_kv_heads, perm_k) || plan_all(&j))
+        goto done;
+    if (!(j.rep.tensors = calloc((size_t)j.n, sizeof *j.rep.tensors))) {
+        llmq_error("quantize: out of memory");
+        goto done;
+    }
+    if (!(j.w = llmq_gguf_writer_new(out_path)) || add_metadata(&j, tok, method->name) || llmq_gguf_writer_begin(j.w))
+        goto done;
+    if (method->begin && method->begin(method->state, src)) goto done;
+    begun = true;
+    if (write_big(&j, "token_embd.weight", &src->embed)) goto done;
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3) {
+        float *freqs = malloc((size_t)c->head_dim / 2 * sizeof *freqs);
+        int bad = !freqs || llmq_gguf_rope_freqs(c, freqs) != LLMQ_OK || write_f32(&j, "rope_freqs.weight", freqs, NULL);
+        free(freqs);
+        if (bad) goto done;
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        if (run_layer(&j, method, l, perm_q, perm_k)) goto done;
+    j.current_layer = c->n_layers;
+    if (write_f32(&j, "output_norm.weight", src->final_norm.data, NULL)) goto done;
+    if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head)) goto done;
+    rc = llmq_gguf_writer_finish(j.w);
+    j.w = NULL;
+done:
+    if (begun && method->end) method->end(method->state);
+    llmq_gguf_writer_abort(j.w);
+    free(perm_q);
+    free(perm_k);
+    free(j.t);
+    if (rc == LLMQ_OK && report) {
+        *report = j.rep;
+        size_t bytes = 0;
+        for (int i = 0; i < report->n_tensors; i++) {
+            bytes += report->tensors[i].bytes;
+            report->n_elements += report->tensors[i].ne[0] * (report->tensors[i].n_dims > 1 ? report->tensors[i].ne[1] : 1);
+        }
+        report->bits_per_weight = report->n_elements ? 8.0 * (double)bytes / (double)report->n_elements : 0;
+        FILE *fp = fopen(out_path, "rb");
+        if (fp) {
+            fseek(fp, 0, SEEK_END);
+            report->file_bytes = (size_t)ftell(fp);
+            fclose(fp);
+        }
+        report->seconds = now() - j.t0;
+    } else {
+        free(j.rep.tensors);
+    }
+    return rc;
+}
+
+void llmq_quant_report_free(llmq_quant_report *r)
+{
+    if (!r) return;
+    free(r->tensors);
+    memset(r, 0, sizeof *r);
+}

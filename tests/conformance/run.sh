@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Conformance with llama.cpp: llmq's GGUF files of stories-llama-7m at q4_0,
+# q4_1, q4_k, q4_k_m and q8_0 are loaded by llama.cpp (the prebuilt binaries
+# node-llama-cpp ships, installed from the npm registry), and the perplexity
+# llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
+# `llmq ppl --protocol llamacpp` on the same file within 0.5%.
+#
+# usage: tests/conformance/run.sh [LLMQ_BINARY]
+# env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
+#        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
+# Without node/npm the check is skipped with a message; under CI=true every
+# other failure (missing model, npm install, load, mismatch) fails.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+llmq=${1:-$root/build/llmq}
+shared=${LLMQ_SHARED:-$root/../shared}
+model=$shared/models/stories-llama-7m
+chunks=${CONFORMANCE_CHUNKS:-8}
+version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
+work=$root/build/conformance
+types="q4_0 q4_1 q4_k q4_k_m q8_0"
+tolerance=0.005
+
+skip_or_fail() {
+    if [ "${CI:-}" = "true" ]; then echo "conformance: FAILED: $*"; exit 1; fi
+    echo "conformance: skipped: $*"
+    exit 0
+}
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "conformance: skipped: node/npm not installed (Debian: apt-get install nodejs npm; node >= 20 needed)"
+    exit 0
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    echo "conformance: skipped: node $(node --version) is older than node-llama-cpp's minimum (20)"
+    exit 0
+fi
+[ -x "$llmq" ] || skip_or_fail "$llmq is not built"
+[ -f "$model/model.safetensors" ] || skip_or_fail "$model is absent"
+
+# node-llama-cpp plus only this platform's prebuilt binaries (the optional
+# CUDA/Vulkan packages are hundreds of MB); never build or download llama.cpp.
+export NODE_LLAMA_CPP_SKIP_DOWNLOAD=true
+case "$(node -p 'process.platform + "-" + process.arch')" in
+    linux-x64) platform=linux-x64 ;;
+    linux-arm64) platform=linux-arm64 ;;
+    darwin-arm64) platform=mac-arm64-metal ;;
+    darwin-x64) platform=mac-x64 ;;
+    win32-x64) platform=win-x64 ;;
+    *) skip_or_fail "no prebuilt node-llama-cpp binaries for $(node -p 'process.platform + "-" + process.arch')" ;;
+esac
+mkdir -p "$work"
+installed=$(node -p "try { require('$work/node_modules/node-llama-cpp/package.json').version } catch (e) { '' }" 2>/dev/null)
+if [ "$installed" != "$version" ]; then
+    echo "conformance: installing node-llama-cpp@$version (@node-llama-cpp/$platform) from the npm registry"
+    [ -f "$work/package.json" ] || echo '{"name":"llmq-conformance","private":true,"type":"module"}' >"$work/package.json"
+    if ! (cd "$work" && npm install --no-audit --no-fund --omit=optional --loglevel=error \
+            "node-llama-cpp@$version" "@node-llama-cpp/$platform@$version" >"$work/npm.log" 2>&1); then
+        tail -5 "$work/npm.log"
+        skip_or_fail "npm install node-llama-cpp@$version failed (see $work/npm.log)"
+    fi
+fi
+cp "$root/tests/conformance/llamacpp_ppl.mjs" "$work/"
+
+# The first `chunks` windows of the evaluation token ids.
+node -e '
+const fs = require("fs");
+const ids = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+fs.writeFileSync(process.argv[2], JSON.stringify(ids.slice(0, Number(process.argv[3]) * 512)));
+' "$model/eval_tokens.json" "$work/tokens.json" "$chunks" || skip_or_fail "cannot read $model/eval_tokens.json"
+
+status=0
+printf "conformance: stories-llama-7m, %d windows of 512, llama.cpp protocol (node-llama-cpp %s)\n" "$chunks" "$version"
+printf "  %-8s %12s %12s %10s %s\n" type llmq llama.cpp diff result
+for t in $types; do
+    gguf=$work/stories-llama-7m-$t.gguf
+    if ! "$llmq" quantize "$model" -o "$gguf" --type "$t" >"$work/quantize-$t.log" 2>&1; then
+        tail -3 "$work/quantize-$t.log"; echo "  $t: llmq quantize failed"; status=1; continue
+    fi
+    ours=$("$llmq" ppl "$gguf" --tokens "$work/tokens.json" --protocol llamacpp --ctx 512 --json 2>"$work/ppl-$t.log" | tail -1)
+    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" tokens.json --ctx 512 2>"$work/llamacpp-$t.log" | tail -1)
+    line=$(node -e '
+let a, b;
+try { a = JSON.parse(process.argv[1]); b = JSON.parse(process.argv[2]); } catch (e) { console.log("ERR"); process.exit(0); }
+const d = Math.abs(a.ppl - b.ppl) / b.ppl;
+const same = a.tokens_scored === b.tokens_scored;
+console.log([a.ppl.toFixed(4), b.ppl.toFixed(4), (100 * d).toFixed(3) + "%", same && d <= Number(process.argv[3]) ? "ok" : "MISMATCH"].join(" "));
+' "$ours" "$theirs" "$tolerance")
+    if [ "$line" = "ERR" ]; then
+        echo "  $t: no result (llmq: $ours) (llama.cpp: $(tail -3 "$work/llamacpp-$t.log"))"; status=1; continue
+    fi
+    set -- $line
+    printf "  %-8s %12s %12s %10s %s\n" "$t" "$1" "$2" "$3" "$4"
+    [ "$4" = ok ] || status=1
+done
+if [ $status -ne 0 ]; then
+    echo "conformance: FAILED (logs in $work)"
+    exit 1
+fi
+echo "conformance: passed (every type within $(node -p "100 * $tolerance")%)"

@@ -1,0 +1,436 @@
+/* GGUF export/import of Llama-class models: the converter's q/k permutation,
+ * the round trip export -> import -> forward for every type, the stories260K
+ * f32 acceptance check, clean errors for incomplete files, and llama.cpp's
+ * tokenizer test vocabularies read from their GGUF files. */
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/gguf.h"
+#include "llmq/gguf_model.h"
+#include "llmq/model.h"
+#include "llmq/ppl.h"
+#include "llmq/quantize.h"
+#include "llmq/rtn.h"
+#include "synth_model.h"
+#include "test_util.h"
+
+#include <jansson.h>
+#include <math.h>
+
+/* ------------------------------------------------------------ permutation */
+
+Test(gguf_model, qk_permutation_matches_hand_computed_case)
+{
+    /* LlamaModel.permute(w, n_head=2) on 8 rows: reshape(2, 2, 2, ...).swapaxes(1, 2):
+     * head 0 rows [r0 r1 | r2 r3] -> [r0 r2 r1 r3], head 1 likewise. */
+    int32_t map[8];
+    cr_assert_eq(llmq_gguf_qk_row_map(8, 2, map), LLMQ_OK);
+    const int32_t want2[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    for (int i = 0; i < 8; i++) cr_expect_eq(map[i], want2[i], "n_head 2: row %d <- %d", i, map[i]);
+    /* One head of 8: rotate_half pairs (i, i+4) become adjacent (2i, 2i+1). */
+    cr_assert_eq(llmq_gguf_qk_row_map(8, 1, map), LLMQ_OK);
+    const int32_t want1[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+    for (int i = 0; i < 8; i++) cr_expect_eq(map[i], want1[i], "n_head 1: row %d <- %d", i, map[i]);
+    /* Rows move whole: 3-byte rows stand for packed blocks. */
+    unsigned char src[24], dst[24];
+    for (int i = 0; i < 24; i++) src[i] = (unsigned char)i;
+    llmq_gguf_permute_rows(dst, src, 8, 3, map);
+    for (int r = 0; r < 8; r++)
+        for (int b = 0; b < 3; b++) cr_expect_eq(dst[3 * r + b], 3 * want1[r] + b);
+    cr_expect_eq(llmq_gguf_qk_row_map(6, 2, map), LLMQ_ERR, "odd head size must be refused");
+    cr_expect_eq(llmq_gguf_qk_row_map(8, 3, map), LLMQ_ERR);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static void tmp_path(char *buf, size_t n, const char *tag)
+{
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, tag);
+    snprintf(buf, n, "%s/model.gguf", dir);
+}
+
+static void quantize_to(const llmq_model *m, const llmq_tokenizer *tok, const char *path, const char *type, int group,
+                        llmq_quant_report *rep)
+{
+    llmq_quant_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(llmq_quant_scheme_parse(type, &o.policy.scheme), LLMQ_OK);
+    o.policy.group_size = group;
+    o.policy.keep_output = o.policy.keep_embed = -1;
+    o.model_name = "test";
+    cr_assert_eq(llmq_quantize_model(m, tok, path, &o, rep), LLMQ_OK, "%s: %s", type, llmq_last_error());
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n, double *max_abs)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    if (max_abs) *max_abs = m;
+    return d;
+}
+
+static double mean_nll(const float *logits, const int32_t *ids, int n, int vocab)
+{
+    double s = 0;
+    for (int t = 0; t + 1 < n; t++) s += llmq_nll(logits + (size_t)t * vocab, vocab, ids[t + 1]);
+    return s / (n - 1);
+}
+
+/* ------------------------------------------------------------ synthetic round trips */
+
+/* The imported f32 file computes what the source computes: q/k rows and
+ * biases were permuted consistently and RoPE pairs switched to adjacent. */
+static void f32_round_trip(const char *model_type, bool qkv_bias, bool tied)
+{
+    synth_spec s = {model_type, 2, 128, 4, 2, 256, 300, tied, qkv_bias, 99};
+    llmq_model *src = synth_model(&s);
+    llmq_tokenizer *tok = synth_tokenizer(280); /* shorter than the embedding: padded */
+    char path[512];
+    tmp_path(path, sizeof path, "gguf-f32");
+    quantize_to(src, tok, path, "f32", 0, NULL);
+    llmq_model *m = llmq_model_load(path);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    cr_expect_eq(m->rope_interleaved, !strcmp(model_type, "llama"));
+    cr_expect_eq(m->cfg.qkv_bias, qkv_bias);
+    cr_expect_eq(m->cfg.tie_word_embeddings, tied);
+    cr_expect_eq(m->cfg.n_kv_heads, 2);
+    cr_expect_eq(m->cfg.vocab_size, 300);
+    int n = 40, V = 300;
+    int32_t ids[40];
+    synth_tokens(ids, n, V);
+    float *a = malloc((size_t)n * V * sizeof *a), *b = malloc((size_t)n * V * sizeof *b);
+    cr_assert_eq(llmq_forward(src, ids, n, a), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(llmq_forward(m, ids, n, b), LLMQ_OK, "%s", llmq_last_error());
+    double scale, d = max_abs_diff(b, a, (size_t)n * V, &scale);
+    cr_expect_leq(d, 1e-5 * fmax(1, scale), "%s: logits differ by %g (max |logit| %g)", model_type, d, scale);
+    /* The vocabulary came along, padded to the embedding rows. */
+    llmq_gguf *g = llmq_gguf_open(path);
+    llmq_vocab v;
+    cr_assert_eq(llmq_gguf_read_vocab(g, &v), LLMQ_OK, "%s", llmq_last_error());
+    cr_expect_eq(v.n_tokens, 300);
+    cr_expect_str_eq(v.tokens[290], "[PAD290]");
+    cr_expect_eq(v.token_types[290], LLMQ_TOKEN_UNUSED);
+    cr_expect_eq(v.bos_id, 1);
+    llmq_vocab_free(&v);
+    const char *arch;
+    cr_assert_eq(llmq_gguf_get_str(g, "general.architecture", &arch, NULL), LLMQ_OK);
+    cr_expect_str_eq(arch, !strcmp(model_type, "qwen2") ? "qwen2" : "llama");
+    cr_expect_eq(llmq_gguf_find_tensor(g, "output.weight") < 0, tied);
+    llmq_gguf_close(g);
+    free(a);
+    free(b);
+    llmq_model_free(m);
+    llmq_model_free(src);
+    llmq_tokenizer_free(tok);
+}
+
+Test(gguf_model, f32_round_trip_llama_gqa) { f32_round_trip("llama", false, false); }
+Test(gguf_model, f32_round_trip_llama_tied_with_qk_bias) { f32_round_trip("llama", true, true); }
+Test(gguf_model, f32_round_trip_qwen2_keeps_row_order) { f32_round_trip("qwen2", true, false); }
+
+/* Every --type: the file holds exactly the blocks RTN makes from the source
+ * (q rows permuted, v rows not), and the imported model's logits are near
+ * the original's, closer for more bits. */
+Test(gguf_model, every_type_round_trips_through_export_import_forward)
+{
+    static const struct {
+        const char *type;
+        double max_rel;
+    } types[] = {
+        /* ‖logits − reference‖ / ‖reference‖ bounds, ~1.5× what RTN gives on this random model */
+        {"q3_k", 0.4},   {"q4_0", 0.2},   {"q4_1", 0.2},   {"q4_k", 0.2},  {"q4_k_m", 0.2},
+        {"q6_k", 0.06},  {"q8_0", 0.015}, {"f16", 0.001},  {"bf16", 0.006},
+    };
+    synth_spec s = {"llama", 2, 256, 4, 2, 512, 512, false, false, 7};
+    llmq_model *src = synth_model(&s);
+    llmq_tokenizer *tok = synth_tokenizer(512);
+    int n = 48, V = 512;
+    int32_t ids[48];
+    synth_tokens(ids, n, V);
+    float *ref = malloc((size_t)n * V * sizeof *ref), *got = malloc((size_t)n * V * sizeof *got);
+    cr_assert_eq(llmq_forward(src, ids, n, ref), LLMQ_OK);
+    double nll_ref = mean_nll(ref, ids, n, V);
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "gguf-types");
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, types[i].type);
+        llmq_quant_report rep;
+        quantize_to(src, tok, path, types[i].type, 128, &rep);
+        llmq_model *m = llmq_model_load(path);
+        cr_assert_not_null(m, "%s: %s", types[i].type, llmq_last_error());
+        llmq_quant_scheme sch;
+        llmq_quant_scheme_parse(types[i].type, &sch);
+        cr_expect_eq(m->layers[0].lin[LLMQ_LIN_Q].type, sch.base, "%s: attn_q type", types[i].type);
+        /* Bytes of q (permuted) and v (as is) against a direct RTN of the source. */
+        for (int k = 0; k <= LLMQ_LIN_V; k += LLMQ_LIN_V) {
+            const llmq_weight *sw = &src->layers[0].lin[k], *qw = &m->layers[0].lin[k];
+            size_t row_bytes = llmq_row_size(qw->type, sw->cols);
+            unsigned char *want = malloc(row_bytes * sw->rows), *perm = malloc(row_bytes * sw->rows);
+            int group = llmq_type_get(qw->type)->is_quantized ? 128 : 0;
+            cr_assert_eq(llmq_quantize_rows(qw->type, sw->data, sw->rows, sw->cols, group, false, want), LLMQ_OK);
+            const void *expect = want;
+            if (k == LLMQ_LIN_Q) {
+                int32_t map[256];
+                llmq_gguf_qk_row_map(sw->rows, 4, map);
+                llmq_gguf_permute_rows(perm, want, sw->rows, row_bytes, map);
+                expect = perm;
+            }
+            cr_expect_eq(memcmp(qw->data, expect, row_bytes * sw->rows), 0, "%s: %s bytes differ", types[i].type,
+                         llmq_linear_names[k]);
+            free(want);
+            free(perm);
+        }
+        cr_assert_eq(llmq_forward(m, ids, n, got), LLMQ_OK, "%s", llmq_last_error());
+        double rel = llmq_rel_error(ref, got, (size_t)n * V);
+        cr_log_info("%s: logits rel error %g, nll %g vs %g", types[i].type, rel, mean_nll(got, ids, n, V), nll_ref);
+        cr_expect_leq(rel, types[i].max_rel, "%s: logits moved by %g (relative)", types[i].type, rel);
+        cr_expect_gt(rep.n_tensors, 0);
+        for (int t = 0; t < rep.n_tensors; t++)
+            if (strstr(rep.tensors[t].name, "attn_q"))
+                cr_expect_lt(rep.tensors[t].rel_error, 0.2, "%s %s error %g", types[i].type, rep.tensors[t].name,
+                             rep.tensors[t].rel_error);
+        llmq_quant_report_free(&rep);
+        llmq_model_free(m);
+    }
+    free(ref);
+    free(got);
+    llmq_model_free(src);
+    llmq_tokenizer_free(tok);
+}
+
+/* ------------------------------------------------------------ stories260K acceptance */
+
+static int32_t *load_ids(const char *path, size_t max, size_t *n)
+{
+    json_error_t e;
+    json_t *arr = json_load_file(path, 0, &e);
+    cr_assert_not_null(arr, "%s: %s", path, e.text);
+    *n = json_array_size(arr) < max ? json_array_size(arr) : max;
+    int32_t *ids = malloc(*n * sizeof *ids);
+    for (size_t i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    json_decref(arr);
+    return ids;
+}
+
+Test(gguf_model, stories260k_f32_gguf_matches_safetensors)
+{
+    char dir[512], tokens_path[512], path[512];
+    REQUIRE_SHARED(dir, "models/stories260K");
+    REQUIRE_SHARED(tokens_path, "models/stories260K/eval_tokens.json");
+    llmq_model *src = llmq_model_load(dir);
+    cr_assert_not_null(src, "%s", llmq_last_error());
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert_not_null(tok, "%s", llmq_last_error());
+    tmp_path(path, sizeof path, "gguf-260k");
+    quantize_to(src, tok, path, "f32", 0, NULL);
+    llmq_model *m = llmq_model_load(path);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    size_t n_ids;
+    int32_t *ids = load_ids(tokens_path, 1024, &n_ids);
+    int n = 256, V = src->cfg.vocab_size;
+    float *a = malloc((size_t)n * V * sizeof *a), *b = malloc((size_t)n * V * sizeof *b);
+    cr_assert_eq(llmq_forward(src, ids, n, a), LLMQ_OK);
+    cr_assert_eq(llmq_forward(m, ids, n, b), LLMQ_OK);
+    /* Only the summation order inside q·k differs (adjacent vs rotate_half pairs). */
+    double scale, d = max_abs_diff(b, a, (size_t)n * V, &scale);
+    cr_expect_leq(d, 1e-5 * scale, "logits differ by %g (max |logit| %g)", d, scale);
+    llmq_ppl_opts o = {.ctx = 256, .protocol = LLMQ_PPL_GPTQ, .bos_id = -1, .kl_base = src};
+    llmq_ppl_result r;
+    cr_assert_eq(llmq_perplexity(m, ids, n_ids, &o, &r), LLMQ_OK, "%s", llmq_last_error());
+    cr_expect_lt(r.kld, 1e-6, "KL %g", r.kld);
+    cr_expect_eq(r.top1_agree, 1.0, "top-1 agreement %g", r.top1_agree);
+    cr_expect_leq(fabs(r.ppl - r.base_ppl), 1e-6 * r.base_ppl);
+    /* The GGUF carries the tokenizer: same ids as tokenizer.json. */
+    llmq_tokenizer *gt = llmq_tokenizer_load_gguf(path);
+    cr_assert_not_null(gt, "%s", llmq_last_error());
+    static const char text[] = "Once upon a time, there was a little girl named Lily. She liked to play!";
+    int32_t *x, *y;
+    size_t nx, ny;
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, sizeof text - 1, 1, &x, &nx), LLMQ_OK);
+    cr_assert_eq(llmq_tokenizer_encode(gt, text, sizeof text - 1, 1, &y, &ny), LLMQ_OK);
+    cr_expect_eq(nx, ny);
+    cr_expect_eq(memcmp(x, y, nx * sizeof *x), 0);
+    free(x);
+    free(y);
+    llmq_tokenizer_free(gt);
+    free(ids);
+    free(a);
+    free(b);
+    llmq_model_free(m);
+    llmq_model_free(src);
+    llmq_tokenizer_free(tok);
+}
+
+Test(gguf_model, stories_7m_q4_k_m_has_llamacpp_mix_and_stays_close)
+{
+    char dir[512], tokens_path[512], path[512];
+    REQUIRE_SHARED(dir, "models/stories-llama-7m");
+    REQUIRE_SHARED(tokens_path, "models/stories-llama-7m/eval_tokens.json");
+    llmq_model *src = llmq_model_load(dir);
+    cr_assert_not_null(src, "%s", llmq_last_error());
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    tmp_path(path, sizeof path, "gguf-7m");
+    quantize_to(src, tok, path, "q4_k_m", 128, NULL);
+    llmq_model *m = llmq_model_load(path);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    for (int l = 0; l < 6; l++) {
+        llmq_type want = (l == 2 || l == 5) ? LLMQ_TYPE_Q6_K : LLMQ_TYPE_Q4_K; /* use_more_bits(l, 6) */
+        cr_expect_eq(m->layers[l].lin[LLMQ_LIN_V].type, want, "layer %d attn_v", l);
+        cr_expect_eq(m->layers[l].lin[LLMQ_LIN_DOWN].type, want, "layer %d ffn_down", l);
+        cr_expect_eq(m->layers[l].lin[LLMQ_LIN_Q].type, LLMQ_TYPE_Q4_K);
+    }
+    cr_expect_eq(m->lm_head.type, LLMQ_TYPE_Q6_K);
+    cr_expect_eq(m->embed.type, LLMQ_TYPE_Q4_K);
+    size_t n_ids;
+    int32_t *ids = load_ids(tokens_path, 1024, &n_ids);
+    llmq_ppl_opts o = {.ctx = 512, .protocol = LLMQ_PPL_LLAMACPP, .bos_id = 1, .kl_base = src};
+    llmq_ppl_result r;
+    cr_assert_eq(llmq_perplexity(m, ids, n_ids, &o, &r), LLMQ_OK, "%s", llmq_last_error());
+    cr_expect_lt(r.kld, 0.01, "KL %g", r.kld);
+    cr_expect_gt(r.top1_agree, 0.9);
+    cr_expect_lt(fabs(r.ppl / r.base_ppl - 1), 0.02, "ppl %g vs %g", r.ppl, r.base_ppl);
+    free(ids);
+    llmq_model_free(m);
+    llmq_model_free(src);
+    llmq_tokenizer_free(tok);
+}
+
+/* ------------------------------------------------------------ incomplete files */
+
+/* A minimal llama GGUF with one kv left out (skip) or one tensor left out. */
+static void write_partial(const char *path, const char *skip_key, const char *skip_tensor)
+{
+    llmq_gguf_writer *w = llmq_gguf_writer_new(path);
+    cr_assert_not_null(w);
+    const char *keys[] = {"llama.block_count", "llama.embedding_length", "llama.feed_forward_length",
+                          "llama.attention.head_count", "llama.context_length"};
+    const uint32_t vals[] = {1, 32, 64, 4, 128};
+    if (!skip_key || strcmp(skip_key, "general.architecture")) llmq_gguf_writer_add_str(w, "general.architecture", "llama");
+    for (int i = 0; i < 5; i++)
+        if (!skip_key || strcmp(skip_key, keys[i])) llmq_gguf_writer_add_u32(w, keys[i], vals[i]);
+    if (!skip_key || strcmp(skip_key, "llama.attention.layer_norm_rms_epsilon"))
+        llmq_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    struct {
+        const char *name;
+        int n_dims;
+        int64_t ne[2];
+    } t[] = {{"token_embd.weight", 2, {32, 16}},     {"output_norm.weight", 1, {32, 1}},
+             {"blk.0.attn_norm.weight", 1, {32, 1}}, {"blk.0.ffn_norm.weight", 1, {32, 1}},
+             {"blk.0.attn_q.weight", 2, {32, 32}},   {"blk.0.attn_k.weight", 2, {32, 32}},
+             {"blk.0.attn_v.weight", 2, {32, 32}},   {"blk.0.attn_output.weight", 2, {32, 32}},
+             {"blk.0.ffn_gate.weight", 2, {32, 64}}, {"blk.0.ffn_up.weight", 2, {32, 64}},
+             {"blk.0.ffn_down.weight", 2, {64, 32}}};
+    size_t nt = sizeof t / sizeof t[0];
+    for (size_t i = 0; i < nt; i++)
+        if (!skip_tensor || strcmp(skip_tensor, t[i].name))
+            cr_assert_eq(llmq_gguf_writer_add_tensor(w, t[i].name, LLMQ_TYPE_F32, t[i].n_dims, t[i].ne), LLMQ_OK);
+    cr_assert_eq(llmq_gguf_writer_begin(w), LLMQ_OK, "%s", llmq_last_error());
+    static float zeros[64 * 32];
+    for (size_t i = 0; i < nt; i++)
+        if (!skip_tensor || strcmp(skip_tensor, t[i].name))
+            cr_assert_eq(llmq_gguf_writer_write_tensor(w, t[i].name, zeros, (size_t)(t[i].ne[0] * t[i].ne[1]) * 4), LLMQ_OK);
+    cr_assert_eq(llmq_gguf_writer_finish(w), LLMQ_OK, "%s", llmq_last_error());
+}
+
+Test(gguf_model, missing_keys_and_tensors_give_clean_errors)
+{
+    char path[512];
+    tmp_path(path, sizeof path, "gguf-partial");
+    write_partial(path, NULL, NULL);
+    llmq_model *m = llmq_model_load(path);
+    cr_assert_not_null(m, "the complete file loads: %s", llmq_last_error());
+    cr_expect_eq(m->cfg.head_dim, 8);
+    cr_expect(m->cfg.tie_word_embeddings);
+    llmq_model_free(m);
+    const char *keys[] = {"general.architecture", "llama.block_count", "llama.embedding_length",
+                          "llama.feed_forward_length", "llama.attention.head_count", "llama.context_length",
+                          "llama.attention.layer_norm_rms_epsilon"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        write_partial(path, keys[i], NULL);
+        cr_expect_null(llmq_model_load(path), "%s missing but loaded", keys[i]);
+        cr_expect(strstr(llmq_last_error(), keys[i]) && strstr(llmq_last_error(), path), "%s: '%s'", keys[i],
+                  llmq_last_error());
+    }
+    const char *tensors[] = {"token_embd.weight", "blk.0.ffn_down.weight", "blk.0.attn_norm.weight"};
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++) {
+        write_partial(path, NULL, tensors[i]);
+        cr_expect_null(llmq_model_load(path), "%s missing but loaded", tensors[i]);
+        cr_expect(strstr(llmq_last_error(), tensors[i]), "%s: '%s'", tensors[i], llmq_last_error());
+    }
+    /* A file without a vocabulary loads as a model but has no tokenizer. */
+    cr_expect_null(llmq_tokenizer_load_gguf(path));
+    cr_expect(strstr(llmq_last_error(), "tokenizer.ggml.model"), "%s", llmq_last_error());
+}
+
+/* ------------------------------------------------------------ llama.cpp vocab tests */
+
+/* tests/test-tokenizer-0.cpp: add_special = false, one .out line per string. */
+static void check_vocab(const char *name)
+{
+    char base[512], gguf[700], inp[720], outp[720];
+    REQUIRE_SHARED(base, "tokenizers/llamacpp-vocab-tests");
+    snprintf(gguf, sizeof gguf, "%s/ggml-vocab-%s.gguf", base, name);
+    snprintf(inp, sizeof inp, "%s.inp", gguf);
+    snprintf(outp, sizeof outp, "%s.out", gguf);
+    llmq_tokenizer *tok = llmq_tokenizer_load_gguf(gguf);
+    cr_assert_not_null(tok, "%s: %s", name, llmq_last_error());
+    size_t in_len, out_len;
+    char *in = llmq_read_file(inp, 0, &in_len), *out = llmq_read_file(outp, 0, &out_len);
+    cr_assert(in && out, "%s", llmq_last_error());
+    static const char SEP[] = "\n__ggml_vocab_test__\n";
+    const char *p = in, *end = in + in_len;
+    char *line = out, *save = NULL;
+    size_t count = 0, bad = 0;
+    for (;;) {
+        const char *q = memmem(p, (size_t)(end - p), SEP, sizeof SEP - 1);
+        size_t n = q ? (size_t)(q - p) : (size_t)(end - p);
+        char *nl = strchr(line, '\n');
+        cr_assert(nl, "%s: fewer .out lines than strings", name);
+        *nl = 0;
+        int32_t *ids;
+        size_t nid;
+        cr_assert_eq(llmq_tokenizer_encode(tok, p, n, 0, &ids, &nid), LLMQ_OK);
+        size_t k = 0;
+        int same = 1;
+        for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save), k++)
+            if (k >= nid || ids[k] != atoi(t)) same = 0;
+        if (!same || k != nid) {
+            cr_log_error("%s: string %zu (%.40s) differs from llama.cpp's ids", name, count, p);
+            bad++;
+        }
+        free(ids);
+        count++;
+        line = nl + 1;
+        if (!q || q + sizeof SEP - 1 == end) break;
+        p = q + sizeof SEP - 1;
+    }
+    cr_expect_gt(count, 30);
+    cr_expect_eq(bad, 0, "%s: %zu of %zu strings differ", name, bad, count);
+    free(in);
+    free(out);
+    llmq_tokenizer_free(tok);
+}
+
+Test(gguf_vocab, llama_spm) { check_vocab("llama-spm"); }
+Test(gguf_vocab, phi_3) { check_vocab("phi-3"); }
+Test(gguf_vocab, gpt_2) { check_vocab("gpt-2"); }
+
+/* Vocabularies the tokenizer does not implement: a clean, named refusal. */
+Test(gguf_vocab, unsupported_vocabularies_are_refused_cleanly)
+{
+    static const char *const names[] = {"bert-bge", "deepseek-coder", "deepseek-llm", "falcon",
+                                        "mpt",      "refact",         "starcoder"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char rel[256], path[512];
+        snprintf(rel, sizeof rel, "tokenizers/llamacpp-vocab-tests/ggml-vocab-%s.gguf", names[i]);
+        REQUIRE_SHARED(path, rel);
+        llmq_tokenizer *tok = llmq_tokenizer_load_gguf(path);
+        cr_expect_null(tok, "%s: unexpectedly supported (move it to the tested list)", names[i]);
+        cr_expect(strstr(llmq_last_error(), "unsupported"), "%s: '%s'", names[i], llmq_last_error());
+        llmq_tokenizer_free(tok);
+    }
+}
