@@ -47,12 +47,17 @@ int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_
 
 /* ------------------------------------------------------------ matrix plumbing */
 
+/* Threads only where a parallel region has enough work to pay for its
+ * barrier: on a small or shared machine spinning workers otherwise cost more
+ * than the work (`work` counts rough element operations). */
+static inline bool worth_threads(size_t work) { return work >= ((size_t)1 << 20); }
+
 /* Copies the strict upper triangle of the n × n row-major A into the lower
  * one, in tiles so both sides stay in cache. */
 static void mirror_upper(float *A, int n)
 {
     enum { T = 64 };
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) if (worth_threads((size_t)n * n))
     for (int bi = 0; bi < n; bi += T)
         for (int bj = 0; bj <= bi; bj += T)
             for (int i = bi; i < bi + T && i < n; i++)
@@ -89,7 +94,7 @@ static int permute_symmetric(float *A, int n, const int *p)
     free(tmp);
     free(done);
     int failed = 0;
-    #pragma omp parallel
+    #pragma omp parallel if (worth_threads((size_t)n * n))
     {
         float *buf = malloc(sizeof *buf * (size_t)n);
         if (!buf) {
@@ -221,7 +226,7 @@ static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_typ
     for (int r0 = 0; r0 < rows && !failed; r0 += CHUNK) {
         const int m = rows - r0 < CHUNK ? rows - r0 : CHUNK;
         double w2 = 0, d2 = 0;
-        #pragma omp parallel reduction(+ : w2, d2)
+        #pragma omp parallel reduction(+ : w2, d2) if (worth_threads((size_t)m * n * 8))
         {
             llmq_grid *grids = malloc(sizeof *grids * (size_t)ng);
             float *delta = malloc(sizeof *delta * (size_t)n);
@@ -253,7 +258,7 @@ static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_typ
         if (failed) break;
         cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, 2 * m, n, 1.0f, fac, n, S, n);
         double a = 0, b = 0;
-        #pragma omp parallel for reduction(+ : a, b) schedule(static)
+        #pragma omp parallel for reduction(+ : a, b) schedule(static) if (worth_threads((size_t)m * n * 2))
         for (int k = 0; k < 2 * m; k++) {
             const float *v = S + (size_t)k * n;
             double acc = 0;
@@ -345,12 +350,12 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     for (int i = 0; i < n; i++) pr[i] = perm[n - 1 - i];
 
     /* Working weights in sweep order; static grids from the original rows. */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (worth_threads((size_t)rows * n))
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < n; i++) s.w[(size_t)r * n + i] = dead[perm[i]] ? 0.0f : W[(size_t)r * n + perm[i]];
     if (o.act_order) {
         int failed = 0;
-        #pragma omp parallel
+        #pragma omp parallel if (worth_threads((size_t)rows * n * 8))
         {
             float *row = malloc(sizeof *row * (size_t)n);
             llmq_rtn_opts ro = {.search = o.grid_search, .importance = NULL};
@@ -421,7 +426,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
         const int i2 = i1 + B < n ? i1 + B : n, bw = i2 - i1;
         for (int a = 0; a < bw; a++) memcpy(s.ublk + (size_t)a * B + a, H + (size_t)(i1 + a) * n + i1 + a, sizeof(float) * (size_t)(bw - a));
         double block_loss = 0;
-        #pragma omp parallel for reduction(+ : block_loss) schedule(static)
+        #pragma omp parallel for reduction(+ : block_loss) schedule(static) if (worth_threads((size_t)rows * bw * bw))
         for (int r = 0; r < rows; r++) block_loss += sweep_row_block(&s, r, i1, i2);
         loss += block_loss;
         if (i2 < n)
@@ -434,7 +439,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     double delta2 = 0, dead2 = 0;
     int failed = 0;
     char message[256] = "";
-    #pragma omp parallel reduction(+ : delta2, dead2)
+    #pragma omp parallel reduction(+ : delta2, dead2) if (worth_threads((size_t)rows * n * 4))
     {
         int8_t *q = malloc((size_t)n);
         if (!q) {
