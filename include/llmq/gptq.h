@@ -51,6 +51,10 @@ typedef struct {
     float damp_used;  /* the damp fraction the Cholesky succeeded with */
     int retries;      /* how many times damp was raised */
     int dead_columns; /* columns with H_ii == 0 (input feature never active): set to 0 */
+    /* Wall time: preparing and factoring H (Cholesky, triangular inverse);
+     * the two error traces above (one triangular product each, about as
+     * much as the sweep's GEMMs); the column sweep and packing. */
+    double seconds_factor, seconds_stats, seconds_sweep;
 } llmq_gptq_stats;
 
 /* Adds n_tokens rows of activations X (n_tokens × cols, row-major) to the

@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,7 +193,10 @@ static double sweep_row_block(const sweep_ctx *s, int r, int i1, int i2)
         codes[i] = (int8_t)q;
         err[i - i1] = e;
         loss += (double)e * e;
-        for (int j = i + 1; j < i2; j++) w[j] -= e * u[j];
+        float *restrict wr = w;
+        const float *restrict ur = u;
+        #pragma omp simd
+        for (int j = i + 1; j < i2; j++) wr[j] -= e * ur[j];
     }
     return loss;
 }
@@ -304,6 +308,8 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
             if (!isfinite(H[(size_t)i * n + j]))
                 return llmq_error("gptq %s: Hessian element [%d][%d] is %s", tname, i, j, isnan(H[(size_t)i * n + j]) ? "NaN" : "infinite");
 
+    const double t_start = omp_get_wtime();
+    double t_factored = 0, t_inverted = 0;
     const int ng = llmq_group_count(n, G);
     const int B = effective_block(type, G, o.block_size);
     int rc = LLMQ_ERR;
@@ -409,11 +415,13 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
         mirror_upper(H, n); /* the factorisation wrote the lower triangle only */
     }
 
+    t_factored = omp_get_wtime();
     pre_stats pre = {0, 0, 0, 0};
     if (stats && rtn_stats(W, rows, n, H, type, G, o.grid_search, pr, dead, &pre) != LLMQ_OK) {
         llmq_error("gptq %s: out of memory for the error statistics", tname);
         goto done;
     }
+    const double t_stats = omp_get_wtime() - t_factored;
     lapack_int info = LAPACKE_strtri_work(LAPACK_COL_MAJOR, 'U', 'N', n, H, n);
     if (info != 0) {
         llmq_error("gptq %s: LAPACK strtri failed (info %d) on the Cholesky factor", tname, (int)info);
@@ -421,6 +429,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     }
     reverse_all(H, n); /* the row-major upper triangle is now U, H_p⁻¹ = UᵀU */
 
+    t_inverted = omp_get_wtime();
     double loss = 0;
     for (int i1 = 0; i1 < n; i1 += B) {
         const int i2 = i1 + B < n ? i1 + B : n, bw = i2 - i1;
@@ -482,6 +491,9 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
         stats->damp_used = damp;
         stats->retries = retries;
         stats->dead_columns = n_dead;
+        stats->seconds_factor = t_inverted - t_start - t_stats;
+        stats->seconds_stats = t_stats;
+        stats->seconds_sweep = omp_get_wtime() - t_inverted;
     }
     rc = LLMQ_OK;
 done:
