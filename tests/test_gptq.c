@@ -137,16 +137,17 @@ static double output_error(const problem *p, const float *W, const float *Q)
     return e;
 }
 
-/* RTN of W (llmq_rtn_grids + llmq_pack_row), dequantized. */
-static float *rtn_dequant(const problem *p, llmq_type t, int G)
+/* RTN of W (llmq_rtn_grids + llmq_pack_row), dequantized. `search` as in llmq_rtn_opts. */
+static float *rtn_dequant(const problem *p, llmq_type t, int G, bool search)
 {
     const llmq_type_traits *tr = llmq_type_get(t);
     const size_t rb = llmq_row_size(t, p->cols);
     llmq_grid grids[COLS];
     unsigned char *blk = malloc(rb);
     float *Q = malloc(sizeof *Q * (size_t)p->rows * p->cols);
+    const llmq_rtn_opts ro = {.search = search, .importance = NULL};
     for (int r = 0; r < p->rows; r++) {
-        cr_assert_eq(llmq_rtn_grids(t, p->W + (size_t)r * p->cols, p->cols, G, grids, NULL), LLMQ_OK);
+        cr_assert_eq(llmq_rtn_grids(t, p->W + (size_t)r * p->cols, p->cols, G, grids, &ro), LLMQ_OK);
         cr_assert_eq(llmq_pack_row(t, p->W + (size_t)r * p->cols, p->cols, G, grids, blk), LLMQ_OK);
         tr->to_float(blk, Q + (size_t)r * p->cols, p->cols);
     }
@@ -188,7 +189,7 @@ static double *dense_inverse(const double *H, int n)
  * step. Grids: without act_order fitted when a group (K-quants: super-block
  * first) starts, on the current weights; with act_order static, from the
  * original rows. Dead columns and damping as the reference does. */
-static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order)
+static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order, bool search)
 {
     const int n = p->cols, rows = p->rows, ng = llmq_group_count(n, G);
     double *Hd = malloc(sizeof *Hd * (size_t)n * n);
@@ -222,7 +223,8 @@ static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order)
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < n; c++) orig[c] = dead[c] ? 0.0f : p->W[(size_t)r * n + c];
         for (int i = 0; i < n; i++) w[(size_t)r * n + i] = orig[perm[i]];
-        if (act_order) cr_assert_eq(llmq_rtn_grids(t, orig, n, G, grids + (size_t)r * ng, NULL), LLMQ_OK);
+        const llmq_rtn_opts ro = {.search = search, .importance = NULL};
+        if (act_order) cr_assert_eq(llmq_rtn_grids(t, orig, n, G, grids + (size_t)r * ng, &ro), LLMQ_OK);
     }
     float *Q = malloc(sizeof *Q * (size_t)rows * n);
     for (int i = 0; i < n; i++) {
@@ -234,13 +236,13 @@ static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order)
                     llmq_real_grid real[16];
                     for (int g = 0; g < LLMQ_QK_K / G; g++) {
                         for (int k = 0; k < G; k++) buf[k] = (float)wr[i + g * G + k];
-                        real[g] = llmq_grid_fit(t, buf, G, NULL, false);
+                        real[g] = llmq_grid_fit(t, buf, G, NULL, search);
                     }
                     sb[r] = llmq_superblock_choose(t, real, LLMQ_QK_K / G);
                 }
                 const int len = n - i < G ? n - i : G;
                 for (int k = 0; k < len; k++) buf[k] = (float)wr[i + k];
-                grids[(size_t)r * ng + i / G] = llmq_grid_from_real(t, llmq_grid_fit(t, buf, len, NULL, false), &sb[r]);
+                grids[(size_t)r * ng + i / G] = llmq_grid_from_real(t, llmq_grid_fit(t, buf, len, NULL, search), &sb[r]);
             }
             const llmq_grid *g = &grids[(size_t)r * ng + perm[i] / G];
             const float v = llmq_grid_value(g, llmq_grid_round(g, (float)wr[i]));
@@ -335,7 +337,7 @@ Test(gptq, beats_rtn_and_matches_dense_reference)
             unsigned char *packed;
             llmq_gptq_stats st;
             float *Wq = run_gptq(&p, t, G, NULL, &packed, &st);
-            float *Qr = rtn_dequant(&p, t, G), *Qd = dense_gptq(&p, t, G, false);
+            float *Qr = rtn_dequant(&p, t, G, false), *Qd = dense_gptq(&p, t, G, false, false);
             const double e = output_error(&p, p.W, Wq), e_rtn = output_error(&p, p.W, Qr), e_dense = output_error(&p, p.W, Qd);
             cr_log_info("%s g%d: rel err rtn %.4g gptq %.4g dense %.4g (stats rtn %.4g gptq %.4g)", name, G, e_rtn / ref, e / ref,
                         e_dense / ref, st.err_rtn, st.err_gptq);
@@ -380,9 +382,9 @@ Test(gptq, act_order_static_groups_stay_contiguous)
     const double ref = output_error(&p, p.W, NULL);
     llmq_gptq_opts o = llmq_gptq_default_opts();
     o.act_order = true;
-    for (int ti = 0; ti < N_TYPES; ti++) {
-        const llmq_type t = all_types[ti];
-        const int G = 128;
+    for (int k = 0; k < 2 * N_TYPES; k++) {
+        const llmq_type t = all_types[k / 2];
+        const int G = k % 2 ? 128 : 32;
         const char *name = llmq_type_get(t)->name;
         const size_t rb = llmq_row_size(t, COLS);
         unsigned char *packed;
@@ -401,11 +403,11 @@ Test(gptq, act_order_static_groups_stay_contiguous)
             cr_assert_arr_eq(again, packed + (size_t)r * rb, rb, "%s row %d: groups differ from the static grids", name, r);
         }
         free(again);
-        float *Qr = rtn_dequant(&p, t, G), *Qd = dense_gptq(&p, t, G, true);
+        float *Qr = rtn_dequant(&p, t, G, false), *Qd = dense_gptq(&p, t, G, true, false);
         const double e = output_error(&p, p.W, Wq), e_rtn = output_error(&p, p.W, Qr), e_dense = output_error(&p, p.W, Qd);
         cr_log_info("%s g%d act-order: rel err rtn %.4g gptq %.4g dense %.4g", name, G, e_rtn / ref, e / ref, e_dense / ref);
-        cr_assert_lt(e, 0.9 * e_rtn, "%s act-order: gptq %g not below rtn %g", name, e, e_rtn);
-        cr_assert_lt(fabs(e - e_dense), 0.01 * e_dense, "%s act-order: gptq %g vs dense reference %g", name, e, e_dense);
+        cr_assert_lt(e, 0.9 * e_rtn, "%s g%d act-order: gptq %g not below rtn %g", name, G, e, e_rtn);
+        cr_assert_lt(fabs(e - e_dense), 0.01 * e_dense, "%s g%d act-order: gptq %g vs dense reference %g", name, G, e, e_dense);
         cr_assert_lt(fabs(st.err_gptq - e / ref), 0.02 * e / ref);
         free(Wq); free(Qr); free(Qd); free(packed);
     }
@@ -445,7 +447,7 @@ Test(gptq, dead_columns)
             unsigned char *packed;
             llmq_gptq_stats st;
             float *Wq = run_gptq(&p, t, 64, &o, &packed, &st);
-            float *Qr = rtn_dequant(&p, t, 64);
+            float *Qr = rtn_dequant(&p, t, 64, false);
             const double e = output_error(&p, p.W, Wq), e_rtn = output_error(&p, p.W, Qr);
             const double ref = output_error(&p, p.W, NULL);
             cr_assert_eq(st.dead_columns, 4);
@@ -530,5 +532,52 @@ Test(gptq, threads_give_the_same_result)
     cr_assert_float_eq(st[1].err_rtn, st[0].err_rtn, 1e-4 * st[0].err_rtn);
     cr_assert_float_eq(st[1].err_gptq, st[0].err_gptq, 0.01 * st[0].err_gptq);
     for (int k = 0; k < 2; k++) { free(Wq[k]); free(pk[k]); }
+    free_problem(&p);
+}
+
+/* Shapes off the common path: a short last group (Q4_0/Q4_1/Q8_0 take any
+ * multiple of 32), groups wider than the lazy block (the block widens to
+ * them), a block width that does not divide a K-quant super-block, and the
+ * error-minimising grid search. Each still matches the dense reference. */
+Test(gptq, odd_shapes_and_grid_search)
+{
+    problem p = make_problem(ROWS, 320, 640, 0x5eed0009);
+    const double ref = output_error(&p, p.W, NULL);
+    struct { llmq_type t; int G, block; bool search; } cases[] = {
+        {LLMQ_TYPE_Q4_0, 128, 128, false}, /* 320 = 2·128 + 64 */
+        {LLMQ_TYPE_Q4_1, 96, 128, false},  /* 320 = 3·96 + 32, block → 192 */
+        {LLMQ_TYPE_Q8_0, 256, 128, false}, /* block → 256 */
+        {LLMQ_TYPE_Q4_0, 64, 128, true},
+        {LLMQ_TYPE_Q4_1, 32, 128, true},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const llmq_type t = cases[k].t;
+        const int G = cases[k].G;
+        llmq_gptq_opts o = llmq_gptq_default_opts();
+        o.block_size = cases[k].block;
+        o.grid_search = cases[k].search;
+        unsigned char *packed;
+        llmq_gptq_stats st;
+        float *Wq = run_gptq(&p, t, G, &o, &packed, &st);
+        float *Qr = rtn_dequant(&p, t, G, cases[k].search), *Qd = dense_gptq(&p, t, G, false, cases[k].search);
+        const double e = output_error(&p, p.W, Wq), e_rtn = output_error(&p, p.W, Qr), e_dense = output_error(&p, p.W, Qd);
+        const char *name = llmq_type_get(t)->name;
+        cr_log_info("%s g%d search %d: rel err rtn %.4g gptq %.4g dense %.4g", name, G, cases[k].search, e_rtn / ref, e / ref, e_dense / ref);
+        cr_assert_lt(e, 0.9 * e_rtn, "%s g%d: gptq %g not below rtn %g", name, G, e, e_rtn);
+        cr_assert_lt(fabs(e - e_dense), 0.01 * e_dense, "%s g%d: gptq %g vs dense reference %g", name, G, e, e_dense);
+        cr_assert_lt(fabs(st.err_rtn - e_rtn / ref), 0.001 * e_rtn / ref);
+        free(Wq); free(Qr); free(Qd); free(packed);
+    }
+    /* K-quant with a block of 96 (not a divisor of 256): widened to 256. */
+    problem q = make_problem(ROWS, 512, 640, 0x5eed000a);
+    llmq_gptq_opts o = llmq_gptq_default_opts();
+    o.block_size = 96;
+    unsigned char *packed;
+    float *Wq = run_gptq(&q, LLMQ_TYPE_Q4_K, 32, &o, &packed, NULL);
+    float *Qd = dense_gptq(&q, LLMQ_TYPE_Q4_K, 32, false, false);
+    const double e = output_error(&q, q.W, Wq), e_dense = output_error(&q, q.W, Qd);
+    cr_assert_lt(fabs(e - e_dense), 0.01 * e_dense, "q4_k block 96: gptq %g vs dense reference %g", e, e_dense);
+    free(Wq); free(Qd); free(packed);
+    free_problem(&q);
     free_problem(&p);
 }
