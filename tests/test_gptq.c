@@ -186,9 +186,10 @@ static double *dense_inverse(const double *H, int n)
 /* GPTQ as the paper's OBS steps (§3, eqs. 2–3), column by column on the
  * whole matrix: quantize column i, move the remaining weights by
  * −err·H⁻¹[i, j]/H⁻¹[i, i], remove i from H⁻¹ by one Gaussian elimination
- * step. Grids: without act_order fitted when a group (K-quants: super-block
- * first) starts, on the current weights; with act_order static, from the
- * original rows. Dead columns and damping as the reference does. */
+ * step. Grids: without act_order fitted when a group starts, on the current
+ * weights (K-quants: under the super-block d/dmin chosen from the original
+ * row); with act_order static, from the original rows. Dead columns and
+ * damping as the reference does. */
 static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order, bool search)
 {
     const int n = p->cols, rows = p->rows, ng = llmq_group_count(n, G);
@@ -217,10 +218,11 @@ static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order, bool se
         for (int j = 0; j < n; j++) Hinv[(size_t)i * n + j] = p->hinv[(size_t)perm[i] * n + perm[j]];
 
     double *w = malloc(sizeof *w * (size_t)rows * n);
-    float *orig = malloc(sizeof *orig * (size_t)n), *buf = malloc(sizeof *buf * LLMQ_QK_K);
+    float *orig_rows = malloc(sizeof *orig_rows * (size_t)rows * n), *buf = malloc(sizeof *buf * LLMQ_QK_K);
     llmq_grid *grids = malloc(sizeof *grids * (size_t)rows * ng);
     llmq_superblock *sb = calloc((size_t)rows, sizeof *sb);
     for (int r = 0; r < rows; r++) {
+        float *orig = orig_rows + (size_t)r * n;
         for (int c = 0; c < n; c++) orig[c] = dead[c] ? 0.0f : p->W[(size_t)r * n + c];
         for (int i = 0; i < n; i++) w[(size_t)r * n + i] = orig[perm[i]];
         const llmq_rtn_opts ro = {.search = search, .importance = NULL};
@@ -232,12 +234,9 @@ static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order, bool se
         for (int r = 0; r < rows; r++) {
             double *wr = w + (size_t)r * n;
             if (!act_order && i % G == 0) {
-                if (llmq_type_is_k(t) && i % LLMQ_QK_K == 0) {
+                if (llmq_type_is_k(t) && i % LLMQ_QK_K == 0) { /* d/dmin from the original row */
                     llmq_real_grid real[16];
-                    for (int g = 0; g < LLMQ_QK_K / G; g++) {
-                        for (int k = 0; k < G; k++) buf[k] = (float)wr[i + g * G + k];
-                        real[g] = llmq_grid_fit(t, buf, G, NULL, search);
-                    }
+                    for (int g = 0; g < LLMQ_QK_K / G; g++) real[g] = llmq_grid_fit(t, orig_rows + (size_t)r * n + i + g * G, G, NULL, search);
                     sb[r] = llmq_superblock_choose(t, real, LLMQ_QK_K / G);
                 }
                 const int len = n - i < G ? n - i : G;
@@ -255,7 +254,7 @@ static float *dense_gptq(problem *p, llmq_type t, int G, bool act_order, bool se
             for (int k = i + 1; k < n; k++) Hinv[(size_t)j * n + k] -= f * Hinv[(size_t)i * n + k];
         }
     }
-    free(Hd); free(Hinv); free(w); free(orig); free(buf); free(grids); free(sb);
+    free(Hd); free(Hinv); free(w); free(orig_rows); free(buf); free(grids); free(sb);
     return Q;
 }
 
@@ -537,7 +536,7 @@ Test(gptq, threads_give_the_same_result)
 
 /* Shapes off the common path: a short last group (Q4_0/Q4_1/Q8_0 take any
  * multiple of 32), groups wider than the lazy block (the block widens to
- * them), a block width that does not divide a K-quant super-block, and the
+ * them), K-quant super-blocks straddling lazy blocks, and the
  * error-minimising grid search. Each still matches the dense reference. */
 Test(gptq, odd_shapes_and_grid_search)
 {
@@ -568,7 +567,7 @@ Test(gptq, odd_shapes_and_grid_search)
         cr_assert_lt(fabs(st.err_rtn - e_rtn / ref), 0.001 * e_rtn / ref);
         free(Wq); free(Qr); free(Qd); free(packed);
     }
-    /* K-quant with a block of 96 (not a divisor of 256): widened to 256. */
+    /* K-quant with a block of 96: super-blocks straddle lazy blocks. */
     problem q = make_problem(ROWS, 512, 640, 0x5eed000a);
     llmq_gptq_opts o = llmq_gptq_default_opts();
     o.block_size = 96;

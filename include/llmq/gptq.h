@@ -13,15 +13,15 @@
  *  - without act_order (Q4_0/Q4_1/Q8_0): a group's grid is fitted when the
  *    sweep reaches its first column, on the weights as already updated by
  *    the error of the columns before it (IST-DASLab/gptq gptq.py:fasterquant);
- *  - K-quants without act_order: a super-block's fp16 d (and dmin) is fixed
- *    when the sweep reaches its first column, from the group fits of its 256
- *    then-current weights (all groups of a super-block must share it); each
- *    group's sub-block codes are then fitted lazily at its own first column
- *    under that d;
+ *  - K-quants without act_order: all groups of a 256-element super-block
+ *    share its fp16 d (and dmin), so those are fixed before the sweep from
+ *    the original row, exactly as llmq_rtn_grids() chooses them; each
+ *    group's sub-block codes are then fitted lazily, as above, under that d;
  *  - with act_order (columns by descending diag H): "static groups" — every
  *    grid is chosen from the original row before the sweep
  *    (llmq_rtn_grids), so a group is still a contiguous run of the row, as
- *    the block formats require, whatever order its columns are visited in. */
+ *    the block formats require, whatever order its columns are visited in.
+ * Dead columns (H_ii = 0) are zeroed in the original row for all of this. */
 #ifndef LLMQ_GPTQ_H
 #define LLMQ_GPTQ_H
 
@@ -32,8 +32,7 @@
 
 typedef struct {
     float damp;           /* fraction of mean(diag H) added to the diagonal (0.01) */
-    int block_size;       /* lazy-batch width (128); rounded up to a multiple of the
-                             group size (and to divide or be a multiple of 256 for K-quants) */
+    int block_size;       /* lazy-batch width (128); rounded up to a multiple of the group size */
     bool act_order;       /* columns by descending diag(H), with static groups */
     bool grid_search;     /* fit grids with llmq_grid_fit's error-minimising search
                              instead of min/max or absmax */
