@@ -514,22 +514,26 @@ Test(gptq, bad_input_errors_cleanly)
     free_problem(&p);
 }
 
-/* Rows are independent: the threaded sweep (large enough to use threads)
- * gives the single-threaded result, up to BLAS summation order. */
+/* Rows are independent: with threads (a layer large enough for the sweep,
+ * the static grids and the packing to use them) the result is the
+ * single-threaded one, up to BLAS summation order. */
 Test(gptq, threads_give_the_same_result)
 {
-    problem p = make_problem(512, 256, 512, 0x5eed0008);
+    problem p = make_problem(512, 512, 640, 0x5eed0008);
     unsigned char *pk[2];
     float *Wq[2];
     llmq_gptq_stats st[2];
+    llmq_gptq_opts o = llmq_gptq_default_opts();
+    o.act_order = true;
     for (int k = 0; k < 2; k++) {
         llmq_set_threads(k == 0 ? 1 : 2);
-        Wq[k] = run_gptq(&p, LLMQ_TYPE_Q4_K, 32, NULL, &pk[k], &st[k]);
+        Wq[k] = run_gptq(&p, LLMQ_TYPE_Q4_K, 32, &o, &pk[k], &st[k]);
     }
     const double e0 = output_error(&p, p.W, Wq[0]), e1 = output_error(&p, p.W, Wq[1]);
     cr_assert_lt(fabs(e1 - e0), 0.01 * e0, "2 threads %g vs 1 thread %g", e1, e0);
     cr_assert_float_eq(st[1].err_rtn, st[0].err_rtn, 1e-4 * st[0].err_rtn);
     cr_assert_float_eq(st[1].err_gptq, st[0].err_gptq, 0.01 * st[0].err_gptq);
+    check_on_grid(&p, LLMQ_TYPE_Q4_K, 32, pk[1], Wq[1]);
     for (int k = 0; k < 2; k++) { free(Wq[k]); free(pk[k]); }
     free_problem(&p);
 }
