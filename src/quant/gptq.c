@@ -6,9 +6,10 @@
  *     permuted in place by pr = reverse(perm) — perm being the column order
  *     (identity, or descending diag H with act_order) — so it holds J·H_p·J
  *     with H_p = H[perm][:, perm] and J the reversal;
- *  2. LAPACK's column-major upper Cholesky of that (our row-major lower
- *     triangle) gives J·H_p·J = FᵀF; the row-major strict upper triangle is
- *     untouched and restores the matrix when a damp retry is needed;
+ *  2. its Cholesky factor, written over the row-major lower triangle, is
+ *     J·H_p·J = Fᵀ·F (F upper; LAPACK would call this the column-major 'U'
+ *     factorisation of the same memory); the row-major strict upper triangle
+ *     is untouched and restores the matrix when a damp retry is needed;
  *  3. inverting F in place and reversing the whole array leaves in the
  *     row-major upper triangle U = J·F⁻ᵀ·J, upper triangular with
  *     H_p⁻¹ = UᵀU — the "upper Cholesky factor of H⁻¹" the sweep needs, for
@@ -19,7 +20,6 @@
 #include "llmq/rtn.h"
 
 #include <cblas.h>
-#include <lapacke.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -123,6 +123,83 @@ static void reverse_all(float *A, int n)
         A[a] = A[b];
         A[b] = t;
     }
+}
+
+/* Cholesky and triangular inverse on the row-major lower triangle (LAPACK's
+ * column-major 'U' of the same memory): recursive halving into BLAS-3 calls
+ * (TRSM, SYRK) down to LEAF-sized blocks done here on one thread. OpenBLAS's
+ * own spotrf/strtri (0.3.21, OpenMP build) ran 10–100× slower with 2
+ * threads than with 1 on the shared 2-core machine — a 128 × 128 spotrf
+ * took 0.3 s — while its threaded TRSM/SYRK/GEMM on large blocks did not. */
+enum { LEAF = 256 };
+
+static int cholesky_leaf(float *A, int n, int ld)
+{
+    for (int j = 0; j < n; j++) {
+        float *aj = A + (size_t)j * ld;
+        double d = aj[j];
+        for (int k = 0; k < j; k++) d -= (double)aj[k] * aj[k];
+        if (!(d > 0)) return j + 1;
+        aj[j] = (float)sqrt(d);
+        const float inv = 1.0f / aj[j];
+        for (int i = j + 1; i < n; i++) {
+            float *ai = A + (size_t)i * ld;
+            float dot = 0;
+            #pragma omp simd reduction(+ : dot)
+            for (int k = 0; k < j; k++) dot += ai[k] * aj[k];
+            ai[j] = (ai[j] - dot) * inv;
+        }
+    }
+    return 0;
+}
+
+/* Row i of L⁻¹ from the rows above it (already inverted in place):
+ * X[i][j] = −(Σ_{j≤k<i} L[i][k]·X[k][j]) / L[i][i]. */
+static void invert_leaf(float *L, int n, int ld, float *t)
+{
+    for (int i = 0; i < n; i++) {
+        float *li = L + (size_t)i * ld;
+        for (int j = 0; j < i; j++) t[j] = 0;
+        for (int k = 0; k < i; k++) {
+            const float *xk = L + (size_t)k * ld, f = li[k];
+            #pragma omp simd
+            for (int j = 0; j <= k; j++) t[j] += f * xk[j];
+        }
+        const float inv = 1.0f / li[i];
+        for (int j = 0; j < i; j++) li[j] = -t[j] * inv;
+        li[i] = inv;
+    }
+}
+
+/* A = L·Lᵀ, L overwriting A's lower triangle. Returns 0, or k > 0 when the
+ * leading k × k minor is not positive definite. */
+static int cholesky_lower(float *A, int n, int ld)
+{
+    if (n <= LEAF) return cholesky_leaf(A, n, ld);
+    const int n1 = n / 2, n2 = n - n1;
+    float *A21 = A + (size_t)n1 * ld, *A22 = A21 + n1;
+    int info = cholesky_lower(A, n1, ld);
+    if (info) return info;
+    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, n2, n1, 1.0f, A, ld, A21, ld);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, n2, n1, -1.0f, A21, ld, 1.0f, A22, ld);
+    info = cholesky_lower(A22, n2, ld);
+    return info ? info + n1 : 0;
+}
+
+/* L ← L⁻¹ for the lower-triangular L (positive diagonal):
+ * [A 0; C D]⁻¹ = [A⁻¹ 0; −D⁻¹·C·A⁻¹ D⁻¹]. */
+static void invert_lower(float *L, int n, int ld, float *scratch)
+{
+    if (n <= LEAF) {
+        invert_leaf(L, n, ld, scratch);
+        return;
+    }
+    const int n1 = n / 2, n2 = n - n1;
+    float *C = L + (size_t)n1 * ld, *D = C + n1;
+    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, 1.0f, L, ld, C, ld);
+    cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, -1.0f, D, ld, C, ld);
+    invert_lower(L, n1, ld, scratch);
+    invert_lower(D, n2, ld, scratch);
 }
 
 typedef struct { float key; int index; } sort_item;
@@ -318,7 +395,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     s.codes = malloc((size_t)rows * n);
     s.grids = malloc(sizeof *s.grids * (size_t)rows * ng);
     s.err = malloc(sizeof *s.err * (size_t)rows * B);
-    s.ublk = malloc(sizeof *s.ublk * (size_t)B * B);
+    s.ublk = malloc(sizeof *s.ublk * (size_t)(B * B > LEAF ? B * B : LEAF)); /* also invert_lower's scratch */
     s.perm = perm;
     if (!perm || !pr || !dead || !diag || !s.w || !s.codes || !s.grids || !s.err || !s.ublk) {
         llmq_error("gptq %s: out of memory for a %d × %d layer", tname, rows, n);
@@ -395,12 +472,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     for (;;) {
         lambda = (float)(damp * mean_diag);
         for (int i = 0; i < n; i++) H[(size_t)i * n + i] = hd[i] + lambda;
-        lapack_int info = LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', n, H, n);
-        if (info == 0) break;
-        if (info < 0) {
-            llmq_error("gptq %s: LAPACK spotrf rejected argument %d", tname, (int)-info);
-            goto done;
-        }
+        if (cholesky_lower(H, n, n) == 0) break;
         if (retries >= o.max_damp_retries) {
             llmq_error("gptq %s: the %d × %d Hessian is not positive definite even with damp %g (× mean diag %g = %g) after %d "
                        "retries; the calibration activations are degenerate",
@@ -419,11 +491,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
         goto done;
     }
     const double t_stats = omp_get_wtime() - t_factored;
-    lapack_int info = LAPACKE_strtri_work(LAPACK_COL_MAJOR, 'U', 'N', n, H, n);
-    if (info != 0) {
-        llmq_error("gptq %s: LAPACK strtri failed (info %d) on the Cholesky factor", tname, (int)info);
-        goto done;
-    }
+    invert_lower(H, n, n, s.ublk);
     reverse_all(H, n); /* the row-major upper triangle is now U, H_p⁻¹ = UᵀU */
 
     t_inverted = omp_get_wtime();
