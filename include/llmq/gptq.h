@@ -71,7 +71,10 @@ int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_
  * left overwritten). Writes, when non-NULL: `packed`, rows ×
  * llmq_row_size(type, cols) bytes of ggml blocks; `Wq`, the dequantized
  * result (rows × cols, exactly what the blocks decode to); `stats`. opts NULL
- * = llmq_gptq_default_opts(). Threads: OpenMP over rows + OpenBLAS.
+ * = llmq_gptq_default_opts(). stats NULL skips the two error traces, which
+ * cost about as much as the solve itself on large layers. Memory besides H
+ * (factored in place): a rows × cols fp32 working copy of W plus one code
+ * byte per weight. Threads: OpenMP over rows + OpenBLAS.
  * Errors: bad shape or type, NaN/Inf in W or H, a Hessian that is not
  * positive definite even after the damp retries (the message names the damp
  * tried), out of memory. */
