@@ -423,7 +423,15 @@ Test(gptq, hessian_is_the_running_mean_of_2xxt)
             h *= 2.0 / 100;
             cr_assert_float_eq(p.H[i * 64 + j], h, 1e-4 * fabs(h) + 1e-5, "H[%d][%d] = %g, want %g", i, j, (double)p.H[i * 64 + j], h);
         }
+    /* The first batch ignores whatever H held. */
+    float *H = malloc(sizeof(float) * 64 * 64);
+    for (int k = 0; k < 64 * 64; k++) H[k] = NAN;
     int64_t seen = 0;
+    cr_assert_eq(llmq_hessian_add(H, 64, &seen, p.X, 100), LLMQ_OK);
+    for (int i = 0; i < 64; i++)
+        for (int j = i; j < 64; j++) cr_assert_float_eq(H[i * 64 + j], p.H[i * 64 + j], 1e-4 * fabsf(p.H[i * 64 + j]) + 1e-5);
+    cr_assert_eq(seen, 100);
+    free(H);
     cr_assert_eq(llmq_hessian_add(p.H, 64, &seen, p.X, -1), LLMQ_ERR);
     free_problem(&p);
 }
@@ -580,6 +588,13 @@ Test(gptq, odd_shapes_and_grid_search)
     float *Qd = dense_gptq(&q, LLMQ_TYPE_Q4_K, 32, false, false);
     const double e = output_error(&q, q.W, Wq), e_dense = output_error(&q, q.W, Qd);
     cr_assert_lt(fabs(e - e_dense), 0.01 * e_dense, "q4_k block 96: gptq %g vs dense reference %g", e, e_dense);
+    free(Wq); free(Qd); free(packed);
+    /* Group size 0: the type's native unit (16 for Q6_K). */
+    Wq = run_gptq(&q, LLMQ_TYPE_Q6_K, 0, NULL, &packed, NULL);
+    Qd = dense_gptq(&q, LLMQ_TYPE_Q6_K, 16, false, false);
+    const double e6 = output_error(&q, q.W, Wq), e6_dense = output_error(&q, q.W, Qd);
+    cr_assert_lt(fabs(e6 - e6_dense), 0.01 * e6_dense, "q6_k g0: gptq %g vs dense reference %g", e6, e6_dense);
+    check_on_grid(&q, LLMQ_TYPE_Q6_K, 16, packed, Wq);
     free(Wq); free(Qd); free(packed);
     free_problem(&q);
     free_problem(&p);
