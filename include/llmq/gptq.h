@@ -1,0 +1,84 @@
+/* GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for
+ * Generative Pre-trained Transformers", arXiv 2210.17323, §4) into ggml block
+ * formats, and the Hessian it needs.
+ *
+ * A linear layer y = W x (W: rows × cols, rows = output features) is
+ * quantized column by column (input dimension); after each column the
+ * remaining columns absorb its rounding error through the inverse Hessian of
+ * the layer's reconstruction error ‖(W−Q)X‖², H = (2/N) Σ x xᵀ over the N
+ * calibration tokens. Grids follow llmq/blocks.h: every value written is on
+ * the grid its group's stored fields decode to.
+ *
+ * Group grids:
+ *  - without act_order (Q4_0/Q4_1/Q8_0): a group's grid is fitted when the
+ *    sweep reaches its first column, on the weights as already updated by
+ *    the error of the columns before it (IST-DASLab/gptq gptq.py:fasterquant);
+ *  - K-quants without act_order: all groups of a 256-element super-block
+ *    share its fp16 d (and dmin), so those are fixed before the sweep from
+ *    the original row, exactly as llmq_rtn_grids() chooses them; each
+ *    group's sub-block codes are then fitted lazily, as above, under that d;
+ *  - with act_order (columns by descending diag H): "static groups" — every
+ *    grid is chosen from the original row before the sweep
+ *    (llmq_rtn_grids), so a group is still a contiguous run of the row, as
+ *    the block formats require, whatever order its columns are visited in.
+ * Dead columns (H_ii = 0) are zeroed in the original row for all of this. */
+#ifndef LLMQ_GPTQ_H
+#define LLMQ_GPTQ_H
+
+#include "llmq/blocks.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    float damp;           /* fraction of mean(diag H) added to the diagonal (0.01) */
+    int block_size;       /* lazy-batch width (128); rounded up to a multiple of the group size */
+    bool act_order;       /* columns by descending diag(H), with static groups */
+    bool grid_search;     /* fit grids with llmq_grid_fit's error-minimising search
+                             instead of min/max or absmax */
+    int max_damp_retries; /* on a failed Cholesky, damp ×10 and retry up to this many times (3) */
+} llmq_gptq_opts;
+
+/* The defaults above. */
+llmq_gptq_opts llmq_gptq_default_opts(void);
+
+/* Relative errors ‖(W−Q)X‖² / ‖WX‖², computed through H as
+ * tr(Δ H Δᵀ) / tr(W H Wᵀ) (H undamped; dead columns excluded). */
+typedef struct {
+    double err_rtn;   /* of plain RTN (llmq_rtn_grids + rounding) of the same W, type, group size */
+    double err_gptq;  /* of the GPTQ result */
+    float damp_used;  /* the damp fraction the Cholesky succeeded with */
+    int retries;      /* how many times damp was raised */
+    int dead_columns; /* columns with H_ii == 0 (input feature never active): set to 0 */
+    /* Wall time: preparing and factoring H (Cholesky, triangular inverse);
+     * the two error traces above (one triangular product each, about as
+     * much as the sweep's GEMMs); the column sweep and packing. */
+    double seconds_factor, seconds_stats, seconds_sweep;
+} llmq_gptq_stats;
+
+/* Adds n_tokens rows of activations X (n_tokens × cols, row-major) to the
+ * running Hessian H = (2/N) Σ x xᵀ over all N rows seen so far:
+ * H ← H·n/(n+m) + (2/(n+m))·XᵀX, *n_seen += m (one fp32 SYRK). Only the upper
+ * triangle (H[i*cols + j], j ≥ i) is accumulated and read by the solver; the
+ * lower triangle is left alone. When *n_seen is 0, H's old contents are
+ * ignored. (IST-DASLab/gptq counts sequences rather than tokens in N, a
+ * constant factor GPTQ is invariant to.) */
+int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens);
+
+/* GPTQ of W (rows × cols fp32, row-major) into `type` with groups of
+ * group_size input columns (0 = the type's native unit), given the Hessian H
+ * (cols × cols; only its upper triangle is read; H is used as scratch and
+ * left overwritten). Writes, when non-NULL: `packed`, rows ×
+ * llmq_row_size(type, cols) bytes of ggml blocks; `Wq`, the dequantized
+ * result (rows × cols, exactly what the blocks decode to); `stats`. opts NULL
+ * = llmq_gptq_default_opts(). stats NULL skips the two error traces, which
+ * cost about as much as the solve itself on large layers. Memory besides H
+ * (factored in place): a rows × cols fp32 working copy of W plus one code
+ * byte per weight. Threads: OpenMP over rows + OpenBLAS.
+ * Errors: bad shape or type, NaN/Inf in W or H, a Hessian that is not
+ * positive definite even after the damp retries (the message names the damp
+ * tried), out of memory. */
+int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type type, int group_size,
+                       const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats);
+
+#endif

@@ -1,0 +1,575 @@
+/* GPTQ solver (arXiv 2210.17323 §4; IST-DASLab/gptq gptq.py:fasterquant)
+ * into ggml block grids, and the running Hessian. See llmq/gptq.h.
+ *
+ * Layout of the Hessian buffer through the solve (n = cols, row-major):
+ *  1. the upper triangle is mirrored into the lower one and the matrix is
+ *     permuted in place by pr = reverse(perm) — perm being the column order
+ *     (identity, or descending diag H with act_order) — so it holds J·H_p·J
+ *     with H_p = H[perm][:, perm] and J the reversal;
+ *  2. its Cholesky factor, written over the row-major lower triangle, is
+ *     J·H_p·J = Fᵀ·F (F upper; LAPACK would call this the column-major 'U'
+ *     factorisation of the same memory); the row-major strict upper triangle
+ *     is untouched and restores the matrix when a damp retry is needed;
+ *  3. inverting F in place and reversing the whole array leaves in the
+ *     row-major upper triangle U = J·F⁻ᵀ·J, upper triangular with
+ *     H_p⁻¹ = UᵀU — the "upper Cholesky factor of H⁻¹" the sweep needs, for
+ *     one Cholesky and one triangular inverse (2n³/3 flops) instead of the
+ *     reference's Cholesky, cholesky_inverse and second Cholesky (4n³/3). */
+#include "llmq/gptq.h"
+#include "llmq/error.h"
+#include "llmq/rtn.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+llmq_gptq_opts llmq_gptq_default_opts(void)
+{
+    llmq_gptq_opts o = {.damp = 0.01f, .block_size = 128, .act_order = false, .grid_search = false, .max_damp_retries = 3};
+    return o;
+}
+
+int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens)
+{
+    if (!H || !n_seen || (!X && n_tokens > 0)) return llmq_error("hessian: NULL argument");
+    if (cols <= 0 || n_tokens < 0 || *n_seen < 0)
+        return llmq_error("hessian: bad shape (cols %d, tokens %d, seen %lld)", cols, n_tokens, (long long)*n_seen);
+    if (n_tokens == 0) return LLMQ_OK;
+    const double total = (double)*n_seen + n_tokens;
+    /* beta = 0 on the first call: BLAS then ignores H's previous contents. */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, n_tokens, (float)(2.0 / total), X, cols,
+                (float)((double)*n_seen / total), H, cols);
+    *n_seen += n_tokens;
+    return LLMQ_OK;
+}
+
+/* ------------------------------------------------------------ matrix plumbing */
+
+/* Threads only where a parallel region has enough work to pay for its
+ * barrier: on a small or shared machine spinning workers otherwise cost more
+ * than the work (`work` counts rough element operations). */
+static inline bool worth_threads(size_t work) { return work >= ((size_t)1 << 20); }
+
+/* Copies the strict upper triangle of the n × n row-major A into the lower
+ * one, in tiles so both sides stay in cache. */
+static void mirror_upper(float *A, int n)
+{
+    enum { T = 64 };
+    #pragma omp parallel for schedule(dynamic, 1) if (worth_threads((size_t)n * n))
+    for (int bi = 0; bi < n; bi += T)
+        for (int bj = 0; bj <= bi; bj += T)
+            for (int i = bi; i < bi + T && i < n; i++)
+                for (int j = bj; j < bj + T && j < i; j++) A[(size_t)i * n + j] = A[(size_t)j * n + i];
+}
+
+/* A ← A[p][:, p] in place (A symmetric, both triangles valid): rows by
+ * following the permutation's cycles, then columns row by row. */
+static int permute_symmetric(float *A, int n, const int *p)
+{
+    float *tmp = malloc(sizeof *tmp * (size_t)n);
+    unsigned char *done = calloc((size_t)n, 1);
+    if (!tmp || !done) {
+        free(tmp);
+        free(done);
+        return LLMQ_ERR;
+    }
+    const size_t row = sizeof *A * (size_t)n;
+    for (int s = 0; s < n; s++) {
+        if (done[s] || p[s] == s) continue;
+        memcpy(tmp, A + (size_t)s * n, row);
+        int i = s;
+        for (;;) {
+            done[i] = 1;
+            int j = p[i];
+            if (j == s) {
+                memcpy(A + (size_t)i * n, tmp, row);
+                break;
+            }
+            memcpy(A + (size_t)i * n, A + (size_t)j * n, row);
+            i = j;
+        }
+    }
+    free(tmp);
+    free(done);
+    int failed = 0;
+    #pragma omp parallel if (worth_threads((size_t)n * n))
+    {
+        float *buf = malloc(sizeof *buf * (size_t)n);
+        if (!buf) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int i = 0; i < n; i++) {
+            if (!buf) continue;
+            float *a = A + (size_t)i * n;
+            for (int j = 0; j < n; j++) buf[j] = a[p[j]];
+            memcpy(a, buf, row);
+        }
+        free(buf);
+    }
+    return failed ? LLMQ_ERR : LLMQ_OK;
+}
+
+/* Reverses the n × n array element by element: A ← J·A·J. */
+static void reverse_all(float *A, int n)
+{
+    size_t total = (size_t)n * n;
+    for (size_t a = 0, b = total - 1; a < b; a++, b--) {
+        float t = A[a];
+        A[a] = A[b];
+        A[b] = t;
+    }
+}
+
+/* Cholesky and triangular inverse on the row-major lower triangle (LAPACK's
+ * column-major 'U' of the same memory): recursive halving into BLAS-3 calls
+ * (TRSM, SYRK) down to LEAF-sized blocks done here on one thread. OpenBLAS's
+ * own spotrf/strtri (0.3.21, OpenMP build) ran 10–100× slower with 2
+ * threads than with 1 on the shared 2-core machine — a 128 × 128 spotrf
+ * took 0.3 s — while its threaded TRSM/SYRK/GEMM on large blocks did not. */
+enum { LEAF = 256 };
+
+static int cholesky_leaf(float *A, int n, int ld)
+{
+    for (int j = 0; j < n; j++) {
+        float *aj = A + (size_t)j * ld;
+        double d = aj[j];
+        for (int k = 0; k < j; k++) d -= (double)aj[k] * aj[k];
+        if (!(d > 0)) return j + 1;
+        aj[j] = (float)sqrt(d);
+        const float inv = 1.0f / aj[j];
+        for (int i = j + 1; i < n; i++) {
+            float *ai = A + (size_t)i * ld;
+            float dot = 0;
+            #pragma omp simd reduction(+ : dot)
+            for (int k = 0; k < j; k++) dot += ai[k] * aj[k];
+            ai[j] = (ai[j] - dot) * inv;
+        }
+    }
+    return 0;
+}
+
+/* Row i of L⁻¹ from the rows above it (already inverted in place):
+ * X[i][j] = −(Σ_{j≤k<i} L[i][k]·X[k][j]) / L[i][i]. */
+static void invert_leaf(float *L, int n, int ld, float *t)
+{
+    for (int i = 0; i < n; i++) {
+        float *li = L + (size_t)i * ld;
+        for (int j = 0; j < i; j++) t[j] = 0;
+        for (int k = 0; k < i; k++) {
+            const float *xk = L + (size_t)k * ld, f = li[k];
+            #pragma omp simd
+            for (int j = 0; j <= k; j++) t[j] += f * xk[j];
+        }
+        const float inv = 1.0f / li[i];
+        for (int j = 0; j < i; j++) li[j] = -t[j] * inv;
+        li[i] = inv;
+    }
+}
+
+/* A = L·Lᵀ, L overwriting A's lower triangle. Returns 0, or k > 0 when the
+ * leading k × k minor is not positive definite. */
+static int cholesky_lower(float *A, int n, int ld)
+{
+    if (n <= LEAF) return cholesky_leaf(A, n, ld);
+    const int n1 = n / 2, n2 = n - n1;
+    float *A21 = A + (size_t)n1 * ld, *A22 = A21 + n1;
+    int info = cholesky_lower(A, n1, ld);
+    if (info) return info;
+    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, n2, n1, 1.0f, A, ld, A21, ld);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, n2, n1, -1.0f, A21, ld, 1.0f, A22, ld);
+    info = cholesky_lower(A22, n2, ld);
+    return info ? info + n1 : 0;
+}
+
+/* L ← L⁻¹ for the lower-triangular L (positive diagonal):
+ * [A 0; C D]⁻¹ = [A⁻¹ 0; −D⁻¹·C·A⁻¹ D⁻¹]. */
+static void invert_lower(float *L, int n, int ld, float *scratch)
+{
+    if (n <= LEAF) {
+        invert_leaf(L, n, ld, scratch);
+        return;
+    }
+    const int n1 = n / 2, n2 = n - n1;
+    float *C = L + (size_t)n1 * ld, *D = C + n1;
+    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, 1.0f, L, ld, C, ld);
+    cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, -1.0f, D, ld, C, ld);
+    invert_lower(L, n1, ld, scratch);
+    invert_lower(D, n2, ld, scratch);
+}
+
+typedef struct { float key; int index; } sort_item;
+
+/* Descending diag H; ties keep the column order. */
+static int by_key_desc(const void *a, const void *b)
+{
+    const sort_item *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* ------------------------------------------------------------------ the sweep */
+
+typedef struct {
+    llmq_type type;
+    int rows, n, G, ng, B;
+    bool dynamic_grids; /* fit each grid when the sweep reaches it (no act_order) */
+    bool search;
+    float *w;           /* rows × n working weights, columns in sweep order */
+    int8_t *codes;      /* rows × n codes, sweep order */
+    llmq_grid *grids;   /* rows × ng grids, indexed by the original group */
+    const int *perm;    /* sweep position → original column */
+    float *err;         /* rows × B scaled errors of the current block */
+    float *ublk;        /* B × B: U restricted to the current block */
+} sweep_ctx;
+
+static inline const llmq_grid *grid_at(const sweep_ctx *s, int r, int i)
+{
+    return &s->grids[(size_t)r * s->ng + s->perm[i] / s->G];
+}
+
+/* Fits the grid of the group starting at column c of row r on its current
+ * weights (no act_order, so sweep position = original column). A K-quant
+ * group keeps the super-block d/dmin its grid already carries — fixed before
+ * the sweep from the original row — and only its sub-block codes are refit.
+ * (Fixing d/dmin from the then-current weights at the super-block's first
+ * column instead measured worse on the test problems: Q3_K errors 5–8%
+ * higher, Q4_K mixed.) */
+static void fit_dynamic(const sweep_ctx *s, int r, int c)
+{
+    const float *w = s->w + (size_t)r * s->n;
+    llmq_grid *g = &s->grids[(size_t)r * s->ng + c / s->G];
+    const llmq_superblock sb = {g->d, g->m};
+    const int len = s->n - c < s->G ? s->n - c : s->G;
+    *g = llmq_grid_from_real(s->type, llmq_grid_fit(s->type, w + c, len, NULL, s->search), &sb);
+}
+
+/* Columns [i1, i2) of row r: round each onto its grid, then spread its error
+ * over the block's later columns (U's row); the error of the whole block
+ * reaches the columns after it later, in one GEMM. Returns Σ err². */
+static double sweep_row_block(const sweep_ctx *s, int r, int i1, int i2)
+{
+    float *w = s->w + (size_t)r * s->n;
+    int8_t *codes = s->codes + (size_t)r * s->n;
+    float *err = s->err + (size_t)r * s->B;
+    double loss = 0;
+    for (int i = i1; i < i2; i++) {
+        if (s->dynamic_grids && i % s->G == 0) fit_dynamic(s, r, i);
+        const llmq_grid *g = grid_at(s, r, i);
+        const float x = w[i];
+        const int q = llmq_grid_round(g, x);
+        const float *u = s->ublk + (size_t)(i - i1) * s->B - i1; /* u[j] = U[i][j] */
+        const float e = (x - llmq_grid_value(g, q)) / u[i];
+        codes[i] = (int8_t)q;
+        err[i - i1] = e;
+        loss += (double)e * e;
+        float *restrict wr = w;
+        const float *restrict ur = u;
+        #pragma omp simd
+        for (int j = i + 1; j < i2; j++) wr[j] -= e * ur[j];
+    }
+    return loss;
+}
+
+/* --------------------------------------------------------------- the solver */
+
+/* The lazy-batch width: whole groups per block, so a group's grid is fitted
+ * on weights that already carry every earlier column's error. */
+static int effective_block(int G, int B)
+{
+    if (B <= 0) B = 128;
+    B = (B + G - 1) / G * G;
+    return B;
+}
+
+/* Error statistics before the sweep: tr(W₀ H_d W₀ᵀ) and tr(Δ H_d Δᵀ) for
+ * plain RTN, as ‖S·Fᵀ‖² with S the rows in reversed sweep order (the
+ * factored matrix is J·H_p·J = FᵀF, F's transpose in our lower triangle). */
+typedef struct { double whw, w2, rtn_hd, rtn2; } pre_stats;
+
+static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_type t, int G, bool search,
+                     const int *pr, const unsigned char *dead, pre_stats *out)
+{
+    enum { CHUNK = 128 };
+    const int ng = llmq_group_count(n, G);
+    float *S = malloc(sizeof *S * (size_t)2 * CHUNK * n);
+    if (!S) return LLMQ_ERR;
+    memset(out, 0, sizeof *out);
+    int failed = 0;
+    for (int r0 = 0; r0 < rows && !failed; r0 += CHUNK) {
+        const int m = rows - r0 < CHUNK ? rows - r0 : CHUNK;
+        double w2 = 0, d2 = 0;
+        #pragma omp parallel reduction(+ : w2, d2) if (worth_threads((size_t)m * n * 8))
+        {
+            llmq_grid *grids = malloc(sizeof *grids * (size_t)ng);
+            float *delta = malloc(sizeof *delta * (size_t)n);
+            llmq_rtn_opts ro = {.search = search, .importance = NULL};
+            #pragma omp for schedule(static)
+            for (int k = 0; k < m; k++) {
+                const float *x = W + (size_t)(r0 + k) * n;
+                if (!grids || !delta || llmq_rtn_grids(t, x, n, G, grids, &ro) != LLMQ_OK) {
+                    #pragma omp atomic write
+                    failed = 1;
+                    continue;
+                }
+                for (int c = 0; c < n; c++) {
+                    const llmq_grid *g = &grids[c / G];
+                    delta[c] = dead[c] ? 0.0f : x[c] - llmq_grid_value(g, llmq_grid_round(g, x[c]));
+                }
+                float *sw = S + (size_t)k * n, *sd = S + (size_t)(m + k) * n;
+                for (int i = 0; i < n; i++) {
+                    const int c = pr[i];
+                    sw[i] = dead[c] ? 0.0f : x[c];
+                    sd[i] = delta[c];
+                    w2 += (double)sw[i] * sw[i];
+                    d2 += (double)sd[i] * sd[i];
+                }
+            }
+            free(grids);
+            free(delta);
+        }
+        if (failed) break;
+        cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, 2 * m, n, 1.0f, fac, n, S, n);
+        double a = 0, b = 0;
+        #pragma omp parallel for reduction(+ : a, b) schedule(static) if (worth_threads((size_t)m * n * 2))
+        for (int k = 0; k < 2 * m; k++) {
+            const float *v = S + (size_t)k * n;
+            double acc = 0;
+            for (int i = 0; i < n; i++) acc += (double)v[i] * v[i];
+            if (k < m) a += acc;
+            else b += acc;
+        }
+        out->whw += a;
+        out->rtn_hd += b;
+        out->w2 += w2;
+        out->rtn2 += d2;
+    }
+    free(S);
+    return failed ? LLMQ_ERR : LLMQ_OK;
+}
+
+static double relative(double num, double den)
+{
+    if (num < 0) num = 0;
+    if (den <= 0) return num > 0 ? INFINITY : 0.0;
+    return num / den;
+}
+
+int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type type, int group_size,
+                       const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats)
+{
+    const llmq_gptq_opts o = opts ? *opts : llmq_gptq_default_opts();
+    const llmq_type_traits *tr = llmq_type_get(type);
+    const char *tname = tr ? tr->name : "?";
+    if (!W || !H) return llmq_error("gptq: NULL weights or Hessian");
+    if (rows <= 0 || cols <= 0) return llmq_error("gptq %s: bad shape %d × %d", tname, rows, cols);
+    const int G = llmq_group_resolve(type, group_size);
+    if (llmq_group_check(type, cols, G) != LLMQ_OK) return llmq_error_prefix("gptq");
+    if (!(o.damp > 0) || !isfinite(o.damp) || o.max_damp_retries < 0)
+        return llmq_error("gptq %s: damp must be a positive fraction (got %g) and retries ≥ 0 (got %d)", tname, (double)o.damp,
+                          o.max_damp_retries);
+    const int n = cols;
+    for (size_t k = 0; k < (size_t)rows * n; k++)
+        if (!isfinite(W[k]))
+            return llmq_error("gptq %s: weight [%zu][%zu] is %s", tname, k / (size_t)n, k % (size_t)n, isnan(W[k]) ? "NaN" : "infinite");
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++)
+            if (!isfinite(H[(size_t)i * n + j]))
+                return llmq_error("gptq %s: Hessian element [%d][%d] is %s", tname, i, j, isnan(H[(size_t)i * n + j]) ? "NaN" : "infinite");
+
+    const double t_start = omp_get_wtime();
+    double t_factored = 0, t_inverted = 0;
+    const int ng = llmq_group_count(n, G);
+    const int B = effective_block(G, o.block_size);
+    int rc = LLMQ_ERR;
+    sweep_ctx s = {.type = type, .rows = rows, .n = n, .G = G, .ng = ng, .B = B, .dynamic_grids = !o.act_order,
+                   .search = o.grid_search};
+    int *perm = malloc(sizeof *perm * (size_t)n), *pr = malloc(sizeof *pr * (size_t)n);
+    unsigned char *dead = calloc((size_t)n, 1);
+    float *diag = malloc(sizeof *diag * (size_t)n);
+    s.w = malloc(sizeof *s.w * (size_t)rows * n);
+    s.codes = malloc((size_t)rows * n);
+    s.grids = malloc(sizeof *s.grids * (size_t)rows * ng);
+    s.err = malloc(sizeof *s.err * (size_t)rows * B);
+    s.ublk = malloc(sizeof *s.ublk * (size_t)(B * B > LEAF ? B * B : LEAF)); /* also invert_lower's scratch */
+    s.perm = perm;
+    if (!perm || !pr || !dead || !diag || !s.w || !s.codes || !s.grids || !s.err || !s.ublk) {
+        llmq_error("gptq %s: out of memory for a %d × %d layer", tname, rows, n);
+        goto done;
+    }
+
+    /* Dead inputs (never active): H_ii = 1 and W[:, i] = 0, as the reference does. */
+    int n_dead = 0;
+    for (int i = 0; i < n; i++) {
+        diag[i] = H[(size_t)i * n + i];
+        if (diag[i] == 0.0f) {
+            dead[i] = 1;
+            diag[i] = 1.0f;
+            H[(size_t)i * n + i] = 1.0f;
+            n_dead++;
+        }
+    }
+    for (int i = 0; i < n; i++) perm[i] = i;
+    if (o.act_order) {
+        sort_item *items = malloc(sizeof *items * (size_t)n);
+        if (!items) {
+            llmq_error("gptq %s: out of memory", tname);
+            goto done;
+        }
+        for (int i = 0; i < n; i++) items[i] = (sort_item){diag[i], i};
+        qsort(items, (size_t)n, sizeof *items, by_key_desc);
+        for (int i = 0; i < n; i++) perm[i] = items[i].index;
+        free(items);
+    }
+    for (int i = 0; i < n; i++) pr[i] = perm[n - 1 - i];
+
+    /* Working weights in sweep order. Grids from the original rows: all of
+     * them with act_order (static groups), the super-block d/dmin of
+     * K-quants otherwise. */
+    #pragma omp parallel for schedule(static) if (worth_threads((size_t)rows * n))
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) s.w[(size_t)r * n + i] = dead[perm[i]] ? 0.0f : W[(size_t)r * n + perm[i]];
+    if (o.act_order || llmq_type_is_k(type)) {
+        int failed = 0;
+        #pragma omp parallel if (worth_threads((size_t)rows * n * 8))
+        {
+            float *row = malloc(sizeof *row * (size_t)n);
+            llmq_rtn_opts ro = {.search = o.grid_search, .importance = NULL};
+            #pragma omp for schedule(static)
+            for (int r = 0; r < rows; r++) {
+                for (int c = 0; row && c < n; c++) row[c] = dead[c] ? 0.0f : W[(size_t)r * n + c];
+                if (!row || llmq_rtn_grids(type, row, n, G, s.grids + (size_t)r * ng, &ro) != LLMQ_OK) {
+                    #pragma omp atomic write
+                    failed = 1;
+                }
+            }
+            free(row);
+        }
+        if (failed) {
+            llmq_error("gptq %s: out of memory for the grids of a %d × %d layer", tname, rows, n);
+            goto done;
+        }
+    }
+
+    /* J·H_p·J, both triangles. */
+    mirror_upper(H, n);
+    if (permute_symmetric(H, n, pr) != LLMQ_OK) {
+        llmq_error("gptq %s: out of memory permuting the Hessian", tname);
+        goto done;
+    }
+    double mean_diag = 0;
+    for (int i = 0; i < n; i++) mean_diag += diag[i];
+    mean_diag /= n;
+    float *hd = diag; /* diag of the permuted matrix, undamped */
+    for (int i = 0; i < n; i++) hd[i] = H[(size_t)i * n + i];
+
+    float damp = o.damp, lambda = 0;
+    int retries = 0;
+    for (;;) {
+        lambda = (float)(damp * mean_diag);
+        for (int i = 0; i < n; i++) H[(size_t)i * n + i] = hd[i] + lambda;
+        if (cholesky_lower(H, n, n) == 0) break;
+        if (retries >= o.max_damp_retries) {
+            llmq_error("gptq %s: the %d × %d Hessian is not positive definite even with damp %g (× mean diag %g = %g) after %d "
+                       "retries; the calibration activations are degenerate",
+                       tname, n, n, (double)damp, mean_diag, (double)lambda, retries);
+            goto done;
+        }
+        retries++;
+        damp *= 10.0f;
+        mirror_upper(H, n); /* the factorisation wrote the lower triangle only */
+    }
+
+    t_factored = omp_get_wtime();
+    pre_stats pre = {0, 0, 0, 0};
+    if (stats && rtn_stats(W, rows, n, H, type, G, o.grid_search, pr, dead, &pre) != LLMQ_OK) {
+        llmq_error("gptq %s: out of memory for the error statistics", tname);
+        goto done;
+    }
+    const double t_stats = omp_get_wtime() - t_factored;
+    invert_lower(H, n, n, s.ublk);
+    reverse_all(H, n); /* the row-major upper triangle is now U, H_p⁻¹ = UᵀU */
+
+    t_inverted = omp_get_wtime();
+    double loss = 0;
+    for (int i1 = 0; i1 < n; i1 += B) {
+        const int i2 = i1 + B < n ? i1 + B : n, bw = i2 - i1;
+        for (int a = 0; a < bw; a++) memcpy(s.ublk + (size_t)a * B + a, H + (size_t)(i1 + a) * n + i1 + a, sizeof(float) * (size_t)(bw - a));
+        double block_loss = 0;
+        #pragma omp parallel for reduction(+ : block_loss) schedule(static) if (worth_threads((size_t)rows * bw * bw))
+        for (int r = 0; r < rows; r++) block_loss += sweep_row_block(&s, r, i1, i2);
+        loss += block_loss;
+        if (i2 < n)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, bw, -1.0f, s.err, B, H + (size_t)i1 * n + i2, n, 1.0f,
+                        s.w + i2, n);
+    }
+
+    /* Back to the original column order: blocks, values, error. */
+    const size_t row_bytes = llmq_row_size(type, n);
+    double delta2 = 0, dead2 = 0;
+    int failed = 0;
+    char message[256] = "";
+    #pragma omp parallel reduction(+ : delta2, dead2) if (worth_threads((size_t)rows * n * 4))
+    {
+        int8_t *q = malloc((size_t)n);
+        if (!q) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            if (!q) continue;
+            const int8_t *cr = s.codes + (size_t)r * n;
+            for (int i = 0; i < n; i++) {
+                const int c = perm[i];
+                const float v = llmq_grid_value(grid_at(&s, r, i), cr[i]);
+                q[c] = cr[i];
+                if (Wq) Wq[(size_t)r * n + c] = v;
+                const double d = (dead[c] ? 0.0 : (double)W[(size_t)r * n + c]) - v;
+                delta2 += d * d;
+                if (dead[c]) dead2 += d * d;
+            }
+            if (packed && llmq_pack_codes(type, q, n, G, s.grids + (size_t)r * ng, (char *)packed + (size_t)r * row_bytes) != LLMQ_OK) {
+                #pragma omp critical(llmq_gptq_error)
+                {
+                    if (!failed) snprintf(message, sizeof message, "%s", llmq_last_error());
+                    failed = 1;
+                }
+            }
+        }
+        free(q);
+    }
+    if (failed) {
+        llmq_error("gptq %s: %s", tname, message[0] ? message : "out of memory");
+        goto done;
+    }
+    if (stats) {
+        /* Σ err² over the sweep is exactly tr(Δ H_d Δᵀ) (each step's OBS loss,
+         * §3–4); H_d adds lambda·‖Δ‖² and the dead columns' unit diagonal. */
+        const double den = pre.whw - lambda * pre.w2;
+        stats->err_rtn = relative(pre.rtn_hd - lambda * pre.rtn2, den);
+        stats->err_gptq = relative(loss - lambda * delta2 - dead2, den);
+        stats->damp_used = damp;
+        stats->retries = retries;
+        stats->dead_columns = n_dead;
+        stats->seconds_factor = t_inverted - t_start - t_stats;
+        stats->seconds_stats = t_stats;
+        stats->seconds_sweep = omp_get_wtime() - t_inverted;
+    }
+    rc = LLMQ_OK;
+done:
+    free(perm);
+    free(pr);
+    free(dead);
+    free(diag);
+    free(s.w);
+    free(s.codes);
+    free(s.grids);
+    free(s.err);
+    free(s.ublk);
+    return rc;
+}
