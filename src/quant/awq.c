@@ -1,0 +1,739 @@
+/* AWQ scale and clip search on one decoder layer (see llmq/awq.h). */
+#include "llmq/awq.h"
+#include "llmq/error.h"
+#include "llmq/kernels.h"
+#include "llmq/rtn.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const llmq_awq_group_names[LLMQ_AWQ_GROUP_COUNT] = {
+    "input_layernorm->q,k,v", "v_proj->o_proj", "post_attention_layernorm->gate,up", "up_proj->down_proj",
+};
+
+/* The linears that read each group's scaled input. */
+static const llmq_linear group_readers[LLMQ_AWQ_GROUP_COUNT][3] = {
+    {LLMQ_LIN_Q, LLMQ_LIN_K, LLMQ_LIN_V}, {LLMQ_LIN_O}, {LLMQ_LIN_GATE, LLMQ_LIN_UP}, {LLMQ_LIN_DOWN},
+};
+static const int group_n_readers[LLMQ_AWQ_GROUP_COUNT] = {3, 1, 2, 1};
+
+/* Tokens per chunk when a sub-block runs over many samples at once. */
+#define CHUNK_TOKENS 2048
+/* Output rows per work item of the clip search. */
+#define CLIP_ROW_BLOCK 32
+
+void llmq_awq_defaults(llmq_awq_opts *o)
+{
+    *o = (llmq_awq_opts){
+        .n_grid = 20, .duo = false, .clip = true, .clip_grid = 20, .max_shrink = 0.5f, .clip_tokens = 512,
+        .rtn_search = false,
+    };
+}
+
+static float *wdata(const llmq_weight *w) { return (float *)w->data; }
+
+static bool is_float_type(llmq_type t) { return t == LLMQ_TYPE_F32 || t == LLMQ_TYPE_F16 || t == LLMQ_TYPE_BF16; }
+
+/* ------------------------------------------------------------ fake quantization */
+
+/* One row onto its grids; grids holds llmq_group_count(cols, G) entries. */
+static int fake_quant_row(llmq_type t, int group_size, const llmq_rtn_opts *ro, const float *row, int cols,
+                          llmq_grid *grids, float *out)
+{
+    if (llmq_rtn_grids(t, row, cols, group_size, grids, ro) != LLMQ_OK) return LLMQ_ERR;
+    for (int i = 0; i < cols; i++) {
+        const llmq_grid *g = &grids[i / group_size];
+        out[i] = llmq_grid_value(g, llmq_grid_round(g, row[i]));
+    }
+    return LLMQ_OK;
+}
+
+int llmq_fake_quant(llmq_type t, int group_size, bool rtn_search, const float *w, int rows, int cols, float *out)
+{
+    size_t n = (size_t)rows * cols;
+    if (t == LLMQ_TYPE_F32) {
+        if (out != w) memmove(out, w, n * sizeof(float));
+        return LLMQ_OK;
+    }
+    if (t == LLMQ_TYPE_F16 || t == LLMQ_TYPE_BF16) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = t == LLMQ_TYPE_F16 ? llmq_f16_to_f32(llmq_f32_to_f16(w[i])) : llmq_bf16_to_f32(llmq_f32_to_bf16(w[i]));
+        return LLMQ_OK;
+    }
+    group_size = llmq_group_resolve(t, group_size);
+    if (llmq_group_check(t, cols, group_size) != LLMQ_OK) return LLMQ_ERR;
+    int n_groups = llmq_group_count(cols, group_size);
+    llmq_rtn_opts ro = {.search = rtn_search, .importance = NULL};
+    int failed = 0;
+    #pragma omp parallel
+    {
+        llmq_grid *grids = malloc((size_t)n_groups * sizeof *grids);
+        if (!grids) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++)
+            if (grids && fake_quant_row(t, group_size, &ro, w + (size_t)r * cols, cols, grids, out + (size_t)r * cols)) {
+                #pragma omp atomic write
+                failed = 1;
+            }
+        free(grids);
+    }
+    return failed ? llmq_error("fake quantization to %s: out of memory for %d groups", llmq_type_get(t)->name, n_groups)
+                  : LLMQ_OK;
+}
+
+/* ------------------------------------------------------------ layer copies */
+
+float *llmq_layer_f32_copy(const llmq_model *m, int index, llmq_layer *out)
+{
+    if (index < 0 || index >= m->cfg.n_layers) {
+        llmq_error("layer %d: out of range (the model has %d layers)", index, m->cfg.n_layers);
+        return NULL;
+    }
+    const llmq_layer *src = &m->layers[index];
+    const llmq_weight *views[2 + 2 * LLMQ_LIN_COUNT];
+    llmq_weight *dsts[2 + 2 * LLMQ_LIN_COUNT];
+    int n = 0;
+    *out = *src;
+    views[n] = &src->attn_norm, dsts[n++] = &out->attn_norm;
+    views[n] = &src->ffn_norm, dsts[n++] = &out->ffn_norm;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        views[n] = &src->lin[k], dsts[n++] = &out->lin[k];
+        views[n] = &src->bias[k], dsts[n++] = &out->bias[k];
+    }
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (views[i]->data) total += (size_t)views[i]->rows * views[i]->cols;
+    float *buf = malloc((total ? total : 1) * sizeof(float));
+    if (!buf) {
+        llmq_error("layer %d: out of memory for an F32 copy (%zu floats)", index, total);
+        return NULL;
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const llmq_weight *w = views[i];
+        if (!w->data) continue;
+        const llmq_type_traits *tr = llmq_type_get(w->type);
+        size_t count = (size_t)w->rows * w->cols;
+        if (!tr || !tr->to_float || count % (size_t)tr->block_size) {
+            free(buf);
+            llmq_error("layer %d: cannot convert a weight of type %d to F32", index, (int)w->type);
+            return NULL;
+        }
+        tr->to_float(w->data, buf + off, (int64_t)count);
+        *dsts[i] = (llmq_weight){.data = buf + off, .type = LLMQ_TYPE_F32, .rows = w->rows, .cols = w->cols};
+        off += count;
+    }
+    return buf;
+}
+
+/* ------------------------------------------------------------ shapes and checks */
+
+static int check_weight(const llmq_weight *w, int index, const char *name, int rows, int cols)
+{
+    if (!w->data) return llmq_error("layer %d: AWQ: %s is missing", index, name);
+    if (w->type != LLMQ_TYPE_F32)
+        return llmq_error("layer %d: AWQ: %s must be an F32 copy (it is type %d)", index, name, (int)w->type);
+    if (w->rows != rows || w->cols != cols)
+        return llmq_error("layer %d: AWQ: %s is %d×%d, expected %d×%d", index, name, w->rows, w->cols, rows, cols);
+    return LLMQ_OK;
+}
+
+static int check_finite(const float *x, size_t n, int index, const char *what)
+{
+    size_t bad = SIZE_MAX;
+    #pragma omp parallel for schedule(static) reduction(min : bad)
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) && i < bad) bad = i;
+    if (bad != SIZE_MAX) return llmq_error("layer %d: AWQ: %s has a non-finite value (%g) at element %zu", index, what, (double)x[bad], bad);
+    return LLMQ_OK;
+}
+
+static int check_shapes(const llmq_model *m, int index, const llmq_layer *L)
+{
+    const llmq_config *c = &m->cfg;
+    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
+    const int shape[LLMQ_LIN_COUNT][2] = {{qd, d}, {kvd, d}, {kvd, d}, {d, qd}, {f, d}, {f, d}, {d, f}};
+    if (check_weight(&L->attn_norm, index, "input_layernorm", 1, d) || check_weight(&L->ffn_norm, index, "post_attention_layernorm", 1, d))
+        return LLMQ_ERR;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        if (check_weight(&L->lin[k], index, llmq_linear_names[k], shape[k][0], shape[k][1])) return LLMQ_ERR;
+        if (L->bias[k].data && check_weight(&L->bias[k], index, llmq_linear_names[k], 1, shape[k][0])) return LLMQ_ERR;
+    }
+    return LLMQ_OK;
+}
+
+static int check_layer(const llmq_model *m, int index, const llmq_layer *L)
+{
+    int d = m->cfg.hidden_size;
+    if (check_shapes(m, index, L)) return LLMQ_ERR;
+    if (check_finite(wdata(&L->attn_norm), (size_t)d, index, "input_layernorm") ||
+        check_finite(wdata(&L->ffn_norm), (size_t)d, index, "post_attention_layernorm"))
+        return LLMQ_ERR;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        if (check_finite(wdata(&L->lin[k]), (size_t)L->lin[k].rows * L->lin[k].cols, index, llmq_linear_names[k])) return LLMQ_ERR;
+        if (L->bias[k].data && check_finite(wdata(&L->bias[k]), (size_t)L->bias[k].cols, index, llmq_linear_names[k]))
+            return LLMQ_ERR;
+    }
+    return LLMQ_OK;
+}
+
+/* AutoAWQ's llama.py: v->o only when v_proj and o_proj have the same shape. */
+static bool vo_allowed(const llmq_layer *L)
+{
+    return L->lin[LLMQ_LIN_V].rows == L->lin[LLMQ_LIN_O].rows && L->lin[LLMQ_LIN_V].cols == L->lin[LLMQ_LIN_O].cols;
+}
+
+/* ------------------------------------------------------------ folding */
+
+/* index only names the layer in messages. */
+static int apply_scales(const llmq_model *m, int index, llmq_layer *L, llmq_awq_group group, const float *s)
+{
+    if (group < 0 || group >= LLMQ_AWQ_GROUP_COUNT) return llmq_error("layer %d: AWQ: unknown scaling group %d", index, (int)group);
+    if (check_shapes(m, index, L) != LLMQ_OK) return LLMQ_ERR;
+    if (group == LLMQ_AWQ_VO && !vo_allowed(L))
+        return llmq_error("layer %d: AWQ: v_proj (%d×%d) and o_proj (%d×%d) differ in shape: no v->o scaling", index, L->lin[LLMQ_LIN_V].rows,
+                          L->lin[LLMQ_LIN_V].cols, L->lin[LLMQ_LIN_O].rows, L->lin[LLMQ_LIN_O].cols);
+    int n = L->lin[group_readers[group][0]].cols;
+    for (int c = 0; c < n; c++)
+        if (!(s[c] > 0.0f) || !isfinite(s[c])) return llmq_error("layer %d: AWQ %s: scale %d is %g (must be finite and positive)", index,
+                                                       llmq_awq_group_names[group], c, (double)s[c]);
+    /* The producer: 1/s on its output channels. */
+    if (group == LLMQ_AWQ_QKV || group == LLMQ_AWQ_GATE_UP) {
+        float *w = wdata(group == LLMQ_AWQ_QKV ? &L->attn_norm : &L->ffn_norm);
+        for (int c = 0; c < n; c++) w[c] /= s[c];
+    } else {
+        llmq_linear p = group == LLMQ_AWQ_VO ? LLMQ_LIN_V : LLMQ_LIN_UP;
+        float *w = wdata(&L->lin[p]);
+        int cols = L->lin[p].cols;
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < cols; i++) w[(size_t)r * cols + i] /= s[r];
+        if (L->bias[p].data) {
+            float *b = wdata(&L->bias[p]);
+            for (int r = 0; r < n; r++) b[r] /= s[r];
+        }
+    }
+    /* The readers: s on their input columns. */
+    for (int j = 0; j < group_n_readers[group]; j++) {
+        llmq_weight *w = &L->lin[group_readers[group][j]];
+        float *d = wdata(w);
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < w->rows; r++)
+            for (int c = 0; c < n; c++) d[(size_t)r * n + c] *= s[c];
+    }
+    return LLMQ_OK;
+}
+
+int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group group, const float *s)
+{
+    int index = layer >= m->layers && layer < m->layers + m->cfg.n_layers ? (int)(layer - m->layers) : -1;
+    return apply_scales(m, index, layer, group, s);
+}
+
+/* ------------------------------------------------------------ statistics */
+
+/* mean |x| per channel over n rows of `cols` (accumulated in double per thread). */
+static int mean_abs(const float *x, size_t n, int cols, float *mean)
+{
+    int nt = omp_get_max_threads();
+    double *acc = calloc((size_t)nt * cols, sizeof *acc);
+    if (!acc) return llmq_error("AWQ: out of memory for activation statistics");
+    #pragma omp parallel
+    {
+        double *a = acc + (size_t)omp_get_thread_num() * cols;
+        #pragma omp for schedule(static)
+        for (size_t t = 0; t < n; t++)
+            for (int c = 0; c < cols; c++) a[c] += fabsf(x[t * cols + c]);
+    }
+    for (int c = 0; c < cols; c++) {
+        double sum = 0;
+        for (int t = 0; t < nt; t++) sum += acc[(size_t)t * cols + c];
+        mean[c] = (float)(sum / (double)n);
+    }
+    free(acc);
+    return LLMQ_OK;
+}
+
+/* AutoAWQ's w_mean: |w| relative to its weight group's max, averaged per
+ * input channel over all rows of the group's readers. */
+static void weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, float *mean)
+{
+    int cols = L->lin[group_readers[g][0]].cols;
+    double *acc = calloc((size_t)cols, sizeof *acc);
+    size_t rows = 0;
+    if (!acc) return; /* callers fall back to x-only scales on a zero mean */
+    for (int j = 0; j < group_n_readers[g]; j++) {
+        const llmq_weight *w = &L->lin[group_readers[g][j]];
+        const float *d = w->data;
+        for (int r = 0; r < w->rows; r++, rows++)
+            for (int c0 = 0; c0 < cols; c0 += group_size) {
+                int c1 = c0 + group_size < cols ? c0 + group_size : cols;
+                float mx = 0;
+                for (int c = c0; c < c1; c++) mx = fmaxf(mx, fabsf(d[(size_t)r * cols + c]));
+                for (int c = c0; c < c1; c++) acc[c] += fabsf(d[(size_t)r * cols + c]) / (mx + 1e-6f);
+            }
+    }
+    for (int c = 0; c < cols; c++) mean[c] = (float)(acc[c] / (double)(rows ? rows : 1));
+    free(acc);
+}
+
+/* s = x̄^r (or x̄^r / (w̄^(1-r) + 1e-4)), at least 1e-4, divided by sqrt(max·min). */
+static void make_scales(const float *x_mean, const float *w_mean, double r, int n, float *s)
+{
+    double mx = 0, mn = DBL_MAX;
+    for (int c = 0; c < n; c++) {
+        double v = pow((double)x_mean[c], r);
+        if (w_mean) v /= pow((double)w_mean[c], 1.0 - r) + 1e-4;
+        if (!(v >= 1e-4)) v = 1e-4;
+        s[c] = (float)v;
+        mx = fmax(mx, v);
+        mn = fmin(mn, v);
+    }
+    double norm = sqrt(mx * mn);
+    for (int c = 0; c < n; c++) {
+        float v = (float)(s[c] / norm);
+        s[c] = isfinite(v) && v > 0 ? v : 1.0f;
+    }
+}
+
+/* ------------------------------------------------------------ the inspected sub-blocks */
+
+typedef struct {
+    const llmq_model *m;
+    int index, n_samples, seqlen;
+    size_t n_tokens;
+    llmq_type types[LLMQ_LIN_COUNT];
+    int group_size[LLMQ_LIN_COUNT]; /* resolved per type */
+    const llmq_awq_opts *opts;
+} awq_ctx;
+
+/* Copies one linear's input (when it is `which`) to dst: a hook for the forward functions. */
+typedef struct {
+    llmq_linear which;
+    float *dst;
+} capture;
+
+static void capture_hook(void *user, int layer, llmq_linear which, const float *x, int n_tokens, int in)
+{
+    (void)layer;
+    capture *c = user;
+    if (which == c->which && c->dst) memcpy(c->dst, x, (size_t)n_tokens * in * sizeof(float));
+}
+
+/* Samples per chunk: whole sequences (attention is causal per sample), at
+ * least one, about CHUNK_TOKENS tokens otherwise. */
+static int chunk_samples(const awq_ctx *c, llmq_awq_group g)
+{
+    if (g == LLMQ_AWQ_QKV) return 1;
+    int k = CHUNK_TOKENS / c->seqlen;
+    return k < 1 ? 1 : k;
+}
+
+/* The group's inspected output for tokens [t0, t0+n) of `in`. */
+static int inspect_chunk(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, size_t t0, int n,
+                         float *out)
+{
+    const llmq_weight *w;
+    switch (g) {
+    case LLMQ_AWQ_QKV:
+        return llmq_attention_forward(c->m, L, c->index, in + t0 * c->m->cfg.hidden_size, n, out, NULL, NULL);
+    case LLMQ_AWQ_GATE_UP:
+        return llmq_mlp_forward(c->m, L, c->index, in + t0 * c->m->cfg.hidden_size, n, out, NULL, NULL);
+    default: /* the single reader; its bias cancels in every difference */
+        w = &L->lin[group_readers[g][0]];
+        return llmq_matmul(out, in + t0 * w->cols, n, w->data, LLMQ_TYPE_F32, w->cols, w->rows);
+    }
+}
+
+/* Runs the inspected sub-block over all tokens: into out (when non-NULL),
+ * and the sum of squared differences to ref into *sse (when ref is non-NULL). */
+static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
+                       float *out, double *sse)
+{
+    int d = c->m->cfg.hidden_size, per = chunk_samples(c, g);
+    float *buf = out ? NULL : malloc((size_t)per * c->seqlen * d * sizeof(float));
+    if (!out && !buf) return llmq_error("layer %d: AWQ: out of memory for a chunk of outputs", c->index);
+    double total = 0;
+    int rc = LLMQ_OK;
+    for (int s0 = 0; s0 < c->n_samples && rc == LLMQ_OK; s0 += per) {
+        int ns = s0 + per <= c->n_samples ? per : c->n_samples - s0;
+        size_t t0 = (size_t)s0 * c->seqlen, n = (size_t)ns * c->seqlen;
+        float *o = out ? out + t0 * d : buf;
+        if (g == LLMQ_AWQ_QKV) {
+            for (int s = 0; s < ns && rc == LLMQ_OK; s++)
+                rc = inspect_chunk(c, g, L, in, t0 + (size_t)s * c->seqlen, c->seqlen, o + (size_t)s * c->seqlen * d);
+        } else {
+            rc = inspect_chunk(c, g, L, in, t0, (int)n, o);
+        }
+        if (rc == LLMQ_OK && ref) {
+            const float *r = ref + t0 * d;
+            double part = 0;
+            #pragma omp parallel for schedule(static) reduction(+ : part)
+            for (size_t i = 0; i < n * d; i++) {
+                double e = (double)o[i] - r[i];
+                part += e * e;
+            }
+            total += part;
+        }
+    }
+    free(buf);
+    if (sse) *sse = total;
+    return rc;
+}
+
+/* ------------------------------------------------------------ the scale search */
+
+/* Chooses group g's scales on `in` (its input, n_tokens × readers' cols) against
+ * ref (the inspected output of L on in); best_s receives them. */
+static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
+                         float *best_s, llmq_awq_stats *stats)
+{
+    int nr = group_n_readers[g], cols = L->lin[group_readers[g][0]].cols, d = c->m->cfg.hidden_size;
+    float *x_mean = malloc((size_t)cols * sizeof(float));
+    float *w_mean = c->opts->duo ? malloc((size_t)cols * sizeof(float)) : NULL;
+    float *s = malloc((size_t)cols * sizeof(float));
+    float *tmp[3] = {NULL, NULL, NULL};
+    int rc = LLMQ_ERR;
+    llmq_layer Lq = *L;
+    if (!x_mean || !s || (c->opts->duo && !w_mean)) goto oom;
+    for (int j = 0; j < nr; j++) {
+        const llmq_weight *w = &L->lin[group_readers[g][j]];
+        if (!(tmp[j] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
+        Lq.lin[group_readers[g][j]].data = tmp[j];
+    }
+    if (mean_abs(in, c->n_tokens, cols, x_mean)) goto done;
+    if (w_mean) weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean);
+
+    double best = INFINITY, loss0 = NAN;
+    float best_r = 0;
+    for (int i = 0; i < c->opts->n_grid; i++) {
+        double r = (double)i / c->opts->n_grid;
+        make_scales(x_mean, w_mean, r, cols, s);
+        /* Q(W·diag(s))·diag(s)⁻¹ on the unscaled input: the scaled layer's output. */
+        for (int j = 0; j < nr; j++) {
+            llmq_linear k = group_readers[g][j];
+            const llmq_weight *w = &L->lin[k];
+            const float *src = w->data;
+            #pragma omp parallel for schedule(static)
+            for (int row = 0; row < w->rows; row++)
+                for (int col = 0; col < cols; col++) tmp[j][(size_t)row * cols + col] = src[(size_t)row * cols + col] * s[col];
+            if (llmq_fake_quant(c->types[k], c->group_size[k], c->opts->rtn_search, tmp[j], w->rows, cols, tmp[j])) goto done;
+            #pragma omp parallel for schedule(static)
+            for (int row = 0; row < w->rows; row++)
+                for (int col = 0; col < cols; col++) tmp[j][(size_t)row * cols + col] /= s[col];
+        }
+        double sse;
+        if (inspect_all(c, g, &Lq, in, ref, NULL, &sse)) goto done;
+        double loss = sse / ((double)c->n_tokens * d);
+        if (i == 0) loss0 = loss;
+        if (loss < best) {
+            best = loss;
+            best_r = (float)r;
+            memcpy(best_s, s, (size_t)cols * sizeof(float));
+        }
+    }
+    if (!isfinite(best)) {
+        llmq_error("layer %d: AWQ %s: the output error is not finite for any ratio", c->index, llmq_awq_group_names[g]);
+        goto done;
+    }
+    if (stats) {
+        stats->searched[g] = true;
+        stats->ratio[g] = best_r;
+        stats->loss_rtn[g] = loss0;
+        stats->loss_best[g] = best;
+    }
+    rc = LLMQ_OK;
+    goto done;
+oom:
+    llmq_error("layer %d: AWQ %s: out of memory", c->index, llmq_awq_group_names[g]);
+done:
+    for (int j = 0; j < 3; j++) free(tmp[j]);
+    free(x_mean); free(w_mean); free(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------ the clip search */
+
+/* Xs[n_clip × cols]: the linear's input at the sampled tokens. Clamps w in
+ * place per (row, weight group) to the shrink that minimises the error of the
+ * group's partial outputs (auto_clip.py), keeping a row unclipped when its
+ * whole-output error on Xs would grow. */
+static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const float *Xs, int n_clip, llmq_awq_stats *stats)
+{
+    const llmq_type t = c->types[k];
+    const int G = c->group_size[k], rows = lw->rows, cols = lw->cols, n_groups = llmq_group_count(cols, G);
+    const int grid = c->opts->clip_grid;
+    int n_shrink = (int)(c->opts->max_shrink * (float)grid);
+    if (n_shrink < 1) n_shrink = 1;
+    float *W = wdata(lw);
+    llmq_rtn_opts ro = {.search = c->opts->rtn_search, .importance = NULL};
+    double err_before = 0, err_after = 0, ratio_sum = 0;
+    int failed = 0;
+
+    #pragma omp parallel reduction(+ : err_before, err_after, ratio_sum)
+    {
+        const int RB = CLIP_ROW_BLOCK;
+        float *porg = malloc((size_t)n_groups * n_clip * RB * sizeof(float));
+        float *pcur = malloc((size_t)n_clip * RB * sizeof(float));
+        float *wc = malloc((size_t)RB * cols * sizeof(float));
+        float *wq = malloc((size_t)RB * cols * sizeof(float));
+        float *omax = malloc((size_t)RB * n_groups * sizeof(float));
+        float *best_err = malloc((size_t)RB * n_groups * sizeof(float));
+        int *best_i = malloc((size_t)RB * n_groups * sizeof(int));
+        double *e_none = malloc((size_t)RB * sizeof(double));
+        llmq_grid *grids = malloc((size_t)n_groups * sizeof *grids);
+        bool ok = porg && pcur && wc && wq && omax && best_err && best_i && e_none && grids;
+        if (!ok) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (int r0 = 0; r0 < rows; r0 += RB) {
+            if (!ok) continue;
+            int nb = r0 + RB <= rows ? RB : rows - r0;
+            const float *w0 = W + (size_t)r0 * cols;
+            for (int r = 0; r < nb; r++)
+                for (int g = 0; g < n_groups; g++) {
+                    int c0 = g * G, c1 = c0 + G < cols ? c0 + G : cols;
+                    float mx = 0;
+                    for (int i = c0; i < c1; i++) mx = fmaxf(mx, fabsf(w0[(size_t)r * cols + i]));
+                    omax[r * n_groups + g] = mx;
+                    best_err[r * n_groups + g] = INFINITY;
+                    best_i[r * n_groups + g] = 0;
+                }
+            /* Partial outputs per weight group: porg[g] = Xs[:, g] · W[rows, g]ᵀ. */
+            for (int g = 0; g < n_groups; g++) {
+                int c0 = g * G, len = (c0 + G < cols ? G : cols - c0);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_clip, nb, len, 1.0f, Xs + c0, cols, w0 + c0, cols,
+                            0.0f, porg + (size_t)g * n_clip * RB, RB);
+            }
+            for (int is = 0; is < n_shrink; is++) {
+                float keep = 1.0f - (float)is / (float)grid;
+                for (int r = 0; r < nb; r++) {
+                    for (int g = 0; g < n_groups; g++) {
+                        int c0 = g * G, c1 = c0 + G < cols ? c0 + G : cols;
+                        float mx = omax[r * n_groups + g] * keep;
+                        for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = fminf(fmaxf(w0[(size_t)r * cols + i], -mx), mx);
+                    }
+                    if (fake_quant_row(t, G, &ro, wc + (size_t)r * cols, cols, grids, wq + (size_t)r * cols)) ok = false;
+                }
+                for (int g = 0; g < n_groups && ok; g++) {
+                    int c0 = g * G, len = (c0 + G < cols ? G : cols - c0);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_clip, nb, len, 1.0f, Xs + c0, cols, wq + c0, cols,
+                                0.0f, pcur, RB);
+                    const float *po = porg + (size_t)g * n_clip * RB;
+                    for (int r = 0; r < nb; r++) {
+                        double e = 0;
+                        for (int tk = 0; tk < n_clip; tk++) {
+                            double diff = (double)pcur[(size_t)tk * RB + r] - po[(size_t)tk * RB + r];
+                            e += diff * diff;
+                        }
+                        float ef = (float)(e / n_clip);
+                        if (ef < best_err[r * n_groups + g]) {
+                            best_err[r * n_groups + g] = ef;
+                            best_i[r * n_groups + g] = is;
+                        }
+                    }
+                }
+                if (is == 0 && ok) {
+                    /* The whole-row output error without clipping: Xs·(Q(W) − W)ᵀ. */
+                    for (size_t i = 0; i < (size_t)nb * cols; i++) wq[i] -= w0[i];
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_clip, nb, cols, 1.0f, Xs, cols, wq, cols, 0.0f, pcur, RB);
+                    for (int r = 0; r < nb; r++) {
+                        double e = 0;
+                        for (int tk = 0; tk < n_clip; tk++) e += (double)pcur[(size_t)tk * RB + r] * pcur[(size_t)tk * RB + r];
+                        e_none[r] = e;
+                    }
+                }
+            }
+            if (!ok) {
+                #pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            /* The chosen clipping, row by row, against no clipping. */
+            for (int r = 0; r < nb; r++) {
+                for (int g = 0; g < n_groups; g++) {
+                    int c0 = g * G, c1 = c0 + G < cols ? c0 + G : cols;
+                    float mx = omax[r * n_groups + g] * (1.0f - (float)best_i[r * n_groups + g] / (float)grid);
+                    for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = fminf(fmaxf(w0[(size_t)r * cols + i], -mx), mx);
+                }
+                if (fake_quant_row(t, G, &ro, wc + (size_t)r * cols, cols, grids, wq + (size_t)r * cols)) ok = false;
+                for (int i = 0; i < cols; i++) wq[(size_t)r * cols + i] -= w0[(size_t)r * cols + i];
+            }
+            if (!ok) {
+                #pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_clip, nb, cols, 1.0f, Xs, cols, wq, cols, 0.0f, pcur, RB);
+            for (int r = 0; r < nb; r++) {
+                double e = 0;
+                for (int tk = 0; tk < n_clip; tk++) e += (double)pcur[(size_t)tk * RB + r] * pcur[(size_t)tk * RB + r];
+                err_before += e_none[r];
+                if (e <= e_none[r]) {
+                    err_after += e;
+                    memcpy(W + (size_t)(r0 + r) * cols, wc + (size_t)r * cols, (size_t)cols * sizeof(float));
+                    for (int g = 0; g < n_groups; g++) ratio_sum += 1.0 - (double)best_i[r * n_groups + g] / grid;
+                } else {
+                    err_after += e_none[r];
+                    ratio_sum += n_groups;
+                }
+            }
+        }
+        free(porg); free(pcur); free(wc); free(wq); free(omax); free(best_err); free(best_i); free(e_none); free(grids);
+    }
+    if (failed) return llmq_error("layer %d: AWQ clip search of %s: out of memory", c->index, llmq_linear_names[k]);
+    if (stats) {
+        stats->clipped[k] = true;
+        stats->clip_ratio[k] = (float)(ratio_sum / ((double)rows * n_groups));
+        stats->clip_mse_before[k] = err_before / ((double)rows * n_clip);
+        stats->clip_mse_after[k] = err_after / ((double)rows * n_clip);
+    }
+    return LLMQ_OK;
+}
+
+/* ------------------------------------------------------------ the layer */
+
+/* Rows of `in` (cols wide) at the clip tokens, divided by s when given. */
+static void gather_rows(const float *in, int cols, size_t step, int n_clip, const float *s, float *out)
+{
+    for (int j = 0; j < n_clip; j++) {
+        const float *src = in + (size_t)j * step * cols;
+        float *dst = out + (size_t)j * cols;
+        for (int i = 0; i < cols; i++) dst[i] = s ? src[i] / s[i] : src[i];
+    }
+}
+
+int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const float *X, int n_samples, int seqlen,
+                   const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
+                   llmq_awq_stats *stats)
+{
+    const llmq_config *cfg = &m->cfg;
+    llmq_awq_opts defaults;
+    if (!opts) {
+        llmq_awq_defaults(&defaults);
+        opts = &defaults;
+    }
+    if (stats) memset(stats, 0, sizeof *stats);
+    if (n_samples <= 0 || seqlen <= 0) return llmq_error("layer %d: AWQ needs calibration samples (%d × %d tokens)", index, n_samples, seqlen);
+    if (opts->n_grid < 1 || opts->clip_grid < 1 || !(opts->max_shrink >= 0.0f && opts->max_shrink < 1.0f) || opts->clip_tokens < 1)
+        return llmq_error("layer %d: AWQ options out of range (n_grid %d, clip_grid %d, max_shrink %g, clip_tokens %d)", index,
+                          opts->n_grid, opts->clip_grid, (double)opts->max_shrink, opts->clip_tokens);
+    if (check_layer(m, index, layer)) return LLMQ_ERR;
+
+    awq_ctx c = {.m = m, .index = index, .n_samples = n_samples, .seqlen = seqlen,
+                 .n_tokens = (size_t)n_samples * seqlen, .opts = opts};
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        const llmq_type_traits *tr = llmq_type_get(types[k]);
+        if (!tr) return llmq_error("layer %d: %s: unknown type %d", index, llmq_linear_names[k], (int)types[k]);
+        c.types[k] = types[k];
+        c.group_size[k] = is_float_type(types[k]) ? 1 : llmq_group_resolve(types[k], group_size);
+        if (!is_float_type(types[k]) && llmq_group_check(types[k], layer->lin[k].cols, c.group_size[k])) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", llmq_last_error());
+            return llmq_error("layer %d: %s: %s", index, llmq_linear_names[k], why);
+        }
+    }
+    const int d = cfg->hidden_size, qd = cfg->n_heads * cfg->head_dim, f = cfg->intermediate_size;
+    const size_t N = c.n_tokens;
+    if (check_finite(X, N * d, index, "the layer input")) return LLMQ_ERR;
+    const size_t step = N / (size_t)opts->clip_tokens > 1 ? N / (size_t)opts->clip_tokens : 1;
+    const int n_clip = (int)((N + step - 1) / step);
+
+    float *xn = malloc(N * d * sizeof(float));   /* a normed input */
+    float *ref = malloc(N * d * sizeof(float));  /* a group's reference output */
+    float *h = malloc(N * d * sizeof(float));    /* the residual stream after attention */
+    int widest = f > qd ? f : qd;
+    float *s = malloc((size_t)(widest > d ? widest : d) * sizeof(float)); /* one group's scales */
+    float *act = NULL;                           /* o_proj's or down_proj's input */
+    float *clip_in[LLMQ_LIN_COUNT] = {0};
+    int rc = LLMQ_ERR;
+    if (!xn || !ref || !h || !s) goto oom;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+        if (k != LLMQ_LIN_Q && k != LLMQ_LIN_K && !is_float_type(types[k]) && opts->clip &&
+            !(clip_in[k] = malloc((size_t)n_clip * layer->lin[k].cols * sizeof(float))))
+            goto oom;
+
+    /* input_layernorm -> q, k, v, judged on the attention output. */
+    llmq_rmsnorm(xn, X, layer->attn_norm.data, (int)N, d, cfg->rms_norm_eps);
+    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xn, NULL, ref, NULL) || check_finite(ref, N * d, index, "the attention output")) goto done;
+    if (search_scales(&c, LLMQ_AWQ_QKV, layer, xn, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_QKV, s)) goto done;
+
+    /* The attention again with those scales: o_proj's input, and the residual stream. */
+    if (!(act = malloc(N * qd * sizeof(float)))) goto oom;
+    llmq_rmsnorm(xn, X, layer->attn_norm.data, (int)N, d, cfg->rms_norm_eps);
+    for (int smp = 0; smp < n_samples; smp++) {
+        size_t t0 = (size_t)smp * seqlen;
+        capture cap = {.which = LLMQ_LIN_O, .dst = act + t0 * qd};
+        if (llmq_attention_forward(m, layer, index, xn + t0 * d, seqlen, h + t0 * d, capture_hook, &cap)) goto done;
+    }
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N * d; i++) h[i] += X[i];
+    if (clip_in[LLMQ_LIN_V]) gather_rows(xn, d, step, n_clip, NULL, clip_in[LLMQ_LIN_V]);
+
+    /* v_proj -> o_proj, judged on o_proj's output. */
+    bool vo = vo_allowed(layer);
+    if (vo) {
+        if (inspect_all(&c, LLMQ_AWQ_VO, layer, act, NULL, ref, NULL) || search_scales(&c, LLMQ_AWQ_VO, layer, act, ref, s, stats) ||
+            apply_scales(m, index, layer, LLMQ_AWQ_VO, s))
+            goto done;
+    }
+    if (clip_in[LLMQ_LIN_O]) gather_rows(act, qd, step, n_clip, vo ? s : NULL, clip_in[LLMQ_LIN_O]);
+    free(act);
+    act = NULL;
+
+    /* post_attention_layernorm -> gate, up, judged on the MLP output. */
+    llmq_rmsnorm(xn, h, layer->ffn_norm.data, (int)N, d, cfg->rms_norm_eps);
+    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xn, NULL, ref, NULL) || check_finite(ref, N * d, index, "the MLP output")) goto done;
+    if (search_scales(&c, LLMQ_AWQ_GATE_UP, layer, xn, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_GATE_UP, s)) goto done;
+
+    /* up_proj -> down_proj, judged on down_proj's output. */
+    llmq_rmsnorm(xn, h, layer->ffn_norm.data, (int)N, d, cfg->rms_norm_eps);
+    free(h);
+    h = NULL;
+    if (clip_in[LLMQ_LIN_GATE]) gather_rows(xn, d, step, n_clip, NULL, clip_in[LLMQ_LIN_GATE]);
+    if (clip_in[LLMQ_LIN_UP]) gather_rows(xn, d, step, n_clip, NULL, clip_in[LLMQ_LIN_UP]);
+    if (!(act = malloc(N * f * sizeof(float)))) goto oom;
+    {
+        int per = chunk_samples(&c, LLMQ_AWQ_GATE_UP);
+        for (int s0 = 0; s0 < n_samples; s0 += per) {
+            int ns = s0 + per <= n_samples ? per : n_samples - s0;
+            size_t t0 = (size_t)s0 * seqlen;
+            capture cap = {.which = LLMQ_LIN_DOWN, .dst = act + t0 * f};
+            if (llmq_mlp_forward(m, layer, index, xn + t0 * d, ns * seqlen, ref + t0 * d, capture_hook, &cap)) goto done;
+        }
+    }
+    if (check_finite(act, N * f, index, "down_proj's input")) goto done;
+    if (inspect_all(&c, LLMQ_AWQ_DOWN, layer, act, NULL, ref, NULL) || search_scales(&c, LLMQ_AWQ_DOWN, layer, act, ref, s, stats) ||
+        apply_scales(m, index, layer, LLMQ_AWQ_DOWN, s))
+        goto done;
+    if (clip_in[LLMQ_LIN_DOWN]) gather_rows(act, f, step, n_clip, s, clip_in[LLMQ_LIN_DOWN]);
+    free(act);
+    act = NULL;
+    free(xn);
+    xn = NULL;
+    free(ref);
+    ref = NULL;
+
+    /* Clipping, on the scaled weights and inputs (q and k skipped: their
+     * errors pass through the q·kᵀ product, which the partial outputs miss). */
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+        if (clip_in[k] && search_clip(&c, (llmq_linear)k, &layer->lin[k], clip_in[k], n_clip, stats)) goto done;
+    rc = LLMQ_OK;
+    goto done;
+oom:
+    llmq_error("layer %d: AWQ: out of memory for %zu calibration tokens", index, N);
+done:
+    free(xn); free(ref); free(h); free(s); free(act);
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) free(clip_in[k]);
+    return rc;
+}
