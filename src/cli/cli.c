@@ -60,6 +60,22 @@ bool cli_int(cli_args *a, const char *name, int min, int *out)
     return true;
 }
 
+bool cli_double(cli_args *a, const char *name, double min, double max, double *out)
+{
+    const char *s;
+    if (!cli_value(a, name, &s)) return false;
+    if (a->failed) return true;
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v >= min && v <= max)) {
+        cli_fail(a->cmd, "option %s: '%s' is not a number in [%g, %g]", name, s, min, max);
+        a->failed = true;
+        return true;
+    }
+    *out = v;
+    return true;
+}
+
 int cli_unknown(cli_args *a)
 {
     a->failed = true;

@@ -27,6 +27,8 @@ bool cli_flag(cli_args *a, const char *name);
 bool cli_value(cli_args *a, const char *name, const char **value);
 /* Parses a positive/non-negative integer option value; prints an error and sets a->failed on a bad one. */
 bool cli_int(cli_args *a, const char *name, int min, int *out);
+/* Parses a number option value in [min, max]. */
+bool cli_double(cli_args *a, const char *name, double min, double max, double *out);
 int cli_unknown(cli_args *a);
 
 /* "llmq CMD: message" on stderr; returns 1 (the exit status for a failure). */

@@ -1,5 +1,6 @@
 /* llmq quantize SRC -o OUT.gguf --method rtn --type T [options] */
 #include "cli.h"
+#include "llmq/calibrated.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/quantize.h"
@@ -11,19 +12,35 @@
 #include <string.h>
 
 static const char *usage =
-    "usage: llmq quantize SRC -o OUT.gguf [--method rtn] [--type T] [options]\n"
+    "usage: llmq quantize SRC -o OUT.gguf [--method M] [--type T] [--calib FILE] [options]\n"
     "\n"
     "Quantizes SRC (a checkpoint directory, a .gguf file, or a hub id ORG/NAME[@REV]) into a GGUF file\n"
     "that llama.cpp loads unchanged.\n"
     "\n"
     "  -o, --output FILE    the GGUF file to write (atomically: temp file + rename)\n"
-    "  --method M           rtn (default); gptq and awq are not implemented yet\n"
+    "  --method M           rtn (default): round to nearest on grids in the type's own precision;\n"
+    "                       gptq: Hessian-based error compensation (GPTQ, arXiv 2210.17323);\n"
+    "                       awq: activation-aware scaling and clipping (AWQ, arXiv 2306.00978);\n"
+    "                       awq+gptq: AWQ's scales and clipping, then GPTQ on the scaled weights\n"
     "  --type T             q4_k_m (default), q4_k, q4_0, q4_1, q3_k, q6_k, q8_0, f16, bf16, f32.\n"
     "                       q4_k_m is llama.cpp's mix: Q6_K for attn_v and ffn_down in the layers\n"
     "                       its rule picks, Q4_K elsewhere\n"
     "  --group-size N       grid span of the decoder linears along the input: 32, 64, 128 (default)\n"
     "                       or 256; 0 = the type's native blocks (what llama-quantize does)\n"
     "  --rtn-search         error-minimising grid search instead of plain min/max or absmax\n"
+    "\n"
+    "Calibration (gptq, awq, awq+gptq):\n"
+    "  --calib FILE         UTF-8 text, tokenized once; windows drawn at seeded random offsets\n"
+    "  --calib-samples N    number of windows (default 128)\n"
+    "  --calib-seqlen N     tokens per window (default 2048 for gptq, 512 for awq; at most the\n"
+    "                       model's context)\n"
+    "  --seed N             offsets' seed (default 0)\n"
+    "  --damp F             GPTQ damping, a fraction of mean diag(H) (default 0.01; raised ×10 and\n"
+    "                       retried, with a notice, when the Hessian is not positive definite)\n"
+    "  --act-order          GPTQ: columns by descending diag(H), with static groups\n"
+    "  --awq-duo            AWQ: s = x̄^r / w̄^(1-r) (AutoAWQ's duo scaling) instead of s = x̄^r\n"
+    "  --no-clip            AWQ: skip the clipping search\n"
+    "\n"
     "  --keep-output T      type of the output head (f32, f16, bf16, q8_0, q6_k; default: Q6_K,\n"
     "                       or Q8_0 for q8_0 and for rows not a multiple of 256, as llama-quantize)\n"
     "  --keep-embed T       type of the token embedding (default: the base type; a tied\n"
@@ -58,6 +75,32 @@ static void on_notice(void *user, const char *line)
     progress_state *st = user;
     if (st->dirty) fputs("\r\033[K", stderr);
     fprintf(stderr, "llmq quantize: note: %s\n", line);
+}
+
+/* One line per finished layer: GPTQ's error against RTN's, AWQ's ratios, time, memory. */
+static void on_layer_report(void *user, const llmq_layer_report *r)
+{
+    progress_state *st = user;
+    if (st->dirty) fputs("\r\033[K", stderr);
+    fprintf(stderr, "layer %d/%d:", r->layer + 1, r->n_layers);
+    if (r->has_awq) {
+        fprintf(stderr, " awq r=");
+        for (int g = 0; g < LLMQ_AWQ_GROUP_COUNT; g++)
+            if (r->awq.searched[g]) fprintf(stderr, "%s%.2f", g ? "/" : "", r->awq.ratio[g]);
+    }
+    double rtn = 0, gptq = 0;
+    int n = 0;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+        if (r->err_gptq[k] > 0) {
+            rtn += r->err_rtn[k];
+            gptq += r->err_gptq[k];
+            n++;
+        }
+    if (n) fprintf(stderr, " gptq err %.5f (rtn %.5f)", gptq / n, rtn / n);
+    if (r->damp_retries) fprintf(stderr, " [damp raised %d×]", r->damp_retries);
+    fprintf(stderr, "  fwd %.1fs hess %.1fs solve %.1fs awq %.1fs  peak RSS %.0f MiB\n", r->seconds_forward, r->seconds_hessian,
+            r->seconds_solver, r->seconds_awq, r->peak_rss_bytes / 1048576.0);
+    st->dirty = false;
 }
 
 static int parse_type_option(const char *opt, const char *value, int *out)
@@ -113,8 +156,10 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
 int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
-    int group_size = 128, threads = 0;
-    bool json = false, search = false;
+    int group_size = 128, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
+    const char *calib_path = NULL;
+    double damp = 0.01;
+    bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false;
     for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
@@ -122,10 +167,16 @@ int cmd_quantize(int argc, char **argv)
         }
         if (cli_flag(&a, "--json")) json = true;
         else if (cli_flag(&a, "--rtn-search")) search = true;
+        else if (cli_flag(&a, "--act-order")) act_order = true;
+        else if (cli_flag(&a, "--awq-duo")) awq_duo = true;
+        else if (cli_flag(&a, "--no-clip")) no_clip = true;
         else if (cli_value(&a, "-o", &out) || cli_value(&a, "--output", &out) || cli_value(&a, "--method", &method) ||
                  cli_value(&a, "--type", &type) || cli_value(&a, "--name", &name) ||
                  cli_value(&a, "--keep-output", &keep_out) || cli_value(&a, "--keep-embed", &keep_emb) ||
-                 cli_int(&a, "--group-size", 0, &group_size) || cli_int(&a, "--threads", 0, &threads)) {
+                 cli_int(&a, "--group-size", 0, &group_size) || cli_int(&a, "--threads", 0, &threads) ||
+                 cli_value(&a, "--calib", &calib_path) || cli_int(&a, "--calib-samples", 1, &calib_samples) ||
+                 cli_int(&a, "--calib-seqlen", 2, &calib_seqlen) || cli_int(&a, "--seed", 0, &seed) ||
+                 cli_double(&a, "--damp", 0.0, 10.0, &damp)) {
             if (a.failed) return 2;
         } else if (a.positional && !src) src = a.positional;
         else {
@@ -137,12 +188,14 @@ int cmd_quantize(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    if (!strcmp(method, "gptq") || !strcmp(method, "awq")) {
-        cli_fail("quantize", "--method %s is not implemented yet (use rtn)", method);
+    int kind = !strcmp(method, "rtn") ? -1 : !strcmp(method, "gptq") ? LLMQ_CAL_GPTQ : !strcmp(method, "awq") ? LLMQ_CAL_AWQ
+             : !strcmp(method, "awq+gptq") ? LLMQ_CAL_AWQ_GPTQ : -2;
+    if (kind == -2) {
+        cli_fail("quantize", "--method must be rtn, gptq, awq or awq+gptq, not '%s'", method);
         return 2;
     }
-    if (strcmp(method, "rtn") != 0) {
-        cli_fail("quantize", "--method must be rtn, gptq or awq, not '%s'", method);
+    if (kind >= 0 && !calib_path) {
+        cli_fail("quantize", "--method %s needs calibration text: --calib FILE", method);
         return 2;
     }
     llmq_policy pol = {.group_size = group_size, .keep_output = -1, .keep_embed = -1};
@@ -164,9 +217,45 @@ int cmd_quantize(int argc, char **argv)
     char name_buf[256];
     default_name(cm->path, name_buf, sizeof name_buf);
     progress_state ps = {cli_stderr_is_tty(), false};
+    llmq_calib calib = {0};
+    llmq_layer_method lm = {0};
+    llmq_calibrated_opts co = {0};
+    if (kind >= 0) {
+        if (!cm->tokenizer) {
+            cli_fail("quantize", "%s has no tokenizer to read --calib with", cm->path);
+            cli_model_close(cm);
+            return 1;
+        }
+        int max_ctx = cm->model->cfg.max_position_embeddings;
+        if (calib_seqlen == 0) calib_seqlen = kind == LLMQ_CAL_GPTQ ? 2048 : 512;
+        if (calib_seqlen > max_ctx) calib_seqlen = max_ctx;
+        llmq_calib_opts cop = {calib_samples, calib_seqlen, (uint64_t)seed};
+        if (llmq_calib_from_file(cm->tokenizer, calib_path, &cop, &calib) != LLMQ_OK) {
+            cli_fail_last("quantize");
+            cli_model_close(cm);
+            return 1;
+        }
+        co.kind = (llmq_calibrated_kind)kind;
+        co.calib = &calib;
+        co.gptq = llmq_gptq_default_opts();
+        co.gptq.damp = (float)damp;
+        co.gptq.act_order = act_order;
+        llmq_awq_defaults(&co.awq);
+        co.awq.duo = awq_duo;
+        co.awq.clip = !no_clip;
+        co.awq.rtn_search = search;
+        co.rtn_search = search;
+        co.report = on_layer_report;
+        co.user = &ps;
+        llmq_calibrated_method(&co, &lm);
+        fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
+    }
     llmq_quant_opts opts = {
         .policy = pol,
         .rtn_search = search,
+        .method = kind >= 0 ? &lm : NULL,
+        .calib_sha256 = kind >= 0 ? calib.sha256 : NULL,
+        .calib_samples = kind >= 0 ? calib.n_samples : 0,
         .model_name = name ? name : name_buf,
         .progress = on_progress,
         .notice = on_notice,
@@ -193,6 +282,8 @@ int cmd_quantize(int argc, char **argv)
     llmq_quant_report_free(&rep);
     status = 0;
 done:
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
     cli_model_close(cm);
     return status;
 }

@@ -1,0 +1,51 @@
+/* The calibration-based layer methods of `llmq quantize`: GPTQ, AWQ, and AWQ
+ * followed by GPTQ, as llmq_layer_method values for the quantize driver.
+ *
+ * begin() embeds the calibration windows; every decoder layer then sees the
+ * activations X (n_samples × seqlen × hidden) that the already-quantized
+ * layers before it produce (GPTQ paper §4; llm-awq computes the next layer's
+ * input with the scaled, quantized layer too). Memory: X for all samples and
+ * one Hessian at a time, never the whole model's activations. */
+#ifndef LLMQ_CALIBRATED_H
+#define LLMQ_CALIBRATED_H
+
+#include "llmq/awq.h"
+#include "llmq/calib.h"
+#include "llmq/gptq.h"
+#include "llmq/quantize.h"
+
+typedef enum { LLMQ_CAL_GPTQ, LLMQ_CAL_AWQ, LLMQ_CAL_AWQ_GPTQ } llmq_calibrated_kind;
+
+/* What one finished decoder layer reports (for progress and --json). */
+typedef struct {
+    int layer, n_layers;
+    /* GPTQ, per linear (0 when not run): ‖(W−Q)X‖²/‖WX‖² of RTN and of GPTQ, the damp used. */
+    double err_rtn[LLMQ_LIN_COUNT], err_gptq[LLMQ_LIN_COUNT];
+    float damp[LLMQ_LIN_COUNT];
+    int damp_retries;
+    bool has_awq;
+    llmq_awq_stats awq;
+    double seconds_forward, seconds_hessian, seconds_solver, seconds_awq;
+    size_t peak_rss_bytes;
+} llmq_layer_report;
+
+typedef struct {
+    llmq_calibrated_kind kind;
+    const llmq_calib *calib;
+    llmq_gptq_opts gptq;
+    llmq_awq_opts awq;
+    bool rtn_search; /* AWQ without GPTQ rounds with the grid search */
+    void (*report)(void *user, const llmq_layer_report *r);
+    void *user;
+} llmq_calibrated_opts;
+
+/* Fills *method; its end() frees the activations begin() allocated, and
+ * llmq_calibrated_method_free() the method itself. opts' calib must outlive
+ * the quantize run. */
+int llmq_calibrated_method(const llmq_calibrated_opts *opts, llmq_layer_method *method);
+void llmq_calibrated_method_free(llmq_layer_method *method);
+
+/* Peak resident set size of this process so far (bytes), from getrusage. */
+size_t llmq_peak_rss(void);
+
+#endif
