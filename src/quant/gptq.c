@@ -48,9 +48,9 @@ int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_
 
 /* ------------------------------------------------------------ matrix plumbing */
 
-/* Threads only where a parallel region has enough work to pay for its
- * barrier: on a small or shared machine spinning workers otherwise cost more
- * than the work (`work` counts rough element operations). */
+/* Threads only where a parallel region has enough work to pay for waking
+ * them: on a small or shared machine the wake-up and barrier otherwise cost
+ * more than the work (`work` counts rough element operations). */
 static inline bool worth_threads(size_t work) { return work >= ((size_t)1 << 20); }
 
 /* Copies the strict upper triangle of the n × n row-major A into the lower
