@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs every Criterion test binary, then prints one closing tally line.
 set -u
+# One test binary at a time, one test at a time: every test gets all cores, and
+# OpenMP threads of parallel tests never oversubscribe the machine (busy-waiting
+# OpenMP teams competing for 2 cores can slow a test down 10x or more). Passive
+# waiting keeps a stray concurrent job from making it much worse.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0; failed=0; skipped=0; status=0
 for t in "$@"; do
     echo "== $t"
-    out=$("$t" --jobs "${TEST_JOBS:-2}" 2>&1); rc=$?
+    out=$("$t" --jobs "${TEST_JOBS:-1}" 2>&1); rc=$?
     echo "$out" | grep -vE '^\[----\] +$' 
     line=$(echo "$out" | grep -E 'Synthesis: Tested' | tail -n1)
     if [ -z "$line" ]; then echo "!! $t produced no Criterion synthesis (rc=$rc)"; failed=$((failed+1)); status=1; continue; fi

@@ -1,0 +1,124 @@
+/* GPTQ, AWQ and AWQ+GPTQ through the quantize driver, on the project's demo
+ * model (planted outlier channels), against RTN of the same type. */
+#include "llmq/calibrated.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/model.h"
+#include "llmq/ppl.h"
+#include "llmq/quantize.h"
+#include "llmq/synth.h"
+#include "llmq/tokenizer.h"
+#include "test_util.h"
+
+static char dir[256];
+static llmq_model *base;
+static llmq_tokenizer *tok;
+static int32_t *eval_ids;
+static size_t n_eval;
+
+static void setup(void)
+{
+    test_tmpdir(dir, sizeof dir, "calibrated");
+    llmq_synth_opts so;
+    llmq_synth_defaults(&so);
+    so.n_layers = 2;
+    so.calib_bytes = 60000;
+    so.eval_bytes = 30000;
+    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
+    base = llmq_model_load(dir);
+    tok = llmq_tokenizer_load(dir);
+    cr_assert(base && tok, "%s", llmq_last_error());
+    char path[512];
+    snprintf(path, sizeof path, "%s/eval.txt", dir);
+    size_t len;
+    char *text = llmq_read_file(path, 0, &len);
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &eval_ids, &n_eval), LLMQ_OK);
+    free(text);
+}
+
+static void teardown(void)
+{
+    free(eval_ids);
+    llmq_tokenizer_free(tok);
+    llmq_model_free(base);
+}
+
+typedef struct {
+    llmq_layer_report last[8];
+    int n;
+} reports;
+
+static void on_report(void *user, const llmq_layer_report *r)
+{
+    reports *rs = user;
+    if (rs->n < 8) rs->last[rs->n++] = *r;
+}
+
+/* Quantizes the demo model with `kind` (-1: RTN) into q4_0 g128, embedding and
+ * head kept F16 so the linears' quantization is what differs, then returns
+ * KL(base ‖ quantized) over the eval text. */
+static double kl_of(int kind, reports *rs)
+{
+    char out[512];
+    snprintf(out, sizeof out, "%s/out-%d.gguf", dir, kind);
+    llmq_calib calib = {0};
+    llmq_layer_method lm = {0};
+    llmq_calibrated_opts co = {0};
+    llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = LLMQ_TYPE_F16, .keep_embed = LLMQ_TYPE_F16}};
+    cr_assert_eq(llmq_quant_scheme_parse("q4_0", &qo.policy.scheme), LLMQ_OK);
+    if (kind >= 0) {
+        char cpath[512];
+        snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
+        llmq_calib_opts cop = {8, 256, 0};
+        cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
+        co.kind = (llmq_calibrated_kind)kind;
+        co.calib = &calib;
+        co.gptq = llmq_gptq_default_opts();
+        llmq_awq_defaults(&co.awq);
+        co.report = on_report;
+        co.user = rs;
+        cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+        qo.method = &lm;
+    }
+    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
+    llmq_model *q = llmq_model_load(out);
+    cr_assert_not_null(q, "%s", llmq_last_error());
+    llmq_ppl_opts po = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 16, .bos_id = -1, .kl_base = base};
+    llmq_ppl_result r;
+    cr_assert_eq(llmq_perplexity(q, eval_ids, n_eval, &po, &r), LLMQ_OK, "%s", llmq_last_error());
+    llmq_model_free(q);
+    return r.kld;
+}
+
+Test(calibrated, gptq_awq_beat_rtn_on_the_demo_model, .init = setup, .fini = teardown, .timeout = 900)
+{
+    reports g = {0}, a = {0}, ag = {0};
+    double kl_rtn = kl_of(-1, NULL);
+    double kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g);
+    double kl_awq = kl_of(LLMQ_CAL_AWQ, &a);
+    double kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
+    cr_log_info("KL: rtn %.6f gptq %.6f awq %.6f awq+gptq %.6f", kl_rtn, kl_gptq, kl_awq, kl_awq_gptq);
+    cr_assert_eq(g.n, 2, "one report per layer");
+    for (int l = 0; l < g.n; l++)
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            cr_assert_gt(g.last[l].err_rtn[k], 0);
+            cr_assert_lt(g.last[l].err_gptq[k], g.last[l].err_rtn[k], "layer %d %s: gptq %g rtn %g", l, llmq_linear_names[k],
+                         g.last[l].err_gptq[k], g.last[l].err_rtn[k]);
+        }
+    cr_assert(a.n == 2 && a.last[0].has_awq);
+    cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
+    cr_assert_lt(kl_awq, kl_rtn, "awq %g rtn %g", kl_awq, kl_rtn);
+    cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
+}
+
+Test(calibrated, too_short_calibration_is_a_clear_error, .init = setup, .fini = teardown)
+{
+    llmq_calib c;
+    char cpath[512];
+    snprintf(cpath, sizeof cpath, "%s/eval.txt", dir);
+    llmq_calib_opts cop = {4, 1 << 20, 0};
+    cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &c), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "eval.txt"), "%s", llmq_last_error());
+}
