@@ -36,7 +36,7 @@ if $llmq quantize --help >/dev/null 2>&1; then
         method=$1 type=$2
         file="$out/demo-$method-$type.gguf"
         start=$(date +%s.%N)
-        if ! q=$($llmq quantize "$model" -o "$file" --method "$method" --type "$type" --calib "$calib" --json 2>"$out/quantize.err" | tail -n1); then
+        if ! q=$($llmq quantize "$model" -o "$file" --method "$method" --type "$type" --calib "$calib" --calib-samples 32 --json 2>"$out/quantize.err" | tail -n1); then
             printf '| %-18s | %s\n' "$method $type" "skipped: $(tail -n1 "$out/quantize.err")"
             continue
         fi
