@@ -55,6 +55,8 @@ static const char *usage =
 typedef struct {
     bool tty;
     bool dirty;
+    llmq_layer_report *layers; /* one per finished decoder layer (calibrated methods) */
+    int n_layers;
 } progress_state;
 
 static void on_progress(void *user, const llmq_quant_progress *p)
@@ -81,6 +83,11 @@ static void on_notice(void *user, const char *line)
 static void on_layer_report(void *user, const llmq_layer_report *r)
 {
     progress_state *st = user;
+    llmq_layer_report *grown = realloc(st->layers, (size_t)(st->n_layers + 1) * sizeof *grown);
+    if (grown) {
+        st->layers = grown;
+        st->layers[st->n_layers++] = *r;
+    }
     if (st->dirty) fputs("\r\033[K", stderr);
     fprintf(stderr, "layer %d/%d:", r->layer + 1, r->n_layers);
     if (r->has_awq) {
@@ -123,7 +130,43 @@ static void default_name(const char *path, char *buf, size_t cap)
     snprintf(buf, cap, "%.*s", (int)n, path + start);
 }
 
-static void print_json(const char *out, const char *method, const llmq_policy *pol, const llmq_quant_report *r)
+/* Per-layer GPTQ errors, AWQ choices and timings of a calibrated method. */
+static json_t *layers_json(const progress_state *st)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < st->n_layers; i++) {
+        const llmq_layer_report *r = &st->layers[i];
+        json_t *e = json_object(), *lin = json_object();
+        json_object_set_new(e, "layer", json_integer(r->layer));
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            json_t *l = json_object();
+            if (r->err_gptq[k] > 0) {
+                json_object_set_new(l, "err_rtn", json_real(r->err_rtn[k]));
+                json_object_set_new(l, "err_gptq", json_real(r->err_gptq[k]));
+                json_object_set_new(l, "damp", json_real(r->damp[k]));
+            }
+            if (r->has_awq && r->awq.clipped[k]) json_object_set_new(l, "awq_clip_ratio", json_real(r->awq.clip_ratio[k]));
+            json_object_set_new(lin, llmq_linear_names[k], l);
+        }
+        json_object_set_new(e, "linears", lin);
+        if (r->has_awq) {
+            json_t *groups = json_object();
+            for (int g = 0; g < LLMQ_AWQ_GROUP_COUNT; g++)
+                if (r->awq.searched[g])
+                    json_object_set_new(groups, llmq_awq_group_names[g],
+                                        json_pack("{s:f, s:f, s:f}", "ratio", (double)r->awq.ratio[g], "loss_rtn", r->awq.loss_rtn[g],
+                                                  "loss_best", r->awq.loss_best[g]));
+            json_object_set_new(e, "awq", groups);
+        }
+        json_object_set_new(e, "seconds", json_pack("{s:f, s:f, s:f, s:f}", "forward", r->seconds_forward, "hessian", r->seconds_hessian,
+                                                     "solver", r->seconds_solver, "awq", r->seconds_awq));
+        json_object_set_new(e, "peak_rss_bytes", json_integer((json_int_t)r->peak_rss_bytes));
+        json_array_append_new(arr, e);
+    }
+    return arr;
+}
+
+static void print_json(const char *out, const char *method, const llmq_policy *pol, const llmq_quant_report *r, const progress_state *st)
 {
     json_t *o = json_object(), *arr = json_array();
     json_object_set_new(o, "output", json_string(out));
@@ -147,6 +190,8 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
         json_array_append_new(arr, e);
     }
     json_object_set_new(o, "tensors", arr);
+    if (st->n_layers) json_object_set_new(o, "layers", layers_json(st));
+    json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)llmq_peak_rss()));
     char *s = json_dumps(o, JSON_COMPACT);
     if (s) puts(s);
     free(s);
@@ -216,7 +261,7 @@ int cmd_quantize(int argc, char **argv)
     if (!cm) return 1;
     char name_buf[256];
     default_name(cm->path, name_buf, sizeof name_buf);
-    progress_state ps = {cli_stderr_is_tty(), false};
+    progress_state ps = {cli_stderr_is_tty(), false, NULL, 0};
     llmq_calib calib = {0};
     llmq_layer_method lm = {0};
     llmq_calibrated_opts co = {0};
@@ -278,10 +323,11 @@ int cmd_quantize(int argc, char **argv)
     }
     printf("wrote %s: %zu bytes, %.3f bits per weight, %s (%s, group %d), %.2f s\n", out, rep.file_bytes,
            rep.bits_per_weight, pol.scheme.name, method, group_size, rep.seconds);
-    if (json) print_json(out, method, &pol, &rep);
+    if (json) print_json(out, method, &pol, &rep, &ps);
     llmq_quant_report_free(&rep);
     status = 0;
 done:
+    free(ps.layers);
     llmq_calibrated_method_free(&lm);
     llmq_calib_free(&calib);
     cli_model_close(cm);
