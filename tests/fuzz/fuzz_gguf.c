@@ -60,7 +60,7 @@ static void read_everything(const llmq_gguf *g)
         fuzz_assert(t != NULL, "tensor_at");
         fuzz_assert(llmq_gguf_find_tensor(g, t->name) == i, "find_tensor returns the (unique) tensor");
         fuzz_assert(llmq_gguf_get_tensor(g, t->name) == t, "get_tensor");
-        fuzz_assert(t->n_dims >= 1 && t->n_dims <= LLMQ_GGUF_MAX_DIMS, "n_dims");
+        fuzz_assert(t->n_dims >= 0 && t->n_dims <= LLMQ_GGUF_MAX_DIMS, "n_dims (0: a scalar, as ggml allows)");
         fuzz_assert(t->offset % llmq_gguf_alignment(g) == 0, "aligned offset");
         fuzz_assert(llmq_gguf_data_offset(g) + t->offset + t->size <= llmq_gguf_file_size(g), "data inside");
         fuzz_touch(t->data, t->size);

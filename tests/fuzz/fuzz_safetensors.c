@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *p = t->data;
         fuzz_assert(p >= data && p + t->n_bytes <= data + size, "data inside the file");
         fuzz_touch(p, t->n_bytes);
-        if (llmq_st_check_finite(t) != LLMQ_OK) fuzz_check_error(t->name);
+        if (llmq_st_check_finite(t) != LLMQ_OK) fuzz_check_error(NAME);
     }
     llmq_st_close(st);
     return 0;
