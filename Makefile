@@ -29,7 +29,7 @@ ifeq ($(ARCH),x86_64)
 $(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 endif
 
-.PHONY: all deps test test-neon sanitize fuzz demo bench clean
+.PHONY: all deps test test-neon sanitize fuzz fuzz-deps demo bench clean
 all: deps $(BIN)
 
 # Installs the Debian packages once, when pkg-config cannot find them.
@@ -94,14 +94,17 @@ FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(sort $(wildcard test
 # The parsers need no kernels (whose CPU-feature probes are gcc-specific).
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out src/kernels/% src/eval/% src/model/llama.c,$(LIB_SRC)))
 
-$(FUZZ_BUILD)/src/%.o: src/%.c
+fuzz-deps:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || bash scripts/install-deps.sh
+
+$(FUZZ_BUILD)/src/%.o: src/%.c | fuzz-deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(FUZZ_BUILD)/libllmq.a: $(FUZZ_LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BUILD)/libllmq.a
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BUILD)/libllmq.a | fuzz-deps
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/io -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libllmq.a $(PKG_LIBS) -lm
 
 fuzz: deps $(FUZZ_BIN)
