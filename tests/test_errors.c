@@ -577,6 +577,20 @@ Test(errors, config_zero_eps)
                               "fields 'rms_norm_eps' and 'rope_theta' must be positive");
 }
 
+/* Found by hand while fuzzing: 65536 heads of 65536 passed, and llmq_model_load
+ * then overflowed int computing the q width (UBSan: signed integer overflow). */
+Test(errors, config_head_width_overflows)
+{
+    expect_config_field_error("cfg-width", ", \"num_attention_heads\": 65536, \"num_key_value_heads\": 1, \"head_dim\": 65536",
+                              "num_attention_heads (65536) × head_dim (65536) is too large");
+}
+
+/* A token id past INT32_MAX used to wrap to a negative int. */
+Test(errors, config_token_id_too_large)
+{
+    expect_config_field_error("cfg-bos", ", \"bos_token_id\": 3000000000", "field 'bos_token_id' is not a token id");
+}
+
 Test(errors, config_missing_file)
 {
     char d[300], p[400];

@@ -21,6 +21,25 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
+static char case_root[256]; /* the test's scratch directory, removed afterwards */
+
+static void faults_teardown(void)
+{
+    if (case_root[0] && !getenv("LLMQ_KEEP_TMP") && strstr(case_root, "build/tmp/faults-")) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "chmod -R u+rw '%s'; rm -rf '%s'", case_root, case_root);
+        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", case_root);
+    }
+}
+
+TestSuite(faults, .fini = faults_teardown);
+
+static void scratch_dir(char *buf, size_t n, const char *tag)
+{
+    test_tmpdir(buf, n, tag);
+    snprintf(case_root, sizeof case_root, "%s", buf);
+}
+
 /* Entries of dir whose name starts with prefix. */
 static int count_prefixed(const char *dir, const char *prefix)
 {
@@ -178,7 +197,7 @@ static int with_fsize_limit(void *arg)
 Test(faults, disk_full_during_gguf_write_leaves_no_file)
 {
     char dir[256], path[300], msg[1024];
-    test_tmpdir(dir, sizeof dir, "faults-fsize-gguf");
+    scratch_dir(dir, sizeof dir, "faults-fsize-gguf");
     snprintf(path, sizeof path, "%s/out.gguf", dir);
     gguf_job job = {path, 8, 1 << 16, 0}; /* 8 x 256 KiB */
     limited_job l = {write_gguf, &job, 600 * 1024};
@@ -196,7 +215,7 @@ Test(faults, disk_full_during_gguf_write_leaves_no_file)
 Test(faults, disk_full_during_safetensors_write_leaves_no_file)
 {
     char dir[256], path[300], msg[1024];
-    test_tmpdir(dir, sizeof dir, "faults-fsize-st");
+    scratch_dir(dir, sizeof dir, "faults-fsize-st");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_job job = {path, 1 << 18}; /* 1 MiB */
     limited_job l = {write_st, &job, 256 * 1024};
@@ -242,7 +261,7 @@ static int kill_mid_write(int (*fn)(void *), void *arg, const char *path, off_t 
 Test(faults, sigkill_mid_gguf_write_never_leaves_a_partial_file)
 {
     char dir[256], path[300];
-    test_tmpdir(dir, sizeof dir, "faults-kill-gguf");
+    scratch_dir(dir, sizeof dir, "faults-kill-gguf");
     snprintf(path, sizeof path, "%s/out.gguf", dir);
     gguf_job job = {path, 16, 1 << 16, 2000}; /* 16 x 256 KiB, 2 ms between tensors */
     int mid = 0;
@@ -263,7 +282,7 @@ Test(faults, sigkill_mid_gguf_write_never_leaves_a_partial_file)
 Test(faults, sigkill_mid_safetensors_write_never_leaves_a_partial_file)
 {
     char dir[256], path[300];
-    test_tmpdir(dir, sizeof dir, "faults-kill-st");
+    scratch_dir(dir, sizeof dir, "faults-kill-st");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_job job = {path, 1 << 23}; /* 32 MiB in one fwrite */
     int mid = 0;
@@ -319,7 +338,7 @@ static int drop_privileges_and_open(void *arg)
 Test(faults, unreadable_files_give_permission_errors)
 {
     char dir[256], p[300], msg[2048];
-    test_tmpdir(dir, sizeof dir, "faults-unreadable");
+    scratch_dir(dir, sizeof dir, "faults-unreadable");
     char abs[PATH_MAX];
     cr_assert(realpath(dir, abs));
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
@@ -349,7 +368,7 @@ Test(faults, unreadable_files_give_permission_errors)
 Test(faults, truncated_files_are_refused_at_open)
 {
     char dir[256], st_path[300], g_path[300];
-    test_tmpdir(dir, sizeof dir, "faults-short");
+    scratch_dir(dir, sizeof dir, "faults-short");
     snprintf(st_path, sizeof st_path, "%s/model.safetensors", dir);
     snprintf(g_path, sizeof g_path, "%s/out.gguf", dir);
     st_job sj = {st_path, 4096};
@@ -391,7 +410,7 @@ static int read_after_truncation(void *arg)
 Test(faults, truncation_under_a_live_map_is_sigbus_not_garbage)
 {
     char dir[256], path[300];
-    test_tmpdir(dir, sizeof dir, "faults-livemap");
+    scratch_dir(dir, sizeof dir, "faults-livemap");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_job sj = {path, 1 << 16};
     cr_assert_eq(write_st(&sj), 0);
@@ -453,7 +472,7 @@ Test(faults, non_finite_weights_are_refused_naming_the_tensor)
 Test(faults, non_finite_weights_in_a_written_checkpoint_are_found_after_open)
 {
     char dir[256], path[300];
-    test_tmpdir(dir, sizeof dir, "faults-nan");
+    scratch_dir(dir, sizeof dir, "faults-nan");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     /* Odd-sized first tensor: the second one's data is not 4-byte aligned. */
     uint16_t a[3] = {0x3c00, 0x4000, 0x4200};
