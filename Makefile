@@ -29,7 +29,7 @@ ifeq ($(ARCH),x86_64)
 $(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 endif
 
-.PHONY: all deps test test-neon sanitize demo bench clean
+.PHONY: all deps test test-neon sanitize fuzz fuzz-deps demo bench clean
 all: deps $(BIN)
 
 # Installs the Debian packages once, when pkg-config cannot find them.
@@ -88,6 +88,33 @@ test-neon: $(BUILD)/neon/test_neon
 sanitize:
 	$(MAKE) BUILD=build-san OPT=-O1 CONFORMANCE=0 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" EXTRA_LDLIBS="-fsanitize=address,undefined" test
 
+# libFuzzer drivers (tests/fuzz/fuzz_*.c) against the library rebuilt with clang,
+# coverage instrumentation and ASan+UBSan; `make fuzz FUZZ_SECONDS=N` runs each for N s.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -fopenmp -Iinclude $(PKG_CFLAGS) \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+# The parsers need no kernels (whose CPU-feature probes are gcc-specific).
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out src/kernels/% src/eval/% src/model/llama.c,$(LIB_SRC)))
+
+fuzz-deps:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || bash scripts/install-deps.sh
+
+$(FUZZ_BUILD)/src/%.o: src/%.c | fuzz-deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libllmq.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BUILD)/libllmq.a | fuzz-deps
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/io -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libllmq.a $(PKG_LIBS) -lm
+
+fuzz: deps $(FUZZ_BIN)
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
 MODEL ?= models/llmq-demo
 TEXT  ?=
 demo: deps $(BIN)
@@ -98,6 +125,6 @@ bench: deps $(BIN) $(BENCH_BIN)
 	@bash scripts/bench.sh $(BENCH_BIN)
 
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BENCH_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BENCH_BIN:=.d) $(FUZZ_LIB_OBJ:.o=.d)

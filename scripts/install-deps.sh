@@ -7,6 +7,7 @@ pkgs=(build-essential pkg-config
       libopenblas-openmp-dev liblapacke-dev
       libpcre2-dev libutf8proc-dev libssl-dev
       python3
+      clang libclang-rt-14-dev libomp-dev                 # libFuzzer drivers (make fuzz)
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) # NEON kernel tests (make test-neon)
 missing=()
 for p in "${pkgs[@]}"; do

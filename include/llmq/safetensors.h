@@ -34,6 +34,10 @@ size_t llmq_st_count(const llmq_safetensors *st);
 const llmq_st_tensor *llmq_st_at(const llmq_safetensors *st, size_t i);
 const llmq_st_tensor *llmq_st_find(const llmq_safetensors *st, const char *name);
 
+/* LLMQ_OK when every element of t is a finite number; otherwise LLMQ_ERR with a
+ * message naming the file, the tensor and the first NaN or Inf element. */
+int llmq_st_check_finite(const llmq_st_tensor *t);
+
 /* Writes tensors to a single .safetensors file atomically (temp + rename),
  * in the order given, with optional __metadata__ pairs (NULL-terminated list
  * of key, value strings). Tensor data is taken from t[i].data. */

@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,8 @@ static int get_token_id(json_t *root, const char *name, const char *key, int *ou
         *out = -1;
         return LLMQ_OK;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0) return llmq_error("%s: field '%s' is not a token id", name, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+        return llmq_error("%s: field '%s' is not a token id", name, key);
     *out = (int)json_integer_value(v);
     return LLMQ_OK;
 }
@@ -162,6 +164,11 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     }
     if (cfg->head_dim % 2) {
         llmq_error("%s: field 'head_dim' (%d) must be even for RoPE", name, cfg->head_dim);
+        goto done;
+    }
+    /* The projections' widths must fit the int arithmetic of the model code. */
+    if ((int64_t)cfg->n_heads * cfg->head_dim > (1 << 30)) {
+        llmq_error("%s: num_attention_heads (%d) × head_dim (%d) is too large", name, cfg->n_heads, cfg->head_dim);
         goto done;
     }
     if (cfg->n_heads % cfg->n_kv_heads) {

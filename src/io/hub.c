@@ -389,16 +389,12 @@ static int include_matches(const char *pattern, const char *name)
 }
 
 /* The shard names of a model.safetensors.index.json (weight_map values, unique). */
-static int read_index_shards(const char *path, char ***shards, size_t *n)
+static int parse_index_shards(const char *text, size_t len, const char *path, char ***shards, size_t *n)
 {
     *shards = NULL;
     *n = 0;
-    size_t len;
-    char *text = llmq_read_file(path, INDEX_MAX_BYTES, &len);
-    if (!text) return LLMQ_ERR;
     json_error_t jerr;
     json_t *root = json_loadb(text, len, 0, &jerr);
-    free(text);
     if (!root) return llmq_error("%s: not JSON: %s (line %d)", path, jerr.text, jerr.line);
     json_t *map = json_object_get(root, "weight_map");
     if (!json_is_object(map)) {
@@ -442,6 +438,39 @@ static void free_strings(char **s, size_t n)
 {
     for (size_t i = 0; i < n; i++) free(s[i]);
     free(s);
+}
+
+static int read_index_shards(const char *path, char ***shards, size_t *n)
+{
+    *shards = NULL;
+    *n = 0;
+    size_t len;
+    char *text = llmq_read_file(path, INDEX_MAX_BYTES, &len);
+    if (!text) return LLMQ_ERR;
+    int rc = parse_index_shards(text, len, path, shards, n);
+    free(text);
+    return rc;
+}
+
+long hub_parse_answer(const char *repo, const char *body, size_t len, int is_index)
+{
+    long count = LLMQ_ERR;
+    if (is_index) {
+        char **shards;
+        size_t n;
+        if (parse_index_shards(body, len, repo, &shards, &n) == LLMQ_OK) {
+            count = (long)n;
+            free_strings(shards, n);
+        }
+        return count;
+    }
+    hub_repo r = {0};
+    r.repo = strdup(repo);
+    r.repo_dir = strdup("cache/models--fuzz");
+    if (!r.repo || !r.repo_dir) llmq_error("hub: out of memory");
+    else if (parse_repo_info(&r, body, len) == LLMQ_OK) count = (long)r.n_files;
+    hub_repo_free(&r);
+    return count;
 }
 
 /* ---- downloading a batch of files ------------------------------------------ */

@@ -63,4 +63,11 @@ char *hub_url_quote(const char *s, const char *safe);
 /* Milliseconds to wait before retry number `attempt` (1-based). */
 long hub_backoff_ms(const hub_net *net, int attempt);
 
+/* The parsers of the hub's JSON answers, for tests/fuzz/fuzz_hub.c: an
+ * /api/models/{repo}/revision/{rev}?blobs=true answer (is_index = 0) or a
+ * model.safetensors.index.json (is_index = 1), checked as llmq_hub_pull checks
+ * them. Returns the number of files (shards) named, or LLMQ_ERR with a message
+ * naming repo. */
+long hub_parse_answer(const char *repo, const char *body, size_t len, int is_index);
+
 #endif

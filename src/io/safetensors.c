@@ -292,6 +292,34 @@ const llmq_st_tensor *llmq_st_find(const llmq_safetensors *st, const char *name)
     return NULL;
 }
 
+/* A value is NaN or Inf when its exponent bits are all ones (IEEE 754 binary32,
+ * binary16, and bfloat16, which is binary32's top half). Elements are read with
+ * memcpy: a safetensors data area need not be aligned. */
+int llmq_st_check_finite(const llmq_st_tensor *t)
+{
+    if (t->type != LLMQ_TYPE_F32 && t->type != LLMQ_TYPE_F16 && t->type != LLMQ_TYPE_BF16)
+        return llmq_error("%s: tensor '%s': type %d is not F32, F16 or BF16", t->file ? t->file : "?", t->name,
+                          (int)t->type);
+    const unsigned char *p = t->data;
+    size_t size = t->type == LLMQ_TYPE_F32 ? 4 : 2;
+    uint32_t exp_mask = t->type == LLMQ_TYPE_F32 ? 0x7f800000u : t->type == LLMQ_TYPE_F16 ? 0x7c00u : 0x7f80u;
+    uint32_t mant_mask = t->type == LLMQ_TYPE_F32 ? 0x007fffffu : t->type == LLMQ_TYPE_F16 ? 0x03ffu : 0x007fu;
+    for (size_t i = 0; i < (size_t)t->n_elements; i++) {
+        uint32_t bits = 0;
+        if (size == 4) memcpy(&bits, p + 4 * i, 4);
+        else {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            bits = h;
+        }
+        if ((bits & exp_mask) != exp_mask) continue;
+        const char *what = (bits & mant_mask) ? "NaN" : (bits >> (8 * size - 1)) ? "-Inf" : "+Inf";
+        return llmq_error("%s: tensor '%s': element %zu is %s: refusing a checkpoint with non-finite weights",
+                          t->file ? t->file : "?", t->name, i, what);
+    }
+    return LLMQ_OK;
+}
+
 static const char *dtype_name(llmq_type t)
 {
     return t == LLMQ_TYPE_F32 ? "F32" : t == LLMQ_TYPE_F16 ? "F16" : t == LLMQ_TYPE_BF16 ? "BF16" : NULL;
