@@ -482,8 +482,11 @@ Test(awq, demo_model_awq_beats_rtn_per_layer)
     char dir[512];
     llmq_model *m;
     llmq_calib cal;
+    /* 8 windows: AWQ calibrates on the first 4, the errors are measured on the other 4. */
     demo_model(dir, sizeof dir, &m, &cal, 8, 64);
     float **X = layer_inputs(m, &cal);
+    int ns = 4, T = cal.seqlen;
+    size_t held_out = (size_t)ns * T * m->cfg.hidden_size;
     const llmq_type tests[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K};
     for (size_t ti = 0; ti < 3; ti++) {
         llmq_type types[LLMQ_LIN_COUNT];
@@ -493,14 +496,13 @@ Test(awq, demo_model_awq_beats_rtn_per_layer)
             float *obuf = llmq_layer_f32_copy(m, l, &orig), *abuf = llmq_layer_f32_copy(m, l, &awq);
             cr_assert(obuf && abuf, "%s", llmq_last_error());
             llmq_awq_stats st;
-            cr_assert_eq(llmq_awq_layer(m, l, &awq, X[l], cal.n_samples, cal.seqlen, types, 128, NULL, &st), LLMQ_OK, "%s",
-                         llmq_last_error());
+            cr_assert_eq(llmq_awq_layer(m, l, &awq, X[l], ns, T, types, 128, NULL, &st), LLMQ_OK, "%s", llmq_last_error());
             cr_assert(!st.searched[LLMQ_AWQ_VO], "the demo model uses GQA: no v->o group");
             float *qbuf = fake_quant_layer(&awq, &awq_q, types, 128), *rbuf = fake_quant_layer(&orig, &rtn, types, 128);
-            double e_rtn = layer_output_mse(m, &orig, &rtn, l, X[l], cal.n_samples, cal.seqlen);
-            double e_awq = layer_output_mse(m, &orig, &awq_q, l, X[l], cal.n_samples, cal.seqlen);
-            cr_log_info("demo %s layer %d: output MSE rtn %.4g awq %.4g (%.2fx); r = %.2f/%.2f/%.2f", llmq_type_get(tests[ti])->name,
-                        l, e_rtn, e_awq, e_awq / e_rtn, st.ratio[0], st.ratio[2], st.ratio[3]);
+            double e_rtn = layer_output_mse(m, &orig, &rtn, l, X[l] + held_out, ns, T);
+            double e_awq = layer_output_mse(m, &orig, &awq_q, l, X[l] + held_out, ns, T);
+            cr_log_info("demo %s layer %d: held-out output MSE rtn %.4g awq %.4g (%.3fx); r = %.2f/%.2f/%.2f",
+                        llmq_type_get(tests[ti])->name, l, e_rtn, e_awq, e_awq / e_rtn, st.ratio[0], st.ratio[2], st.ratio[3]);
             cr_assert_lt(e_awq, e_rtn, "%s layer %d: AWQ %g vs RTN %g", llmq_type_get(tests[ti])->name, l, e_awq, e_rtn);
             free(obuf); free(abuf); free(qbuf); free(rbuf);
         }
@@ -526,7 +528,7 @@ Test(awq, stories_folding_keeps_the_logits)
     for (size_t i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
     json_decref(arr);
     llmq_calib cal;
-    llmq_calib_opts co = {.n_samples = 4, .seqlen = 128, .seed = 3};
+    llmq_calib_opts co = {.n_samples = 3, .seqlen = 96, .seed = 3};
     cr_assert_eq(llmq_calib_sample(ids, n, &co, &cal), LLMQ_OK, "%s", llmq_last_error());
     check_folded_logits(m, &cal, LLMQ_TYPE_Q4_K);
     llmq_calib_free(&cal);
