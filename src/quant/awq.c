@@ -269,12 +269,12 @@ static int mean_abs(const float *x, size_t n, int cols, float *mean)
 
 /* AutoAWQ's w_mean: |w| relative to its weight group's max, averaged per
  * input channel over all rows of the group's readers. */
-static void weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, float *mean)
+static int weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, float *mean)
 {
     int cols = L->lin[group_readers[g][0]].cols;
     double *acc = calloc((size_t)cols, sizeof *acc);
     size_t rows = 0;
-    if (!acc) return; /* callers fall back to x-only scales on a zero mean */
+    if (!acc) return llmq_error("AWQ: out of memory for weight statistics");
     for (int j = 0; j < group_n_readers[g]; j++) {
         const llmq_weight *w = &L->lin[group_readers[g][j]];
         const float *d = w->data;
@@ -288,6 +288,7 @@ static void weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, f
     }
     for (int c = 0; c < cols; c++) mean[c] = (float)(acc[c] / (double)(rows ? rows : 1));
     free(acc);
+    return LLMQ_OK;
 }
 
 /* s = x̄^r (or x̄^r / (w̄^(1-r) + 1e-4)), at least 1e-4, divided by sqrt(max·min). */
@@ -448,7 +449,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
         Lq.lin[group_readers[g][j]].data = tmp[j];
     }
     if (mean_abs(in, c->n_tokens, cols, x_mean)) goto done;
-    if (w_mean) weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean);
+    if (w_mean && weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean)) goto done;
 
     double best = INFINITY, loss0 = NAN;
     float best_r = 0;
