@@ -37,6 +37,9 @@ void llmq_awq_defaults(llmq_awq_opts *o)
 
 static float *wdata(const llmq_weight *w) { return (float *)w->data; }
 
+static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
+static inline float absmaxf(float m, float v) { v = v < 0 ? -v : v; return v > m ? v : m; }
+
 static bool is_float_type(llmq_type t) { return t == LLMQ_TYPE_F32 || t == LLMQ_TYPE_F16 || t == LLMQ_TYPE_BF16; }
 
 /* ------------------------------------------------------------ fake quantization */
@@ -234,7 +237,9 @@ static int apply_scales(const llmq_model *m, int index, llmq_layer *L, llmq_awq_
 
 int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group group, const float *s)
 {
-    int index = layer >= m->layers && layer < m->layers + m->cfg.n_layers ? (int)(layer - m->layers) : -1;
+    int index = -1; /* for messages: the layer's number when it is one of m's own */
+    for (int i = 0; m->layers && i < m->cfg.n_layers; i++)
+        if (layer == &m->layers[i]) index = i;
     return apply_scales(m, index, layer, group, s);
 }
 
@@ -264,12 +269,12 @@ static int mean_abs(const float *x, size_t n, int cols, float *mean)
 
 /* AutoAWQ's w_mean: |w| relative to its weight group's max, averaged per
  * input channel over all rows of the group's readers. */
-static void weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, float *mean)
+static int weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, float *mean)
 {
     int cols = L->lin[group_readers[g][0]].cols;
     double *acc = calloc((size_t)cols, sizeof *acc);
     size_t rows = 0;
-    if (!acc) return; /* callers fall back to x-only scales on a zero mean */
+    if (!acc) return llmq_error("AWQ: out of memory for weight statistics");
     for (int j = 0; j < group_n_readers[g]; j++) {
         const llmq_weight *w = &L->lin[group_readers[g][j]];
         const float *d = w->data;
@@ -283,6 +288,7 @@ static void weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, f
     }
     for (int c = 0; c < cols; c++) mean[c] = (float)(acc[c] / (double)(rows ? rows : 1));
     free(acc);
+    return LLMQ_OK;
 }
 
 /* s = x̄^r (or x̄^r / (w̄^(1-r) + 1e-4)), at least 1e-4, divided by sqrt(max·min). */
@@ -391,6 +397,39 @@ static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, 
 
 /* ------------------------------------------------------------ the scale search */
 
+/* out = Q(W·diag(s))·diag(s)⁻¹ for linear k (one parallel region: W is
+ * rescaled, rounded and unscaled row by row). */
+static int scaled_fake_quant(const awq_ctx *c, llmq_linear k, const llmq_weight *w, const float *s, float *out)
+{
+    llmq_type t = c->types[k];
+    int rows = w->rows, cols = w->cols, G = c->group_size[k];
+    const float *src = w->data;
+    if (is_float_type(t)) {
+        for (size_t i = 0; i < (size_t)rows * cols; i++) out[i] = src[i];
+        return llmq_fake_quant(t, 0, false, out, rows, cols, out);
+    }
+    llmq_rtn_opts ro = {.search = c->opts->rtn_search, .importance = NULL};
+    int n_groups = llmq_group_count(cols, G), failed = 0;
+    #pragma omp parallel
+    {
+        llmq_grid *grids = malloc((size_t)n_groups * sizeof *grids);
+        #pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            float *o = out + (size_t)r * cols;
+            for (int i = 0; i < cols; i++) o[i] = src[(size_t)r * cols + i] * s[i];
+            if (!grids || fake_quant_row(t, G, &ro, o, cols, grids, o)) {
+                #pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            for (int i = 0; i < cols; i++) o[i] /= s[i];
+        }
+        free(grids);
+    }
+    return failed ? llmq_error("layer %d: AWQ: fake quantization of %s failed (out of memory)", c->index, llmq_linear_names[k])
+                  : LLMQ_OK;
+}
+
 /* Chooses group g's scales on `in` (its input, n_tokens × readers' cols) against
  * ref (the inspected output of L on in); best_s receives them. */
 static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
@@ -410,7 +449,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
         Lq.lin[group_readers[g][j]].data = tmp[j];
     }
     if (mean_abs(in, c->n_tokens, cols, x_mean)) goto done;
-    if (w_mean) weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean);
+    if (w_mean && weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean)) goto done;
 
     double best = INFINITY, loss0 = NAN;
     float best_r = 0;
@@ -420,15 +459,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
         /* Q(W·diag(s))·diag(s)⁻¹ on the unscaled input: the scaled layer's output. */
         for (int j = 0; j < nr; j++) {
             llmq_linear k = group_readers[g][j];
-            const llmq_weight *w = &L->lin[k];
-            const float *src = w->data;
-            #pragma omp parallel for schedule(static)
-            for (int row = 0; row < w->rows; row++)
-                for (int col = 0; col < cols; col++) tmp[j][(size_t)row * cols + col] = src[(size_t)row * cols + col] * s[col];
-            if (llmq_fake_quant(c->types[k], c->group_size[k], c->opts->rtn_search, tmp[j], w->rows, cols, tmp[j])) goto done;
-            #pragma omp parallel for schedule(static)
-            for (int row = 0; row < w->rows; row++)
-                for (int col = 0; col < cols; col++) tmp[j][(size_t)row * cols + col] /= s[col];
+            if (scaled_fake_quant(c, k, &L->lin[k], s, tmp[j])) goto done;
         }
         double sse;
         if (inspect_all(c, g, &Lq, in, ref, NULL, &sse)) goto done;
@@ -504,7 +535,7 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                 for (int g = 0; g < n_groups; g++) {
                     int c0 = g * G, c1 = c0 + G < cols ? c0 + G : cols;
                     float mx = 0;
-                    for (int i = c0; i < c1; i++) mx = fmaxf(mx, fabsf(w0[(size_t)r * cols + i]));
+                    for (int i = c0; i < c1; i++) mx = absmaxf(mx, w0[(size_t)r * cols + i]);
                     omax[r * n_groups + g] = mx;
                     best_err[r * n_groups + g] = INFINITY;
                     best_i[r * n_groups + g] = 0;
@@ -521,7 +552,7 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                     for (int g = 0; g < n_groups; g++) {
                         int c0 = g * G, c1 = c0 + G < cols ? c0 + G : cols;
                         float mx = omax[r * n_groups + g] * keep;
-                        for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = fminf(fmaxf(w0[(size_t)r * cols + i], -mx), mx);
+                        for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = clampf(w0[(size_t)r * cols + i], -mx, mx);
                     }
                     if (fake_quant_row(t, G, &ro, wc + (size_t)r * cols, cols, grids, wq + (size_t)r * cols)) ok = false;
                 }
@@ -564,7 +595,7 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                 for (int g = 0; g < n_groups; g++) {
                     int c0 = g * G, c1 = c0 + G < cols ? c0 + G : cols;
                     float mx = omax[r * n_groups + g] * (1.0f - (float)best_i[r * n_groups + g] / (float)grid);
-                    for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = fminf(fmaxf(w0[(size_t)r * cols + i], -mx), mx);
+                    for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = clampf(w0[(size_t)r * cols + i], -mx, mx);
                 }
                 if (fake_quant_row(t, G, &ro, wc + (size_t)r * cols, cols, grids, wq + (size_t)r * cols)) ok = false;
                 for (int i = 0; i < cols; i++) wq[(size_t)r * cols + i] -= w0[(size_t)r * cols + i];
