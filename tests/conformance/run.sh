@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Conformance with llama.cpp: llmq's GGUF files of stories-llama-7m at q4_0,
-# q4_1, q4_k, q4_k_m and q8_0 are loaded by llama.cpp (the prebuilt binaries
+# q4_1, q4_k, q4_k_m and q8_0 (RTN), and GPTQ / AWQ / AWQ+GPTQ files, are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
@@ -18,7 +18,9 @@ model=$shared/models/stories-llama-7m
 chunks=${CONFORMANCE_CHUNKS:-8}
 version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
 work=$root/build/conformance
-types="q4_0 q4_1 q4_k q4_k_m q8_0"
+# TYPE or TYPE:METHOD (calibrated methods use 16 windows of the shared calibration text)
+types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q4_k:gptq q4_0:awq q4_k:awq+gptq"}
+calib=$shared/data/tinystories/tinystories_calib.txt
 tolerance=0.005
 
 skip_or_fail() {
@@ -72,11 +74,14 @@ fs.writeFileSync(process.argv[2], JSON.stringify(ids.slice(0, Number(process.arg
 
 status=0
 printf "conformance: stories-llama-7m, %d windows of 512, llama.cpp protocol (node-llama-cpp %s)\n" "$chunks" "$version"
-printf "  %-8s %12s %12s %10s %s\n" type llmq llama.cpp diff result
-for t in $types; do
-    gguf=$work/stories-llama-7m-$t.gguf
-    if ! "$llmq" quantize "$model" -o "$gguf" --type "$t" >"$work/quantize-$t.log" 2>&1; then
-        tail -3 "$work/quantize-$t.log"; echo "  $t: llmq quantize failed"; status=1; continue
+printf "  %-14s %12s %12s %10s %s\n" type llmq llama.cpp diff result
+for spec in $types; do
+    t=${spec%%:*} method=rtn
+    case "$spec" in *:*) method=${spec#*:} ;; esac
+    gguf=$work/stories-llama-7m-$t-$method.gguf
+    if ! "$llmq" quantize "$model" -o "$gguf" --type "$t" --method "$method" --calib "$calib" --calib-samples 16 --calib-seqlen 512 \
+            >"$work/quantize-$t.log" 2>&1; then
+        tail -3 "$work/quantize-$t.log"; echo "  $spec: llmq quantize failed"; status=1; continue
     fi
     ours=$("$llmq" ppl "$gguf" --tokens "$work/tokens.json" --protocol llamacpp --ctx 512 --json 2>"$work/ppl-$t.log" | tail -1)
     theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" tokens.json --ctx 512 2>"$work/llamacpp-$t.log" | tail -1)
@@ -88,10 +93,10 @@ const same = a.tokens_scored === b.tokens_scored;
 console.log([a.ppl.toFixed(4), b.ppl.toFixed(4), (100 * d).toFixed(3) + "%", same && d <= Number(process.argv[3]) ? "ok" : "MISMATCH"].join(" "));
 ' "$ours" "$theirs" "$tolerance")
     if [ "$line" = "ERR" ]; then
-        echo "  $t: no result (llmq: $ours) (llama.cpp: $(tail -3 "$work/llamacpp-$t.log"))"; status=1; continue
+        echo "  $spec: no result (llmq: $ours) (llama.cpp: $(tail -3 "$work/llamacpp-$t.log"))"; status=1; continue
     fi
     set -- $line
-    printf "  %-8s %12s %12s %10s %s\n" "$t" "$1" "$2" "$3" "$4"
+    printf "  %-14s %12s %12s %10s %s\n" "$spec" "$1" "$2" "$3" "$4"
     [ "$4" = ok ] || status=1
 done
 if [ $status -ne 0 ]; then
