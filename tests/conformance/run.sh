@@ -80,11 +80,11 @@ for spec in $types; do
     case "$spec" in *:*) method=${spec#*:} ;; esac
     gguf=$work/stories-llama-7m-$t-$method.gguf
     if ! "$llmq" quantize "$model" -o "$gguf" --type "$t" --method "$method" --calib "$calib" --calib-samples 16 --calib-seqlen 512 \
-            >"$work/quantize-$t.log" 2>&1; then
-        tail -3 "$work/quantize-$t.log"; echo "  $spec: llmq quantize failed"; status=1; continue
+            >"$work/quantize-$t-$method.log" 2>&1; then
+        tail -3 "$work/quantize-$t-$method.log"; echo "  $spec: llmq quantize failed"; status=1; continue
     fi
-    ours=$("$llmq" ppl "$gguf" --tokens "$work/tokens.json" --protocol llamacpp --ctx 512 --json 2>"$work/ppl-$t.log" | tail -1)
-    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" tokens.json --ctx 512 2>"$work/llamacpp-$t.log" | tail -1)
+    ours=$("$llmq" ppl "$gguf" --tokens "$work/tokens.json" --protocol llamacpp --ctx 512 --json 2>"$work/ppl-$t-$method.log" | tail -1)
+    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" tokens.json --ctx 512 2>"$work/llamacpp-$t-$method.log" | tail -1)
     line=$(node -e '
 let a, b;
 try { a = JSON.parse(process.argv[1]); b = JSON.parse(process.argv[2]); } catch (e) { console.log("ERR"); process.exit(0); }
@@ -93,7 +93,7 @@ const same = a.tokens_scored === b.tokens_scored;
 console.log([a.ppl.toFixed(4), b.ppl.toFixed(4), (100 * d).toFixed(3) + "%", same && d <= Number(process.argv[3]) ? "ok" : "MISMATCH"].join(" "));
 ' "$ours" "$theirs" "$tolerance")
     if [ "$line" = "ERR" ]; then
-        echo "  $spec: no result (llmq: $ours) (llama.cpp: $(tail -3 "$work/llamacpp-$t.log"))"; status=1; continue
+        echo "  $spec: no result (llmq: $ours) (llama.cpp: $(tail -3 "$work/llamacpp-$t-$method.log"))"; status=1; continue
     fi
     set -- $line
     printf "  %-14s %12s %12s %10s %s\n" "$spec" "$1" "$2" "$3" "$4"
