@@ -18,7 +18,7 @@ keep=${KEEP:---keep-output f16 --keep-embed f16}
 ctx=256
 out=build/bench-quality
 mkdir -p "$out"
-field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/" <<<"$2" | tr -d '"'; }
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[2])[sys.argv[1]])' "$1" "$2"; }
 
 echo "model $model, calibration $calib ($samples × 512 tokens), eval $eval, protocol gptq ctx $ctx, $keep"
 echo

@@ -21,7 +21,7 @@ mkdir -p "$out"
 calib="$model/calib.txt"
 [ -f "$calib" ] || calib="$text"
 
-json_field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/" <<<"$2" | tr -d '"'; }
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[2])[sys.argv[1]])' "$1" "$2"; }
 
 echo "demo: model $model, text $text, ctx $ctx"
 base=$($llmq ppl "$model" --text "$text" --ctx "$ctx" --json | tail -n1)
