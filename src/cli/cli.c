@@ -79,8 +79,20 @@ bool cli_double(cli_args *a, const char *name, double min, double max, double *o
 int cli_unknown(cli_args *a)
 {
     a->failed = true;
-    if (a->positional) return cli_fail(a->cmd, "unexpected argument '%s' (see llmq %s --help)", a->arg, a->cmd);
-    return cli_fail(a->cmd, "unknown option '%s' (see llmq %s --help)", a->arg, a->cmd);
+    if (a->positional) cli_fail(a->cmd, "unexpected argument '%s' (see llmq %s --help)", a->arg, a->cmd);
+    else cli_fail(a->cmd, "unknown option '%s' (see llmq %s --help)", a->arg, a->cmd);
+    return 2;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "llmq %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
 }
 
 int cli_fail(const char *cmd, const char *fmt, ...)

@@ -29,7 +29,10 @@ bool cli_value(cli_args *a, const char *name, const char **value);
 bool cli_int(cli_args *a, const char *name, int min, int *out);
 /* Parses a number option value in [min, max]. */
 bool cli_double(cli_args *a, const char *name, double min, double max, double *out);
+/* Reports an unknown option or extra argument; returns 2 (the usage-error exit status). */
 int cli_unknown(cli_args *a);
+/* "llmq CMD: message" on stderr for a usage error; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* "llmq CMD: message" on stderr; returns 1 (the exit status for a failure). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -58,17 +58,17 @@ int cmd_ppl(int argc, char **argv)
                  cli_int(&a, "--threads", 0, &threads)) {
             if (a.failed) return 2;
         } else if (a.positional && !model_path) model_path = a.positional;
-        else return cli_unknown(&a) ? 2 : 2;
+        else return cli_unknown(&a);
     }
     if (!model_path) {
         fputs(usage, stderr);
         return 2;
     }
-    if (!text_path == !tokens_path) return cli_fail("ppl", "give exactly one of --text FILE or --tokens FILE") ? 2 : 2;
+    if (!text_path == !tokens_path) return cli_usage_error("ppl", "give exactly one of --text FILE or --tokens FILE");
     llmq_ppl_protocol proto;
     if (!strcmp(protocol, "gptq")) proto = LLMQ_PPL_GPTQ;
     else if (!strcmp(protocol, "llamacpp")) proto = LLMQ_PPL_LLAMACPP;
-    else return cli_fail("ppl", "--protocol must be gptq or llamacpp, not '%s'", protocol) ? 2 : 2;
+    else return cli_usage_error("ppl", "--protocol must be gptq or llamacpp, not '%s'", protocol);
     llmq_set_threads(threads);
 
     cli_model *cm = cli_model_open("ppl", model_path);

@@ -27,7 +27,7 @@ int cmd_synth(int argc, char **argv)
         if (cli_int(&a, "--seed", 0, &seed) || cli_int(&a, "--layers", 1, &o.n_layers)) {
             if (a.failed) return 2;
         } else if (a.positional) dir = a.positional;
-        else return cli_unknown(&a) ? 2 : 2;
+        else return cli_unknown(&a);
     }
     if (seed >= 0) o.seed = (uint64_t)seed;
     if (llmq_synth_write(dir, &o) != LLMQ_OK) return cli_fail_last("synth");
