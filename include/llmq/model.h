@@ -47,6 +47,11 @@ typedef struct llmq_model {
     int n_owned;
 } llmq_model;
 
+/* The shape config.json implies for linear k (rows = outputs, cols = inputs),
+ * and whether the architecture gives it a bias. */
+void llmq_linear_shape(const llmq_config *c, llmq_linear k, int *rows, int *cols);
+bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
+
 /* Loads a Hugging Face checkpoint directory (config.json + safetensors) or a
  * safetensors/index file beside a config.json. NULL with a message on error. */
 llmq_model *llmq_model_load(const char *path);

@@ -9,6 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+static void vreport(const char *cmd, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "llmq %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 cli_args cli_begin(const char *cmd, int argc, char **argv)
 {
     cli_args a = {argc, 0, argv, NULL, NULL, cmd, false};
@@ -88,9 +95,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "llmq %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vreport(cmd, fmt, ap);
     va_end(ap);
     return 2;
 }
@@ -99,9 +104,7 @@ int cli_fail(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "llmq %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vreport(cmd, fmt, ap);
     va_end(ap);
     return 1;
 }

@@ -566,7 +566,7 @@ llmq_model *llmq_model_load_gguf(const char *path)
     m->source_free = close_gguf;
     if (llmq_gguf_read_config(g, &m->cfg, &m->rope_interleaved)) goto fail;
     const llmq_config *c = &m->cfg;
-    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
+    int d = c->hidden_size;
     if (bind(m, g, "token_embd.weight", c->vocab_size, d, false, &m->embed) ||
         bind(m, g, "output_norm.weight", d, 0, false, &m->final_norm))
         goto fail;
@@ -577,8 +577,6 @@ llmq_model *llmq_model_load_gguf(const char *path)
         llmq_error("%s: out of memory", path);
         goto fail;
     }
-    const int rows[LLMQ_LIN_COUNT] = {qd, kvd, kvd, d, f, f, d};
-    const int cols[LLMQ_LIN_COUNT] = {d, d, d, qd, d, d, f};
     for (int l = 0; l < c->n_layers; l++) {
         llmq_layer *L = &m->layers[l];
         char name[LLMQ_GGUF_MAX_NAME + 16];
@@ -587,11 +585,12 @@ llmq_model *llmq_model_load_gguf(const char *path)
         llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
         if (bind(m, g, name, d, 0, false, &L->ffn_norm)) goto fail;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            int rows, cols;
+            llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
             llmq_gguf_layer_tensor_name(name, sizeof name, l, linear_gguf_names[k], "weight");
-            if (bind(m, g, name, rows[k], cols[k], false, &L->lin[k])) goto fail;
-            bool want_bias = (k <= LLMQ_LIN_V && c->qkv_bias) || (k == LLMQ_LIN_O && c->o_bias) || (k >= LLMQ_LIN_GATE && c->mlp_bias);
+            if (bind(m, g, name, rows, cols, false, &L->lin[k])) goto fail;
             llmq_gguf_layer_tensor_name(name, sizeof name, l, linear_gguf_names[k], "bias");
-            if (bind(m, g, name, rows[k], 0, !want_bias, &L->bias[k])) goto fail;
+            if (bind(m, g, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k])) goto fail;
         }
     }
     return m;

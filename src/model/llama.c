@@ -19,6 +19,20 @@ const char *const llmq_linear_names[LLMQ_LIN_COUNT] = {"q_proj", "k_proj", "v_pr
 
 /* ------------------------------------------------------------------ loading */
 
+void llmq_linear_shape(const llmq_config *c, llmq_linear k, int *rows, int *cols)
+{
+    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
+    static const int row_kind[LLMQ_LIN_COUNT] = {1, 2, 2, 0, 3, 3, 0}, col_kind[LLMQ_LIN_COUNT] = {0, 0, 0, 1, 0, 0, 3};
+    const int dims[4] = {d, qd, kvd, f}; /* hidden, query width, key/value width, FFN */
+    *rows = dims[row_kind[k]];
+    *cols = dims[col_kind[k]];
+}
+
+bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k)
+{
+    return (k <= LLMQ_LIN_V && c->qkv_bias) || (k == LLMQ_LIN_O && c->o_bias) || (k >= LLMQ_LIN_GATE && c->mlp_bias);
+}
+
 static void *keep(llmq_model *m, void *p)
 {
     void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
@@ -92,7 +106,7 @@ llmq_model *llmq_model_load(const char *path)
     m->source_free = free_safetensors;
 
     const llmq_config *c = &m->cfg;
-    int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
+    int d = c->hidden_size;
     if (bind(m, st, "model.embed_tokens.weight", c->vocab_size, d, false, &m->embed) ||
         bind(m, st, "model.norm.weight", d, 0, false, &m->final_norm) || to_f32(m, &m->final_norm))
         goto fail;
@@ -106,8 +120,6 @@ llmq_model *llmq_model_load(const char *path)
         llmq_error("%s: out of memory", path);
         goto fail;
     }
-    const int rows[LLMQ_LIN_COUNT] = {qd, kvd, kvd, d, f, f, d};
-    const int cols[LLMQ_LIN_COUNT] = {d, d, d, qd, d, d, f};
     const char *group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
     for (int l = 0; l < c->n_layers; l++) {
         llmq_layer *L = &m->layers[l];
@@ -117,11 +129,12 @@ llmq_model *llmq_model_load(const char *path)
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
         if (bind(m, st, name, d, 0, false, &L->ffn_norm) || to_f32(m, &L->ffn_norm)) goto fail;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            int rows, cols;
+            llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
             snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, group[k], llmq_linear_names[k]);
-            if (bind(m, st, name, rows[k], cols[k], false, &L->lin[k])) goto fail;
-            bool want_bias = (k <= LLMQ_LIN_V && c->qkv_bias) || (k == LLMQ_LIN_O && c->o_bias) || (k >= LLMQ_LIN_GATE && c->mlp_bias);
+            if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
             snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, group[k], llmq_linear_names[k]);
-            if (bind(m, st, name, rows[k], 0, !want_bias, &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
+            if (bind(m, st, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
         }
     }
     return m;
