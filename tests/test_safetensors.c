@@ -160,3 +160,37 @@ Test(safetensors, shard_index_errors)
     cr_assert_null(llmq_st_open(dir));
     cr_assert(strstr(llmq_last_error(), "missing.safetensors"), "%s", llmq_last_error());
 }
+
+/* A NaN in one weight: the model refuses to load and names the tensor. */
+Test(safetensors, model_with_nan_weight_is_refused)
+{
+    char src[512];
+    REQUIRE_SHARED(src, "models/stories260K");
+    char dir[256], path[512], cmd[1024];
+    test_tmpdir(dir, sizeof dir, "nanmodel");
+    llmq_safetensors *st = llmq_st_open(src);
+    cr_assert_not_null(st);
+    size_t n = llmq_st_count(st);
+    llmq_st_tensor *copy = malloc(n * sizeof *copy);
+    float *bad = NULL;
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = *llmq_st_at(st, i);
+        if (!strcmp(copy[i].name, "model.layers.2.mlp.down_proj.weight")) {
+            bad = malloc(copy[i].n_bytes);
+            memcpy(bad, copy[i].data, copy[i].n_bytes);
+            bad[17] = NAN;
+            copy[i].data = bad;
+        }
+    }
+    cr_assert_not_null(bad);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(llmq_st_write(path, copy, n, NULL), LLMQ_OK, "%s", llmq_last_error());
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/'", src, dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_null(llmq_model_load(dir));
+    cr_assert(strstr(llmq_last_error(), "model.layers.2.mlp.down_proj.weight") && strstr(llmq_last_error(), "NaN"), "%s",
+              llmq_last_error());
+    free(bad);
+    free(copy);
+    llmq_st_close(st);
+}

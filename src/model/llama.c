@@ -60,6 +60,8 @@ static int bind(llmq_model *m, llmq_safetensors *st, const char *name, int rows,
         else snprintf(want, sizeof want, "%d", rows);
         return llmq_error("%s: tensor '%s': shape %s does not match config.json (%s)", t->file, name, got, want);
     }
+    /* A NaN or Inf weight would poison every activation after it: refuse it here, naming the tensor. */
+    if (llmq_st_check_finite(t) != LLMQ_OK) return LLMQ_ERR;
     w->data = t->data;
     w->type = t->type;
     w->rows = cols ? rows : 1;
