@@ -41,6 +41,8 @@ int llmq_error_prefix(const char *fmt, ...)
     size_t m = strnlen(old, rest);
     memcpy(last_error + n + 2, old, m);
     last_error[n + 2 + m] = '\0';
+    for (char *p = last_error; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
     return LLMQ_ERR;
 }
 
