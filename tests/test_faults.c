@@ -266,6 +266,7 @@ Test(faults, sigkill_mid_gguf_write_never_leaves_a_partial_file)
     gguf_job job = {path, 16, 1 << 16, 2000}; /* 16 x 256 KiB, 2 ms between tensors */
     int mid = 0;
     for (int attempt = 0; attempt < 5 && !mid; attempt++) {
+        unlink(path); /* a complete file from an attempt whose kill came too late must not count */
         mid = kill_mid_write(write_gguf, &job, path, 16 * (256 << 10));
         if (file_size(path) >= 0) check_gguf_complete(path, 16, 1 << 16); /* absent or complete */
     }
@@ -287,6 +288,7 @@ Test(faults, sigkill_mid_safetensors_write_never_leaves_a_partial_file)
     st_job job = {path, 1 << 23}; /* 32 MiB in one fwrite */
     int mid = 0;
     for (int attempt = 0; attempt < 5 && !mid; attempt++) {
+        unlink(path); /* a complete file from an attempt whose kill came too late must not count */
         mid = kill_mid_write(write_st, &job, path, (off_t)4 << 23);
         if (file_size(path) >= 0) check_st_complete(path, 1 << 23);
     }
