@@ -136,26 +136,12 @@ static void write_weights(const char *dir, const char *skip, const char *reshape
 
 /* ---- the CLI ------------------------------------------------------------------------ */
 
-static void llmq_binary(char *buf, size_t n)
-{
-    char self[512];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert_gt(l, 0);
-    self[l] = 0;
-    char *slash = strrchr(self, '/'); /* .../build/tests/test_errors -> .../build/llmq */
-    *slash = 0;
-    slash = strrchr(self, '/');
-    *slash = 0;
-    snprintf(buf, n, "%s/llmq", self);
-    if (access(buf, X_OK) != 0) cr_skip_test("%s is not built", buf);
-}
-
 /* Runs `llmq <args>` with stdout discarded; returns stderr, sets *status. */
 static char *run_llmq(int *status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static char *run_llmq(int *status, const char *fmt, ...)
 {
     char bin[600], args[2048], cmd[3000];
-    llmq_binary(bin, sizeof bin);
+    test_llmq_binary(bin, sizeof bin);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);

@@ -341,18 +341,6 @@ Test(quantize, stories260k_falls_back_with_one_notice_per_tensor)
 
 /* ------------------------------------------------------------ CLI */
 
-static void llmq_binary(char *buf, size_t n)
-{
-    char self[512];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert_gt(l, 0);
-    self[l] = 0;
-    *strrchr(self, '/') = 0; /* .../build/tests/test_quantize -> .../build/llmq */
-    *strrchr(self, '/') = 0;
-    snprintf(buf, n, "%s/llmq", self);
-    if (access(buf, X_OK) != 0) cr_skip_test("%s is not built", buf);
-}
-
 static char *run(const char *cmd, int *status)
 {
     FILE *p = popen(cmd, "r");
@@ -383,7 +371,7 @@ static json_t *last_json_line(const char *out)
 Test(quantize_cli, quantize_json_inspect_and_ppl_on_the_gguf)
 {
     char bin[600], model[512], dir[256], cmd[4096];
-    llmq_binary(bin, sizeof bin);
+    test_llmq_binary(bin, sizeof bin);
     REQUIRE_SHARED(model, "models/stories260K");
     test_tmpdir(dir, sizeof dir, "quantize-cli");
     int st;
@@ -446,7 +434,7 @@ Test(quantize_cli, quantize_json_inspect_and_ppl_on_the_gguf)
 Test(quantize_cli, refusals_and_help)
 {
     char bin[600], model[512], cmd[2048];
-    llmq_binary(bin, sizeof bin);
+    test_llmq_binary(bin, sizeof bin);
     REQUIRE_SHARED(model, "models/stories260K");
     int st;
     snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq 2>&1", bin, model);
