@@ -65,7 +65,7 @@ static double run_sgemm(void *p)
 int main(int argc, char **argv)
 {
     const char *path = argc > 1 ? argv[1] : "../shared/models/stories-llama-7m";
-    if (!llmq_is_dir(path)) {
+    if (!llmq_is_dir(path) && !llmq_file_exists(path)) {
         path = "build/bench-demo";
         if (!llmq_file_exists("build/bench-demo/model.safetensors")) {
             llmq_synth_opts o;
