@@ -142,15 +142,24 @@ int main(void)
     /* ---- GEMV ---- */
     double bw = stream_read_gbs((size_t)(quick ? 64 : 512) << 20, 5);
     printf("\n### GEMV: 1 token × [%d → %d], memory bandwidth (streaming read, %d threads): %.1f GB/s\n\n", in, gemv_rows, threads, bw);
-    printf("| weights | MiB | µs | GB/s | of bandwidth |\n|---|---:|---:|---:|---:|\n");
+    printf("Exact: fp32 activations (the default). Fast: int8 activations and integer dots (`--fast`).\n\n");
+    printf("| weights | MiB | exact µs | exact GB/s | exact of bw | fast µs | fast GB/s | fast of bw |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     const llmq_type gemv_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16};
     for (size_t k = 0; k < sizeof gemv_types / sizeof gemv_types[0]; k++) {
         llmq_type t = gemv_types[k];
         void *w = random_weights(t, gemv_rows, in);
         double bytes = (double)llmq_row_size(t, in) * gemv_rows;
         double s = time_matmul(y, x, 1, w, t, in, gemv_rows, 5);
-        printf("| %s | %.1f | %.0f | %.1f | %.0f%% |\n", llmq_type_get(t)->name, bytes / 1048576, s * 1e6, bytes / s / 1e9,
+        printf("| %s | %.1f | %.0f | %.1f | %.0f%% |", llmq_type_get(t)->name, bytes / 1048576, s * 1e6, bytes / s / 1e9,
                100.0 * bytes / s / 1e9 / bw);
+        if (llmq_type_get(t)->is_quantized) {
+            llmq_set_fast(true);
+            double f = time_matmul(y, x, 1, w, t, in, gemv_rows, 5);
+            llmq_set_fast(false);
+            printf(" %.0f | %.1f | %.0f%% |\n", f * 1e6, bytes / f / 1e9, 100.0 * bytes / f / 1e9 / bw);
+        } else {
+            printf(" – | – | – |\n");
+        }
         free(w);
     }
 

@@ -166,6 +166,49 @@ static inline int kc_check_dot(const llmq_kernel_ops *a, const llmq_kernel_ops *
     return fails;
 }
 
+/* The integer dots of the --fast path against the scalar one, on the same
+ * quantized activations (zero, normal and large tokens). */
+static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
+                                  const char *tag)
+{
+    const size_t row_bytes = llmq_row_size(t, in), nb = (size_t)in / 32;
+    const int nt = LLMQ_DOT_MAX_TOKENS;
+    float *x = malloc(sizeof(float) * (size_t)in * nt), *wf = malloc(sizeof(float) * (size_t)in);
+    llmq_act_q8 *xq = malloc(sizeof *xq * nb * nt);
+    for (int i = 0; i < in * nt; i++) x[i] = kc_gauss();
+    for (int i = 0; i < in; i++) x[i] = 0.0f;
+    for (int i = 0; i < in; i++) x[2 * in + i] *= 1e3f;
+    for (int k = 0; k < nt; k++) llmq_act_quantize_q8(x + (size_t)k * in, in, xq + (size_t)k * nb);
+    int fails = 0;
+    for (int r = 0; r < rows && fails < 3; r++) {
+        const void *row = (const char *)w + (size_t)r * row_bytes;
+        ref->dequant(row, wf, in);
+        for (int k = 1; k <= nt; k++) {
+            float ya[LLMQ_DOT_MAX_TOKENS], yr[LLMQ_DOT_MAX_TOKENS];
+            a->dot_q8(row, xq, nb, k, in, ya, 1);
+            ref->dot_q8(row, xq, nb, k, in, yr, 1);
+            for (int tk = 0; tk < k; tk++) {
+                double mag = 0;
+                for (int i = 0; i < in; i++) {
+                    const llmq_act_q8 *b = xq + (size_t)tk * nb + i / 32;
+                    mag += fabs((double)wf[i] * b->d * b->q[i % 32]);
+                }
+                double err = fabs((double)ya[tk] - yr[tk]);
+                if (!(err <= KC_REL * mag + 1e-30)) {
+                    if (fails < 3 && kc_verbose)
+                        printf("  FAIL %s %s dot_q8: row %d, %d tokens, token %d: %.9g vs reference %.9g (|Σwx| terms %.3g)\n",
+                               llmq_type_get(t)->name, tag, r, k, tk, (double)ya[tk], (double)yr[tk], mag);
+                    fails++;
+                }
+            }
+        }
+    }
+    free(x);
+    free(wf);
+    free(xq);
+    return fails;
+}
+
 static const llmq_type kc_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16, LLMQ_TYPE_BF16, LLMQ_TYPE_F32};
 #define KC_N_TYPES (int)(sizeof kc_types / sizeof kc_types[0])
@@ -197,6 +240,7 @@ static inline void kc_check_table(const llmq_kernel_ops *(*table)(llmq_type), co
                     continue;
                 }
                 int f = kc_check_dequant(a, ref, t, w, rows, in, tag) + kc_check_dot(a, ref, t, w, rows, in, tag);
+                if (a->dot_q8 && ref->dot_q8 && in % 32 == 0) f += kc_check_dot_q8(a, ref, t, w, rows, in, tag);
                 if (f) (*failed)++;
                 else (*passed)++;
                 free(w);

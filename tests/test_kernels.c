@@ -29,7 +29,12 @@ static void bad_dequant(const void *row, float *dst, int n)
     llmq_ops_scalar(LLMQ_TYPE_Q8_0)->dequant(row, dst, n);
     dst[n - 1] = nextafterf(dst[n - 1], INFINITY);
 }
-static const llmq_kernel_ops bad_ops = {bad_dequant, bad_dot};
+static void bad_dot_q8(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys)
+{
+    llmq_ops_scalar(LLMQ_TYPE_Q8_0)->dot_q8(row, x, xs, nt, n, y, ys);
+    for (int t = 0; t < nt; t++) y[t * ys] = y[t * ys] * 1.0001f + 1e-3f;
+}
+static const llmq_kernel_ops bad_ops = {bad_dequant, bad_dot, bad_dot_q8};
 static const llmq_kernel_ops *bad_table(llmq_type t) { return t == LLMQ_TYPE_Q8_0 ? &bad_ops : llmq_ops_scalar(t); }
 
 Test(kernels, checker_catches_a_wrong_kernel)
@@ -38,6 +43,11 @@ Test(kernels, checker_catches_a_wrong_kernel)
     kc_verbose = 0;
     kc_check_table(bad_table, "bad", &passed, &failed);
     cr_assert_geq(failed, 4, "the checker missed a wrong kernel (%d failures)", failed);
+    void *w = kc_weights(LLMQ_TYPE_Q8_0, 3, 256, KC_RANDOM);
+    cr_assert_gt(kc_check_dot_q8(&bad_ops, llmq_ops_scalar(LLMQ_TYPE_Q8_0), LLMQ_TYPE_Q8_0, w, 3, 256, "bad"), 0,
+                 "the checker missed a wrong integer dot");
+    free(w);
+    kc_verbose = 1;
 }
 
 /* y = x·Wᵀ in double from the reference decoder. */
@@ -125,5 +135,73 @@ Test(kernels, dequant_rows_is_the_reference_decoder)
         llmq_dequant_q4_k((const char *)w + r * llmq_row_size(LLMQ_TYPE_Q4_K, 512), want, 512);
         cr_assert_arr_eq(got + (r - 2) * 512, want, sizeof want);
     }
+    free(w);
+}
+
+/* The --fast GEMV: llmq_matmul with int8 activations equals the exact
+ * product of the weights with the quantized activations x̂ (to KC_REL), x̂ is
+ * within half a step of x in every block, and more than 8 tokens keep the
+ * exact path bit for bit. */
+static void check_fast_matmul(const char *kernel, llmq_type t, int nt, int in, int out, kc_mode mode)
+{
+    cr_assert_eq(llmq_kernel_select(kernel), LLMQ_OK, "%s", llmq_last_error());
+    void *w = kc_weights(t, out, in, mode);
+    cr_assert_not_null(w);
+    const int nb = in / 32;
+    float *x = malloc(sizeof *x * nt * in), *xhat = malloc(sizeof *xhat * nt * in), *y = malloc(sizeof *y * nt * out);
+    llmq_act_q8 *xq = malloc(sizeof *xq * nt * nb);
+    double *ref = malloc(sizeof *ref * nt * out), *mag = malloc(sizeof *mag * nt * out);
+    for (int i = 0; i < nt * in; i++) x[i] = kc_gauss() * (i % 97 == 0 ? 20.0f : 1.0f);
+    for (int k = 0; k < nt; k++) llmq_act_quantize_q8(x + k * in, in, xq + k * nb);
+    for (int k = 0; k < nt; k++)
+        for (int i = 0; i < in; i++) {
+            const llmq_act_q8 *b = &xq[k * nb + i / 32];
+            xhat[k * in + i] = b->d * b->q[i % 32];
+            cr_assert(fabsf(xhat[k * in + i] - x[k * in + i]) <= 0.5f * b->d * 1.0001f, "x̂ off by more than half a step");
+        }
+    reference_matmul(ref, xhat, nt, w, t, in, out, mag);
+    llmq_set_fast(true);
+    int rc = llmq_matmul(y, x, nt, w, t, in, out);
+    llmq_set_fast(false);
+    cr_assert_eq(rc, LLMQ_OK, "%s", llmq_last_error());
+    for (int i = 0; i < nt * out; i++)
+        cr_assert(fabs(y[i] - ref[i]) <= KC_REL * mag[i] + 1e-30, "fast %s %s %s nt=%d y[%d]=%.9g, exact product with x̂ %.9g", kernel,
+                  llmq_type_get(t)->name, kc_mode_names[mode], nt, i, y[i], ref[i]);
+    free(w); free(x); free(xhat); free(y); free(xq); free(ref); free(mag);
+}
+
+Test(kernels, fast_gemv_is_the_exact_product_with_int8_activations)
+{
+    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
+    static const int tokens[] = {1, 4, 7};
+    const char *kernels[2] = {"scalar", llmq_isa_available(LLMQ_ISA_AVX2) ? "avx2" : llmq_isa_available(LLMQ_ISA_NEON) ? "neon" : "scalar"};
+    for (int kk = 0; kk < 2; kk++)
+        for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
+            for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++) {
+                int in = llmq_type_get(types[k])->block_size == 256 ? 512 : 160;
+                check_fast_matmul(kernels[kk], types[k], tokens[a], in, 33, (kc_mode)(a % KC_MODES));
+            }
+    llmq_kernel_select(NULL);
+}
+
+Test(kernels, fast_mode_leaves_prompt_sized_products_exact)
+{
+    const int nt = 9, in = 256, out = 17;
+    void *w = kc_weights(LLMQ_TYPE_Q4_K, out, in, KC_RANDOM);
+    float x[9 * 256], exact[9 * 17], fast[9 * 17];
+    for (int i = 0; i < nt * in; i++) x[i] = kc_gauss();
+    cr_assert_eq(llmq_matmul(exact, x, nt, w, LLMQ_TYPE_Q4_K, in, out), LLMQ_OK);
+    llmq_set_fast(true);
+    cr_assert(llmq_get_fast());
+    cr_assert_eq(llmq_matmul(fast, x, nt, w, LLMQ_TYPE_Q4_K, in, out), LLMQ_OK);
+    float one_exact[17], one_fast[17];
+    cr_assert_eq(llmq_matmul(one_fast, x, 1, w, LLMQ_TYPE_Q4_K, in, out), LLMQ_OK);
+    llmq_set_fast(false);
+    cr_assert_eq(llmq_matmul(one_exact, x, 1, w, LLMQ_TYPE_Q4_K, in, out), LLMQ_OK);
+    cr_assert_arr_eq(fast, exact, sizeof exact);
+    /* while a single token does take the integer path: some output differs */
+    int differ = 0;
+    for (int o = 0; o < out; o++) differ += one_fast[o] != one_exact[o];
+    cr_assert_gt(differ, 0, "fast GEMV gave the exact path's bits");
     free(w);
 }

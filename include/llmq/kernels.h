@@ -5,10 +5,20 @@
 
 #include "llmq/types.h"
 
+#include <stdbool.h>
+
 /* y[t*out + o] = sum_i x[t*in + i] * W[o][i] for t < n_tokens.
  * `in` must be a multiple of the type's block size. Threads: OpenMP.
  * Returns LLMQ_OK or LLMQ_ERR (unknown type, bad shape, out of memory). */
 int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type wtype, int in, int out);
+
+/* The --fast path (off by default; perplexity checks use the exact path
+ * unless asked): matrix-vector products (≤ 8 tokens) quantize each
+ * activation row to int8 in blocks of 32 (one scale each) and run integer
+ * dot products, as llama.cpp does; products over more tokens stay on the
+ * exact fp32 path. Applies to Q4_0, Q4_1, Q8_0, Q4_K, Q6_K and Q3_K weights. */
+void llmq_set_fast(bool on);
+bool llmq_get_fast(void);
 
 /* Decodes rows [r0, r1) of W into dst (row-major, (r1-r0) × in floats). */
 int llmq_dequant_rows(float *dst, const void *w, llmq_type wtype, int in, int r0, int r1);

@@ -45,6 +45,11 @@ typedef struct llmq_model {
     void (*source_free)(void *);
     void **owned; /* buffers converted at load (norms, biases) */
     int n_owned;
+    /* Activation buffers and RoPE angles kept between forward calls, so a
+     * layer-by-layer pass allocates (and page-faults) once; taken by one
+     * call at a time, a concurrent call allocates its own. Internal. */
+    struct llmq_workspace *ws;
+    int ws_busy;
 } llmq_model;
 
 /* The shape config.json implies for linear k (rows = outputs, cols = inputs),
@@ -56,6 +61,9 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
  * safetensors/index file beside a config.json. NULL with a message on error. */
 llmq_model *llmq_model_load(const char *path);
 void llmq_model_free(llmq_model *m);
+/* Frees the activation buffers a model keeps between forward calls (the next
+ * call allocates them again); for callers that hold a model idle for long. */
+void llmq_model_release_workspace(llmq_model *m);
 /* Total parameters (embedding and head counted once when tied). */
 int64_t llmq_model_n_params(const llmq_model *m);
 

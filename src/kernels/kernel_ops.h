@@ -15,6 +15,19 @@
  * 32-element blocks; small enough for L1. */
 #define LLMQ_DOT_CHUNK 256
 
+/* Activations of the --fast path: one token's row cut into 32-element
+ * blocks, x ≈ d·q with d = max|x|/127, q = round(x/d) ∈ [-127, 127], and
+ * s = d·Σq for the weight types whose values carry an offset (Q4_0's −8,
+ * Q4_1's m, Q4_K's min). Like ggml's Q8_1, with a float d. */
+typedef struct {
+    float d, s;
+    int8_t q[32];
+} llmq_act_q8;
+
+/* Quantizes n floats (n a multiple of 32) into n/32 blocks; the same code
+ * for every ISA, so the integer paths differ only in their sums' order. */
+void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst);
+
 typedef struct {
     /* Decodes n elements (a multiple of the block size) of one row into dst,
      * bit-identical to the type's reference dequantizer. */
@@ -22,6 +35,10 @@ typedef struct {
     /* y[t·ys] = Σ_i W[i]·x[t·xs + i] for t < nt (1 ≤ nt ≤ LLMQ_DOT_MAX_TOKENS),
      * W the n-element row at `row`. */
     void (*dot)(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys);
+    /* The integer dot of the --fast path: y[t·ys] = Σ_i W[i]·x̂_t[i], x̂_t the
+     * n/32 activation blocks at x + t·xs. NULL where the ISA has none for
+     * the type (the exact dot runs instead). */
+    void (*dot_q8)(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys);
 } llmq_kernel_ops;
 
 typedef enum { LLMQ_ISA_SCALAR, LLMQ_ISA_AVX2, LLMQ_ISA_NEON, LLMQ_ISA_COUNT } llmq_isa;

@@ -20,6 +20,10 @@
 #define GEMV_MAX_TOKENS 8
 
 static int n_threads_set;
+static int fast_mode;
+
+void llmq_set_fast(bool on) { __atomic_store_n(&fast_mode, on ? 1 : 0, __ATOMIC_RELAXED); }
+bool llmq_get_fast(void) { return __atomic_load_n(&fast_mode, __ATOMIC_RELAXED) != 0; }
 
 void llmq_set_threads(int n)
 {
@@ -65,6 +69,25 @@ static void gemv(const llmq_kernel_ops *ops, float *y, const float *x, int n_tok
             int nt = n_tokens - t0 < LLMQ_DOT_MAX_TOKENS ? n_tokens - t0 : LLMQ_DOT_MAX_TOKENS;
             ops->dot(w + (size_t)o * row_bytes, x + (size_t)t0 * in, (size_t)in, nt, in, y + (size_t)t0 * out + o, (size_t)out);
         }
+}
+
+/* The --fast GEMV: each token's row quantized once to int8 blocks, then the
+ * ISA's integer dot per output row. */
+static int gemv_q8(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
+                   int in, int out)
+{
+    const size_t nb = (size_t)in / 32;
+    llmq_act_q8 *xq = malloc((size_t)n_tokens * nb * sizeof *xq);
+    if (!xq) return llmq_error("matmul: out of memory for %d×%d quantized activations", n_tokens, in);
+    for (int t = 0; t < n_tokens; t++) llmq_act_quantize_q8(x + (size_t)t * in, in, xq + (size_t)t * nb);
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < out; o++)
+        for (int t0 = 0; t0 < n_tokens; t0 += LLMQ_DOT_MAX_TOKENS) {
+            int nt = n_tokens - t0 < LLMQ_DOT_MAX_TOKENS ? n_tokens - t0 : LLMQ_DOT_MAX_TOKENS;
+            ops->dot_q8(w + (size_t)o * row_bytes, xq + (size_t)t0 * nb, nb, nt, in, y + (size_t)t0 * out + o, (size_t)out);
+        }
+    free(xq);
+    return LLMQ_OK;
 }
 
 /* One parallel region for the whole product: each thread takes a contiguous
@@ -114,6 +137,8 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
     const size_t row_bytes = llmq_row_size(wtype, in);
+    if (n_tokens <= GEMV_MAX_TOKENS && ops->dot_q8 && in % 32 == 0 && llmq_get_fast())
+        return gemv_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
     if (n_tokens <= GEMV_MAX_TOKENS) {
         gemv(ops, y, x, n_tokens, w, row_bytes, in, out);
         return LLMQ_OK;

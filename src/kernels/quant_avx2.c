@@ -211,66 +211,348 @@ static inline void dot_chunked(void (*dequant)(const void *, float *, int), int 
     {                                                                                                    \
         dot_chunked(name##_dequant, block, block_bytes, row, x, xs, nt, n, y, ys);                       \
     }                                                                                                    \
-    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot};
+    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot, NULL};
 
-CHUNKED_OPS(q4_1, 32, sizeof(llmq_block_q4_1))
-CHUNKED_OPS(q4_k, 256, sizeof(llmq_block_q4_k))
-CHUNKED_OPS(q6_k, 256, sizeof(llmq_block_q6_k))
-CHUNKED_OPS(q3_k, 256, sizeof(llmq_block_q3_k))
+/* ---- integer dots of the --fast path (int8 activations, llmq_act_q8) ----
+ * maddubs multiplies unsigned by signed bytes and adds pairs into int16;
+ * madd with ones adds pairs again into eight int32 partial sums. Weights
+ * that are unsigned nibbles (Q4_0, Q4_1, Q4_K) go in as they are, their
+ * offset corrected once per block through the activation block's s; signed
+ * weights go in as |w| with the activation taking w's sign. No sum can
+ * saturate: |w| ≤ 128 and |q| ≤ 127 bound a pair by 32512. Each block's
+ * eight partial sums are scaled by d_w·d_x and kept in a vector until the end. */
+static inline __m256i dot_u8s8(__m256i w, __m256i x) { return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)); }
+static inline __m256i dot_s8s8(__m256i w, __m256i x) { return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)); }
+/* Two 16-element halves with their own int16 scales: Σ sc_half · w·x. */
+static inline __m256i dot_s8s8_scaled16(__m256i w, __m256i x, int sc_lo, int sc_hi)
+{
+    const __m256i sc = _mm256_set_m128i(_mm_set1_epi16((short)sc_hi), _mm_set1_epi16((short)sc_lo));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), sc);
+}
+static inline __m256i load_act(const llmq_act_q8 *b) { return _mm256_loadu_si256((const __m256i *)b->q); }
+/* 16 bytes of nibbles → 32 bytes: low nibbles first, then high nibbles. */
+static inline __m256i nibbles32(const uint8_t *qs)
+{
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+}
+
+/* The dots below are written once for a token count nt that the dispatcher
+ * makes a compile-time constant (1..4): the per-token accumulators then live
+ * in registers rather than in a stack array, and two banks of them (even and
+ * odd blocks) keep two FMA chains in flight. */
+#define UNROLL_T _Pragma("GCC unroll 4")
+#define NT_DISPATCH(fn, body, xtype)                                                                    \
+    static void fn(const void *row, const xtype *x, size_t xs, int nt, int n, float *y, size_t ys)     \
+    {                                                                                                   \
+        switch (nt) {                                                                                   \
+        case 1: body(row, x, xs, 1, n, y, ys); break;                                                   \
+        case 2: body(row, x, xs, 2, n, y, ys); break;                                                   \
+        case 3: body(row, x, xs, 3, n, y, ys); break;                                                   \
+        default: body(row, x, xs, 4, n, y, ys); break;                                                  \
+        }                                                                                               \
+    }
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+#define Q8_DOT_BEGIN                                                   \
+    __m256 acc0[LLMQ_DOT_MAX_TOKENS], acc1[LLMQ_DOT_MAX_TOKENS];       \
+    float corr0[LLMQ_DOT_MAX_TOKENS], corr1[LLMQ_DOT_MAX_TOKENS];      \
+    UNROLL_T for (int t = 0; t < nt; t++) {                            \
+        acc0[t] = acc1[t] = _mm256_setzero_ps();                       \
+        corr0[t] = corr1[t] = 0;                                       \
+    }
+#define Q8_DOT_END                                                     \
+    UNROLL_T for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + (corr0[t] + corr1[t]);
+
+/* acc += (Σ of the eight int32 partial sums p) · scale */
+#define ACC_I32(acc, p, scale) ((acc) = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), (acc)))
+
+ALWAYS_INLINE void q4_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q4_0 *b = row;
+    const __m256i eight = _mm256_set1_epi8(8);
+    const int nb = n / 32;
+    Q8_DOT_BEGIN
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const __m256i q0 = _mm256_sub_epi8(nibbles32(b[i].qs), eight), q1 = _mm256_sub_epi8(nibbles32(b[i + 1].qs), eight);
+        const float d0 = h2f(b[i].d), d1 = h2f(b[i + 1].d);
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + i;
+            ACC_I32(acc0[t], dot_s8s8(q0, load_act(a)), d0 * a[0].d);
+            ACC_I32(acc1[t], dot_s8s8(q1, load_act(a + 1)), d1 * a[1].d);
+        }
+    }
+    if (i < nb) {
+        const __m256i q0 = _mm256_sub_epi8(nibbles32(b[i].qs), eight);
+        const float d0 = h2f(b[i].d);
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + i;
+            ACC_I32(acc0[t], dot_s8s8(q0, load_act(a)), d0 * a->d);
+        }
+    }
+    Q8_DOT_END
+}
+NT_DISPATCH(q4_0_dot_q8, q4_0_q8_body, llmq_act_q8)
+
+/* Q4_1's offset m enters once per block through the activation sum s. */
+ALWAYS_INLINE void q4_1_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q4_1 *b = row;
+    const int nb = n / 32;
+    Q8_DOT_BEGIN
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const __m256i q0 = nibbles32(b[i].qs), q1 = nibbles32(b[i + 1].qs);
+        const float d0 = h2f(b[i].d), m0 = h2f(b[i].m), d1 = h2f(b[i + 1].d), m1 = h2f(b[i + 1].m);
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + i;
+            ACC_I32(acc0[t], dot_u8s8(q0, load_act(a)), d0 * a[0].d);
+            ACC_I32(acc1[t], dot_u8s8(q1, load_act(a + 1)), d1 * a[1].d);
+            corr0[t] += m0 * a[0].s;
+            corr1[t] += m1 * a[1].s;
+        }
+    }
+    if (i < nb) {
+        const __m256i q0 = nibbles32(b[i].qs);
+        const float d0 = h2f(b[i].d), m0 = h2f(b[i].m);
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + i;
+            ACC_I32(acc0[t], dot_u8s8(q0, load_act(a)), d0 * a->d);
+            corr0[t] += m0 * a->s;
+        }
+    }
+    Q8_DOT_END
+}
+NT_DISPATCH(q4_1_dot_q8, q4_1_q8_body, llmq_act_q8)
+
+ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q8_0 *b = row;
+    const int nb = n / 32;
+    Q8_DOT_BEGIN
+    int i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)b[i].qs), q1 = _mm256_loadu_si256((const __m256i *)b[i + 1].qs);
+        const float d0 = h2f(b[i].d), d1 = h2f(b[i + 1].d);
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + i;
+            ACC_I32(acc0[t], dot_s8s8(q0, load_act(a)), d0 * a[0].d);
+            ACC_I32(acc1[t], dot_s8s8(q1, load_act(a + 1)), d1 * a[1].d);
+        }
+    }
+    if (i < nb) {
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        const float d0 = h2f(b[i].d);
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + i;
+            ACC_I32(acc0[t], dot_s8s8(q0, load_act(a)), d0 * a->d);
+        }
+    }
+    Q8_DOT_END
+}
+NT_DISPATCH(q8_0_dot_q8, q8_0_q8_body, llmq_act_q8)
+
+/* Q4_K's twelve scale bytes → its eight 6-bit scales and eight 6-bit mins
+ * (the layout llmq_q4_k_get_scale_min reads one at a time), four bytes per
+ * 32-bit operation. */
+static inline void q4_k_unpack(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t w[3], out[4];
+    memcpy(w, s, sizeof w);
+    out[0] = w[0] & 0x3f3f3f3fu;                                                /* scales 0..3 */
+    out[1] = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);         /* scales 4..7 */
+    out[2] = w[1] & 0x3f3f3f3fu;                                                /* mins 0..3 */
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);  /* mins 4..7 */
+    memcpy(sc, out, 8);
+    memcpy(mn, out + 2, 8);
+}
+
+static inline __m256 u8x8_to_ps(const uint8_t *v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v))); }
+
+/* Q4_K: the sub-block mins enter through the activation sums, as one vector
+ * product per super-block. */
+ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q4_k *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    Q8_DOT_BEGIN
+    for (int i = 0; i < n / 256; i++) {
+        uint8_t sc8[8], mn8[8];
+        q4_k_unpack(b[i].scales, sc8, mn8);
+        float dsc[8] __attribute__((aligned(32)));
+        _mm256_store_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), u8x8_to_ps(sc8)));
+        const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), u8x8_to_ps(mn8));
+        UNROLL_T for (int t = 0; t < nt; t++) {
+            const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i;
+            const __m256 sums = _mm256_set_ps(a[7].s, a[6].s, a[5].s, a[4].s, a[3].s, a[2].s, a[1].s, a[0].s);
+            acc1[t] = _mm256_fnmadd_ps(mins, sums, acc1[t]);
+        }
+        for (int c = 0; c < 4; c++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            UNROLL_T for (int t = 0; t < nt; t++) {
+                const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 2 * c;
+                ACC_I32(acc0[t], dot_u8s8(lo, load_act(a)), dsc[2 * c] * a[0].d);
+                ACC_I32(acc1[t], dot_u8s8(hi, load_act(a + 1)), dsc[2 * c + 1] * a[1].d);
+            }
+        }
+    }
+    Q8_DOT_END
+}
+NT_DISPATCH(q4_k_dot_q8, q4_k_q8_body, llmq_act_q8)
+
+/* Q6_K and Q3_K: 32 signed weights per activation block, in two halves of
+ * 16 with their own scales (applied in the integer madd). */
+#define ACC_SCALED16(acc, a, q, d, sc_lo, sc_hi) ACC_I32(acc, dot_s8s8_scaled16(q, load_act(a), sc_lo, sc_hi), (d) * (a)->d)
+
+ALWAYS_INLINE void q6_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q6_k *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    Q8_DOT_BEGIN
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            const int8_t *sc = b[i].scales + 8 * h;
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            const __m256i q1 =
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            UNROLL_T for (int t = 0; t < nt; t++) {
+                const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 4 * h;
+                ACC_SCALED16(acc0[t], a, _mm256_sub_epi8(q0, k32), d, sc[0], sc[1]);
+                ACC_SCALED16(acc1[t], a + 1, _mm256_sub_epi8(q1, k32), d, sc[2], sc[3]);
+                ACC_SCALED16(acc0[t], a + 2, _mm256_sub_epi8(q2, k32), d, sc[4], sc[5]);
+                ACC_SCALED16(acc1[t], a + 3, _mm256_sub_epi8(q3, k32), d, sc[6], sc[7]);
+            }
+        }
+    }
+    Q8_DOT_END
+}
+NT_DISPATCH(q6_k_dot_q8, q6_k_q8_body, llmq_act_q8)
+
+ALWAYS_INLINE void q3_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
+{
+    const llmq_block_q3_k *b = row;
+    const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    Q8_DOT_BEGIN
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d);
+        const __m256i hmask = _mm256_loadu_si256((const __m256i *)b[i].hmask);
+        int sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = llmq_q3_k_get_scale(b[i].scales, j);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+            for (int j = 0; j < 4; j += 2) {
+                __m256i q[2];
+                for (int u = 0; u < 2; u++) {
+                    const int bit = 4 * h + j + u;
+                    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * (j + u))), m2);
+                    const __m256i hb = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << bit)));
+                    q[u] = _mm256_sub_epi8(lo, _mm256_and_si256(_mm256_cmpeq_epi8(hb, zero), four));
+                }
+                const int bit = 4 * h + j;
+                UNROLL_T for (int t = 0; t < nt; t++) {
+                    const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + bit;
+                    ACC_SCALED16(acc0[t], a, q[0], d, sc[2 * bit], sc[2 * bit + 1]);
+                    ACC_SCALED16(acc1[t], a + 1, q[1], d, sc[2 * bit + 2], sc[2 * bit + 3]);
+                }
+            }
+        }
+    }
+    Q8_DOT_END
+}
+NT_DISPATCH(q3_k_dot_q8, q3_k_q8_body, llmq_act_q8)
+
+#define CHUNKED_OPS_Q8(name, block, block_bytes)                                                         \
+    static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
+    {                                                                                                    \
+        dot_chunked(name##_dequant, block, block_bytes, row, x, xs, nt, n, y, ys);                       \
+    }                                                                                                    \
+    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot, name##_dot_q8};
+
+CHUNKED_OPS_Q8(q4_1, 32, sizeof(llmq_block_q4_1))
+CHUNKED_OPS_Q8(q4_k, 256, sizeof(llmq_block_q4_k))
+CHUNKED_OPS_Q8(q6_k, 256, sizeof(llmq_block_q6_k))
+CHUNKED_OPS_Q8(q3_k, 256, sizeof(llmq_block_q3_k))
 CHUNKED_OPS(f16, 1, 2)
 CHUNKED_OPS(bf16, 1, 2)
 CHUNKED_OPS(f32, 1, 4)
 
 /* Q4_0 and Q8_0 decode in registers: per block, Σ q·x over the 32 elements
- * (q as small integers, exact in fp32), then one FMA with the block's d. */
-static void q4_0_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys)
+ * (q as small integers, exact in fp32), then one FMA with the block's d;
+ * even and odd blocks go to separate accumulators. */
+ALWAYS_INLINE __m256 dot32_f32(__m256 v0, __m256 v1, __m256 v2, __m256 v3, const float *xt)
 {
-    const llmq_block_q4_0 *b = row;
-    const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-    __m256 acc[LLMQ_DOT_MAX_TOKENS];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
-    for (int i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
-        const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
-        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
-        const __m256 v0 = s8_to_ps(lo), v1 = s8_to_ps(_mm_srli_si128(lo, 8));
-        const __m256 v2 = s8_to_ps(hi), v3 = s8_to_ps(_mm_srli_si128(hi, 8));
-        for (int t = 0; t < nt; t++) {
-            const float *xt = x + (size_t)t * xs + 32 * i;
-            __m256 p = _mm256_mul_ps(v0, _mm256_loadu_ps(xt));
-            p = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt + 8), p);
-            p = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xt + 16), p);
-            p = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xt + 24), p);
-            acc[t] = _mm256_fmadd_ps(d, p, acc[t]);
-        }
-    }
-    for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(acc[t]);
+    __m256 p = _mm256_mul_ps(v0, _mm256_loadu_ps(xt));
+    p = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt + 8), p);
+    p = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xt + 16), p);
+    return _mm256_fmadd_ps(v3, _mm256_loadu_ps(xt + 24), p);
 }
-static const llmq_kernel_ops q4_0_ops = {q4_0_dequant, q4_0_dot};
 
-static void q8_0_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys)
+/* Block i of Q4_0 or Q8_0 as four vectors of eight floats (the integers q). */
+ALWAYS_INLINE void q4_0_block_ps(const llmq_block_q4_0 *b, __m256 v[4])
 {
-    const llmq_block_q8_0 *b = row;
-    __m256 acc[LLMQ_DOT_MAX_TOKENS];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
-    for (int i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
-        const __m128i a = _mm_loadu_si128((const __m128i *)b[i].qs), c = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
-        const __m256 v0 = s8_to_ps(a), v1 = s8_to_ps(_mm_srli_si128(a, 8));
-        const __m256 v2 = s8_to_ps(c), v3 = s8_to_ps(_mm_srli_si128(c, 8));
-        for (int t = 0; t < nt; t++) {
-            const float *xt = x + (size_t)t * xs + 32 * i;
-            __m256 p = _mm256_mul_ps(v0, _mm256_loadu_ps(xt));
-            p = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xt + 8), p);
-            p = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xt + 16), p);
-            p = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xt + 24), p);
-            acc[t] = _mm256_fmadd_ps(d, p, acc[t]);
-        }
-    }
-    for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(acc[t]);
+    const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    const __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
+    v[0] = s8_to_ps(lo);
+    v[1] = s8_to_ps(_mm_srli_si128(lo, 8));
+    v[2] = s8_to_ps(hi);
+    v[3] = s8_to_ps(_mm_srli_si128(hi, 8));
 }
-static const llmq_kernel_ops q8_0_ops = {q8_0_dequant, q8_0_dot};
+ALWAYS_INLINE void q8_0_block_ps(const llmq_block_q8_0 *b, __m256 v[4])
+{
+    const __m128i a = _mm_loadu_si128((const __m128i *)b->qs), c = _mm_loadu_si128((const __m128i *)(b->qs + 16));
+    v[0] = s8_to_ps(a);
+    v[1] = s8_to_ps(_mm_srli_si128(a, 8));
+    v[2] = s8_to_ps(c);
+    v[3] = s8_to_ps(_mm_srli_si128(c, 8));
+}
+
+#define F32_DOT_BODY(name, btype)                                                                                   \
+    ALWAYS_INLINE void name##_f32_body(const void *row, const float *x, size_t xs, const int nt, int n, float *y, size_t ys) \
+    {                                                                                                               \
+        const btype *b = row;                                                                                       \
+        const int nb = n / 32;                                                                                      \
+        __m256 acc0[LLMQ_DOT_MAX_TOKENS], acc1[LLMQ_DOT_MAX_TOKENS];                                                \
+        UNROLL_T for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();                              \
+        int i = 0;                                                                                                  \
+        for (; i + 1 < nb; i += 2) {                                                                                \
+            __m256 v[4], u[4];                                                                                      \
+            name##_block_ps(&b[i], v);                                                                              \
+            name##_block_ps(&b[i + 1], u);                                                                          \
+            const __m256 d0 = _mm256_set1_ps(h2f(b[i].d)), d1 = _mm256_set1_ps(h2f(b[i + 1].d));                   \
+            UNROLL_T for (int t = 0; t < nt; t++) {                                                                 \
+                const float *xt = x + (size_t)t * xs + 32 * i;                                                      \
+                acc0[t] = _mm256_fmadd_ps(d0, dot32_f32(v[0], v[1], v[2], v[3], xt), acc0[t]);                      \
+                acc1[t] = _mm256_fmadd_ps(d1, dot32_f32(u[0], u[1], u[2], u[3], xt + 32), acc1[t]);                 \
+            }                                                                                                       \
+        }                                                                                                           \
+        if (i < nb) {                                                                                               \
+            __m256 v[4];                                                                                            \
+            name##_block_ps(&b[i], v);                                                                              \
+            const __m256 d0 = _mm256_set1_ps(h2f(b[i].d));                                                          \
+            UNROLL_T for (int t = 0; t < nt; t++)                                                                   \
+                acc0[t] = _mm256_fmadd_ps(d0, dot32_f32(v[0], v[1], v[2], v[3], x + (size_t)t * xs + 32 * i), acc0[t]); \
+        }                                                                                                           \
+        UNROLL_T for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum(_mm256_add_ps(acc0[t], acc1[t]));             \
+    }
+
+F32_DOT_BODY(q4_0, llmq_block_q4_0)
+F32_DOT_BODY(q8_0, llmq_block_q8_0)
+NT_DISPATCH(q4_0_dot, q4_0_f32_body, float)
+NT_DISPATCH(q8_0_dot, q8_0_f32_body, float)
+static const llmq_kernel_ops q4_0_ops = {q4_0_dequant, q4_0_dot, q4_0_dot_q8};
+static const llmq_kernel_ops q8_0_ops = {q8_0_dequant, q8_0_dot, q8_0_dot_q8};
 
 const llmq_kernel_ops *llmq_ops_avx2(llmq_type t)
 {

@@ -191,7 +191,7 @@ static inline void dot_chunked(void (*dequant)(const void *, float *, int), int 
     {                                                                                                    \
         dot_chunked(name##_dequant, block, block_bytes, row, x, xs, nt, n, y, ys);                       \
     }                                                                                                    \
-    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot};
+    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot, NULL};
 
 CHUNKED_OPS(q4_0, 32, sizeof(llmq_block_q4_0))
 CHUNKED_OPS(q4_1, 32, sizeof(llmq_block_q4_1))

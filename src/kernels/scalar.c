@@ -3,7 +3,27 @@
  * these. */
 #include "kernel_ops.h"
 
+#include <math.h>
 #include <string.h>
+
+void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
+{
+    for (int b = 0; b < n / 32; b++, x += 32) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            /* |x·id| ≤ 127 up to rounding; the clamp keeps it there */
+            float v = nearbyintf(x[i] * id);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            dst[b].q[i] = (int8_t)v;
+            sum += (int8_t)v;
+        }
+        dst[b].d = d;
+        dst[b].s = d * (float)sum;
+    }
+}
 
 #define SCALAR_OPS(name, type)                                                              \
     static void name##_dequant(const void *row, float *dst, int n)                          \
@@ -14,7 +34,11 @@
     {                                                                                       \
         scalar_dot(type, row, x, xs, nt, n, y, ys);                                         \
     }                                                                                       \
-    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot};
+    static void name##_dot_q8(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys) \
+    {                                                                                       \
+        scalar_dot_q8(type, row, x, xs, nt, n, y, ys);                                      \
+    }                                                                                       \
+    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot, name##_dot_q8};
 
 static void scalar_dot(llmq_type t, const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys)
 {
@@ -28,6 +52,29 @@ static void scalar_dot(llmq_type t, const void *row, const float *x, size_t xs, 
             const float *xt = x + (size_t)tk * xs + i0;
             double s = 0;
             for (int i = 0; i < len; i++) s += (double)buf[i] * xt[i];
+            acc[tk] += s;
+        }
+    }
+    for (int tk = 0; tk < nt; tk++) y[(size_t)tk * ys] = (float)acc[tk];
+}
+
+/* The reference for the integer dots: the same sum, Σ W[i]·d·q[i], with the
+ * weights decoded by the reference dequantizer and the activation blocks
+ * expanded, in double. */
+static void scalar_dot_q8(llmq_type t, const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys)
+{
+    const llmq_type_traits *tr = llmq_type_get(t);
+    float buf[LLMQ_DOT_CHUNK];
+    double acc[LLMQ_DOT_MAX_TOKENS] = {0};
+    for (int i0 = 0; i0 < n; i0 += LLMQ_DOT_CHUNK) {
+        int len = n - i0 < LLMQ_DOT_CHUNK ? n - i0 : LLMQ_DOT_CHUNK;
+        tr->to_float((const char *)row + (size_t)(i0 / tr->block_size) * tr->type_size, buf, len);
+        for (int tk = 0; tk < nt; tk++) {
+            double s = 0;
+            for (int i = 0; i < len; i++) {
+                const llmq_act_q8 *b = x + (size_t)tk * xs + (i0 + i) / 32;
+                s += (double)buf[i] * ((double)b->d * b->q[(i0 + i) % 32]);
+            }
             acc[tk] += s;
         }
     }

@@ -151,6 +151,7 @@ void llmq_model_free(llmq_model *m)
     if (m->source_free) m->source_free(m->source);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    llmq_model_release_workspace(m);
     free(m->layers);
     free(m->path);
     free(m);
@@ -172,6 +173,115 @@ int64_t llmq_model_n_params(const llmq_model *m)
 }
 
 /* ------------------------------------------------------------------ forward */
+
+/* exp(x) for x ≤ 88 without a libm call, so loops over it vectorise: x = k·ln2 + r
+ * with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7 Taylor
+ * polynomial (truncation < 5e-9 relative), 2^k by building the exponent. */
+static inline float exp_vec(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    const float k = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* Buffers for one forward over up to `cap` tokens, and the RoPE angles of
+ * positions 0..cap-1. */
+typedef struct llmq_workspace {
+    int cap;
+    float *xn, *out, *q, *k, *v, *att, *gate, *up, *cosv, *sinv, *scores;
+    int scores_threads;
+} llmq_workspace;
+
+#define ATT_BLOCK 64
+
+static void ws_free(llmq_workspace *ws)
+{
+    if (!ws) return;
+    free(ws->xn); free(ws->out); free(ws->q); free(ws->k); free(ws->v); free(ws->att);
+    free(ws->gate); free(ws->up); free(ws->cosv); free(ws->sinv); free(ws->scores);
+    free(ws);
+}
+
+static void rope_inv_freq(const llmq_config *c, double *inv);
+
+/* A workspace for n tokens: the model's own when it is free and large enough
+ * (grown otherwise), else a private one; release with ws_release. */
+static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
+{
+    llmq_model *m = (llmq_model *)cm; /* the cache is not part of the model's value */
+    const llmq_config *c = &m->cfg;
+    bool own = __atomic_exchange_n(&m->ws_busy, 1, __ATOMIC_ACQUIRE) == 0;
+    const int threads = omp_get_max_threads();
+    if (own && m->ws && m->ws->cap >= n && m->ws->scores_threads >= threads) return m->ws;
+    if (own) {
+        ws_free(m->ws);
+        m->ws = NULL;
+    }
+    llmq_workspace *ws = calloc(1, sizeof *ws);
+    const size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t f = (size_t)c->intermediate_size, half = (size_t)c->head_dim / 2, nn = (size_t)n;
+    double *inv = malloc(half * sizeof *inv);
+    if (ws) {
+        ws->cap = n;
+        ws->scores_threads = threads;
+        ws->xn = malloc(nn * d * sizeof(float));
+        ws->out = malloc(nn * d * sizeof(float));
+        ws->q = malloc(nn * qd * sizeof(float));
+        ws->k = malloc(nn * kvd * sizeof(float));
+        ws->v = malloc(nn * kvd * sizeof(float));
+        ws->att = malloc(nn * qd * sizeof(float));
+        ws->gate = malloc(nn * f * sizeof(float));
+        ws->up = malloc(nn * f * sizeof(float));
+        ws->cosv = malloc(nn * half * sizeof(float));
+        ws->sinv = malloc(nn * half * sizeof(float));
+        ws->scores = malloc((size_t)threads * ATT_BLOCK * nn * sizeof(float));
+    }
+    if (!ws || !inv || !ws->xn || !ws->out || !ws->q || !ws->k || !ws->v || !ws->att || !ws->gate || !ws->up || !ws->cosv ||
+        !ws->sinv || !ws->scores) {
+        ws_free(ws);
+        free(inv);
+        if (own) __atomic_store_n(&m->ws_busy, 0, __ATOMIC_RELEASE);
+        llmq_error("forward: out of memory for %d tokens", n);
+        return NULL;
+    }
+    /* RoPE angles in double: position × inverse frequency, then cos/sin. */
+    rope_inv_freq(c, inv);
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++)
+        for (size_t i = 0; i < half; i++) {
+            double a = (double)t * inv[i];
+            ws->cosv[(size_t)t * half + i] = (float)cos(a);
+            ws->sinv[(size_t)t * half + i] = (float)sin(a);
+        }
+    free(inv);
+    if (own) m->ws = ws;
+    return ws;
+}
+
+static void ws_release(const llmq_model *cm, llmq_workspace *ws)
+{
+    llmq_model *m = (llmq_model *)cm;
+    if (ws == m->ws) __atomic_store_n(&m->ws_busy, 0, __ATOMIC_RELEASE);
+    else ws_free(ws);
+}
+
+void llmq_model_release_workspace(llmq_model *m)
+{
+    ws_free(m->ws);
+    m->ws = NULL;
+}
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps)
 {
@@ -211,14 +321,15 @@ static void rope_inv_freq(const llmq_config *c, double *inv)
     }
 }
 
-static void rope(float *v, int n, int n_heads, int head_dim, const float *cosv, const float *sinv, bool interleaved)
+/* Rotates q (n_q heads) and k (n_k heads) of every token in one pass. */
+static void rope(float *q, int n_q, float *k, int n_k, int n, int head_dim, const float *cosv, const float *sinv, bool interleaved)
 {
     int half = head_dim / 2;
     #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++) {
         const float *ct = cosv + (size_t)t * half, *st = sinv + (size_t)t * half;
-        for (int h = 0; h < n_heads; h++) {
-            float *x = v + ((size_t)t * n_heads + h) * head_dim;
+        for (int h = 0; h < n_q + n_k; h++) {
+            float *x = h < n_q ? q + ((size_t)t * n_q + h) * head_dim : k + ((size_t)t * n_k + h - n_q) * head_dim;
             for (int i = 0; i < half; i++) {
                 int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
                 float x0 = x[a], x1 = x[b];
@@ -249,20 +360,18 @@ static int linear(const llmq_layer *L, llmq_linear k, float *y, const float *x, 
 
 /* Causal attention over rows [0, n): out[t, h] = softmax(q_t·K[0..t]ᵀ/√hd)·V[0..t].
  * Work is split into (head, block of 64 queries) items; each computes its
- * score block with one small sgemm, so only a 64×n scratch per thread exists. */
-#define ATT_BLOCK 64
-static int attention(float *out, const float *q, const float *k, const float *v, int n, const llmq_config *c)
+ * score block with one small sgemm, so only a 64×n scratch per thread exists.
+ * Items are handed out longest first (the last query blocks see the most
+ * keys), which keeps the threads evenly loaded. */
+static void attention(float *out, const float *q, const float *k, const float *v, int n, const llmq_config *c, float *scratch)
 {
     int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
     int qd = nh * hd, kvd = c->n_kv_heads * hd;
     int n_blocks = (n + ATT_BLOCK - 1) / ATT_BLOCK;
-    int n_threads = omp_get_max_threads();
-    float *scratch = malloc((size_t)n_threads * ATT_BLOCK * n * sizeof(float));
-    if (!scratch) return llmq_error("attention: out of memory for %d tokens", n);
     const float scale = 1.0f / sqrtf((float)hd);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int item = 0; item < nh * n_blocks; item++) {
-        int h = item / n_blocks, blk = item % n_blocks;
+        int blk = n_blocks - 1 - item / nh, h = item % nh;
         int r0 = blk * ATT_BLOCK, r1 = r0 + ATT_BLOCK < n ? r0 + ATT_BLOCK : n, rows = r1 - r0;
         int kv = h / group;
         float *s = scratch + (size_t)omp_get_thread_num() * ATT_BLOCK * n;
@@ -274,20 +383,20 @@ static int attention(float *out, const float *q, const float *k, const float *v,
             int visible = r0 + r + 1;
             float mx = -INFINITY;
             for (int j = 0; j < visible; j++) mx = sr[j] > mx ? sr[j] : mx;
-            double sum = 0;
+            float sum = 0;
+            #pragma omp simd reduction(+ : sum)
             for (int j = 0; j < visible; j++) {
-                sr[j] = expf(sr[j] - mx);
+                sr[j] = exp_vec(sr[j] - mx);
                 sum += sr[j];
             }
-            float inv = (float)(1.0 / sum);
+            float inv = 1.0f / sum;
+            #pragma omp simd
             for (int j = 0; j < visible; j++) sr[j] *= inv;
             for (int j = visible; j < r1; j++) sr[j] = 0.0f;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, r1, 1.0f, s, r1, v + (size_t)kv * hd, kvd, 0.0f,
                     out + (size_t)r0 * qd + h * hd, qd);
     }
-    free(scratch);
-    return LLMQ_OK;
 }
 
 int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
@@ -304,101 +413,89 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
     return LLMQ_OK;
 }
 
-int llmq_attention_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
-                           llmq_linear_hook hook, void *user)
+static int attention_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
+                           llmq_linear_hook hook, void *user, llmq_workspace *ws)
 {
     const llmq_config *c = &m->cfg;
-    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
-    float *q = malloc((size_t)n * qd * sizeof(float));
-    float *k = malloc((size_t)n * kvd * sizeof(float));
-    float *v = malloc((size_t)n * kvd * sizeof(float));
-    float *att = malloc((size_t)n * qd * sizeof(float));
-    float *cosv = malloc((size_t)n * half * sizeof(float));
-    float *sinv = malloc((size_t)n * half * sizeof(float));
-    double *inv = malloc((size_t)half * sizeof(double));
-    int rc = LLMQ_ERR;
-    if (!q || !k || !v || !att || !cosv || !sinv || !inv) {
-        llmq_error("layer %d: out of memory for %d tokens", index, n);
-        goto done;
-    }
-    /* RoPE angles in double: position × inverse frequency, then cos/sin. */
-    rope_inv_freq(c, inv);
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < half; i++) {
-            double a = (double)t * inv[i];
-            cosv[(size_t)t * half + i] = (float)cos(a);
-            sinv[(size_t)t * half + i] = (float)sin(a);
-        }
+    int qd = c->n_heads * c->head_dim;
     if (hook) {
         hook(user, index, LLMQ_LIN_Q, xn, n, c->hidden_size);
         hook(user, index, LLMQ_LIN_K, xn, n, c->hidden_size);
         hook(user, index, LLMQ_LIN_V, xn, n, c->hidden_size);
     }
-    if (linear(L, LLMQ_LIN_Q, q, xn, n) || linear(L, LLMQ_LIN_K, k, xn, n) || linear(L, LLMQ_LIN_V, v, xn, n)) goto done;
-    rope(q, n, c->n_heads, c->head_dim, cosv, sinv, m->rope_interleaved);
-    rope(k, n, c->n_kv_heads, c->head_dim, cosv, sinv, m->rope_interleaved);
-    if (attention(att, q, k, v, n, c)) goto done;
-    if (hook) hook(user, index, LLMQ_LIN_O, att, n, qd);
-    if (linear(L, LLMQ_LIN_O, out, att, n)) goto done;
-    rc = LLMQ_OK;
-done:
-    free(q); free(k); free(v); free(att); free(cosv); free(sinv); free(inv);
+    if (linear(L, LLMQ_LIN_Q, ws->q, xn, n) || linear(L, LLMQ_LIN_K, ws->k, xn, n) || linear(L, LLMQ_LIN_V, ws->v, xn, n))
+        return LLMQ_ERR;
+    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, ws->cosv, ws->sinv, m->rope_interleaved);
+    attention(ws->att, ws->q, ws->k, ws->v, n, c, ws->scores);
+    if (hook) hook(user, index, LLMQ_LIN_O, ws->att, n, qd);
+    return linear(L, LLMQ_LIN_O, out, ws->att, n);
+}
+
+static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out, llmq_linear_hook hook,
+                     void *user, llmq_workspace *ws)
+{
+    int f = m->cfg.intermediate_size;
+    float *gate = ws->gate, *up = ws->up;
+    if (hook) {
+        hook(user, index, LLMQ_LIN_GATE, xn, n, m->cfg.hidden_size);
+        hook(user, index, LLMQ_LIN_UP, xn, n, m->cfg.hidden_size);
+    }
+    if (linear(L, LLMQ_LIN_GATE, gate, xn, n) || linear(L, LLMQ_LIN_UP, up, xn, n)) return LLMQ_ERR;
+    const size_t total = (size_t)n * f;
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + exp_vec(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
+    }
+    if (hook) hook(user, index, LLMQ_LIN_DOWN, gate, n, f);
+    return linear(L, LLMQ_LIN_DOWN, out, gate, n);
+}
+
+int llmq_attention_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
+                           llmq_linear_hook hook, void *user)
+{
+    llmq_workspace *ws = ws_acquire(m, n);
+    if (!ws) return llmq_error_prefix("layer %d", index);
+    int rc = attention_block(m, L, index, xn, n, out, hook, user, ws);
+    ws_release(m, ws);
     return rc;
 }
 
 int llmq_mlp_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
                      llmq_linear_hook hook, void *user)
 {
-    int f = m->cfg.intermediate_size;
-    float *gate = malloc((size_t)n * f * sizeof(float));
-    float *up = malloc((size_t)n * f * sizeof(float));
-    int rc = LLMQ_ERR;
-    if (!gate || !up) {
-        llmq_error("layer %d: out of memory for %d tokens", index, n);
-        goto done;
-    }
-    if (hook) {
-        hook(user, index, LLMQ_LIN_GATE, xn, n, m->cfg.hidden_size);
-        hook(user, index, LLMQ_LIN_UP, xn, n, m->cfg.hidden_size);
-    }
-    if (linear(L, LLMQ_LIN_GATE, gate, xn, n) || linear(L, LLMQ_LIN_UP, up, xn, n)) goto done;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < (size_t)n * f; i++) {
-        float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
-    }
-    if (hook) hook(user, index, LLMQ_LIN_DOWN, gate, n, f);
-    if (linear(L, LLMQ_LIN_DOWN, out, gate, n)) goto done;
-    rc = LLMQ_OK;
-done:
-    free(gate); free(up);
+    llmq_workspace *ws = ws_acquire(m, n);
+    if (!ws) return llmq_error_prefix("layer %d", index);
+    int rc = mlp_block(m, L, index, xn, n, out, hook, user, ws);
+    ws_release(m, ws);
     return rc;
 }
 
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps) { rmsnorm(out, x, weight, n, d, eps); }
 
-int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user)
+static int layer_block(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user,
+                       llmq_workspace *ws)
 {
     const llmq_config *c = &m->cfg;
-    int d = c->hidden_size;
-    float *xn = malloc((size_t)n * d * sizeof(float));
-    float *out = malloc((size_t)n * d * sizeof(float));
-    int rc = LLMQ_ERR;
-    if (!xn || !out) {
-        llmq_error("layer %d: out of memory for %d tokens", index, n);
-        goto done;
-    }
-    rmsnorm(xn, x, L->attn_norm.data, n, d, c->rms_norm_eps);
-    if (llmq_attention_forward(m, L, index, xn, n, out, hook, user)) goto done;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += out[i];
-    rmsnorm(xn, x, L->ffn_norm.data, n, d, c->rms_norm_eps);
-    if (llmq_mlp_forward(m, L, index, xn, n, out, hook, user)) goto done;
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += out[i];
-    rc = LLMQ_OK;
-done:
-    free(xn); free(out);
+    const size_t total = (size_t)n * c->hidden_size;
+    float *xn = ws->xn, *out = ws->out;
+    rmsnorm(xn, x, L->attn_norm.data, n, c->hidden_size, c->rms_norm_eps);
+    if (attention_block(m, L, index, xn, n, out, hook, user, ws)) return LLMQ_ERR;
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < total; i++) x[i] += out[i];
+    rmsnorm(xn, x, L->ffn_norm.data, n, c->hidden_size, c->rms_norm_eps);
+    if (mlp_block(m, L, index, xn, n, out, hook, user, ws)) return LLMQ_ERR;
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < total; i++) x[i] += out[i];
+    return LLMQ_OK;
+}
+
+int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user)
+{
+    llmq_workspace *ws = ws_acquire(m, n);
+    if (!ws) return llmq_error_prefix("layer %d", index);
+    int rc = layer_block(m, L, index, x, n, hook, user, ws);
+    ws_release(m, ws);
     return rc;
 }
 
@@ -418,7 +515,13 @@ int llmq_forward(const llmq_model *m, const int32_t *tokens, int n, float *logit
     float *x = malloc((size_t)n * m->cfg.hidden_size * sizeof(float));
     if (!x) return llmq_error("forward: out of memory for %d tokens", n);
     int rc = llmq_embed(m, tokens, n, x);
-    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) rc = llmq_layer_forward(m, &m->layers[l], l, x, n, NULL, NULL);
+    llmq_workspace *ws = rc == LLMQ_OK ? ws_acquire(m, n) : NULL;
+    if (rc == LLMQ_OK && !ws) rc = LLMQ_ERR;
+    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) {
+        rc = layer_block(m, &m->layers[l], l, x, n, NULL, NULL, ws);
+        if (rc != LLMQ_OK) llmq_error_prefix("layer %d", l);
+    }
+    if (ws) ws_release(m, ws);
     if (rc == LLMQ_OK) rc = llmq_head_forward(m, x, n, logits);
     free(x);
     return rc;
