@@ -91,7 +91,7 @@ for t in $types; do
             "$t" "$(stat -c %s "$gguf")" "$ours_best" "$theirs_best")$'\n'
 done
 
-echo "stories-llama-7m (RTN), ctx $ctx, $threads threads, best of $reps runs × $rounds rounds each;" \
+echo "stories-llama-7m (RTN), ctx $ctx, threads: $threads, best of $reps runs in each of $rounds rounds;" \
      "llama.cpp: node-llama-cpp $version, ${variant:-unknown} CPU backend; llmq kernel ${kernel:-unknown}"
 echo
 echo "| type | file MiB | llmq tok/s | llama.cpp tok/s | llmq / llama.cpp |"
