@@ -122,9 +122,11 @@ TEXT  ?=
 demo: deps $(BIN)
 	@bash scripts/demo.sh "$(MODEL)" "$(TEXT)"
 
-# Each bench/bench_*.c is a program printing its own table; scripts/bench.sh runs them all.
+# Each bench/bench_*.c is a program printing its own table; scripts/bench.sh runs them all,
+# then scripts/bench-llamacpp.sh compares prompt processing with llama.cpp on the same files.
 bench: deps $(BIN) $(BENCH_BIN)
 	@bash scripts/bench.sh $(BENCH_BIN)
+	@bash scripts/bench-llamacpp.sh $(BIN) $(BUILD)/bench/bench_forward
 
 clean:
 	rm -rf $(BUILD) build-san $(FUZZ_BUILD)

@@ -1,6 +1,11 @@
 /* Forward throughput at ctx 512 (tokens/s, GFLOP/s) against OpenBLAS sgemm on
  * the same matmul shapes, measured in the same process. Model: the shared
- * stories-llama-7m when present, else the project's demo model. */
+ * stories-llama-7m when present, else the project's demo model (a MODEL given
+ * on the command line must exist).
+ *
+ * usage: bench_forward [MODEL_DIR|FILE.gguf] [--threads N] [--reps N] [--json]
+ * --threads: 0 (default) = every core; --reps: best of N (default 5); --json:
+ * only the forward, printed as one JSON line (scripts/bench-llamacpp.sh). */
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/kernels.h"
@@ -11,6 +16,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static double best_of(int reps, double (*fn)(void *), void *arg)
 {
@@ -64,8 +70,20 @@ static double run_sgemm(void *p)
 
 int main(int argc, char **argv)
 {
-    const char *path = argc > 1 ? argv[1] : "../shared/models/stories-llama-7m";
-    if (!llmq_is_dir(path) && !llmq_file_exists(path)) {
+    const char *path = "../shared/models/stories-llama-7m";
+    int threads = 0, reps = 5, json = 0, explicit_path = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (argv[i][0] != '-') path = argv[i], explicit_path = 1;
+        else {
+            fprintf(stderr, "usage: %s [MODEL_DIR|FILE.gguf] [--threads N] [--reps N] [--json]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1) reps = 1;
+    if (!explicit_path && !llmq_is_dir(path) && !llmq_file_exists(path)) {
         path = "build/bench-demo";
         if (!llmq_file_exists("build/bench-demo/model.safetensors")) {
             llmq_synth_opts o;
@@ -76,7 +94,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    llmq_set_threads(0);
+    llmq_set_threads(threads);
     llmq_model *m = llmq_model_load(path);
     if (!m) {
         fprintf(stderr, "%s\n", llmq_last_error());
@@ -85,23 +103,33 @@ int main(int argc, char **argv)
     const int n = 512;
     fwd_arg fa = {m, malloc(n * sizeof(int32_t)), malloc((size_t)n * m->cfg.vocab_size * sizeof(float)), n};
     for (int i = 0; i < n; i++) fa.ids[i] = (i * 131 + 7) % m->cfg.vocab_size;
+
+    run_forward(&fa); /* warm-up: page in the weights */
+    double t_fwd = best_of(reps, run_forward, &fa);
+    double flops = llmq_forward_flops(m, n);
+    if (json) {
+        /* head_share: the output head's share of the forward's FLOPs (it runs for all n positions) */
+        printf("{\"tok_s\": %.1f, \"ms\": %.3f, \"ctx\": %d, \"threads\": %d, \"reps\": %d, \"weights\": \"%s\", "
+               "\"kernel\": \"%s\", \"gflop_s\": %.2f, \"head_share\": %.3f}\n",
+               n / t_fwd, t_fwd * 1e3, n, llmq_get_threads(), reps, llmq_type_get(m->layers[0].lin[0].type)->name, llmq_kernel_name(),
+               flops / t_fwd * 1e-9, 2.0 * n * m->lm_head.rows * m->lm_head.cols / flops);
+        free(fa.ids); free(fa.logits);
+        llmq_model_free(m);
+        return 0;
+    }
     size_t maxw = (size_t)m->cfg.vocab_size * m->cfg.hidden_size;
     size_t maxk = (size_t)(m->cfg.intermediate_size > m->cfg.hidden_size ? m->cfg.intermediate_size : m->cfg.hidden_size);
     if ((size_t)m->cfg.intermediate_size * maxk > maxw) maxw = (size_t)m->cfg.intermediate_size * maxk;
     gemm_arg ga = {m, n, calloc((size_t)n * maxk * 4, sizeof(float)), calloc(maxw, sizeof(float)), calloc((size_t)n * m->cfg.vocab_size, sizeof(float))};
     for (size_t i = 0; i < maxw; i++) ga.w[i] = (float)((i % 97) - 48) * 1e-3f;
     for (size_t i = 0; i < (size_t)n * maxk; i++) ga.x[i] = (float)((i % 89) - 44) * 1e-2f;
-
-    run_forward(&fa); /* warm-up: page in the weights */
-    run_sgemm(&ga);
-    double t_fwd = best_of(5, run_forward, &fa);
-    double t_gemm = best_of(5, run_sgemm, &ga);
-    double flops = llmq_forward_flops(m, n);
+    run_sgemm(&ga); /* warm-up */
+    double t_gemm = best_of(reps, run_sgemm, &ga);
     double gemm_flops = 0;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) gemm_flops += 2.0 * n * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
     gemm_flops = gemm_flops * m->cfg.n_layers + 2.0 * n * m->lm_head.rows * m->lm_head.cols;
-    printf("model: %s (%s weights), ctx %d, %d threads, kernel %s\n\n", path, llmq_type_get(m->layers[0].lin[0].type)->name, n,
-           llmq_get_threads(), llmq_kernel_name());
+    printf("model: %s (%s weights), ctx %d, %d threads, best of %d, kernel %s\n\n", path, llmq_type_get(m->layers[0].lin[0].type)->name, n,
+           llmq_get_threads(), reps, llmq_kernel_name());
     printf("| what | seconds | tokens/s | GFLOP/s |\n|---|---|---|---|\n");
     printf("| llmq forward (all layers, attention, head) | %.4f | %.0f | %.1f |\n", t_fwd, n / t_fwd, flops / t_fwd * 1e-9);
     printf("| OpenBLAS sgemm, same linear shapes, f32 | %.4f | %.0f | %.1f |\n", t_gemm, n / t_gemm, gemm_flops / t_gemm * 1e-9);

@@ -29,40 +29,15 @@ skip_or_fail() {
     exit 0
 }
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "conformance: skipped: node/npm not installed (Debian: apt-get install nodejs npm; node >= 20 needed)"
-    exit 0
-fi
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$node_major" -lt 20 ]; then
-    echo "conformance: skipped: node $(node --version) is older than node-llama-cpp's minimum (20)"
+. "$root/tests/conformance/install.sh"
+if ! llamacpp_node_ok; then
+    echo "conformance: skipped: $llamacpp_problem"
     exit 0
 fi
 [ -x "$llmq" ] || skip_or_fail "$llmq is not built"
 [ -f "$model/model.safetensors" ] || skip_or_fail "$model is absent"
 
-# node-llama-cpp plus only this platform's prebuilt binaries (the optional
-# CUDA/Vulkan packages are hundreds of MB); never build or download llama.cpp.
-export NODE_LLAMA_CPP_SKIP_DOWNLOAD=true
-case "$(node -p 'process.platform + "-" + process.arch')" in
-    linux-x64) platform=linux-x64 ;;
-    linux-arm64) platform=linux-arm64 ;;
-    darwin-arm64) platform=mac-arm64-metal ;;
-    darwin-x64) platform=mac-x64 ;;
-    win32-x64) platform=win-x64 ;;
-    *) skip_or_fail "no prebuilt node-llama-cpp binaries for $(node -p 'process.platform + "-" + process.arch')" ;;
-esac
-mkdir -p "$work"
-installed=$(node -p "try { require('$work/node_modules/node-llama-cpp/package.json').version } catch (e) { '' }" 2>/dev/null)
-if [ "$installed" != "$version" ]; then
-    echo "conformance: installing node-llama-cpp@$version (@node-llama-cpp/$platform) from the npm registry"
-    [ -f "$work/package.json" ] || echo '{"name":"llmq-conformance","private":true,"type":"module"}' >"$work/package.json"
-    if ! (cd "$work" && npm install --no-audit --no-fund --omit=optional --loglevel=error \
-            "node-llama-cpp@$version" "@node-llama-cpp/$platform@$version" >"$work/npm.log" 2>&1); then
-        tail -5 "$work/npm.log"
-        skip_or_fail "npm install node-llama-cpp@$version failed (see $work/npm.log)"
-    fi
-fi
+llamacpp_install "$work" "$version" || skip_or_fail "$llamacpp_problem"
 cp "$root/tests/conformance/llamacpp_ppl.mjs" "$work/"
 
 # The first `chunks` windows of the evaluation token ids.
