@@ -9,14 +9,13 @@
 # machine hits both; each number is the best of REPS timed runs (after one warm-up)
 # in each of ROUNDS processes.
 #   llmq:      build/bench/bench_forward FILE --threads N --reps REPS --json
-#              (llmq_forward on 512 token ids, logits for all 512 positions)
+#              (every layer over 512 token ids, the output head for the last position only)
 #   llama.cpp: tests/conformance/llamacpp_pp.mjs through node-llama-cpp's prebuilt
 #              binaries (installed from npm by tests/conformance/install.sh, shared
 #              with the conformance check in build/conformance): the first 512 eval
 #              token ids in one batch, no logits requested (llama-bench's pp test)
-# So llmq also pays for the output head at every position; its share of llmq's
-# FLOPs is printed under the table. The token ids differ (bench_forward's are
-# synthetic), which changes no amount of work.
+# Both compute logits for the last position only. The token ids differ
+# (bench_forward's are synthetic), which changes no amount of work.
 #
 # usage: scripts/bench-llamacpp.sh [LLMQ_BINARY] [BENCH_FORWARD_BINARY]
 # env:   THREADS (default nproc), REPS (default 5), ROUNDS (default 2),
@@ -66,7 +65,7 @@ field() { node -e 'try { const v = JSON.parse(process.argv[2])[process.argv[1]];
 # better A B: the larger of two numbers, "" counting as absent
 better() { node -p 'const [a, b] = process.argv.slice(1).map(Number); String(Math.max(a || 0, b || 0) || "")' "$1" "$2"; }
 
-status=0 rows= head_share= kernel= variant=
+status=0 rows= kernel= variant=
 for t in $types; do
     gguf=$out/7m-$t.gguf
     if [ ! -f "$gguf" ] || [ "$llmq" -nt "$gguf" ]; then
@@ -81,7 +80,7 @@ for t in $types; do
                  2>"$out/llamacpp-$t.log" | tail -1)
         ours_best=$(better "$ours_best" "$(field tok_s "$ours")")
         theirs_best=$(better "$theirs_best" "$(field tok_s "$theirs")")
-        head_share=$(field head_share "$ours") kernel=$(field kernel "$ours") variant=$(field cpu_variant "$theirs")
+        kernel=$(field kernel "$ours") variant=$(field cpu_variant "$theirs")
     done
     if [ -z "$ours_best" ] || [ -z "$theirs_best" ]; then
         echo "bench-llamacpp: $t: no result (llmq: ${ours:-nothing}; llama.cpp: $(tail -2 "$out/llamacpp-$t.log"))"; status=1; continue
@@ -97,7 +96,5 @@ echo
 echo "| type | file MiB | llmq tok/s | llama.cpp tok/s | llmq / llama.cpp |"
 echo "|---|---:|---:|---:|---:|"
 printf "%s" "$rows"
-[ -n "$head_share" ] && echo && echo "llmq computes the output head for all $ctx positions ($(node -p "($head_share * 100).toFixed(0)")% of its FLOPs);" \
-     "llama.cpp's prompt evaluation requests no logits and skips it."
 [ $status -eq 0 ] || echo "bench-llamacpp: FAILED for some types (logs in $out)"
 exit $status
