@@ -13,10 +13,10 @@
 int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type wtype, int in, int out);
 
 /* The --fast path (off by default; perplexity checks use the exact path
- * unless asked): matrix-vector products (≤ 8 tokens) quantize each
- * activation row to int8 in blocks of 32 (one scale each) and run integer
- * dot products, as llama.cpp does; products over more tokens stay on the
- * exact fp32 path. Applies to Q4_0, Q4_1, Q8_0, Q4_K, Q6_K and Q3_K weights. */
+ * unless asked): products with quantized weights (Q4_0, Q4_1, Q8_0, Q4_K,
+ * Q6_K, Q3_K) quantize each activation row to int8 in blocks of 32 (one
+ * scale each) and run integer dot products, as llama.cpp's CPU backend
+ * does. Other weight types keep the exact fp32 path. */
 void llmq_set_fast(bool on);
 bool llmq_get_fast(void);
 

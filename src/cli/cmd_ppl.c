@@ -1,5 +1,5 @@
 /* llmq ppl MODEL [--text FILE | --tokens FILE] [--ctx N] [--protocol gptq|llamacpp]
- *                [--max-chunks N] [--kl-base MODEL] [--threads N] [--json] */
+ *                [--max-chunks N] [--kl-base MODEL] [--fast] [--threads N] [--json] */
 #include "cli.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
@@ -25,6 +25,8 @@ static const char *usage =
     "                         only the second half of each window scored)\n"
     "  --max-chunks N       evaluate at most N windows\n"
     "  --kl-base MODEL      also report KL divergence from MODEL's distribution (mean, p99) and top-1 agreement\n"
+    "  --fast               int8 activations and integer dot products for quantized weights, as\n"
+    "                         llama.cpp's CPU backend computes them (default: the exact fp32 path)\n"
     "  --threads N          threads (default: all cores)\n"
     "  --json               print one JSON object as the last line of stdout\n";
 
@@ -45,13 +47,14 @@ int cmd_ppl(int argc, char **argv)
 {
     const char *model_path = NULL, *text_path = NULL, *tokens_path = NULL, *protocol = "gptq", *kl_path = NULL;
     int ctx = 512, max_chunks = 0, threads = 0;
-    bool json = false;
+    bool json = false, fast = false;
     for (cli_args a = cli_begin("ppl", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
             return 0;
         }
         if (cli_flag(&a, "--json")) json = true;
+        else if (cli_flag(&a, "--fast")) fast = true;
         else if (cli_value(&a, "--text", &text_path) || cli_value(&a, "--tokens", &tokens_path) ||
                  cli_value(&a, "--protocol", &protocol) || cli_value(&a, "--kl-base", &kl_path) ||
                  cli_int(&a, "--ctx", 2, &ctx) || cli_int(&a, "--max-chunks", 0, &max_chunks) ||
@@ -70,6 +73,7 @@ int cmd_ppl(int argc, char **argv)
     else if (!strcmp(protocol, "llamacpp")) proto = LLMQ_PPL_LLAMACPP;
     else return cli_usage_error("ppl", "--protocol must be gptq or llamacpp, not '%s'", protocol);
     llmq_set_threads(threads);
+    llmq_set_fast(fast);
 
     cli_model *cm = cli_model_open("ppl", model_path);
     if (!cm) return 1;
@@ -101,10 +105,12 @@ int cmd_ppl(int argc, char **argv)
         printf("base ppl:    %.4f (%s)\n", r.base_ppl, kl_path);
         printf("KL div:      mean %.6f, p99 %.6f; top-1 agreement %.2f%%\n", r.kld, r.kld_p99, 100 * r.top1_agree);
     }
+    printf("arithmetic:  %s\n", fast ? "int8 activations, integer dots (--fast)" : "exact (fp32 activations)");
     printf("speed:       %.1f s, %.0f tok/s\n", r.seconds, r.tokens_per_second);
     if (json) {
-        printf("{\"ppl\":%.6f,\"nll\":%.8f,\"tokens_scored\":%lld,\"chunks\":%d,\"ctx\":%d,\"protocol\":\"%s\",\"seconds\":%.3f,\"tokens_per_second\":%.1f",
-               r.ppl, r.nll, (long long)r.tokens_scored, r.chunks, r.ctx, protocol, r.seconds, r.tokens_per_second);
+        printf("{\"ppl\":%.6f,\"nll\":%.8f,\"tokens_scored\":%lld,\"chunks\":%d,\"ctx\":%d,\"protocol\":\"%s\",\"fast\":%s,\"seconds\":%.3f,"
+               "\"tokens_per_second\":%.1f",
+               r.ppl, r.nll, (long long)r.tokens_scored, r.chunks, r.ctx, protocol, fast ? "true" : "false", r.seconds, r.tokens_per_second);
         if (base) printf(",\"base_ppl\":%.6f,\"kld\":%.8f,\"kld_p99\":%.8f,\"top1_agree\":%.6f", r.base_ppl, r.kld, r.kld_p99, r.top1_agree);
         printf("}\n");
     }

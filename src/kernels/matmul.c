@@ -71,21 +71,29 @@ static void gemv(const llmq_kernel_ops *ops, float *y, const float *x, int n_tok
         }
 }
 
-/* The --fast GEMV: each token's row quantized once to int8 blocks, then the
- * ISA's integer dot per output row. */
-static int gemv_q8(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
-                   int in, int out)
+/* The --fast product: each token's row quantized once to int8 blocks, then
+ * the ISA's integer dot. Threads take tiles of 16 output rows; within a tile,
+ * each group of LLMQ_DOT_MAX_TOKENS tokens (a few KiB of activation blocks,
+ * L1-resident) meets every row of the tile (L2-resident) in turn. */
+#define Q8_ROW_TILE 16
+static int matmul_q8(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
+                     int in, int out)
 {
     const size_t nb = (size_t)in / 32;
     llmq_act_q8 *xq = malloc((size_t)n_tokens * nb * sizeof *xq);
     if (!xq) return llmq_error("matmul: out of memory for %d×%d quantized activations", n_tokens, in);
+    #pragma omp parallel for schedule(static) if (n_tokens > 1)
     for (int t = 0; t < n_tokens; t++) llmq_act_quantize_q8(x + (size_t)t * in, in, xq + (size_t)t * nb);
+    const int tiles = (out + Q8_ROW_TILE - 1) / Q8_ROW_TILE;
     #pragma omp parallel for schedule(static)
-    for (int o = 0; o < out; o++)
+    for (int tile = 0; tile < tiles; tile++) {
+        const int o0 = tile * Q8_ROW_TILE, o1 = o0 + Q8_ROW_TILE < out ? o0 + Q8_ROW_TILE : out;
         for (int t0 = 0; t0 < n_tokens; t0 += LLMQ_DOT_MAX_TOKENS) {
-            int nt = n_tokens - t0 < LLMQ_DOT_MAX_TOKENS ? n_tokens - t0 : LLMQ_DOT_MAX_TOKENS;
-            ops->dot_q8(w + (size_t)o * row_bytes, xq + (size_t)t0 * nb, nb, nt, in, y + (size_t)t0 * out + o, (size_t)out);
+            const int nt = n_tokens - t0 < LLMQ_DOT_MAX_TOKENS ? n_tokens - t0 : LLMQ_DOT_MAX_TOKENS;
+            for (int o = o0; o < o1; o++)
+                ops->dot_q8(w + (size_t)o * row_bytes, xq + (size_t)t0 * nb, nb, nt, in, y + (size_t)t0 * out + o, (size_t)out);
         }
+    }
     free(xq);
     return LLMQ_OK;
 }
@@ -137,8 +145,7 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
     const size_t row_bytes = llmq_row_size(wtype, in);
-    if (n_tokens <= GEMV_MAX_TOKENS && ops->dot_q8 && in % 32 == 0 && llmq_get_fast())
-        return gemv_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
+    if (ops->dot_q8 && llmq_get_fast()) return matmul_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
     if (n_tokens <= GEMV_MAX_TOKENS) {
         gemv(ops, y, x, n_tokens, w, row_bytes, in, out);
         return LLMQ_OK;
