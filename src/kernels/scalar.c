@@ -10,15 +10,22 @@ void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
 {
     for (int b = 0; b < n / 32; b++, x += 32) {
         float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        #pragma omp simd reduction(max : amax)
+        for (int i = 0; i < 32; i++) {
+            const float a = x[i] < 0 ? -x[i] : x[i];
+            amax = a > amax ? a : amax;
+        }
         const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
         int sum = 0;
+        #pragma omp simd reduction(+ : sum)
         for (int i = 0; i < 32; i++) {
-            /* |x·id| ≤ 127 up to rounding; the clamp keeps it there */
-            float v = nearbyintf(x[i] * id);
+            /* round to nearest even: adding and removing 1.5·2^23 leaves no
+             * fraction bits for |v| < 2^22 (|v| ≤ 127 here, up to rounding);
+             * the clamp keeps it in [-127, 127] */
+            float v = (x[i] * id + 12582912.0f) - 12582912.0f;
             v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
             dst[b].q[i] = (int8_t)v;
-            sum += (int8_t)v;
+            sum += (int)v;
         }
         dst[b].d = d;
         dst[b].s = d * (float)sum;
