@@ -449,50 +449,15 @@ Test(gguf_model, missing_keys_and_tensors_give_clean_errors)
 
 /* ------------------------------------------------------------ llama.cpp vocab tests */
 
-/* tests/test-tokenizer-0.cpp: add_special = false, one .out line per string. */
+/* llama.cpp's test strings against its own vocab files (tokenizer from the GGUF). */
 static void check_vocab(const char *name)
 {
-    char base[512], gguf[700], inp[720], outp[720];
-    REQUIRE_SHARED(base, "tokenizers/llamacpp-vocab-tests");
-    snprintf(gguf, sizeof gguf, "%s/ggml-vocab-%s.gguf", base, name);
-    snprintf(inp, sizeof inp, "%s.inp", gguf);
-    snprintf(outp, sizeof outp, "%s.out", gguf);
+    char rel[256], gguf[512];
+    snprintf(rel, sizeof rel, "tokenizers/llamacpp-vocab-tests/ggml-vocab-%s.gguf", name);
+    REQUIRE_SHARED(gguf, rel);
     llmq_tokenizer *tok = llmq_tokenizer_load_gguf(gguf);
     cr_assert_not_null(tok, "%s: %s", name, llmq_last_error());
-    size_t in_len, out_len;
-    char *in = llmq_read_file(inp, 0, &in_len), *out = llmq_read_file(outp, 0, &out_len);
-    cr_assert(in && out, "%s", llmq_last_error());
-    static const char SEP[] = "\n__ggml_vocab_test__\n";
-    const char *p = in, *end = in + in_len;
-    char *line = out, *save = NULL;
-    size_t count = 0, bad = 0;
-    for (;;) {
-        const char *q = memmem(p, (size_t)(end - p), SEP, sizeof SEP - 1);
-        size_t n = q ? (size_t)(q - p) : (size_t)(end - p);
-        char *nl = strchr(line, '\n');
-        cr_assert(nl, "%s: fewer .out lines than strings", name);
-        *nl = 0;
-        int32_t *ids;
-        size_t nid;
-        cr_assert_eq(llmq_tokenizer_encode(tok, p, n, 0, &ids, &nid), LLMQ_OK);
-        size_t k = 0;
-        int same = 1;
-        for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save), k++)
-            if (k >= nid || ids[k] != atoi(t)) same = 0;
-        if (!same || k != nid) {
-            cr_log_error("%s: string %zu (%.40s) differs from llama.cpp's ids", name, count, p);
-            bad++;
-        }
-        free(ids);
-        count++;
-        line = nl + 1;
-        if (!q || q + sizeof SEP - 1 == end) break;
-        p = q + sizeof SEP - 1;
-    }
-    cr_expect_gt(count, 30);
-    cr_expect_eq(bad, 0, "%s: %zu of %zu strings differ", name, bad, count);
-    free(in);
-    free(out);
+    test_llamacpp_vocab_strings(tok, name);
     llmq_tokenizer_free(tok);
 }
 
