@@ -804,17 +804,6 @@ Test(errors, gguf_too_many_dims)
 
 /* ---- the hub (llmq pull against scripts/mock-hub) -------------------------------------------------- */
 
-static pid_t mock_pid;
-
-static void stop_mock(void)
-{
-    if (mock_pid > 0) {
-        kill(mock_pid, SIGTERM);
-        waitpid(mock_pid, NULL, 0);
-        mock_pid = 0;
-    }
-}
-
 /* Serves dir as repo org/name (token-protected when token != NULL), with
  * extra_sibling added to its file list when not NULL. */
 static void start_mock(const char *case_root, const char *files, const char *token, const char *extra_sibling)
@@ -829,28 +818,7 @@ static void start_mock(const char *case_root, const char *files, const char *tok
              extra_sibling ? ", \"extra_siblings\": [" : "", extra_sibling ? extra_sibling : "",
              extra_sibling ? "]" : "");
     write_text(case_root, "mock.json", cfg_text);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        execlp("python3", "python3", "scripts/mock-hub", "--config", cfg, "--port-file", port_file, "--lifetime", "60",
-               (char *)NULL);
-        _exit(127);
-    }
-    mock_pid = pid;
-    int port = 0;
-    for (int i = 0; i < 1000 && port <= 0; i++) {
-        FILE *fp = fopen(port_file, "r");
-        if (fp) {
-            if (fscanf(fp, "%d", &port) != 1) port = 0;
-            fclose(fp);
-        }
-        if (port <= 0) nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
-    }
-    cr_assert_gt(port, 0, "mock-hub did not start");
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", port);
-    setenv("HF_ENDPOINT", endpoint, 1);
+    test_mock_hub_start(cfg, port_file, NULL);
     char cache[600];
     snprintf(cache, sizeof cache, "%.400s/cache", case_root);
     setenv("HF_HUB_CACHE", cache, 1);
@@ -873,7 +841,7 @@ static void hub_case(char *d, size_t n, const char *name, const char *token, con
     start_mock(abs, files, token, extra_sibling);
 }
 
-Test(errors, hub_gated_repo_without_token, .fini = stop_mock)
+Test(errors, hub_gated_repo_without_token, .fini = test_mock_hub_stop)
 {
     char d[300];
     hub_case(d, sizeof d, "hub-401", "hf_secret_token_for_tests", NULL);
@@ -882,7 +850,7 @@ Test(errors, hub_gated_repo_without_token, .fini = stop_mock)
     expect_cli_error(out, st, "pull", "org/name: gated or private repo: set HF_TOKEN (or accept the repo's terms on the hub) (HTTP 401)");
 }
 
-Test(errors, hub_missing_repo, .fini = stop_mock)
+Test(errors, hub_missing_repo, .fini = test_mock_hub_stop)
 {
     char d[300];
     hub_case(d, sizeof d, "hub-404", NULL, NULL);
@@ -893,7 +861,7 @@ Test(errors, hub_missing_repo, .fini = stop_mock)
     expect_cli_error(out, st, "pull", "org/name@no-such-branch: no such repo or revision (HTTP 404)");
 }
 
-Test(errors, hub_hostile_file_name, .fini = stop_mock)
+Test(errors, hub_hostile_file_name, .fini = test_mock_hub_stop)
 {
     char d[300];
     hub_case(d, sizeof d, "hub-evil", NULL,

@@ -81,8 +81,34 @@ static double mean_nll(const float *logits, const int32_t *ids, int n, int vocab
 
 /* ------------------------------------------------------------ synthetic round trips */
 
-/* The imported f32 file computes what the source computes: q/k rows and
- * biases were permuted consistently and RoPE pairs switched to adjacent. */
+/* The forward of m with attn_q/attn_k (and biases) taken as the file holds
+ * them (llama.cpp's row order) and RoPE on adjacent pairs. */
+static void forward_with_file_rows(const llmq_model *m, const char *path, const int32_t *ids, int n, float *logits)
+{
+    llmq_gguf *g = llmq_gguf_open(path);
+    cr_assert_not_null(g, "%s", llmq_last_error());
+    llmq_model view = *m;
+    view.rope_interleaved = true;
+    view.layers = malloc((size_t)m->cfg.n_layers * sizeof *view.layers);
+    memcpy(view.layers, m->layers, (size_t)m->cfg.n_layers * sizeof *view.layers);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = LLMQ_LIN_Q; k <= LLMQ_LIN_K; k++) {
+            char name[96];
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name((llmq_linear)k), "weight");
+            view.layers[l].lin[k].data = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, name))->data;
+            if (!view.layers[l].bias[k].data) continue;
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name((llmq_linear)k), "bias");
+            view.layers[l].bias[k].data = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, name))->data;
+        }
+    cr_assert_eq(llmq_forward(&view, ids, n, logits), LLMQ_OK, "%s", llmq_last_error());
+    free(view.layers);
+    llmq_gguf_close(g);
+}
+
+/* The imported f32 file computes exactly what the source computes: the
+ * loader undid the q/k permutation, so the forward is the same code on the
+ * same numbers. The file's own (permuted) rows with adjacent RoPE pairs
+ * agree up to the order of the q·k sums. */
 static void f32_round_trip(const char *model_type, bool qkv_bias, bool tied)
 {
     synth_spec s = {model_type, 2, 128, 4, 2, 256, 300, tied, qkv_bias, 99};
@@ -93,7 +119,7 @@ static void f32_round_trip(const char *model_type, bool qkv_bias, bool tied)
     quantize_to(src, tok, path, "f32", 0, NULL);
     llmq_model *m = llmq_model_load(path);
     cr_assert_not_null(m, "%s", llmq_last_error());
-    cr_expect_eq(m->rope_interleaved, !strcmp(model_type, "llama"));
+    cr_expect_not(m->rope_interleaved);
     cr_expect_eq(m->cfg.qkv_bias, qkv_bias);
     cr_expect_eq(m->cfg.tie_word_embeddings, tied);
     cr_expect_eq(m->cfg.n_kv_heads, 2);
@@ -105,7 +131,15 @@ static void f32_round_trip(const char *model_type, bool qkv_bias, bool tied)
     cr_assert_eq(llmq_forward(src, ids, n, a), LLMQ_OK, "%s", llmq_last_error());
     cr_assert_eq(llmq_forward(m, ids, n, b), LLMQ_OK, "%s", llmq_last_error());
     double scale, d = max_abs_diff(b, a, (size_t)n * V, &scale);
-    cr_expect_leq(d, 1e-5 * fmax(1, scale), "%s: logits differ by %g (max |logit| %g)", model_type, d, scale);
+    cr_log_info("%s: max |logit diff| %g (max |logit| %g)", model_type, d, scale);
+    cr_expect_leq(d, 1e-5, "%s: logits differ by %g (max |logit| %g)", model_type, d, scale);
+    if (!strcmp(model_type, "llama")) {
+        forward_with_file_rows(m, path, ids, n, b);
+        double di = max_abs_diff(b, a, (size_t)n * V, NULL);
+        cr_log_info("%s: file rows, interleaved RoPE: max |logit diff| %g", model_type, di);
+        cr_expect_gt(di, 0, "the file's rows must be in llama.cpp's order, not Hugging Face's");
+        cr_expect_leq(di, 1e-5 * fmax(1, scale), "%s: interleaved forward differs by %g", model_type, di);
+    }
     /* The vocabulary came along, padded to the embedding rows. */
     llmq_gguf *g = llmq_gguf_open(path);
     llmq_vocab v;
@@ -131,9 +165,46 @@ Test(gguf_model, f32_round_trip_llama_gqa) { f32_round_trip("llama", false, fals
 Test(gguf_model, f32_round_trip_llama_tied_with_qk_bias) { f32_round_trip("llama", true, true); }
 Test(gguf_model, f32_round_trip_qwen2_keeps_row_order) { f32_round_trip("qwen2", true, false); }
 
+/* A GGUF as the source of another GGUF: the loader's Hugging Face order goes
+ * out permuted again, so an f32 -> f32 re-export repeats every tensor byte
+ * (q/k rows and biases neither left unpermuted nor permuted twice). */
+Test(gguf_model, requantizing_a_gguf_keeps_llamacpp_row_order)
+{
+    synth_spec s = {"llama", 2, 128, 4, 2, 256, 300, false, true, 5};
+    llmq_model *src = synth_model(&s);
+    llmq_tokenizer *tok = synth_tokenizer(300);
+    char first[512], second[512];
+    tmp_path(first, sizeof first, "gguf-requant-1");
+    tmp_path(second, sizeof second, "gguf-requant-2");
+    quantize_to(src, tok, first, "f32", 0, NULL);
+    llmq_model *m = llmq_model_load(first);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    quantize_to(m, tok, second, "f32", 0, NULL);
+    llmq_gguf *a = llmq_gguf_open(first), *b = llmq_gguf_open(second);
+    cr_assert(a && b, "%s", llmq_last_error());
+    cr_assert_eq(llmq_gguf_tensor_count(a), llmq_gguf_tensor_count(b));
+    int qk = 0;
+    for (int64_t i = 0; i < llmq_gguf_tensor_count(a); i++) {
+        const llmq_gguf_tensor *ta = llmq_gguf_tensor_at(a, i);
+        int64_t j = llmq_gguf_find_tensor(b, ta->name);
+        cr_assert_geq(j, 0, "%s missing in the re-export", ta->name);
+        const llmq_gguf_tensor *tb = llmq_gguf_tensor_at(b, j);
+        cr_assert_eq(ta->size, tb->size, "%s", ta->name);
+        cr_expect_eq(memcmp(ta->data, tb->data, ta->size), 0, "%s differs after re-export", ta->name);
+        qk += strstr(ta->name, "attn_q") || strstr(ta->name, "attn_k");
+    }
+    cr_expect_eq(qk, 2 * 2 * 2, "q/k weights and biases of both layers were compared");
+    llmq_gguf_close(a);
+    llmq_gguf_close(b);
+    llmq_model_free(m);
+    llmq_model_free(src);
+    llmq_tokenizer_free(tok);
+}
+
 /* Every --type: the file holds exactly the blocks RTN makes from the source
- * (q rows permuted, v rows not), and the imported model's logits are near
- * the original's, closer for more bits. */
+ * (q rows permuted, v rows not), the imported model holds them in the
+ * source's row order again, and its logits are near the original's, closer
+ * for more bits. */
 Test(gguf_model, every_type_round_trips_through_export_import_forward)
 {
     static const struct {
@@ -165,9 +236,14 @@ Test(gguf_model, every_type_round_trips_through_export_import_forward)
         llmq_quant_scheme sch;
         llmq_quant_scheme_parse(types[i].type, &sch);
         cr_expect_eq(m->layers[0].lin[LLMQ_LIN_Q].type, sch.base, "%s: attn_q type", types[i].type);
-        /* Bytes of q (permuted) and v (as is) against a direct RTN of the source. */
+        /* Bytes of q (permuted in the file) and v (as is) against a direct RTN of the source. */
+        llmq_gguf *g = llmq_gguf_open(path);
+        cr_assert_not_null(g, "%s", llmq_last_error());
         for (int k = 0; k <= LLMQ_LIN_V; k += LLMQ_LIN_V) {
             const llmq_weight *sw = &src->layers[0].lin[k], *qw = &m->layers[0].lin[k];
+            char name[96];
+            llmq_gguf_layer_tensor_name(name, sizeof name, 0, llmq_gguf_linear_name((llmq_linear)k), "weight");
+            const void *in_file = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, name))->data;
             size_t row_bytes = llmq_row_size(qw->type, sw->cols);
             unsigned char *want = malloc(row_bytes * sw->rows), *perm = malloc(row_bytes * sw->rows);
             int group = llmq_type_get(qw->type)->is_quantized ? 128 : 0;
@@ -179,11 +255,14 @@ Test(gguf_model, every_type_round_trips_through_export_import_forward)
                 llmq_gguf_permute_rows(perm, want, sw->rows, row_bytes, map);
                 expect = perm;
             }
-            cr_expect_eq(memcmp(qw->data, expect, row_bytes * sw->rows), 0, "%s: %s bytes differ", types[i].type,
-                         llmq_linear_names[k]);
+            cr_expect_eq(memcmp(in_file, expect, row_bytes * sw->rows), 0, "%s: %s bytes in the file differ",
+                         types[i].type, llmq_linear_names[k]);
+            cr_expect_eq(memcmp(qw->data, want, row_bytes * sw->rows), 0, "%s: %s bytes loaded differ",
+                         types[i].type, llmq_linear_names[k]);
             free(want);
             free(perm);
         }
+        llmq_gguf_close(g);
         cr_assert_eq(llmq_forward(m, ids, n, got), LLMQ_OK, "%s", llmq_last_error());
         double rel = llmq_rel_error(ref, got, (size_t)n * V);
         cr_log_info("%s: logits rel error %g, nll %g vs %g", types[i].type, rel, mean_nll(got, ids, n, V), nll_ref);
@@ -235,12 +314,14 @@ Test(gguf_model, stories260k_f32_gguf_matches_safetensors)
     float *a = malloc((size_t)n * V * sizeof *a), *b = malloc((size_t)n * V * sizeof *b);
     cr_assert_eq(llmq_forward(src, ids, n, a), LLMQ_OK);
     cr_assert_eq(llmq_forward(m, ids, n, b), LLMQ_OK);
-    /* Only the summation order inside q·k differs (adjacent vs rotate_half pairs). */
+    /* The loader undid the q/k permutation: same forward, same numbers. */
     double scale, d = max_abs_diff(b, a, (size_t)n * V, &scale);
-    cr_expect_leq(d, 1e-5 * scale, "logits differ by %g (max |logit| %g)", d, scale);
+    cr_log_info("stories260K: max |logit diff| %g (max |logit| %g)", d, scale);
+    cr_expect_leq(d, 1e-5, "logits differ by %g (max |logit| %g)", d, scale);
     llmq_ppl_opts o = {.ctx = 256, .protocol = LLMQ_PPL_GPTQ, .bos_id = -1, .kl_base = src};
     llmq_ppl_result r;
     cr_assert_eq(llmq_perplexity(m, ids, n_ids, &o, &r), LLMQ_OK, "%s", llmq_last_error());
+    cr_log_info("stories260K: KL %g, top-1 %g, ppl %.9g vs %.9g", r.kld, r.top1_agree, r.ppl, r.base_ppl);
     cr_expect_lt(r.kld, 1e-6, "KL %g", r.kld);
     cr_expect_eq(r.top1_agree, 1.0, "top-1 agreement %g", r.top1_agree);
     cr_expect_leq(fabs(r.ppl - r.base_ppl), 1e-6 * r.base_ppl);
@@ -368,50 +449,15 @@ Test(gguf_model, missing_keys_and_tensors_give_clean_errors)
 
 /* ------------------------------------------------------------ llama.cpp vocab tests */
 
-/* tests/test-tokenizer-0.cpp: add_special = false, one .out line per string. */
+/* llama.cpp's test strings against its own vocab files (tokenizer from the GGUF). */
 static void check_vocab(const char *name)
 {
-    char base[512], gguf[700], inp[720], outp[720];
-    REQUIRE_SHARED(base, "tokenizers/llamacpp-vocab-tests");
-    snprintf(gguf, sizeof gguf, "%s/ggml-vocab-%s.gguf", base, name);
-    snprintf(inp, sizeof inp, "%s.inp", gguf);
-    snprintf(outp, sizeof outp, "%s.out", gguf);
+    char rel[256], gguf[512];
+    snprintf(rel, sizeof rel, "tokenizers/llamacpp-vocab-tests/ggml-vocab-%s.gguf", name);
+    REQUIRE_SHARED(gguf, rel);
     llmq_tokenizer *tok = llmq_tokenizer_load_gguf(gguf);
     cr_assert_not_null(tok, "%s: %s", name, llmq_last_error());
-    size_t in_len, out_len;
-    char *in = llmq_read_file(inp, 0, &in_len), *out = llmq_read_file(outp, 0, &out_len);
-    cr_assert(in && out, "%s", llmq_last_error());
-    static const char SEP[] = "\n__ggml_vocab_test__\n";
-    const char *p = in, *end = in + in_len;
-    char *line = out, *save = NULL;
-    size_t count = 0, bad = 0;
-    for (;;) {
-        const char *q = memmem(p, (size_t)(end - p), SEP, sizeof SEP - 1);
-        size_t n = q ? (size_t)(q - p) : (size_t)(end - p);
-        char *nl = strchr(line, '\n');
-        cr_assert(nl, "%s: fewer .out lines than strings", name);
-        *nl = 0;
-        int32_t *ids;
-        size_t nid;
-        cr_assert_eq(llmq_tokenizer_encode(tok, p, n, 0, &ids, &nid), LLMQ_OK);
-        size_t k = 0;
-        int same = 1;
-        for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save), k++)
-            if (k >= nid || ids[k] != atoi(t)) same = 0;
-        if (!same || k != nid) {
-            cr_log_error("%s: string %zu (%.40s) differs from llama.cpp's ids", name, count, p);
-            bad++;
-        }
-        free(ids);
-        count++;
-        line = nl + 1;
-        if (!q || q + sizeof SEP - 1 == end) break;
-        p = q + sizeof SEP - 1;
-    }
-    cr_expect_gt(count, 30);
-    cr_expect_eq(bad, 0, "%s: %zu of %zu strings differ", name, bad, count);
-    free(in);
-    free(out);
+    test_llamacpp_vocab_strings(tok, name);
     llmq_tokenizer_free(tok);
 }
 

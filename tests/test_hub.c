@@ -19,21 +19,11 @@
 #define COMMIT "0123456789abcdef0123456789abcdef01234567"
 #define TOKEN "hf_test_token_do_not_print_42"
 
-static pid_t mock_pid;
 static char test_root[PATH_MAX]; /* removed after the test unless LLMQ_KEEP_TMP is set */
-
-static void stop_mock(void)
-{
-    if (mock_pid > 0) {
-        kill(mock_pid, SIGTERM);
-        waitpid(mock_pid, NULL, 0);
-        mock_pid = 0;
-    }
-}
 
 static void teardown(void)
 {
-    stop_mock();
+    test_mock_hub_stop();
     if (test_root[0] && !getenv("LLMQ_KEEP_TMP") && strstr(test_root, "/build/tmp/hub-")) {
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_root);
@@ -166,30 +156,7 @@ static void start_mock(hub_env *e, json_t *cfg)
     path_fmt(port_path, "%s/mock.port", e->root);
     cr_assert_eq(json_dump_file(cfg, cfg_path, 0), 0);
     json_decref(cfg);
-    unlink(port_path);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork failed");
-    if (pid == 0) {
-        execlp("python3", "python3", "scripts/mock-hub", "--config", cfg_path, "--port-file", port_path, "--log",
-               e->log, "--lifetime", "60", (char *)NULL);
-        _exit(127);
-    }
-    mock_pid = pid;
-    /* Wait (bounded) until the port file appears: it is written after listen(). */
-    for (int i = 0; i < 1000; i++) {
-        FILE *fp = fopen(port_path, "r");
-        if (fp) {
-            int ok = fscanf(fp, "%d", &e->port) == 1;
-            fclose(fp);
-            if (ok && e->port > 0) break;
-        }
-        int status;
-        cr_assert_eq(waitpid(pid, &status, WNOHANG), 0, "mock-hub exited early (status %d)", status);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    cr_assert(e->port > 0, "mock-hub did not start listening within 10 s");
+    e->port = test_mock_hub_start(cfg_path, port_path, e->log);
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d/", e->port); /* trailing '/' is stripped */
     setenv("HF_ENDPOINT", endpoint, 1);
@@ -834,7 +801,7 @@ Test(hub, offline_mode_is_served_from_the_cache)
     llmq_hub_options o = options(NULL, 4);
     cr_assert_eq(llmq_hub_resolve("org/name", &dir, &o), LLMQ_OK, "%s", llmq_last_error());
     free(dir);
-    stop_mock();
+    test_mock_hub_stop();
     setenv("HF_HUB_OFFLINE", "1", 1);
     llmq_hub_result res;
     cr_assert_eq(llmq_hub_pull("org/name", &o, &res), LLMQ_OK, "%s", llmq_last_error());
@@ -867,7 +834,7 @@ Test(hub, an_unreachable_hub_falls_back_to_a_complete_cache)
     llmq_hub_options o = options(NULL, 4);
     cr_assert_eq(llmq_hub_resolve("org/name", &dir, &o), LLMQ_OK, "%s", llmq_last_error());
     free(dir);
-    stop_mock(); /* the port now refuses connections */
+    test_mock_hub_stop(); /* the port now refuses connections */
     setenv("LLMQ_HUB_RETRIES", "1", 1);
     llmq_hub_result res;
     cr_assert_eq(llmq_hub_pull("org/name", &o, &res), LLMQ_OK, "%s", llmq_last_error());

@@ -10,18 +10,6 @@
 #include "test_util.h"
 
 /* Prints a string with control characters escaped, cut at 120 bytes. */
-static void print_escaped(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 8 < cap && i < 120; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f) o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
-        else out[o++] = (char)c;
-    }
-    if (n > 120 && o + 4 < cap) o += (size_t)snprintf(out + o, cap - o, "...");
-    out[o] = 0;
-}
-
 static int ids_equal(const int32_t *a, size_t na, json_t *expected)
 {
     if (!json_is_array(expected) || json_array_size(expected) != na) return 0;
@@ -33,7 +21,7 @@ static int ids_equal(const int32_t *a, size_t na, json_t *expected)
 static void report_ids(const char *what, const char *text, size_t len, const int32_t *got, size_t n, json_t *expected)
 {
     char esc[512], g[256] = "", e[256] = "";
-    print_escaped(text, len, esc, sizeof esc);
+    test_escape(text, len, esc, sizeof esc);
     size_t o = 0;
     for (size_t i = 0; i < n && o < 200; i++) o += (size_t)snprintf(g + o, sizeof g - o, "%d ", (int)got[i]);
     o = 0;
@@ -85,9 +73,9 @@ static void check_vectors(const char *dir)
             cr_assert(d, "%s", llmq_last_error());
             if (dl != json_string_length(dec) || memcmp(d, json_string_value(dec), dl) != 0) {
                 char esc[512], got[512], want[512];
-                print_escaped(text, len, esc, sizeof esc);
-                print_escaped(d, dl, got, sizeof got);
-                print_escaped(json_string_value(dec), json_string_length(dec), want, sizeof want);
+                test_escape(text, len, esc, sizeof esc);
+                test_escape(d, dl, got, sizeof got);
+                test_escape(json_string_value(dec), json_string_length(dec), want, sizeof want);
                 cr_log_error("decoded mismatch for \"%s\"\n  got:      \"%s\"\n  expected: \"%s\"", esc, got, want);
                 bad = 1;
             }
@@ -410,7 +398,7 @@ static int same_encodings(const llmq_tokenizer *a, const llmq_tokenizer *b, cons
             cr_assert_eq(llmq_tokenizer_encode(b, json_string_value(jt), json_string_length(jt), sp, &y, &ny), LLMQ_OK);
             if (nx != ny || (nx && memcmp(x, y, nx * sizeof *x))) {
                 char esc[512];
-                print_escaped(json_string_value(jt), json_string_length(jt), esc, sizeof esc);
+                test_escape(json_string_value(jt), json_string_length(jt), esc, sizeof esc);
                 cr_log_error("rebuilt tokenizer differs on \"%s\" (add_special=%d)", esc, sp);
                 differ++;
             }
@@ -523,51 +511,12 @@ Test(tokenizer_vocab, bad_vocab)
 
 static void check_llamacpp(const char *vocab, const char *dir)
 {
-    char tdir[512], rel[256], inp[700], outp[700];
+    char tdir[512], rel[256];
     snprintf(rel, sizeof rel, "tokenizers/%s", dir);
     REQUIRE_SHARED(tdir, rel);
-    char base[512];
-    REQUIRE_SHARED(base, "tokenizers/llamacpp-vocab-tests");
-    snprintf(inp, sizeof inp, "%s/ggml-vocab-%s.gguf.inp", base, vocab);
-    snprintf(outp, sizeof outp, "%s/ggml-vocab-%s.gguf.out", base, vocab);
     llmq_tokenizer *tok = llmq_tokenizer_load(tdir);
     cr_assert(tok, "%s", llmq_last_error());
-    size_t in_len, out_len;
-    char *in = llmq_read_file(inp, 0, &in_len), *out = llmq_read_file(outp, 0, &out_len);
-    cr_assert(in && out, "%s", llmq_last_error());
-    static const char SEP[] = "\n__ggml_vocab_test__\n";
-    const char *p = in, *end = in + in_len;
-    char *line = out, *save = NULL;
-    size_t count = 0, bad = 0;
-    for (;;) {
-        const char *q = memmem(p, (size_t)(end - p), SEP, sizeof SEP - 1);
-        size_t n = q ? (size_t)(q - p) : (size_t)(end - p);
-        char *nl = strchr(line, '\n');
-        cr_assert(nl, "%s: fewer .out lines than strings", vocab);
-        *nl = 0;
-        int32_t *ids;
-        size_t nid;
-        cr_assert_eq(llmq_tokenizer_encode(tok, p, n, 0, &ids, &nid), LLMQ_OK);
-        size_t k = 0;
-        int same = 1;
-        for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save), k++)
-            if (k >= nid || ids[k] != atoi(t)) same = 0;
-        if (!same || k != nid) {
-            char esc[512];
-            print_escaped(p, n, esc, sizeof esc);
-            cr_log_error("%s: \"%s\" differs from llama.cpp's expected ids", vocab, esc);
-            bad++;
-        }
-        free(ids);
-        count++;
-        line = nl + 1;
-        if (!q || q + sizeof SEP - 1 == end) break; /* the file may end with the separator */
-        p = q + sizeof SEP - 1;
-    }
-    cr_expect_gt(count, 30);
-    cr_expect_eq(bad, 0, "%s: %zu of %zu strings differ", vocab, bad, count);
-    free(in);
-    free(out);
+    test_llamacpp_vocab_strings(tok, vocab);
     llmq_tokenizer_free(tok);
 }
 

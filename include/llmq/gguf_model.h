@@ -12,7 +12,11 @@
  * (LlamaModel.permute) so that pairs are adjacent (2i, 2i+1). The permutation
  * acts on output rows only, so a row of quantized blocks moves as a unit and
  * quantization groups (along the input dimension) are unaffected. Qwen2
- * ("qwen2" in llama.cpp) keeps the Hugging Face order (NEOX rope). */
+ * ("qwen2" in llama.cpp) keeps the Hugging Face order (NEOX rope). Export
+ * permutes; import undoes it (copies of attn_q/attn_k rows and biases that
+ * the model owns), so a loaded GGUF model is in Hugging Face order and runs
+ * the same forward as the safetensors checkpoint: an f32 GGUF gives the same
+ * logits bit for bit. */
 #ifndef LLMQ_GGUF_MODEL_H
 #define LLMQ_GGUF_MODEL_H
 
@@ -81,9 +85,9 @@ int llmq_gguf_write_vocab_kv(llmq_gguf_writer *w, const llmq_vocab *v, int n_voc
 
 /* ---- import ---- */
 
-/* Hyperparameters from <arch>.* keys and tensor shapes. *rope_interleaved is
- * true for "llama" (rows in the converter's order), false for "qwen2". */
-int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *cfg, bool *rope_interleaved);
+/* Hyperparameters from <arch>.* keys and tensor shapes. *qk_permuted is
+ * true for "llama" (q/k rows in the converter's order), false for "qwen2". */
+int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *cfg, bool *qk_permuted);
 /* tokenizer.ggml.* into *out (zeroed first; llmq_vocab_free releases it).
  * Missing optional keys take llama.cpp's defaults. */
 int llmq_gguf_read_vocab(const llmq_gguf *g, llmq_vocab *out);
@@ -93,7 +97,9 @@ llmq_tokenizer *llmq_tokenizer_load_gguf(const char *path);
 
 /* Loads a GGUF model: weights are typed views into the map (ggml ne[0] is the
  * row length, so a tensor of ne {cols, rows} is a rows × cols matrix), norms
- * and biases as f32 copies. llmq_model_load() calls this for .gguf paths. */
+ * and biases as f32 copies; for "llama" files attn_q/attn_k (and their
+ * biases) are copies with the converter's permutation undone, and
+ * rope_interleaved is false. llmq_model_load() calls this for .gguf paths. */
 llmq_model *llmq_model_load_gguf(const char *path);
 
 #endif

@@ -35,8 +35,9 @@ typedef struct {
 typedef struct llmq_model {
     llmq_config cfg;
     /* RoPE pairs: false = Hugging Face rotate_half (i, i+head_dim/2); true =
-     * adjacent (2i, 2i+1), for files whose q/k rows were permuted the way
-     * llama.cpp's converter permutes them. */
+     * adjacent (2i, 2i+1), for q/k rows permuted the way llama.cpp's
+     * converter permutes them. Both loaders leave it false (the GGUF loader
+     * undoes the permutation); a caller holding permuted rows may set it. */
     bool rope_interleaved;
     llmq_weight embed, final_norm, lm_head;
     llmq_layer *layers;

@@ -290,7 +290,7 @@ static int read_llama3_rope(const llmq_gguf *g, const llmq_gguf_tensor *t, llmq_
     return LLMQ_OK;
 }
 
-int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *rope_interleaved)
+int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
 {
     const char *name = llmq_gguf_name(g);
     memset(c, 0, sizeof *c);
@@ -301,11 +301,11 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *rope_interle
     if (!strcmp(arch, "llama")) {
         snprintf(c->architecture, sizeof c->architecture, "LlamaForCausalLM");
         snprintf(c->model_type, sizeof c->model_type, "llama");
-        *rope_interleaved = true;
+        *qk_permuted = true;
     } else if (!strcmp(arch, "qwen2")) {
         snprintf(c->architecture, sizeof c->architecture, "Qwen2ForCausalLM");
         snprintf(c->model_type, sizeof c->model_type, "qwen2");
-        *rope_interleaved = false;
+        *qk_permuted = false;
     } else {
         return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2)", name, arch);
     }
@@ -552,6 +552,60 @@ static int bind(llmq_model *m, const llmq_gguf *g, const char *name, int rows, i
 
 static void close_gguf(void *p) { llmq_gguf_close(p); }
 
+/* Puts the rows of w (a matrix, or a vector as rows of one f32) in the order
+ * hf_from_file gives, in a copy the model owns (the map is read-only). */
+static int reorder_rows(llmq_model *m, llmq_weight *w, const int32_t *hf_from_file)
+{
+    if (!w->data) return LLMQ_OK;
+    bool vector = w->rows == 1;
+    int rows = vector ? w->cols : w->rows;
+    size_t row_bytes = vector ? llmq_type_get(w->type)->type_size : llmq_row_size(w->type, w->cols);
+    void *copy = keep(m, malloc(row_bytes * (size_t)rows));
+    if (!copy) return llmq_error("%s: out of memory", m->path);
+    llmq_gguf_permute_rows(copy, w->data, rows, row_bytes, hf_from_file);
+    w->data = copy;
+    return LLMQ_OK;
+}
+
+/* Undoes the converter's LlamaModel.permute on every layer's attn_q and
+ * attn_k (weights and biases): Hugging Face rotate_half order again, so the
+ * forward runs the safetensors model's arithmetic exactly (the q·k sums in
+ * the same order; an f32 file gives bit-identical logits). Rows are whole
+ * blocks along the input dimension, so this is a row move for every type. */
+static int unpermute_qk(llmq_model *m)
+{
+    const llmq_config *c = &m->cfg;
+    int32_t *file_from_hf = NULL, *hf_from_file = NULL;
+    int rc = LLMQ_ERR;
+    for (int k = LLMQ_LIN_Q; k <= LLMQ_LIN_K; k++) {
+        int n_head = k == LLMQ_LIN_Q ? c->n_heads : c->n_kv_heads, rows, cols;
+        llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
+        free(file_from_hf);
+        free(hf_from_file);
+        file_from_hf = malloc((size_t)rows * sizeof *file_from_hf);
+        hf_from_file = malloc((size_t)rows * sizeof *hf_from_file);
+        if (!file_from_hf || !hf_from_file) {
+            llmq_error("%s: out of memory", m->path);
+            goto done;
+        }
+        if (llmq_gguf_qk_row_map(rows, n_head, file_from_hf)) {
+            llmq_error_prefix("%s: %s", m->path, linear_gguf_names[k]);
+            goto done;
+        }
+        /* The row map sends Hugging Face rows to file rows; its inverse brings them back. */
+        for (int r = 0; r < rows; r++) hf_from_file[file_from_hf[r]] = r;
+        for (int l = 0; l < c->n_layers; l++)
+            if (reorder_rows(m, &m->layers[l].lin[k], hf_from_file) ||
+                reorder_rows(m, &m->layers[l].bias[k], hf_from_file))
+                goto done;
+    }
+    rc = LLMQ_OK;
+done:
+    free(file_from_hf);
+    free(hf_from_file);
+    return rc;
+}
+
 llmq_model *llmq_model_load_gguf(const char *path)
 {
     llmq_model *m = calloc(1, sizeof *m);
@@ -564,7 +618,8 @@ llmq_model *llmq_model_load_gguf(const char *path)
     if (!g) goto fail;
     m->source = g;
     m->source_free = close_gguf;
-    if (llmq_gguf_read_config(g, &m->cfg, &m->rope_interleaved)) goto fail;
+    bool qk_permuted;
+    if (llmq_gguf_read_config(g, &m->cfg, &qk_permuted)) goto fail;
     const llmq_config *c = &m->cfg;
     int d = c->hidden_size;
     if (bind(m, g, "token_embd.weight", c->vocab_size, d, false, &m->embed) ||
@@ -593,6 +648,8 @@ llmq_model *llmq_model_load_gguf(const char *path)
             if (bind(m, g, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k])) goto fail;
         }
     }
+    /* rope_interleaved stays false: the rows are in Hugging Face order now. */
+    if (qk_permuted && unpermute_qk(m)) goto fail;
     return m;
 fail:
     llmq_model_free(m);

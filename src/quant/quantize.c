@@ -390,7 +390,8 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     j.current_layer = -1;
     const llmq_config *c = &src->cfg;
     if (!(j.arch = llmq_gguf_arch(c))) return llmq_error_prefix("%s", src->path);
-    /* A Hugging Face checkpoint is in rotate_half order; a GGUF source already in llama.cpp's. */
+    /* Loaded models are in rotate_half order (the GGUF loader undoes the
+     * converter's permutation); rows already permuted (rope_interleaved) go out as they are. */
     j.permute = !strcmp(j.arch, "llama") && !src->rope_interleaved;
     llmq_layer_method rtn = llmq_rtn_method(opts->rtn_search);
     const llmq_layer_method *method = opts->method ? opts->method : &rtn;
