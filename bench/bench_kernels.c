@@ -105,10 +105,14 @@ static double stream_read_gbs(size_t bytes, int reps)
     return (double)bytes / best / 1e9;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     const int quick = getenv("LLMQ_BENCH_QUICK") != NULL;
-    llmq_set_threads(0);
+    /* --threads N (default: all cores); the bandwidth is measured with the same threads */
+    int want_threads = 0;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--threads")) want_threads = atoi(argv[i + 1]);
+    llmq_set_threads(want_threads);
     const int threads = llmq_get_threads();
     const int in = quick ? 1024 : 4096, out = quick ? 1024 : 4096, tokens = 512;
     const int gemv_rows = quick ? 4096 : 32768; /* ≥ 2× the L3 for 4-bit rows of 4096 */
