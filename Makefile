@@ -27,6 +27,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # the dispatcher picks them at run time from CPU features.
 ifeq ($(ARCH),x86_64)
 $(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
+$(BUILD)/src/kernels/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 endif
 
 .PHONY: all deps test test-neon sanitize fuzz fuzz-deps demo bench clean
@@ -75,7 +76,7 @@ else
 endif
 
 NEON_SRC := src/util/error.c src/quant/types.c src/quant/blocks.c src/quant/rtn.c \
-            src/kernels/dispatch.c src/kernels/scalar.c src/kernels/quant_neon.c src/kernels/quant_avx2.c
+            src/kernels/dispatch.c src/kernels/scalar.c src/kernels/quant_neon.c src/kernels/quant_avx2.c src/kernels/quant_avx512.c
 $(BUILD)/neon/test_neon: tests/neon/test_neon.c tests/kernel_check.h src/kernels/kernel_ops.h $(NEON_SRC) $(wildcard include/llmq/*.h)
 	@mkdir -p $(dir $@)
 	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unknown-pragmas -O2 -static -Iinclude -Itests -o $@ tests/neon/test_neon.c $(NEON_SRC) -lm

@@ -41,13 +41,15 @@ typedef struct {
     void (*dot_q8)(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys);
 } llmq_kernel_ops;
 
-typedef enum { LLMQ_ISA_SCALAR, LLMQ_ISA_AVX2, LLMQ_ISA_NEON, LLMQ_ISA_COUNT } llmq_isa;
+typedef enum { LLMQ_ISA_SCALAR, LLMQ_ISA_AVX2, LLMQ_ISA_NEON, LLMQ_ISA_AVX512, LLMQ_ISA_COUNT } llmq_isa;
 
 /* Tables per ISA; NULL where the type has no kernel or the ISA is not built
  * for this architecture. */
 const llmq_kernel_ops *llmq_ops_scalar(llmq_type t);
 const llmq_kernel_ops *llmq_ops_avx2(llmq_type t);
 const llmq_kernel_ops *llmq_ops_neon(llmq_type t);
+/* AVX-512 VNNI: integer dots only (other members NULL, filled from AVX2). */
+const llmq_kernel_ops *llmq_ops_avx512(llmq_type t);
 
 /* Is the ISA built in and supported by this CPU? */
 int llmq_isa_available(llmq_isa isa);
@@ -56,8 +58,9 @@ int llmq_isa_available(llmq_isa isa);
  * message) when LLMQ_KERNEL names an unknown or unavailable one. */
 int llmq_isa_active(void);
 
-/* The active table for t (falls back to scalar for a type the ISA lacks);
- * NULL with a message when t has no kernel. */
+/* The active table for t, each member from the best table that has it
+ * (avx512 → avx2 → scalar, neon → scalar); NULL with a message when t has
+ * no kernel. */
 const llmq_kernel_ops *llmq_kernel_ops_for(llmq_type t);
 
 #endif
