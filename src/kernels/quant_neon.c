@@ -202,12 +202,14 @@ static inline int32x4_t dot32_s8(int8x16_t w0, int8x16_t w1, const llmq_act_q8 *
 {
     return vpadalq_s16(vpaddlq_s16(mul16_s8(w0, vld1q_s8(a->q))), mul16_s8(w1, vld1q_s8(a->q + 16)));
 }
-/* The same with each 16-element half weighted by its own integer scale. */
-static inline int32x4_t dot32_s8_scaled16(int8x16_t w0, int8x16_t w1, const llmq_act_q8 *a, int sc_lo, int sc_hi)
-{
-    const int32x4_t lo = vpaddlq_s16(mul16_s8(w0, vld1q_s8(a->q)));
-    return vmlaq_n_s32(vmulq_n_s32(lo, sc_lo), vpaddlq_s16(mul16_s8(w1, vld1q_s8(a->q + 16))), sc_hi);
-}
+/* sc[lo]·p0 + sc[hi]·p1 widened into four int32 lanes, for the K-quants whose
+ * 16-element halves have their own scales: the scales stay in one int16x8
+ * vector and enter by lane (lo, hi must be immediates, hence a macro), so
+ * they do not need a register each. */
+#define SCALE16(p0, p1, sc, lo, hi)                                                                          \
+    vmlal_high_laneq_s16(vmlal_laneq_s16(vmlal_high_laneq_s16(vmull_laneq_s16(vget_low_s16(p0), sc, lo), p0, sc, lo), \
+                                         vget_low_s16(p1), sc, hi),                                          \
+                         p1, sc, hi)
 /* 16 bytes of nibbles → the 32 weights of a block: low nibbles, then high. */
 static inline void nibbles32(const uint8_t *qs, int8x16_t *w0, int8x16_t *w1)
 {
@@ -220,6 +222,8 @@ static inline void nibbles32(const uint8_t *qs, int8x16_t *w0, int8x16_t *w1)
  * constant (1..4): the per-token accumulators then stay in registers, and
  * two banks of them (even and odd blocks) keep two FMA chains in flight. */
 #define UNROLL_T _Pragma("GCC unroll 4")
+/* for the loops over two halves or two sub-blocks, whose arrays must become registers */
+#define UNROLL_2 _Pragma("GCC unroll 2")
 #define NT_DISPATCH(fn, body)                                                                                  \
     static void fn(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys)      \
     {                                                                                                          \
@@ -231,6 +235,13 @@ static inline void nibbles32(const uint8_t *qs, int8x16_t *w0, int8x16_t *w1)
         }                                                                                                      \
     }
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* Ends one token's share of a step: an empty asm that no load may cross.
+ * GCC's pre-allocation scheduler (on by default for AArch64, not for x86)
+ * otherwise hoists every token's activation loads above the FMAs and, at
+ * nt = 3 or 4, spills the accumulators to the stack on every block. The
+ * fence emits no instruction, so an out-of-order core still overlaps
+ * tokens. */
+#define TOKEN_FENCE() __asm__ volatile("" ::: "memory")
 
 #define Q8_DOT_BEGIN                                                   \
     float32x4_t acc0[LLMQ_DOT_MAX_TOKENS], acc1[LLMQ_DOT_MAX_TOKENS];  \
@@ -262,6 +273,7 @@ ALWAYS_INLINE void q4_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
             const llmq_act_q8 *a = x + (size_t)t * xs + i;
             ACC_I32(acc0[t], dot32_s8(w0, w1, a), d0 * a[0].d);
             ACC_I32(acc1[t], dot32_s8(v0, v1, a + 1), d1 * a[1].d);
+            TOKEN_FENCE();
         }
     }
     if (i < nb) {
@@ -296,6 +308,7 @@ ALWAYS_INLINE void q4_1_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
             ACC_I32(acc1[t], dot32_s8(v0, v1, a + 1), d1 * a[1].d);
             corr0[t] += m0 * a[0].s;
             corr1[t] += m1 * a[1].s;
+            TOKEN_FENCE();
         }
     }
     if (i < nb) {
@@ -326,6 +339,7 @@ ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
             const llmq_act_q8 *a = x + (size_t)t * xs + i;
             ACC_I32(acc0[t], dot32_s8(w0, w1, a), d0 * a[0].d);
             ACC_I32(acc1[t], dot32_s8(v0, v1, a + 1), d1 * a[1].d);
+            TOKEN_FENCE();
         }
     }
     if (i < nb) {
@@ -402,6 +416,7 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
                 const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 2 * c;
                 ACC_I32(acc0[t], dot32_s8(lo0, lo1, a), dsc[2 * c] * a[0].d);
                 ACC_I32(acc1[t], dot32_s8(hi0, hi1, a + 1), dsc[2 * c + 1] * a[1].d);
+                TOKEN_FENCE();
             }
         }
     }
@@ -410,76 +425,121 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
 NT_DISPATCH(q4_k_dot_q8, q4_k_q8_body)
 
 /* Q6_K and Q3_K: 32 signed weights per activation block, in two halves of
- * 16 with their own scales (applied to the int32 sums). */
-#define ACC_SCALED16(acc, a, w0, w1, d, sc_lo, sc_hi) ACC_I32(acc, dot32_s8_scaled16(w0, w1, a, sc_lo, sc_hi), (d) * (a)->d)
+ * 16 with their own scales (lanes lo, hi of sc). */
+#define ACC_SCALED16(acc, a, w0, w1, d, sc, lo, hi)                                                            \
+    do {                                                                                                       \
+        const int16x8_t p0_ = mul16_s8(w0, vld1q_s8((a)->q)), p1_ = mul16_s8(w1, vld1q_s8((a)->q + 16));       \
+        ACC_I32(acc, SCALE16(p0_, p1_, sc, lo, hi), (d) * (a)->d);                                             \
+    } while (0)
+/* Two 32-element sub-blocks q[0], q[1] against activation blocks a, a+1,
+ * one per bank, with scales from lane l (an immediate) of sc on; then the
+ * token's fence. The weights of a 128-element half are built one such pair
+ * at a time, so that fewer vectors are live across the token loop. */
+#define ACC_PAIR(t, a, q, d, sc, l)                                                \
+    do {                                                                           \
+        ACC_SCALED16(acc0[t], a, q[0][0], q[0][1], d, sc, l, (l) + 1);             \
+        ACC_SCALED16(acc1[t], (a) + 1, q[1][0], q[1][1], d, sc, (l) + 2, (l) + 3); \
+        TOKEN_FENCE();                                                             \
+    } while (0)
+
+/* 16 elements of two Q6_K sub-blocks (minus 32) from the low nibbles of l0
+ * and l1 and bits 0..1 and 2..3 of hb; the next two sub-blocks are the same
+ * on l0, l1, hb shifted right by 4. */
+static inline void q6_k_pair16(uint8x16_t l0, uint8x16_t l1, uint8x16_t hb, int8x16_t *qa, int8x16_t *qb)
+{
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    const int8x16_t k32 = vdupq_n_s8(32);
+    const uint8x16_t ua = vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8(vandq_u8(hb, vdupq_n_u8(0x03)), 4));
+    const uint8x16_t ub = vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(hb, vdupq_n_u8(0x0C)), 2));
+    *qa = vsubq_s8(vreinterpretq_s8_u8(ua), k32);
+    *qb = vsubq_s8(vreinterpretq_s8_u8(ub), k32);
+}
 
 ALWAYS_INLINE void q6_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
 {
     const llmq_block_q6_k *b = row;
-    const uint8x16_t m4 = vdupq_n_u8(0x0F), m2 = vdupq_n_u8(3);
-    const int8x16_t k32 = vdupq_n_s8(32);
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
         const float d = h2f(b[i].d);
         for (int h = 0; h < 2; h++) {
-            /* q[k][p]: elements 32k + 16p of this 128-element half, minus 32 */
-            int8x16_t q[4][2];
-            for (int p = 0; p < 2; p++) {
-                const uint8x16_t l0 = vld1q_u8(b[i].ql + 64 * h + 16 * p), l1 = vld1q_u8(b[i].ql + 64 * h + 32 + 16 * p);
-                const uint8x16_t hb = vld1q_u8(b[i].qh + 32 * h + 16 * p);
-                const uint8x16_t u[4] = {
-                    vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8(vandq_u8(hb, m2), 4)),
-                    vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 2), m2), 4)),
-                    vorrq_u8(vshrq_n_u8(l0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hb, 4), m2), 4)),
-                    vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(hb, 6), 4)),
-                };
-                for (int k = 0; k < 4; k++) q[k][p] = vsubq_s8(vreinterpretq_s8_u8(u[k]), k32);
-            }
-            const int8_t *sc = b[i].scales + 8 * h;
-            UNROLL_T for (int t = 0; t < nt; t++) {
-                const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 4 * h;
-                ACC_SCALED16(acc0[t], a, q[0][0], q[0][1], d, sc[0], sc[1]);
-                ACC_SCALED16(acc1[t], a + 1, q[1][0], q[1][1], d, sc[2], sc[3]);
-                ACC_SCALED16(acc0[t], a + 2, q[2][0], q[2][1], d, sc[4], sc[5]);
-                ACC_SCALED16(acc1[t], a + 3, q[3][0], q[3][1], d, sc[6], sc[7]);
-            }
+            /* a 128-element half: sub-block k (32 elements) takes ql bytes
+             * 32·(k&1).. (low nibbles for k < 2, high for k ≥ 2) and bits
+             * 2k..2k+1 of the 32 qh bytes; q[k][p] is its 16-element half p */
+            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            const int16x8_t sc = vmovl_s8(vld1_s8(b[i].scales + 8 * h));
+            const llmq_act_q8 *a = x + 8 * i + 4 * h;
+            int8x16_t q[2][2];
+            UNROLL_2 for (int p = 0; p < 2; p++)
+                q6_k_pair16(vld1q_u8(ql + 16 * p), vld1q_u8(ql + 32 + 16 * p), vld1q_u8(qh + 16 * p), &q[0][p], &q[1][p]);
+            UNROLL_T for (int t = 0; t < nt; t++) ACC_PAIR(t, a + (size_t)t * xs, q, d, sc, 0);
+            UNROLL_2 for (int p = 0; p < 2; p++)
+                q6_k_pair16(vshrq_n_u8(vld1q_u8(ql + 16 * p), 4), vshrq_n_u8(vld1q_u8(ql + 32 + 16 * p), 4),
+                            vshrq_n_u8(vld1q_u8(qh + 16 * p), 4), &q[0][p], &q[1][p]);
+            UNROLL_T for (int t = 0; t < nt; t++) ACC_PAIR(t, a + (size_t)t * xs + 2, q, d, sc, 4);
         }
     }
     Q8_DOT_END
 }
 NT_DISPATCH(q6_k_dot_q8, q6_k_q8_body)
 
+/* Q3_K's twelve scale bytes → its sixteen 6-bit scales minus 32 (the values
+ * llmq_q3_k_get_scale returns one at a time, here without a call, which
+ * would clobber the accumulators): scale j has low four bits from byte j % 8
+ * (low nibble for j < 8, high for j ≥ 8) and top two bits from byte
+ * 8 + j % 4, bits 2·(j/4). Four scales per 32-bit operation, every shift
+ * within bytes. */
+static inline void q3_k_scales(const uint8_t s[12], int8_t sc[16])
+{
+    uint32_t lo0, lo1, hi;
+    memcpy(&lo0, s, 4);
+    memcpy(&lo1, s + 4, 4);
+    memcpy(&hi, s + 8, 4);
+    const uint32_t out[4] = {
+        (lo0 & 0x0f0f0f0fu) | ((hi & 0x03030303u) << 4),
+        (lo1 & 0x0f0f0f0fu) | (((hi >> 2) & 0x03030303u) << 4),
+        ((lo0 >> 4) & 0x0f0f0f0fu) | (((hi >> 4) & 0x03030303u) << 4),
+        ((lo1 >> 4) & 0x0f0f0f0fu) | (((hi >> 6) & 0x03030303u) << 4),
+    };
+    vst1q_s8(sc, vsubq_s8(vreinterpretq_s8_u8(vld1q_u8((const uint8_t *)out)), vdupq_n_s8(32)));
+}
+
+/* Two Q3_K sub-blocks, q[u][p] the 16-element half p of sub-block u, from
+ * the low two bits of qs (which then move on by four bits) and bits bit,
+ * bit+1 of hmask. */
+static inline void q3_k_pair(uint8x16_t qs[2], const uint8x16_t hmask[2], int bit, int8x16_t q[2][2])
+{
+    const uint8x16_t m2 = vdupq_n_u8(3), four = vdupq_n_u8(4);
+    UNROLL_2 for (int u = 0; u < 2; u++) {
+        const uint8x16_t mask = vdupq_n_u8((uint8_t)(1u << (bit + u)));
+        UNROLL_2 for (int p = 0; p < 2; p++) {
+            const uint8x16_t set = vtstq_u8(hmask[p], mask);
+            /* high bit clear → −4 */
+            q[u][p] = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(qs[p], m2), vbicq_u8(four, set)));
+            qs[p] = vshrq_n_u8(qs[p], 2);
+        }
+    }
+}
+
 ALWAYS_INLINE void q3_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
 {
     const llmq_block_q3_k *b = row;
-    const uint8x16_t m2 = vdupq_n_u8(3), four = vdupq_n_u8(4);
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
         const float d = h2f(b[i].d);
         const uint8x16_t hmask[2] = {vld1q_u8(b[i].hmask), vld1q_u8(b[i].hmask + 16)};
-        int sc[16];
-        for (int j = 0; j < 16; j++) sc[j] = llmq_q3_k_get_scale(b[i].scales, j);
+        int8_t sc8[16];
+        q3_k_scales(b[i].scales, sc8);
         for (int h = 0; h < 2; h++) {
-            /* sub-block 4h+j takes bits 2j..2j+1 of this half's 32 qs bytes */
+            /* sub-block 4h+j takes bits 2j..2j+1 of this half's 32 qs bytes
+             * and bit 4h+j of hmask */
             uint8x16_t qs[2] = {vld1q_u8(b[i].qs + 32 * h), vld1q_u8(b[i].qs + 32 * h + 16)};
-            for (int j = 0; j < 4; j += 2) {
-                int8x16_t q[2][2];
-                for (int u = 0; u < 2; u++) {
-                    const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << (4 * h + j + u)));
-                    for (int p = 0; p < 2; p++) {
-                        const uint8x16_t set = vtstq_u8(hmask[p], bit);
-                        /* high bit clear → −4 */
-                        q[u][p] = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(qs[p], m2), vbicq_u8(four, set)));
-                        qs[p] = vshrq_n_u8(qs[p], 2);
-                    }
-                }
-                const int sb = 4 * h + j;
-                UNROLL_T for (int t = 0; t < nt; t++) {
-                    const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + sb;
-                    ACC_SCALED16(acc0[t], a, q[0][0], q[0][1], d, sc[2 * sb], sc[2 * sb + 1]);
-                    ACC_SCALED16(acc1[t], a + 1, q[1][0], q[1][1], d, sc[2 * sb + 2], sc[2 * sb + 3]);
-                }
-            }
+            const int16x8_t sc = vmovl_s8(vld1_s8(sc8 + 8 * h));
+            const llmq_act_q8 *a = x + 8 * i + 4 * h;
+            int8x16_t q[2][2];
+            q3_k_pair(qs, hmask, 4 * h, q);
+            UNROLL_T for (int t = 0; t < nt; t++) ACC_PAIR(t, a + (size_t)t * xs, q, d, sc, 0);
+            q3_k_pair(qs, hmask, 4 * h + 2, q);
+            UNROLL_T for (int t = 0; t < nt; t++) ACC_PAIR(t, a + (size_t)t * xs + 2, q, d, sc, 4);
         }
     }
     Q8_DOT_END
