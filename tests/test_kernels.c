@@ -11,6 +11,13 @@ Test(kernels, simd_tables_match_scalar)
 {
     int passed = 0, failed = 0;
     if (llmq_isa_available(LLMQ_ISA_AVX2)) kc_check_table(llmq_ops_avx2, "avx2", &passed, &failed);
+    if (llmq_isa_available(LLMQ_ISA_AVX512)) {
+        int before = passed;
+        kc_check_table_of(llmq_ops_avx512, "avx512", 1, &passed, &failed);
+        cr_assert_geq(passed - before, 3 * KC_MODES * 2, "the AVX-512 integer dots were not all checked");
+    } else {
+        cr_log_info("AVX-512 VNNI not available: its kernels are not checked on this CPU");
+    }
     if (llmq_isa_available(LLMQ_ISA_NEON)) kc_check_table(llmq_ops_neon, "neon", &passed, &failed);
     if (!llmq_isa_available(LLMQ_ISA_AVX2) && !llmq_isa_available(LLMQ_ISA_NEON)) cr_skip_test("no SIMD kernels on this CPU");
     cr_log_info("SIMD vs scalar: %d passed, %d failed", passed, failed);
@@ -173,8 +180,9 @@ Test(kernels, fast_matmul_is_the_exact_product_with_int8_activations)
 {
     static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
     static const int tokens[] = {1, 4, 7, 9, 40};
-    const char *kernels[2] = {"scalar", llmq_isa_available(LLMQ_ISA_AVX2) ? "avx2" : llmq_isa_available(LLMQ_ISA_NEON) ? "neon" : "scalar"};
-    for (int kk = 0; kk < 2; kk++)
+    const char *kernels[3] = {"scalar", llmq_isa_available(LLMQ_ISA_AVX2) ? "avx2" : llmq_isa_available(LLMQ_ISA_NEON) ? "neon" : "scalar",
+                              llmq_isa_available(LLMQ_ISA_AVX512) ? "avx512" : "scalar"};
+    for (int kk = 0; kk < 3; kk++)
         for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
             for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++) {
                 int in = llmq_type_get(types[k])->block_size == 256 ? 512 : 160;
