@@ -171,7 +171,7 @@ static inline int kc_check_dot(const llmq_kernel_ops *a, const llmq_kernel_ops *
 static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
                                   const char *tag)
 {
-    const size_t row_bytes = llmq_row_size(t, in), nb = (size_t)in / 32;
+    const size_t row_bytes = llmq_row_size(t, in), nb = llmq_act_q8_stride(in);
     const int nt = LLMQ_DOT_MAX_TOKENS;
     float *x = malloc(sizeof(float) * (size_t)in * nt), *wf = malloc(sizeof(float) * (size_t)in);
     llmq_act_q8 *xq = malloc(sizeof *xq * nb * nt);

@@ -153,12 +153,15 @@ static void check_fast_matmul(const char *kernel, llmq_type t, int nt, int in, i
     cr_assert_eq(llmq_kernel_select(kernel), LLMQ_OK, "%s", llmq_last_error());
     void *w = kc_weights(t, out, in, mode);
     cr_assert_not_null(w);
-    const int nb = in / 32;
+    const int nb = (int)llmq_act_q8_stride(in);
     float *x = malloc(sizeof *x * nt * in), *xhat = malloc(sizeof *xhat * nt * in), *y = malloc(sizeof *y * nt * out);
     llmq_act_q8 *xq = malloc(sizeof *xq * nt * nb);
     double *ref = malloc(sizeof *ref * nt * out), *mag = malloc(sizeof *mag * nt * out);
     for (int i = 0; i < nt * in; i++) x[i] = kc_gauss() * (i % 97 == 0 ? 20.0f : 1.0f);
     for (int k = 0; k < nt; k++) llmq_act_quantize_q8(x + k * in, in, xq + k * nb);
+    for (int k = 0; k < nt; k++) /* the side arrays repeat the blocks' d and s */
+        for (int b = 0; b < in / 32; b++)
+            cr_assert(llmq_act_q8_d(xq + k * nb, in)[b] == xq[k * nb + b].d && llmq_act_q8_s(xq + k * nb, in)[b] == xq[k * nb + b].s);
     for (int k = 0; k < nt; k++)
         for (int i = 0; i < in; i++) {
             const llmq_act_q8 *b = &xq[k * nb + i / 32];

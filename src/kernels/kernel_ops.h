@@ -24,8 +24,17 @@ typedef struct {
     int8_t q[32];
 } llmq_act_q8;
 
-/* Quantizes n floats (n a multiple of 32) into n/32 blocks; the same code
- * for every ISA, so the integer paths differ only in their sums' order. */
+/* A token's row of n activations takes llmq_act_q8_stride(n) blocks: the
+ * n/32 blocks, then the same blocks' d values and s values as two
+ * contiguous float arrays (llmq_act_q8_d / llmq_act_q8_s), for kernels that
+ * load eight scales at once. */
+size_t llmq_act_q8_stride(int n);
+static inline const float *llmq_act_q8_d(const llmq_act_q8 *row, int n) { return (const float *)(row + n / 32); }
+static inline const float *llmq_act_q8_s(const llmq_act_q8 *row, int n) { return (const float *)(row + n / 32) + n / 32; }
+
+/* Quantizes n floats (n a multiple of 32) into a row of llmq_act_q8_stride(n)
+ * blocks at dst; the same code for every ISA, so the integer paths differ
+ * only in their sums' order. */
 void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst);
 
 typedef struct {
@@ -36,8 +45,8 @@ typedef struct {
      * W the n-element row at `row`. */
     void (*dot)(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys);
     /* The integer dot of the --fast path: y[t·ys] = Σ_i W[i]·x̂_t[i], x̂_t the
-     * n/32 activation blocks at x + t·xs. NULL where the ISA has none for
-     * the type (the exact dot runs instead). */
+     * activation row at x + t·xs (xs ≥ llmq_act_q8_stride(n) blocks). NULL
+     * where the ISA has none for the type (the exact dot runs instead). */
     void (*dot_q8)(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys);
 } llmq_kernel_ops;
 

@@ -79,7 +79,7 @@ static void gemv(const llmq_kernel_ops *ops, float *y, const float *x, int n_tok
 static int matmul_q8(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
                      int in, int out)
 {
-    const size_t nb = (size_t)in / 32;
+    const size_t nb = llmq_act_q8_stride(in); /* blocks per token */
     llmq_act_q8 *xq = malloc((size_t)n_tokens * nb * sizeof *xq);
     if (!xq) return llmq_error("matmul: out of memory for %d×%d quantized activations", n_tokens, in);
     #pragma omp parallel for schedule(static) if (n_tokens > 1)

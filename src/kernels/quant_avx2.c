@@ -370,8 +370,10 @@ static inline void q4_k_unpack(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8]
 
 static inline __m256 u8x8_to_ps(const uint8_t *v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v))); }
 
-/* Q4_K: the sub-block mins enter through the activation sums, as one vector
- * product per super-block. */
+/* Q4_K: per super-block and token, the eight d·scale·d_x products and the
+ * min corrections are one vector each (the activation scales and sums come
+ * from the row's contiguous side arrays); each sub-block's factor is then a
+ * lane broadcast. */
 ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
 {
     const llmq_block_q4_k *b = row;
@@ -380,21 +382,22 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     for (int i = 0; i < n / 256; i++) {
         uint8_t sc8[8], mn8[8];
         q4_k_unpack(b[i].scales, sc8, mn8);
-        float dsc[8] __attribute__((aligned(32)));
-        _mm256_store_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), u8x8_to_ps(sc8)));
+        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), u8x8_to_ps(sc8));
         const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), u8x8_to_ps(mn8));
+        __m256 scl[LLMQ_DOT_MAX_TOKENS];
         UNROLL_T for (int t = 0; t < nt; t++) {
-            const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i;
-            const __m256 sums = _mm256_set_ps(a[7].s, a[6].s, a[5].s, a[4].s, a[3].s, a[2].s, a[1].s, a[0].s);
-            acc1[t] = _mm256_fnmadd_ps(mins, sums, acc1[t]);
+            const llmq_act_q8 *xr = x + (size_t)t * xs;
+            scl[t] = _mm256_mul_ps(dsc, _mm256_loadu_ps(llmq_act_q8_d(xr, n) + 8 * i));
+            acc1[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(llmq_act_q8_s(xr, n) + 8 * i), acc1[t]);
         }
-        for (int c = 0; c < 4; c++) {
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
             const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            const __m256i lane0 = _mm256_set1_epi32(2 * c), lane1 = _mm256_set1_epi32(2 * c + 1);
             UNROLL_T for (int t = 0; t < nt; t++) {
                 const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 2 * c;
-                ACC_I32(acc0[t], dot_u8s8(lo, load_act(a)), dsc[2 * c] * a[0].d);
-                ACC_I32(acc1[t], dot_u8s8(hi, load_act(a + 1)), dsc[2 * c + 1] * a[1].d);
+                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(lo, load_act(a))), _mm256_permutevar8x32_ps(scl[t], lane0), acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(hi, load_act(a + 1))), _mm256_permutevar8x32_ps(scl[t], lane1), acc1[t]);
             }
         }
     }

@@ -61,6 +61,9 @@ ALWAYS_INLINE __m128 halves_pair(uint16_t h0, uint16_t h1)
     return _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1));
 }
 
+/* Two consecutive floats into the low lanes (the upper two are zero). */
+ALWAYS_INLINE __m128 load_pair(const float *p) { return _mm_castpd_ps(_mm_load_sd((const double *)p)); }
+
 static inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 /* Q4_0: weights q − 8 are signed, so the activations go in unsigned as
@@ -83,7 +86,7 @@ ALWAYS_INLINE void q4_0_body(const void *row, const llmq_act_q8 *x, size_t xs, c
             const llmq_act_q8 *a = x + (size_t)t * xs + i;
             const __m512i xu = _mm512_xor_si512(act_pair_nibble_order(a), flip);
             const __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xu, w), wsum128);
-            const __m512 scale = spread_pair(_mm_mul_ps(dw, _mm_setr_ps(a[0].d, a[1].d, 0, 0)));
+            const __m512 scale = spread_pair(_mm_mul_ps(dw, load_pair(llmq_act_q8_d(x + (size_t)t * xs, n) + i)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[t]);
         }
     }
@@ -121,9 +124,10 @@ ALWAYS_INLINE void q4_1_body(const void *row, const llmq_act_q8 *x, size_t xs, c
         UNROLL_T for (int t = 0; t < nt; t++) {
             const llmq_act_q8 *a = x + (size_t)t * xs + i;
             const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, act_pair_nibble_order(a));
-            const __m512 scale = spread_pair(_mm_mul_ps(dw, _mm_setr_ps(a[0].d, a[1].d, 0, 0)));
+            const llmq_act_q8 *xr = x + (size_t)t * xs;
+            const __m512 scale = spread_pair(_mm_mul_ps(dw, load_pair(llmq_act_q8_d(xr, n) + i)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[t]);
-            corr[t] = _mm_fmadd_ps(mw, _mm_setr_ps(a[0].s, a[1].s, 0, 0), corr[t]);
+            corr[t] = _mm_fmadd_ps(mw, load_pair(llmq_act_q8_s(xr, n) + i), corr[t]);
         }
     }
     if (i < nb) {
@@ -171,23 +175,24 @@ ALWAYS_INLINE void q4_k_body(const void *row, const llmq_act_q8 *x, size_t xs, c
     for (int i = 0; i < n / 256; i++) {
         uint8_t sc8[8], mn8[8];
         q4_k_unpack(b[i].scales, sc8, mn8);
-        float dsc[8] __attribute__((aligned(32)));
-        _mm256_store_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc8)))));
+        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc8))));
         const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn8))));
+        __m256 scl[4];
         UNROLL_T for (int t = 0; t < nt; t++) {
-            const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i;
-            const __m256 sums = _mm256_set_ps(a[7].s, a[6].s, a[5].s, a[4].s, a[3].s, a[2].s, a[1].s, a[0].s);
-            acc1[t] = _mm256_fnmadd_ps(mins, sums, acc1[t]);
+            const llmq_act_q8 *xr = x + (size_t)t * xs;
+            scl[t] = _mm256_mul_ps(dsc, _mm256_loadu_ps(llmq_act_q8_d(xr, n) + 8 * i));
+            acc1[t] = _mm256_fnmadd_ps(mins, _mm256_loadu_ps(llmq_act_q8_s(xr, n) + 8 * i), acc1[t]);
         }
-        for (int c = 0; c < 4; c++) {
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
             const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            const __m256i lane0 = _mm256_set1_epi32(2 * c), lane1 = _mm256_set1_epi32(2 * c + 1);
             UNROLL_T for (int t = 0; t < nt; t++) {
                 const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 2 * c;
                 const __m256i p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)a[0].q));
                 const __m256i p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, _mm256_loadu_si256((const __m256i *)a[1].q));
-                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dsc[2 * c] * a[0].d), acc0[t]);
-                acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(dsc[2 * c + 1] * a[1].d), acc1[t]);
+                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_permutevar8x32_ps(scl[t], lane0), acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_permutevar8x32_ps(scl[t], lane1), acc1[t]);
             }
         }
     }

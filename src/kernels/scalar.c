@@ -6,8 +6,15 @@
 #include <math.h>
 #include <string.h>
 
+size_t llmq_act_q8_stride(int n)
+{
+    const size_t nb = (size_t)n / 32;
+    return nb + (2 * nb * sizeof(float) + sizeof(llmq_act_q8) - 1) / sizeof(llmq_act_q8);
+}
+
 void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
 {
+    float *side_d = (float *)(dst + n / 32), *side_s = side_d + n / 32;
     for (int b = 0; b < n / 32; b++, x += 32) {
         float amax = 0;
         #pragma omp simd reduction(max : amax)
@@ -27,8 +34,8 @@ void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
             dst[b].q[i] = (int8_t)v;
             sum += (int)v;
         }
-        dst[b].d = d;
-        dst[b].s = d * (float)sum;
+        dst[b].d = side_d[b] = d;
+        dst[b].s = side_s[b] = d * (float)sum;
     }
 }
 
