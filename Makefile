@@ -27,6 +27,10 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # the dispatcher picks them at run time from CPU features.
 ifeq ($(ARCH),x86_64)
 $(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
+# The forward's SiLU and softmax loops (exp_vec's clamp) vectorise only when
+# GCC may if-convert float compares; llmq never reads FP exception flags, and
+# results are unchanged (no reassociation, no change of rounding).
+$(BUILD)/src/model/llama.o: CFLAGS += -fno-trapping-math
 $(BUILD)/src/kernels/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 endif
 

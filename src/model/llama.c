@@ -378,10 +378,12 @@ static void attention(float *out, const float *q, const float *k, const float *v
         /* Keys 0..r1-1 are the only ones any query of this block can see. */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r1, hd, scale, q + (size_t)r0 * qd + h * hd, qd,
                     k + (size_t)kv * hd, kvd, 0.0f, s, r1);
+        float inv_sum[ATT_BLOCK];
         for (int r = 0; r < rows; r++) {
             float *sr = s + (size_t)r * r1;
             int visible = r0 + r + 1;
             float mx = -INFINITY;
+            #pragma omp simd reduction(max : mx)
             for (int j = 0; j < visible; j++) mx = sr[j] > mx ? sr[j] : mx;
             float sum = 0;
             #pragma omp simd reduction(+ : sum)
@@ -389,13 +391,16 @@ static void attention(float *out, const float *q, const float *k, const float *v
                 sr[j] = exp_vec(sr[j] - mx);
                 sum += sr[j];
             }
-            float inv = 1.0f / sum;
-            #pragma omp simd
-            for (int j = 0; j < visible; j++) sr[j] *= inv;
-            for (int j = visible; j < r1; j++) sr[j] = 0.0f;
+            inv_sum[r] = 1.0f / sum;
+            if (visible < r1) memset(sr + visible, 0, (size_t)(r1 - visible) * sizeof *sr);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, r1, 1.0f, s, r1, v + (size_t)kv * hd, kvd, 0.0f,
-                    out + (size_t)r0 * qd + h * hd, qd);
+        /* unnormalised weights times V, then each row divided by its sum */
+        float *o = out + (size_t)r0 * qd + h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, r1, 1.0f, s, r1, v + (size_t)kv * hd, kvd, 0.0f, o, qd);
+        for (int r = 0; r < rows; r++) {
+            #pragma omp simd
+            for (int i = 0; i < hd; i++) o[(size_t)r * qd + i] *= inv_sum[r];
+        }
     }
 }
 
