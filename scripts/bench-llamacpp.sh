@@ -25,6 +25,9 @@
 # Skips with a message (exit 0) without node/npm, ../shared, the binaries or the npm
 # install; exits 1 when a quantization or a measurement fails.
 set -u
+# As scripts/bench.sh: OpenBLAS picks its kernels for the CPU unless an
+# inherited OPENBLAS_CORETYPE forces a core (LLMQ_BENCH_KEEP_CORETYPE=1 keeps it).
+[ -n "${LLMQ_BENCH_KEEP_CORETYPE:-}" ] || unset OPENBLAS_CORETYPE
 root=$(cd "$(dirname "$0")/.." && pwd)
 llmq=${1:-$root/build/llmq}
 bench_forward=${2:-$root/build/bench/bench_forward}
