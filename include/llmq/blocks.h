@@ -31,6 +31,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LLMQ_QK 32    /* elements per Q4_0 / Q4_1 / Q8_0 block */
 #define LLMQ_QK_K 256 /* elements per K-quant super-block */
@@ -74,6 +75,22 @@ void llmq_dequant_q3_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q8_k(const void *src, float *dst, int64_t n);
 
 /* Q4_K's 6-bit (scale, min) of sub-block j (0..7) from the packed scales[12]. */
+/* All eight 6-bit scales and mins of a Q4_K super-block at once (the values
+ * llmq_q4_k_get_scale_min returns one at a time): bytes 0..3 hold scales 0..3
+ * and bytes 4..7 mins 0..3 in their low six bits; bytes 8..11 the low four
+ * bits of scales / mins 4..7, whose top two bits are the spare top bits of
+ * bytes 0..3 / 4..7. Four bytes per 32-bit operation, for the SIMD dots. */
+static inline void llmq_q4_k_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t w[3], out[4];
+    memcpy(w, s, sizeof w);
+    out[0] = w[0] & 0x3f3f3f3fu;
+    out[1] = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 2) & 0x30303030u);
+    out[2] = w[1] & 0x3f3f3f3fu;
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 2) & 0x30303030u);
+    memcpy(sc, out, 8);
+    memcpy(mn, out + 2, 8);
+}
 void llmq_q4_k_get_scale_min(const uint8_t scales[12], int j, int *sc, int *m);
 /* Q3_K's signed 6-bit scale (-32..31) of sub-block j (0..15). */
 int llmq_q3_k_get_scale(const uint8_t scales[12], int j);

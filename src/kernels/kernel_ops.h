@@ -50,6 +50,22 @@ typedef struct {
     void (*dot_q8)(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys);
 } llmq_kernel_ops;
 
+/* For the SIMD files: a dot body written once for a token count nt that
+ * LLMQ_NT_DISPATCH makes a compile-time constant (1..4), so the per-token
+ * accumulators stay in registers instead of a stack array. */
+#define LLMQ_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define LLMQ_UNROLL_T _Pragma("GCC unroll 4")
+#define LLMQ_NT_DISPATCH(fn, body, xtype)                                                              \
+    static void fn(const void *row, const xtype *x, size_t xs, int nt, int n, float *y, size_t ys)     \
+    {                                                                                                   \
+        switch (nt) {                                                                                   \
+        case 1: body(row, x, xs, 1, n, y, ys); break;                                                   \
+        case 2: body(row, x, xs, 2, n, y, ys); break;                                                   \
+        case 3: body(row, x, xs, 3, n, y, ys); break;                                                   \
+        default: body(row, x, xs, 4, n, y, ys); break;                                                  \
+        }                                                                                               \
+    }
+
 typedef enum { LLMQ_ISA_SCALAR, LLMQ_ISA_AVX2, LLMQ_ISA_NEON, LLMQ_ISA_AVX512, LLMQ_ISA_COUNT } llmq_isa;
 
 /* Tables per ISA; NULL where the type has no kernel or the ISA is not built

@@ -241,18 +241,8 @@ static inline __m256i nibbles32(const uint8_t *qs)
  * makes a compile-time constant (1..4): the per-token accumulators then live
  * in registers rather than in a stack array, and two banks of them (even and
  * odd blocks) keep two FMA chains in flight. */
-#define UNROLL_T _Pragma("GCC unroll 4")
-#define NT_DISPATCH(fn, body, xtype)                                                                    \
-    static void fn(const void *row, const xtype *x, size_t xs, int nt, int n, float *y, size_t ys)     \
-    {                                                                                                   \
-        switch (nt) {                                                                                   \
-        case 1: body(row, x, xs, 1, n, y, ys); break;                                                   \
-        case 2: body(row, x, xs, 2, n, y, ys); break;                                                   \
-        case 3: body(row, x, xs, 3, n, y, ys); break;                                                   \
-        default: body(row, x, xs, 4, n, y, ys); break;                                                  \
-        }                                                                                               \
-    }
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define UNROLL_T LLMQ_UNROLL_T
+#define ALWAYS_INLINE LLMQ_ALWAYS_INLINE
 
 #define Q8_DOT_BEGIN                                                   \
     __m256 acc0[LLMQ_DOT_MAX_TOKENS], acc1[LLMQ_DOT_MAX_TOKENS];       \
@@ -293,7 +283,7 @@ ALWAYS_INLINE void q4_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q4_0_dot_q8, q4_0_q8_body, llmq_act_q8)
+LLMQ_NT_DISPATCH(q4_0_dot_q8, q4_0_q8_body, llmq_act_q8)
 
 /* Q4_1's offset m enters once per block through the activation sum s. */
 ALWAYS_INLINE void q4_1_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
@@ -324,7 +314,7 @@ ALWAYS_INLINE void q4_1_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q4_1_dot_q8, q4_1_q8_body, llmq_act_q8)
+LLMQ_NT_DISPATCH(q4_1_dot_q8, q4_1_q8_body, llmq_act_q8)
 
 ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
 {
@@ -351,22 +341,8 @@ ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q8_0_dot_q8, q8_0_q8_body, llmq_act_q8)
+LLMQ_NT_DISPATCH(q8_0_dot_q8, q8_0_q8_body, llmq_act_q8)
 
-/* Q4_K's twelve scale bytes → its eight 6-bit scales and eight 6-bit mins
- * (the layout llmq_q4_k_get_scale_min reads one at a time), four bytes per
- * 32-bit operation. */
-static inline void q4_k_unpack(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t w[3], out[4];
-    memcpy(w, s, sizeof w);
-    out[0] = w[0] & 0x3f3f3f3fu;                                                /* scales 0..3 */
-    out[1] = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);         /* scales 4..7 */
-    out[2] = w[1] & 0x3f3f3f3fu;                                                /* mins 0..3 */
-    out[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);  /* mins 4..7 */
-    memcpy(sc, out, 8);
-    memcpy(mn, out + 2, 8);
-}
 
 static inline __m256 u8x8_to_ps(const uint8_t *v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v))); }
 
@@ -381,7 +357,7 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
         uint8_t sc8[8], mn8[8];
-        q4_k_unpack(b[i].scales, sc8, mn8);
+        llmq_q4_k_unpack_scales(b[i].scales, sc8, mn8);
         const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), u8x8_to_ps(sc8));
         const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), u8x8_to_ps(mn8));
         __m256 scl[LLMQ_DOT_MAX_TOKENS];
@@ -403,7 +379,7 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q4_k_dot_q8, q4_k_q8_body, llmq_act_q8)
+LLMQ_NT_DISPATCH(q4_k_dot_q8, q4_k_q8_body, llmq_act_q8)
 
 /* Q6_K and Q3_K: 32 signed weights per activation block, in two halves of
  * 16 with their own scales (applied in the integer madd). */
@@ -439,7 +415,7 @@ ALWAYS_INLINE void q6_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q6_k_dot_q8, q6_k_q8_body, llmq_act_q8)
+LLMQ_NT_DISPATCH(q6_k_dot_q8, q6_k_q8_body, llmq_act_q8)
 
 ALWAYS_INLINE void q3_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
 {
@@ -472,7 +448,7 @@ ALWAYS_INLINE void q3_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q3_k_dot_q8, q3_k_q8_body, llmq_act_q8)
+LLMQ_NT_DISPATCH(q3_k_dot_q8, q3_k_q8_body, llmq_act_q8)
 
 #define CHUNKED_OPS_Q8(name, block, block_bytes)                                                         \
     static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
@@ -552,8 +528,8 @@ ALWAYS_INLINE void q8_0_block_ps(const llmq_block_q8_0 *b, __m256 v[4])
 
 F32_DOT_BODY(q4_0, llmq_block_q4_0)
 F32_DOT_BODY(q8_0, llmq_block_q8_0)
-NT_DISPATCH(q4_0_dot, q4_0_f32_body, float)
-NT_DISPATCH(q8_0_dot, q8_0_f32_body, float)
+LLMQ_NT_DISPATCH(q4_0_dot, q4_0_f32_body, float)
+LLMQ_NT_DISPATCH(q8_0_dot, q8_0_f32_body, float)
 static const llmq_kernel_ops q4_0_ops = {q4_0_dequant, q4_0_dot, q4_0_dot_q8};
 static const llmq_kernel_ops q8_0_ops = {q8_0_dequant, q8_0_dot, q8_0_dot_q8};
 

@@ -14,20 +14,8 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#define UNROLL_T _Pragma("GCC unroll 4")
-/* nt becomes a compile-time constant (1..4), so per-token accumulators live
- * in registers (as in quant_avx2.c). */
-#define NT_DISPATCH(fn, body)                                                                                  \
-    static void fn(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys)       \
-    {                                                                                                          \
-        switch (nt) {                                                                                          \
-        case 1: body(row, x, xs, 1, n, y, ys); break;                                                          \
-        case 2: body(row, x, xs, 2, n, y, ys); break;                                                          \
-        case 3: body(row, x, xs, 3, n, y, ys); break;                                                          \
-        default: body(row, x, xs, 4, n, y, ys); break;                                                         \
-        }                                                                                                      \
-    }
+#define ALWAYS_INLINE LLMQ_ALWAYS_INLINE
+#define UNROLL_T LLMQ_UNROLL_T
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -102,7 +90,7 @@ ALWAYS_INLINE void q4_0_body(const void *row, const llmq_act_q8 *x, size_t xs, c
     }
     UNROLL_T for (int t = 0; t < nt; t++) y[(size_t)t * ys] = hsum512(acc[t]) + tail[t];
 }
-NT_DISPATCH(q4_0_dot_q8, q4_0_body)
+LLMQ_NT_DISPATCH(q4_0_dot_q8, q4_0_body, llmq_act_q8)
 
 /* Q4_1: unsigned nibbles as they are; the offset m enters through the
  * activation sums s, two blocks at a time. */
@@ -145,21 +133,8 @@ ALWAYS_INLINE void q4_1_body(const void *row, const llmq_act_q8 *x, size_t xs, c
         y[(size_t)t * ys] = hsum512(acc[t]) + _mm_cvtss_f32(c) + tail[t];
     }
 }
-NT_DISPATCH(q4_1_dot_q8, q4_1_body)
+LLMQ_NT_DISPATCH(q4_1_dot_q8, q4_1_body, llmq_act_q8)
 
-/* Q4_K's twelve scale bytes → eight 6-bit scales and eight 6-bit mins
- * (llmq_q4_k_get_scale_min's layout), four bytes per 32-bit operation. */
-static inline void q4_k_unpack(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t w[3], out[4];
-    memcpy(w, s, sizeof w);
-    out[0] = w[0] & 0x3f3f3f3fu;
-    out[1] = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
-    out[2] = w[1] & 0x3f3f3f3fu;
-    out[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
-    memcpy(sc, out, 8);
-    memcpy(mn, out + 2, 8);
-}
 
 /* Q4_K: as the AVX2 dot (two 32-element sub-blocks per 32 bytes of
  * nibbles, mins through the activation sums once per super-block), with one
@@ -174,7 +149,7 @@ ALWAYS_INLINE void q4_k_body(const void *row, const llmq_act_q8 *x, size_t xs, c
     UNROLL_T for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
     for (int i = 0; i < n / 256; i++) {
         uint8_t sc8[8], mn8[8];
-        q4_k_unpack(b[i].scales, sc8, mn8);
+        llmq_q4_k_unpack_scales(b[i].scales, sc8, mn8);
         const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc8))));
         const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn8))));
         __m256 scl[4];
@@ -203,7 +178,7 @@ ALWAYS_INLINE void q4_k_body(const void *row, const llmq_act_q8 *x, size_t xs, c
         y[(size_t)t * ys] = _mm_cvtss_f32(_mm_add_ss(c2, _mm_movehdup_ps(c2)));
     }
 }
-NT_DISPATCH(q4_k_dot_q8, q4_k_body)
+LLMQ_NT_DISPATCH(q4_k_dot_q8, q4_k_body, llmq_act_q8)
 
 static const llmq_kernel_ops q4_0_ops = {NULL, NULL, q4_0_dot_q8};
 static const llmq_kernel_ops q4_1_ops = {NULL, NULL, q4_1_dot_q8};

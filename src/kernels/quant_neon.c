@@ -221,20 +221,10 @@ static inline void nibbles32(const uint8_t *qs, int8x16_t *w0, int8x16_t *w1)
 /* Written once for a token count nt that the dispatcher makes a compile-time
  * constant (1..4): the per-token accumulators then stay in registers, and
  * two banks of them (even and odd blocks) keep two FMA chains in flight. */
-#define UNROLL_T _Pragma("GCC unroll 4")
+#define UNROLL_T LLMQ_UNROLL_T
 /* for the loops over two halves or two sub-blocks, whose arrays must become registers */
 #define UNROLL_2 _Pragma("GCC unroll 2")
-#define NT_DISPATCH(fn, body)                                                                                  \
-    static void fn(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys)      \
-    {                                                                                                          \
-        switch (nt) {                                                                                          \
-        case 1: body(row, x, xs, 1, n, y, ys); break;                                                          \
-        case 2: body(row, x, xs, 2, n, y, ys); break;                                                          \
-        case 3: body(row, x, xs, 3, n, y, ys); break;                                                          \
-        default: body(row, x, xs, 4, n, y, ys); break;                                                         \
-        }                                                                                                      \
-    }
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define ALWAYS_INLINE LLMQ_ALWAYS_INLINE
 /* Ends one token's share of a step: an empty asm that no load may cross.
  * GCC's pre-allocation scheduler (on by default for AArch64, not for x86)
  * otherwise hoists every token's activation loads above the FMAs and, at
@@ -288,7 +278,7 @@ ALWAYS_INLINE void q4_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q4_0_dot_q8, q4_0_q8_body)
+LLMQ_NT_DISPATCH(q4_0_dot_q8, q4_0_q8_body, llmq_act_q8)
 
 /* Q4_1's offset m enters once per block through the activation sum s. */
 ALWAYS_INLINE void q4_1_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
@@ -323,7 +313,7 @@ ALWAYS_INLINE void q4_1_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q4_1_dot_q8, q4_1_q8_body)
+LLMQ_NT_DISPATCH(q4_1_dot_q8, q4_1_q8_body, llmq_act_q8)
 
 ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs, const int nt, int n, float *y, size_t ys)
 {
@@ -352,27 +342,8 @@ ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q8_0_dot_q8, q8_0_q8_body)
+LLMQ_NT_DISPATCH(q8_0_dot_q8, q8_0_q8_body, llmq_act_q8)
 
-/* Q4_K's twelve scale bytes → its eight 6-bit scales and eight 6-bit mins
- * (the values llmq_q4_k_get_scale_min returns one at a time): bytes 0..3
- * hold scales 0..3 and bytes 4..7 mins 0..3 in their low six bits; bytes
- * 8..11 hold the low four bits of scales/mins 4..7, whose top two bits are
- * the spare top bits of bytes 0..3 / 4..7. Four bytes per 32-bit operation. */
-static inline void q4_k_scales_mins(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t lo_sc, lo_mn, packed;
-    memcpy(&lo_sc, s, 4);
-    memcpy(&lo_mn, s + 4, 4);
-    memcpy(&packed, s + 8, 4);
-    const uint32_t sc03 = lo_sc & 0x3f3f3f3fu, mn03 = lo_mn & 0x3f3f3f3fu;
-    const uint32_t sc47 = (packed & 0x0f0f0f0fu) | ((lo_sc >> 2) & 0x30303030u);
-    const uint32_t mn47 = ((packed >> 4) & 0x0f0f0f0fu) | ((lo_mn >> 2) & 0x30303030u);
-    memcpy(sc, &sc03, 4);
-    memcpy(sc + 4, &sc47, 4);
-    memcpy(mn, &mn03, 4);
-    memcpy(mn + 4, &mn47, 4);
-}
 
 /* Eight bytes → two vectors of four floats. */
 static inline void u8x8_to_f32(const uint8_t *v, float32x4_t *lo, float32x4_t *hi)
@@ -391,7 +362,7 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
         uint8_t sc8[8], mn8[8];
-        q4_k_scales_mins(b[i].scales, sc8, mn8);
+        llmq_q4_k_unpack_scales(b[i].scales, sc8, mn8);
         float32x4_t sc_lo, sc_hi, mn_lo, mn_hi;
         u8x8_to_f32(sc8, &sc_lo, &sc_hi);
         u8x8_to_f32(mn8, &mn_lo, &mn_hi);
@@ -422,7 +393,7 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q4_k_dot_q8, q4_k_q8_body)
+LLMQ_NT_DISPATCH(q4_k_dot_q8, q4_k_q8_body, llmq_act_q8)
 
 /* Q6_K and Q3_K: 32 signed weights per activation block, in two halves of
  * 16 with their own scales (lanes lo, hi of sc). */
@@ -480,7 +451,7 @@ ALWAYS_INLINE void q6_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q6_k_dot_q8, q6_k_q8_body)
+LLMQ_NT_DISPATCH(q6_k_dot_q8, q6_k_q8_body, llmq_act_q8)
 
 /* Q3_K's twelve scale bytes → its sixteen 6-bit scales minus 32 (the values
  * llmq_q3_k_get_scale returns one at a time, here without a call, which
@@ -544,7 +515,7 @@ ALWAYS_INLINE void q3_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     }
     Q8_DOT_END
 }
-NT_DISPATCH(q3_k_dot_q8, q3_k_q8_body)
+LLMQ_NT_DISPATCH(q3_k_dot_q8, q3_k_q8_body, llmq_act_q8)
 
 #define CHUNKED_OPS(name, block, block_bytes, dot_q8)                                                        \
     static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
