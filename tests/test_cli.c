@@ -90,3 +90,30 @@ Test(cli, ppl_errors_are_one_line_and_nonzero)
     cr_assert(strstr(out, "gptq or llamacpp"), "%s", out);
     free(out);
 }
+
+/* `llmq ppl --fast`: int8 activations on a q8_0 file give a perplexity within
+ * 1% of the exact path's but not the same bits, and --json says which ran. */
+Test(cli, ppl_fast_is_close_to_exact_and_says_so)
+{
+    char dir[512], work[256], cmd[4096];
+    REQUIRE_SHARED(dir, "models/stories260K");
+    test_llmq_binary(llmq, sizeof llmq);
+    test_tmpdir(work, sizeof work, "cli-fast");
+    int status;
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o %s/q8.gguf --type q8_0 --method rtn >/dev/null 2>&1", llmq, dir, work);
+    free(run(cmd, &status));
+    cr_assert_eq(status, 0, "quantize failed");
+    char *out[2];
+    for (int fast = 0; fast < 2; fast++) {
+        snprintf(cmd, sizeof cmd, "%s ppl %s/q8.gguf --tokens %s/eval_tokens.json --ctx 256 --max-chunks 20 %s --json | tail -n1", llmq,
+                 work, dir, fast ? "--fast" : "");
+        out[fast] = run(cmd, &status);
+        cr_assert_eq(status, 0, "%s", out[fast]);
+        cr_assert(strstr(out[fast], fast ? "\"fast\":true" : "\"fast\":false"), "%s", out[fast]);
+    }
+    double exact = json_number(out[0], "ppl"), fast = json_number(out[1], "ppl");
+    cr_assert(exact > 1 && fabs(fast - exact) / exact < 0.01, "exact %f, fast %f", exact, fast);
+    cr_assert_neq(fast, exact, "--fast gave the exact path's perplexity to the last bit");
+    free(out[0]);
+    free(out[1]);
+}

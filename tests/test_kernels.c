@@ -209,12 +209,23 @@ Test(kernels, fast_mode_changes_quantized_products_only)
     int differ = 0;
     for (int i = 0; i < 9 * out; i++) differ += fast[i] != exact[i];
     cr_assert_gt(differ, 0, "fast mode gave the exact path's bits for q4_k weights");
-    /* f32 weights have no integer path: the same bits either way */
-    float f_fast[9 * 17], f_exact[9 * 17];
-    cr_assert_eq(llmq_matmul(f_fast, x, 9, wf, LLMQ_TYPE_F32, in, out), LLMQ_OK);
+    /* float weights have no integer path: the same bits either way (f16 and
+     * bf16 go through the kernel tables, f32 straight to sgemm) */
+    static const llmq_type plain[] = {LLMQ_TYPE_F32, LLMQ_TYPE_F16, LLMQ_TYPE_BF16};
+    for (int k = 0; k < 3; k++) {
+        for (int tk = 1; tk <= 9; tk += 8) {
+            void *wp = kc_weights(plain[k], out, in, KC_RANDOM);
+            float f_fast[9 * 17], f_exact[9 * 17];
+            llmq_set_fast(true);
+            cr_assert_eq(llmq_matmul(f_fast, x, tk, wp, plain[k], in, out), LLMQ_OK);
+            llmq_set_fast(false);
+            cr_assert_eq(llmq_matmul(f_exact, x, tk, wp, plain[k], in, out), LLMQ_OK);
+            cr_assert_arr_eq(f_fast, f_exact, sizeof(float) * tk * out, "%s, %d tokens", llmq_type_get(plain[k])->name, tk);
+            free(wp);
+        }
+        cr_assert_null(llmq_ops_scalar(plain[k])->dot_q8);
+    }
     llmq_set_fast(false);
-    cr_assert_eq(llmq_matmul(f_exact, x, 9, wf, LLMQ_TYPE_F32, in, out), LLMQ_OK);
-    cr_assert_arr_eq(f_fast, f_exact, sizeof f_exact);
     free(w);
     free(wf);
 }

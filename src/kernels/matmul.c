@@ -145,7 +145,7 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
     const size_t row_bytes = llmq_row_size(wtype, in);
-    if (ops->dot_q8 && llmq_get_fast()) return matmul_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
+    if (ops->dot_q8 && in % 32 == 0 && llmq_get_fast()) return matmul_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
     if (n_tokens <= GEMV_MAX_TOKENS) {
         gemv(ops, y, x, n_tokens, w, row_bytes, in, out);
         return LLMQ_OK;

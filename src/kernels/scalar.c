@@ -39,7 +39,18 @@ void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
     }
 }
 
+/* Plain floats have no integer dot: --fast leaves them on the exact path. */
 #define SCALAR_OPS(name, type)                                                              \
+    static void name##_dequant(const void *row, float *dst, int n)                          \
+    {                                                                                       \
+        llmq_type_get(type)->to_float(row, dst, n);                                         \
+    }                                                                                       \
+    static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
+    {                                                                                       \
+        scalar_dot(type, row, x, xs, nt, n, y, ys);                                         \
+    }                                                                                       \
+    static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot, NULL};
+#define SCALAR_OPS_Q8(name, type)                                                           \
     static void name##_dequant(const void *row, float *dst, int n)                          \
     {                                                                                       \
         llmq_type_get(type)->to_float(row, dst, n);                                         \
@@ -98,12 +109,12 @@ static void scalar_dot_q8(llmq_type t, const void *row, const llmq_act_q8 *x, si
 SCALAR_OPS(f32, LLMQ_TYPE_F32)
 SCALAR_OPS(f16, LLMQ_TYPE_F16)
 SCALAR_OPS(bf16, LLMQ_TYPE_BF16)
-SCALAR_OPS(q4_0, LLMQ_TYPE_Q4_0)
-SCALAR_OPS(q4_1, LLMQ_TYPE_Q4_1)
-SCALAR_OPS(q8_0, LLMQ_TYPE_Q8_0)
-SCALAR_OPS(q4_k, LLMQ_TYPE_Q4_K)
-SCALAR_OPS(q6_k, LLMQ_TYPE_Q6_K)
-SCALAR_OPS(q3_k, LLMQ_TYPE_Q3_K)
+SCALAR_OPS_Q8(q4_0, LLMQ_TYPE_Q4_0)
+SCALAR_OPS_Q8(q4_1, LLMQ_TYPE_Q4_1)
+SCALAR_OPS_Q8(q8_0, LLMQ_TYPE_Q8_0)
+SCALAR_OPS_Q8(q4_k, LLMQ_TYPE_Q4_K)
+SCALAR_OPS_Q8(q6_k, LLMQ_TYPE_Q6_K)
+SCALAR_OPS_Q8(q3_k, LLMQ_TYPE_Q3_K)
 
 const llmq_kernel_ops *llmq_ops_scalar(llmq_type t)
 {
