@@ -217,6 +217,7 @@ Test(awq, folding_random_scales_keeps_the_layer_function)
     cr_assert_neq(llmq_awq_apply_scales(&mm.m, &scaled, LLMQ_AWQ_QKV, sc), LLMQ_OK);
     cr_assert(strstr(llmq_last_error(), "scale 3"), "%s", llmq_last_error());
     free(buf); free(x); free(ref); free(got); free(mm.buf);
+    llmq_model_release_workspace(&mm.m);
 }
 
 /* ------------------------------------------------------------ planted outliers */
@@ -259,6 +260,7 @@ static void planted_case(llmq_type t, bool duo, bool rtn_search, int n_grid, dou
         cr_assert_lt(st.loss_best[LLMQ_AWQ_QKV], factor * st.loss_rtn[LLMQ_AWQ_QKV]);
     }
     free(rtn_buf); free(awq_buf); free(awq_q_buf); free(calib); free(eval); free(mm.buf);
+    llmq_model_release_workspace(&mm.m);
 }
 
 Test(awq, planted_outliers_q4_0) { planted_case(LLMQ_TYPE_Q4_0, false, false, 20, 0.7); }
@@ -366,6 +368,7 @@ Test(awq, clip_never_increases_the_sampled_output_error)
     }
     cr_assert_gt(any_clip, 0, "no linear was clipped");
     free(sbuf); free(cbuf); free(x); free(mm.buf);
+    llmq_model_release_workspace(&mm.m);
 }
 
 Test(awq, float_linears_are_scaled_but_not_clipped)
@@ -392,6 +395,7 @@ Test(awq, float_linears_are_scaled_but_not_clipped)
     cr_assert(st.searched[LLMQ_AWQ_DOWN]);
     cr_assert_lt(st.loss_rtn[LLMQ_AWQ_DOWN], 1e-3 * st.loss_rtn[LLMQ_AWQ_GATE_UP], "%g vs %g", st.loss_rtn[LLMQ_AWQ_DOWN], st.loss_rtn[LLMQ_AWQ_GATE_UP]);
     free(buf); free(x); free(mm.buf);
+    llmq_model_release_workspace(&mm.m);
 }
 
 /* ------------------------------------------------------------ errors */
@@ -424,6 +428,7 @@ Test(awq, bad_input_is_an_error)
     cr_assert_neq(llmq_awq_layer(&mm.m, 0, &L, x, ns, T, all_q4_0, 128, NULL, NULL), LLMQ_OK);
     cr_assert(strstr(llmq_last_error(), "o_proj"), "%s", llmq_last_error());
     free(buf); free(x); free(mm.buf);
+    llmq_model_release_workspace(&mm.m);
 }
 
 /* ------------------------------------------------------------ real models */

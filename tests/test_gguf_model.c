@@ -101,6 +101,7 @@ static void forward_with_file_rows(const llmq_model *m, const char *path, const 
             view.layers[l].bias[k].data = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, name))->data;
         }
     cr_assert_eq(llmq_forward(&view, ids, n, logits), LLMQ_OK, "%s", llmq_last_error());
+    llmq_model_release_workspace(&view);
     free(view.layers);
     llmq_gguf_close(g);
 }

@@ -48,7 +48,9 @@ typedef struct llmq_model {
     int n_owned;
     /* Activation buffers and RoPE angles kept between forward calls, so a
      * layer-by-layer pass allocates (and page-faults) once; taken by one
-     * call at a time, a concurrent call allocates its own. Internal. */
+     * call at a time, a concurrent call allocates its own. Internal; freed by
+     * llmq_model_free, or by llmq_model_release_workspace for a model
+     * struct built by hand. A struct copy does not share it. */
     struct llmq_workspace *ws;
     int ws_busy;
 } llmq_model;
@@ -63,7 +65,8 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
 llmq_model *llmq_model_load(const char *path);
 void llmq_model_free(llmq_model *m);
 /* Frees the activation buffers a model keeps between forward calls (the next
- * call allocates them again); for callers that hold a model idle for long. */
+ * call allocates them again): for callers that hold a model idle for long,
+ * and for model structs assembled by hand rather than loaded. */
 void llmq_model_release_workspace(llmq_model *m);
 /* Total parameters (embedding and head counted once when tied). */
 int64_t llmq_model_n_params(const llmq_model *m);

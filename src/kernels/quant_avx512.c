@@ -50,7 +50,7 @@ ALWAYS_INLINE __m128 halves_pair(uint16_t h0, uint16_t h1)
 }
 
 /* Two consecutive floats into the low lanes (the upper two are zero). */
-ALWAYS_INLINE __m128 load_pair(const float *p) { return _mm_castpd_ps(_mm_load_sd((const double *)p)); }
+ALWAYS_INLINE __m128 load_pair(const float *p) { return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)p)); }
 
 static inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
 

@@ -199,6 +199,7 @@ static inline float exp_vec(float x)
 /* Buffers for one forward over up to `cap` tokens, and the RoPE angles of
  * positions 0..cap-1. */
 typedef struct llmq_workspace {
+    const llmq_model *owner; /* the model it is cached in; NULL for a private one */
     int cap;
     float *xn, *out, *q, *k, *v, *att, *gate, *up, *cosv, *sinv, *scores;
     int scores_threads;
@@ -217,12 +218,15 @@ static void ws_free(llmq_workspace *ws)
 static void rope_inv_freq(const llmq_config *c, double *inv);
 
 /* A workspace for n tokens: the model's own when it is free and large enough
- * (grown otherwise), else a private one; release with ws_release. */
+ * (grown otherwise), else a private one; release with ws_release. The cache
+ * belongs to the model it was made for: a struct copy of a model (a view
+ * with other layers, as quantizers and tests build) sees a cache whose owner
+ * is not itself and works with a private workspace instead. */
 static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
 {
     llmq_model *m = (llmq_model *)cm; /* the cache is not part of the model's value */
     const llmq_config *c = &m->cfg;
-    bool own = __atomic_exchange_n(&m->ws_busy, 1, __ATOMIC_ACQUIRE) == 0;
+    const bool own = (!m->ws || m->ws->owner == m) && __atomic_exchange_n(&m->ws_busy, 1, __ATOMIC_ACQUIRE) == 0;
     const int threads = omp_get_max_threads();
     if (own && m->ws && m->ws->cap >= n && m->ws->scores_threads >= threads) return m->ws;
     if (own) {
@@ -234,6 +238,7 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
     const size_t f = (size_t)c->intermediate_size, half = (size_t)c->head_dim / 2, nn = (size_t)n;
     double *inv = malloc(half * sizeof *inv);
     if (ws) {
+        ws->owner = own ? m : NULL;
         ws->cap = n;
         ws->scores_threads = threads;
         ws->xn = malloc(nn * d * sizeof(float));
@@ -273,13 +278,13 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
 static void ws_release(const llmq_model *cm, llmq_workspace *ws)
 {
     llmq_model *m = (llmq_model *)cm;
-    if (ws == m->ws) __atomic_store_n(&m->ws_busy, 0, __ATOMIC_RELEASE);
+    if (ws->owner == m) __atomic_store_n(&m->ws_busy, 0, __ATOMIC_RELEASE);
     else ws_free(ws);
 }
 
 void llmq_model_release_workspace(llmq_model *m)
 {
-    ws_free(m->ws);
+    if (m->ws && m->ws->owner == m) ws_free(m->ws);
     m->ws = NULL;
 }
 
