@@ -702,45 +702,21 @@ static int get_int(const llmq_gguf *g, const char *key, const char *want, int64_
     }
 }
 
-int llmq_gguf_get_u32(const llmq_gguf *g, const char *key, uint32_t *out)
-{
-    bool neg;
-    int64_t s;
-    uint64_t u;
-    int rc = get_int(g, key, "u32", 0, UINT32_MAX, &neg, &s, &u);
-    if (rc == LLMQ_OK) *out = (uint32_t)u;
-    return rc;
-}
-
-int llmq_gguf_get_i32(const llmq_gguf *g, const char *key, int32_t *out)
-{
-    bool neg;
-    int64_t s;
-    uint64_t u;
-    int rc = get_int(g, key, "i32", INT32_MIN, INT32_MAX, &neg, &s, &u);
-    if (rc == LLMQ_OK) *out = neg ? (int32_t)s : (int32_t)u;
-    return rc;
-}
-
-int llmq_gguf_get_u64(const llmq_gguf *g, const char *key, uint64_t *out)
-{
-    bool neg;
-    int64_t s;
-    uint64_t u;
-    int rc = get_int(g, key, "u64", 0, UINT64_MAX, &neg, &s, &u);
-    if (rc == LLMQ_OK) *out = u;
-    return rc;
-}
-
-int llmq_gguf_get_i64(const llmq_gguf *g, const char *key, int64_t *out)
-{
-    bool neg;
-    int64_t s;
-    uint64_t u;
-    int rc = get_int(g, key, "i64", INT64_MIN, INT64_MAX, &neg, &s, &u);
-    if (rc == LLMQ_OK) *out = neg ? s : (int64_t)u;
-    return rc;
-}
+/* The four integer getters: get_int checks the range, the cast is exact. */
+#define INT_GETTER(name, ctype, min, max)                                      \
+    int llmq_gguf_get_##name(const llmq_gguf *g, const char *key, ctype *out) \
+    {                                                                          \
+        bool neg;                                                              \
+        int64_t s;                                                             \
+        uint64_t u;                                                            \
+        int rc = get_int(g, key, #name, min, max, &neg, &s, &u);               \
+        if (rc == LLMQ_OK) *out = neg ? (ctype)s : (ctype)u;                   \
+        return rc;                                                             \
+    }
+INT_GETTER(u32, uint32_t, 0, UINT32_MAX)
+INT_GETTER(i32, int32_t, INT32_MIN, INT32_MAX)
+INT_GETTER(u64, uint64_t, 0, UINT64_MAX)
+INT_GETTER(i64, int64_t, INT64_MIN, INT64_MAX)
 
 int llmq_gguf_get_f64(const llmq_gguf *g, const char *key, double *out)
 {
