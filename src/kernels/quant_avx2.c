@@ -389,27 +389,38 @@ ALWAYS_INLINE void q6_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
 {
     const llmq_block_q6_k *b = row;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    /* bytes 0,1 of every dword into the low 128 bits, bytes 2,3 into the high */
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
         const float d = h2f(b[i].d);
-        for (int h = 0; h < 2; h++) {
+        /* the sixteen scales as int16, dword j = (scale 2j, scale 2j+1) */
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales));
+        const float *dx[LLMQ_DOT_MAX_TOKENS];
+        UNROLL_T for (int t = 0; t < nt; t++) dx[t] = llmq_act_q8_d(x + (size_t)t * xs, n) + 8 * i;
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            const int8_t *sc = b[i].scales + 8 * h;
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-            const __m256i q1 =
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            __m256i q[4], scv[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                q[k] = _mm256_sub_epi8(q[k], k32);
+                scv[k] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(4 * h + k)), spread);
+            }
             UNROLL_T for (int t = 0; t < nt; t++) {
                 const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + 4 * h;
-                ACC_SCALED16(acc0[t], a, _mm256_sub_epi8(q0, k32), d, sc[0], sc[1]);
-                ACC_SCALED16(acc1[t], a + 1, _mm256_sub_epi8(q1, k32), d, sc[2], sc[3]);
-                ACC_SCALED16(acc0[t], a + 2, _mm256_sub_epi8(q2, k32), d, sc[4], sc[5]);
-                ACC_SCALED16(acc1[t], a + 3, _mm256_sub_epi8(q3, k32), d, sc[6], sc[7]);
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q[k], q[k]), _mm256_sign_epi8(load_act(a + k), q[k])), scv[k]);
+                    const __m256 f = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_broadcast_ss(dx[t] + 4 * h + k));
+                    if (k & 1) acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc1[t]);
+                    else acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc0[t]);
+                }
             }
         }
     }
