@@ -410,3 +410,27 @@ Test(blocks, rel_error_helper)
     cr_assert_float_eq(llmq_rel_error(a, b, 4), 0.6, 1e-12);
     cr_assert_eq(llmq_rel_error(c, c, 4), 0.0);
 }
+
+/* The bulk scale unpackers of the SIMD dots agree with the one-at-a-time
+ * readers on every bit pattern class (random bytes). */
+Test(blocks, bulk_scale_unpackers_match_the_readers)
+{
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (int iter = 0; iter < 2000; iter++) {
+        uint8_t s[12];
+        for (int k = 0; k < 12; k++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            s[k] = (uint8_t)(iter < 2 ? (iter ? 0xff : 0) : r >> 24);
+        }
+        uint8_t sc[8], mn[8];
+        llmq_q4_k_unpack_scales(s, sc, mn);
+        for (int j = 0; j < 8; j++) {
+            int want_sc, want_mn;
+            llmq_q4_k_get_scale_min(s, j, &want_sc, &want_mn);
+            cr_assert(sc[j] == want_sc && mn[j] == want_mn, "q4_k j=%d: %d/%d vs %d/%d", j, sc[j], mn[j], want_sc, want_mn);
+        }
+        int8_t sc3[16];
+        llmq_q3_k_unpack_scales(s, sc3);
+        for (int j = 0; j < 16; j++) cr_assert_eq(sc3[j], llmq_q3_k_get_scale(s, j), "q3_k j=%d", j);
+    }
+}

@@ -79,20 +79,49 @@ void llmq_dequant_q8_k(const void *src, float *dst, int64_t n);
  * llmq_q4_k_get_scale_min returns one at a time): bytes 0..3 hold scales 0..3
  * and bytes 4..7 mins 0..3 in their low six bits; bytes 8..11 the low four
  * bits of scales / mins 4..7, whose top two bits are the spare top bits of
- * bytes 0..3 / 4..7. Four bytes per 32-bit operation, for the SIMD dots. */
+ * bytes 0..3 / 4..7. Four bytes per 32-bit operation; w[0..1] are the scales
+ * as bytes, w[2..3] the mins (SIMD code builds vectors from the words
+ * directly, without a trip through memory). */
+static inline void llmq_q4_k_scale_words(const uint8_t s[12], uint32_t w[4])
+{
+    uint32_t a[3];
+    memcpy(a, s, sizeof a);
+    w[0] = a[0] & 0x3f3f3f3fu;
+    w[1] = (a[2] & 0x0f0f0f0fu) | ((a[0] >> 2) & 0x30303030u);
+    w[2] = a[1] & 0x3f3f3f3fu;
+    w[3] = ((a[2] >> 4) & 0x0f0f0f0fu) | ((a[1] >> 2) & 0x30303030u);
+}
 static inline void llmq_q4_k_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8])
 {
-    uint32_t w[3], out[4];
-    memcpy(w, s, sizeof w);
-    out[0] = w[0] & 0x3f3f3f3fu;
-    out[1] = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 2) & 0x30303030u);
-    out[2] = w[1] & 0x3f3f3f3fu;
-    out[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 2) & 0x30303030u);
-    memcpy(sc, out, 8);
-    memcpy(mn, out + 2, 8);
+    uint32_t w[4];
+    llmq_q4_k_scale_words(s, w);
+    memcpy(sc, w, 8);
+    memcpy(mn, w + 2, 8);
 }
 void llmq_q4_k_get_scale_min(const uint8_t scales[12], int j, int *sc, int *m);
 /* Q3_K's signed 6-bit scale (-32..31) of sub-block j (0..15). */
+/* All sixteen Q3_K sub-block scales at once, as bytes 0..63 (the stored
+ * value, llmq_q3_k_get_scale's result + 32) in four words: low nibbles of
+ * bytes 0..7 are scales 0..7's low four bits, high nibbles scales 8..15's;
+ * bytes 8..11 carry the top two bits, scale j's at bit 2·(j/4) of byte 8 + j%4. */
+static inline void llmq_q3_k_scale_words(const uint8_t s[12], uint32_t w[4])
+{
+    uint32_t a[3];
+    memcpy(a, s, sizeof a);
+    w[0] = (a[0] & 0x0f0f0f0fu) | ((a[2] & 0x03030303u) << 4);
+    w[1] = (a[1] & 0x0f0f0f0fu) | (((a[2] >> 2) & 0x03030303u) << 4);
+    w[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 4) & 0x03030303u) << 4);
+    w[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 6) & 0x03030303u) << 4);
+}
+/* The same as signed scales −32..31. */
+static inline void llmq_q3_k_unpack_scales(const uint8_t s[12], int8_t out[16])
+{
+    uint32_t w[4];
+    uint8_t u[16];
+    llmq_q3_k_scale_words(s, w);
+    memcpy(u, w, sizeof u);
+    for (int j = 0; j < 16; j++) out[j] = (int8_t)(u[j] - 32);
+}
 int llmq_q3_k_get_scale(const uint8_t scales[12], int j);
 
 /* --- grids --- */

@@ -344,7 +344,6 @@ ALWAYS_INLINE void q8_0_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
 LLMQ_NT_DISPATCH(q8_0_dot_q8, q8_0_q8_body, llmq_act_q8)
 
 
-static inline __m256 u8x8_to_ps(const uint8_t *v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)v))); }
 
 /* Q4_K: per super-block and token, the eight d·scale·d_x products and the
  * min corrections are one vector each (the activation scales and sums come
@@ -356,10 +355,11 @@ ALWAYS_INLINE void q4_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
-        uint8_t sc8[8], mn8[8];
-        llmq_q4_k_unpack_scales(b[i].scales, sc8, mn8);
-        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), u8x8_to_ps(sc8));
-        const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), u8x8_to_ps(mn8));
+        uint32_t w[4];
+        llmq_q4_k_scale_words(b[i].scales, w);
+        const __m128i scmn = _mm_setr_epi32((int)w[0], (int)w[1], (int)w[2], (int)w[3]);
+        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scmn)));
+        const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(scmn, 8))));
         __m256 scl[LLMQ_DOT_MAX_TOKENS];
         UNROLL_T for (int t = 0; t < nt; t++) {
             const llmq_act_q8 *xr = x + (size_t)t * xs;
@@ -432,27 +432,34 @@ ALWAYS_INLINE void q3_k_q8_body(const void *row, const llmq_act_q8 *x, size_t xs
 {
     const llmq_block_q3_k *b = row;
     const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
     Q8_DOT_BEGIN
     for (int i = 0; i < n / 256; i++) {
         const float d = h2f(b[i].d);
+        uint32_t w[4];
+        llmq_q3_k_scale_words(b[i].scales, w);
+        /* the sixteen scales as int16, dword j = (scale 2j, scale 2j+1) */
+        const __m256i sc16 =
+            _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_setr_epi32((int)w[0], (int)w[1], (int)w[2], (int)w[3])), _mm256_set1_epi16(32));
         const __m256i hmask = _mm256_loadu_si256((const __m256i *)b[i].hmask);
-        int sc[16];
-        for (int j = 0; j < 16; j++) sc[j] = llmq_q3_k_get_scale(b[i].scales, j);
-        for (int h = 0; h < 2; h++) {
+        const float *dx[LLMQ_DOT_MAX_TOKENS];
+        UNROLL_T for (int t = 0; t < nt; t++) dx[t] = llmq_act_q8_d(x + (size_t)t * xs, n) + 8 * i;
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             const __m256i qs = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
-            for (int j = 0; j < 4; j += 2) {
-                __m256i q[2];
-                for (int u = 0; u < 2; u++) {
-                    const int bit = 4 * h + j + u;
-                    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * (j + u))), m2);
-                    const __m256i hb = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << bit)));
-                    q[u] = _mm256_sub_epi8(lo, _mm256_and_si256(_mm256_cmpeq_epi8(hb, zero), four));
-                }
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
                 const int bit = 4 * h + j;
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * j), m2);
+                /* high bit clear → subtract 4 */
+                const __m256i hb = _mm256_and_si256(hmask, _mm256_set1_epi8((char)(1 << bit)));
+                const __m256i q = _mm256_sub_epi8(lo, _mm256_and_si256(_mm256_cmpeq_epi8(hb, zero), four));
+                const __m256i scv = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(bit)), spread);
+                const __m256i aw = _mm256_sign_epi8(q, q);
                 UNROLL_T for (int t = 0; t < nt; t++) {
-                    const llmq_act_q8 *a = x + (size_t)t * xs + 8 * i + bit;
-                    ACC_SCALED16(acc0[t], a, q[0], d, sc[2 * bit], sc[2 * bit + 1]);
-                    ACC_SCALED16(acc1[t], a + 1, q[1], d, sc[2 * bit + 2], sc[2 * bit + 3]);
+                    const __m256i xa = _mm256_sign_epi8(load_act(x + (size_t)t * xs + 8 * i + bit), q);
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xa), scv);
+                    const __m256 f = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_broadcast_ss(dx[t] + bit));
+                    if (j & 1) acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc1[t]);
+                    else acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc0[t]);
                 }
             }
         }

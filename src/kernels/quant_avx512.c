@@ -148,10 +148,11 @@ ALWAYS_INLINE void q4_k_body(const void *row, const llmq_act_q8 *x, size_t xs, c
     __m256 acc0[4], acc1[4];
     UNROLL_T for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
     for (int i = 0; i < n / 256; i++) {
-        uint8_t sc8[8], mn8[8];
-        llmq_q4_k_unpack_scales(b[i].scales, sc8, mn8);
-        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc8))));
-        const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn8))));
+        uint32_t w[4];
+        llmq_q4_k_scale_words(b[i].scales, w);
+        const __m128i scmn = _mm_setr_epi32((int)w[0], (int)w[1], (int)w[2], (int)w[3]);
+        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].d)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scmn)));
+        const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(h2f(b[i].dmin)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(scmn, 8))));
         __m256 scl[4];
         UNROLL_T for (int t = 0; t < nt; t++) {
             const llmq_act_q8 *xr = x + (size_t)t * xs;
