@@ -118,3 +118,38 @@ Test(model, stories7m_prompt_logits)
     json_decref(ref);
     llmq_model_free(m);
 }
+
+/* The forward keeps its buffers in the model between calls: a repeated call
+ * after a shorter one, and a call after releasing them, give the first call's
+ * bits, and a struct copy of the model (a view) works beside it without
+ * touching its cache. */
+Test(model, workspace_cache_gives_the_same_bits)
+{
+    char model_dir[512];
+    REQUIRE_SHARED(model_dir, "models/stories260K");
+    llmq_model *m = llmq_model_load(model_dir);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    const int n = 96, vocab = m->cfg.vocab_size;
+    int32_t ids[96];
+    for (int i = 0; i < n; i++) ids[i] = (i * 37 + 5) % vocab;
+    float *first = malloc(sizeof(float) * n * vocab), *again = malloc(sizeof(float) * n * vocab);
+    cr_assert_eq(llmq_forward(m, ids, n, first), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_not_null(m->ws, "no workspace kept");
+    /* a shorter call reuses (and dirties) the cache; its logits are the prefix's up to summation order */
+    cr_assert_eq(llmq_forward(m, ids, 40, again), LLMQ_OK);
+    for (int i = 0; i < 40 * vocab; i++) cr_assert(fabsf(again[i] - first[i]) < 1e-4f, "40-token prefix differs at %d", i);
+    cr_assert_eq(llmq_forward(m, ids, n, again), LLMQ_OK); /* the same call again: the same bits */
+    cr_assert_arr_eq(again, first, sizeof(float) * n * vocab);
+    llmq_model view = *m; /* shares the cache pointer but must not use or free it */
+    cr_assert_eq(llmq_forward(&view, ids, n, again), LLMQ_OK);
+    cr_assert_arr_eq(again, first, sizeof(float) * n * vocab);
+    llmq_model_release_workspace(&view);
+    cr_assert_not_null(m->ws, "releasing a copy freed the original's cache");
+    llmq_model_release_workspace(m);
+    cr_assert_null(m->ws);
+    cr_assert_eq(llmq_forward(m, ids, n, again), LLMQ_OK);
+    cr_assert_arr_eq(again, first, sizeof(float) * n * vocab);
+    free(first);
+    free(again);
+    llmq_model_free(m);
+}

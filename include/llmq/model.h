@@ -65,9 +65,11 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
 llmq_model *llmq_model_load(const char *path);
 void llmq_model_free(llmq_model *m);
 /* Frees the activation buffers a model keeps between forward calls (the next
- * call allocates them again): for callers that hold a model idle for long,
- * and for model structs assembled by hand rather than loaded. */
-void llmq_model_release_workspace(llmq_model *m);
+ * call allocates them again): for callers that hold a model idle for long or
+ * need the memory for other work (the quantizers, between their forward
+ * passes and their solvers), and for model structs assembled by hand rather
+ * than loaded. The cache is not part of the model's value, hence const. */
+void llmq_model_release_workspace(const llmq_model *m);
 /* Total parameters (embedding and head counted once when tied). */
 int64_t llmq_model_n_params(const llmq_model *m);
 

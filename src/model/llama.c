@@ -282,10 +282,17 @@ static void ws_release(const llmq_model *cm, llmq_workspace *ws)
     else ws_free(ws);
 }
 
-void llmq_model_release_workspace(llmq_model *m)
+void llmq_model_release_workspace(const llmq_model *cm)
 {
-    if (m->ws && m->ws->owner == m) ws_free(m->ws);
+    llmq_model *m = (llmq_model *)cm; /* the cache is not part of the model's value */
+    if (!m->ws || m->ws->owner != m) {
+        m->ws = NULL; /* a struct copy's view of another model's cache */
+        return;
+    }
+    if (__atomic_exchange_n(&m->ws_busy, 1, __ATOMIC_ACQUIRE) != 0) return; /* in use by a running forward */
+    ws_free(m->ws);
     m->ws = NULL;
+    __atomic_store_n(&m->ws_busy, 0, __ATOMIC_RELEASE);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps)

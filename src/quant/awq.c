@@ -766,5 +766,6 @@ oom:
 done:
     free(xn); free(ref); free(h); free(s); free(act);
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) free(clip_in[k]);
+    llmq_model_release_workspace(m); /* the next stage (GPTQ or the writer) needs the memory more */
     return rc;
 }

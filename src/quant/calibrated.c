@@ -123,6 +123,8 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         }
         s->rep.seconds_hessian += hh.seconds;
         s->rep.seconds_forward += omp_get_wtime() - t0 - hh.seconds;
+        /* the forward's buffers need not sit beside the solver's: memory stays within the bound */
+        llmq_model_release_workspace(m);
         for (int j = 0; j < 3 && steps[step][j] != LLMQ_LIN_COUNT; j++) {
             llmq_linear k = steps[step][j];
             if (!packed[k]) continue;
@@ -186,6 +188,7 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
     size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
     for (int i = 0; i < c->n_samples; i++)
         if (llmq_layer_forward(m, quantized, index, s->X + (size_t)i * stride, c->seqlen, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
+    llmq_model_release_workspace(m);
     s->rep.seconds_forward += omp_get_wtime() - t0;
     s->rep.peak_rss_bytes = llmq_peak_rss();
     if (s->o.report) s->o.report(s->o.user, &s->rep);
