@@ -39,26 +39,21 @@ void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
     }
 }
 
+#define SCALAR_BASE(name, type)                                                             \
+    static void name##_dequant(const void *row, float *dst, int n)                          \
+    {                                                                                       \
+        llmq_type_get(type)->to_float(row, dst, n);                                         \
+    }                                                                                       \
+    static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
+    {                                                                                       \
+        scalar_dot(type, row, x, xs, nt, n, y, ys);                                         \
+    }
 /* Plain floats have no integer dot: --fast leaves them on the exact path. */
 #define SCALAR_OPS(name, type)                                                              \
-    static void name##_dequant(const void *row, float *dst, int n)                          \
-    {                                                                                       \
-        llmq_type_get(type)->to_float(row, dst, n);                                         \
-    }                                                                                       \
-    static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
-    {                                                                                       \
-        scalar_dot(type, row, x, xs, nt, n, y, ys);                                         \
-    }                                                                                       \
+    SCALAR_BASE(name, type)                                                                 \
     static const llmq_kernel_ops name##_ops = {name##_dequant, name##_dot, NULL};
 #define SCALAR_OPS_Q8(name, type)                                                           \
-    static void name##_dequant(const void *row, float *dst, int n)                          \
-    {                                                                                       \
-        llmq_type_get(type)->to_float(row, dst, n);                                         \
-    }                                                                                       \
-    static void name##_dot(const void *row, const float *x, size_t xs, int nt, int n, float *y, size_t ys) \
-    {                                                                                       \
-        scalar_dot(type, row, x, xs, nt, n, y, ys);                                         \
-    }                                                                                       \
+    SCALAR_BASE(name, type)                                                                 \
     static void name##_dot_q8(const void *row, const llmq_act_q8 *x, size_t xs, int nt, int n, float *y, size_t ys) \
     {                                                                                       \
         scalar_dot_q8(type, row, x, xs, nt, n, y, ys);                                      \
