@@ -791,17 +791,26 @@ Test(hub, include_patterns_replace_the_default_selection)
     cr_assert(strstr(llmq_last_error(), "no file matches"), "%s", llmq_last_error());
 }
 
-Test(hub, offline_mode_is_served_from_the_cache)
+/* org/name downloaded into the cache, then the mock hub stopped (its port
+ * refuses connections from then on). */
+static llmq_hub_options cached_then_hub_gone(hub_env *e, const char *tag)
 {
-    hub_env e;
-    setup(&e, "hub-offline");
-    make_checkpoint(e.files);
-    start_mock(&e, json_pack("{s:{s:o}}", "repos", "org/name", repo_config(e.files)));
+    setup(e, tag);
+    make_checkpoint(e->files);
+    start_mock(e, json_pack("{s:{s:o}}", "repos", "org/name", repo_config(e->files)));
     char *dir = NULL;
     llmq_hub_options o = options(NULL, 4);
     cr_assert_eq(llmq_hub_resolve("org/name", &dir, &o), LLMQ_OK, "%s", llmq_last_error());
     free(dir);
     test_mock_hub_stop();
+    return o;
+}
+
+Test(hub, offline_mode_is_served_from_the_cache)
+{
+    hub_env e;
+    llmq_hub_options o = cached_then_hub_gone(&e, "hub-offline");
+    char *dir = NULL;
     setenv("HF_HUB_OFFLINE", "1", 1);
     llmq_hub_result res;
     cr_assert_eq(llmq_hub_pull("org/name", &o, &res), LLMQ_OK, "%s", llmq_last_error());
@@ -827,14 +836,7 @@ Test(hub, offline_mode_is_served_from_the_cache)
 Test(hub, an_unreachable_hub_falls_back_to_a_complete_cache)
 {
     hub_env e;
-    setup(&e, "hub-down");
-    make_checkpoint(e.files);
-    start_mock(&e, json_pack("{s:{s:o}}", "repos", "org/name", repo_config(e.files)));
-    char *dir = NULL;
-    llmq_hub_options o = options(NULL, 4);
-    cr_assert_eq(llmq_hub_resolve("org/name", &dir, &o), LLMQ_OK, "%s", llmq_last_error());
-    free(dir);
-    test_mock_hub_stop(); /* the port now refuses connections */
+    llmq_hub_options o = cached_then_hub_gone(&e, "hub-down");
     setenv("LLMQ_HUB_RETRIES", "1", 1);
     llmq_hub_result res;
     cr_assert_eq(llmq_hub_pull("org/name", &o, &res), LLMQ_OK, "%s", llmq_last_error());
