@@ -232,21 +232,28 @@ int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t ne
 
 /* ---------------- UTF-8 ---------------- */
 
+/* The length a lead byte announces (0: not a lead byte, or an ASCII byte)
+ * and the range its second byte must fall in (Unicode Table 3-7, which
+ * excludes overlongs, surrogates and code points past U+10FFFF). */
+static size_t utf8_lead(unsigned char c, unsigned char *lo, unsigned char *hi)
+{
+    *lo = 0x80, *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c == 0xE0) { *lo = 0xA0; return 3; }
+    if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return 3;
+    if (c == 0xED) { *hi = 0x9F; return 3; }
+    if (c == 0xF0) { *lo = 0x90; return 4; }
+    if (c >= 0xF1 && c <= 0xF3) return 4;
+    if (c == 0xF4) { *hi = 0x8F; return 4; }
+    return 0;
+}
+
 size_t tk_utf8_valid_len(const unsigned char *s, size_t n)
 {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) { len = 3; lo = 0xA0; }
-    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
-    else if (c == 0xED) { len = 3; hi = 0x9F; }
-    else if (c == 0xF0) { len = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) { len = 4; hi = 0x8F; }
-    else return 0;
-    if (n < len) return 0;
+    if (s[0] < 0x80) return 1;
+    unsigned char lo, hi;
+    const size_t len = utf8_lead(s[0], &lo, &hi);
+    if (len == 0 || n < len) return 0;
     if (s[1] < lo || s[1] > hi) return 0;
     for (size_t i = 2; i < len; i++)
         if ((s[i] & 0xC0) != 0x80) return 0;
@@ -293,17 +300,9 @@ size_t tk_utf8_encode(uint32_t cp, char out[4])
  * U+FFFD replaces (Unicode "substitution of maximal subparts"). */
 static size_t utf8_invalid_span(const unsigned char *s, size_t n)
 {
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) { len = 3; lo = 0xA0; }
-    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
-    else if (c == 0xED) { len = 3; hi = 0x9F; }
-    else if (c == 0xF0) { len = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) { len = 4; hi = 0x8F; }
-    else return 1;
+    unsigned char lo, hi;
+    const size_t len = utf8_lead(s[0], &lo, &hi);
+    if (len == 0) return 1;
     size_t i = 1;
     if (i < n && i < len && s[i] >= lo && s[i] <= hi) {
         i++;
