@@ -142,6 +142,14 @@ int32_t *cli_read_token_file(const char *path, size_t *n)
     return ids;
 }
 
+void cli_print_json_object(json_t *o)
+{
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    puts(text ? text : "{}");
+    free(text);
+    json_decref(o);
+}
+
 void cli_print_json_string(const char *s)
 {
     json_t *str = json_string(s ? s : "");

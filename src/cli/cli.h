@@ -47,4 +47,9 @@ int32_t *cli_read_token_file(const char *path, size_t *n);
 /* Writes a JSON string literal (with escapes) to stdout. */
 void cli_print_json_string(const char *s);
 
+/* Prints o as one compact line of JSON ("{}" when o is NULL or cannot be
+ * encoded, so --json always ends with an object) and releases it. */
+struct json_t;
+void cli_print_json_object(struct json_t *o);
+
 #endif

@@ -118,10 +118,7 @@ static int inspect_checkpoint(const char *path, bool json)
         json_object_set_new(o, "parameters", json_integer(params));
         json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)bytes));
         json_object_set_new(o, "tensors", arr);
-        char *s = json_dumps(o, JSON_COMPACT);
-        puts(s ? s : "{}");
-        free(s);
-        json_decref(o);
+        cli_print_json_object(o);
     } else {
         printf("\n%zu tensors, %lld parameters, %zu bytes\n", llmq_st_count(st), (long long)params, bytes);
     }
@@ -266,10 +263,7 @@ static int inspect_gguf(const char *path, bool json)
         json_object_set_new(o, "parameters", json_integer(params));
         json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)bytes));
         json_object_set_new(o, "tensors", arr);
-        char *s = json_dumps(o, JSON_COMPACT);
-        puts(s ? s : "{}");
-        free(s);
-        json_decref(o);
+        cli_print_json_object(o);
     } else {
         printf("\n%lld tensors, %lld parameters, %zu bytes (%.3f bits per weight)\n", (long long)llmq_gguf_tensor_count(g),
                (long long)params, bytes, params ? 8.0 * (double)bytes / (double)params : 0.0);

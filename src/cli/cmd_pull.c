@@ -246,10 +246,7 @@ int cmd_pull(int argc, char **argv)
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "repo", res.repo, "revision", res.revision, "commit",
                               res.commit, "path", res.snapshot_dir, "files", (json_int_t)res.n_files, "bytes",
                               (json_int_t)res.bytes);
-        char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (text) printf("%s\n", text);
-        free(text);
-        json_decref(o);
+        cli_print_json_object(o);
     } else {
         printf("%s\n", res.snapshot_dir);
     }

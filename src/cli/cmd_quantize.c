@@ -192,10 +192,7 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
     json_object_set_new(o, "tensors", arr);
     if (st->n_layers) json_object_set_new(o, "layers", layers_json(st));
     json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)llmq_peak_rss()));
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (s) puts(s);
-    free(s);
-    json_decref(o);
+    cli_print_json_object(o);
 }
 
 int cmd_quantize(int argc, char **argv)
