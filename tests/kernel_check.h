@@ -130,74 +130,48 @@ static inline int kc_check_dequant(const llmq_kernel_ops *a, const llmq_kernel_o
     return fails;
 }
 
-/* Dots for 1..LLMQ_DOT_MAX_TOKENS tokens against the reference. */
-static inline int kc_check_dot(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
-                               const char *tag)
-{
-    const size_t row_bytes = llmq_row_size(t, in);
-    const int nt = LLMQ_DOT_MAX_TOKENS;
-    float *x = malloc(sizeof(float) * (size_t)in * nt), *wf = malloc(sizeof(float) * (size_t)in);
-    for (int i = 0; i < in * nt; i++) x[i] = kc_gauss();
-    for (int i = 0; i < in; i++) x[i] = 0.0f;           /* token 0: all zero */
-    for (int i = 0; i < in; i++) x[2 * in + i] *= 1e3f; /* token 2: large */
-    int fails = 0;
-    for (int r = 0; r < rows && fails < 3; r++) {
-        const void *row = (const char *)w + (size_t)r * row_bytes;
-        ref->dequant(row, wf, in);
-        for (int k = 1; k <= nt; k++) {
-            float ya[LLMQ_DOT_MAX_TOKENS], yr[LLMQ_DOT_MAX_TOKENS];
-            a->dot(row, x, (size_t)in, k, in, ya, 1);
-            ref->dot(row, x, (size_t)in, k, in, yr, 1);
-            for (int tk = 0; tk < k; tk++) {
-                double mag = 0;
-                for (int i = 0; i < in; i++) mag += fabs((double)wf[i] * x[(size_t)tk * in + i]);
-                double err = fabs((double)ya[tk] - yr[tk]);
-                if (!(err <= KC_REL * mag + 1e-30)) {
-                    if (fails < 3 && kc_verbose)
-                        printf("  FAIL %s %s dot: row %d, %d tokens, token %d: %.9g vs reference %.9g (|Σwx| terms %.3g)\n",
-                               llmq_type_get(t)->name, tag, r, k, tk, (double)ya[tk], (double)yr[tk], mag);
-                    fails++;
-                }
-            }
-        }
-    }
-    free(x);
-    free(wf);
-    return fails;
-}
-
-/* The integer dots of the --fast path against the scalar one, on the same
- * quantized activations (zero, normal and large tokens). */
-static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
-                                  const char *tag)
+/* Dots for 1..LLMQ_DOT_MAX_TOKENS tokens (zero, normal and large ones)
+ * against the reference: the exact dots on fp32 activations, or with `int8`
+ * the integer dots of the --fast path on the same activations quantized. */
+static inline int kc_check_dots(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
+                                const char *tag, int int8)
 {
     const size_t row_bytes = llmq_row_size(t, in), nb = llmq_act_q8_stride(in);
     const int nt = LLMQ_DOT_MAX_TOKENS;
     float *x = malloc(sizeof(float) * (size_t)in * nt), *wf = malloc(sizeof(float) * (size_t)in);
-    llmq_act_q8 *xq = malloc(sizeof *xq * nb * nt);
+    double *xm = malloc(sizeof(double) * (size_t)in * nt); /* the activations the dot sees, for the magnitudes */
+    llmq_act_q8 *xq = int8 ? malloc(sizeof *xq * nb * nt) : NULL;
     for (int i = 0; i < in * nt; i++) x[i] = kc_gauss();
-    for (int i = 0; i < in; i++) x[i] = 0.0f;
-    for (int i = 0; i < in; i++) x[2 * in + i] *= 1e3f;
-    for (int k = 0; k < nt; k++) llmq_act_quantize_q8(x + (size_t)k * in, in, xq + (size_t)k * nb);
+    for (int i = 0; i < in; i++) x[i] = 0.0f;           /* token 0: all zero */
+    for (int i = 0; i < in; i++) x[2 * in + i] *= 1e3f; /* token 2: large */
+    for (int k = 0; k < nt; k++) {
+        if (int8) llmq_act_quantize_q8(x + (size_t)k * in, in, xq + (size_t)k * nb);
+        for (int i = 0; i < in; i++) {
+            const llmq_act_q8 *b = int8 ? xq + (size_t)k * nb + i / 32 : NULL;
+            xm[(size_t)k * in + i] = int8 ? (double)b->d * b->q[i % 32] : (double)x[(size_t)k * in + i];
+        }
+    }
     int fails = 0;
     for (int r = 0; r < rows && fails < 3; r++) {
         const void *row = (const char *)w + (size_t)r * row_bytes;
         ref->dequant(row, wf, in);
         for (int k = 1; k <= nt; k++) {
             float ya[LLMQ_DOT_MAX_TOKENS], yr[LLMQ_DOT_MAX_TOKENS];
-            a->dot_q8(row, xq, nb, k, in, ya, 1);
-            ref->dot_q8(row, xq, nb, k, in, yr, 1);
+            if (int8) {
+                a->dot_q8(row, xq, nb, k, in, ya, 1);
+                ref->dot_q8(row, xq, nb, k, in, yr, 1);
+            } else {
+                a->dot(row, x, (size_t)in, k, in, ya, 1);
+                ref->dot(row, x, (size_t)in, k, in, yr, 1);
+            }
             for (int tk = 0; tk < k; tk++) {
                 double mag = 0;
-                for (int i = 0; i < in; i++) {
-                    const llmq_act_q8 *b = xq + (size_t)tk * nb + i / 32;
-                    mag += fabs((double)wf[i] * b->d * b->q[i % 32]);
-                }
+                for (int i = 0; i < in; i++) mag += fabs((double)wf[i] * xm[(size_t)tk * in + i]);
                 double err = fabs((double)ya[tk] - yr[tk]);
                 if (!(err <= KC_REL * mag + 1e-30)) {
                     if (fails < 3 && kc_verbose)
-                        printf("  FAIL %s %s dot_q8: row %d, %d tokens, token %d: %.9g vs reference %.9g (|Σwx| terms %.3g)\n",
-                               llmq_type_get(t)->name, tag, r, k, tk, (double)ya[tk], (double)yr[tk], mag);
+                        printf("  FAIL %s %s %s: row %d, %d tokens, token %d: %.9g vs reference %.9g (|Σwx| terms %.3g)\n",
+                               llmq_type_get(t)->name, tag, int8 ? "dot_q8" : "dot", r, k, tk, (double)ya[tk], (double)yr[tk], mag);
                     fails++;
                 }
             }
@@ -205,8 +179,21 @@ static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_op
     }
     free(x);
     free(wf);
+    free(xm);
     free(xq);
     return fails;
+}
+
+static inline int kc_check_dot(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
+                               const char *tag)
+{
+    return kc_check_dots(a, ref, t, w, rows, in, tag, 0);
+}
+
+static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_ops *ref, llmq_type t, const void *w, int rows, int in,
+                                  const char *tag)
+{
+    return kc_check_dots(a, ref, t, w, rows, in, tag, 1);
 }
 
 static const llmq_type kc_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
