@@ -5,6 +5,19 @@ OPT     ?= -O2
 ARCH    := $(shell $(CC) -dumpmachine | cut -d- -f1)
 PKGS    := openblas lapacke jansson libcurl libpcre2-8 libutf8proc libcrypto
 
+# A fresh machine gets the Debian packages while this Makefile is read, before
+# any job starts (so `make -j2` never compiles beside the install) and before
+# the pkg-config flags below are read. `make clean` needs none of it.
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(shell pkg-config --exists $(PKGS) criterion && echo yes),yes)
+$(info make: installing the build dependencies (scripts/install-deps.sh))
+DEPS_STATUS := $(shell bash scripts/install-deps.sh >&2; echo $$?)
+ifneq ($(DEPS_STATUS),0)
+$(error scripts/install-deps.sh failed (exit $(DEPS_STATUS)))
+endif
+endif
+endif
+
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -37,7 +50,8 @@ endif
 .PHONY: all deps test test-neon sanitize fuzz fuzz-deps demo bench clean
 all: deps $(BIN)
 
-# Installs the Debian packages once, when pkg-config cannot find them.
+# The packages are installed while the Makefile is read (above); this target
+# stays for scripts that name it, and for the tools the fuzz and NEON targets add.
 deps:
 	@pkg-config --exists $(PKGS) criterion || bash scripts/install-deps.sh
 

@@ -30,6 +30,14 @@ const char *llmq_kernel_name(void);
  * LLMQ_ERR when the name is unknown or the CPU lacks it. */
 int llmq_kernel_select(const char *name);
 
+/* OpenBLAS's kernel family in use ("SkylakeX", "Haswell", ...). When OpenBLAS
+ * chose a family below the CPU's instruction sets (a CPU model newer than the
+ * OpenBLAS build) and OPENBLAS_CORETYPE was not set, llmq re-initialised it
+ * with the family the CPU runs before the first BLAS call, and
+ * llmq_blas_core_detected() returns OpenBLAS's own choice; else NULL. */
+const char *llmq_blas_core(void);
+const char *llmq_blas_core_detected(void);
+
 /* Number of threads for OpenMP and OpenBLAS (0 = all cores). */
 void llmq_set_threads(int n);
 int llmq_get_threads(void);

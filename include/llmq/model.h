@@ -91,6 +91,17 @@ int llmq_attention_forward(const llmq_model *m, const llmq_layer *layer, int ind
                            llmq_linear_hook hook, void *user);
 int llmq_mlp_forward(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *out,
                      llmq_linear_hook hook, void *user);
+/* Each linear's input, once (true-sequential GPTQ computes every sub-layer's
+ * input without running the rest of the layer):
+ *   llmq_attention_mix: q, k, v, RoPE and causal attention on xn (already
+ *     normed), att[n × n_heads·head_dim] — what o_proj multiplies;
+ *   llmq_mlp_mix: act[n × intermediate] = silu(gate(xn)) ⊙ up(xn) — what
+ *     down_proj multiplies;
+ *   llmq_linear_forward: y[n × rows] = x · Wᵀ (+ bias) for linear k of L.
+ * Composed as llmq_layer_forward composes them, they give its bits. */
+int llmq_attention_mix(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *att);
+int llmq_mlp_mix(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *act);
+int llmq_linear_forward(const llmq_layer *layer, llmq_linear k, float *y, const float *x, int n);
 /* out[t] = weight ⊙ x[t] / rms(x[t]) for n rows of d (Llama's RMSNorm). */
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps);
 /* Final norm + head: logits[n × vocab] from x[n × hidden] (x is not modified). */

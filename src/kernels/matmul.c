@@ -19,6 +19,9 @@
 /* Up to this many tokens the fused GEMV path beats decode + sgemm (bench/bench_kernels.c). */
 #define GEMV_MAX_TOKENS 8
 
+/* Links the BLAS family check (blas_core.c, a constructor) into every program that multiplies. */
+__attribute__((used)) static const char *(*const blas_core_check)(void) = llmq_blas_core_detected;
+
 static int n_threads_set;
 static int fast_mode;
 

@@ -430,11 +430,11 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
     return LLMQ_OK;
 }
 
-static int attention_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
-                           llmq_linear_hook hook, void *user, llmq_workspace *ws)
+/* q, k, v, RoPE and causal attention: att[n × n_heads·head_dim], the input of o_proj. */
+static int attention_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *att,
+                         llmq_linear_hook hook, void *user, llmq_workspace *ws)
 {
     const llmq_config *c = &m->cfg;
-    int qd = c->n_heads * c->head_dim;
     if (hook) {
         hook(user, index, LLMQ_LIN_Q, xn, n, c->hidden_size);
         hook(user, index, LLMQ_LIN_K, xn, n, c->hidden_size);
@@ -443,13 +443,23 @@ static int attention_block(const llmq_model *m, const llmq_layer *L, int index, 
     if (linear(L, LLMQ_LIN_Q, ws->q, xn, n) || linear(L, LLMQ_LIN_K, ws->k, xn, n) || linear(L, LLMQ_LIN_V, ws->v, xn, n))
         return LLMQ_ERR;
     rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, ws->cosv, ws->sinv, m->rope_interleaved);
-    attention(ws->att, ws->q, ws->k, ws->v, n, c, ws->scores);
+    attention(att, ws->q, ws->k, ws->v, n, c, ws->scores);
+    return LLMQ_OK;
+}
+
+static int attention_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
+                           llmq_linear_hook hook, void *user, llmq_workspace *ws)
+{
+    const llmq_config *c = &m->cfg;
+    int qd = c->n_heads * c->head_dim;
+    if (attention_mix(m, L, index, xn, n, ws->att, hook, user, ws)) return LLMQ_ERR;
     if (hook) hook(user, index, LLMQ_LIN_O, ws->att, n, qd);
     return linear(L, LLMQ_LIN_O, out, ws->att, n);
 }
 
-static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out, llmq_linear_hook hook,
-                     void *user, llmq_workspace *ws)
+/* gate and up, then SwiGLU: act[n × ffn] = silu(gate) ⊙ up, the input of down_proj (act may be ws->gate). */
+static int mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *act, llmq_linear_hook hook,
+                   void *user, llmq_workspace *ws)
 {
     int f = m->cfg.intermediate_size;
     float *gate = ws->gate, *up = ws->up;
@@ -462,11 +472,38 @@ static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const 
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < total; i++) {
         float g = gate[i];
-        gate[i] = g / (1.0f + exp_vec(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
+        act[i] = g / (1.0f + exp_vec(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
     }
-    if (hook) hook(user, index, LLMQ_LIN_DOWN, gate, n, f);
-    return linear(L, LLMQ_LIN_DOWN, out, gate, n);
+    return LLMQ_OK;
 }
+
+static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out, llmq_linear_hook hook,
+                     void *user, llmq_workspace *ws)
+{
+    if (mlp_mix(m, L, index, xn, n, ws->gate, hook, user, ws)) return LLMQ_ERR;
+    if (hook) hook(user, index, LLMQ_LIN_DOWN, ws->gate, n, m->cfg.intermediate_size);
+    return linear(L, LLMQ_LIN_DOWN, out, ws->gate, n);
+}
+
+int llmq_attention_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *att)
+{
+    llmq_workspace *ws = ws_acquire(m, n);
+    if (!ws) return llmq_error_prefix("layer %d", index);
+    int rc = attention_mix(m, L, index, xn, n, att, NULL, NULL, ws);
+    ws_release(m, ws);
+    return rc;
+}
+
+int llmq_mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *act)
+{
+    llmq_workspace *ws = ws_acquire(m, n);
+    if (!ws) return llmq_error_prefix("layer %d", index);
+    int rc = mlp_mix(m, L, index, xn, n, act, NULL, NULL, ws);
+    ws_release(m, ws);
+    return rc;
+}
+
+int llmq_linear_forward(const llmq_layer *L, llmq_linear k, float *y, const float *x, int n) { return linear(L, k, y, x, n); }
 
 int llmq_attention_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
                            llmq_linear_hook hook, void *user)

@@ -17,20 +17,32 @@ size_t llmq_peak_rss(void)
 
 typedef struct {
     llmq_calibrated_opts o;
-    float *X;   /* n_samples × seqlen × hidden */
-    float *tmp; /* one sample */
+    float *X;   /* n_samples × seqlen × hidden: the layer's input */
+    float *Y;   /* GPTQ: n_samples × seqlen × max(hidden, attention width): attention output, then the
+                 * residual stream after attention (the MLP's input before its norm) */
+    float *tmp, *tmp2; /* one sample × hidden */
+    float *act;        /* one sample × intermediate: the input of down_proj */
     float *H, *Hwork;
     int max_cols;
+    size_t y_stride;
+    /* The attention weights Y was computed with (GPTQ); layer_done reuses Y when the finished layer has the same. */
+    const void *y_weights[LLMQ_LIN_O + 1];
+    const void *y_norm;
+    bool y_valid;
     llmq_layer_report rep;
 } state;
 
 static void release(state *s)
 {
     free(s->X);
+    free(s->Y);
     free(s->tmp);
+    free(s->tmp2);
+    free(s->act);
     free(s->H);
     free(s->Hwork);
-    s->X = s->tmp = s->H = s->Hwork = NULL;
+    s->X = s->Y = s->tmp = s->tmp2 = s->act = s->H = s->Hwork = NULL;
+    s->y_valid = false;
 }
 
 static int begin(void *p, const llmq_model *m)
@@ -41,16 +53,22 @@ static int begin(void *p, const llmq_model *m)
     size_t stride = (size_t)c->seqlen * d;
     s->max_cols = m->cfg.hidden_size > m->cfg.intermediate_size ? m->cfg.hidden_size : m->cfg.intermediate_size;
     if (m->cfg.n_heads * m->cfg.head_dim > s->max_cols) s->max_cols = m->cfg.n_heads * m->cfg.head_dim;
+    const int qd = m->cfg.n_heads * m->cfg.head_dim;
+    s->y_stride = (size_t)c->seqlen * (qd > d ? qd : d);
     s->X = malloc((size_t)c->n_samples * stride * sizeof(float));
     s->tmp = malloc(stride * sizeof(float));
-    if (s->o.kind != LLMQ_CAL_AWQ) {
+    const bool gptq = s->o.kind != LLMQ_CAL_AWQ;
+    if (gptq) {
+        s->Y = malloc((size_t)c->n_samples * s->y_stride * sizeof(float));
+        s->tmp2 = malloc(stride * sizeof(float));
+        s->act = malloc((size_t)c->seqlen * m->cfg.intermediate_size * sizeof(float));
         s->H = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
         s->Hwork = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
     }
-    if (!s->X || !s->tmp || (s->o.kind != LLMQ_CAL_AWQ && (!s->H || !s->Hwork))) {
+    if (!s->X || !s->tmp || (gptq && (!s->Y || !s->tmp2 || !s->act || !s->H || !s->Hwork))) {
         release(s);
         return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", c->n_samples, c->seqlen,
-                          (double)c->n_samples * stride * 4 / (1 << 30));
+                          (double)c->n_samples * (stride + (gptq ? s->y_stride : 0)) * 4 / (1 << 30));
     }
     for (int i = 0; i < c->n_samples; i++)
         if (llmq_embed(m, c->tokens + (size_t)i * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK) {
@@ -76,72 +94,126 @@ static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L)
     }
 }
 
-typedef struct {
-    llmq_linear which;
-    float *H;
-    int64_t n_seen;
-    int failed;
-    double seconds;
-} hessian_hook;
-
-static void collect_hessian(void *user, int layer, llmq_linear which, const float *x, int n, int in)
+/* GPTQ's solver for the linears of one true-sequential step, all sharing the Hessian in s->H. */
+static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w, const llmq_linear *lins, int n_lins,
+                      const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
 {
-    (void)layer;
-    hessian_hook *h = user;
-    if (which != h->which || h->failed) return;
-    double t0 = omp_get_wtime();
-    if (llmq_hessian_add(h->H, in, &h->n_seen, x, n) != LLMQ_OK) h->failed = 1;
-    h->seconds += omp_get_wtime() - t0;
+    /* the forward's buffers need not sit beside the solver's: memory stays within the bound */
+    llmq_model_release_workspace(m);
+    for (int j = 0; j < n_lins; j++) {
+        llmq_linear k = lins[j];
+        if (!packed[k]) continue;
+        const int cols = cur->lin[k].cols;
+        double t1 = omp_get_wtime();
+        memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
+        llmq_gptq_stats gs;
+        if (llmq_gptq_quantize(w->lin[k], cur->lin[k].rows, cols, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq,
+                               packed[k], NULL, &gs) != LLMQ_OK)
+            return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
+        s->rep.seconds_solver += omp_get_wtime() - t1;
+        s->rep.err_rtn[k] = gs.err_rtn;
+        s->rep.err_gptq[k] = gs.err_gptq;
+        s->rep.damp[k] = gs.damp_used;
+        s->rep.damp_retries += gs.retries;
+        cur->lin[k] = (llmq_weight){packed[k], targets[k].type, cur->lin[k].rows, cols};
+    }
+    return LLMQ_OK;
 }
 
-/* The true-sequential groups (IST-DASLab/gptq llama.py `sequential`): each
- * group's inputs are recomputed with the linears before it already quantized. */
-static const llmq_linear steps[4][3] = {
-    {LLMQ_LIN_Q, LLMQ_LIN_K, LLMQ_LIN_V},
-    {LLMQ_LIN_O, LLMQ_LIN_COUNT, LLMQ_LIN_COUNT},
-    {LLMQ_LIN_GATE, LLMQ_LIN_UP, LLMQ_LIN_COUNT},
-    {LLMQ_LIN_DOWN, LLMQ_LIN_COUNT, LLMQ_LIN_COUNT},
-};
+static bool any_packed(void *const packed[LLMQ_LIN_COUNT], const llmq_linear *lins, int n_lins)
+{
+    for (int j = 0; j < n_lins; j++)
+        if (packed[lins[j]]) return true;
+    return false;
+}
 
+static int hessian_add(state *s, int cols, int64_t *n_seen, const float *x, int n)
+{
+    double t0 = omp_get_wtime();
+    int rc = llmq_hessian_add(s->H, cols, n_seen, x, n);
+    s->rep.seconds_hessian += omp_get_wtime() - t0;
+    return rc;
+}
+
+/* True-sequential GPTQ (IST-DASLab/gptq llama.py `sequential`: q,k,v → o →
+ * gate,up → down, each group's inputs computed with the linears before it
+ * already quantized), with every sub-layer's input computed once per layer:
+ *   q,k,v:   norm(X);
+ *   o:       attention(norm(X)) with the quantized q,k,v, kept in Y;
+ *   gate,up: norm(h) with h = X + o(Y), kept in Y;
+ *   down:    silu(gate(norm(h))) ⊙ up(norm(h)) with the quantized gate, up.
+ * layer_done then adds down's output to h. The same operations as running the
+ * whole layer before each group, so the same bits, at about a third of the work. */
 static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w,
                       const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
 {
+    static const llmq_linear qkv[] = {LLMQ_LIN_Q, LLMQ_LIN_K, LLMQ_LIN_V}, o_lin[] = {LLMQ_LIN_O},
+                             gate_up[] = {LLMQ_LIN_GATE, LLMQ_LIN_UP}, down[] = {LLMQ_LIN_DOWN};
     const llmq_calib *c = s->o.calib;
-    size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
-    for (int step = 0; step < 4; step++) {
-        llmq_linear first = steps[step][0];
-        bool any = false;
-        for (int j = 0; j < 3 && steps[step][j] != LLMQ_LIN_COUNT; j++) any |= packed[steps[step][j]] != NULL;
-        if (!any) continue;
-        int cols = cur->lin[first].cols;
-        hessian_hook hh = {first, s->H, 0, 0, 0};
-        double t0 = omp_get_wtime();
+    const llmq_config *cfg = &m->cfg;
+    const int T = c->seqlen, d = cfg->hidden_size, qd = cfg->n_heads * cfg->head_dim, f = cfg->intermediate_size;
+    const size_t stride = (size_t)T * d;
+    const float eps = cfg->rms_norm_eps;
+    s->y_valid = false;
+    int64_t seen;
+    double t0;
+
+    if (any_packed(packed, qkv, 3)) {
+        t0 = omp_get_wtime();
+        seen = 0;
         for (int i = 0; i < c->n_samples; i++) {
-            memcpy(s->tmp, s->X + (size_t)i * stride, stride * sizeof(float));
-            if (llmq_layer_forward(m, cur, index, s->tmp, c->seqlen, collect_hessian, &hh) != LLMQ_OK) return LLMQ_ERR;
-            if (hh.failed) return llmq_error_prefix("layer %d", index);
+            llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
+            if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
         }
-        s->rep.seconds_hessian += hh.seconds;
-        s->rep.seconds_forward += omp_get_wtime() - t0 - hh.seconds;
-        /* the forward's buffers need not sit beside the solver's: memory stays within the bound */
-        llmq_model_release_workspace(m);
-        for (int j = 0; j < 3 && steps[step][j] != LLMQ_LIN_COUNT; j++) {
-            llmq_linear k = steps[step][j];
-            if (!packed[k]) continue;
-            double t1 = omp_get_wtime();
-            memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
-            llmq_gptq_stats gs;
-            if (llmq_gptq_quantize(w->lin[k], cur->lin[k].rows, cols, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq,
-                                   packed[k], NULL, &gs) != LLMQ_OK)
-                return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
-            s->rep.seconds_solver += omp_get_wtime() - t1;
-            s->rep.err_rtn[k] = gs.err_rtn;
-            s->rep.err_gptq[k] = gs.err_gptq;
-            s->rep.damp[k] = gs.damp_used;
-            s->rep.damp_retries += gs.retries;
-            cur->lin[k] = (llmq_weight){packed[k], targets[k].type, cur->lin[k].rows, cols};
-        }
+        s->rep.seconds_forward += omp_get_wtime() - t0;
+        if (solve_step(s, m, index, cur, w, qkv, 3, targets, packed)) return LLMQ_ERR;
     }
+
+    const double h0 = s->rep.seconds_hessian;
+    t0 = omp_get_wtime();
+    const bool o_packed = packed[LLMQ_LIN_O] != NULL;
+    seen = 0;
+    for (int i = 0; i < c->n_samples; i++) {
+        float *att = s->Y + (size_t)i * s->y_stride;
+        llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
+        if (llmq_attention_mix(m, cur, index, s->tmp, T, att)) return LLMQ_ERR;
+        if (o_packed && hessian_add(s, qd, &seen, att, T)) return llmq_error_prefix("layer %d", index);
+    }
+    s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
+    if (o_packed && solve_step(s, m, index, cur, w, o_lin, 1, targets, packed)) return LLMQ_ERR;
+
+    const double h1 = s->rep.seconds_hessian;
+    t0 = omp_get_wtime();
+    const bool gu_packed = any_packed(packed, gate_up, 2);
+    seen = 0;
+    for (int i = 0; i < c->n_samples; i++) {
+        float *y = s->Y + (size_t)i * s->y_stride;
+        const float *x = s->X + (size_t)i * stride;
+        if (llmq_linear_forward(cur, LLMQ_LIN_O, s->tmp, y, T)) return llmq_error_prefix("layer %d", index);
+        #pragma omp parallel for simd schedule(static)
+        for (size_t e = 0; e < stride; e++) y[e] = x[e] + s->tmp[e];
+        if (!gu_packed) continue;
+        llmq_rmsnorm(s->tmp, y, cur->ffn_norm.data, T, d, eps);
+        if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
+    }
+    s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h1);
+    if (gu_packed && solve_step(s, m, index, cur, w, gate_up, 2, targets, packed)) return LLMQ_ERR;
+
+    if (packed[LLMQ_LIN_DOWN]) {
+        const double h2 = s->rep.seconds_hessian;
+        t0 = omp_get_wtime();
+        seen = 0;
+        for (int i = 0; i < c->n_samples; i++) {
+            llmq_rmsnorm(s->tmp, s->Y + (size_t)i * s->y_stride, cur->ffn_norm.data, T, d, eps);
+            if (llmq_mlp_mix(m, cur, index, s->tmp, T, s->act)) return LLMQ_ERR;
+            if (hessian_add(s, f, &seen, s->act, T)) return llmq_error_prefix("layer %d", index);
+        }
+        s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h2);
+        if (solve_step(s, m, index, cur, w, down, 1, targets, packed)) return LLMQ_ERR;
+    }
+    for (int k = 0; k <= LLMQ_LIN_O; k++) s->y_weights[k] = cur->lin[k].data;
+    s->y_norm = cur->attn_norm.data;
+    s->y_valid = true;
     return LLMQ_OK;
 }
 
@@ -185,9 +257,26 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
     state *s = p;
     const llmq_calib *c = s->o.calib;
     double t0 = omp_get_wtime();
-    size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
-    for (int i = 0; i < c->n_samples; i++)
-        if (llmq_layer_forward(m, quantized, index, s->X + (size_t)i * stride, c->seqlen, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
+    const int T = c->seqlen, d = m->cfg.hidden_size;
+    const size_t stride = (size_t)T * d;
+    /* GPTQ left h = X + attention in Y, computed with these very weights (the
+     * policy's float linears are converted only after quantize_layer, so their
+     * pointers differ and the layer runs whole). */
+    bool reuse = s->y_valid && quantized->attn_norm.data == s->y_norm;
+    for (int k = 0; reuse && k <= LLMQ_LIN_O; k++) reuse = quantized->lin[k].data == s->y_weights[k];
+    for (int i = 0; i < c->n_samples; i++) {
+        float *x = s->X + (size_t)i * stride;
+        if (!reuse) {
+            if (llmq_layer_forward(m, quantized, index, x, T, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
+            continue;
+        }
+        const float *h = s->Y + (size_t)i * s->y_stride;
+        llmq_rmsnorm(s->tmp, h, quantized->ffn_norm.data, T, d, m->cfg.rms_norm_eps);
+        if (llmq_mlp_forward(m, quantized, index, s->tmp, T, s->tmp2, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
+        #pragma omp parallel for simd schedule(static)
+        for (size_t e = 0; e < stride; e++) x[e] = h[e] + s->tmp2[e];
+    }
+    s->y_valid = false;
     llmq_model_release_workspace(m);
     s->rep.seconds_forward += omp_get_wtime() - t0;
     s->rep.peak_rss_bytes = llmq_peak_rss();

@@ -17,6 +17,7 @@
  *     reference's Cholesky, cholesky_inverse and second Cholesky (4n³/3). */
 #include "llmq/gptq.h"
 #include "llmq/error.h"
+#include "llmq/kernels.h"
 #include "llmq/rtn.h"
 
 #include <cblas.h>
@@ -25,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Links the BLAS family check (kernels/blas_core.c) into programs that only solve. */
+__attribute__((used)) static const char *(*const blas_core_check)(void) = llmq_blas_core_detected;
 
 llmq_gptq_opts llmq_gptq_default_opts(void)
 {
