@@ -81,6 +81,7 @@ static void bench_model(const char *name, const char *dir, int n_samples, int se
 
 int main(int argc, char **argv)
 {
+    llmq_omp_default_wait(argv);
     /* Optional: samples and tokens per sample (default 32 × 256). */
     int n_samples = argc > 1 ? atoi(argv[1]) : 32, seqlen = argc > 2 ? atoi(argv[2]) : 256;
     if (n_samples <= 0 || seqlen <= 0) {

@@ -90,6 +90,7 @@ static double run_sgemm(void *p)
 
 int main(int argc, char **argv)
 {
+    llmq_omp_default_wait(argv);
     const char *path = "../shared/models/stories-llama-7m";
     int threads = 0, reps = 5, json = 0, explicit_path = 0;
     for (int i = 1; i < argc; i++) {

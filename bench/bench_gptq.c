@@ -69,8 +69,10 @@ static double solver_flops(int rows, int n, int B, int with_stats)
     return f;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    llmq_omp_default_wait(argv);
     const int quick = getenv("LLMQ_BENCH_QUICK") != NULL;
     const char *down = getenv("LLMQ_BENCH_GPTQ_DOWN");
     struct { const char *what; int rows, cols; } shapes[] = {

@@ -140,6 +140,7 @@ static double read_seconds(const void *buf, size_t bytes)
 
 int main(int argc, char **argv)
 {
+    llmq_omp_default_wait(argv);
     const int quick = getenv("LLMQ_BENCH_QUICK") != NULL;
     /* --threads N (default: all cores); the bandwidth is measured with the same threads */
     int want_threads = 0;

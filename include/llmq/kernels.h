@@ -38,6 +38,14 @@ int llmq_kernel_select(const char *name);
 const char *llmq_blas_core(void);
 const char *llmq_blas_core_detected(void);
 
+/* Called first thing in main(argv) of a program (the CLI, the benches): when
+ * the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT, starts the program
+ * again (execv of /proc/self/exe, same arguments) with libgomp's idle spin at
+ * 10,000 instead of 300,000, which wastes a core for ~15 ms at every barrier
+ * on a machine with other work (kernels/omp_wait.c says why). In the second
+ * start it removes the variable again and returns. */
+void llmq_omp_default_wait(char **argv);
+
 /* Number of threads for OpenMP and OpenBLAS (0 = all cores). */
 void llmq_set_threads(int n);
 int llmq_get_threads(void);

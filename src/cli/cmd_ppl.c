@@ -106,11 +106,16 @@ int cmd_ppl(int argc, char **argv)
         printf("KL div:      mean %.6f, p99 %.6f; top-1 agreement %.2f%%\n", r.kld, r.kld_p99, 100 * r.top1_agree);
     }
     printf("arithmetic:  %s\n", fast ? "int8 activations, integer dots (--fast)" : "exact (fp32 activations)");
-    printf("speed:       %.1f s, %.0f tok/s\n", r.seconds, r.tokens_per_second);
+    printf("speed:       %.1f s, %.0f tok/s, %d threads\n", r.seconds, r.tokens_per_second, llmq_get_threads());
+    const char *blas_detected = llmq_blas_core_detected();
+    printf("kernels:     %s; OpenBLAS %s", llmq_kernel_name(), llmq_blas_core());
+    if (blas_detected) printf(" (OpenBLAS alone chose %s, below this CPU)", blas_detected);
+    printf("\n");
     if (json) {
         printf("{\"ppl\":%.6f,\"nll\":%.8f,\"tokens_scored\":%lld,\"chunks\":%d,\"ctx\":%d,\"protocol\":\"%s\",\"fast\":%s,\"seconds\":%.3f,"
-               "\"tokens_per_second\":%.1f",
-               r.ppl, r.nll, (long long)r.tokens_scored, r.chunks, r.ctx, protocol, fast ? "true" : "false", r.seconds, r.tokens_per_second);
+               "\"tokens_per_second\":%.1f,\"threads\":%d,\"kernel\":\"%s\",\"blas_core\":\"%s\"",
+               r.ppl, r.nll, (long long)r.tokens_scored, r.chunks, r.ctx, protocol, fast ? "true" : "false", r.seconds, r.tokens_per_second,
+               llmq_get_threads(), llmq_kernel_name(), llmq_blas_core());
         if (base) printf(",\"base_ppl\":%.6f,\"kld\":%.8f,\"kld_p99\":%.8f,\"top1_agree\":%.6f", r.base_ppl, r.kld, r.kld_p99, r.top1_agree);
         printf("}\n");
     }

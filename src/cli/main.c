@@ -3,6 +3,8 @@
  * build without one still links and says so. */
 #include "cli.h"
 
+#include "llmq/kernels.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -49,6 +51,7 @@ static void usage(FILE *fp)
 
 int main(int argc, char **argv)
 {
+    llmq_omp_default_wait(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
