@@ -231,3 +231,66 @@ Test(calibrated, thread_count_changes_no_output_bit, .init = setup, .fini = tear
     }
     llmq_set_threads(0);
 }
+
+/* ------------------------------------------------------------ stages */
+
+typedef struct {
+    char name[64][32]; /* consecutive repeats collapsed */
+    int layer[64], n;
+    int calls, rated;  /* calls with tokens_per_s > 0 */
+    bool bad_rate;     /* a rate on a stage that is not a forward */
+} stage_log;
+
+static void on_stage(void *user, int layer, const char *stage, double tokens_per_s)
+{
+    stage_log *s = user;
+    s->calls++;
+    bool forward = !strcmp(stage, "forward") || !strncmp(stage, "hessian ", 8);
+    if (tokens_per_s > 0) s->rated++;
+    if (tokens_per_s < 0 || (tokens_per_s > 0 && !forward)) s->bad_rate = true;
+    if (s->n && s->layer[s->n - 1] == layer && !strcmp(s->name[s->n - 1], stage)) return;
+    cr_assert_lt(s->n, 64, "too many stages");
+    snprintf(s->name[s->n], sizeof s->name[0], "%s", stage);
+    s->layer[s->n++] = layer;
+}
+
+/* The stage callback: the driver's and GPTQ's stages in order, layer by
+ * layer, with the calibration forward's tokens/s once a sample has run. */
+Test(calibrated, gptq_reports_its_stages_in_order, .init = setup, .fini = teardown)
+{
+    stage_log log = {0};
+    char cpath[512], out[512];
+    snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
+    snprintf(out, sizeof out, "%s/stages.gguf", dir);
+    llmq_calib calib = {0};
+    llmq_calib_opts cop = {3, 64, 0};
+    cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_opts co = {.kind = LLMQ_CAL_GPTQ, .calib = &calib, .gptq = llmq_gptq_default_opts(), .stage = on_stage, .user = &log};
+    llmq_layer_method lm;
+    cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+    llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = -1, .keep_embed = -1}, .method = &lm, .stage = on_stage, .user = &log};
+    cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
+    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
+
+    static const char *const per_layer[] = {"load", "quantize", "hessian q,k,v", "solve q_proj", "solve k_proj", "solve v_proj",
+                                            "hessian o_proj", "solve o_proj", "hessian gate,up", "solve gate_proj", "solve up_proj",
+                                            "hessian down_proj", "solve down_proj", "forward", "write"};
+    const int n_per = (int)(sizeof per_layer / sizeof *per_layer);
+    cr_assert_eq(log.n, 2 + 2 * n_per + 1, "%d stages", log.n);
+    cr_expect_str_eq(log.name[0], "embed calib");
+    cr_expect_str_eq(log.name[1], "embed");
+    cr_expect(log.layer[0] == -1 && log.layer[1] == -1);
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < n_per; i++) {
+            int at = 2 + l * n_per + i;
+            cr_expect_str_eq(log.name[at], per_layer[i], "layer %d stage %d", l, i);
+            cr_expect_eq(log.layer[at], l, "%s", log.name[at]);
+        }
+    cr_expect_str_eq(log.name[log.n - 1], "head");
+    cr_expect_eq(log.layer[log.n - 1], 2);
+    /* Each of the 3 samples reports in the 4 Hessian passes (from the 2nd) and the forward (each) of 2 layers. */
+    cr_expect_geq(log.rated, 2 * (4 * 2 + 3), "%d of %d calls carried a rate", log.rated, log.calls);
+    cr_expect(!log.bad_rate, "a rate on a stage that runs no forward");
+}
