@@ -70,6 +70,9 @@ $(BUILD)/tests/%: tests/%.c $(LIB) tests/test_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -o $@ $< $(LIB) $(LDLIBS) -lcriterion
 
+# forkpty (the live progress line is tested on a pseudo-terminal); in libc itself since glibc 2.34.
+$(BUILD)/tests/test_quantize: LDLIBS += -lutil
+
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(LIB) $(LDLIBS)

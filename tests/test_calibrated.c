@@ -3,12 +3,16 @@
 #include "llmq/calibrated.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
+#include "llmq/gguf.h"
+#include "llmq/kernels.h"
 #include "llmq/model.h"
 #include "llmq/ppl.h"
 #include "llmq/quantize.h"
 #include "llmq/synth.h"
 #include "llmq/tokenizer.h"
 #include "test_util.h"
+
+#include <omp.h>
 
 static char dir[256];
 static llmq_model *base;
@@ -121,4 +125,172 @@ Test(calibrated, too_short_calibration_is_a_clear_error, .init = setup, .fini = 
     llmq_calib_opts cop = {4, 1 << 20, 0};
     cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &c), LLMQ_ERR);
     cr_assert(strstr(llmq_last_error(), "eval.txt"), "%s", llmq_last_error());
+}
+
+/* ------------------------------------------------------------ threads */
+
+/* Quantizes the demo model to q4_k_m (Q4_K and Q6_K linears, Q6_K head) with
+ * `threads` threads: kind -1 = RTN; calibration 4 × 128 tokens. */
+static void quantize_threads(int kind, bool act_order, int threads, const char *out, reports *rs)
+{
+    llmq_set_threads(threads);
+    cr_assert_eq(omp_get_max_threads(), threads, "llmq_set_threads(%d) did not size the team", threads);
+    llmq_calib calib = {0};
+    llmq_layer_method lm = {0};
+    llmq_calibrated_opts co = {0};
+    llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = -1, .keep_embed = -1}, .model_name = "demo"};
+    cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
+    if (kind >= 0) {
+        char cpath[512];
+        snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
+        llmq_calib_opts cop = {4, 128, 0};
+        cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
+        co.kind = (llmq_calibrated_kind)kind;
+        co.calib = &calib;
+        co.gptq = llmq_gptq_default_opts();
+        co.gptq.act_order = act_order;
+        llmq_awq_defaults(&co.awq);
+        co.report = on_report;
+        co.user = rs;
+        cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+        qo.method = &lm;
+        qo.calib_sha256 = calib.sha256;
+        qo.calib_samples = calib.n_samples;
+    }
+    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
+}
+
+/* The tensors whose bytes differ between two GGUF files of the same layout ("" when none). */
+static void differing_tensors(const char *a_path, const char *b_path, char *out, size_t cap)
+{
+    llmq_gguf *a = llmq_gguf_open(a_path), *b = llmq_gguf_open(b_path);
+    cr_assert(a && b, "%s", llmq_last_error());
+    size_t n = 0;
+    out[0] = 0;
+    if (llmq_gguf_data_offset(a) != llmq_gguf_data_offset(b) || llmq_gguf_tensor_count(a) != llmq_gguf_tensor_count(b))
+        n += (size_t)snprintf(out, cap, "(header) ");
+    for (int64_t i = 0; i < llmq_gguf_tensor_count(a) && n < cap; i++) {
+        const llmq_gguf_tensor *ta = llmq_gguf_tensor_at(a, i), *tb = llmq_gguf_get_tensor(b, ta->name);
+        if (!tb || ta->size != tb->size || memcmp(ta->data, tb->data, ta->size)) {
+            size_t first = 0;
+            while (tb && first < ta->size && first < tb->size && ((const unsigned char *)ta->data)[first] == ((const unsigned char *)tb->data)[first])
+                first++;
+            n += (size_t)snprintf(out + n, cap - n, "%s (first at byte %zu) ", ta->name, first);
+        }
+    }
+    llmq_gguf_close(a);
+    llmq_gguf_close(b);
+}
+
+/* No output bit of quantize depends on the number of threads: every method
+ * writes the same file with 1 and with 2 threads, and AWQ's search sees the
+ * same losses (its choices are argmins over them). */
+Test(calibrated, thread_count_changes_no_output_bit, .init = setup, .fini = teardown, .timeout = 900)
+{
+    static const struct { const char *name; int kind; bool act_order; } runs[] = {
+        {"rtn", -1, false},
+        {"gptq", LLMQ_CAL_GPTQ, false},
+        {"gptq-act-order", LLMQ_CAL_GPTQ, true},
+        {"awq", LLMQ_CAL_AWQ, false},
+        {"awq+gptq", LLMQ_CAL_AWQ_GPTQ, false},
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        char path[2][512];
+        reports rs[2];
+        memset(rs, 0, sizeof rs);
+        for (int t = 0; t < 2; t++) {
+            snprintf(path[t], sizeof path[t], "%s/threads-%s-%d.gguf", dir, runs[r].name, t + 1);
+            quantize_threads(runs[r].kind, runs[r].act_order, t + 1, path[t], &rs[t]);
+        }
+        size_t len[2];
+        char *bytes[2];
+        for (int t = 0; t < 2; t++) {
+            bytes[t] = llmq_read_file(path[t], 0, &len[t]);
+            cr_assert_not_null(bytes[t], "%s", llmq_last_error());
+        }
+        char diff[2048] = "";
+        bool same = len[0] == len[1] && !memcmp(bytes[0], bytes[1], len[0]);
+        if (!same) differing_tensors(path[0], path[1], diff, sizeof diff);
+        cr_expect(same, "%s: 1 and 2 threads wrote different files (%zu and %zu bytes); differing: %s", runs[r].name, len[0], len[1], diff);
+        cr_expect_eq(rs[0].n, runs[r].kind >= 0 ? 2 : 0);
+        cr_expect_eq(rs[1].n, rs[0].n);
+        for (int l = 0; l < rs[0].n && l < rs[1].n; l++)
+            for (int g = 0; g < LLMQ_AWQ_GROUP_COUNT; g++) {
+                const llmq_awq_stats *a = &rs[0].last[l].awq, *b = &rs[1].last[l].awq;
+                cr_expect_eq(a->searched[g], b->searched[g]);
+                cr_expect(a->ratio[g] == b->ratio[g] && a->loss_rtn[g] == b->loss_rtn[g] && a->loss_best[g] == b->loss_best[g],
+                          "%s layer %d %s: ratio %g/%g, loss at r=0 %.17g/%.17g, best %.17g/%.17g with 1/2 threads", runs[r].name, l,
+                          llmq_awq_group_names[g], (double)a->ratio[g], (double)b->ratio[g], a->loss_rtn[g], b->loss_rtn[g],
+                          a->loss_best[g], b->loss_best[g]);
+            }
+        if (runs[r].kind == LLMQ_CAL_AWQ) cr_expect(rs[0].last[0].has_awq && rs[0].last[0].awq.searched[LLMQ_AWQ_QKV]);
+        free(bytes[0]);
+        free(bytes[1]);
+    }
+    llmq_set_threads(0);
+}
+
+/* ------------------------------------------------------------ stages */
+
+typedef struct {
+    char name[64][32]; /* consecutive repeats collapsed */
+    int layer[64], n;
+    int calls, rated;  /* calls with tokens_per_s > 0 */
+    bool bad_rate;     /* a rate on a stage that is not a forward */
+} stage_log;
+
+static void on_stage(void *user, int layer, const char *stage, double tokens_per_s)
+{
+    stage_log *s = user;
+    s->calls++;
+    bool forward = !strcmp(stage, "forward") || !strncmp(stage, "hessian ", 8);
+    if (tokens_per_s > 0) s->rated++;
+    if (tokens_per_s < 0 || (tokens_per_s > 0 && !forward)) s->bad_rate = true;
+    if (s->n && s->layer[s->n - 1] == layer && !strcmp(s->name[s->n - 1], stage)) return;
+    cr_assert_lt(s->n, 64, "too many stages");
+    snprintf(s->name[s->n], sizeof s->name[0], "%s", stage);
+    s->layer[s->n++] = layer;
+}
+
+/* The stage callback: the driver's and GPTQ's stages in order, layer by
+ * layer, with the calibration forward's tokens/s once a sample has run. */
+Test(calibrated, gptq_reports_its_stages_in_order, .init = setup, .fini = teardown)
+{
+    stage_log log = {0};
+    char cpath[512], out[512];
+    snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
+    snprintf(out, sizeof out, "%s/stages.gguf", dir);
+    llmq_calib calib = {0};
+    llmq_calib_opts cop = {3, 64, 0};
+    cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_opts co = {.kind = LLMQ_CAL_GPTQ, .calib = &calib, .gptq = llmq_gptq_default_opts(), .stage = on_stage, .user = &log};
+    llmq_layer_method lm;
+    cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+    llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = -1, .keep_embed = -1}, .method = &lm, .stage = on_stage, .user = &log};
+    cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
+    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
+
+    static const char *const per_layer[] = {"load", "quantize", "hessian q,k,v", "solve q_proj", "solve k_proj", "solve v_proj",
+                                            "hessian o_proj", "solve o_proj", "hessian gate,up", "solve gate_proj", "solve up_proj",
+                                            "hessian down_proj", "solve down_proj", "forward", "write"};
+    const int n_per = (int)(sizeof per_layer / sizeof *per_layer);
+    cr_assert_eq(log.n, 2 + 2 * n_per + 1, "%d stages", log.n);
+    cr_expect_str_eq(log.name[0], "embed calib");
+    cr_expect_str_eq(log.name[1], "embed");
+    cr_expect(log.layer[0] == -1 && log.layer[1] == -1);
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < n_per; i++) {
+            int at = 2 + l * n_per + i;
+            cr_expect_str_eq(log.name[at], per_layer[i], "layer %d stage %d", l, i);
+            cr_expect_eq(log.layer[at], l, "%s", log.name[at]);
+        }
+    cr_expect_str_eq(log.name[log.n - 1], "head");
+    cr_expect_eq(log.layer[log.n - 1], 2);
+    /* Each of the 3 samples reports in the 4 Hessian passes, and the 2nd and 3rd in the forward, of 2 layers. */
+    cr_expect_geq(log.rated, 2 * (4 * 3 + 2), "%d of %d calls carried a rate", log.rated, log.calls);
+    cr_expect(!log.bad_rate, "a rate on a stage that runs no forward");
 }

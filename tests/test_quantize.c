@@ -6,12 +6,18 @@
 #include "llmq/kernels.h"
 #include "llmq/quantize.h"
 #include "llmq/rtn.h"
+#include "llmq/synth.h"
 #include "synth_model.h"
 #include "test_util.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <pty.h>
+#include <regex.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 /* ------------------------------------------------------------ policy */
 
@@ -461,5 +467,256 @@ Test(quantize_cli, refusals_and_help)
     out = run(cmd, &st);
     cr_expect_eq(st, 1);
     cr_expect(strstr(out, "/nonexistent.gguf"), "%s", out);
+    free(out);
+}
+
+/* ------------------------------------------------------------ progress on a terminal */
+
+/* The demo checkpoint (4 layers) in a fresh directory. */
+static void demo_model(char *dir, size_t cap, const char *tag)
+{
+    test_tmpdir(dir, cap, tag);
+    llmq_synth_opts so;
+    llmq_synth_defaults(&so);
+    so.calib_bytes = 60000;
+    so.eval_bytes = 1000;
+    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
+}
+
+/* Runs argv with stdin and stderr on a pseudo-terminal `cols` columns wide
+ * (output post-processing off, so "\n" arrives as "\n") and stdout on
+ * /dev/null, files limited to max_file bytes when > 0 (a write past it
+ * fails with EFBIG); returns what the terminal received, the exit status and
+ * the wall time. */
+static char *run_on_pty(char *const argv[], int cols, long max_file, int *status, double *seconds)
+{
+    struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
+    int master;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fflush(NULL);
+    pid_t pid = forkpty(&master, NULL, NULL, &ws);
+    cr_assert(pid >= 0, "forkpty failed");
+    if (pid == 0) {
+        struct termios t;
+        if (tcgetattr(STDERR_FILENO, &t) == 0) {
+            t.c_oflag &= ~(tcflag_t)OPOST;
+            tcsetattr(STDERR_FILENO, TCSANOW, &t);
+        }
+        if (max_file > 0) {
+            struct rlimit rl = {(rlim_t)max_file, (rlim_t)max_file};
+            signal(SIGXFSZ, SIG_IGN);
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(125);
+        }
+        int null = open("/dev/null", O_WRONLY);
+        if (null < 0 || dup2(null, STDOUT_FILENO) < 0) _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1 == cap) buf = realloc(buf, cap *= 2);
+        ssize_t got = read(master, buf + n, cap - n - 1);
+        if (got <= 0) break; /* EIO once the child has closed the terminal */
+        n += (size_t)got;
+    }
+    buf[n] = 0;
+    close(master);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    return buf;
+}
+
+static bool matches(const char *pattern, const char *s)
+{
+    regex_t re;
+    cr_assert_eq(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB), 0, "bad pattern %s", pattern);
+    bool ok = regexec(&re, s, 0, NULL, 0) == 0;
+    regfree(&re);
+    return ok;
+}
+
+#define LIVE_LINE "^layer [0-4]/4  [a-z_, ]+ +([0-9]+ tok/s)?  elapsed [0-9]+:[0-9]{2}  ETA (--|[0-9]+:[0-9]{2})$"
+#define LIVE_DONE "^layer 4/4  done  elapsed [0-9]+:[0-9]{2}$"
+#define TIMES_RSS "  fwd [0-9]+\\.[0-9]s hess [0-9]+\\.[0-9]s solve [0-9]+\\.[0-9]s awq [0-9]+\\.[0-9]s  peak RSS [0-9]+ MiB$"
+#define GPTQ_ERR " gptq err [0-9]+\\.[0-9]{5} \\(rtn [0-9]+\\.[0-9]{5}\\)( \\[damp raised [0-9]+×\\])?"
+
+/* What a terminal shows, taken apart: each "\r<text>\033[K" is one draw of
+ * the live line (its text kept in draws[], at most 4096), and the text after
+ * a "\r\033[K" is a line printed above it. */
+typedef struct {
+    char *draws[4096];
+    int n_draws;
+    char *printed[64]; /* whole lines printed above the live line, or plainly */
+    int n_printed;
+} screen;
+
+static void parse_screen(char *out, screen *s)
+{
+    memset(s, 0, sizeof *s);
+    for (char *p = out; *p;) {
+        if (!strncmp(p, "\r\033[K", 4)) { /* the live line cleared: a line follows */
+            p += 4;
+            char *nl = strchr(p, '\n');
+            cr_assert_not_null(nl, "a line printed above the live line does not end: %s", p);
+            *nl = 0;
+            cr_assert_lt(s->n_printed, 64);
+            s->printed[s->n_printed++] = p;
+            p = nl + 1;
+        } else if (*p == '\r') { /* a draw: "\r", text, clear to end of line */
+            char *end = strstr(p + 1, "\033[K");
+            cr_assert_not_null(end, "a draw without clear-to-end-of-line: %s", p);
+            *end = 0;
+            cr_assert_lt(s->n_draws, 4096);
+            s->draws[s->n_draws++] = p + 1;
+            p = end + 3;
+            if (*p == '\n') p++; /* the final draw ends the line */
+        } else { /* a plain line (before the live line starts, or after it ends) */
+            char *nl = strchr(p, '\n');
+            cr_assert_not_null(nl, "output does not end with a newline: %s", p);
+            *nl = 0;
+            cr_assert_lt(s->n_printed, 64);
+            s->printed[s->n_printed++] = p;
+            p = nl + 1;
+        }
+    }
+}
+
+/* On a terminal, `llmq quantize` keeps one line, redrawn in place with
+ * "\r" … "\033[K" at most ~10 times a second: layer i/N, the stage, the
+ * calibration forward's tokens/s, elapsed and ETA; the per-layer summaries go
+ * above it, and the line ends with a newline when the run does. 16 × 512
+ * calibration tokens on one thread (about as fast on any machine) make the
+ * forwards most of the ~3 s run, so that the draws (every 100 ms) catch
+ * them, and later layers, with an ETA. */
+Test(quantize_cli, terminal_shows_one_live_line_with_stage_rate_and_eta, .timeout = 300)
+{
+    char bin[600], dir[256], out[512], calib[512];
+    test_llmq_binary(bin, sizeof bin);
+    demo_model(dir, sizeof dir, "quantize-tty");
+    snprintf(out, sizeof out, "%s/g.gguf", dir);
+    snprintf(calib, sizeof calib, "%s/calib.txt", dir);
+    char *argv[] = {bin, "quantize", dir, "-o", out, "--method", "gptq", "--calib", calib, "--calib-samples", "16", "--calib-seqlen", "512",
+                    "--threads", "1",
+                    NULL};
+    int st;
+    double seconds;
+    char *text = run_on_pty(argv, 120, 0, &st, &seconds);
+    cr_assert_eq(st, 0, "%s", text);
+    size_t len = strlen(text);
+    cr_assert(len > 0 && text[len - 1] == '\n', "the terminal output does not end with a newline");
+    cr_assert(strstr(text, "\rlayer "), "no \\r-redrawn layer line");
+    screen s;
+    parse_screen(text, &s);
+    char first[700];
+    snprintf(first, sizeof first, "llmq quantize: gptq, calibration 16 × 512 tokens from %s", calib);
+    cr_assert_eq(s.n_printed, 5, "the header and one summary per layer, got %d lines", s.n_printed);
+    cr_expect_str_eq(s.printed[0], first);
+    for (int l = 1; l <= 4; l++) {
+        char head[32];
+        snprintf(head, sizeof head, "layer %d/4:", l);
+        cr_expect(!strncmp(s.printed[l], head, strlen(head)) && matches("^layer [1-4]/4:" GPTQ_ERR TIMES_RSS, s.printed[l]),
+                  "summary line %d: %s", l, s.printed[l]);
+    }
+    cr_assert_geq(s.n_draws, 3);
+    bool eta = false, rate = false, hessian = false, solve = false;
+    for (int i = 0; i < s.n_draws; i++) {
+        const char *d = s.draws[i];
+        cr_expect_lt(strlen(d), 120, "a draw as wide as the terminal wraps: %s", d);
+        if (i == s.n_draws - 1) {
+            cr_expect(matches(LIVE_DONE, d), "the last draw: %s", d);
+            continue;
+        }
+        cr_expect(matches(LIVE_LINE, d), "draw %d: %s", i, d);
+        eta |= matches("ETA [0-9]+:[0-9]{2}$", d);
+        rate |= matches(" [1-9][0-9]* tok/s", d);
+        hessian |= strstr(d, "  hessian ") != NULL;
+        solve |= strstr(d, "  solve ") != NULL;
+    }
+    cr_expect(eta, "no draw with an ETA");
+    cr_expect(rate, "no draw with the forward's tokens/s");
+    cr_expect(hessian && solve, "stages seen: hessian %d, solve %d", hessian, solve);
+    cr_expect_leq(s.n_draws, 10 * seconds + 3, "%d draws in %.1f s: more than 10 a second", s.n_draws, seconds);
+    free(text);
+
+    /* A narrow terminal: the line is cut to its width rather than wrapped. */
+    char *narrow[] = {bin, "quantize", dir, "-o", out, "--method", "rtn", NULL};
+    text = run_on_pty(narrow, 30, 0, &st, &seconds);
+    cr_assert_eq(st, 0, "%s", text);
+    parse_screen(text, &s);
+    cr_assert_geq(s.n_draws, 1, "%s", text);
+    for (int i = 0; i < s.n_draws; i++) cr_expect_leq(strlen(s.draws[i]), 29, "%s", s.draws[i]);
+    cr_expect_eq(s.n_printed, 0);
+    free(text);
+}
+
+/* An error in the middle of the run (the file system refuses the GGUF past
+ * 60% of its size): the live line ends with a newline and the message stands
+ * on a line of its own below it. */
+Test(quantize_cli, terminal_error_ends_the_live_line_first, .timeout = 300)
+{
+    char bin[600], dir[256], out[512];
+    test_llmq_binary(bin, sizeof bin);
+    demo_model(dir, sizeof dir, "quantize-tty-err");
+    snprintf(out, sizeof out, "%s/r.gguf", dir);
+    char *argv[] = {bin, "quantize", dir, "-o", out, "--method", "rtn", NULL};
+    int st;
+    double seconds;
+    free(run_on_pty(argv, 120, 0, &st, &seconds));
+    cr_assert_eq(st, 0);
+    struct stat sb;
+    cr_assert_eq(stat(out, &sb), 0);
+    unlink(out);
+    char *text = run_on_pty(argv, 120, (long)sb.st_size * 6 / 10, &st, &seconds);
+    cr_assert_eq(st, 1, "%s", text);
+    const char *msg = strstr(text, "llmq quantize: ");
+    cr_assert_not_null(msg, "%s", text);
+    cr_expect(msg > text + 4 && !strncmp(msg - 4, "\033[K\n", 4), "the live line did not end before the message");
+    cr_expect_eq(strchr(msg, '\n'), text + strlen(text) - 1, "the message is not the last line: %s", msg);
+    screen s;
+    parse_screen(text, &s);
+    cr_assert_geq(s.n_draws, 1);
+    cr_expect(matches(LIVE_LINE, s.draws[s.n_draws - 1]), "the last draw: %s", s.draws[s.n_draws - 1]);
+    cr_expect_eq(s.n_printed, 1, "only the message below the live line");
+    cr_expect_neq(stat(out, &sb), 0, "no file may be left at the output path");
+    free(text);
+}
+
+/* stderr not a terminal: the plain lines as before (no \r, no escapes): the
+ * calibration header and one summary per layer; nothing at all for RTN. */
+Test(quantize_cli, plain_progress_when_stderr_is_not_a_terminal, .timeout = 300)
+{
+    char bin[600], dir[256], cmd[4096];
+    test_llmq_binary(bin, sizeof bin);
+    demo_model(dir, sizeof dir, "quantize-plain");
+    int st;
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o %s/a.gguf --method awq+gptq --calib %s/calib.txt --calib-samples 1 --calib-seqlen 64 2>&1 >/dev/null",
+             bin, dir, dir, dir);
+    char *out = run(cmd, &st);
+    cr_assert_eq(st, 0, "%s", out);
+    cr_expect(!strchr(out, '\r') && !strchr(out, '\033'), "terminal control in plain output: %s", out);
+    char *save = NULL, want[700];
+    snprintf(want, sizeof want, "llmq quantize: awq+gptq, calibration 1 × 64 tokens from %s/calib.txt", dir);
+    char *line = strtok_r(out, "\n", &save);
+    cr_assert_not_null(line);
+    cr_expect_str_eq(line, want);
+    int n = 0;
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        n++;
+        char head[32];
+        snprintf(head, sizeof head, "layer %d/4:", n);
+        cr_expect(!strncmp(line, head, strlen(head)) && matches("^layer [1-4]/4: awq r=[0-9]\\.[0-9]{2}(/[0-9]\\.[0-9]{2})*" GPTQ_ERR TIMES_RSS, line),
+                  "line %d: %s", n, line);
+    }
+    cr_expect_eq(n, 4);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o %s/r.gguf --method rtn 2>&1 >/dev/null", bin, dir, dir);
+    out = run(cmd, &st);
+    cr_assert_eq(st, 0, "%s", out);
+    cr_expect_str_eq(out, "", "RTN prints nothing on stderr off a terminal");
     free(out);
 }

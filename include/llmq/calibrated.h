@@ -36,6 +36,7 @@ typedef struct {
     llmq_awq_opts awq;
     bool rtn_search; /* AWQ without GPTQ rounds with the grid search */
     void (*report)(void *user, const llmq_layer_report *r);
+    llmq_stage_fn stage; /* optional: the method's stages inside a layer (llmq/quantize.h) */
     void *user;
 } llmq_calibrated_opts;
 

@@ -136,6 +136,15 @@ typedef struct {
     double elapsed, eta;   /* seconds; eta < 0 while unknown */
 } llmq_quant_progress;
 
+/* Called when a stage of the run begins, and again while a calibration forward
+ * runs with its throughput so far. layer: the decoder layer (-1 before the
+ * first, n_layers for the output head). stage: a short name, valid during the
+ * call ("embed", "load", "quantize", "write", "head" from the driver; the
+ * calibrated methods add "embed calib", "hessian q,k,v", "solve q_proj",
+ * "awq search", "round", "forward", ...). tokens_per_s: the latest measured
+ * calibration forward throughput while one runs, else 0. */
+typedef void (*llmq_stage_fn)(void *user, int layer, const char *stage, double tokens_per_s);
+
 typedef struct {
     llmq_policy policy;
     const llmq_layer_method *method; /* NULL = RTN (with rtn_search) */
@@ -146,6 +155,7 @@ typedef struct {
     int calib_samples;
     void (*progress)(void *user, const llmq_quant_progress *p); /* after every tensor */
     void (*notice)(void *user, const char *line);                 /* one line per fallback */
+    llmq_stage_fn stage;                                          /* optional: the driver's stages */
     void *user;
 } llmq_quant_opts;
 

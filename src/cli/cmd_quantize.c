@@ -1,5 +1,6 @@
 /* llmq quantize SRC -o OUT.gguf --method rtn --type T [options] */
 #include "cli.h"
+#include "live.h"
 #include "llmq/calibrated.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
@@ -53,30 +54,76 @@ static const char *usage =
     "llama-quantize does (Q6_K->Q8_0, Q3_K->Q4_0, otherwise F16), with a one-line notice.\n";
 
 typedef struct {
-    bool tty;
-    bool dirty;
     llmq_layer_report *layers; /* one per finished decoder layer (calibrated methods) */
     int n_layers;
+    /* The live line (stderr a terminal): what render_line shows, under the line's lock. */
+    cli_live *live;
+    int n_model_layers;
+    bool tied;          /* no output head to write after the layers */
+    int layer;          /* -1 before the decoder layers, n_model_layers for the head */
+    char stage[32];
+    double tokens_per_s;
+    bool done;
+    double t0, t_embed, t_layer0, t_layer; /* start of the run, the embedding, layer 0, the current layer (0: not yet) */
 } progress_state;
 
-static void on_progress(void *user, const llmq_quant_progress *p)
+static void on_stage(void *user, int layer, const char *stage, double tokens_per_s)
 {
     progress_state *st = user;
-    if (!st->tty) return;
-    if (p->layer < 0) fprintf(stderr, "\r\033[K[%d/%d] %s  %.1fs", p->tensors_done, p->n_tensors, p->tensor, p->elapsed);
-    else
-        fprintf(stderr, "\r\033[Klayer %d/%d  [%d/%d] %s  %.1fs  ETA %.0fs", p->layer < p->n_layers ? p->layer + 1 : p->n_layers,
-                p->n_layers, p->tensors_done, p->n_tensors, p->tensor, p->elapsed, p->eta > 0 ? p->eta : 0);
-    st->dirty = p->tensors_done < p->n_tensors;
-    if (!st->dirty) fputc('\n', stderr);
-    fflush(stderr);
+    if (!st->live) return;
+    double now = cli_live_now();
+    cli_live_lock(st->live);
+    if (layer != st->layer && layer >= 0) {
+        if (st->t_layer0 == 0) st->t_layer0 = now;
+        st->t_layer = now;
+    }
+    st->layer = layer;
+    if (!strcmp(stage, "embed") && st->t_embed == 0) st->t_embed = now;
+    snprintf(st->stage, sizeof st->stage, "%s", stage);
+    st->tokens_per_s = tokens_per_s;
+    cli_live_unlock(st->live);
+}
+
+/* Seconds left, or -1 before a decoder layer has finished: the mean time of
+ * the finished layers for each layer left (less what the current one has run),
+ * plus, when there is an output head to write, as long as the embedding took. */
+static double eta_seconds(const progress_state *st, double now)
+{
+    int n = st->n_model_layers, done = st->layer < 0 ? 0 : st->layer;
+    if (done == 0 || st->t_layer0 == 0) return -1;
+    double per = (st->t_layer - st->t_layer0) / done, in = now - st->t_layer;
+    double head = st->tied || st->t_embed == 0 ? 0 : st->t_layer0 - st->t_embed;
+    if (st->layer >= n) return head > in ? head - in : 0;
+    return per * (n - done - 1) + (per > in ? per - in : 0) + head;
+}
+
+static void duration(char *buf, size_t cap, double s)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* layer 2/32  hessian gate,up       2710 tok/s  elapsed 1:02  ETA 14:40 */
+static void render_line(void *user, double now, char *buf, size_t cap)
+{
+    const progress_state *st = user;
+    int n = st->n_model_layers, shown = st->layer < 0 ? 0 : st->layer < n ? st->layer + 1 : n;
+    char el[32], eta[32] = "--", tps[32] = "";
+    duration(el, sizeof el, now - st->t0);
+    double left = eta_seconds(st, now);
+    if (left >= 0) duration(eta, sizeof eta, left);
+    if (st->tokens_per_s > 0) snprintf(tps, sizeof tps, "%.0f tok/s", st->tokens_per_s);
+    if (st->done) snprintf(buf, cap, "layer %d/%d  done  elapsed %s", shown, n, el);
+    else snprintf(buf, cap, "layer %d/%d  %-17s %12s  elapsed %s  ETA %s", shown, n, st->stage, tps, el, eta);
 }
 
 static void on_notice(void *user, const char *line)
 {
     progress_state *st = user;
-    if (st->dirty) fputs("\r\033[K", stderr);
-    fprintf(stderr, "llmq quantize: note: %s\n", line);
+    char text[512];
+    snprintf(text, sizeof text, "llmq quantize: note: %s\n", line);
+    cli_live_print(st->live, text);
 }
 
 /* One line per finished layer: GPTQ's error against RTN's, AWQ's ratios, time, memory. */
@@ -88,26 +135,29 @@ static void on_layer_report(void *user, const llmq_layer_report *r)
         st->layers = grown;
         st->layers[st->n_layers++] = *r;
     }
-    if (st->dirty) fputs("\r\033[K", stderr);
-    fprintf(stderr, "layer %d/%d:", r->layer + 1, r->n_layers);
+    char text[512];
+    size_t n = 0;
+#define ADD(...) (n += (size_t)snprintf(text + (n < sizeof text ? n : sizeof text), n < sizeof text ? sizeof text - n : 0, __VA_ARGS__))
+    ADD("layer %d/%d:", r->layer + 1, r->n_layers);
     if (r->has_awq) {
-        fprintf(stderr, " awq r=");
+        ADD(" awq r=");
         for (int g = 0; g < LLMQ_AWQ_GROUP_COUNT; g++)
-            if (r->awq.searched[g]) fprintf(stderr, "%s%.2f", g ? "/" : "", r->awq.ratio[g]);
+            if (r->awq.searched[g]) ADD("%s%.2f", g ? "/" : "", r->awq.ratio[g]);
     }
     double rtn = 0, gptq = 0;
-    int n = 0;
+    int k_n = 0;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++)
         if (r->err_gptq[k] > 0) {
             rtn += r->err_rtn[k];
             gptq += r->err_gptq[k];
-            n++;
+            k_n++;
         }
-    if (n) fprintf(stderr, " gptq err %.5f (rtn %.5f)", gptq / n, rtn / n);
-    if (r->damp_retries) fprintf(stderr, " [damp raised %d×]", r->damp_retries);
-    fprintf(stderr, "  fwd %.1fs hess %.1fs solve %.1fs awq %.1fs  peak RSS %.0f MiB\n", r->seconds_forward, r->seconds_hessian,
-            r->seconds_solver, r->seconds_awq, r->peak_rss_bytes / 1048576.0);
-    st->dirty = false;
+    if (k_n) ADD(" gptq err %.5f (rtn %.5f)", gptq / k_n, rtn / k_n);
+    if (r->damp_retries) ADD(" [damp raised %d×]", r->damp_retries);
+    ADD("  fwd %.1fs hess %.1fs solve %.1fs awq %.1fs  peak RSS %.0f MiB\n", r->seconds_forward, r->seconds_hessian, r->seconds_solver,
+        r->seconds_awq, r->peak_rss_bytes / 1048576.0);
+#undef ADD
+    cli_live_print(st->live, text);
 }
 
 static int parse_type_option(const char *opt, const char *value, int *out)
@@ -258,7 +308,8 @@ int cmd_quantize(int argc, char **argv)
     if (!cm) return 1;
     char name_buf[256];
     default_name(cm->path, name_buf, sizeof name_buf);
-    progress_state ps = {cli_stderr_is_tty(), false, NULL, 0};
+    progress_state ps = {.n_model_layers = cm->model->cfg.n_layers, .tied = cm->model->cfg.tie_word_embeddings, .layer = -1,
+                         .stage = "start"};
     llmq_calib calib = {0};
     llmq_layer_method lm = {0};
     llmq_calibrated_opts co = {0};
@@ -288,6 +339,7 @@ int cmd_quantize(int argc, char **argv)
         co.awq.rtn_search = search;
         co.rtn_search = search;
         co.report = on_layer_report;
+        co.stage = on_stage;
         co.user = &ps;
         llmq_calibrated_method(&co, &lm);
         fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
@@ -299,14 +351,20 @@ int cmd_quantize(int argc, char **argv)
         .calib_sha256 = kind >= 0 ? calib.sha256 : NULL,
         .calib_samples = kind >= 0 ? calib.n_samples : 0,
         .model_name = name ? name : name_buf,
-        .progress = on_progress,
         .notice = on_notice,
+        .stage = on_stage,
         .user = &ps,
     };
     llmq_quant_report rep;
     int status = 1;
-    if (llmq_quantize_model(cm->model, cm->tokenizer, out, &opts, &rep)) {
-        if (ps.dirty) fputc('\n', stderr);
+    ps.t0 = cli_live_now();
+    ps.live = cli_live_start(render_line, &ps);
+    int rc = llmq_quantize_model(cm->model, cm->tokenizer, out, &opts, &rep);
+    cli_live_lock(ps.live);
+    ps.done = rc == LLMQ_OK;
+    cli_live_unlock(ps.live);
+    cli_live_end(ps.live); /* on an error, the line as it stood, then the message below it */
+    if (rc) {
         cli_fail_last("quantize");
         goto done;
     }

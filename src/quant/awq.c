@@ -245,26 +245,25 @@ int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group
 
 /* ------------------------------------------------------------ statistics */
 
-/* mean |x| per channel over n rows of `cols` (accumulated in double per thread). */
-static int mean_abs(const float *x, size_t n, int cols, float *mean)
+/* mean |x| per channel over n rows of `cols`, each channel summed in double
+ * over the rows in order: threads take strips of channels, so the means (and
+ * the scales made of them) are the same bits whatever the number of threads.
+ * (Per-thread partial sums over row ranges, added afterwards, rounded
+ * differently with 1 and 2 threads.) */
+static void mean_abs(const float *x, size_t n, int cols, float *mean)
 {
-    int nt = omp_get_max_threads();
-    double *acc = calloc((size_t)nt * cols, sizeof *acc);
-    if (!acc) return llmq_error("AWQ: out of memory for activation statistics");
-    #pragma omp parallel
-    {
-        double *a = acc + (size_t)omp_get_thread_num() * cols;
-        #pragma omp for schedule(static)
-        for (size_t t = 0; t < n; t++)
-            for (int c = 0; c < cols; c++) a[c] += fabsf(x[t * cols + c]);
+    enum { STRIP = 128 };
+    const int n_strips = (cols + STRIP - 1) / STRIP;
+    #pragma omp parallel for schedule(static)
+    for (int b = 0; b < n_strips; b++) {
+        const int c0 = b * STRIP, w = cols - c0 < STRIP ? cols - c0 : STRIP;
+        double acc[STRIP] = {0};
+        for (size_t t = 0; t < n; t++) {
+            const float *row = x + t * cols + c0;
+            for (int c = 0; c < w; c++) acc[c] += fabsf(row[c]);
+        }
+        for (int c = 0; c < w; c++) mean[c0 + c] = (float)(acc[c] / (double)n);
     }
-    for (int c = 0; c < cols; c++) {
-        double sum = 0;
-        for (int t = 0; t < nt; t++) sum += acc[(size_t)t * cols + c];
-        mean[c] = (float)(sum / (double)n);
-    }
-    free(acc);
-    return LLMQ_OK;
 }
 
 /* AutoAWQ's w_mean: |w| relative to its weight group's max, averaged per
@@ -359,6 +358,34 @@ static int inspect_chunk(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
     }
 }
 
+/* Σ (o − r)² over n values in a fixed order — blocks of a fixed size summed in
+ * parallel, then added in block order — so that the losses the ratio search
+ * compares are the same bits whatever the number of threads (an OpenMP
+ * reduction adds its per-thread partial sums in an order that depends on the
+ * team, and a near tie could then pick another ratio). */
+static double sum_sq_diff(const float *o, const float *r, size_t n)
+{
+    enum { BLOCK = 4096, BATCH = 256 };
+    double total = 0;
+    for (size_t b0 = 0; b0 < n; b0 += (size_t)BLOCK * BATCH) {
+        const size_t len = n - b0 < (size_t)BLOCK * BATCH ? n - b0 : (size_t)BLOCK * BATCH;
+        const int nb = (int)((len + BLOCK - 1) / BLOCK);
+        double part[BATCH];
+        #pragma omp parallel for schedule(static)
+        for (int b = 0; b < nb; b++) {
+            const size_t i0 = b0 + (size_t)b * BLOCK, i1 = i0 + BLOCK < b0 + len ? i0 + BLOCK : b0 + len;
+            double sum = 0;
+            for (size_t i = i0; i < i1; i++) {
+                double e = (double)o[i] - r[i];
+                sum += e * e;
+            }
+            part[b] = sum;
+        }
+        for (int b = 0; b < nb; b++) total += part[b];
+    }
+    return total;
+}
+
 /* Runs the inspected sub-block over all tokens: into out (when non-NULL),
  * and the sum of squared differences to ref into *sse (when ref is non-NULL). */
 static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
@@ -379,16 +406,7 @@ static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, 
         } else {
             rc = inspect_chunk(c, g, L, in, t0, (int)n, o);
         }
-        if (rc == LLMQ_OK && ref) {
-            const float *r = ref + t0 * d;
-            double part = 0;
-            #pragma omp parallel for schedule(static) reduction(+ : part)
-            for (size_t i = 0; i < n * d; i++) {
-                double e = (double)o[i] - r[i];
-                part += e * e;
-            }
-            total += part;
-        }
+        if (rc == LLMQ_OK && ref) total += sum_sq_diff(o, ref + t0 * d, n * d);
     }
     free(buf);
     if (sse) *sse = total;
@@ -448,7 +466,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
         if (!(tmp[j] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
         Lq.lin[group_readers[g][j]].data = tmp[j];
     }
-    if (mean_abs(in, c->n_tokens, cols, x_mean)) goto done;
+    mean_abs(in, c->n_tokens, cols, x_mean);
     if (w_mean && weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean)) goto done;
 
     double best = INFINITY, loss0 = NAN;

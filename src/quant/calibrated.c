@@ -30,7 +30,25 @@ typedef struct {
     const void *y_norm;
     bool y_valid;
     llmq_layer_report rep;
+    /* The stage in progress (opts.stage): its name and when it began. */
+    const char *stage;
+    double t_stage;
 } state;
+
+/* Tells the caller that a stage of layer `layer` begins. */
+static void stage(state *s, int layer, const char *name)
+{
+    s->stage = name;
+    s->t_stage = omp_get_wtime();
+    if (s->o.stage) s->o.stage(s->o.user, layer, name, 0);
+}
+
+/* During a forward stage: `tokens` of the calibration samples are through. */
+static void stage_rate(const state *s, int layer, int64_t tokens)
+{
+    double dt = omp_get_wtime() - s->t_stage;
+    if (s->o.stage && dt > 0) s->o.stage(s->o.user, layer, s->stage, (double)tokens / dt);
+}
 
 static void release(state *s)
 {
@@ -70,6 +88,7 @@ static int begin(void *p, const llmq_model *m)
         return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", c->n_samples, c->seqlen,
                           (double)c->n_samples * (stride + (gptq ? s->y_stride : 0)) * 4 / (1 << 30));
     }
+    stage(s, -1, "embed calib");
     for (int i = 0; i < c->n_samples; i++)
         if (llmq_embed(m, c->tokens + (size_t)i * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK) {
             release(s);
@@ -100,9 +119,12 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
 {
     /* the forward's buffers need not sit beside the solver's: memory stays within the bound */
     llmq_model_release_workspace(m);
+    static const char *const solve[LLMQ_LIN_COUNT] = {"solve q_proj",    "solve k_proj",  "solve v_proj",   "solve o_proj",
+                                                      "solve gate_proj", "solve up_proj", "solve down_proj"};
     for (int j = 0; j < n_lins; j++) {
         llmq_linear k = lins[j];
         if (!packed[k]) continue;
+        stage(s, index, solve[k]);
         const int cols = cur->lin[k].cols;
         double t1 = omp_get_wtime();
         memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
@@ -127,11 +149,13 @@ static bool any_packed(void *const packed[LLMQ_LIN_COUNT], const llmq_linear *li
     return false;
 }
 
+/* One sample's inputs of a linear into s->H; then the pass's tokens/s so far to the stage callback. */
 static int hessian_add(state *s, int cols, int64_t *n_seen, const float *x, int n)
 {
     double t0 = omp_get_wtime();
     int rc = llmq_hessian_add(s->H, cols, n_seen, x, n);
     s->rep.seconds_hessian += omp_get_wtime() - t0;
+    if (rc == LLMQ_OK) stage_rate(s, s->rep.layer, *n_seen);
     return rc;
 }
 
@@ -159,6 +183,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     double t0;
 
     if (any_packed(packed, qkv, 3)) {
+        stage(s, index, "hessian q,k,v");
         t0 = omp_get_wtime();
         seen = 0;
         for (int i = 0; i < c->n_samples; i++) {
@@ -172,6 +197,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     const double h0 = s->rep.seconds_hessian;
     t0 = omp_get_wtime();
     const bool o_packed = packed[LLMQ_LIN_O] != NULL;
+    stage(s, index, o_packed ? "hessian o_proj" : "attention");
     seen = 0;
     for (int i = 0; i < c->n_samples; i++) {
         float *att = s->Y + (size_t)i * s->y_stride;
@@ -185,6 +211,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     const double h1 = s->rep.seconds_hessian;
     t0 = omp_get_wtime();
     const bool gu_packed = any_packed(packed, gate_up, 2);
+    stage(s, index, gu_packed ? "hessian gate,up" : "o_proj");
     seen = 0;
     for (int i = 0; i < c->n_samples; i++) {
         float *y = s->Y + (size_t)i * s->y_stride;
@@ -200,6 +227,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     if (gu_packed && solve_step(s, m, index, cur, w, gate_up, 2, targets, packed)) return LLMQ_ERR;
 
     if (packed[LLMQ_LIN_DOWN]) {
+        stage(s, index, "hessian down_proj");
         const double h2 = s->rep.seconds_hessian;
         t0 = omp_get_wtime();
         seen = 0;
@@ -234,6 +262,7 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
             types[k] = packed[k] ? targets[k].type : LLMQ_TYPE_F16;
             if (packed[k]) group_size = targets[k].group_size;
         }
+        stage(s, index, "awq search");
         double t0 = omp_get_wtime();
         if (llmq_awq_layer(m, index, &cur, s->X, s->o.calib->n_samples, s->o.calib->seqlen, types, group_size, &s->o.awq, &s->rep.awq) != LLMQ_OK)
             return llmq_error_prefix("layer %d AWQ", index);
@@ -241,6 +270,7 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
         s->rep.seconds_awq = omp_get_wtime() - t0;
     }
     if (s->o.kind == LLMQ_CAL_AWQ) {
+        stage(s, index, "round");
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             if (!packed[k]) continue;
             if (llmq_quantize_rows(targets[k].type, w->lin[k], cur.lin[k].rows, cur.lin[k].cols, targets[k].group_size, s->o.rtn_search,
@@ -264,8 +294,10 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
      * pointers differ and the layer runs whole). */
     bool reuse = s->y_valid && quantized->attn_norm.data == s->y_norm;
     for (int k = 0; reuse && k <= LLMQ_LIN_O; k++) reuse = quantized->lin[k].data == s->y_weights[k];
+    stage(s, index, "forward");
     for (int i = 0; i < c->n_samples; i++) {
         float *x = s->X + (size_t)i * stride;
+        if (i > 0) stage_rate(s, index, (int64_t)i * T);
         if (!reuse) {
             if (llmq_layer_forward(m, quantized, index, x, T, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
             continue;

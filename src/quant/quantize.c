@@ -69,6 +69,11 @@ static double now(void)
 
 static const char *type_name(llmq_type t) { return llmq_type_get(t)->name; }
 
+static void stage(const job *j, int layer, const char *name)
+{
+    if (j->opts->stage) j->opts->stage(j->opts->user, layer, name, 0);
+}
+
 static int plan_tensor(job *j, const char *name, llmq_tensor_role role, llmq_linear lin, int layer, int64_t rows,
                        int64_t cols)
 {
@@ -289,6 +294,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, int32_t *pe
     char name[LLMQ_GGUF_MAX_NAME + 16];
     int rc = LLMQ_ERR;
     j->current_layer = l;
+    stage(j, l, "load");
 
     if (!(lw.f.attn_norm = copy_vector(&L->attn_norm)) || !(lw.f.ffn_norm = copy_vector(&L->ffn_norm))) goto oom;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
@@ -304,6 +310,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, int32_t *pe
             !(lw.packed[k] = malloc(llmq_row_size(pl->type, w->cols) * (size_t)w->rows)))
             goto oom;
     }
+    stage(j, l, "quantize");
     if (method->quantize_layer(method->state, src, l, &lw.f, targets, lw.packed)) goto done;
     /* Linears the policy keeps in a float type: plain conversions. */
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
@@ -323,6 +330,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, int32_t *pe
         if (method->layer_done(method->state, src, l, &q)) goto done;
     }
     /* Write in file order: attn_norm, q, k, v, o, ffn_norm, gate, up, down (+ biases). */
+    stage(j, l, "write");
     llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
     if (write_f32(j, name, lw.f.attn_norm, NULL)) goto done;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
@@ -414,6 +422,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
         goto done;
     if (method->begin && method->begin(method->state, src)) goto done;
     begun = true;
+    stage(&j, -1, "embed");
     if (write_big(&j, "token_embd.weight", &src->embed)) goto done;
     if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3) {
         float *freqs = malloc((size_t)c->head_dim / 2 * sizeof *freqs);
@@ -424,6 +433,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     for (int l = 0; l < c->n_layers; l++)
         if (run_layer(&j, method, l, perm_q, perm_k)) goto done;
     j.current_layer = c->n_layers;
+    stage(&j, c->n_layers, "head");
     if (write_f32(&j, "output_norm.weight", src->final_norm.data, NULL)) goto done;
     if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head)) goto done;
     rc = llmq_gguf_writer_finish(j.w);
