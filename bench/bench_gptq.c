@@ -56,7 +56,7 @@ static double cpu_seconds(void)
 
 /* Floating-point operations of the solve: Cholesky + triangular inverse
  * (n³/3 each), the lazy-batch GEMMs, the in-block updates, and with stats
- * the two triangular products (rows·n² each). */
+ * the two triangular products (sampled rows·n² each). */
 static double solver_flops(int rows, int n, int B, int with_stats)
 {
     double f = 2.0 * n * (double)n * n / 3.0;
@@ -65,7 +65,11 @@ static double solver_flops(int rows, int n, int B, int with_stats)
         f += 2.0 * rows * (double)(i2 - i1) * (n - i2);
         f += (double)rows * (i2 - i1) * (i2 - i1);
     }
-    if (with_stats) f += 2.0 * rows * (double)n * n;
+    if (with_stats) {
+        /* the two traces run over every stride-th row (llmq/gptq.h) */
+        const int stride = rows <= LLMQ_GPTQ_STATS_ROWS ? 1 : rows / (LLMQ_GPTQ_STATS_ROWS / 2);
+        f += 2.0 * ((rows + stride - 1) / stride) * (double)n * n;
+    }
     return f;
 }
 

@@ -43,7 +43,12 @@ typedef struct {
 llmq_gptq_opts llmq_gptq_default_opts(void);
 
 /* Relative errors ‖(W−Q)X‖² / ‖WX‖², computed through H as
- * tr(Δ H Δᵀ) / tr(W H Wᵀ) (H undamped; dead columns excluded). */
+ * tr(Δ H Δᵀ) / tr(W H Wᵀ) (H undamped; dead columns excluded). Up to
+ * LLMQ_GPTQ_STATS_ROWS rows the traces are exact; a larger layer's RTN error
+ * and tr(W H Wᵀ) are estimated from every k-th row (at least half that many
+ * rows; a ratio estimate, within about 1% at the Llama shapes), since each
+ * trace costs 2·rows·cols² flops: more than the whole solve. */
+#define LLMQ_GPTQ_STATS_ROWS 1024
 typedef struct {
     double err_rtn;   /* of plain RTN (llmq_rtn_grids + rounding) of the same W, type, group size */
     double err_gptq;  /* of the GPTQ result */
@@ -51,8 +56,8 @@ typedef struct {
     int retries;      /* how many times damp was raised */
     int dead_columns; /* columns with H_ii == 0 (input feature never active): set to 0 */
     /* Wall time: preparing and factoring H (Cholesky, triangular inverse);
-     * the two error traces above (one triangular product each, about as
-     * much as the sweep's GEMMs); the column sweep and packing. */
+     * the two error traces above (one triangular product each over the
+     * rows they use); the column sweep and packing. */
     double seconds_factor, seconds_stats, seconds_sweep;
 } llmq_gptq_stats;
 

@@ -292,20 +292,25 @@ static int effective_block(int G, int B)
 
 /* Error statistics before the sweep: tr(W₀ H_d W₀ᵀ) and tr(Δ H_d Δᵀ) for
  * plain RTN, as ‖S·Fᵀ‖² with S the rows in reversed sweep order (the
- * factored matrix is J·H_p·J = FᵀF, F's transpose in our lower triangle). */
-typedef struct { double whw, w2, rtn_hd, rtn2; } pre_stats;
+ * factored matrix is J·H_p·J = FᵀF, F's transpose in our lower triangle),
+ * over every stride-th row (stride 1 up to LLMQ_GPTQ_STATS_ROWS rows).
+ * sampled_rows says how many rows the sums cover. */
+typedef struct { double whw, w2, rtn_hd, rtn2; int sampled_rows; } pre_stats;
 
 static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_type t, int G, bool search,
                      const int *pr, const unsigned char *dead, pre_stats *out)
 {
     enum { CHUNK = 128 };
     const int ng = llmq_group_count(n, G);
+    const int stride = rows <= LLMQ_GPTQ_STATS_ROWS ? 1 : rows / (LLMQ_GPTQ_STATS_ROWS / 2);
+    const int sampled = (rows + stride - 1) / stride;
     float *S = malloc(sizeof *S * (size_t)2 * CHUNK * n);
     if (!S) return LLMQ_ERR;
     memset(out, 0, sizeof *out);
+    out->sampled_rows = sampled;
     int failed = 0;
-    for (int r0 = 0; r0 < rows && !failed; r0 += CHUNK) {
-        const int m = rows - r0 < CHUNK ? rows - r0 : CHUNK;
+    for (int r0 = 0; r0 < sampled && !failed; r0 += CHUNK) {
+        const int m = sampled - r0 < CHUNK ? sampled - r0 : CHUNK;
         double w2 = 0, d2 = 0;
         #pragma omp parallel reduction(+ : w2, d2) if (worth_threads((size_t)m * n * 8))
         {
@@ -314,7 +319,7 @@ static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_typ
             llmq_rtn_opts ro = {.search = search, .importance = NULL};
             #pragma omp for schedule(static)
             for (int k = 0; k < m; k++) {
-                const float *x = W + (size_t)(r0 + k) * n;
+                const float *x = W + (size_t)(r0 + k) * stride * n;
                 if (!grids || !delta || llmq_rtn_grids(t, x, n, G, grids, &ro) != LLMQ_OK) {
                     #pragma omp atomic write
                     failed = 1;
@@ -489,7 +494,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     }
 
     t_factored = omp_get_wtime();
-    pre_stats pre = {0, 0, 0, 0};
+    pre_stats pre = {0, 0, 0, 0, 1};
     if (stats && rtn_stats(W, rows, n, H, type, G, o.grid_search, pr, dead, &pre) != LLMQ_OK) {
         llmq_error("gptq %s: out of memory for the error statistics", tname);
         goto done;
@@ -556,7 +561,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
          * §3–4); H_d adds lambda·‖Δ‖² and the dead columns' unit diagonal. */
         const double den = pre.whw - lambda * pre.w2;
         stats->err_rtn = relative(pre.rtn_hd - lambda * pre.rtn2, den);
-        stats->err_gptq = relative(loss - lambda * delta2 - dead2, den);
+        stats->err_gptq = relative(loss - lambda * delta2 - dead2, den * rows / pre.sampled_rows);
         stats->damp_used = damp;
         stats->retries = retries;
         stats->dead_columns = n_dead;
