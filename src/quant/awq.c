@@ -458,6 +458,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
     float *w_mean = c->opts->duo ? malloc((size_t)cols * sizeof(float)) : NULL;
     float *s = malloc((size_t)cols * sizeof(float));
     float *tmp[3] = {NULL, NULL, NULL};
+    double *losses = NULL; /* per ratio index, NaN until evaluated */
     int rc = LLMQ_ERR;
     llmq_layer Lq = *L;
     if (!x_mean || !s || (c->opts->duo && !w_mean)) goto oom;
@@ -469,26 +470,35 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
     mean_abs(in, c->n_tokens, cols, x_mean);
     if (w_mean && weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean)) goto done;
 
-    double best = INFINITY, loss0 = NAN;
-    float best_r = 0;
-    for (int i = 0; i < c->opts->n_grid; i++) {
-        double r = (double)i / c->opts->n_grid;
-        make_scales(x_mean, w_mean, r, cols, s);
-        /* Q(W·diag(s))·diag(s)⁻¹ on the unscaled input: the scaled layer's output. */
-        for (int j = 0; j < nr; j++) {
-            llmq_linear k = group_readers[g][j];
-            if (scaled_fake_quant(c, k, &L->lin[k], s, tmp[j])) goto done;
+    const int n_grid = c->opts->n_grid;
+    if (!(losses = malloc((size_t)n_grid * sizeof *losses))) goto oom;
+    for (int i = 0; i < n_grid; i++) losses[i] = NAN;
+    /* Ratio indices to evaluate: all of them, or every `step`-th one and then
+     * the best one's neighbours at step/2, step/4, ..., 1. */
+    int step = 1;
+    if (!c->opts->exhaustive)
+        while (step * 8 <= n_grid) step *= 2;
+    int best_i = -1;
+    for (int span = step, pass = 0; span >= 1; span /= 2, pass++) {
+        const int center = best_i;
+        for (int i = pass == 0 ? 0 : center - span; i < n_grid && (pass == 0 || i <= center + span); i += pass == 0 ? span : 2 * span) {
+            if (i < 0 || !isnan(losses[i])) continue;
+            make_scales(x_mean, w_mean, (double)i / n_grid, cols, s);
+            /* Q(W·diag(s))·diag(s)⁻¹ on the unscaled input: the scaled layer's output. */
+            for (int j = 0; j < nr; j++) {
+                llmq_linear k = group_readers[g][j];
+                if (scaled_fake_quant(c, k, &L->lin[k], s, tmp[j])) goto done;
+            }
+            double sse;
+            if (inspect_all(c, g, &Lq, in, ref, NULL, &sse)) goto done;
+            losses[i] = sse / ((double)c->n_tokens * d);
+            if (!isnan(losses[i]) && (best_i < 0 || losses[i] < losses[best_i] || (losses[i] == losses[best_i] && i < best_i))) best_i = i;
         }
-        double sse;
-        if (inspect_all(c, g, &Lq, in, ref, NULL, &sse)) goto done;
-        double loss = sse / ((double)c->n_tokens * d);
-        if (i == 0) loss0 = loss;
-        if (loss < best) {
-            best = loss;
-            best_r = (float)r;
-            memcpy(best_s, s, (size_t)cols * sizeof(float));
-        }
+        if (best_i < 0) break;
     }
+    const double best = best_i >= 0 ? losses[best_i] : INFINITY, loss0 = losses[0];
+    const float best_r = best_i >= 0 ? (float)((double)best_i / n_grid) : 0.0f;
+    if (best_i >= 0) make_scales(x_mean, w_mean, (double)best_i / n_grid, cols, best_s);
     if (!isfinite(best)) {
         llmq_error("layer %d: AWQ %s: the output error is not finite for any ratio", c->index, llmq_awq_group_names[g]);
         goto done;
@@ -505,7 +515,7 @@ oom:
     llmq_error("layer %d: AWQ %s: out of memory", c->index, llmq_awq_group_names[g]);
 done:
     for (int j = 0; j < 3; j++) free(tmp[j]);
-    free(x_mean); free(w_mean); free(s);
+    free(x_mean); free(w_mean); free(s); free(losses);
     return rc;
 }
 
