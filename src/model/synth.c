@@ -265,6 +265,29 @@ static int write_tokenizer(const char *dir, const symbol_table *syms, int (*merg
     return write_json(dir, "tokenizer_config.json", cfg);
 }
 
+/* calib.txt, eval.txt, and the BPE tokenizer (vocab tokens) trained on calib. */
+static int write_text_and_tokenizer(const char *dir, const char *calib, const char *eval, int vocab)
+{
+    const char *names[2] = {"calib.txt", "eval.txt"};
+    const char *texts[2] = {calib, eval};
+    for (int i = 0; i < 2; i++) {
+        char *path = llmq_path_join(dir, names[i]);
+        llmq_atomic_file af;
+        int rc = llmq_atomic_open(&af, path);
+        free(path);
+        if (rc != LLMQ_OK) return rc;
+        fputs(texts[i], af.fp);
+        if ((rc = llmq_atomic_commit(&af)) != LLMQ_OK) return rc;
+    }
+    symbol_table syms = {0};
+    int (*merges)[2] = malloc(sizeof(int[2]) * MAX_SYMBOLS), n_merges = 0;
+    int rc = merges ? train_bpe(calib, vocab, &syms, merges, &n_merges) : llmq_error("synth: out of memory");
+    if (rc == LLMQ_OK) rc = write_tokenizer(dir, &syms, merges, n_merges);
+    for (int i = 0; i < syms.n; i++) free(syms.text[i]);
+    free(merges);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ weights */
 
 typedef struct {
@@ -374,32 +397,17 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
     int rc = LLMQ_ERR;
     char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
-    symbol_table syms = {0};
-    int (*merges)[2] = malloc(sizeof(int[2]) * MAX_SYMBOLS);
     tensor_list tl = {0};
     llmq_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     double *B = NULL;
     float *embed = NULL, *head = NULL;
-    int n_merges = 0;
-    if (!calib || !eval || !merges) {
+    if (!calib || !eval) {
         llmq_error("synth: out of memory");
         goto done;
     }
     /* 1. text and tokenizer */
-    const char *names[2] = {"calib.txt", "eval.txt"};
-    const char *texts[2] = {calib, eval};
-    for (int i = 0; i < 2; i++) {
-        char *path = llmq_path_join(dir, names[i]);
-        llmq_atomic_file af;
-        rc = llmq_atomic_open(&af, path);
-        free(path);
-        if (rc != LLMQ_OK) goto done;
-        fputs(texts[i], af.fp);
-        if ((rc = llmq_atomic_commit(&af)) != LLMQ_OK) goto done;
-    }
-    if ((rc = train_bpe(calib, o->vocab, &syms, merges, &n_merges)) != LLMQ_OK) goto done;
-    if ((rc = write_tokenizer(dir, &syms, merges, n_merges)) != LLMQ_OK) goto done;
+    if ((rc = write_text_and_tokenizer(dir, calib, eval, o->vocab)) != LLMQ_OK) goto done;
     rc = LLMQ_ERR;
     if (!(tok = llmq_tokenizer_load(dir))) goto done;
 
@@ -488,8 +496,7 @@ done:
         free((void *)tl.t[i].data);
     }
     free(tl.t);
-    for (int i = 0; i < syms.n; i++) free(syms.text[i]);
     llmq_tokenizer_free(tok);
-    free(ids); free(B); free(embed); free(head); free(merges); free(calib); free(eval);
+    free(ids); free(B); free(embed); free(head); free(calib); free(eval);
     return rc;
 }
