@@ -194,3 +194,59 @@ Test(safetensors, model_with_nan_weight_is_refused)
     free(copy);
     llmq_st_close(st);
 }
+
+/* Streamed writing: the same bytes as llmq_st_write, the fill called chunk by
+ * chunk in order (a 40 MiB tensor spans three chunks), and a failing fill
+ * leaves no file and keeps its message. */
+typedef struct {
+    const llmq_st_tensor *t;
+    size_t calls, next_i, next_offset;
+    int fail_at;
+} stream_src;
+
+static int fill_from(void *user, size_t i, size_t offset, void *buf, size_t len)
+{
+    stream_src *s = user;
+    if (i != s->next_i || offset != s->next_offset) return llmq_error("out of order: tensor %zu offset %zu", i, offset);
+    if ((int)s->calls++ == s->fail_at) return llmq_error("fill refused");
+    memcpy(buf, (const unsigned char *)s->t[i].data + offset, len);
+    s->next_offset = offset + len;
+    if (s->next_offset == s->t[i].n_bytes) s->next_i = i + 1, s->next_offset = 0;
+    return LLMQ_OK;
+}
+
+Test(safetensors, streamed_write_matches_plain_write)
+{
+    char dir[256], a[512], b[512];
+    test_tmpdir(dir, sizeof dir, "ststream");
+    size_t big = (size_t)20 << 20; /* elements of BF16: 40 MiB */
+    uint16_t *x = malloc(big * 2), y[6] = {1, 2, 3, 4, 5, 6};
+    for (size_t i = 0; i < big; i++) x[i] = (uint16_t)(i * 2654435761u >> 7);
+    llmq_st_tensor t[2] = {
+        {.name = "small", .type = LLMQ_TYPE_BF16, .n_dims = 2, .shape = {2, 3}, .n_elements = 6, .data = y, .n_bytes = 12},
+        {.name = "big", .type = LLMQ_TYPE_BF16, .n_dims = 2, .shape = {(int64_t)(big >> 10), 1024}, .n_elements = (int64_t)big,
+         .data = x, .n_bytes = big * 2},
+    };
+    const char *meta[] = {"format", "pt", NULL};
+    snprintf(a, sizeof a, "%s/plain.safetensors", dir);
+    snprintf(b, sizeof b, "%s/stream.safetensors", dir);
+    cr_assert_eq(llmq_st_write(a, t, 2, meta), LLMQ_OK, "%s", llmq_last_error());
+    stream_src src = {.t = t, .fail_at = -1};
+    cr_assert_eq(llmq_st_write_stream(b, t, 2, meta, fill_from, &src), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(src.calls, 1 + 3);
+    size_t na, nb;
+    char *fa = llmq_read_file(a, 0, &na), *fb = llmq_read_file(b, 0, &nb);
+    cr_assert(fa && fb && na == nb && !memcmp(fa, fb, na), "streamed file differs (%zu vs %zu bytes)", nb, na);
+    free(fa);
+    free(fb);
+
+    snprintf(b, sizeof b, "%s/failed.safetensors", dir);
+    src = (stream_src){.t = t, .fail_at = 2};
+    cr_assert_eq(llmq_st_write_stream(b, t, 2, meta, fill_from, &src), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "fill refused") && strstr(llmq_last_error(), "failed.safetensors"), "%s", llmq_last_error());
+    cr_assert_not(llmq_file_exists(b));
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls '%s' | grep tmp)\"", dir);
+    cr_assert_eq(system(cmd), 0, "a temp file was left behind");
+    free(x);
+}

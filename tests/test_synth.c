@@ -1,12 +1,15 @@
+#include "llmq/config.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/model.h"
 #include "llmq/ppl.h"
+#include "llmq/safetensors.h"
 #include "llmq/synth.h"
 #include "llmq/tokenizer.h"
 #include "test_util.h"
 
 #include <math.h>
+#include <omp.h>
 
 static char dir[256];
 static llmq_synth_opts opts;
@@ -101,4 +104,274 @@ Test(synth, models_its_text_and_plants_outliers)
     free(text);
     llmq_tokenizer_free(tok);
     llmq_model_free(m);
+}
+
+/* ------------------------------------------------------------------ shapes */
+
+/* The real checkpoints' config.json values, written out here independently of
+ * src/model/synth.c. */
+static const struct {
+    const char *name, *arch;
+    int hidden, ffn, layers, heads, kv_heads, vocab, max_pos;
+    double theta;
+    float eps;
+    bool llama3, bias;
+} real[] = {
+    {"llama2-7b", "LlamaForCausalLM", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, 1e-5f, false, false},
+    {"llama3-8b", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5f, true, false},
+    {"qwen2.5-7b", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 131072, 1000000.0, 1e-6f, false, true},
+    {"llama3-70b", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5f, true, false},
+};
+#define N_REAL (sizeof real / sizeof real[0])
+
+Test(synth, shape_configs_load_with_the_real_dims)
+{
+    cr_assert_null(llmq_synth_shape_at(N_REAL), "a shape this test does not know");
+    for (size_t i = 0; i < N_REAL; i++) {
+        const llmq_synth_shape *s = llmq_synth_shape_find(real[i].name);
+        cr_assert_not_null(s, "%s", llmq_last_error());
+        cr_assert_eq(s, llmq_synth_shape_at(i));
+        cr_assert_eq(s->n_layers, real[i].layers);
+        for (int layers = 1; layers <= real[i].layers; layers += real[i].layers - 1) {
+            char *text = llmq_synth_shape_config(s, layers);
+            cr_assert_not_null(text, "%s", llmq_last_error());
+            llmq_config c;
+            cr_assert_eq(llmq_config_parse(text, strlen(text), real[i].name, &c), LLMQ_OK, "%s", llmq_last_error());
+            cr_assert_str_eq(c.architecture, real[i].arch);
+            cr_assert_eq(c.hidden_size, real[i].hidden, "%s", real[i].name);
+            cr_assert_eq(c.intermediate_size, real[i].ffn, "%s", real[i].name);
+            cr_assert_eq(c.n_layers, layers);
+            cr_assert_eq(c.n_heads, real[i].heads);
+            cr_assert_eq(c.n_kv_heads, real[i].kv_heads);
+            cr_assert_eq(c.head_dim, 128);
+            cr_assert_eq(c.vocab_size, real[i].vocab);
+            cr_assert_eq(c.max_position_embeddings, real[i].max_pos);
+            cr_assert_eq(c.rope_theta, real[i].theta);
+            cr_assert_eq(c.rms_norm_eps, real[i].eps);
+            cr_assert_eq(c.qkv_bias, real[i].bias);
+            cr_assert_not(c.o_bias || c.mlp_bias || c.tie_word_embeddings);
+            cr_assert_eq(c.bos_token_id, 1); /* the 512-token tokenizer's */
+            cr_assert_eq(c.eos_token_id, 2);
+            if (real[i].llama3) {
+                cr_assert_eq(c.rope_scaling, LLMQ_ROPE_SCALING_LLAMA3);
+                cr_assert_eq(c.rope_factor, 8.0);
+                cr_assert_eq(c.rope_low_freq_factor, 1.0);
+                cr_assert_eq(c.rope_high_freq_factor, 4.0);
+                cr_assert_eq(c.rope_original_max_position, 8192);
+                cr_assert(strstr(text, "\"rope_type\": \"llama3\""), "%s", text);
+            } else {
+                cr_assert_eq(c.rope_scaling, LLMQ_ROPE_SCALING_NONE);
+                cr_assert(strstr(text, "\"rope_scaling\": null"), "%s", text);
+            }
+            cr_assert(strstr(text, real[i].bias ? "\"model_type\": \"qwen2\"" : "\"model_type\": \"llama\""), "%s", text);
+            free(text);
+        }
+    }
+    cr_assert_null(llmq_synth_shape_find("llama2-13b"));
+    cr_assert(strstr(llmq_last_error(), "llama2-13b") && strstr(llmq_last_error(), "qwen2.5-7b"), "%s", llmq_last_error());
+}
+
+static void shape_opts(llmq_synth_opts *o, int layers, uint64_t seed)
+{
+    llmq_synth_defaults(o);
+    o->n_layers = layers;
+    o->seed = seed;
+    o->n_outliers = 8;
+    o->calib_bytes = 60000;
+    o->eval_bytes = 30000;
+}
+
+static int32_t *eval_ids(const char *d, size_t *n)
+{
+    char path[512];
+    llmq_tokenizer *tok = llmq_tokenizer_load(d);
+    cr_assert_not_null(tok, "%s", llmq_last_error());
+    cr_assert_eq(llmq_tokenizer_vocab_size(tok), 512);
+    snprintf(path, sizeof path, "%s/eval.txt", d);
+    size_t len;
+    char *text = llmq_read_file(path, 0, &len);
+    cr_assert_not_null(text, "%s", llmq_last_error());
+    int32_t *ids;
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &ids, n), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_gt(*n, 5000u);
+    free(text);
+    llmq_tokenizer_free(tok);
+    return ids;
+}
+
+/* Every real shape scaled down (hidden and FFN / 16, vocab / 32, heads kept)
+ * through the real writer: loads, and a forward gives a finite perplexity. */
+Test(synth, every_shape_scaled_down_loads_and_runs, .timeout = 120)
+{
+    test_tmpdir(dir, sizeof dir, "synth-shapes");
+    for (size_t i = 0; i < N_REAL; i++) {
+        llmq_synth_shape s = *llmq_synth_shape_at(i);
+        s.hidden /= 16;
+        s.intermediate /= 16;
+        s.vocab /= 32;
+        char d[512];
+        snprintf(d, sizeof d, "%s/%s", dir, s.name);
+        llmq_synth_opts o;
+        shape_opts(&o, 2, 7 + i);
+        cr_assert_eq(llmq_synth_write_shape(d, &s, &o), LLMQ_OK, "%s: %s", s.name, llmq_last_error());
+        llmq_model *m = llmq_model_load(d);
+        cr_assert_not_null(m, "%s: %s", s.name, llmq_last_error());
+        cr_assert_eq(m->cfg.hidden_size, real[i].hidden / 16);
+        cr_assert_eq(m->cfg.intermediate_size, real[i].ffn / 16);
+        cr_assert_eq(m->cfg.vocab_size, real[i].vocab / 32);
+        cr_assert_eq(m->cfg.n_layers, 2);
+        cr_assert_eq(m->cfg.n_kv_heads, real[i].kv_heads);
+        cr_assert_eq(m->cfg.qkv_bias, real[i].bias);
+        cr_assert_eq(m->layers[1].bias[LLMQ_LIN_K].data != NULL, real[i].bias);
+        size_t n;
+        int32_t *ids = eval_ids(d, &n);
+        llmq_ppl_opts po = {.ctx = 64, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 2, .bos_id = -1};
+        llmq_ppl_result r;
+        cr_assert_eq(llmq_perplexity(m, ids, n, &po, &r), LLMQ_OK, "%s: %s", s.name, llmq_last_error());
+        /* Random weights: about uniform over the vocabulary, not collapsed and not blown up. */
+        cr_assert(isfinite(r.ppl) && r.ppl > 0.3 * m->cfg.vocab_size && r.ppl < 3.0 * m->cfg.vocab_size, "%s: ppl %.1f (vocab %d)",
+                  s.name, r.ppl, m->cfg.vocab_size);
+        free(ids);
+        llmq_model_free(m);
+    }
+}
+
+static double tensor_std(const llmq_st_tensor *t, int col_skip_outliers, int hidden, double *mean_out)
+{
+    const uint16_t *w = t->data;
+    int64_t cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
+    double sum = 0, sq = 0;
+    int64_t n = 0;
+    for (int64_t k = 0; k < t->n_elements; k++) {
+        int c = (int)(k % cols), skip = 0;
+        for (int q = 0; q < 8 && col_skip_outliers; q++) skip |= c == llmq_synth_outlier_channel(q, hidden);
+        if (skip) continue;
+        double v = llmq_bf16_to_f32(w[k]);
+        sum += v;
+        sq += v * v;
+        n++;
+    }
+    *mean_out = sum / (double)n;
+    return sqrt(sq / (double)n - *mean_out * *mean_out);
+}
+
+static int same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = llmq_read_file(a, 0, &na), *y = llmq_read_file(b, 0, &nb);
+    cr_assert(x && y, "%s", llmq_last_error());
+    int same = na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A small Qwen-like shape: the same seed gives the same bytes whatever the
+ * thread count, another seed other weights; the weights have the planned
+ * scale and the planted channels dominate the activations. */
+Test(synth, shape_weights_deterministic_scaled_and_planted, .timeout = 120)
+{
+    llmq_synth_shape s = {.name = "tiny", .source = "-", .architecture = "Qwen2ForCausalLM", .hidden = 256, .intermediate = 640,
+                          .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .vocab = 1000, .max_position = 4096,
+                          .rope_theta = 1e6, .rms_norm_eps = 1e-6, .qkv_bias = 1};
+    test_tmpdir(dir, sizeof dir, "synth-tiny");
+    char a[512], b[512], c[512], fa[600], fb[600];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(c, sizeof c, "%s/c", dir);
+    llmq_synth_opts o;
+    shape_opts(&o, 2, 99);
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    cr_assert_eq(llmq_synth_write_shape(a, &s, &o), LLMQ_OK, "%s", llmq_last_error());
+    omp_set_num_threads(3);
+    cr_assert_eq(llmq_synth_write_shape(b, &s, &o), LLMQ_OK, "%s", llmq_last_error());
+    omp_set_num_threads(threads);
+    const char *files[] = {"model.safetensors", "config.json", "tokenizer.json", "calib.txt", "eval.txt"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(fa, sizeof fa, "%s/%s", a, files[i]);
+        snprintf(fb, sizeof fb, "%s/%s", b, files[i]);
+        cr_assert(same_file(fa, fb), "%s differs between 1 and 3 threads", files[i]);
+    }
+    o.seed = 100;
+    cr_assert_eq(llmq_synth_write_shape(c, &s, &o), LLMQ_OK, "%s", llmq_last_error());
+    snprintf(fb, sizeof fb, "%s/model.safetensors", c);
+    snprintf(fa, sizeof fa, "%s/model.safetensors", a);
+    cr_assert_not(same_file(fa, fb), "another seed wrote the same weights");
+
+    /* Layers out of range, vocab below the tokenizer's. */
+    o.n_layers = 5;
+    cr_assert_eq(llmq_synth_write_shape(c, &s, &o), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "1 to 4 layers"), "%s", llmq_last_error());
+    o.n_layers = 2;
+    s.vocab = 500;
+    cr_assert_eq(llmq_synth_write_shape(c, &s, &o), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "512"), "%s", llmq_last_error());
+    s.vocab = 1000;
+
+    llmq_safetensors *st = llmq_st_open(fa);
+    cr_assert_not_null(st, "%s", llmq_last_error());
+    cr_assert_eq(llmq_st_count(st), 1 + 2 * 12 + 2); /* embed, 2 × (2 norms, 7 weights, 3 biases), norm, head */
+    double mean, sd = tensor_std(llmq_st_find(st, "model.layers.1.self_attn.q_proj.weight"), 1, 256, &mean);
+    cr_assert(fabs(sd - 0.02) < 0.001 && fabs(mean) < 0.001, "q_proj std %.5f mean %.5f", sd, mean);
+    sd = tensor_std(llmq_st_find(st, "model.layers.0.mlp.down_proj.weight"), 0, 256, &mean);
+    cr_assert(fabs(sd - 0.02 / sqrt(8.0)) < 0.0005, "down_proj std %.5f", sd);
+    sd = tensor_std(llmq_st_find(st, "model.embed_tokens.weight"), 0, 256, &mean);
+    cr_assert(fabs(sd - 0.02) < 0.001, "embedding std %.5f", sd);
+    sd = tensor_std(llmq_st_find(st, "model.layers.0.self_attn.k_proj.bias"), 0, 256, &mean);
+    cr_assert(fabs(sd - 0.05) < 0.01, "k bias std %.5f", sd);
+    const llmq_st_tensor *norm = llmq_st_find(st, "model.layers.1.post_attention_layernorm.weight");
+    sd = tensor_std(norm, 1, 256, &mean);
+    cr_assert(fabs(mean - 1.0) < 0.01 && fabs(sd - 0.05) < 0.01, "norm mean %.4f std %.4f", mean, sd);
+    for (int q = 0; q < 8; q++) {
+        float v = llmq_bf16_to_f32(((const uint16_t *)norm->data)[llmq_synth_outlier_channel(q, 256)]);
+        cr_assert(v > 40 && v < 60, "planted channel %d: norm weight %.2f", q, v);
+    }
+    llmq_st_close(st);
+
+    llmq_model *m = llmq_model_load(a);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    size_t n;
+    int32_t *ids = eval_ids(a, &n);
+    abs_mean am = {0};
+    float *x = malloc((size_t)128 * 256 * sizeof(float));
+    cr_assert_eq(llmq_embed(m, ids, 128, x), LLMQ_OK);
+    cr_assert_eq(llmq_layer_forward(m, &m->layers[0], 0, x, 128, collect, &am), LLMQ_OK, "%s", llmq_last_error());
+    double sorted[256];
+    for (int i = 0; i < 256; i++) sorted[i] = am.sum[i] / (double)am.n;
+    qsort(sorted, 256, sizeof(double), cmp_double);
+    for (int q = 0; q < 8; q++) {
+        int ch = llmq_synth_outlier_channel(q, 256);
+        cr_assert_gt(am.sum[ch] / (double)am.n, 20 * sorted[128], "channel %d", ch);
+    }
+    free(x);
+    free(ids);
+    llmq_model_free(m);
+}
+
+Test(synth, cli_shape_errors_and_list)
+{
+    char llmq[600], cmd[2048], out[300];
+    test_llmq_binary(llmq, sizeof llmq);
+    test_tmpdir(dir, sizeof dir, "synth-cli");
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(cmd, sizeof cmd, "%s synth --list-shapes > %s", llmq, out);
+    cr_assert_eq(system(cmd), 0);
+    size_t len;
+    char *text = llmq_read_file(out, 0, &len);
+    for (size_t i = 0; i < N_REAL; i++) cr_assert(strstr(text, real[i].name), "%s", text);
+    cr_assert(strstr(text, "Qwen/Qwen2.5-7B") && strstr(text, "152064"), "%s", text);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s synth --shape llama9 %s/m 2> %s", llmq, dir, out);
+    cr_assert_eq(WEXITSTATUS(system(cmd)), 1);
+    text = llmq_read_file(out, 0, &len);
+    cr_assert(strstr(text, "unknown shape 'llama9'") && strstr(text, "llama3-70b"), "%s", text);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s synth --shape llama2-7b --layers 33 %s/m 2> %s", llmq, dir, out);
+    cr_assert_eq(WEXITSTATUS(system(cmd)), 1);
+    text = llmq_read_file(out, 0, &len);
+    cr_assert(strstr(text, "1 to 32 layers"), "%s", text);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s synth --shape llama2-7b 2> %s", llmq, out);
+    cr_assert_eq(WEXITSTATUS(system(cmd)), 2);
 }

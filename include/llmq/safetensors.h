@@ -43,4 +43,13 @@ int llmq_st_check_finite(const llmq_st_tensor *t);
  * of key, value strings). Tensor data is taken from t[i].data. */
 int llmq_st_write(const char *path, const llmq_st_tensor *tensors, size_t n, const char *const *metadata);
 
+/* Same file, with the tensor data produced while writing instead of held in
+ * memory (t[i].data is ignored): fill(user, i, offset, buf, len) writes bytes
+ * [offset, offset + len) of tensor i into buf, tensor by tensor and in order,
+ * len at most 16 MiB; it returns LLMQ_OK, or LLMQ_ERR (with llmq_error set)
+ * to abandon the file. */
+typedef int (*llmq_st_fill_fn)(void *user, size_t i, size_t offset, void *buf, size_t len);
+int llmq_st_write_stream(const char *path, const llmq_st_tensor *tensors, size_t n, const char *const *metadata,
+                         llmq_st_fill_fn fill, void *user);
+
 #endif

@@ -7,7 +7,13 @@
  * lm_head factor the bigram log-probability matrix (SVD), and the decoder
  * layers are small seeded random perturbations. A few hidden channels get
  * large input-norm weights, so their activations are planted outliers (what
- * AWQ looks for). */
+ * AWQ looks for).
+ *
+ * Shapes: checkpoints at the tensor shapes of real models (Llama-2-7B,
+ * Llama-3.1-8B, Qwen2.5-7B, Llama-3.1-70B) with seeded random BF16 weights and
+ * only the first N decoder layers, for benchmarks at realistic sizes. They
+ * carry the demo's text and its 512-token tokenizer (ids below every shape's
+ * vocabulary), so quantize --calib and ppl --text run on them. */
 #ifndef LLMQ_SYNTH_H
 #define LLMQ_SYNTH_H
 
@@ -32,5 +38,39 @@ char *llmq_synth_text(uint64_t seed, size_t bytes);
 /* Writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
  * calib.txt and eval.txt into dir (created if needed). */
 int llmq_synth_write(const char *dir, const llmq_synth_opts *o);
+
+/* A model's shape and the config.json fields that differ between families. */
+typedef struct {
+    const char *name;          /* "llama2-7b" */
+    const char *source;        /* the Hugging Face checkpoint it copies, "meta-llama/Llama-2-7b-hf" */
+    const char *architecture;  /* "LlamaForCausalLM" or "Qwen2ForCausalLM" */
+    int hidden, intermediate, n_layers, n_heads, n_kv_heads, vocab, max_position;
+    double rope_theta, rms_norm_eps;
+    int llama3_rope;           /* rope_scaling llama3: factor 8, low/high_freq_factor 1/4, original 8192 */
+    int qkv_bias;              /* q/k/v biases (Qwen2) */
+    int tied;                  /* tie_word_embeddings */
+} llmq_synth_shape;
+
+/* The built-in shapes: i-th one (NULL past the end), or by name (NULL and an
+ * error listing the names when there is none). */
+const llmq_synth_shape *llmq_synth_shape_at(size_t i);
+const llmq_synth_shape *llmq_synth_shape_find(const char *name);
+
+/* config.json of shape s with n_layers decoder layers (malloc'd JSON text, keys
+ * sorted as transformers writes them; bos/eos are the 512-token tokenizer's 1
+ * and 2). NULL on error. */
+char *llmq_synth_shape_config(const llmq_synth_shape *s, int n_layers);
+
+/* Writes calib.txt, eval.txt, tokenizer.json, tokenizer_config.json,
+ * model.safetensors (BF16, streamed: memory stays a few MiB whatever the size)
+ * and config.json of shape s into dir (created if needed). From o: n_layers
+ * (1 .. s->n_layers), seed, n_outliers, outlier_scale, calib_bytes and
+ * eval_bytes; its other fields are ignored. The weights are a pure function of
+ * (seed, shape, tensor, element), so the bytes do not depend on threads.
+ * s->vocab must be at least 512 (the tokenizer's size). */
+int llmq_synth_write_shape(const char *dir, const llmq_synth_shape *s, const llmq_synth_opts *o);
+/* The built-in shape `name` with n_layers layers, 8 outlier channels and 1 MB
+ * of calibration and 300 kB of evaluation text. */
+int llmq_synth_shape_write(const char *dir, const char *name, int n_layers, uint64_t seed);
 
 #endif

@@ -1,4 +1,5 @@
-/* llmq synth [DIR] — writes the project's small deterministic demo checkpoint. */
+/* llmq synth [DIR] — writes the project's small deterministic demo checkpoint;
+ * llmq synth --shape NAME DIR — a checkpoint at a real model's shapes. */
 #include "cli.h"
 #include "llmq/error.h"
 #include "llmq/synth.h"
@@ -7,30 +8,66 @@
 
 static const char *usage =
     "usage: llmq synth [DIR] [--seed N] [--layers N]\n"
+    "       llmq synth --shape NAME [--layers N] [--seed N] DIR\n"
+    "       llmq synth --list-shapes\n"
     "\n"
     "Writes a small deterministic Llama checkpoint (default DIR models/llmq-demo): config.json,\n"
     "model.safetensors (BF16), a BPE tokenizer.json trained on its own synthetic text, and that text\n"
     "(calib.txt, eval.txt). The model is a low-rank bigram model of the text, with a few hidden\n"
-    "channels of planted large activations; hidden 256, FFN 768, GQA 4/2 heads, vocab 512.\n";
+    "channels of planted large activations; hidden 256, FFN 768, GQA 4/2 heads, vocab 512.\n"
+    "\n"
+    "  --shape NAME         instead, a benchmark checkpoint at a real model's tensor shapes and config\n"
+    "                         (llama2-7b, llama3-8b, qwen2.5-7b, llama3-70b: see --list-shapes) with\n"
+    "                         seeded random BF16 weights (std 0.02, 8 planted outlier channels) and only\n"
+    "                         the first --layers decoder layers (default 1); same files, the demo's\n"
+    "                         512-token tokenizer, 1 MB calib.txt and 300 kB eval.txt. Written streaming.\n"
+    "  --layers N           decoder layers (default 4, or 1 with --shape)\n"
+    "  --seed N             seed of the text and weights (same seed, same bytes)\n"
+    "  --list-shapes        the shapes, their source checkpoints and sizes\n";
+
+static void list_shapes(void)
+{
+    printf("%-11s %-26s %6s %6s %5s %7s  %s\n", "shape", "source", "hidden", "ffn", "heads", "vocab", "size (1 layer + per layer)");
+    for (size_t i = 0; llmq_synth_shape_at(i); i++) {
+        const llmq_synth_shape *s = llmq_synth_shape_at(i);
+        double hd = (double)s->hidden / s->n_heads, d = s->hidden;
+        double layer = 2 * (d * hd * (2 * s->n_heads + 2 * s->n_kv_heads) + 3 * d * s->intermediate + 2 * d);
+        if (s->qkv_bias) layer += 2 * hd * (s->n_heads + 2 * s->n_kv_heads);
+        double outside = 2 * (d * s->vocab * (s->tied ? 1 : 2) + d);
+        printf("%-11s %-26s %6d %6d %2d/%-2d %7d  %.2f GB + %.2f GB\n", s->name, s->source, s->hidden, s->intermediate,
+               s->n_heads, s->n_kv_heads, s->vocab, (outside + layer) / 1e9, layer / 1e9);
+    }
+}
 
 int cmd_synth(int argc, char **argv)
 {
-    const char *dir = "models/llmq-demo";
+    const char *dir = NULL, *shape = NULL;
     llmq_synth_opts o;
     llmq_synth_defaults(&o);
-    int seed = -1;
+    int seed = -1, layers = 0;
     for (cli_args a = cli_begin("synth", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
             return 0;
         }
-        if (cli_int(&a, "--seed", 0, &seed) || cli_int(&a, "--layers", 1, &o.n_layers)) {
+        if (cli_flag(&a, "--list-shapes")) {
+            list_shapes();
+            return 0;
+        }
+        if (cli_int(&a, "--seed", 0, &seed) || cli_int(&a, "--layers", 1, &layers) || cli_value(&a, "--shape", &shape)) {
             if (a.failed) return 2;
-        } else if (a.positional) dir = a.positional;
+        } else if (a.positional && !dir) dir = a.positional;
         else return cli_unknown(&a);
     }
     if (seed >= 0) o.seed = (uint64_t)seed;
-    if (llmq_synth_write(dir, &o) != LLMQ_OK) return cli_fail_last("synth");
+    if (shape) {
+        if (!dir) return cli_usage_error("synth", "--shape needs a DIR to write into");
+        if (llmq_synth_shape_write(dir, shape, layers ? layers : 1, o.seed) != LLMQ_OK) return cli_fail_last("synth");
+    } else {
+        if (!dir) dir = "models/llmq-demo";
+        if (layers) o.n_layers = layers;
+        if (llmq_synth_write(dir, &o) != LLMQ_OK) return cli_fail_last("synth");
+    }
     printf("%s\n", dir);
     return 0;
 }

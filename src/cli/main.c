@@ -25,7 +25,7 @@ static const struct {
     {"quantize", "quantize a checkpoint to a GGUF file (rtn, gptq, awq)"},
     {"ppl", "measure perplexity (and KL divergence against a base)"},
     {"tokenize", "turn text into token ids and back"},
-    {"synth", "write the project's small deterministic demo checkpoint"},
+    {"synth", "write the demo checkpoint, or (--shape) a benchmark one at a real model's shapes"},
 };
 
 static int (*lookup(const char *name))(int, char **)

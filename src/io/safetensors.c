@@ -325,7 +325,11 @@ static const char *dtype_name(llmq_type t)
     return t == LLMQ_TYPE_F32 ? "F32" : t == LLMQ_TYPE_F16 ? "F16" : t == LLMQ_TYPE_BF16 ? "BF16" : NULL;
 }
 
-int llmq_st_write(const char *path, const llmq_st_tensor *tensors, size_t n, const char *const *metadata)
+#define FILL_CHUNK ((size_t)16 << 20)
+
+/* fill NULL: the data comes from tensors[i].data. */
+static int st_write(const char *path, const llmq_st_tensor *tensors, size_t n, const char *const *metadata,
+                    llmq_st_fill_fn fill, void *user)
 {
     json_t *root = json_object();
     if (metadata && metadata[0]) {
@@ -352,17 +356,49 @@ int llmq_st_write(const char *path, const llmq_st_tensor *tensors, size_t n, con
     if (!header) return llmq_error("%s: cannot encode the header", path);
     size_t hlen = strlen(header);
     size_t padded = (hlen + 7) & ~(size_t)7; /* keep the data area 8-byte aligned, padding with spaces */
+    unsigned char *buf = NULL;
+    if (fill && !(buf = malloc(FILL_CHUNK))) {
+        free(header);
+        return llmq_error("%s: out of memory", path);
+    }
     llmq_atomic_file af;
-    if (llmq_atomic_open(&af, path) != LLMQ_OK) { free(header); return LLMQ_ERR; }
+    if (llmq_atomic_open(&af, path) != LLMQ_OK) {
+        free(header);
+        free(buf);
+        return LLMQ_ERR;
+    }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int ok = fwrite(len8, 1, 8, af.fp) == 8 && fwrite(header, 1, hlen, af.fp) == hlen;
+    int ok = fwrite(len8, 1, 8, af.fp) == 8 && fwrite(header, 1, hlen, af.fp) == hlen, filled = 1;
     for (size_t i = hlen; ok && i < padded; i++) ok = fputc(' ', af.fp) != EOF;
-    for (size_t i = 0; ok && i < n; i++) ok = fwrite(tensors[i].data, 1, tensors[i].n_bytes, af.fp) == tensors[i].n_bytes;
+    for (size_t i = 0; ok && filled && i < n; i++) {
+        if (!fill) {
+            ok = fwrite(tensors[i].data, 1, tensors[i].n_bytes, af.fp) == tensors[i].n_bytes;
+            continue;
+        }
+        for (size_t at = 0; ok && filled && at < tensors[i].n_bytes; at += FILL_CHUNK) {
+            size_t len = tensors[i].n_bytes - at < FILL_CHUNK ? tensors[i].n_bytes - at : FILL_CHUNK;
+            filled = fill(user, i, at, buf, len) == LLMQ_OK;
+            ok = filled && fwrite(buf, 1, len, af.fp) == len;
+        }
+    }
     free(header);
+    free(buf);
     if (!ok) {
         llmq_atomic_abort(&af);
-        return llmq_error("%s: write failed", path);
+        return filled ? llmq_error("%s: write failed", path) : llmq_error_prefix("%s", path);
     }
     return llmq_atomic_commit(&af);
+}
+
+int llmq_st_write(const char *path, const llmq_st_tensor *tensors, size_t n, const char *const *metadata)
+{
+    return st_write(path, tensors, n, metadata, NULL, NULL);
+}
+
+int llmq_st_write_stream(const char *path, const llmq_st_tensor *tensors, size_t n, const char *const *metadata,
+                         llmq_st_fill_fn fill, void *user)
+{
+    if (!fill) return llmq_error("%s: no fill function", path);
+    return st_write(path, tensors, n, metadata, fill, user);
 }

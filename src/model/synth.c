@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <lapacke.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,29 @@ static int write_tokenizer(const char *dir, const symbol_table *syms, int (*merg
     return write_json(dir, "tokenizer_config.json", cfg);
 }
 
+/* calib.txt, eval.txt, and the BPE tokenizer (vocab tokens) trained on calib. */
+static int write_text_and_tokenizer(const char *dir, const char *calib, const char *eval, int vocab)
+{
+    const char *names[2] = {"calib.txt", "eval.txt"};
+    const char *texts[2] = {calib, eval};
+    for (int i = 0; i < 2; i++) {
+        char *path = llmq_path_join(dir, names[i]);
+        llmq_atomic_file af;
+        int rc = llmq_atomic_open(&af, path);
+        free(path);
+        if (rc != LLMQ_OK) return rc;
+        fputs(texts[i], af.fp);
+        if ((rc = llmq_atomic_commit(&af)) != LLMQ_OK) return rc;
+    }
+    symbol_table syms = {0};
+    int (*merges)[2] = malloc(sizeof(int[2]) * MAX_SYMBOLS), n_merges = 0;
+    int rc = merges ? train_bpe(calib, vocab, &syms, merges, &n_merges) : llmq_error("synth: out of memory");
+    if (rc == LLMQ_OK) rc = write_tokenizer(dir, &syms, merges, n_merges);
+    for (int i = 0; i < syms.n; i++) free(syms.text[i]);
+    free(merges);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ weights */
 
 typedef struct {
@@ -374,32 +398,17 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
     int rc = LLMQ_ERR;
     char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
-    symbol_table syms = {0};
-    int (*merges)[2] = malloc(sizeof(int[2]) * MAX_SYMBOLS);
     tensor_list tl = {0};
     llmq_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     double *B = NULL;
     float *embed = NULL, *head = NULL;
-    int n_merges = 0;
-    if (!calib || !eval || !merges) {
+    if (!calib || !eval) {
         llmq_error("synth: out of memory");
         goto done;
     }
     /* 1. text and tokenizer */
-    const char *names[2] = {"calib.txt", "eval.txt"};
-    const char *texts[2] = {calib, eval};
-    for (int i = 0; i < 2; i++) {
-        char *path = llmq_path_join(dir, names[i]);
-        llmq_atomic_file af;
-        rc = llmq_atomic_open(&af, path);
-        free(path);
-        if (rc != LLMQ_OK) goto done;
-        fputs(texts[i], af.fp);
-        if ((rc = llmq_atomic_commit(&af)) != LLMQ_OK) goto done;
-    }
-    if ((rc = train_bpe(calib, o->vocab, &syms, merges, &n_merges)) != LLMQ_OK) goto done;
-    if ((rc = write_tokenizer(dir, &syms, merges, n_merges)) != LLMQ_OK) goto done;
+    if ((rc = write_text_and_tokenizer(dir, calib, eval, o->vocab)) != LLMQ_OK) goto done;
     rc = LLMQ_ERR;
     if (!(tok = llmq_tokenizer_load(dir))) goto done;
 
@@ -488,8 +497,278 @@ done:
         free((void *)tl.t[i].data);
     }
     free(tl.t);
-    for (int i = 0; i < syms.n; i++) free(syms.text[i]);
     llmq_tokenizer_free(tok);
-    free(ids); free(B); free(embed); free(head); free(merges); free(calib); free(eval);
+    free(ids); free(B); free(embed); free(head); free(calib); free(eval);
     return rc;
+}
+
+/* ------------------------------------------------------- real-model shapes */
+
+/* As the checkpoints' own config.json files give them. llama3-8b and
+ * llama3-70b are Llama-3.1's (Llama-3's tensors have the same shapes; its
+ * config has no rope_scaling and an 8192 context). */
+static const llmq_synth_shape shapes[] = {
+    {.name = "llama2-7b", .source = "meta-llama/Llama-2-7b-hf", .architecture = "LlamaForCausalLM", .hidden = 4096,
+     .intermediate = 11008, .n_layers = 32, .n_heads = 32, .n_kv_heads = 32, .vocab = 32000, .max_position = 4096,
+     .rope_theta = 10000.0, .rms_norm_eps = 1e-5},
+    {.name = "llama3-8b", .source = "meta-llama/Llama-3.1-8B", .architecture = "LlamaForCausalLM", .hidden = 4096,
+     .intermediate = 14336, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .vocab = 128256, .max_position = 131072,
+     .rope_theta = 500000.0, .rms_norm_eps = 1e-5, .llama3_rope = 1},
+    {.name = "qwen2.5-7b", .source = "Qwen/Qwen2.5-7B", .architecture = "Qwen2ForCausalLM", .hidden = 3584,
+     .intermediate = 18944, .n_layers = 28, .n_heads = 28, .n_kv_heads = 4, .vocab = 152064, .max_position = 131072,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qkv_bias = 1},
+    {.name = "llama3-70b", .source = "meta-llama/Llama-3.1-70B", .architecture = "LlamaForCausalLM", .hidden = 8192,
+     .intermediate = 28672, .n_layers = 80, .n_heads = 64, .n_kv_heads = 8, .vocab = 128256, .max_position = 131072,
+     .rope_theta = 500000.0, .rms_norm_eps = 1e-5, .llama3_rope = 1},
+};
+#define N_SHAPES (sizeof shapes / sizeof shapes[0])
+
+/* The demo's tokenizer, which every shape carries. */
+#define SHAPE_TOKENIZER_VOCAB 512
+
+const llmq_synth_shape *llmq_synth_shape_at(size_t i) { return i < N_SHAPES ? &shapes[i] : NULL; }
+
+const llmq_synth_shape *llmq_synth_shape_find(const char *name)
+{
+    char list[256] = "";
+    for (size_t i = 0; i < N_SHAPES; i++) {
+        if (!strcmp(shapes[i].name, name)) return &shapes[i];
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", shapes[i].name);
+    }
+    llmq_error("unknown shape '%s' (known: %s)", name, list);
+    return NULL;
+}
+
+char *llmq_synth_shape_config(const llmq_synth_shape *s, int n_layers)
+{
+    int qwen = !strcmp(s->architecture, "Qwen2ForCausalLM");
+    json_t *c = json_pack("{s:[s], s:f, s:i, s:i, s:s, s:i, s:f, s:i, s:i, s:s, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:b, s:i}",
+                          "architectures", s->architecture, "attention_dropout", 0.0, "bos_token_id", 1, "eos_token_id", 2,
+                          "hidden_act", "silu", "hidden_size", s->hidden, "initializer_range", 0.02, "intermediate_size",
+                          s->intermediate, "max_position_embeddings", s->max_position, "model_type", qwen ? "qwen2" : "llama",
+                          "num_attention_heads", s->n_heads, "num_hidden_layers", n_layers, "num_key_value_heads", s->n_kv_heads,
+                          "rms_norm_eps", s->rms_norm_eps, "rope_theta", s->rope_theta, "tie_word_embeddings", s->tied,
+                          "torch_dtype", "bfloat16", "use_cache", 1, "vocab_size", s->vocab);
+    if (!c) {
+        llmq_error("synth: cannot build config.json");
+        return NULL;
+    }
+    if (qwen) {
+        /* Qwen2.5's config names a sliding window that use_sliding_window turns off. */
+        json_object_set_new(c, "max_window_layers", json_integer(n_layers));
+        json_object_set_new(c, "sliding_window", json_integer(s->max_position));
+        json_object_set_new(c, "use_sliding_window", json_false());
+    } else {
+        json_object_set_new(c, "attention_bias", json_boolean(s->qkv_bias));
+        json_object_set_new(c, "head_dim", json_integer(s->hidden / s->n_heads));
+        json_object_set_new(c, "mlp_bias", json_false());
+        json_object_set_new(c, "pretraining_tp", json_integer(1));
+    }
+    json_object_set_new(c, "rope_scaling",
+                        s->llama3_rope ? json_pack("{s:f, s:f, s:f, s:i, s:s}", "factor", 8.0, "high_freq_factor", 4.0,
+                                                   "low_freq_factor", 1.0, "original_max_position_embeddings", 8192,
+                                                   "rope_type", "llama3")
+                                       : json_null());
+    char *text = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(c);
+    if (!text) llmq_error("synth: cannot encode config.json");
+    return text;
+}
+
+/* One tensor of the plan and how its elements are drawn. */
+typedef enum { GEN_LINEAR, GEN_NORM, GEN_NORM_OUTLIERS, GEN_BIAS } gen_kind;
+
+typedef struct {
+    gen_kind kind;
+    float std;              /* GEN_LINEAR, GEN_BIAS; norms: the spread around 1 */
+    int damp_outlier_cols;  /* GEN_LINEAR reading the normed hidden state */
+    uint64_t key;           /* the tensor's stream */
+} gen_spec;
+
+typedef struct {
+    llmq_st_tensor *t;
+    gen_spec *g;
+    size_t n;
+    unsigned char *outlier;   /* hidden entries: 1 on a planted channel */
+    float outlier_scale;
+} shape_plan;
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A standard normal, approximately: the sum of the four 16-bit uniforms of one
+ * hash (Irwin-Hall, mean 0, variance 1, bounded by ±3.46). Element idx of a
+ * tensor depends only on (key, idx), so chunks and threads cannot change it. */
+static inline float hash_normal(uint64_t key, uint64_t idx)
+{
+    uint64_t z = mix64(key + (idx + 1) * 0x9e3779b97f4a7c15ull);
+    int32_t sum = (int32_t)(z & 0xffff) + (int32_t)((z >> 16) & 0xffff) + (int32_t)((z >> 32) & 0xffff) + (int32_t)(z >> 48);
+    return (float)(sum - 131070) * (float)(1.7320508075688772 / 65536.0);
+}
+
+/* Elements [lo, hi) of a tensor whose element lo is in column c. */
+static void fill_range(const shape_plan *p, const gen_spec *g, int64_t cols, int64_t first, int64_t lo, int64_t hi, int64_t c,
+                       uint16_t *out)
+{
+    const float std = g->std, big = p->outlier_scale;
+    const unsigned char *outlier = p->outlier;
+    switch (g->kind) {
+    case GEN_LINEAR:
+        if (!g->damp_outlier_cols) {
+            for (int64_t k = lo; k < hi; k++) out[k] = llmq_f32_to_bf16(hash_normal(g->key, (uint64_t)(first + k)) * std);
+            break;
+        }
+        /* Outlier channels carry activations ~outlier_scale× larger: their
+         * input weights are that much smaller, as in the demo model. */
+        for (int64_t k = lo; k < hi; k++) {
+            float v = hash_normal(g->key, (uint64_t)(first + k)) * std;
+            out[k] = llmq_f32_to_bf16(outlier[c] ? v / big : v);
+            if (++c == cols) c = 0;
+        }
+        break;
+    case GEN_BIAS:
+        for (int64_t k = lo; k < hi; k++) out[k] = llmq_f32_to_bf16(hash_normal(g->key, (uint64_t)(first + k)) * std);
+        break;
+    case GEN_NORM:
+    case GEN_NORM_OUTLIERS:
+        for (int64_t k = lo; k < hi; k++) {
+            float v = 1.0f + hash_normal(g->key, (uint64_t)(first + k)) * std;
+            out[k] = llmq_f32_to_bf16(g->kind == GEN_NORM_OUTLIERS && outlier[c] ? big * v : v);
+            if (++c == cols) c = 0;
+        }
+        break;
+    }
+}
+
+static int plan_fill(void *user, size_t i, size_t offset, void *buf, size_t len)
+{
+    const shape_plan *p = user;
+    const llmq_st_tensor *t = &p->t[i];
+    int64_t first = (int64_t)(offset / 2), n = (int64_t)(len / 2);
+    int64_t cols = t->n_dims == 2 ? t->shape[1] : t->shape[0];
+#pragma omp parallel
+    {
+        /* Contiguous slices, the column carried along (no division per element). */
+        int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t lo = n * id / nt, hi = n * (id + 1) / nt;
+        fill_range(p, &p->g[i], cols, first, lo, hi, (first + lo) % cols, buf);
+    }
+    return LLMQ_OK;
+}
+
+static int plan_add(shape_plan *p, size_t cap, const char *name, int64_t rows, int64_t cols, gen_kind kind, float std,
+                    int damp, uint64_t seed)
+{
+    if (p->n == cap) return llmq_error("synth: too many tensors");
+    llmq_st_tensor *t = &p->t[p->n];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = strdup(name))) return llmq_error("synth: out of memory");
+    t->type = LLMQ_TYPE_BF16;
+    t->n_dims = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->n_elements = rows * (cols ? cols : 1);
+    t->n_bytes = (size_t)t->n_elements * 2;
+    p->g[p->n] = (gen_spec){kind, std, damp, mix64(seed ^ mix64(p->n + 1))};
+    p->n++;
+    return LLMQ_OK;
+}
+
+/* The tensors of s with n layers, in the order Hugging Face writes them.
+ * Linear weights: normal, std 0.02 (transformers' initializer_range); o_proj
+ * and down_proj 0.02 / sqrt(2 × layers of the full model), as GPT-2 scales the
+ * residual branches. Norms: 1 ± 0.05; input_layernorm and
+ * post_attention_layernorm carry the planted channels. Biases: std 0.05. */
+static int plan_shape(shape_plan *p, size_t cap, const llmq_synth_shape *s, int n_layers, uint64_t seed)
+{
+    int64_t d = s->hidden, f = s->intermediate, hd = s->hidden / s->n_heads, qd = hd * s->n_heads, kvd = hd * s->n_kv_heads;
+    float resid_std = (float)(0.02 / sqrt(2.0 * s->n_layers));
+    if (plan_add(p, cap, "model.embed_tokens.weight", s->vocab, d, GEN_LINEAR, 0.02f, 0, seed)) return LLMQ_ERR;
+    for (int l = 0; l < n_layers; l++) {
+        char name[128];
+        const struct { const char *name; int64_t rows, cols; gen_kind kind; float std; int damp; } t[] = {
+            {"input_layernorm.weight", d, 0, GEN_NORM_OUTLIERS, 0.05f, 0},
+            {"self_attn.q_proj.weight", qd, d, GEN_LINEAR, 0.02f, 1},
+            {"self_attn.q_proj.bias", qd, 0, GEN_BIAS, 0.05f, 0},
+            {"self_attn.k_proj.weight", kvd, d, GEN_LINEAR, 0.02f, 1},
+            {"self_attn.k_proj.bias", kvd, 0, GEN_BIAS, 0.05f, 0},
+            {"self_attn.v_proj.weight", kvd, d, GEN_LINEAR, 0.02f, 1},
+            {"self_attn.v_proj.bias", kvd, 0, GEN_BIAS, 0.05f, 0},
+            {"self_attn.o_proj.weight", d, qd, GEN_LINEAR, resid_std, 0},
+            {"post_attention_layernorm.weight", d, 0, GEN_NORM_OUTLIERS, 0.05f, 0},
+            {"mlp.gate_proj.weight", f, d, GEN_LINEAR, 0.02f, 1},
+            {"mlp.up_proj.weight", f, d, GEN_LINEAR, 0.02f, 1},
+            {"mlp.down_proj.weight", d, f, GEN_LINEAR, resid_std, 0},
+        };
+        for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+            if (t[k].kind == GEN_BIAS && !s->qkv_bias) continue;
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, t[k].name);
+            if (plan_add(p, cap, name, t[k].rows, t[k].cols, t[k].kind, t[k].std, t[k].damp, seed)) return LLMQ_ERR;
+        }
+    }
+    if (plan_add(p, cap, "model.norm.weight", d, 0, GEN_NORM, 0.05f, 0, seed)) return LLMQ_ERR;
+    if (!s->tied && plan_add(p, cap, "lm_head.weight", s->vocab, d, GEN_LINEAR, 0.02f, 0, seed)) return LLMQ_ERR;
+    return LLMQ_OK;
+}
+
+int llmq_synth_write_shape(const char *dir, const llmq_synth_shape *s, const llmq_synth_opts *o)
+{
+    if (s->hidden <= 0 || s->intermediate <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0 || s->hidden % s->n_heads ||
+        s->n_heads % s->n_kv_heads || (s->hidden / s->n_heads) % 2)
+        return llmq_error("synth: shape %s is inconsistent (hidden %d, heads %d, kv heads %d)", s->name, s->hidden, s->n_heads,
+                          s->n_kv_heads);
+    if (s->vocab < SHAPE_TOKENIZER_VOCAB)
+        return llmq_error("synth: shape %s: vocab %d is smaller than the tokenizer's %d tokens", s->name, s->vocab, SHAPE_TOKENIZER_VOCAB);
+    if (o->n_layers < 1 || o->n_layers > s->n_layers)
+        return llmq_error("shape %s has 1 to %d layers, not %d", s->name, s->n_layers, o->n_layers);
+    if (o->n_outliers < 0 || o->n_outliers > 16 || !(o->outlier_scale > 0))
+        return llmq_error("synth: 0 to 16 outlier channels of positive scale, not %d of %g", o->n_outliers, o->outlier_scale);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
+
+    int rc = LLMQ_ERR;
+    size_t cap = 3 + (size_t)o->n_layers * 12;
+    shape_plan p = {.t = calloc(cap, sizeof *p.t), .g = calloc(cap, sizeof *p.g), .outlier = calloc((size_t)s->hidden, 1),
+                    .outlier_scale = o->outlier_scale};
+    char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
+    char *config = NULL, *path = NULL;
+    if (!p.t || !p.g || !p.outlier || !calib || !eval) {
+        llmq_error("synth: out of memory");
+        goto done;
+    }
+    for (int k = 0; k < o->n_outliers; k++) p.outlier[llmq_synth_outlier_channel(k, s->hidden)] = 1;
+    if (write_text_and_tokenizer(dir, calib, eval, SHAPE_TOKENIZER_VOCAB) != LLMQ_OK) goto done;
+    if (plan_shape(&p, cap, s, o->n_layers, o->seed * 0x2545f4914f6cdd1dull + 0x5ba9e) != LLMQ_OK) goto done;
+    const char *meta[] = {"format", "pt", "generator", "llmq synth --shape", "shape", s->name, NULL};
+    path = llmq_path_join(dir, "model.safetensors");
+    if (!path || llmq_st_write_stream(path, p.t, p.n, meta, plan_fill, &p) != LLMQ_OK) goto done;
+    free(path);
+    path = llmq_path_join(dir, "config.json");
+    if (!path || !(config = llmq_synth_shape_config(s, o->n_layers))) goto done;
+    llmq_atomic_file af;
+    if (llmq_atomic_open(&af, path) != LLMQ_OK) goto done;
+    fputs(config, af.fp);
+    fputc('\n', af.fp);
+    rc = llmq_atomic_commit(&af);
+done:
+    for (size_t i = 0; p.t && i < p.n; i++) free(p.t[i].name);
+    free(p.t); free(p.g); free(p.outlier); free(calib); free(eval); free(config); free(path);
+    return rc;
+}
+
+int llmq_synth_shape_write(const char *dir, const char *name, int n_layers, uint64_t seed)
+{
+    const llmq_synth_shape *s = llmq_synth_shape_find(name);
+    if (!s) return LLMQ_ERR;
+    llmq_synth_opts o;
+    llmq_synth_defaults(&o);
+    o.n_layers = n_layers;
+    o.seed = seed;
+    o.n_outliers = 8;
+    o.calib_bytes = 1000000;
+    o.eval_bytes = 300000;
+    return llmq_synth_write_shape(dir, s, &o);
 }
