@@ -30,6 +30,7 @@
 #include "llmq/types.h"
 
 #include <stdbool.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -162,8 +163,31 @@ static inline float llmq_grid_value(const llmq_grid *g, int q)
     return g->scale * (float)(q - g->zero) + g->offset;
 }
 
-/* The code q in [qmin, qmax] whose value(q) is nearest to v. */
-int llmq_grid_round(const llmq_grid *g, float v);
+/* Nearest integer, ties to even (ggml's nearest_int, rintf in the default
+ * rounding mode), of v clamped to [lo, hi] first, so huge, infinite or NaN
+ * inputs stay defined (fmaxf(NaN, lo) = lo). Adding and subtracting 1.5·2²³
+ * rounds any |v| < 2²² to an integer exactly as rintf does, without the libm
+ * call that baseline x86-64 (no SSE4.1 roundss) makes for rintf. */
+static inline int llmq_round_clamp(float v, int lo, int hi)
+{
+    v = v > (float)lo ? v : (float)lo;
+    v = v < (float)hi ? v : (float)hi;
+    return (int)((v + 12582912.0f) - 12582912.0f);
+}
+
+/* The code q in [qmin, qmax] whose value(q) is nearest to v. Inline: RTN,
+ * GPTQ's sweep and AWQ's fake quantization call it once per weight. */
+static inline int llmq_grid_round(const llmq_grid *g, float v)
+{
+    if (g->scale == 0.0f) return g->zero < g->qmin ? g->qmin : g->zero > g->qmax ? g->qmax : g->zero;
+    const float r = (v - g->offset) / g->scale + (float)g->zero;
+    const int q = llmq_round_clamp(r, g->qmin, g->qmax);
+    /* The division can land a hair off the midpoint: settle with the exact values. */
+    const float e = fabsf(llmq_grid_value(g, q) - v);
+    if (q > g->qmin && fabsf(llmq_grid_value(g, q - 1) - v) < e) return q - 1;
+    if (q < g->qmax && fabsf(llmq_grid_value(g, q + 1) - v) < e) return q + 1;
+    return q;
+}
 
 /* The real-valued grid of one group, before rounding to the type's precision:
  * value(q) = scale·(q - zero_t) + offset with zero_t the type's own zero

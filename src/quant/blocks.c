@@ -25,12 +25,7 @@ static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? 
 
 /* Nearest integer (ties to even, as ggml's nearest_int), clamped to [lo, hi]
  * before conversion so that huge, infinite or NaN inputs stay defined. */
-static inline int round_clamp(float v, int lo, int hi)
-{
-    v = fmaxf(v, (float)lo); /* fmaxf(NaN, lo) = lo */
-    v = fminf(v, (float)hi);
-    return (int)rintf(v);
-}
+static inline int round_clamp(float v, int lo, int hi) { return llmq_round_clamp(v, lo, hi); }
 
 /* ------------------------------------------------------------------ decode */
 
@@ -332,17 +327,6 @@ static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
     }
 }
 
-int llmq_grid_round(const llmq_grid *g, float v)
-{
-    if (g->scale == 0.0f) return clampi(g->zero, g->qmin, g->qmax);
-    float r = (v - g->offset) / g->scale + (float)g->zero;
-    int q = round_clamp(r, g->qmin, g->qmax);
-    /* The division can land a hair off the midpoint: settle with the exact values. */
-    float e = fabsf(llmq_grid_value(g, q) - v);
-    if (q > g->qmin && fabsf(llmq_grid_value(g, q - 1) - v) < e) return q - 1;
-    if (q < g->qmax && fabsf(llmq_grid_value(g, q + 1) - v) < e) return q + 1;
-    return q;
-}
 
 llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_superblock *sb)
 {
