@@ -117,3 +117,35 @@ Test(cli, ppl_fast_is_close_to_exact_and_says_so)
     free(out[0]);
     free(out[1]);
 }
+
+/* libgomp's idle spin: llmq starts itself again with GOMP_SPINCOUNT=10000 when the
+ * user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT (kernels/omp_wait.c), and
+ * leaves a user's setting alone. OMP_DISPLAY_ENV=verbose makes libgomp print
+ * the value it runs with, once per start. */
+Test(cli, omp_spin_default_is_limited_and_user_settings_kept)
+{
+    char cmd[2048];
+    int status;
+    test_llmq_binary(llmq, sizeof llmq);
+    snprintf(cmd, sizeof cmd, "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_DISPLAY_ENV=verbose %s --version 2>&1", llmq);
+    char *out = run(cmd, &status);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert_not_null(strstr(out, "GOMP_SPINCOUNT = '10000'"), "the second start should run with a spin of 10000:\n%s", out);
+    const char *v = strstr(out, "llmq ");
+    cr_assert(v && !strstr(v + 1, "llmq "), "one version line expected:\n%s", out);
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=777 OMP_DISPLAY_ENV=verbose %s --version 2>&1", llmq);
+    out = run(cmd, &status);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert_not_null(strstr(out, "GOMP_SPINCOUNT = '777'"), "a user's GOMP_SPINCOUNT is kept:\n%s", out);
+    cr_assert_null(strstr(out, "'10000'"), "%s", out);
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive OMP_DISPLAY_ENV=verbose %s --version 2>&1", llmq);
+    out = run(cmd, &status);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert_null(strstr(out, "'10000'"), "OMP_WAIT_POLICY set: no restart with a spin of its own:\n%s", out);
+    cr_assert_not_null(strstr(out, "OMP_WAIT_POLICY = 'PASSIVE'"), "%s", out);
+    free(out);
+}

@@ -229,3 +229,39 @@ Test(kernels, fast_mode_changes_quantized_products_only)
     free(w);
     free(wf);
 }
+
+/* OpenBLAS runs kernels of the CPU's instruction sets (kernels/blas_core.c):
+ * never its SSE-class fallback on a CPU with AVX2 or AVX-512, unless the
+ * user forced a family with OPENBLAS_CORETYPE. */
+Test(kernels, openblas_runs_the_cpus_instruction_sets)
+{
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (user && *user) {
+        cr_log_warn("OPENBLAS_CORETYPE=%s is set: the family is the user's choice; not checked", user);
+        cr_assert_null(llmq_blas_core_detected(), "llmq must not override OPENBLAS_CORETYPE");
+        return;
+    }
+    const char *core = llmq_blas_core();
+    cr_assert_not_null(core);
+#if defined(__x86_64__)
+    static const char *const avx512_families[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    static const char *const avx2_families[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids", "Excavator", "Steamroller"};
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512dq");
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    bool ok = true;
+    if (avx512) {
+        ok = false;
+        for (size_t i = 0; i < sizeof avx512_families / sizeof *avx512_families; i++) ok |= !strcasecmp(core, avx512_families[i]);
+    } else if (avx2) {
+        ok = false;
+        for (size_t i = 0; i < sizeof avx2_families / sizeof *avx2_families; i++) ok |= !strcasecmp(core, avx2_families[i]);
+    }
+    cr_assert(ok, "OpenBLAS runs its %s kernels on a CPU with %s", core, avx512 ? "AVX-512" : "AVX2");
+#endif
+    /* and the product is still right (the exact product checks above ran on these kernels) */
+    float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8}, c[4];
+    cr_assert_eq(llmq_matmul(c, a, 2, b, LLMQ_TYPE_F32, 2, 2), LLMQ_OK);
+    cr_assert_float_eq(c[0], 17.0f, 1e-6);
+    cr_assert_float_eq(c[3], 53.0f, 1e-6);
+}
