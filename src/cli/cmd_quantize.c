@@ -41,9 +41,9 @@ static const char *usage =
     "  --act-order          GPTQ: columns by descending diag(H), with static groups\n"
     "  --awq-duo            AWQ: s = x̄^r / w̄^(1-r) (AutoAWQ's duo scaling) instead of s = x̄^r\n"
     "  --no-clip            AWQ: skip the clipping search\n"
-    "  --awq-exhaustive     AWQ: evaluate all 20 scale ratios (AutoAWQ's scan) instead of every\n"
-    "                       4th one and the best one's neighbours (9 evaluations, same choice\n"
-    "                       when the loss has one minimum along the ratio)\n"
+    "  --awq-coarse         AWQ: evaluate every 4th scale ratio and the best one's neighbours\n"
+    "                       (9 of 20 forwards, about half the search time) instead of all of\n"
+    "                       them; may settle on another of several near-equal minima\n"
     "\n"
     "  --keep-output T      type of the output head (f32, f16, bf16, q8_0, q6_k; default: Q6_K,\n"
     "                       or Q8_0 for q8_0 and for rows not a multiple of 256, as llama-quantize)\n"
@@ -254,7 +254,7 @@ int cmd_quantize(int argc, char **argv)
     int group_size = 128, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
     const char *calib_path = NULL;
     double damp = 0.01;
-    bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false, awq_exhaustive = false;
+    bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false, awq_coarse = false;
     for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
@@ -265,7 +265,7 @@ int cmd_quantize(int argc, char **argv)
         else if (cli_flag(&a, "--act-order")) act_order = true;
         else if (cli_flag(&a, "--awq-duo")) awq_duo = true;
         else if (cli_flag(&a, "--no-clip")) no_clip = true;
-        else if (cli_flag(&a, "--awq-exhaustive")) awq_exhaustive = true;
+        else if (cli_flag(&a, "--awq-coarse")) awq_coarse = true;
         else if (cli_value(&a, "-o", &out) || cli_value(&a, "--output", &out) || cli_value(&a, "--method", &method) ||
                  cli_value(&a, "--type", &type) || cli_value(&a, "--name", &name) ||
                  cli_value(&a, "--keep-output", &keep_out) || cli_value(&a, "--keep-embed", &keep_emb) ||
@@ -340,7 +340,7 @@ int cmd_quantize(int argc, char **argv)
         llmq_awq_defaults(&co.awq);
         co.awq.duo = awq_duo;
         co.awq.clip = !no_clip;
-        co.awq.exhaustive = awq_exhaustive;
+        co.awq.coarse = awq_coarse;
         co.awq.rtn_search = search;
         co.rtn_search = search;
         co.report = on_layer_report;
