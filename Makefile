@@ -146,9 +146,15 @@ demo: deps $(BIN)
 
 # Each bench/bench_*.c is a program printing its own table; scripts/bench.sh runs them all,
 # then scripts/bench-llamacpp.sh compares prompt processing with llama.cpp on the same files.
+# REALSIZE=0 leaves out the real-shape run (scripts/bench-realsize.sh: one layer of
+# Llama-2-7B and Llama-3-8B shapes, several minutes on 2 cores).
+REALSIZE ?= 1
 bench: deps $(BIN) $(BENCH_BIN)
 	@bash scripts/bench.sh $(BENCH_BIN)
 	@bash scripts/bench-llamacpp.sh $(BIN) $(BUILD)/bench/bench_forward
+ifneq ($(REALSIZE),0)
+	@SHAPES_DIR=$(BUILD)/shapes bash scripts/bench-realsize.sh $(BUILD)
+endif
 
 clean:
 	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
