@@ -334,7 +334,7 @@ int llmq_qstate_open(const char *out_path, bool resume, const llmq_model *src, c
     s->dir = malloc(n);
     json_t *fp = NULL, *then = NULL;
     int rc = LLMQ_ERR;
-    bool existed;
+    bool existed = true;
     if (!s->dir) goto oom;
     snprintf(s->dir, n, "%s.partial", out_path);
     if (!(s->gguf_tmp = llmq_path_join(s->dir, GGUF_TMP))) goto oom;
@@ -391,6 +391,7 @@ oom:
 fail:
     json_decref(fp);
     json_decref(then);
+    if (!existed && s->dir_fd >= 0 && clear_dir(s, false) == LLMQ_OK) rmdir(s->dir); /* made here, holding nothing */
     if (s->dir_fd >= 0) close(s->dir_fd);
     free(s->gguf_tmp);
     free(s->dir);
@@ -410,11 +411,13 @@ int llmq_qstate_write_layer(llmq_qstate *s, int layer, const llmq_qstate_tensor 
     for (int i = 0; i < n; i++) {
         char sha[65];
         sha256_hex(t[i].data, t[i].bytes, sha);
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s, s:f}", "name", t[i].name, "type", llmq_type_get(t[i].type)->name,
-                                             "bytes", (json_int_t)t[i].bytes, "sha256", sha, "rel_error", t[i].rel_error));
+        char rel[48]; /* hex float: exact, and inf/nan survive */
+        snprintf(rel, sizeof rel, "%a", t[i].rel_error);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s, s:s}", "name", t[i].name, "type", llmq_type_get(t[i].type)->name,
+                                             "bytes", (json_int_t)t[i].bytes, "sha256", sha, "rel_error", rel));
     }
     json_object_set_new(h, "tensors", arr);
-    char *text = json_dumps(h, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    char *text = json_dumps(h, JSON_COMPACT);
     json_decref(h);
     if (!text) return llmq_error("%s: out of memory", s->dir);
     uint32_t len = (uint32_t)strlen(text);
@@ -504,7 +507,10 @@ int llmq_qstate_read_layer(llmq_qstate *s, int layer, llmq_qstate_tensor *t, int
             BAD("%s: type %s, not %s", t[i].name, str_or(e, "type", "?"), llmq_type_get(t[i].type)->name);
         if ((uint64_t)json_integer_value(json_object_get(e, "bytes")) != t[i].bytes)
             BAD("%s: %lld bytes, not %zu", t[i].name, (long long)json_integer_value(json_object_get(e, "bytes")), t[i].bytes);
-        if (!json_is_number(json_object_get(e, "rel_error"))) BAD("%s: rel_error: not a number", t[i].name);
+        const char *rel = str_or(e, "rel_error", "");
+        char *end;
+        strtod(rel, &end);
+        if (!*rel || *end) BAD("%s: rel_error: not a number", t[i].name);
         total += t[i].bytes;
     }
     if ((uint64_t)st.st_size != total) BAD("size: %lld bytes, the header describes %llu", (long long)st.st_size, (unsigned long long)total);
@@ -513,7 +519,7 @@ int llmq_qstate_read_layer(llmq_qstate *s, int layer, llmq_qstate_tensor *t, int
         char sha[65];
         if (read_hashed(fp, t[i].data, t[i].bytes, sha)) BAD("%s: cannot read its bytes", t[i].name);
         if (strcmp(sha, str_or(e, "sha256", ""))) BAD("%s: sha256 %.16s… does not match the recorded %.16s…", t[i].name, sha, str_or(e, "sha256", ""));
-        t[i].rel_error = json_number_value(json_object_get(e, "rel_error"));
+        t[i].rel_error = strtod(str_or(e, "rel_error", ""), NULL);
     }
     rc = LLMQ_OK;
 #undef BAD
