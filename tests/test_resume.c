@@ -443,7 +443,7 @@ static void poke(const char *path, long at, unsigned char xor_with)
 {
     FILE *fp = fopen(path, "r+b");
     cr_assert_not_null(fp, "%s", path);
-    int c;
+    int c = EOF;
     cr_assert(fseek(fp, at, SEEK_SET) == 0 && (c = fgetc(fp)) != EOF);
     fseek(fp, at, SEEK_SET);
     fputc(c ^ xor_with, fp);

@@ -354,7 +354,8 @@ int llmq_qstate_open(const char *out_path, bool resume, const llmq_model *src, c
         json_error_t je;
         then = json_load_file(manifest, 0, &je);
         if (!then || !json_is_object(then)) {
-            llmq_error("%s: line %d: %s: the state is damaged (" HINT ")", manifest, je.line, then ? "not a JSON object" : je.text);
+            if (then) llmq_error("%s: not a JSON object: the state is damaged (" HINT ")", manifest);
+            else llmq_error("%s: line %d: %s: the state is damaged (" HINT ")", manifest, je.line, je.text);
             free(manifest);
             goto fail;
         }
