@@ -29,6 +29,9 @@ typedef struct {
 } llmq_atomic_file;
 
 int llmq_atomic_open(llmq_atomic_file *af, const char *path);
+/* Same, with the temp file at tmp_path (on path's file system, so the rename
+ * stays atomic); NULL = <path>.tmp.<pid>. */
+int llmq_atomic_open_at(llmq_atomic_file *af, const char *path, const char *tmp_path);
 int llmq_atomic_commit(llmq_atomic_file *af);
 void llmq_atomic_abort(llmq_atomic_file *af);
 

@@ -174,6 +174,9 @@ int llmq_gguf_writer_add_array(llmq_gguf_writer *w, const char *key, llmq_gguf_t
  * ggml order (ne[0] = row length, a multiple of the type's block size). */
 int llmq_gguf_writer_add_tensor(llmq_gguf_writer *w, const char *name, llmq_type type, int n_dims,
                                 const int64_t *ne);
+/* Builds the file at tmp_path instead of <path>.tmp.<pid> (same file system
+ * as path; an existing file there is replaced). Before begin. */
+int llmq_gguf_writer_set_temp_path(llmq_gguf_writer *w, const char *tmp_path);
 /* Bytes the data of a declared tensor takes (0 if name is not declared). */
 size_t llmq_gguf_writer_tensor_size(const llmq_gguf_writer *w, const char *name);
 

@@ -112,7 +112,11 @@ typedef struct {
  * layer_done (optional) receives the finished layer as typed views of the
  * packed buffers (and the f32 norms/biases), valid only during the call: a
  * calibration-based method runs its activations through it with
- * llmq_layer_forward() to get the next layer's inputs. */
+ * llmq_layer_forward() to get the next layer's inputs. When a run resumes
+ * (LLMQ_STATE_RESUME), layer_done is also called, in order, for each layer
+ * restored from the state, with no quantize_layer call before it: the same
+ * bytes the earlier run's quantize_layer produced, so the method only has to
+ * advance its activations (and report nothing for that layer). */
 typedef struct llmq_layer_method {
     const char *name; /* recorded as llmq.method */
     void *state;
@@ -145,6 +149,28 @@ typedef struct {
  * calibration forward throughput while one runs, else 0. */
 typedef void (*llmq_stage_fn)(void *user, int layer, const char *stage, double tokens_per_s);
 
+/* Resumable runs (docs/quantize.md "Resuming"). With a state mode the run
+ * records, beside the output, the directory <out_path>.partial/: a manifest
+ * fingerprinting everything that decides the file's bytes, and one file per
+ * finished decoder layer (written atomically: a kill at any moment leaves the
+ * previous state or the next). It is removed when the output is committed. */
+typedef enum {
+    LLMQ_STATE_NONE,   /* record nothing (the default) */
+    LLMQ_STATE_RECORD, /* record the state, discarding any earlier run's (with a notice when it held layers) */
+    /* continue after the last layer an earlier run recorded: its fingerprint
+     * must match this run's, else LLMQ_ERR naming the first difference, with
+     * the state left as it was; without a state, start from the first layer
+     * (with a notice). The file is byte-identical to an uninterrupted run's. */
+    LLMQ_STATE_RESUME,
+} llmq_state_mode;
+
+/* An input that decides the file's bytes beyond the fields of llmq_quant_opts
+ * (a method's options): part of the fingerprint a resumed run must match. */
+typedef struct {
+    const char *name;  /* as the user knows it, e.g. "--damp": named when it differs */
+    const char *value; /* canonical text: equal exactly when the bytes would be */
+} llmq_quant_param;
+
 typedef struct {
     llmq_policy policy;
     const llmq_layer_method *method; /* NULL = RTN (with rtn_search) */
@@ -157,6 +183,15 @@ typedef struct {
     void (*notice)(void *user, const char *line);                 /* one line per fallback */
     llmq_stage_fn stage;                                          /* optional: the driver's stages */
     void *user;
+    /* Resuming. The fingerprint holds the llmq version and build, the method
+     * name, policy, rtn_search, model_name, calib_sha256/calib_samples, these
+     * params, the source's config and a sha256 of each source tensor. */
+    llmq_state_mode state;
+    const llmq_quant_param *params;
+    int n_params;
+    /* Testing: fail (as a kill would stop it) once this many layers were
+     * quantized and recorded in this run; 0 = never. */
+    int stop_after_layers;
 } llmq_quant_opts;
 
 typedef struct {
@@ -176,6 +211,7 @@ typedef struct {
     int64_t n_elements;     /* all tensors */
     double bits_per_weight; /* 8 × tensor bytes / elements */
     double seconds;
+    int resumed_layers;     /* decoder layers restored from an earlier run's state (0: none) */
 } llmq_quant_report;
 
 /* Quantizes src into out_path. tok supplies the vocabulary (required: llama.cpp

@@ -8,6 +8,7 @@
 #include "model_arg.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,11 @@ static const char *usage =
     "                       embedding is also the head and follows the head's rule)\n"
     "  --name NAME          general.name (default: the source directory's name)\n"
     "  --threads N          threads (default: all cores)\n"
+    "  --resume             continue an interrupted run after its last finished layer: every run\n"
+    "                       records its state in OUT.gguf.partial/ (removed on success); the same\n"
+    "                       arguments plus --resume give a file byte-identical to an uninterrupted\n"
+    "                       run's. A changed option, checkpoint, calibration file or llmq build is\n"
+    "                       refused; without a state the run starts from the first layer\n"
     "  --json               print a JSON summary as the last line of stdout\n"
     "\n"
     "Norms stay F32. A tensor whose row length does not fit its type's blocks falls back as\n"
@@ -67,7 +73,9 @@ typedef struct {
     char stage[32];
     double tokens_per_s;
     bool done;
-    double t0, t_embed, t_layer0, t_layer; /* start of the run, the embedding, layer 0, the current layer (0: not yet) */
+    double t0, t_embed, t_layer0, t_layer; /* start of the run, the embedding, the first quantized layer, the current layer (0: not yet) */
+    int layer0;    /* the first layer this run quantizes (the layers before it were restored by --resume) */
+    bool restoring; /* the current layer is read back from the state */
 } progress_state;
 
 static void on_stage(void *user, int layer, const char *stage, double tokens_per_s)
@@ -76,8 +84,14 @@ static void on_stage(void *user, int layer, const char *stage, double tokens_per
     if (!st->live) return;
     double now = cli_live_now();
     cli_live_lock(st->live);
+    /* Restored layers take little time: the ETA counts from the first layer quantized. */
+    if (!strcmp(stage, "restore")) st->restoring = true;
+    else if (layer != st->layer) st->restoring = false;
     if (layer != st->layer && layer >= 0) {
-        if (st->t_layer0 == 0) st->t_layer0 = now;
+        if (st->t_layer0 == 0 && !st->restoring) {
+            st->t_layer0 = now;
+            st->layer0 = layer;
+        }
         st->t_layer = now;
     }
     st->layer = layer;
@@ -92,8 +106,8 @@ static void on_stage(void *user, int layer, const char *stage, double tokens_per
  * plus, when there is an output head to write, as long as the embedding took. */
 static double eta_seconds(const progress_state *st, double now)
 {
-    int n = st->n_model_layers, done = st->layer < 0 ? 0 : st->layer;
-    if (done == 0 || st->t_layer0 == 0) return -1;
+    int n = st->n_model_layers, done = st->layer < 0 || st->t_layer0 == 0 ? 0 : st->layer - st->layer0;
+    if (done <= 0 || st->t_layer0 == 0) return -1;
     double per = (st->t_layer - st->t_layer0) / done, in = now - st->t_layer;
     double head = st->tied || st->t_embed == 0 ? 0 : st->t_layer0 - st->t_embed;
     if (st->layer >= n) return head > in ? head - in : 0;
@@ -223,6 +237,7 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
 {
     json_t *o = json_object(), *arr = json_array();
     json_object_set_new(o, "output", json_string(out));
+    json_object_set_new(o, "resumed_from_layer", json_integer(r->resumed_layers));
     json_object_set_new(o, "method", json_string(method));
     json_object_set_new(o, "type", json_string(pol->scheme.name));
     json_object_set_new(o, "group_size", json_integer(pol->group_size));
@@ -254,7 +269,7 @@ int cmd_quantize(int argc, char **argv)
     int group_size = 128, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
     const char *calib_path = NULL;
     double damp = 0.01;
-    bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false, awq_coarse = false;
+    bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false, awq_coarse = false, resume = false;
     for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
@@ -266,6 +281,7 @@ int cmd_quantize(int argc, char **argv)
         else if (cli_flag(&a, "--awq-duo")) awq_duo = true;
         else if (cli_flag(&a, "--no-clip")) no_clip = true;
         else if (cli_flag(&a, "--awq-coarse")) awq_coarse = true;
+        else if (cli_flag(&a, "--resume")) resume = true;
         else if (cli_value(&a, "-o", &out) || cli_value(&a, "--output", &out) || cli_value(&a, "--method", &method) ||
                  cli_value(&a, "--type", &type) || cli_value(&a, "--name", &name) ||
                  cli_value(&a, "--keep-output", &keep_out) || cli_value(&a, "--keep-embed", &keep_emb) ||
@@ -349,6 +365,36 @@ int cmd_quantize(int argc, char **argv)
         llmq_calibrated_method(&co, &lm);
         fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
     }
+    /* The options beyond llmq_quant_opts' own that change the file's bytes (the resume fingerprint). */
+    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80];
+    llmq_quant_param params[10];
+    int n_params = 0;
+    if (kind >= 0) {
+        snprintf(p_seqlen, sizeof p_seqlen, "%d", calib.seqlen);
+        snprintf(p_seed, sizeof p_seed, "%d", seed);
+        params[n_params++] = (llmq_quant_param){"--calib-seqlen", p_seqlen};
+        params[n_params++] = (llmq_quant_param){"--seed", p_seed};
+        /* the windows as tokenized: a changed tokenizer changes them */
+        unsigned char d[EVP_MAX_MD_SIZE];
+        unsigned dn = 0;
+        EVP_Digest(calib.tokens, (size_t)calib.n_samples * calib.seqlen * sizeof *calib.tokens, d, &dn, EVP_sha256(), NULL);
+        int at = snprintf(p_tokens, sizeof p_tokens, "sha256 ");
+        for (unsigned i = 0; i < dn && at + 3 <= (int)sizeof p_tokens; i++) at += snprintf(p_tokens + at, sizeof p_tokens - (size_t)at, "%02x", d[i]);
+        params[n_params++] = (llmq_quant_param){"calibration tokens (the tokenizer)", p_tokens};
+    }
+    if (kind == LLMQ_CAL_GPTQ || kind == LLMQ_CAL_AWQ_GPTQ) {
+        for (int digits = 6; digits <= 9; digits++) { /* the shortest text of the float used */
+            snprintf(p_damp, sizeof p_damp, "%.*g", digits, (double)co.gptq.damp);
+            if (strtof(p_damp, NULL) == co.gptq.damp) break;
+        }
+        params[n_params++] = (llmq_quant_param){"--damp", p_damp};
+        params[n_params++] = (llmq_quant_param){"--act-order", act_order ? "on" : "off"};
+    }
+    if (kind == LLMQ_CAL_AWQ || kind == LLMQ_CAL_AWQ_GPTQ) {
+        params[n_params++] = (llmq_quant_param){"--awq-duo", awq_duo ? "on" : "off"};
+        params[n_params++] = (llmq_quant_param){"--no-clip", no_clip ? "on" : "off"};
+        params[n_params++] = (llmq_quant_param){"--awq-coarse", awq_coarse ? "on" : "off"};
+    }
     llmq_quant_opts opts = {
         .policy = pol,
         .rtn_search = search,
@@ -359,6 +405,9 @@ int cmd_quantize(int argc, char **argv)
         .notice = on_notice,
         .stage = on_stage,
         .user = &ps,
+        .state = resume ? LLMQ_STATE_RESUME : LLMQ_STATE_RECORD,
+        .params = params,
+        .n_params = n_params,
     };
     llmq_quant_report rep;
     int status = 1;

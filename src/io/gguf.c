@@ -833,6 +833,7 @@ struct llmq_gguf_writer {
     writer_tensor *tensors;
     int64_t n_tensors, tensors_cap;
     llmq_atomic_file out;
+    char *tmp_path; /* NULL: <path>.tmp.<pid> */
     uint64_t data_start;
 };
 
@@ -879,6 +880,16 @@ static int check_declaring(const llmq_gguf_writer *w, const char *what)
     if (w->state == DECLARING) return LLMQ_OK;
     if (w->state == FAILED) return llmq_error("%s: cannot %s: an earlier write failed", w->path, what);
     return llmq_error("%s: cannot %s after writing has begun", w->path, what);
+}
+
+int llmq_gguf_writer_set_temp_path(llmq_gguf_writer *w, const char *tmp_path)
+{
+    if (check_declaring(w, "set the temp path")) return LLMQ_ERR;
+    char *p = strdup(tmp_path);
+    if (!p) return llmq_error("%s: out of memory", w->path);
+    free(w->tmp_path);
+    w->tmp_path = p;
+    return LLMQ_OK;
 }
 
 /* Appends one value of type t (not string or array) from its C object. */
@@ -1108,7 +1119,7 @@ int llmq_gguf_writer_begin(llmq_gguf_writer *w)
         free(infos.p);
         return llmq_error("%s: out of memory for the tensor infos", w->path);
     }
-    if (llmq_atomic_open(&w->out, w->path) != LLMQ_OK) {
+    if (llmq_atomic_open_at(&w->out, w->path, w->tmp_path) != LLMQ_OK) {
         free(infos.p);
         return LLMQ_ERR;
     }
@@ -1153,6 +1164,7 @@ static void writer_free(llmq_gguf_writer *w)
     free(w->keys);
     free(w->kv_bytes.p);
     free(w->tensors);
+    free(w->tmp_path);
     free(w->path);
     free(w);
 }

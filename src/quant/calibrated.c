@@ -30,6 +30,7 @@ typedef struct {
     const void *y_norm;
     bool y_valid;
     llmq_layer_report rep;
+    bool rep_pending; /* quantize_layer filled rep; false for a layer restored from a resumed run's state */
     /* The stage in progress (opts.stage): its name and when it began. */
     const char *stage;
     double t_stage;
@@ -250,6 +251,7 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
 {
     state *s = p;
     memset(&s->rep, 0, sizeof s->rep);
+    s->rep_pending = true;
     s->rep.layer = index;
     s->rep.n_layers = m->cfg.n_layers;
     llmq_layer cur;
@@ -312,7 +314,8 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
     llmq_model_release_workspace(m);
     s->rep.seconds_forward += omp_get_wtime() - t0;
     s->rep.peak_rss_bytes = llmq_peak_rss();
-    if (s->o.report) s->o.report(s->o.user, &s->rep);
+    if (s->o.report && s->rep_pending) s->o.report(s->o.user, &s->rep);
+    s->rep_pending = false;
     return LLMQ_OK;
 }
 

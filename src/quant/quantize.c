@@ -7,6 +7,7 @@
 #include "llmq/kernels.h"
 #include "llmq/rtn.h"
 #include "llmq/version.h"
+#include "state.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ typedef struct {
     double t0;
     double work_total, work_done; /* elements, for the ETA */
     int current_layer;
+    llmq_qstate *state; /* the resumable state (NULL without a state mode) */
 } job;
 
 static double now(void)
@@ -284,40 +286,92 @@ static float *copy_vector(const llmq_weight *w)
     return v;
 }
 
-static int run_layer(job *j, const llmq_layer_method *method, int l, int32_t *perm_q, int32_t *perm_k)
+/* The layer's tensors in file order (attn_norm, q, k, v, o, ffn_norm, gate,
+ * up, down, each linear followed by its bias), as the state stores them:
+ * q/k rows in Hugging Face order, before the permutation on write. lin_at[k]
+ * is linear k's index in t. */
+static int layer_tensors(job *j, int l, const layer_work *lw, const llmq_quant_target *targets, const double *rel,
+                         llmq_qstate_tensor *t, int *lin_at)
+{
+    const llmq_layer *L = &j->src->layers[l];
+    char name[LLMQ_GGUF_MAX_NAME + 16];
+    size_t d_bytes = (size_t)j->src->cfg.hidden_size * sizeof(float);
+    int n = 0;
+    llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
+    t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.attn_norm, d_bytes, 0};
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        if (k == LLMQ_LIN_GATE) {
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
+            t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.ffn_norm, d_bytes, 0};
+        }
+        lin_at[k] = n;
+        t[n++] = (llmq_qstate_tensor){lw->plan[k]->name, targets[k].type, lw->packed[k],
+                                      llmq_row_size(targets[k].type, L->lin[k].cols) * (size_t)L->lin[k].rows, rel ? rel[k] : 0};
+        if (L->bias[k].data) {
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
+            t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.bias[k],
+                                          (size_t)L->bias[k].cols * sizeof(float), 0};
+        }
+    }
+    return n;
+}
+
+/* Decoder layer l: quantized by the method, or (restore) read back from the
+ * state an earlier run recorded; then handed to layer_done and written. */
+static int run_layer(job *j, const llmq_layer_method *method, int l, bool restore, int32_t *perm_q, int32_t *perm_k)
 {
     const llmq_model *src = j->src;
     const llmq_layer *L = &src->layers[l];
+    const size_t d_bytes = (size_t)src->cfg.hidden_size * sizeof(float);
     layer_work lw;
     memset(&lw, 0, sizeof lw);
     llmq_quant_target targets[LLMQ_LIN_COUNT];
+    double rel[LLMQ_LIN_COUNT];
+    llmq_qstate_tensor st[2 + 2 * LLMQ_LIN_COUNT];
+    int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
     int rc = LLMQ_ERR;
     j->current_layer = l;
-    stage(j, l, "load");
+    stage(j, l, restore ? "restore" : "load");
 
-    if (!(lw.f.attn_norm = copy_vector(&L->attn_norm)) || !(lw.f.ffn_norm = copy_vector(&L->ffn_norm))) goto oom;
+    if (restore ? !(lw.f.attn_norm = malloc(d_bytes)) || !(lw.f.ffn_norm = malloc(d_bytes))
+                : !(lw.f.attn_norm = copy_vector(&L->attn_norm)) || !(lw.f.ffn_norm = copy_vector(&L->ffn_norm)))
+        goto oom;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_weight *w = &L->lin[k];
         llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
         lw.plan[k] = find_planned(j, name);
-        if (!(lw.f.lin[k] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
-        if (source_rows(w, 0, w->rows, lw.f.lin[k], name)) goto done;
-        if (L->bias[k].data && !(lw.f.bias[k] = copy_vector(&L->bias[k]))) goto oom;
         const llmq_tensor_plan *pl = &lw.plan[k]->plan;
         targets[k] = (llmq_quant_target){pl->type, pl->group_size};
-        if (llmq_type_get(pl->type)->is_quantized &&
+        if (L->bias[k].data &&
+            !(lw.f.bias[k] = restore ? malloc((size_t)L->bias[k].cols * sizeof(float)) : copy_vector(&L->bias[k])))
+            goto oom;
+        if ((restore || llmq_type_get(pl->type)->is_quantized) &&
             !(lw.packed[k] = malloc(llmq_row_size(pl->type, w->cols) * (size_t)w->rows)))
             goto oom;
+        if (restore) continue;
+        if (!(lw.f.lin[k] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
+        if (source_rows(w, 0, w->rows, lw.f.lin[k], name)) goto done;
     }
-    stage(j, l, "quantize");
-    if (method->quantize_layer(method->state, src, l, &lw.f, targets, lw.packed)) goto done;
-    /* Linears the policy keeps in a float type: plain conversions. */
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-        if (lw.packed[k]) continue;
-        const llmq_weight *w = &L->lin[k];
-        if (!(lw.packed[k] = malloc(llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows))) goto oom;
-        if (llmq_quantize_rows(targets[k].type, lw.f.lin[k], w->rows, w->cols, 0, false, lw.packed[k])) goto done;
+    if (restore) {
+        int n = layer_tensors(j, l, &lw, targets, NULL, st, lin_at);
+        if (llmq_qstate_read_layer(j->state, l, st, n)) goto done;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) rel[k] = st[lin_at[k]].rel_error;
+    } else {
+        stage(j, l, "quantize");
+        if (method->quantize_layer(method->state, src, l, &lw.f, targets, lw.packed)) goto done;
+        /* Linears the policy keeps in a float type: plain conversions. */
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            if (lw.packed[k]) continue;
+            const llmq_weight *w = &L->lin[k];
+            if (!(lw.packed[k] = malloc(llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows))) goto oom;
+            if (llmq_quantize_rows(targets[k].type, lw.f.lin[k], w->rows, w->cols, 0, false, lw.packed[k])) goto done;
+        }
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            double num = 0, den = 0;
+            if (error_sums(targets[k].type, lw.f.lin[k], lw.packed[k], L->lin[k].rows, L->lin[k].cols, &num, &den)) goto done;
+            rel[k] = rel_from_sums(num, den);
+        }
     }
     if (method->layer_done) {
         llmq_layer q = *L;
@@ -340,16 +394,18 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, int32_t *pe
         }
         const llmq_weight *w = &L->lin[k];
         const int32_t *perm = !j->permute ? NULL : k == LLMQ_LIN_Q ? perm_q : k == LLMQ_LIN_K ? perm_k : NULL;
-        double num = 0, den = 0;
         size_t bytes = llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows;
-        if (error_sums(targets[k].type, lw.f.lin[k], lw.packed[k], w->rows, w->cols, &num, &den) ||
-            write_tensor(j, lw.plan[k], lw.packed[k], bytes, w->rows, perm))
-            goto done;
-        record(j, lw.plan[k], bytes, rel_from_sums(num, den));
+        if (write_tensor(j, lw.plan[k], lw.packed[k], bytes, w->rows, perm)) goto done;
+        record(j, lw.plan[k], bytes, rel[k]);
         if (lw.f.bias[k]) {
             llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
             if (write_f32(j, name, lw.f.bias[k], perm)) goto done;
         }
+    }
+    if (!restore && j->state) {
+        stage(j, l, "record");
+        int n = layer_tensors(j, l, &lw, targets, rel, st, lin_at);
+        if (llmq_qstate_write_layer(j->state, l, st, n)) goto done;
     }
     rc = LLMQ_OK;
     goto done;
@@ -358,6 +414,52 @@ oom:
 done:
     layer_work_free(&lw);
     return rc;
+}
+
+/* Reads layer l's recorded state through, checking it, keeping nothing. */
+static int verify_layer(job *j, int l)
+{
+    layer_work lw;
+    memset(&lw, 0, sizeof lw);
+    llmq_quant_target targets[LLMQ_LIN_COUNT];
+    llmq_qstate_tensor st[2 + 2 * LLMQ_LIN_COUNT];
+    int lin_at[LLMQ_LIN_COUNT];
+    char name[LLMQ_GGUF_MAX_NAME + 16];
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+        lw.plan[k] = find_planned(j, name);
+        targets[k] = (llmq_quant_target){lw.plan[k]->plan.type, lw.plan[k]->plan.group_size};
+    }
+    int n = layer_tensors(j, l, &lw, targets, NULL, st, lin_at); /* no buffers: verify only */
+    return llmq_qstate_read_layer(j->state, l, st, n);
+}
+
+/* The source tensors the state's fingerprint hashes: every weight the run reads. */
+static llmq_qstate_source *state_sources(const job *j, int *n)
+{
+    const llmq_model *m = j->src;
+    llmq_qstate_source *t = malloc((size_t)j->n * sizeof *t);
+    if (!t) return NULL;
+    int k = 0;
+    for (int i = 0; i < j->n; i++) {
+        const planned *p = &j->t[i];
+        const llmq_weight *w = NULL;
+        switch (p->desc.role) {
+        case LLMQ_ROLE_EMBED: w = &m->embed; break;
+        case LLMQ_ROLE_OUTPUT: w = &m->lm_head; break;
+        case LLMQ_ROLE_LINEAR: w = &m->layers[p->desc.layer].lin[p->desc.linear]; break;
+        case LLMQ_ROLE_BIAS: w = &m->layers[p->desc.layer].bias[p->desc.linear]; break;
+        case LLMQ_ROLE_NORM:
+            w = p->desc.layer < 0 ? &m->final_norm
+                : strstr(p->name, "attn_norm") ? &m->layers[p->desc.layer].attn_norm : &m->layers[p->desc.layer].ffn_norm;
+            break;
+        case LLMQ_ROLE_ROPE_FREQS: break; /* computed from the config */
+        }
+        if (!w) continue;
+        t[k++] = (llmq_qstate_source){p->name, w->data, llmq_row_size(w->type, w->cols) * (size_t)w->rows};
+    }
+    *n = k;
+    return t;
 }
 
 /* ---------------------------------------------------------------- driver */
@@ -406,7 +508,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     int32_t *perm_q = malloc((size_t)c->n_heads * c->head_dim * sizeof *perm_q);
     int32_t *perm_k = malloc((size_t)c->n_kv_heads * c->head_dim * sizeof *perm_k);
     bool begun = false;
-    int rc = LLMQ_ERR;
+    int rc = LLMQ_ERR, done_layers = 0;
     if (!perm_q || !perm_k) {
         llmq_error("quantize: out of memory");
         goto done;
@@ -418,7 +520,31 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
         llmq_error("quantize: out of memory");
         goto done;
     }
-    if (!(j.w = llmq_gguf_writer_new(out_path)) || add_metadata(&j, tok, method->name) || llmq_gguf_writer_begin(j.w))
+    if (opts->state != LLMQ_STATE_NONE) {
+        int n_src = 0;
+        llmq_qstate_source *srcs = state_sources(&j, &n_src);
+        if (!srcs) {
+            llmq_error("quantize: out of memory");
+            goto done;
+        }
+        int st = llmq_qstate_open(out_path, opts->state == LLMQ_STATE_RESUME, src, method->name, opts, srcs, n_src, &j.state,
+                                  &done_layers);
+        free(srcs);
+        if (st) goto done;
+        /* Every recorded layer is checked before any work, so a damaged state is refused at once. */
+        for (int l = 0; l < done_layers; l++) {
+            stage(&j, -1, "verify state");
+            if (verify_layer(&j, l)) goto done;
+        }
+        if (done_layers > 0 && opts->notice) {
+            char line[600];
+            snprintf(line, sizeof line, "resuming after layer %d/%d (state in %s.partial)", done_layers, c->n_layers, out_path);
+            opts->notice(opts->user, line);
+        }
+    }
+    if (!(j.w = llmq_gguf_writer_new(out_path)) ||
+        (j.state && llmq_gguf_writer_set_temp_path(j.w, llmq_qstate_gguf_tmp(j.state))) ||
+        add_metadata(&j, tok, method->name) || llmq_gguf_writer_begin(j.w))
         goto done;
     if (method->begin && method->begin(method->state, src)) goto done;
     begun = true;
@@ -430,17 +556,28 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
         free(freqs);
         if (bad) goto done;
     }
-    for (int l = 0; l < c->n_layers; l++)
-        if (run_layer(&j, method, l, perm_q, perm_k)) goto done;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (run_layer(&j, method, l, l < done_layers, perm_q, perm_k)) goto done;
+        if (opts->stop_after_layers > 0 && l >= done_layers && l + 1 - done_layers == opts->stop_after_layers) {
+            llmq_error("quantize: stopped after layer %d/%d (stop_after_layers)", l + 1, c->n_layers);
+            goto done;
+        }
+    }
     j.current_layer = c->n_layers;
     stage(&j, c->n_layers, "head");
     if (write_f32(&j, "output_norm.weight", src->final_norm.data, NULL)) goto done;
     if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head)) goto done;
     rc = llmq_gguf_writer_finish(j.w);
     j.w = NULL;
+    if (rc == LLMQ_OK && j.state) {
+        /* The output is complete: a failure to remove the state only leaves a directory behind. */
+        if (llmq_qstate_finish(j.state) && opts->notice) opts->notice(opts->user, llmq_last_error());
+        j.state = NULL;
+    }
 done:
     if (begun && method->end) method->end(method->state);
     llmq_gguf_writer_abort(j.w);
+    llmq_qstate_close(j.state);
     free(perm_q);
     free(perm_k);
     free(j.t);
@@ -459,6 +596,7 @@ done:
             fclose(fp);
         }
         report->seconds = now() - j.t0;
+        report->resumed_layers = done_layers;
     } else {
         free(j.rep.tensors);
     }

@@ -83,17 +83,19 @@ char *llmq_read_file(const char *path, size_t max_size, size_t *size)
     return buf;
 }
 
-int llmq_atomic_open(llmq_atomic_file *af, const char *path)
+int llmq_atomic_open(llmq_atomic_file *af, const char *path) { return llmq_atomic_open_at(af, path, NULL); }
+
+int llmq_atomic_open_at(llmq_atomic_file *af, const char *path, const char *tmp_path)
 {
     memset(af, 0, sizeof *af);
     size_t n = strlen(path) + 32;
     af->path = strdup(path);
-    af->tmp_path = malloc(n);
+    af->tmp_path = tmp_path ? strdup(tmp_path) : malloc(n);
     if (!af->path || !af->tmp_path) {
         llmq_atomic_abort(af);
         return llmq_error("%s: out of memory", path);
     }
-    snprintf(af->tmp_path, n, "%s.tmp.%d", path, (int)getpid());
+    if (!tmp_path) snprintf(af->tmp_path, n, "%s.tmp.%d", path, (int)getpid());
     af->fp = fopen(af->tmp_path, "wb");
     if (!af->fp) {
         int e = errno;
