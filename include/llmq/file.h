@@ -16,6 +16,14 @@ typedef struct {
 int llmq_map_file(const char *path, llmq_mapped_file *out);
 void llmq_unmap_file(llmq_mapped_file *f);
 
+/* Hints that bytes [p, p+n) of a mapped file will not be read again soon:
+ * their pages leave this process's resident set (MADV_PAGEOUT; the contents
+ * stay, a later read faults them back in). Streaming a checkpoint layer by
+ * layer then keeps RSS at one layer, not the whole file. Safe on any memory
+ * (anonymous pages without swap simply stay); a kernel without the advice
+ * ignores it. */
+void llmq_release_pages(const void *p, size_t n);
+
 /* Reads a whole file into a NUL-terminated malloc'd buffer (size excludes the NUL).
  * max_size guards against absurd inputs (0: no limit). NULL on error. */
 char *llmq_read_file(const char *path, size_t max_size, size_t *size);

@@ -3,6 +3,7 @@
 #include "llmq/quantize.h"
 
 #include "llmq/error.h"
+#include "llmq/file.h"
 #include "llmq/gguf_model.h"
 #include "llmq/kernels.h"
 #include "llmq/rtn.h"
@@ -150,6 +151,9 @@ static int plan_all(job *j)
 static int source_rows(const llmq_weight *w, int r0, int r1, float *dst, const char *name)
 {
     if (llmq_dequant_rows(dst, w->data, w->type, w->cols, r0, r1)) return llmq_error_prefix("%s", name);
+    /* the source is read once, layer by layer: its pages need not stay resident */
+    const size_t row_bytes = llmq_row_size(w->type, w->cols);
+    llmq_release_pages((const unsigned char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
     size_t n = (size_t)(r1 - r0) * w->cols;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(dst[i]))

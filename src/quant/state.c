@@ -52,6 +52,31 @@ static void sha256_hex(const void *data, size_t n, char out[65])
     hex(d, dn, out);
 }
 
+/* The same digest of a source tensor, read in 64 MiB pieces whose pages leave
+ * the resident set once hashed: hashing a 70B checkpoint must not make the
+ * process hold all of it. */
+static void sha256_hex_streamed(const void *data, size_t n, char out[65])
+{
+    enum { PIECE = 64 << 20 };
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned dn = 0;
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        sha256_hex(data, n, out);
+        return;
+    }
+    const unsigned char *p = data;
+    for (size_t at = 0; at < n; at += PIECE) {
+        const size_t len = n - at < PIECE ? n - at : PIECE;
+        EVP_DigestUpdate(md, p + at, len);
+        llmq_release_pages(p + at, len);
+    }
+    EVP_DigestFinal_ex(md, d, &dn);
+    EVP_MD_CTX_free(md);
+    hex(d, dn, out);
+}
+
 /* sha256 of the running executable, which holds this library: a build of
  * llmq whose code differs may round differently even under the same version. */
 static const char *build_id(void)
@@ -190,7 +215,7 @@ static json_t *fingerprint(const llmq_model *src, const char *method_name, const
     char(*h)[65] = malloc((size_t)(n ? n : 1) * sizeof *h);
     if (!h) return NULL;
     #pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < n; i++) sha256_hex(t[i].data, t[i].bytes, h[i]);
+    for (int i = 0; i < n; i++) sha256_hex_streamed(t[i].data, t[i].bytes, h[i]);
     json_t *tensors = json_object();
     for (int i = 0; i < n; i++) json_object_set_new(tensors, t[i].name, json_string(h[i]));
     free(h);

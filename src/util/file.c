@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -155,4 +156,16 @@ int llmq_file_exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+void llmq_release_pages(const void *p, size_t n)
+{
+#ifdef MADV_PAGEOUT
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_PAGEOUT); /* whole pages inside the range only */
+#else
+    (void)p;
+    (void)n;
+#endif
 }
