@@ -77,9 +77,20 @@ print(full.get('$shape',32))")
                 { echo "quantize failed:"; tail -5 "$OUT/q.err"; exit 1; }
             wall=$(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')")
             read -r fwd hes sol awq rss <<<"$(json_get "' '.join(str(x) for x in [round(sum(l.get('seconds',{}).get(k,0) for l in j.get('layers',[])),1) for k in ('forward','hessian','solver','awq')] + [j.get('peak_rss_bytes',0)//2**20])" < "$OUT/q.json")"
-            # Whole model: the layer's time × layers + the rest (embedding, head, I/O) once.
+            # Whole model: the layer's time × layers + the rest (embedding, head, I/O) once;
+            # RTN reports no per-layer time: its wall time scaled by the weights it rounds.
             layer_s=$(python3 -c "print($fwd + $hes + $sol + $awq)")
-            proj=$(python3 -c "print(f'{(($wall - $layer_s) + $layer_s * $layers_full) / 60:.1f} min')")
+            if [ "$method" = rtn ]; then
+                proj=$(python3 -c "
+import json
+c = json.load(open('$dir/config.json'))
+d, f, v = c['hidden_size'], c['intermediate_size'], c['vocab_size']
+kv = d // c['num_attention_heads'] * c.get('num_key_value_heads', c['num_attention_heads'])
+layer = 2 * d * d + 2 * d * kv + 3 * d * f
+print(f'{$wall * (2 * v * d + $layers_full * layer) / (2 * v * d + layer) / 60:.1f} min')")
+            else
+                proj=$(python3 -c "print(f'{(($wall - $layer_s) + $layer_s * $layers_full) / 60:.1f} min')")
+            fi
             if [ "$method" = rtn ]; then big="—"; else
                 tok=$((CALIB_SAMPLES * CALIB_SEQLEN))
                 case $method in awq*) want=$((128 * 512)) ;; *) want=$((128 * 2048)) ;; esac

@@ -109,8 +109,11 @@ static int matmul_q8(const llmq_kernel_ops *ops, float *y, const float *x, int n
 static int panel_matmul(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
                         int in, int out)
 {
-    /* Panel ≈ 2 MiB of floats: stays in L2/L3 between its decode and its sgemm. */
-    int panel = (int)((2u << 20) / ((size_t)in * sizeof(float)));
+    /* Panel ≈ 8 MiB of floats (in L3 between its decode and its sgemm): sgemm
+     * packs all of x again for every panel, so smaller panels pay that more
+     * often (one Llama-2-7B layer + head at 512 tokens, 1 thread: 2 MiB 77-81,
+     * 8 MiB 88-97 GFLOP/s; 512 KiB 67). */
+    int panel = (int)((8u << 20) / ((size_t)in * sizeof(float)));
     if (panel < 16) panel = 16;
     int failed = 0;
     #pragma omp parallel
