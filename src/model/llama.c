@@ -485,22 +485,29 @@ static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const 
     return linear(L, LLMQ_LIN_DOWN, out, ws->gate, n);
 }
 
-int llmq_attention_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *att)
+/* The public halves of a layer: each runs one of the functions above in a
+ * workspace acquired for the call. */
+typedef int (*half_fn)(const llmq_model *, const llmq_layer *, int, const float *, int, float *, llmq_linear_hook, void *,
+                       llmq_workspace *);
+
+static int in_workspace(half_fn fn, const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
+                        llmq_linear_hook hook, void *user)
 {
     llmq_workspace *ws = ws_acquire(m, n);
     if (!ws) return llmq_error_prefix("layer %d", index);
-    int rc = attention_mix(m, L, index, xn, n, att, NULL, NULL, ws);
+    int rc = fn(m, L, index, xn, n, out, hook, user, ws);
     ws_release(m, ws);
     return rc;
 }
 
+int llmq_attention_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *att)
+{
+    return in_workspace(attention_mix, m, L, index, xn, n, att, NULL, NULL);
+}
+
 int llmq_mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *act)
 {
-    llmq_workspace *ws = ws_acquire(m, n);
-    if (!ws) return llmq_error_prefix("layer %d", index);
-    int rc = mlp_mix(m, L, index, xn, n, act, NULL, NULL, ws);
-    ws_release(m, ws);
-    return rc;
+    return in_workspace(mlp_mix, m, L, index, xn, n, act, NULL, NULL);
 }
 
 int llmq_linear_forward(const llmq_layer *L, llmq_linear k, float *y, const float *x, int n) { return linear(L, k, y, x, n); }
@@ -508,21 +515,13 @@ int llmq_linear_forward(const llmq_layer *L, llmq_linear k, float *y, const floa
 int llmq_attention_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
                            llmq_linear_hook hook, void *user)
 {
-    llmq_workspace *ws = ws_acquire(m, n);
-    if (!ws) return llmq_error_prefix("layer %d", index);
-    int rc = attention_block(m, L, index, xn, n, out, hook, user, ws);
-    ws_release(m, ws);
-    return rc;
+    return in_workspace(attention_block, m, L, index, xn, n, out, hook, user);
 }
 
 int llmq_mlp_forward(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out,
                      llmq_linear_hook hook, void *user)
 {
-    llmq_workspace *ws = ws_acquire(m, n);
-    if (!ws) return llmq_error_prefix("layer %d", index);
-    int rc = mlp_block(m, L, index, xn, n, out, hook, user, ws);
-    ws_release(m, ws);
-    return rc;
+    return in_workspace(mlp_block, m, L, index, xn, n, out, hook, user);
 }
 
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps) { rmsnorm(out, x, weight, n, d, eps); }

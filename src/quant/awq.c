@@ -358,36 +358,12 @@ static int inspect_chunk(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
     }
 }
 
-/* Σ (o − r)² over n values in a fixed order — blocks of a fixed size summed in
- * parallel, then added in block order — so that the losses the ratio search
- * compares are the same bits whatever the number of threads (an OpenMP
- * reduction adds its per-thread partial sums in an order that depends on the
- * team, and a near tie could then pick another ratio). */
-static double sum_sq_diff(const float *o, const float *r, size_t n)
-{
-    enum { BLOCK = 4096, BATCH = 256 };
-    double total = 0;
-    for (size_t b0 = 0; b0 < n; b0 += (size_t)BLOCK * BATCH) {
-        const size_t len = n - b0 < (size_t)BLOCK * BATCH ? n - b0 : (size_t)BLOCK * BATCH;
-        const int nb = (int)((len + BLOCK - 1) / BLOCK);
-        double part[BATCH];
-        #pragma omp parallel for schedule(static)
-        for (int b = 0; b < nb; b++) {
-            const size_t i0 = b0 + (size_t)b * BLOCK, i1 = i0 + BLOCK < b0 + len ? i0 + BLOCK : b0 + len;
-            double sum = 0;
-            for (size_t i = i0; i < i1; i++) {
-                double e = (double)o[i] - r[i];
-                sum += e * e;
-            }
-            part[b] = sum;
-        }
-        for (int b = 0; b < nb; b++) total += part[b];
-    }
-    return total;
-}
-
-/* Σ a·b over n values in the same fixed order as sum_sq_diff. */
-static double sum_products(const float *a, const float *b, size_t n)
+/* Σ (a − b)² (squares) or Σ a·b over n values in a fixed order — blocks of a
+ * fixed size summed in parallel, then added in block order — so that the
+ * losses the ratio search compares are the same bits whatever the number of
+ * threads (an OpenMP reduction adds its per-thread partial sums in an order
+ * that depends on the team, and a near tie could then pick another ratio). */
+static double fixed_order_sum(const float *a, const float *b, size_t n, bool squares)
 {
     enum { BLOCK = 4096, BATCH = 256 };
     double total = 0;
@@ -399,7 +375,13 @@ static double sum_products(const float *a, const float *b, size_t n)
         for (int k = 0; k < nb; k++) {
             const size_t i0 = b0 + (size_t)k * BLOCK, i1 = i0 + BLOCK < b0 + len ? i0 + BLOCK : b0 + len;
             double sum = 0;
-            for (size_t i = i0; i < i1; i++) sum += (double)a[i] * b[i];
+            if (squares)
+                for (size_t i = i0; i < i1; i++) {
+                    double e = (double)a[i] - b[i];
+                    sum += e * e;
+                }
+            else
+                for (size_t i = i0; i < i1; i++) sum += (double)a[i] * b[i];
             part[k] = sum;
         }
         for (int k = 0; k < nb; k++) total += part[k];
@@ -427,7 +409,7 @@ static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, 
         } else {
             rc = inspect_chunk(c, g, L, in, t0, (int)n, o);
         }
-        if (rc == LLMQ_OK && ref) total += sum_sq_diff(o, ref + t0 * d, n * d);
+        if (rc == LLMQ_OK && ref) total += fixed_order_sum(o, ref + t0 * d, n * d, true);
     }
     free(buf);
     if (sse) *sse = total;
@@ -532,7 +514,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
                 #pragma omp parallel for simd schedule(static)
                 for (size_t e = 0; e < n_w; e++) tmp[0][e] -= w0[e];
                 cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, reader->rows, cols, 1.0f, H, cols, tmp[0], cols, 0.0f, dh, cols);
-                sse = sum_products(tmp[0], dh, n_w);
+                sse = fixed_order_sum(tmp[0], dh, n_w, false);
             } else if (inspect_all(c, g, &Lq, in, ref, NULL, &sse)) {
                 goto done;
             }
