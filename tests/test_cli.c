@@ -146,4 +146,13 @@ Test(cli, omp_spin_default_is_limited_and_user_settings_kept)
         cr_assert(v && !strstr(v + 1, "llmq "), "env %s: one version line expected:\n%s", cases[i].env, out);
         free(out);
     }
+    /* Started through the dynamic loader, /proc/self/exe is the loader: no second start then. */
+    const char *loader = "/lib64/ld-linux-x86-64.so.2";
+    if (access(loader, X_OK) == 0) {
+        snprintf(cmd, sizeof cmd, "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s %s ppl --help 2>&1", loader, llmq);
+        char *out = run(cmd, &status);
+        cr_assert_eq(status, 0, "through the loader:\n%s", out);
+        cr_assert_not_null(strstr(out, "usage: llmq ppl"), "%s", out);
+        free(out);
+    }
 }

@@ -13,7 +13,10 @@ enum { LINE_CAP = 512 };
 #define REDRAW_INTERVAL 0.1 /* seconds: at most 10 draws a second */
 
 struct cli_live {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;  /* the user's state that render reads (cli_live_lock), stop, the condition */
+    pthread_mutex_t out; /* the terminal: shown, last and every write. Never held with mu, so a
+                          * terminal that stops reading (Ctrl-S, a stalled ssh) blocks the ticker,
+                          * not the computation that updates the state. */
     pthread_cond_t cv; /* on CLOCK_MONOTONIC; signalled to stop */
     pthread_t thread;
     bool stop;
@@ -40,17 +43,19 @@ static void render(cli_live *l, char *buf)
     if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && strlen(buf) >= ws.ws_col) buf[ws.ws_col - 1] = 0;
 }
 
-/* With the lock held. One write: "\r", the text, clear to the end of the line (and a newline at the end). */
-static void draw(cli_live *l, bool final)
+/* One write under `out`: "\r", the text, clear to the end of the line (and a newline at the end). */
+static void show(cli_live *l, const char *buf, bool final)
 {
-    char buf[LINE_CAP], out[LINE_CAP + 8];
-    render(l, buf);
-    if (!final && l->shown && !strcmp(buf, l->last)) return;
-    int n = snprintf(out, sizeof out, "\r%s\033[K%s", buf, final ? "\n" : "");
-    fwrite(out, 1, (size_t)n < sizeof out ? (size_t)n : sizeof out - 1, stderr);
-    fflush(stderr);
-    memcpy(l->last, buf, sizeof buf);
-    l->shown = !final;
+    char line[LINE_CAP + 8];
+    pthread_mutex_lock(&l->out);
+    if (final || !l->shown || strcmp(buf, l->last)) {
+        int n = snprintf(line, sizeof line, "\r%s\033[K%s", buf, final ? "\n" : "");
+        fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
+        fflush(stderr);
+        snprintf(l->last, sizeof l->last, "%s", buf);
+        l->shown = !final;
+    }
+    pthread_mutex_unlock(&l->out);
 }
 
 static void *ticker(void *arg)
@@ -58,7 +63,11 @@ static void *ticker(void *arg)
     cli_live *l = arg;
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
-        draw(l, false);
+        char buf[LINE_CAP];
+        render(l, buf);
+        pthread_mutex_unlock(&l->mu);
+        show(l, buf, false);
+        pthread_mutex_lock(&l->mu);
         double until = cli_live_now() + REDRAW_INTERVAL;
         struct timespec ts = {(time_t)until, (long)((until - (double)(time_t)until) * 1e9)};
         while (!l->stop && cli_live_now() < until) pthread_cond_timedwait(&l->cv, &l->mu, &ts);
@@ -78,11 +87,13 @@ cli_live *cli_live_start(cli_live_render fn, void *user)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->out, NULL);
     pthread_cond_init(&l->cv, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&l->thread, NULL, ticker, l) != 0) {
         pthread_cond_destroy(&l->cv);
         pthread_mutex_destroy(&l->mu);
+        pthread_mutex_destroy(&l->out);
         free(l);
         return NULL;
     }
@@ -105,12 +116,12 @@ void cli_live_print(cli_live *l, const char *text)
         fputs(text, stderr);
         return;
     }
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->out);
     if (l->shown) fputs("\r\033[K", stderr);
     fputs(text, stderr);
     fflush(stderr);
     l->shown = false; /* the ticker draws it again below the text */
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->out);
 }
 
 void cli_live_end(cli_live *l)
@@ -121,8 +132,13 @@ void cli_live_end(cli_live *l)
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
     pthread_join(l->thread, NULL);
-    draw(l, true);
+    char buf[LINE_CAP];
+    pthread_mutex_lock(&l->mu);
+    render(l, buf);
+    pthread_mutex_unlock(&l->mu);
+    show(l, buf, true);
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->out);
     free(l);
 }

@@ -19,12 +19,32 @@
  * inherits the user's environment. */
 #include "llmq/kernels.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define LLMQ_SPINCOUNT "10000"
 #define MARK "LLMQ_SET_GOMP_SPINCOUNT" /* set beside it: the variable is llmq's, not the user's */
+
+/* /proc/self/exe is this program, and nothing watches it from inside: not
+ * when the program was started through the dynamic loader
+ * (`ld-linux-x86-64.so.2 ./llmq ...`: the image is the loader, which would
+ * take the subcommand for the program), nor under valgrind (whose tools would
+ * not follow the second start by default). */
+static bool restart_is_safe(void)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    const char *base = strrchr(exe, '/');
+    base = base ? base + 1 : exe;
+    if (!strncmp(base, "ld-", 3) || !strncmp(base, "ld.so", 5)) return false;
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload && (strstr(preload, "vgpreload") || strstr(preload, "valgrind"))) return false;
+    return true;
+}
 
 void llmq_omp_default_wait(char **argv)
 {
@@ -34,7 +54,7 @@ void llmq_omp_default_wait(char **argv)
         unsetenv(MARK);
         return;
     }
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || !argv || !argv[0]) return;
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || !argv || !argv[0] || !restart_is_safe()) return;
     if (setenv("GOMP_SPINCOUNT", LLMQ_SPINCOUNT, 1) || setenv(MARK, "1", 1)) return;
     execv("/proc/self/exe", argv);
     /* no /proc: carry on with libgomp's default */

@@ -3,9 +3,11 @@
 
 #include "llmq/error.h"
 #include "llmq/file.h"
+#include "llmq/kernels.h"
 #include "llmq/version.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -206,6 +208,13 @@ static json_t *params_json(const char *method_name, const llmq_quant_opts *o)
         json_object_set_new(p, "--calib-samples", json_string(buf));
     }
     for (int i = 0; i < o->n_params; i++) json_object_set_new(p, o->params[i].name, json_string(o->params[i].value));
+    /* The arithmetic under the solver and the forward: another OpenBLAS kernel
+     * family or llmq kernel table rounds differently, and a resumed file would
+     * mix layers of two machines. */
+    char *(*blas_config)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_config");
+    snprintf(buf, sizeof buf, "%s; %s", llmq_blas_core(), blas_config ? blas_config() : "unknown BLAS");
+    json_object_set_new(p, "BLAS kernels (OPENBLAS_CORETYPE, the OpenBLAS build)", json_string(buf));
+    json_object_set_new(p, "llmq kernels (LLMQ_KERNEL)", json_string(llmq_kernel_name()));
     return p;
 }
 
@@ -295,18 +304,31 @@ static char *difference(const json_t *then, const json_t *now)
 
 /* ------------------------------------------------------------ open */
 
+/* Opens and locks the state directory. *existed is false only when this call
+ * created it AND holds its lock: the only case in which a failure may remove
+ * it (two runs started together both miss it in stat, and the one that loses
+ * the lock must not empty the winner's directory). */
 static int take_dir(llmq_qstate *s, bool *existed)
 {
     struct stat st;
-    *existed = stat(s->dir, &st) == 0;
-    if (*existed && !S_ISDIR(st.st_mode)) return llmq_error("%s exists and is not a directory (the state of a resumable run goes there)", s->dir);
-    if (!*existed && mkdir(s->dir, 0755) != 0 && errno != EEXIST)
+    *existed = true;
+    bool made = false;
+    if (stat(s->dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return llmq_error("%s exists and is not a directory (the state of a resumable run goes there)", s->dir);
+    } else if (mkdir(s->dir, 0755) == 0) {
+        made = true;
+    } else if (errno != EEXIST) {
         return llmq_error("%s: cannot create the state directory: %s", s->dir, strerror(errno));
+    }
     s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->dir_fd < 0) return llmq_error("%s: cannot open: %s", s->dir, strerror(errno));
-    if (flock(s->dir_fd, LOCK_EX | LOCK_NB) != 0)
-        return llmq_error("%s: %s", s->dir,
-                          errno == EWOULDBLOCK ? "another llmq quantize run writing the same output holds it" : strerror(errno));
+    if (flock(s->dir_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(s->dir_fd);
+        s->dir_fd = -1; /* not ours: the failure path must leave it alone */
+        return llmq_error("%s: %s", s->dir, e == EWOULDBLOCK ? "another llmq quantize run writing the same output holds it" : strerror(e));
+    }
+    *existed = !made;
     return LLMQ_OK;
 }
 
