@@ -21,7 +21,9 @@ void llmq_unmap_file(llmq_mapped_file *f);
  * stay, a later read faults them back in). Streaming a checkpoint layer by
  * layer then keeps RSS at one layer, not the whole file. Safe on any memory
  * (anonymous pages without swap simply stay); a kernel without the advice
- * ignores it. */
+ * ignores it, and Linux pages out file pages only for a process that could
+ * open the file for writing (else RSS stays as it was). Clean pages that
+ * leave are read from the disk again if the file is read again. */
 void llmq_release_pages(const void *p, size_t n);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (size excludes the NUL).
