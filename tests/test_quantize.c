@@ -363,17 +363,6 @@ static char *run(const char *cmd, int *status)
     return buf;
 }
 
-static json_t *last_json_line(const char *out)
-{
-    const char *line = strrchr(out, '{');
-    while (line && line > out && line[-1] != '\n') line--;
-    cr_assert_not_null(line, "no JSON in: %s", out);
-    json_error_t e;
-    json_t *j = json_loads(line, 0, &e);
-    cr_assert_not_null(j, "%s: %s", e.text, line);
-    return j;
-}
-
 Test(quantize_cli, quantize_json_inspect_and_ppl_on_the_gguf)
 {
     char bin[600], model[512], dir[256], cmd[4096];

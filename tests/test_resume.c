@@ -631,17 +631,6 @@ static int run_cli(char *const argv[], const char *kill_when, char **out)
     return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
 }
 
-static json_t *last_json_line(const char *out)
-{
-    const char *line = strrchr(out, '{');
-    while (line && line > out && line[-1] != '\n') line--;
-    cr_assert_not_null(line, "no JSON in: %s", out);
-    json_error_t e;
-    json_t *j = json_loads(line, 0, &e);
-    cr_assert_not_null(j, "%s: %s", e.text, line);
-    return j;
-}
-
 /* `llmq quantize` killed with SIGKILL at several points (before its first
  * layer finished, after the first, after the third) and run again with
  * --resume: byte-identical to an uninterrupted run, with resumed_from_layer in

@@ -7,6 +7,7 @@
 #include "llmq/tokenizer.h"
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -190,6 +191,18 @@ static inline void test_mock_hub_stop(void)
         waitpid(*pid, NULL, 0);
         *pid = 0;
     }
+}
+
+/* The last line of out that starts a JSON object (a command's --json summary), parsed. */
+static inline json_t *last_json_line(const char *out)
+{
+    const char *line = strrchr(out, '{');
+    while (line && line > out && line[-1] != '\n') line--;
+    cr_assert_not_null(line, "no JSON in: %s", out);
+    json_error_t e;
+    json_t *j = json_loads(line, 0, &e);
+    cr_assert_not_null(j, "%s: %s", e.text, line);
+    return j;
 }
 
 #endif
