@@ -250,3 +250,38 @@ Test(safetensors, streamed_write_matches_plain_write)
     cr_assert_eq(system(cmd), 0, "a temp file was left behind");
     free(x);
 }
+
+/* llmq_release_pages drops pages of llmq_map_file's read-only maps from the
+ * resident set and leaves everything else alone: the mapped bytes read back
+ * the same afterwards, and a malloc'd buffer (where MADV_DONTNEED would zero
+ * the pages) is untouched. */
+Test(safetensors, released_pages_read_back_and_other_memory_is_untouched)
+{
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "release-pages");
+    char *path = llmq_path_join(dir, "bytes.bin");
+    const size_t n = 1 << 22;
+    unsigned char *want = malloc(n);
+    cr_assert_not_null(want);
+    for (size_t i = 0; i < n; i++) want[i] = (unsigned char)(i * 2654435761u >> 13);
+    FILE *fp = fopen(path, "wb");
+    cr_assert_not_null(fp);
+    cr_assert_eq(fwrite(want, 1, n, fp), n);
+    fclose(fp);
+
+    llmq_mapped_file f;
+    cr_assert_eq(llmq_map_file(path, &f), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(memcmp(f.data, want, n), 0);
+    llmq_release_pages(f.data + 100, n - 200);
+    cr_assert_eq(memcmp(f.data, want, n), 0, "a released map reads back its file");
+    llmq_unmap_file(&f);
+
+    unsigned char *heap = malloc(n);
+    cr_assert_not_null(heap);
+    memcpy(heap, want, n);
+    llmq_release_pages(heap, n);
+    cr_assert_eq(memcmp(heap, want, n), 0, "memory that is not a file map is left alone");
+    free(heap);
+    free(want);
+    free(path);
+}

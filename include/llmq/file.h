@@ -16,14 +16,12 @@ typedef struct {
 int llmq_map_file(const char *path, llmq_mapped_file *out);
 void llmq_unmap_file(llmq_mapped_file *f);
 
-/* Hints that bytes [p, p+n) of a mapped file will not be read again soon:
- * their pages leave this process's resident set (MADV_PAGEOUT; the contents
- * stay, a later read faults them back in). Streaming a checkpoint layer by
- * layer then keeps RSS at one layer, not the whole file. Safe on any memory
- * (anonymous pages without swap simply stay); a kernel without the advice
- * ignores it, and Linux pages out file pages only for a process that could
- * open the file for writing (else RSS stays as it was). Clean pages that
- * leave are read from the disk again if the file is read again. */
+/* Bytes [p, p+n) of a file mapped by llmq_map_file will not be read again
+ * soon: their pages leave this process's resident set (MADV_DONTNEED on the
+ * read-only map; the page cache keeps them, and a later read maps them again
+ * without touching the disk while it does). Streaming a checkpoint layer by
+ * layer then keeps RSS at one layer, not the whole file. Memory that is not
+ * such a map (a malloc'd copy) is left alone. */
 void llmq_release_pages(const void *p, size_t n);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (size excludes the NUL).

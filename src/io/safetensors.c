@@ -317,6 +317,8 @@ int llmq_st_check_finite(const llmq_st_tensor *t)
         return llmq_error("%s: tensor '%s': element %zu is %s: refusing a checkpoint with non-finite weights",
                           t->file ? t->file : "?", t->name, i, what);
     }
+    /* checked at load: its pages need not stay resident until the tensor is used */
+    llmq_release_pages(t->data, (size_t)t->n_elements * size);
     return LLMQ_OK;
 }
 

@@ -3,12 +3,42 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The read-only file maps llmq_map_file made, so that llmq_release_pages
+ * touches nothing else (MADV_DONTNEED would zero anonymous memory). */
+enum { MAX_MAPS = 256 };
+typedef struct {
+    uintptr_t start, end;
+} file_map;
+static file_map maps[MAX_MAPS];
+static int n_maps;
+static pthread_mutex_t maps_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void register_map(const void *p, size_t n)
+{
+    pthread_mutex_lock(&maps_mu);
+    if (n_maps < MAX_MAPS) maps[n_maps++] = (file_map){(uintptr_t)p, (uintptr_t)p + n};
+    pthread_mutex_unlock(&maps_mu);
+}
+
+static void unregister_map(const void *p)
+{
+    pthread_mutex_lock(&maps_mu);
+    for (int i = 0; i < n_maps; i++)
+        if (maps[i].start == (uintptr_t)p) {
+            maps[i] = maps[--n_maps];
+            break;
+        }
+    pthread_mutex_unlock(&maps_mu);
+}
 
 int llmq_map_file(const char *path, llmq_mapped_file *out)
 {
@@ -34,6 +64,7 @@ int llmq_map_file(const char *path, llmq_mapped_file *out)
             return llmq_error("%s: cannot mmap: %s", path, strerror(e));
         }
         out->data = p;
+        register_map(p, out->size);
     }
     close(fd);
     out->path = strdup(path);
@@ -42,7 +73,10 @@ int llmq_map_file(const char *path, llmq_mapped_file *out)
 
 void llmq_unmap_file(llmq_mapped_file *f)
 {
-    if (f->data) munmap((void *)f->data, f->size);
+    if (f->data) {
+        unregister_map(f->data);
+        munmap((void *)f->data, f->size);
+    }
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -160,12 +194,16 @@ int llmq_file_exists(const char *path)
 
 void llmq_release_pages(const void *p, size_t n)
 {
-#ifdef MADV_PAGEOUT
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
-    if (b > a) (void)madvise((void *)a, b - a, MADV_PAGEOUT); /* whole pages inside the range only */
-#else
-    (void)p;
-    (void)n;
-#endif
+    const uintptr_t lo = (uintptr_t)p, hi = lo + n;
+    const uintptr_t a = (lo + page - 1) & ~(page - 1), b = hi & ~(page - 1); /* whole pages inside the range only */
+    if (b <= a) return;
+    bool mapped = false;
+    pthread_mutex_lock(&maps_mu);
+    for (int i = 0; i < n_maps && !mapped; i++) mapped = lo >= maps[i].start && hi <= maps[i].end;
+    pthread_mutex_unlock(&maps_mu);
+    /* A never-written page of a read-only private file map is the page cache's:
+     * DONTNEED unmaps it (RSS drops) and a later read maps the cached page again,
+     * with no disk read while the cache holds it. */
+    if (mapped) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
