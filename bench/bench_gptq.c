@@ -67,7 +67,7 @@ static double solver_flops(int rows, int n, int B, int with_stats)
     }
     if (with_stats) {
         /* the two traces run over every stride-th row (llmq/gptq.h) */
-        const int stride = rows <= LLMQ_GPTQ_STATS_ROWS ? 1 : rows / (LLMQ_GPTQ_STATS_ROWS / 2);
+        const int stride = llmq_gptq_stats_stride(rows);
         f += 2.0 * ((rows + stride - 1) / stride) * (double)n * n;
     }
     return f;

@@ -49,6 +49,8 @@ llmq_gptq_opts llmq_gptq_default_opts(void);
  * rows; a ratio estimate, within about 1% at the Llama shapes), since each
  * trace costs 2·rows·cols² flops: more than the whole solve. */
 #define LLMQ_GPTQ_STATS_ROWS 1024
+/* The step between the rows the statistics use: 1 up to LLMQ_GPTQ_STATS_ROWS. */
+static inline int llmq_gptq_stats_stride(int rows) { return rows <= LLMQ_GPTQ_STATS_ROWS ? 1 : rows / (LLMQ_GPTQ_STATS_ROWS / 2); }
 typedef struct {
     double err_rtn;   /* of plain RTN (llmq_rtn_grids + rounding) of the same W, type, group size */
     double err_gptq;  /* of the GPTQ result */

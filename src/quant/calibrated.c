@@ -160,6 +160,13 @@ static int hessian_add(state *s, int cols, int64_t *n_seen, const float *x, int 
     return rc;
 }
 
+/* A pass over the calibration samples began at t0 with s->rep.seconds_hessian
+ * at h0: its time less the Hessian accumulation inside it is forward time. */
+static void add_forward_time(state *s, double t0, double h0)
+{
+    s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
+}
+
 /* True-sequential GPTQ (IST-DASLab/gptq llama.py `sequential`: q,k,v → o →
  * gate,up → down, each group's inputs computed with the linears before it
  * already quantized), with every sub-layer's input computed once per layer:
@@ -181,21 +188,22 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     const float eps = cfg->rms_norm_eps;
     s->y_valid = false;
     int64_t seen;
-    double t0;
+    double t0, h0;
 
     if (any_packed(packed, qkv, 3)) {
         stage(s, index, "hessian q,k,v");
         t0 = omp_get_wtime();
+        h0 = s->rep.seconds_hessian;
         seen = 0;
         for (int i = 0; i < c->n_samples; i++) {
             llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
             if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
         }
-        s->rep.seconds_forward += omp_get_wtime() - t0;
+        add_forward_time(s, t0, h0);
         if (solve_step(s, m, index, cur, w, qkv, 3, targets, packed)) return LLMQ_ERR;
     }
 
-    const double h0 = s->rep.seconds_hessian;
+    h0 = s->rep.seconds_hessian;
     t0 = omp_get_wtime();
     const bool o_packed = packed[LLMQ_LIN_O] != NULL;
     stage(s, index, o_packed ? "hessian o_proj" : "attention");
@@ -206,10 +214,10 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         if (llmq_attention_mix(m, cur, index, s->tmp, T, att)) return LLMQ_ERR;
         if (o_packed && hessian_add(s, qd, &seen, att, T)) return llmq_error_prefix("layer %d", index);
     }
-    s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
+    add_forward_time(s, t0, h0);
     if (o_packed && solve_step(s, m, index, cur, w, o_lin, 1, targets, packed)) return LLMQ_ERR;
 
-    const double h1 = s->rep.seconds_hessian;
+    h0 = s->rep.seconds_hessian;
     t0 = omp_get_wtime();
     const bool gu_packed = any_packed(packed, gate_up, 2);
     stage(s, index, gu_packed ? "hessian gate,up" : "o_proj");
@@ -224,12 +232,12 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         llmq_rmsnorm(s->tmp, y, cur->ffn_norm.data, T, d, eps);
         if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
     }
-    s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h1);
+    add_forward_time(s, t0, h0);
     if (gu_packed && solve_step(s, m, index, cur, w, gate_up, 2, targets, packed)) return LLMQ_ERR;
 
     if (packed[LLMQ_LIN_DOWN]) {
         stage(s, index, "hessian down_proj");
-        const double h2 = s->rep.seconds_hessian;
+        h0 = s->rep.seconds_hessian;
         t0 = omp_get_wtime();
         seen = 0;
         for (int i = 0; i < c->n_samples; i++) {
@@ -237,7 +245,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
             if (llmq_mlp_mix(m, cur, index, s->tmp, T, s->act)) return LLMQ_ERR;
             if (hessian_add(s, f, &seen, s->act, T)) return llmq_error_prefix("layer %d", index);
         }
-        s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h2);
+        add_forward_time(s, t0, h0);
         if (solve_step(s, m, index, cur, w, down, 1, targets, packed)) return LLMQ_ERR;
     }
     for (int k = 0; k <= LLMQ_LIN_O; k++) s->y_weights[k] = cur->lin[k].data;

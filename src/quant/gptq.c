@@ -302,7 +302,7 @@ static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_typ
 {
     enum { CHUNK = 128 };
     const int ng = llmq_group_count(n, G);
-    const int stride = rows <= LLMQ_GPTQ_STATS_ROWS ? 1 : rows / (LLMQ_GPTQ_STATS_ROWS / 2);
+    const int stride = llmq_gptq_stats_stride(rows);
     const int sampled = (rows + stride - 1) / stride;
     float *S = malloc(sizeof *S * (size_t)2 * CHUNK * n);
     if (!S) return LLMQ_ERR;
