@@ -2,13 +2,13 @@
 #include "cli.h"
 #include "live.h"
 #include "llmq/calibrated.h"
+#include "llmq/digest.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/quantize.h"
 #include "model_arg.h"
 
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,11 +375,9 @@ int cmd_quantize(int argc, char **argv)
         params[n_params++] = (llmq_quant_param){"--calib-seqlen", p_seqlen};
         params[n_params++] = (llmq_quant_param){"--seed", p_seed};
         /* the windows as tokenized: a changed tokenizer changes them */
-        unsigned char d[EVP_MAX_MD_SIZE];
-        unsigned dn = 0;
-        EVP_Digest(calib.tokens, (size_t)calib.n_samples * calib.seqlen * sizeof *calib.tokens, d, &dn, EVP_sha256(), NULL);
-        int at = snprintf(p_tokens, sizeof p_tokens, "sha256 ");
-        for (unsigned i = 0; i < dn && at + 3 <= (int)sizeof p_tokens; i++) at += snprintf(p_tokens + at, sizeof p_tokens - (size_t)at, "%02x", d[i]);
+        char sha[65];
+        llmq_sha256_hex(calib.tokens, (size_t)calib.n_samples * calib.seqlen * sizeof *calib.tokens, sha);
+        snprintf(p_tokens, sizeof p_tokens, "sha256 %s", sha);
         params[n_params++] = (llmq_quant_param){"calibration tokens (the tokenizer)", p_tokens};
     }
     if (kind == LLMQ_CAL_GPTQ || kind == LLMQ_CAL_AWQ_GPTQ) {

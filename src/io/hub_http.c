@@ -4,6 +4,7 @@
  * a 200 answer) and utils/_http.py (http_backoff: retry 408/429/5xx and timeouts). */
 #include "hub_internal.h"
 
+#include "llmq/digest.h"
 #include "llmq/error.h"
 #include "llmq/version.h"
 
@@ -613,8 +614,7 @@ static attempt_result fetch_attempt(xfer *x, char *reason, size_t reason_cap)
         goto done;
     }
     char hex[2 * EVP_MAX_MD_SIZE + 1];
-    for (unsigned i = 0; i < dlen; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    hex[2 * dlen] = '\0';
+    llmq_hex(digest, dlen, hex);
     if (strcmp(hex, f->etag) != 0) {
         snprintf(reason, reason_cap, "%s mismatch: expected %s, got %s", f->is_lfs ? "sha256" : "git blob sha1",
                  f->etag, hex);

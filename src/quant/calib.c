@@ -1,8 +1,8 @@
 #include "llmq/calib.h"
+#include "llmq/digest.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,9 +41,8 @@ int llmq_calib_from_file(const llmq_tokenizer *tok, const char *path, const llmq
     size_t len;
     char *text = llmq_read_file(path, 1u << 30, &len);
     if (!text) return LLMQ_ERR;
-    unsigned char digest[32];
-    unsigned int dlen = 0;
-    EVP_Digest(text, len, digest, &dlen, EVP_sha256(), NULL);
+    char sha256[65];
+    llmq_sha256_hex(text, len, sha256);
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = llmq_tokenizer_encode(tok, text, len, 1, &ids, &n);
@@ -52,7 +51,7 @@ int llmq_calib_from_file(const llmq_tokenizer *tok, const char *path, const llmq
     rc = llmq_calib_sample(ids, n, o, out);
     free(ids);
     if (rc != LLMQ_OK) return llmq_error_prefix("%s", path);
-    for (unsigned i = 0; i < dlen && i < 32; i++) snprintf(out->sha256 + 2 * i, 3, "%02x", digest[i]);
+    memcpy(out->sha256, sha256, sizeof sha256);
     return LLMQ_OK;
 }
 

@@ -1,6 +1,7 @@
 /* The resumable state of a quantize run: see state.h for the layout. */
 #include "state.h"
 
+#include "llmq/digest.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/kernels.h"
@@ -41,18 +42,6 @@ struct llmq_qstate {
 
 /* ------------------------------------------------------------ helpers */
 
-static void hex(const unsigned char *d, unsigned n, char *out)
-{
-    for (unsigned i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
-}
-
-static void sha256_hex(const void *data, size_t n, char out[65])
-{
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned dn = 0;
-    EVP_Digest(data, n, d, &dn, EVP_sha256(), NULL);
-    hex(d, dn, out);
-}
 
 /* The same digest of a source tensor, read in 64 MiB pieces whose pages leave
  * the resident set once hashed: hashing a 70B checkpoint must not make the
@@ -65,7 +54,7 @@ static void sha256_hex_streamed(const void *data, size_t n, char out[65])
     unsigned dn = 0;
     if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(md);
-        sha256_hex(data, n, out);
+        llmq_sha256_hex(data, n, out);
         return;
     }
     const unsigned char *p = data;
@@ -76,7 +65,7 @@ static void sha256_hex_streamed(const void *data, size_t n, char out[65])
     }
     EVP_DigestFinal_ex(md, d, &dn);
     EVP_MD_CTX_free(md);
-    hex(d, dn, out);
+    llmq_hex(d, dn, out);
 }
 
 /* sha256 of the running executable, which holds this library: a build of
@@ -87,7 +76,7 @@ static const char *build_id(void)
     if (id[0]) return id;
     size_t n = 0;
     char *exe = llmq_read_file("/proc/self/exe", 0, &n);
-    if (exe) sha256_hex(exe, n, id);
+    if (exe) llmq_sha256_hex(exe, n, id);
     else snprintf(id, sizeof id, "unknown");
     free(exe);
     llmq_clear_error();
@@ -236,7 +225,7 @@ static json_t *fingerprint(const llmq_model *src, const char *method_name, const
 static void fingerprint_id(const json_t *fp, char out[65])
 {
     char *s = json_dumps(fp, JSON_SORT_KEYS | JSON_COMPACT);
-    sha256_hex(s ? s : "", s ? strlen(s) : 0, out);
+    llmq_sha256_hex(s ? s : "", s ? strlen(s) : 0, out);
     free(s);
 }
 
@@ -458,7 +447,7 @@ int llmq_qstate_write_layer(llmq_qstate *s, int layer, const llmq_qstate_tensor 
     json_object_set_new(h, "layer", json_integer(layer));
     for (int i = 0; i < n; i++) {
         char sha[65];
-        sha256_hex(t[i].data, t[i].bytes, sha);
+        llmq_sha256_hex(t[i].data, t[i].bytes, sha);
         char rel[48]; /* hex float: exact, and inf/nan survive */
         snprintf(rel, sizeof rel, "%a", t[i].rel_error);
         json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s, s:s}", "name", t[i].name, "type", llmq_type_get(t[i].type)->name,
@@ -505,7 +494,7 @@ static int read_hashed(FILE *fp, void *dst, size_t n, char out[65])
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned dn = 0;
     if (rc == LLMQ_OK && EVP_DigestFinal_ex(md, d, &dn) != 1) rc = LLMQ_ERR;
-    if (rc == LLMQ_OK) hex(d, dn, out);
+    if (rc == LLMQ_OK) llmq_hex(d, dn, out);
     EVP_MD_CTX_free(md);
     free(scratch);
     return rc;
