@@ -58,6 +58,34 @@ static void on_report(void *user, const llmq_layer_report *r)
     if (rs->n < 8) rs->last[rs->n++] = *r;
 }
 
+/* Quantizes the demo model into out with the options qo and, for kind >= 0,
+ * the calibrated method `kind` on cop's windows of calib.txt (kind -1: RTN). */
+static void quantize_demo(llmq_quant_opts qo, int kind, bool act_order, llmq_calib_opts cop, const char *out, reports *rs)
+{
+    llmq_calib calib = {0};
+    llmq_layer_method lm = {0};
+    llmq_calibrated_opts co = {0};
+    if (kind >= 0) {
+        char cpath[512];
+        snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
+        cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
+        co.kind = (llmq_calibrated_kind)kind;
+        co.calib = &calib;
+        co.gptq = llmq_gptq_default_opts();
+        co.gptq.act_order = act_order;
+        llmq_awq_defaults(&co.awq);
+        co.report = on_report;
+        co.user = rs;
+        cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+        qo.method = &lm;
+        qo.calib_sha256 = calib.sha256;
+        qo.calib_samples = calib.n_samples;
+    }
+    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
+}
+
 /* Quantizes the demo model with `kind` (-1: RTN) into q4_0 g128, embedding and
  * head kept F16 so the linears' quantization is what differs, then returns
  * KL(base ‖ quantized) over the eval text. */
@@ -65,28 +93,9 @@ static double kl_of(int kind, reports *rs)
 {
     char out[512];
     snprintf(out, sizeof out, "%s/out-%d.gguf", dir, kind);
-    llmq_calib calib = {0};
-    llmq_layer_method lm = {0};
-    llmq_calibrated_opts co = {0};
     llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = LLMQ_TYPE_F16, .keep_embed = LLMQ_TYPE_F16}};
     cr_assert_eq(llmq_quant_scheme_parse("q4_0", &qo.policy.scheme), LLMQ_OK);
-    if (kind >= 0) {
-        char cpath[512];
-        snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
-        llmq_calib_opts cop = {8, 256, 0};
-        cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
-        co.kind = (llmq_calibrated_kind)kind;
-        co.calib = &calib;
-        co.gptq = llmq_gptq_default_opts();
-        llmq_awq_defaults(&co.awq);
-        co.report = on_report;
-        co.user = rs;
-        cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
-        qo.method = &lm;
-    }
-    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
-    llmq_calibrated_method_free(&lm);
-    llmq_calib_free(&calib);
+    quantize_demo(qo, kind, false, (llmq_calib_opts){8, 256, 0}, out, rs);
     llmq_model *q = llmq_model_load(out);
     cr_assert_not_null(q, "%s", llmq_last_error());
     llmq_ppl_opts po = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 16, .bos_id = -1, .kl_base = base};
@@ -135,31 +144,9 @@ static void quantize_threads(int kind, bool act_order, int threads, const char *
 {
     llmq_set_threads(threads);
     cr_assert_eq(omp_get_max_threads(), threads, "llmq_set_threads(%d) did not size the team", threads);
-    llmq_calib calib = {0};
-    llmq_layer_method lm = {0};
-    llmq_calibrated_opts co = {0};
     llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = -1, .keep_embed = -1}, .model_name = "demo"};
     cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
-    if (kind >= 0) {
-        char cpath[512];
-        snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
-        llmq_calib_opts cop = {4, 128, 0};
-        cr_assert_eq(llmq_calib_from_file(tok, cpath, &cop, &calib), LLMQ_OK, "%s", llmq_last_error());
-        co.kind = (llmq_calibrated_kind)kind;
-        co.calib = &calib;
-        co.gptq = llmq_gptq_default_opts();
-        co.gptq.act_order = act_order;
-        llmq_awq_defaults(&co.awq);
-        co.report = on_report;
-        co.user = rs;
-        cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
-        qo.method = &lm;
-        qo.calib_sha256 = calib.sha256;
-        qo.calib_samples = calib.n_samples;
-    }
-    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
-    llmq_calibrated_method_free(&lm);
-    llmq_calib_free(&calib);
+    quantize_demo(qo, kind, act_order, (llmq_calib_opts){4, 128, 0}, out, rs);
 }
 
 /* The tensors whose bytes differ between two GGUF files of the same layout ("" when none). */
