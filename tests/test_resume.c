@@ -332,16 +332,25 @@ Test(resume, biased_llama_gptq_resumes_byte_identical, .timeout = 300)
     llmq_model_free(m);
 }
 
+/* A 4-layer GPTQ run of fixture f (opened here): the uninterrupted reference
+ * in f->ref, then a recorded run stopped after `stop_after` layers into
+ * f->out; *r is left as that recorded run's spec. */
+static void interrupted_gptq(fixture *f, const char *tag, int stop_after, run_spec *r)
+{
+    fixture_open(f, tag, 4, 128);
+    *r = (run_spec){.m = f->m, .tok = f->tok, .method = "gptq", .calib = &f->calib};
+    cr_assert_eq(quantize(r, f->ref, NULL), LLMQ_OK, "%s", llmq_last_error());
+    r->state = LLMQ_STATE_RECORD;
+    r->stop_after = stop_after;
+    cr_assert_eq(quantize(r, f->out, NULL), LLMQ_ERR);
+}
+
 /* Resumed twice, and resumed when every layer was done (a stop before the head). */
 Test(resume, resumes_twice_and_after_the_last_layer, .timeout = 300)
 {
     fixture f;
-    fixture_open(&f, "resume-twice", 4, 128);
-    run_spec r = {.m = f.m, .tok = f.tok, .method = "gptq", .calib = &f.calib};
-    cr_assert_eq(quantize(&r, f.ref, NULL), LLMQ_OK, "%s", llmq_last_error());
-    r.state = LLMQ_STATE_RECORD;
-    r.stop_after = 1;
-    cr_assert_eq(quantize(&r, f.out, NULL), LLMQ_ERR);
+    run_spec r;
+    interrupted_gptq(&f, "resume-twice", 1, &r);
     r.state = LLMQ_STATE_RESUME;
     cr_assert_eq(quantize(&r, f.out, NULL), LLMQ_ERR, "the resumed run stops after one more layer");
     cr_expect(strstr(llmq_last_error(), "stopped after layer 2/4"), "%s", llmq_last_error());
@@ -453,12 +462,8 @@ static void poke(const char *path, long at, unsigned char xor_with)
 Test(resume, refusals_name_the_difference_and_leave_the_state_untouched, .timeout = 300)
 {
     fixture f;
-    fixture_open(&f, "resume-refuse", 4, 128);
-    run_spec r = {.m = f.m, .tok = f.tok, .method = "gptq", .calib = &f.calib};
-    cr_assert_eq(quantize(&r, f.ref, NULL), LLMQ_OK, "%s", llmq_last_error());
-    r.state = LLMQ_STATE_RECORD;
-    r.stop_after = 2;
-    cr_assert_eq(quantize(&r, f.out, NULL), LLMQ_ERR);
+    run_spec r;
+    interrupted_gptq(&f, "resume-refuse", 2, &r);
     cr_assert_eq(layer_files(f.state), 2);
     char *snap = snapshot(f.state);
     refusal_ctx c = {&f, snap};
