@@ -236,46 +236,101 @@ static inline const llmq_grid *grid_at(const sweep_ctx *s, int r, int i)
     return &s->grids[(size_t)r * s->ng + s->perm[i] / s->G];
 }
 
+/* Rows swept together: one AVX-512 vector of floats per column. */
+enum { TILE = 16 };
+
+/* The sweep's vector kernels are built for the CPU's widest vectors, chosen
+ * at load time (GCC function multiversioning). -std=c11 keeps FMA contraction
+ * off, so every variant does the same IEEE operations as the baseline one:
+ * the same bits whatever the CPU. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SWEEP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SWEEP_CLONES
+#endif
+
 /* Fits the grid of the group starting at column c of row r on its current
- * weights (no act_order, so sweep position = original column). A K-quant
- * group keeps the super-block d/dmin its grid already carries — fixed before
- * the sweep from the original row — and only its sub-block codes are refit.
- * (Fixing d/dmin from the then-current weights at the super-block's first
- * column instead measured worse on the test problems: Q3_K errors 5–8%
- * higher, Q4_K mixed.) */
-static void fit_dynamic(const sweep_ctx *s, int r, int c)
+ * weights (no act_order, so sweep position = original column), which lie in
+ * column x[0], x[stride], ... of the sweep's tile. A K-quant group keeps the
+ * super-block d/dmin its grid already carries — fixed before the sweep from
+ * the original row — and only its sub-block codes are refit. (Fixing d/dmin
+ * from the then-current weights at the super-block's first column instead
+ * measured worse on the test problems: Q3_K errors 5–8% higher, Q4_K mixed.) */
+static void fit_dynamic(const sweep_ctx *s, int r, int c, const float *x, int stride, float *tmp)
 {
-    const float *w = s->w + (size_t)r * s->n;
     llmq_grid *g = &s->grids[(size_t)r * s->ng + c / s->G];
     const llmq_superblock sb = {g->d, g->m};
     const int len = s->n - c < s->G ? s->n - c : s->G;
-    *g = llmq_grid_from_real(s->type, llmq_grid_fit(s->type, w + c, len, NULL, s->search), &sb);
+    for (int t = 0; t < len; t++) tmp[t] = x[(size_t)t * stride];
+    *g = llmq_grid_from_real(s->type, llmq_grid_fit(s->type, tmp, len, NULL, s->search), &sb);
 }
 
-/* Columns [i1, i2) of row r: round each onto its grid, then spread its error
- * over the block's later columns (U's row); the error of the whole block
- * reaches the columns after it later, in one GEMM. Returns Σ err². */
-static double sweep_row_block(const sweep_ctx *s, int r, int i1, int i2)
+/* One tile of R ≤ TILE rows starting at r0 over the block's columns [i1, i2),
+ * transposed into wt (column j of the block is wt[j·TILE .. +TILE)) so each
+ * step treats the tile's weights of one column as one vector: round each onto
+ * its grid (llmq_grid_round's arithmetic, lane by lane), scale its error by
+ * U[i][i], then spread the errors over the block's later columns (U's row).
+ * Rows do not wait on their own previous column as a row-by-row sweep does.
+ * The error of the whole block reaches the columns after it later, in one
+ * GEMM. Returns Σ err² over the tile. */
+static SWEEP_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int i1, int i2, float *restrict wt, float *restrict tmp)
 {
-    float *w = s->w + (size_t)r * s->n;
-    int8_t *codes = s->codes + (size_t)r * s->n;
-    float *err = s->err + (size_t)r * s->B;
-    double loss = 0;
+    const int bw = i2 - i1, n = s->n;
+    for (int j = 0; j < bw; j++)
+        for (int k = 0; k < TILE; k++) wt[(size_t)j * TILE + k] = k < R ? s->w[(size_t)(r0 + k) * n + i1 + j] : 0.0f;
+    float sc[TILE] = {0}, off[TILE] = {0}, zr[TILE] = {0}, lo[TILE] = {0}, hi[TILE] = {0};
+    double acc[TILE] = {0};
+    int group = -1;
     for (int i = i1; i < i2; i++) {
-        if (s->dynamic_grids && i % s->G == 0) fit_dynamic(s, r, i);
-        const llmq_grid *g = grid_at(s, r, i);
-        const float x = w[i];
-        const int q = llmq_grid_round(g, x);
+        float *restrict x = wt + (size_t)(i - i1) * TILE;
+        const int gi = s->perm[i] / s->G;
+        bool refit = s->dynamic_grids && i % s->G == 0;
+        if (refit)
+            for (int k = 0; k < R; k++) fit_dynamic(s, r0 + k, i, x + k, TILE, tmp);
+        if (refit || gi != group) {
+            for (int k = 0; k < R; k++) {
+                const llmq_grid *g = &s->grids[(size_t)(r0 + k) * s->ng + gi];
+                sc[k] = g->scale;
+                off[k] = g->offset;
+                zr[k] = (float)g->zero;
+                lo[k] = (float)g->qmin;
+                hi[k] = (float)g->qmax;
+            }
+            group = gi;
+        }
         const float *u = s->ublk + (size_t)(i - i1) * s->B - i1; /* u[j] = U[i][j] */
-        const float e = (x - llmq_grid_value(g, q)) / u[i];
-        codes[i] = (int8_t)q;
-        err[i - i1] = e;
-        loss += (double)e * e;
-        float *restrict wr = w;
-        const float *restrict ur = u;
+        const float uii = u[i];
+        float e[TILE], q[TILE];
         #pragma omp simd
-        for (int j = i + 1; j < i2; j++) wr[j] -= e * ur[j];
+        for (int k = 0; k < TILE; k++) {
+            const float v = x[k];
+            const float den = sc[k] == 0.0f ? 1.0f : sc[k];
+            float r = (v - off[k]) / den + zr[k];
+            r = r > lo[k] ? r : lo[k];
+            r = r < hi[k] ? r : hi[k];
+            float qf = (r + 12582912.0f) - 12582912.0f;
+            const float e0 = fabsf(sc[k] * (qf - zr[k]) + off[k] - v);
+            const float em = fabsf(sc[k] * ((qf - 1.0f) - zr[k]) + off[k] - v);
+            const float ep = fabsf(sc[k] * ((qf + 1.0f) - zr[k]) + off[k] - v);
+            qf = qf > lo[k] && em < e0 ? qf - 1.0f : qf < hi[k] && ep < e0 ? qf + 1.0f : qf;
+            if (sc[k] == 0.0f) qf = zr[k] < lo[k] ? lo[k] : zr[k] > hi[k] ? hi[k] : zr[k];
+            q[k] = qf;
+            e[k] = (v - (sc[k] * (qf - zr[k]) + off[k])) / uii;
+        }
+        for (int k = 0; k < R; k++) {
+            s->codes[(size_t)(r0 + k) * n + i] = (int8_t)(int)q[k];
+            s->err[(size_t)(r0 + k) * s->B + i - i1] = e[k];
+            acc[k] += (double)e[k] * e[k];
+        }
+        for (int j = i + 1; j < i2; j++) {
+            float *restrict y = wt + (size_t)(j - i1) * TILE;
+            const float uij = u[j];
+            #pragma omp simd
+            for (int k = 0; k < TILE; k++) y[k] -= e[k] * uij;
+        }
     }
+    double loss = 0;
+    for (int k = 0; k < R; k++) loss += acc[k];
     return loss;
 }
 
@@ -509,8 +564,25 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
         const int i2 = i1 + B < n ? i1 + B : n, bw = i2 - i1;
         for (int a = 0; a < bw; a++) memcpy(s.ublk + (size_t)a * B + a, H + (size_t)(i1 + a) * n + i1 + a, sizeof(float) * (size_t)(bw - a));
         double block_loss = 0;
-        #pragma omp parallel for reduction(+ : block_loss) schedule(static) if (worth_threads((size_t)rows * bw * bw))
-        for (int r = 0; r < rows; r++) block_loss += sweep_row_block(&s, r, i1, i2);
+        int failed_tile = 0;
+        #pragma omp parallel reduction(+ : block_loss) if (worth_threads((size_t)rows * bw * bw))
+        {
+            float *wt = malloc(sizeof *wt * ((size_t)B * TILE + (size_t)G));
+            #pragma omp for schedule(static)
+            for (int r0 = 0; r0 < rows; r0 += TILE) {
+                if (!wt) {
+                    #pragma omp atomic write
+                    failed_tile = 1;
+                    continue;
+                }
+                block_loss += sweep_tile(&s, r0, rows - r0 < TILE ? rows - r0 : TILE, i1, i2, wt, wt + (size_t)B * TILE);
+            }
+            free(wt);
+        }
+        if (failed_tile) {
+            llmq_error("gptq %s: out of memory for the sweep", tname);
+            goto done;
+        }
         loss += block_loss;
         if (i2 < n)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, bw, -1.0f, s.err, B, H + (size_t)i1 * n + i2, n, 1.0f,
