@@ -434,3 +434,63 @@ Test(blocks, bulk_scale_unpackers_match_the_readers)
         for (int j = 0; j < 16; j++) cr_assert_eq(sc3[j], llmq_q3_k_get_scale(s, j), "q3_k j=%d", j);
     }
 }
+
+/* llmq_round_row (vector lanes) and llmq_snap_row give, for every weight, a
+ * code whose value no other code of the grid beats, and that code's value:
+ * on random rows, exact midpoints between grid values, huge and NaN inputs. */
+Test(blocks, round_row_picks_a_nearest_code_in_every_lane)
+{
+    enum { N = 512 };
+    float x[N], snapped[N];
+    int8_t q[N];
+    llmq_grid grids[N / 16];
+    for (int c = 0; c < N_GRID_TYPES; c++) {
+        const llmq_type t = grid_types[c];
+        const int G = llmq_group_resolve(t, 0);
+        for (int i = 0; i < N; i++) x[i] = 0.05f * gauss();
+        cr_assert_eq(llmq_rtn_grids(t, x, N, G, grids, NULL), LLMQ_OK, "%s", llmq_last_error());
+        for (int i = 0; i < N; i += 7) { /* midpoints between neighbouring values */
+            const llmq_grid *g = &grids[i / G];
+            const int k = g->qmin + i % (g->qmax - g->qmin);
+            x[i] = 0.5f * (llmq_grid_value(g, k) + llmq_grid_value(g, k + 1));
+        }
+        x[3] = 1e30f;
+        x[5] = -1e30f;
+        x[11] = NAN;
+        cr_assert_eq(llmq_round_row(t, x, N, G, grids, q), LLMQ_OK);
+        cr_assert_eq(llmq_snap_row(t, x, N, G, grids, snapped), LLMQ_OK);
+        for (int i = 0; i < N; i++) {
+            const llmq_grid *g = &grids[i / G];
+            cr_assert(q[i] >= g->qmin && q[i] <= g->qmax, "type %d element %d: code %d", (int)t, i, q[i]);
+            cr_assert_eq(snapped[i], llmq_grid_value(g, q[i]), "type %d element %d", (int)t, i);
+            if (isnan(x[i])) {
+                cr_assert_eq(q[i], g->qmin, "NaN goes to the lowest code");
+                continue;
+            }
+            const float best = fabsf(llmq_grid_value(g, q[i]) - x[i]);
+            for (int k = g->qmin; k <= g->qmax; k++)
+                cr_assert(fabsf(llmq_grid_value(g, k) - x[i]) >= best, "type %d element %d (%g): code %d beats %d", (int)t, i,
+                          (double)x[i], k, q[i]);
+        }
+    }
+}
+
+/* A group whose smallest value is a zero takes the sign of the first zero,
+ * as a sequential fminf scan does (the sign reaches Q4_1's stored min). */
+Test(blocks, asymmetric_fit_keeps_the_first_zero_as_its_minimum)
+{
+    float x[32];
+    for (int i = 0; i < 32; i++) x[i] = 0.01f * (float)(i + 1);
+    x[4] = 0.0f;
+    x[20] = -0.0f;
+    llmq_real_grid a = llmq_grid_fit(LLMQ_TYPE_Q4_1, x, 32, NULL, false);
+    cr_assert(a.offset == 0.0f && !signbit(a.offset), "offset %g", (double)a.offset);
+    x[4] = -0.0f;
+    x[20] = 0.0f;
+    llmq_real_grid b = llmq_grid_fit(LLMQ_TYPE_Q4_1, x, 32, NULL, false);
+    cr_assert(b.offset == 0.0f && signbit(b.offset), "offset %g", (double)b.offset);
+    x[4] = -0.5f; /* a nonzero minimum, found by the vector lanes */
+    llmq_real_grid c = llmq_grid_fit(LLMQ_TYPE_Q4_1, x, 32, NULL, false);
+    cr_assert_eq(c.offset, -0.5f);
+    cr_assert_eq(c.scale, (0.32f - -0.5f) / 15);
+}

@@ -175,19 +175,51 @@ static inline int llmq_round_clamp(float v, int lo, int hi)
     return (int)((v + 12582912.0f) - 12582912.0f);
 }
 
+/* The code nearest to v on the grid value(q) = scale·(q - zero) + offset,
+ * q in [qmin, qmax], as a float, from the grid's fields as floats: no
+ * branches, so a loop over many weights vectorizes, and every lane does the
+ * IEEE operations llmq_grid_round defines (a zero scale gives zero clamped). */
+static inline float llmq_grid_round_lane(float v, float scale, float offset, float zero, float qmin, float qmax)
+{
+    const float den = scale == 0.0f ? 1.0f : scale;
+    float r = (v - offset) / den + zero;
+    r = r > qmin ? r : qmin;
+    r = r < qmax ? r : qmax;
+    const float q = (r + 12582912.0f) - 12582912.0f; /* llmq_round_clamp's rounding */
+    /* The division can land a hair off the midpoint: settle with the exact values. */
+    /* Everything computed before any choice (& not &&): the choices are then
+     * selects of finished values, which the compiler may vectorize. */
+    const float down = q - 1.0f, up = q + 1.0f;
+    const float e = fabsf(scale * (q - zero) + offset - v);
+    const float e_down = fabsf(scale * (down - zero) + offset - v);
+    const float e_up = fabsf(scale * (up - zero) + offset - v);
+    const int take_down = (q > qmin) & (e_down < e), take_up = (q < qmax) & (e_up < e);
+    float best = take_up ? up : q;
+    best = take_down ? down : best;
+    float zero_clamped = zero < qmin ? qmin : zero;
+    zero_clamped = zero_clamped > qmax ? qmax : zero_clamped;
+    return scale != 0.0f ? best : zero_clamped;
+}
 /* The code q in [qmin, qmax] whose value(q) is nearest to v. Inline: RTN,
  * GPTQ's sweep and AWQ's fake quantization call it once per weight. */
 static inline int llmq_grid_round(const llmq_grid *g, float v)
 {
-    if (g->scale == 0.0f) return g->zero < g->qmin ? g->qmin : g->zero > g->qmax ? g->qmax : g->zero;
-    const float r = (v - g->offset) / g->scale + (float)g->zero;
-    const int q = llmq_round_clamp(r, g->qmin, g->qmax);
-    /* The division can land a hair off the midpoint: settle with the exact values. */
-    const float e = fabsf(llmq_grid_value(g, q) - v);
-    if (q > g->qmin && fabsf(llmq_grid_value(g, q - 1) - v) < e) return q - 1;
-    if (q < g->qmax && fabsf(llmq_grid_value(g, q + 1) - v) < e) return q + 1;
-    return q;
+    return (int)llmq_grid_round_lane(v, g->scale, g->offset, (float)g->zero, (float)g->qmin, (float)g->qmax);
 }
+/* fminf / fmaxf exactly as glibc computes them (a NaN argument loses; on a
+ * tie such as ±0 the first argument wins), inline so that loops vectorize:
+ * baseline x86-64 calls libm for fminf/fmaxf. */
+static inline float llmq_fminf(float a, float b) { return b < a || a != a ? b : a; }
+static inline float llmq_fmaxf(float a, float b) { return b > a || a != a ? b : a; }
+/* Loops over weights that vectorize are built for the CPU's widest vectors,
+ * chosen at load time (GCC function multiversioning). -std=c11 keeps FMA
+ * contraction off, so every variant does the baseline's IEEE operations:
+ * the same bits on every CPU. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define LLMQ_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LLMQ_SIMD_CLONES
+#endif
 
 /* The real-valued grid of one group, before rounding to the type's precision:
  * value(q) = scale·(q - zero_t) + offset with zero_t the type's own zero
@@ -219,6 +251,9 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
 
 /* Rounds row[0..n) onto its groups' grids: q[i] = llmq_grid_round(grid of i). */
 int llmq_round_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, int8_t *q);
+/* out[i] = value(q[i]) for the codes llmq_round_row gives: the weights as the
+ * file will decode them (fake quantization). */
+int llmq_snap_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, float *out);
 
 /* Writes the ggml blocks of one row from integer codes q[i] (in the range of
  * the grid of element i's group) and the groups' grids. Checks that the grids

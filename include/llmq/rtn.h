@@ -36,6 +36,10 @@ int llmq_quantize_rows(llmq_type t, const float *src, int64_t rows, int n, int g
 /* ‖ref − approx‖₂ / ‖ref‖₂ over n values (0 when both are zero, accumulated in double). */
 double llmq_rel_error(const float *ref, const float *approx, size_t n);
 
+/* Adds Σ (src − decoded packed)² to *num and Σ src² to *den over `rows` rows
+ * of type t (in parallel; the same sums at any thread count). */
+int llmq_quant_error_sums(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *num, double *den);
+
 /* Relative error of `rows` rows quantized as `packed` (type t) against src. */
 int llmq_quant_rel_error(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *rel_error);
 

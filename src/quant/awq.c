@@ -49,11 +49,7 @@ static int fake_quant_row(llmq_type t, int group_size, const llmq_rtn_opts *ro, 
                           llmq_grid *grids, float *out)
 {
     if (llmq_rtn_grids(t, row, cols, group_size, grids, ro) != LLMQ_OK) return LLMQ_ERR;
-    for (int i = 0; i < cols; i++) {
-        const llmq_grid *g = &grids[i / group_size];
-        out[i] = llmq_grid_value(g, llmq_grid_round(g, row[i]));
-    }
-    return LLMQ_OK;
+    return llmq_snap_row(t, row, cols, group_size, grids, out);
 }
 
 int llmq_fake_quant(llmq_type t, int group_size, bool rtn_search, const float *w, int rows, int cols, float *out)
@@ -281,7 +277,7 @@ static int weight_mean(const llmq_layer *L, llmq_awq_group g, int group_size, fl
             for (int c0 = 0; c0 < cols; c0 += group_size) {
                 int c1 = c0 + group_size < cols ? c0 + group_size : cols;
                 float mx = 0;
-                for (int c = c0; c < c1; c++) mx = fmaxf(mx, fabsf(d[(size_t)r * cols + c]));
+                for (int c = c0; c < c1; c++) mx = llmq_fmaxf(mx, fabsf(d[(size_t)r * cols + c]));
                 for (int c = c0; c < c1; c++) acc[c] += fabsf(d[(size_t)r * cols + c]) / (mx + 1e-6f);
             }
     }

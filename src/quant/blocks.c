@@ -219,7 +219,7 @@ static void q8_0_from_float(const float *x, void *dst, int64_t n)
     llmq_block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
         float amax = 0.0f;
-        for (int j = 0; j < LLMQ_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < LLMQ_QK; j++) amax = llmq_fmaxf(amax, fabsf(x[j]));
         const float d = amax / 127, id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = llmq_f32_to_f16(d);
         for (int j = 0; j < LLMQ_QK; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
@@ -380,8 +380,8 @@ llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups
     if (t == LLMQ_TYPE_Q4_K) {
         float max_scale = 0.0f, max_min = 0.0f;
         for (int g = 0; g < n_groups; g++) {
-            max_scale = fmaxf(max_scale, groups[g].scale);
-            max_min = fmaxf(max_min, -groups[g].offset);
+            max_scale = llmq_fmaxf(max_scale, groups[g].scale);
+            max_min = llmq_fmaxf(max_min, -groups[g].offset);
         }
         sb.d = f2h_sat(max_scale / 63.0f);
         sb.dmin = f2h_sat(max_min / 63.0f);
@@ -427,6 +427,31 @@ static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, c
     return grid_sse(&g, x, len, w);
 }
 
+/* The smallest and largest of x[0..len) as a sequential fminf / fmaxf scan
+ * finds them. Vector lanes find the same values whenever they are nonzero
+ * numbers; a zero extreme (whose sign depends on which zero came first) or a
+ * NaN anywhere takes the sequential scan. */
+static LLMQ_SIMD_CLONES void value_range(const float *x, int len, float *lo_out, float *hi_out)
+{
+    float lo = x[0], hi = x[0];
+    int nan = 0;
+    #pragma omp simd reduction(min : lo) reduction(max : hi) reduction(| : nan)
+    for (int i = 0; i < len; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        nan |= x[i] != x[i];
+    }
+    if (nan || lo == 0.0f || hi == 0.0f) {
+        lo = hi = x[0];
+        for (int i = 1; i < len; i++) {
+            lo = llmq_fminf(lo, x[i]);
+            hi = llmq_fmaxf(hi, x[i]);
+        }
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
 /* Asymmetric grids (Q4_1, Q4_K): value = scale·q + offset, q in 0..nmax. The
  * search follows make_qkx2_quants: for a range of inverse scales, round, then
  * refit (scale, offset) by weighted least squares and keep the best. */
@@ -434,11 +459,8 @@ static llmq_real_grid fit_asymmetric(llmq_type t, const float *x, int len, const
 {
     const int nmax = 15;
     const bool nonpositive_offset = t == LLMQ_TYPE_Q4_K; /* Q4_K stores offset = -dmin·m, m ≥ 0 */
-    float lo = x[0], hi = x[0];
-    for (int i = 1; i < len; i++) {
-        lo = fminf(lo, x[i]);
-        hi = fmaxf(hi, x[i]);
-    }
+    float lo, hi;
+    value_range(x, len, &lo, &hi);
     if (nonpositive_offset && lo > 0) lo = 0;
     llmq_real_grid best = {0.0f, lo};
     if (!(hi > lo)) return best; /* constant group (or NaN) */
@@ -524,11 +546,37 @@ static inline const llmq_grid *grid_of(const llmq_grid *grids, int group_size, i
     return &grids[i / group_size];
 }
 
+/* One group's codes: the grid's fields once, then every weight in vector lanes. */
+static LLMQ_SIMD_CLONES void round_group(const llmq_grid *g, const float *x, int len, int8_t *q)
+{
+    const float scale = g->scale, offset = g->offset, zero = g->zero, qmin = g->qmin, qmax = g->qmax;
+    #pragma omp simd
+    for (int i = 0; i < len; i++) q[i] = (int8_t)(int)llmq_grid_round_lane(x[i], scale, offset, zero, qmin, qmax);
+}
+
+/* One group's decoded values value(round(x)), as round_group. */
+static LLMQ_SIMD_CLONES void snap_group(const llmq_grid *g, const float *x, int len, float *out)
+{
+    const float scale = g->scale, offset = g->offset, zero = g->zero, qmin = g->qmin, qmax = g->qmax;
+    #pragma omp simd
+    for (int i = 0; i < len; i++) out[i] = scale * (llmq_grid_round_lane(x[i], scale, offset, zero, qmin, qmax) - zero) + offset;
+}
+
+int llmq_snap_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, float *out)
+{
+    group_size = llmq_group_resolve(t, group_size);
+    if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
+    for (int start = 0; start < n; start += group_size)
+        snap_group(&grids[start / group_size], row + start, n - start < group_size ? n - start : group_size, out + start);
+    return LLMQ_OK;
+}
+
 int llmq_round_row(llmq_type t, const float *row, int n, int group_size, const llmq_grid *grids, int8_t *q)
 {
     group_size = llmq_group_resolve(t, group_size);
     if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
-    for (int i = 0; i < n; i++) q[i] = (int8_t)llmq_grid_round(grid_of(grids, group_size, i), row[i]);
+    for (int start = 0; start < n; start += group_size)
+        round_group(&grids[start / group_size], row + start, n - start < group_size ? n - start : group_size, q + start);
     return LLMQ_OK;
 }
 
@@ -555,6 +603,15 @@ static bool grid_is_stored(llmq_type t, const llmq_grid *g)
     }
 }
 
+/* Is any of q[0..len) outside [lo, hi]? */
+static LLMQ_SIMD_CLONES bool codes_outside(const int8_t *q, int len, int lo, int hi)
+{
+    int outside = 0;
+    #pragma omp simd reduction(| : outside)
+    for (int i = 0; i < len; i++) outside |= (q[i] < lo) | (q[i] > hi);
+    return outside != 0;
+}
+
 int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const llmq_grid *grids, void *dst)
 {
     group_size = llmq_group_resolve(t, group_size);
@@ -571,10 +628,13 @@ int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const l
                 return llmq_error("pack %s: group %d does not share its super-block's d/dmin", type_name(t), g);
         }
     }
-    for (int i = 0; i < n; i++) {
-        const llmq_grid *g = grid_of(grids, group_size, i);
-        if (q[i] < g->qmin || q[i] > g->qmax)
-            return llmq_error("pack %s: code %d of element %d is outside %d..%d", type_name(t), q[i], i, g->qmin, g->qmax);
+    for (int start = 0; start < n; start += group_size) {
+        const llmq_grid *g = &grids[start / group_size];
+        const int end = n - start < group_size ? n : start + group_size;
+        const bool outside = codes_outside(q + start, end - start, g->qmin, g->qmax);
+        for (int i = start; outside && i < end; i++)
+            if (q[i] < g->qmin || q[i] > g->qmax)
+                return llmq_error("pack %s: code %d of element %d is outside %d..%d", type_name(t), q[i], i, g->qmin, g->qmax);
     }
     switch (t) {
     case LLMQ_TYPE_Q4_0:

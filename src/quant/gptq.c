@@ -239,15 +239,6 @@ static inline const llmq_grid *grid_at(const sweep_ctx *s, int r, int i)
 /* Rows swept together: one AVX-512 vector of floats per column. */
 enum { TILE = 16 };
 
-/* The sweep's vector kernels are built for the CPU's widest vectors, chosen
- * at load time (GCC function multiversioning). -std=c11 keeps FMA contraction
- * off, so every variant does the same IEEE operations as the baseline one:
- * the same bits whatever the CPU. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SWEEP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SWEEP_CLONES
-#endif
 
 /* Fits the grid of the group starting at column c of row r on its current
  * weights (no act_order, so sweep position = original column), which lie in
@@ -273,7 +264,7 @@ static void fit_dynamic(const sweep_ctx *s, int r, int c, const float *x, int st
  * Rows do not wait on their own previous column as a row-by-row sweep does.
  * The error of the whole block reaches the columns after it later, in one
  * GEMM. Returns Σ err² over the tile. */
-static SWEEP_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int i1, int i2, float *restrict wt, float *restrict tmp)
+static LLMQ_SIMD_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int i1, int i2, float *restrict wt, float *restrict tmp)
 {
     const int bw = i2 - i1, n = s->n;
     for (int j = 0; j < bw; j++)
@@ -304,16 +295,7 @@ static SWEEP_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int i1,
         #pragma omp simd
         for (int k = 0; k < TILE; k++) {
             const float v = x[k];
-            const float den = sc[k] == 0.0f ? 1.0f : sc[k];
-            float r = (v - off[k]) / den + zr[k];
-            r = r > lo[k] ? r : lo[k];
-            r = r < hi[k] ? r : hi[k];
-            float qf = (r + 12582912.0f) - 12582912.0f;
-            const float e0 = fabsf(sc[k] * (qf - zr[k]) + off[k] - v);
-            const float em = fabsf(sc[k] * ((qf - 1.0f) - zr[k]) + off[k] - v);
-            const float ep = fabsf(sc[k] * ((qf + 1.0f) - zr[k]) + off[k] - v);
-            qf = qf > lo[k] && em < e0 ? qf - 1.0f : qf < hi[k] && ep < e0 ? qf + 1.0f : qf;
-            if (sc[k] == 0.0f) qf = zr[k] < lo[k] ? lo[k] : zr[k] > hi[k] ? hi[k] : zr[k];
+            const float qf = llmq_grid_round_lane(v, sc[k], off[k], zr[k], lo[k], hi[k]);
             q[k] = qf;
             e[k] = (v - (sc[k] * (qf - zr[k]) + off[k])) / uii;
         }

@@ -163,25 +163,6 @@ static int source_rows(const llmq_weight *w, int r0, int r1, float *dst, const c
     return LLMQ_OK;
 }
 
-/* Sum of squares of (ref − decoded packed) and of ref over rows × cols. */
-static int error_sums(llmq_type t, const float *ref, const void *packed, int64_t rows, int cols, double *num, double *den)
-{
-    const llmq_type_traits *tr = llmq_type_get(t);
-    size_t row_bytes = llmq_row_size(t, cols);
-    float *buf = malloc((size_t)cols * sizeof *buf);
-    if (!buf) return llmq_error("quantize: out of memory");
-    for (int64_t r = 0; r < rows; r++) {
-        tr->to_float((const unsigned char *)packed + (size_t)r * row_bytes, buf, cols);
-        for (int i = 0; i < cols; i++) {
-            double x = ref[(size_t)r * cols + i], e = x - buf[i];
-            *num += e * e;
-            *den += x * x;
-        }
-    }
-    free(buf);
-    return LLMQ_OK;
-}
-
 static double rel_from_sums(double num, double den) { return den == 0 ? (num == 0 ? 0 : INFINITY) : sqrt(num / den); }
 
 static void record(job *j, const planned *p, size_t bytes, double rel_error)
@@ -251,7 +232,7 @@ static int write_big(job *j, const char *name, const llmq_weight *w)
         int r1 = r0 + slice < w->rows ? r0 + slice : w->rows;
         if (source_rows(w, r0, r1, rows, name) ||
             llmq_quantize_rows(t, rows, r1 - r0, w->cols, p->plan.group_size, j->opts->rtn_search, packed + (size_t)r0 * row_bytes) ||
-            error_sums(t, rows, packed + (size_t)r0 * row_bytes, r1 - r0, w->cols, &num, &den))
+            llmq_quant_error_sums(t, rows, packed + (size_t)r0 * row_bytes, r1 - r0, w->cols, &num, &den))
             goto done;
     }
     if (write_tensor(j, p, packed, bytes, w->rows, NULL)) goto done;
@@ -373,7 +354,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             double num = 0, den = 0;
-            if (error_sums(targets[k].type, lw.f.lin[k], lw.packed[k], L->lin[k].rows, L->lin[k].cols, &num, &den)) goto done;
+            if (llmq_quant_error_sums(targets[k].type, lw.f.lin[k], lw.packed[k], L->lin[k].rows, L->lin[k].cols, &num, &den)) goto done;
             rel[k] = rel_from_sums(num, den);
         }
     }

@@ -145,25 +145,56 @@ double llmq_rel_error(const float *ref, const float *approx, size_t n)
     return sqrt(num / den);
 }
 
-int llmq_quant_rel_error(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *rel_error)
+int llmq_quant_error_sums(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *num, double *den)
 {
+    /* Rows in chunks of a fixed size, each summed on one thread, the chunk
+     * sums added in order: the same sums whatever the thread count. */
+    enum { CHUNK = 64 };
     const llmq_type_traits *tr = llmq_type_get(t);
     if (!tr || !tr->to_float) return llmq_error("quant error: unknown type %d", (int)t);
     if (n <= 0 || n % tr->block_size) return llmq_error("quant error: %s row of %d elements", tr->name, n);
-    float *buf = malloc(sizeof *buf * (size_t)n);
-    if (!buf) return llmq_error("quant error: out of memory");
+    const int64_t chunks = (rows + CHUNK - 1) / CHUNK;
+    double *sums = calloc((size_t)(2 * chunks + 1), sizeof *sums);
+    if (!sums) return llmq_error("quant error: out of memory");
     const size_t row_bytes = llmq_row_size(t, n);
-    double num = 0, den = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        tr->to_float((const char *)packed + r * row_bytes, buf, n);
-        const float *x = src + r * n;
-        for (int i = 0; i < n; i++) {
-            double d = (double)x[i] - buf[i];
-            num += d * d;
-            den += (double)x[i] * x[i];
+    int failed = 0;
+    #pragma omp parallel if (rows * n >= (1 << 16))
+    {
+        float *buf = malloc(sizeof *buf * (size_t)n);
+        if (!buf) {
+            #pragma omp atomic write
+            failed = 1;
         }
+        #pragma omp for schedule(static)
+        for (int64_t c = 0; c < chunks; c++) {
+            if (!buf) continue;
+            double e2 = 0, x2 = 0;
+            for (int64_t r = c * CHUNK; r < rows && r < (c + 1) * CHUNK; r++) {
+                tr->to_float((const char *)packed + r * row_bytes, buf, n);
+                const float *x = src + r * n;
+                for (int i = 0; i < n; i++) {
+                    const double d = (double)x[i] - buf[i];
+                    e2 += d * d;
+                    x2 += (double)x[i] * x[i];
+                }
+            }
+            sums[2 * c] = e2;
+            sums[2 * c + 1] = x2;
+        }
+        free(buf);
     }
-    free(buf);
+    for (int64_t c = 0; c < chunks && !failed; c++) {
+        *num += sums[2 * c];
+        *den += sums[2 * c + 1];
+    }
+    free(sums);
+    return failed ? llmq_error("quant error: out of memory") : LLMQ_OK;
+}
+
+int llmq_quant_rel_error(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *rel_error)
+{
+    double num = 0, den = 0;
+    if (llmq_quant_error_sums(t, src, packed, rows, n, &num, &den) != LLMQ_OK) return LLMQ_ERR;
     *rel_error = den == 0 ? (num == 0 ? 0.0 : INFINITY) : sqrt(num / den);
     return LLMQ_OK;
 }
