@@ -263,6 +263,49 @@ static void planted_case(llmq_type t, bool duo, bool rtn_search, int n_grid, dou
     llmq_model_release_workspace(&mm.m);
 }
 
+/* --awq-search-tokens: a budget covering every sample is the full search, bit
+ * for bit; one sample's worth judges the q,k,v ratios on the first sample
+ * alone (its RTN loss is the one a run on that sample alone measures). */
+Test(awq, search_tokens_judges_the_block_outputs_on_the_first_samples)
+{
+    mem_model mm;
+    mem_model_init(&mm, 23);
+    const int ns = 4, T = 64, d = 256;
+    const int outl[] = {17, 90, 151, 230};
+    float *calib = planted_inputs(ns * T, d, 7, outl, 4);
+    llmq_type types[LLMQ_LIN_COUNT];
+    fill_types(types, LLMQ_TYPE_Q4_0);
+    llmq_awq_opts o;
+    llmq_awq_defaults(&o);
+    cr_assert_eq(o.search_tokens, 8192, "the documented default");
+    const int budgets[4] = {0, ns * T, T, T};
+    const int samples[4] = {ns, ns, ns, 1};
+    llmq_layer out[4];
+    float *bufs[4];
+    llmq_awq_stats st[4];
+    for (int c = 0; c < 4; c++) {
+        bufs[c] = copy_layer(&mm.layer, &out[c]);
+        o.search_tokens = budgets[c];
+        cr_assert_eq(llmq_awq_layer(&mm.m, 0, &out[c], calib, samples[c], T, types, 128, &o, &st[c]), LLMQ_OK, "%s", llmq_last_error());
+    }
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+        cr_assert_arr_eq(out[0].lin[k].data, out[1].lin[k].data, sizeof(float) * out[0].lin[k].rows * out[0].lin[k].cols, "%s",
+                         llmq_linear_names[k]);
+    for (int g = 0; g < LLMQ_AWQ_GROUP_COUNT; g++) {
+        cr_assert_eq(st[0].ratio[g], st[1].ratio[g]);
+        cr_assert_eq(st[0].loss_best[g], st[1].loss_best[g]);
+    }
+    cr_assert_eq(st[2].loss_rtn[LLMQ_AWQ_QKV], st[3].loss_rtn[LLMQ_AWQ_QKV]);
+    cr_assert_neq(st[2].loss_rtn[LLMQ_AWQ_QKV], st[0].loss_rtn[LLMQ_AWQ_QKV]);
+    o.search_tokens = -1;
+    cr_assert_eq(llmq_awq_layer(&mm.m, 0, &out[0], calib, ns, T, types, 128, &o, NULL), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "search_tokens -1"), "%s", llmq_last_error());
+    for (int c = 0; c < 4; c++) free(bufs[c]);
+    free(calib);
+    free(mm.buf);
+    llmq_model_release_workspace(&mm.m);
+}
+
 Test(awq, planted_outliers_q4_0) { planted_case(LLMQ_TYPE_Q4_0, false, false, 20, 0.7); }
 Test(awq, planted_outliers_q4_k) { planted_case(LLMQ_TYPE_Q4_K, false, false, 20, 0.7); }
 Test(awq, planted_outliers_q4_1_duo) { planted_case(LLMQ_TYPE_Q4_1, true, false, 20, 0.7); }

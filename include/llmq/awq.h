@@ -58,6 +58,12 @@ typedef struct {
     int clip_grid;    /* shrink step 1/clip_grid (20) */
     float max_shrink; /* shrink the range by up to this fraction (0.5) */
     int clip_tokens;  /* sample every max(1, tokens / clip_tokens)-th token (512) */
+    /* The ratio search of the groups judged on a block's output (q,k,v on the
+     * attention, gate,up on the MLP) runs that block once per ratio over the
+     * first ceil(search_tokens / seqlen) calibration samples (windows drawn
+     * at random offsets, so a random subset) instead of all of them; x̄ and
+     * the v→o and up→down searches keep every token. 0 = all samples (8192). */
+    int search_tokens;
     /* Fake-quantize with llmq_rtn_opts.search, as the final quantizer will
      * when it rounds with the error-minimising grid search (false). */
     bool rtn_search;

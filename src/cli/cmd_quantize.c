@@ -45,6 +45,10 @@ static const char *usage =
     "  --awq-coarse         AWQ: evaluate every 4th scale ratio and the best one's neighbours\n"
     "                       (9 of 20 forwards, about half the search time) instead of all of\n"
     "                       them; may settle on another of several near-equal minima\n"
+    "  --awq-search-tokens N  AWQ: run the attention and the MLP once per scale ratio over the\n"
+    "                       first N calibration tokens (whole windows) instead of all of them;\n"
+    "                       the statistics and the other searches use every token (default\n"
+    "                       8192; 0 = all)\n"
     "\n"
     "  --keep-output T      type of the output head (f32, f16, bf16, q8_0, q6_k; default: Q6_K,\n"
     "                       or Q8_0 for q8_0 and for rows not a multiple of 256, as llama-quantize)\n"
@@ -269,6 +273,9 @@ int cmd_quantize(int argc, char **argv)
     int group_size = 128, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
     const char *calib_path = NULL;
     double damp = 0.01;
+    llmq_awq_opts awq_defaults;
+    llmq_awq_defaults(&awq_defaults);
+    int awq_search_tokens = awq_defaults.search_tokens;
     bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false, awq_coarse = false, resume = false;
     for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
@@ -288,6 +295,7 @@ int cmd_quantize(int argc, char **argv)
                  cli_int(&a, "--group-size", 0, &group_size) || cli_int(&a, "--threads", 0, &threads) ||
                  cli_value(&a, "--calib", &calib_path) || cli_int(&a, "--calib-samples", 1, &calib_samples) ||
                  cli_int(&a, "--calib-seqlen", 2, &calib_seqlen) || cli_int(&a, "--seed", 0, &seed) ||
+                 cli_int(&a, "--awq-search-tokens", 0, &awq_search_tokens) ||
                  cli_double(&a, "--damp", 0.0, 10.0, &damp)) {
             if (a.failed) return 2;
         } else if (a.positional && !src) src = a.positional;
@@ -357,6 +365,7 @@ int cmd_quantize(int argc, char **argv)
         co.awq.duo = awq_duo;
         co.awq.clip = !no_clip;
         co.awq.coarse = awq_coarse;
+        co.awq.search_tokens = awq_search_tokens;
         co.awq.rtn_search = search;
         co.rtn_search = search;
         co.report = on_layer_report;
@@ -366,8 +375,8 @@ int cmd_quantize(int argc, char **argv)
         fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
     }
     /* The options beyond llmq_quant_opts' own that change the file's bytes (the resume fingerprint). */
-    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80];
-    llmq_quant_param params[10];
+    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16];
+    llmq_quant_param params[11];
     int n_params = 0;
     if (kind >= 0) {
         snprintf(p_seqlen, sizeof p_seqlen, "%d", calib.seqlen);
@@ -392,6 +401,8 @@ int cmd_quantize(int argc, char **argv)
         params[n_params++] = (llmq_quant_param){"--awq-duo", awq_duo ? "on" : "off"};
         params[n_params++] = (llmq_quant_param){"--no-clip", no_clip ? "on" : "off"};
         params[n_params++] = (llmq_quant_param){"--awq-coarse", awq_coarse ? "on" : "off"};
+        snprintf(p_search, sizeof p_search, "%d", awq_search_tokens);
+        params[n_params++] = (llmq_quant_param){"--awq-search-tokens", p_search};
     }
     llmq_quant_opts opts = {
         .policy = pol,

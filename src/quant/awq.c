@@ -31,7 +31,7 @@ void llmq_awq_defaults(llmq_awq_opts *o)
 {
     *o = (llmq_awq_opts){
         .n_grid = 20, .duo = false, .clip = true, .clip_grid = 20, .max_shrink = 0.5f, .clip_tokens = 512,
-        .rtn_search = false,
+        .search_tokens = 8192, .rtn_search = false,
     };
 }
 
@@ -310,6 +310,7 @@ static void make_scales(const float *x_mean, const float *w_mean, double r, int 
 typedef struct {
     const llmq_model *m;
     int index, n_samples, seqlen;
+    int search_samples; /* samples the block-output ratio search runs on */
     size_t n_tokens;
     llmq_type types[LLMQ_LIN_COUNT];
     int group_size[LLMQ_LIN_COUNT]; /* resolved per type */
@@ -385,18 +386,18 @@ static double fixed_order_sum(const float *a, const float *b, size_t n, bool squ
     return total;
 }
 
-/* Runs the inspected sub-block over all tokens: into out (when non-NULL),
+/* Runs the inspected sub-block over the first n_samples samples: into out (when non-NULL),
  * and the sum of squared differences to ref into *sse (when ref is non-NULL). */
 static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
-                       float *out, double *sse)
+                       int n_samples, float *out, double *sse)
 {
     int d = c->m->cfg.hidden_size, per = chunk_samples(c, g);
     float *buf = out ? NULL : malloc((size_t)per * c->seqlen * d * sizeof(float));
     if (!out && !buf) return llmq_error("layer %d: AWQ: out of memory for a chunk of outputs", c->index);
     double total = 0;
     int rc = LLMQ_OK;
-    for (int s0 = 0; s0 < c->n_samples && rc == LLMQ_OK; s0 += per) {
-        int ns = s0 + per <= c->n_samples ? per : c->n_samples - s0;
+    for (int s0 = 0; s0 < n_samples && rc == LLMQ_OK; s0 += per) {
+        int ns = s0 + per <= n_samples ? per : n_samples - s0;
         size_t t0 = (size_t)s0 * c->seqlen, n = (size_t)ns * c->seqlen;
         float *o = out ? out + t0 * d : buf;
         if (g == LLMQ_AWQ_QKV) {
@@ -511,10 +512,11 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
                 for (size_t e = 0; e < n_w; e++) tmp[0][e] -= w0[e];
                 cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, reader->rows, cols, 1.0f, H, cols, tmp[0], cols, 0.0f, dh, cols);
                 sse = fixed_order_sum(tmp[0], dh, n_w, false);
-            } else if (inspect_all(c, g, &Lq, in, ref, NULL, &sse)) {
+            } else if (inspect_all(c, g, &Lq, in, ref, c->search_samples, NULL, &sse)) {
                 goto done;
             }
-            losses[i] = sse / ((double)c->n_tokens * d);
+            const size_t judged = H ? c->n_tokens : (size_t)c->search_samples * c->seqlen;
+            losses[i] = sse / ((double)judged * d);
             if (!isnan(losses[i]) && (best_i < 0 || losses[i] < losses[best_i] || (losses[i] == losses[best_i] && i < best_i))) best_i = i;
         }
         if (best_i < 0) break;
@@ -707,13 +709,15 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     }
     if (stats) memset(stats, 0, sizeof *stats);
     if (n_samples <= 0 || seqlen <= 0) return llmq_error("layer %d: AWQ needs calibration samples (%d × %d tokens)", index, n_samples, seqlen);
-    if (opts->n_grid < 1 || opts->clip_grid < 1 || !(opts->max_shrink >= 0.0f && opts->max_shrink < 1.0f) || opts->clip_tokens < 1)
-        return llmq_error("layer %d: AWQ options out of range (n_grid %d, clip_grid %d, max_shrink %g, clip_tokens %d)", index,
-                          opts->n_grid, opts->clip_grid, (double)opts->max_shrink, opts->clip_tokens);
+    if (opts->n_grid < 1 || opts->clip_grid < 1 || !(opts->max_shrink >= 0.0f && opts->max_shrink < 1.0f) || opts->clip_tokens < 1 || opts->search_tokens < 0)
+        return llmq_error("layer %d: AWQ options out of range (n_grid %d, clip_grid %d, max_shrink %g, clip_tokens %d, search_tokens %d)",
+                          index, opts->n_grid, opts->clip_grid, (double)opts->max_shrink, opts->clip_tokens, opts->search_tokens);
     if (check_layer(m, index, layer)) return LLMQ_ERR;
 
-    awq_ctx c = {.m = m, .index = index, .n_samples = n_samples, .seqlen = seqlen,
+    awq_ctx c = {.m = m, .index = index, .n_samples = n_samples, .seqlen = seqlen, .search_samples = n_samples,
                  .n_tokens = (size_t)n_samples * seqlen, .opts = opts};
+    if (opts->search_tokens > 0 && (opts->search_tokens + seqlen - 1) / seqlen < n_samples)
+        c.search_samples = (opts->search_tokens + seqlen - 1) / seqlen;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_type_traits *tr = llmq_type_get(types[k]);
         if (!tr) return llmq_error("layer %d: %s: unknown type %d", index, llmq_linear_names[k], (int)types[k]);
@@ -747,7 +751,10 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
 
     /* input_layernorm -> q, k, v, judged on the attention output. */
     llmq_rmsnorm(xn, X, layer->attn_norm.data, (int)N, d, cfg->rms_norm_eps);
-    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xn, NULL, ref, NULL) || check_finite(ref, N * d, index, "the attention output")) goto done;
+    const size_t N_search = (size_t)c.search_samples * seqlen;
+    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xn, NULL, c.search_samples, ref, NULL) ||
+        check_finite(ref, N_search * d, index, "the attention output"))
+        goto done;
     if (search_scales(&c, LLMQ_AWQ_QKV, layer, xn, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_QKV, s)) goto done;
 
     /* The attention again with those scales: o_proj's input, and the residual stream. */
@@ -774,7 +781,9 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
 
     /* post_attention_layernorm -> gate, up, judged on the MLP output. */
     llmq_rmsnorm(xn, h, layer->ffn_norm.data, (int)N, d, cfg->rms_norm_eps);
-    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xn, NULL, ref, NULL) || check_finite(ref, N * d, index, "the MLP output")) goto done;
+    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xn, NULL, c.search_samples, ref, NULL) ||
+        check_finite(ref, N_search * d, index, "the MLP output"))
+        goto done;
     if (search_scales(&c, LLMQ_AWQ_GATE_UP, layer, xn, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_GATE_UP, s)) goto done;
 
     /* up_proj -> down_proj, judged on down_proj's output. */
