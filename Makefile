@@ -24,7 +24,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -fopenmp -Iinclude $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -fopenmp -lm $(EXTRA_LDLIBS)
 
-LIB_SRC  := $(sort $(wildcard src/util/*.c src/io/*.c src/model/*.c src/quant/*.c src/kernels/*.c src/eval/*.c))
+LIB_SRC  := $(sort $(wildcard src/util/*.c src/formats/*.c src/io/*.c src/model/*.c src/quant/*.c src/kernels/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
@@ -96,7 +96,7 @@ else
 	@echo "test-neon skipped: $(CROSS_CC) or $(QEMU_AARCH64) missing (bash scripts/install-deps.sh installs them)"
 endif
 
-NEON_SRC := src/util/error.c src/quant/types.c src/quant/blocks.c src/quant/rtn.c \
+NEON_SRC := src/util/error.c src/formats/types.c src/formats/blocks.c src/formats/rtn.c \
             src/kernels/dispatch.c src/kernels/scalar.c src/kernels/quant_neon.c src/kernels/quant_avx2.c src/kernels/quant_avx512.c
 $(BUILD)/neon/test_neon: tests/neon/test_neon.c tests/kernel_check.h src/kernels/kernel_ops.h $(NEON_SRC) $(wildcard include/llmq/*.h)
 	@mkdir -p $(dir $@)

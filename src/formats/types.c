@@ -1,5 +1,5 @@
 /* The type traits table. Plain floats live here; the block formats register
- * their rows from src/quant/blocks.c through llmq_block_traits(). */
+ * their rows from src/formats/blocks.c through llmq_block_traits(). */
 #include "llmq/types.h"
 
 #include <ctype.h>
