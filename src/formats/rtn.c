@@ -4,9 +4,6 @@
 #include "llmq/error.h"
 
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* The grid of a K-quant group with explicit codes under a fixed super-block. */
 static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
@@ -87,52 +84,6 @@ int llmq_rtn_grids(llmq_type t, const float *row, int n, int group_size, llmq_gr
     return LLMQ_OK;
 }
 
-int llmq_quantize_row(llmq_type t, const float *src, int n, int group_size, bool rtn_search, void *dst)
-{
-    const llmq_type_traits *tr = llmq_type_get(t);
-    if (!tr) return llmq_error("quantize: unknown type %d", (int)t);
-    if (t == LLMQ_TYPE_F32 || t == LLMQ_TYPE_F16 || t == LLMQ_TYPE_BF16) {
-        tr->from_float(src, dst, n);
-        return LLMQ_OK;
-    }
-    group_size = llmq_group_resolve(t, group_size);
-    if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
-    llmq_grid *grids = malloc(sizeof *grids * (size_t)llmq_group_count(n, group_size));
-    if (!grids) return llmq_error("quantize %s: out of memory for the grids of a %d-element row", tr->name, n);
-    llmq_rtn_opts opts = {.search = rtn_search, .importance = NULL};
-    int rc = llmq_rtn_grids(t, src, n, group_size, grids, &opts);
-    if (rc == LLMQ_OK) rc = llmq_pack_row(t, src, n, group_size, grids, dst);
-    free(grids);
-    return rc;
-}
-
-int llmq_quantize_rows(llmq_type t, const float *src, int64_t rows, int n, int group_size, bool rtn_search, void *dst)
-{
-    const llmq_type_traits *tr = llmq_type_get(t);
-    if (!tr) return llmq_error("quantize: unknown type %d", (int)t);
-    if (tr->is_quantized && llmq_group_check(t, n, llmq_group_resolve(t, group_size)) != LLMQ_OK) return LLMQ_ERR;
-    const size_t row_bytes = llmq_row_size(t, n);
-    int failed = 0;
-    char message[256] = "";
-    #pragma omp parallel for schedule(dynamic, 16)
-    for (int64_t r = 0; r < rows; r++) {
-        int skip;
-        #pragma omp atomic read
-        skip = failed;
-        if (skip) continue;
-        if (llmq_quantize_row(t, src + r * n, n, group_size, rtn_search, (char *)dst + r * row_bytes) != LLMQ_OK) {
-            /* The message is thread-local: carry it back to the caller's thread. */
-            #pragma omp critical(llmq_quantize_rows_error)
-            {
-                if (!failed) snprintf(message, sizeof message, "%s", llmq_last_error());
-                failed = 1;
-            }
-        }
-    }
-    if (failed) return llmq_error("%s", message);
-    return LLMQ_OK;
-}
-
 double llmq_rel_error(const float *ref, const float *approx, size_t n)
 {
     double num = 0, den = 0;
@@ -143,27 +94,4 @@ double llmq_rel_error(const float *ref, const float *approx, size_t n)
     }
     if (den == 0) return num == 0 ? 0.0 : INFINITY;
     return sqrt(num / den);
-}
-
-int llmq_quant_rel_error(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *rel_error)
-{
-    const llmq_type_traits *tr = llmq_type_get(t);
-    if (!tr || !tr->to_float) return llmq_error("quant error: unknown type %d", (int)t);
-    if (n <= 0 || n % tr->block_size) return llmq_error("quant error: %s row of %d elements", tr->name, n);
-    float *buf = malloc(sizeof *buf * (size_t)n);
-    if (!buf) return llmq_error("quant error: out of memory");
-    const size_t row_bytes = llmq_row_size(t, n);
-    double num = 0, den = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        tr->to_float((const char *)packed + r * row_bytes, buf, n);
-        const float *x = src + r * n;
-        for (int i = 0; i < n; i++) {
-            double d = (double)x[i] - buf[i];
-            num += d * d;
-            den += (double)x[i] * x[i];
-        }
-    }
-    free(buf);
-    *rel_error = den == 0 ? (num == 0 ? 0.0 : INFINITY) : sqrt(num / den);
-    return LLMQ_OK;
 }
