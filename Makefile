@@ -120,6 +120,7 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -fopenmp -Ii
 FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 # The parsers need no kernels (whose CPU-feature probes are gcc-specific), model or quantizers.
 FUZZ_NOT_PARSERS := src/kernels/% src/eval/% src/model/llama.c src/model/synth.c src/model/gguf_model.c \
+                    src/model/load_gguf.c src/model/load_safetensors.c \
                     src/quant/gptq.c src/quant/awq.c src/quant/calibrated.c src/quant/quantize.c src/quant/policy.c src/quant/calib.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out $(FUZZ_NOT_PARSERS),$(LIB_SRC)))
 
