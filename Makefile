@@ -84,9 +84,14 @@ QEMU_AARCH64 ?= qemu-aarch64
 HAVE_NEON_CROSS := $(shell command -v $(CROSS_CC) >/dev/null 2>&1 && command -v $(QEMU_AARCH64) >/dev/null 2>&1 && echo yes)
 
 # CONFORMANCE=0 leaves out the llama.cpp conformance check (tests/conformance/run.sh).
+# scripts/check-deps.py holds src/ to one-way dependencies between its folders
+# (util -> formats -> kernels | io -> model -> quant | eval -> cli) and to no
+# include or call circle between files; tests/deps/run.sh proves it on small trees.
 CONFORMANCE ?= 1
 test: deps $(BIN) $(TEST_BIN)
 	@bash scripts/run-tests.sh $(TEST_BIN)
+	@python3 scripts/check-deps.py --objects $(BUILD)/src
+	@CC="$(CC)" bash tests/deps/run.sh
 ifneq ($(CONFORMANCE),0)
 	@bash tests/conformance/run.sh $(BIN)
 endif
