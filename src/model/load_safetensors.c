@@ -11,6 +11,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Hugging Face names of the tensors: the model's own and each layer's. */
+static const char EMBED_NAME[] = "model.embed_tokens.weight", NORM_NAME[] = "model.norm.weight", HEAD_NAME[] = "lm_head.weight";
+static const char *const linear_group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
+
+static void norm_name(char *buf, size_t cap, int l, const char *norm)
+{
+    snprintf(buf, cap, "model.layers.%d.%s.weight", l, norm);
+}
+
+static void linear_name(char *buf, size_t cap, int l, int k, const char *suffix)
+{
+    snprintf(buf, cap, "model.layers.%d.%s.%s.%s", l, linear_group[k], llmq_linear_names[k], suffix);
+}
+
+int llmq_checkpoint_tensors(const llmq_config *c, int (*fn)(void *user, const char *name, bool required), void *user)
+{
+    int rc;
+    if ((rc = fn(user, EMBED_NAME, true)) || (rc = fn(user, NORM_NAME, true))) return rc;
+    if (!c->tie_word_embeddings && (rc = fn(user, HEAD_NAME, true))) return rc;
+    char name[160];
+    for (int l = 0; l < c->n_layers; l++) {
+        norm_name(name, sizeof name, l, "input_layernorm");
+        if ((rc = fn(user, name, true))) return rc;
+        norm_name(name, sizeof name, l, "post_attention_layernorm");
+        if ((rc = fn(user, name, true))) return rc;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            linear_name(name, sizeof name, l, k, "weight");
+            if ((rc = fn(user, name, true))) return rc;
+            linear_name(name, sizeof name, l, k, "bias");
+            if ((rc = fn(user, name, llmq_linear_has_bias(c, (llmq_linear)k)))) return rc;
+        }
+    }
+    return 0;
+}
+
 static void *keep(llmq_model *m, void *p)
 {
     void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
@@ -87,12 +122,12 @@ llmq_model *llmq_model_load(const char *path)
 
     const llmq_config *c = &m->cfg;
     int d = c->hidden_size;
-    if (bind(m, st, "model.embed_tokens.weight", c->vocab_size, d, false, &m->embed) ||
-        bind(m, st, "model.norm.weight", d, 0, false, &m->final_norm) || to_f32(m, &m->final_norm))
+    if (bind(m, st, EMBED_NAME, c->vocab_size, d, false, &m->embed) ||
+        bind(m, st, NORM_NAME, d, 0, false, &m->final_norm) || to_f32(m, &m->final_norm))
         goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
-    } else if (bind(m, st, "lm_head.weight", c->vocab_size, d, false, &m->lm_head)) {
+    } else if (bind(m, st, HEAD_NAME, c->vocab_size, d, false, &m->lm_head)) {
         goto fail;
     }
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -100,20 +135,19 @@ llmq_model *llmq_model_load(const char *path)
         llmq_error("%s: out of memory", path);
         goto fail;
     }
-    const char *group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
     for (int l = 0; l < c->n_layers; l++) {
         llmq_layer *L = &m->layers[l];
         char name[160];
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        norm_name(name, sizeof name, l, "input_layernorm");
         if (bind(m, st, name, d, 0, false, &L->attn_norm) || to_f32(m, &L->attn_norm)) goto fail;
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        norm_name(name, sizeof name, l, "post_attention_layernorm");
         if (bind(m, st, name, d, 0, false, &L->ffn_norm) || to_f32(m, &L->ffn_norm)) goto fail;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
-            snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, group[k], llmq_linear_names[k]);
+            linear_name(name, sizeof name, l, k, "weight");
             if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
-            snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, group[k], llmq_linear_names[k]);
+            linear_name(name, sizeof name, l, k, "bias");
             if (bind(m, st, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
         }
     }
