@@ -184,17 +184,16 @@ static int inspect_checkpoint(const char *path, bool json)
         printf("\n%zu tensors, %lld parameters, %zu bytes\n", llmq_st_count(st), (long long)params, bytes);
     }
     llmq_st_close(st);
-    /* What the model would not find, or would leave unread, as quantize and ppl would meet it. */
-    char line[1024];
-    rc = 0;
+    /* What the model would not find (a failure), and what it would leave unread (a note), on one line. */
+    char line[1024] = "";
+    if (json_array_size(audit.missing)) audit_line(line, sizeof line, audit.missing, "that config.json implies missing");
     if (json_array_size(audit.unused)) {
-        audit_line(line, sizeof line, audit.unused, "not used by the model");
-        fprintf(stderr, "llmq inspect: %s: %s\n", path, line);
+        if (*line) snprintf(line + strlen(line), sizeof line - strlen(line), "; ");
+        audit_line(line + strlen(line), sizeof line - strlen(line), audit.unused, "not used by the model");
     }
-    if (json_array_size(audit.missing)) {
-        audit_line(line, sizeof line, audit.missing, "that config.json implies missing");
-        rc = cli_fail("inspect", "%s: %s", path, line);
-    }
+    rc = 0;
+    if (json_array_size(audit.missing)) rc = cli_fail("inspect", "%s: %s", path, line);
+    else if (*line) fprintf(stderr, "llmq inspect: %s: %s\n", path, line);
     audit_free(&audit);
     return rc;
 }
