@@ -24,7 +24,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -fopenmp -Iinclude $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -fopenmp -lm $(EXTRA_LDLIBS)
 
-LIB_SRC  := $(sort $(wildcard src/util/*.c src/io/*.c src/model/*.c src/quant/*.c src/kernels/*.c src/eval/*.c))
+LIB_SRC  := $(sort $(wildcard src/util/*.c src/formats/*.c src/io/*.c src/model/*.c src/quant/*.c src/kernels/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
@@ -84,9 +84,14 @@ QEMU_AARCH64 ?= qemu-aarch64
 HAVE_NEON_CROSS := $(shell command -v $(CROSS_CC) >/dev/null 2>&1 && command -v $(QEMU_AARCH64) >/dev/null 2>&1 && echo yes)
 
 # CONFORMANCE=0 leaves out the llama.cpp conformance check (tests/conformance/run.sh).
+# scripts/check-deps.py holds src/ to one-way dependencies between its folders
+# (util -> formats -> kernels | io -> model -> quant | eval -> cli) and to no
+# include or call circle between files; tests/deps/run.sh proves it on small trees.
 CONFORMANCE ?= 1
 test: deps $(BIN) $(TEST_BIN)
 	@bash scripts/run-tests.sh $(TEST_BIN)
+	@python3 scripts/check-deps.py --objects $(BUILD)/src
+	@CC="$(CC)" bash tests/deps/run.sh
 ifneq ($(CONFORMANCE),0)
 	@bash tests/conformance/run.sh $(BIN)
 endif
@@ -96,7 +101,7 @@ else
 	@echo "test-neon skipped: $(CROSS_CC) or $(QEMU_AARCH64) missing (bash scripts/install-deps.sh installs them)"
 endif
 
-NEON_SRC := src/util/error.c src/quant/types.c src/quant/blocks.c src/quant/rtn.c \
+NEON_SRC := src/util/error.c src/formats/types.c src/formats/blocks.c src/formats/rtn.c \
             src/kernels/dispatch.c src/kernels/scalar.c src/kernels/quant_neon.c src/kernels/quant_avx2.c src/kernels/quant_avx512.c
 $(BUILD)/neon/test_neon: tests/neon/test_neon.c tests/kernel_check.h src/kernels/kernel_ops.h $(NEON_SRC) $(wildcard include/llmq/*.h)
 	@mkdir -p $(dir $@)
@@ -119,7 +124,8 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -fopenmp -Ii
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wno-pass-failed
 FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 # The parsers need no kernels (whose CPU-feature probes are gcc-specific), model or quantizers.
-FUZZ_NOT_PARSERS := src/kernels/% src/eval/% src/model/llama.c src/model/synth.c src/io/gguf_model.c \
+FUZZ_NOT_PARSERS := src/kernels/% src/eval/% src/model/llama.c src/model/synth.c src/model/gguf_model.c \
+                    src/model/load_gguf.c src/model/load_safetensors.c \
                     src/quant/gptq.c src/quant/awq.c src/quant/calibrated.c src/quant/quantize.c src/quant/policy.c src/quant/calib.c
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out $(FUZZ_NOT_PARSERS),$(LIB_SRC)))
 

@@ -6,6 +6,7 @@
 #include "llmq/kernels.h"
 #include "llmq/quantize.h"
 #include "llmq/rtn.h"
+#include "llmq/safetensors.h"
 #include "llmq/synth.h"
 #include "synth_model.h"
 #include "test_util.h"
@@ -456,6 +457,67 @@ Test(quantize_cli, refusals_and_help)
     out = run(cmd, &st);
     cr_expect_eq(st, 1);
     cr_expect(strstr(out, "/nonexistent.gguf"), "%s", out);
+    free(out);
+}
+
+/* inspect holds a checkpoint to the tensors its config.json implies, as the
+ * loader does: layer 0's q_proj renamed in the safetensors header is named as
+ * missing (exit 1) and the stray name as unused, on the one stderr line; the
+ * intact checkpoint passes with both lists empty. */
+Test(quantize_cli, inspect_names_missing_and_unused_tensors)
+{
+    char bin[600], dir[256], path[400], tmp[420], cmd[2048];
+    test_llmq_binary(bin, sizeof bin);
+    test_tmpdir(dir, sizeof dir, "inspect-missing");
+    llmq_synth_opts so;
+    llmq_synth_defaults(&so);
+    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
+    int st;
+    snprintf(cmd, sizeof cmd, "%s inspect %s --json 2>&1", bin, dir);
+    char *out = run(cmd, &st);
+    cr_assert_eq(st, 0, "%s", out);
+    json_t *j = last_json_line(out);
+    cr_expect_eq(json_array_size(json_object_get(j, "missing")), 0);
+    cr_expect_eq(json_array_size(json_object_get(j, "unused")), 0);
+    json_decref(j);
+    free(out);
+
+    const char *gone = "model.layers.0.self_attn.q_proj.weight";
+    char stray[] = "model.layers.0.self_attn.q_proj.weight_orig";
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s/model.safetensors.tmp", dir);
+    llmq_safetensors *f = llmq_st_open(path);
+    cr_assert_not_null(f, "%s", llmq_last_error());
+    size_t n = llmq_st_count(f), renamed = 0;
+    llmq_st_tensor *ts = malloc(n * sizeof *ts);
+    for (size_t i = 0; i < n; i++) {
+        ts[i] = *llmq_st_at(f, i);
+        if (!strcmp(ts[i].name, gone)) ts[i].name = stray, renamed++;
+    }
+    cr_assert_eq(renamed, 1);
+    cr_assert_eq(llmq_st_write(tmp, ts, n, NULL), LLMQ_OK, "%s", llmq_last_error());
+    free(ts);
+    llmq_st_close(f);
+    cr_assert_eq(rename(tmp, path), 0);
+
+    snprintf(cmd, sizeof cmd, "%s inspect %s 2>&1 >/dev/null", bin, dir);
+    out = run(cmd, &st);
+    cr_expect_eq(st, 1, "%s", out);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "llmq inspect: %s: 1 tensor that config.json implies missing: model.layers.0.self_attn.q_proj.weight; "
+             "1 tensor not used by the model: model.layers.0.self_attn.q_proj.weight_orig\n",
+             dir);
+    cr_expect_str_eq(out, want);
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "%s inspect %s --json 2>/dev/null", bin, dir);
+    out = run(cmd, &st);
+    cr_expect_eq(st, 1, "%s", out);
+    j = last_json_line(out);
+    cr_expect_str_eq(json_string_value(json_array_get(json_object_get(j, "missing"), 0)), gone);
+    cr_expect_str_eq(json_string_value(json_array_get(json_object_get(j, "unused"), 0)), stray);
+    json_decref(j);
     free(out);
 }
 

@@ -75,6 +75,14 @@ void llmq_dequant_q6_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q3_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q8_k(const void *src, float *dst, int64_t n);
 
+/* ggml's reference encoders (quantize_row_*_ref), n a multiple of the block
+ * size: the type table's from_float for Q4_0, Q4_1, Q8_0 and Q8_K (the
+ * K-quant weight types encode through llmq's RTN instead). */
+void llmq_encode_ref_q4_0(const float *x, void *dst, int64_t n);
+void llmq_encode_ref_q4_1(const float *x, void *dst, int64_t n);
+void llmq_encode_ref_q8_0(const float *x, void *dst, int64_t n);
+void llmq_encode_ref_q8_k(const float *x, void *dst, int64_t n);
+
 /* Q4_K's 6-bit (scale, min) of sub-block j (0..7) from the packed scales[12]. */
 /* All eight 6-bit scales and mins of a Q4_K super-block at once (the values
  * llmq_q4_k_get_scale_min returns one at a time): bytes 0..3 hold scales 0..3

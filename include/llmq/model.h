@@ -63,6 +63,11 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
 /* Loads a Hugging Face checkpoint directory (config.json + safetensors) or a
  * safetensors/index file beside a config.json. NULL with a message on error. */
 llmq_model *llmq_model_load(const char *path);
+/* Every tensor llmq_model_load reads from a Hugging Face checkpoint of config
+ * c, in its order: fn(user, name, required), required false for the biases
+ * the config does not call for (read when present). Stops at fn's first
+ * non-zero return and returns it (0 when all were seen). */
+int llmq_checkpoint_tensors(const llmq_config *c, int (*fn)(void *user, const char *name, bool required), void *user);
 void llmq_model_free(llmq_model *m);
 /* Frees the activation buffers a model keeps between forward calls (the next
  * call allocates them again): for callers that hold a model idle for long or

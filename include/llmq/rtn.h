@@ -1,5 +1,7 @@
 /* Round-to-nearest quantization on grids chosen in the output type's own
- * precision (see llmq/blocks.h for the grid model). */
+ * precision (see llmq/blocks.h for the grid model). Whole rows to a type
+ * (llmq_quantize_row, llmq_quantize_rows) go through the type table: see
+ * llmq/types.h. */
 #ifndef LLMQ_RTN_H
 #define LLMQ_RTN_H
 
@@ -25,22 +27,7 @@ typedef struct {
  * the type's native unit. opts may be NULL (plain RTN). */
 int llmq_rtn_grids(llmq_type t, const float *row, int n, int group_size, llmq_grid *grids, const llmq_rtn_opts *opts);
 
-/* Quantizes one row of n floats to type t (llmq_rtn_grids + llmq_pack_row).
- * F32/F16/BF16 are plain conversions (group_size ignored). */
-int llmq_quantize_row(llmq_type t, const float *src, int n, int group_size, bool rtn_search, void *dst);
-
-/* The same for `rows` rows, in parallel (OpenMP); dst holds rows ×
- * llmq_row_size(t, n) bytes. */
-int llmq_quantize_rows(llmq_type t, const float *src, int64_t rows, int n, int group_size, bool rtn_search, void *dst);
-
 /* ‖ref − approx‖₂ / ‖ref‖₂ over n values (0 when both are zero, accumulated in double). */
 double llmq_rel_error(const float *ref, const float *approx, size_t n);
-
-/* Adds Σ (src − decoded packed)² to *num and Σ src² to *den over `rows` rows
- * of type t (in parallel; the same sums at any thread count). */
-int llmq_quant_error_sums(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *num, double *den);
-
-/* Relative error of `rows` rows quantized as `packed` (type t) against src. */
-int llmq_quant_rel_error(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *rel_error);
 
 #endif

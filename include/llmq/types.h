@@ -24,6 +24,22 @@ typedef enum {
     LLMQ_TYPE_COUNT = 40 /* upper bound of the ids above, for tables */
 } llmq_type;
 
+/* Each type's name as the CLI spells it (lower case; empty for ids llmq does
+ * not know): the names of the type table's rows, and the names the block and
+ * rounding code under the table (src/formats/blocks.c, rtn.c) gives in its
+ * messages without reaching up to the table. */
+static const char llmq_type_names[LLMQ_TYPE_COUNT][8] = {
+    [LLMQ_TYPE_F32] = "f32",   [LLMQ_TYPE_F16] = "f16",   [LLMQ_TYPE_Q4_0] = "q4_0", [LLMQ_TYPE_Q4_1] = "q4_1",
+    [LLMQ_TYPE_Q8_0] = "q8_0", [LLMQ_TYPE_Q3_K] = "q3_k", [LLMQ_TYPE_Q4_K] = "q4_k", [LLMQ_TYPE_Q6_K] = "q6_k",
+    [LLMQ_TYPE_Q8_K] = "q8_k", [LLMQ_TYPE_BF16] = "bf16",
+};
+
+/* llmq_type_names[t], or NULL for an id llmq does not know. */
+static inline const char *llmq_type_name(int t)
+{
+    return t >= 0 && t < LLMQ_TYPE_COUNT && llmq_type_names[t][0] ? llmq_type_names[t] : NULL;
+}
+
 typedef struct {
     const char *name;  /* "f32", "q4_k", ... (lower case, as the CLI spells it) */
     int block_size;    /* elements per block (1 for plain floats) */
@@ -42,6 +58,23 @@ const llmq_type_traits *llmq_type_get(int t);
 int llmq_type_from_name(const char *name);
 /* Bytes needed for a row of n elements (n a multiple of the block size). */
 size_t llmq_row_size(llmq_type t, int64_t n);
+
+/* --- whole rows through the table (src/formats/types.c) --- */
+
+/* Quantizes one row of n floats to type t (llmq_rtn_grids + llmq_pack_row).
+ * F32/F16/BF16 are plain conversions (group_size ignored). */
+int llmq_quantize_row(llmq_type t, const float *src, int n, int group_size, bool rtn_search, void *dst);
+
+/* The same for `rows` rows, in parallel (OpenMP); dst holds rows ×
+ * llmq_row_size(t, n) bytes. */
+int llmq_quantize_rows(llmq_type t, const float *src, int64_t rows, int n, int group_size, bool rtn_search, void *dst);
+
+/* Relative error of `rows` rows quantized as `packed` (type t) against src. */
+int llmq_quant_rel_error(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *rel_error);
+
+/* Adds Σ (src − decoded packed)² to *num and Σ src² to *den over `rows` rows
+ * of type t (in parallel; the same sums at any thread count). */
+int llmq_quant_error_sums(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *num, double *den);
 
 /* --- half-precision scalars (exact decode, round-to-nearest-even encode) --- */
 static inline float llmq_bf16_to_f32(uint16_t h)

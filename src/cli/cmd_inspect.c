@@ -77,6 +77,59 @@ static json_t *tensor_json(const char *name, const char *dtype, int n_dims, cons
     return t;
 }
 
+/* A checkpoint's tensors against the ones config.json implies (what
+ * llmq_model_load reads): `missing` the required ones it lacks, `unused` the
+ * ones it has that the model never reads. */
+typedef struct {
+    const llmq_safetensors *st;
+    char **read; /* every name the loader reads, required or not */
+    size_t n_read;
+    json_t *missing, *unused;
+} tensor_audit;
+
+static int audit_expected(void *user, const char *name, bool required)
+{
+    tensor_audit *a = user;
+    char **grown = realloc(a->read, (a->n_read + 1) * sizeof *grown);
+    if (grown) a->read = grown;
+    char *copy = grown ? strdup(name) : NULL;
+    if (!copy) return llmq_error("out of memory");
+    a->read[a->n_read++] = copy;
+    if (required && !llmq_st_find(a->st, name)) json_array_append_new(a->missing, json_string(name));
+    return LLMQ_OK;
+}
+
+static int audit_tensors(tensor_audit *a, const llmq_config *cfg, const llmq_safetensors *st)
+{
+    *a = (tensor_audit){.st = st, .missing = json_array(), .unused = json_array()};
+    if (llmq_checkpoint_tensors(cfg, audit_expected, a)) return LLMQ_ERR;
+    for (size_t i = 0; i < llmq_st_count(st); i++) {
+        const char *name = llmq_st_at(st, i)->name;
+        size_t j = 0;
+        while (j < a->n_read && strcmp(a->read[j], name)) j++;
+        if (j == a->n_read) json_array_append_new(a->unused, json_string(name));
+    }
+    return LLMQ_OK;
+}
+
+static void audit_free(tensor_audit *a)
+{
+    for (size_t i = 0; i < a->n_read; i++) free(a->read[i]);
+    free(a->read);
+    json_decref(a->missing);
+    json_decref(a->unused);
+}
+
+/* "n tensor(s) ...: a, b, c" with at most 8 names. */
+static void audit_line(char *buf, size_t cap, const json_t *names, const char *what)
+{
+    size_t n = json_array_size(names);
+    snprintf(buf, cap, "%zu tensor%s %s:", n, n == 1 ? "" : "s", what);
+    for (size_t i = 0; i < n && i < 8; i++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s %s", i ? "," : "", json_string_value(json_array_get(names, i)));
+    if (n > 8) snprintf(buf + strlen(buf), cap - strlen(buf), ", ...");
+}
+
 static int inspect_checkpoint(const char *path, bool json)
 {
     llmq_config cfg;
@@ -90,6 +143,12 @@ static int inspect_checkpoint(const char *path, bool json)
     if (rc) return cli_fail_last("inspect");
     llmq_safetensors *st = llmq_st_open(path);
     if (!st) return cli_fail_last("inspect");
+    tensor_audit audit;
+    if (audit_tensors(&audit, &cfg, st)) {
+        audit_free(&audit);
+        llmq_st_close(st);
+        return cli_fail_last("inspect");
+    }
     int64_t params = 0;
     size_t bytes = 0;
     json_t *arr = json ? json_array() : NULL;
@@ -118,12 +177,25 @@ static int inspect_checkpoint(const char *path, bool json)
         json_object_set_new(o, "parameters", json_integer(params));
         json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)bytes));
         json_object_set_new(o, "tensors", arr);
+        json_object_set(o, "missing", audit.missing);
+        json_object_set(o, "unused", audit.unused);
         cli_print_json_object(o);
     } else {
         printf("\n%zu tensors, %lld parameters, %zu bytes\n", llmq_st_count(st), (long long)params, bytes);
     }
     llmq_st_close(st);
-    return 0;
+    /* What the model would not find (a failure), and what it would leave unread (a note), on one line. */
+    char line[1024] = "";
+    if (json_array_size(audit.missing)) audit_line(line, sizeof line, audit.missing, "that config.json implies missing");
+    if (json_array_size(audit.unused)) {
+        if (*line) snprintf(line + strlen(line), sizeof line - strlen(line), "; ");
+        audit_line(line + strlen(line), sizeof line - strlen(line), audit.unused, "not used by the model");
+    }
+    rc = 0;
+    if (json_array_size(audit.missing)) rc = cli_fail("inspect", "%s: %s", path, line);
+    else if (*line) fprintf(stderr, "llmq inspect: %s: %s\n", path, line);
+    audit_free(&audit);
+    return rc;
 }
 
 /* One metadata value as JSON (arrays: element type, count and the first few elements). */

@@ -1,4 +1,12 @@
-/* Internals shared by the tokenizer's source files (src/model/tokenizer*.c). */
+/* Internals shared by the tokenizer's source files (src/model/tokenizer*.c):
+ * the private types they share, and each file's functions for the files above
+ * it. Calls go one way, each file to the ones before it:
+ *   tokenizer_util.c  (buffers, maps, UTF-8, regexes, tries)
+ *   tokenizer_bpe.c   (the BPE model: one word -> ids)
+ *   tokenizer.c       (the pipeline: encode, decode, the public accessors)
+ *   tokenizer_load.c  (tokenizer.json -> a tokenizer)
+ *   tokenizer_vocab.c (llama.cpp vocabularies in and out)
+ * (scripts/check-deps.py fails on a call back). */
 #ifndef LLMQ_TOKENIZER_INTERNAL_H
 #define LLMQ_TOKENIZER_INTERNAL_H
 
@@ -220,11 +228,13 @@ int tk_bpe_finish(llmq_tokenizer *tok);
 
 /* tokenizer.c */
 llmq_tokenizer *tk_new(void);
-int tk_set_token(llmq_tokenizer *tok, int32_t id, const char *text, size_t len);
 int tk_finish(llmq_tokenizer *tok, const char *name); /* builds tries, maps */
-struct json_t;
-/* tokenizer_load.c: a tokenizer from parsed tokenizer.json / tokenizer_config.json (cfg may be NULL) */
-llmq_tokenizer *tk_load_objects(struct json_t *root, struct json_t *cfg, const char *name);
 extern const char TK_REGEX_GPT2[], TK_REGEX_LLAMA3[], TK_REGEX_QWEN2[];
+
+/* tokenizer_load.c */
+int tk_set_token(llmq_tokenizer *tok, int32_t id, const char *text, size_t len);
+struct json_t;
+/* A tokenizer from parsed tokenizer.json / tokenizer_config.json (cfg may be NULL). */
+llmq_tokenizer *tk_load_objects(struct json_t *root, struct json_t *cfg, const char *name);
 
 #endif

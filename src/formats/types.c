@@ -1,91 +1,100 @@
-/* Round-to-nearest: grids chosen first in the type's own precision, then
- * weights rounded onto them (see llmq/blocks.h). */
-#include "llmq/rtn.h"
+/* The type traits table: one row per type, its name and sizes, decoder and
+ * reference encoder. Plain floats are coded here; the block formats' codecs
+ * come from src/formats/blocks.c, and the K-quants' encoder is llmq's RTN
+ * (src/formats/rtn.c), so the table sits above both. Whole rows quantized to,
+ * or measured against, a type by its row live here too. */
+#include "llmq/types.h"
+#include "llmq/blocks.h"
 #include "llmq/error.h"
+#include "llmq/rtn.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
+#include <strings.h>
 
-/* The grid of a K-quant group with explicit codes under a fixed super-block. */
-static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
+static void f32_to_float(const void *src, float *dst, int64_t n)
 {
-    llmq_grid g = *base;
-    g.sc = (int16_t)sc;
-    g.mc = (int16_t)mc;
-    g.scale = llmq_f16_to_f32(g.d) * (float)sc;
-    g.offset = t == LLMQ_TYPE_Q4_K ? -(llmq_f16_to_f32(g.m) * (float)mc) : 0.0f;
-    return g;
+    memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-static double sse(const llmq_grid *g, const float *x, int len, const float *w)
+static void f32_from_float(const float *src, void *dst, int64_t n)
 {
-    double e = 0;
-    for (int i = 0; i < len; i++) {
-        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
-        e += (w ? w[i] : 1.0) * diff * diff;
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void f16_to_float(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = llmq_f16_to_f32(h[i]);
+}
+
+static void f16_from_float(const float *src, void *dst, int64_t n)
+{
+    uint16_t *h = dst;
+    for (int64_t i = 0; i < n; i++) h[i] = llmq_f32_to_f16(src[i]);
+}
+
+static void bf16_to_float(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = llmq_bf16_to_f32(h[i]);
+}
+
+static void bf16_from_float(const float *src, void *dst, int64_t n)
+{
+    uint16_t *h = dst;
+    for (int64_t i = 0; i < n; i++) h[i] = llmq_f32_to_bf16(src[i]);
+}
+
+/* K-quants: llmq's grid-first RTN with the native sub-blocks and the search
+ * on (close to, not bit-identical with, ggml's make_qkx2/make_qx refs). */
+#define K_FROM_FLOAT(name, type)                                                  \
+    static void name(const float *x, void *dst, int64_t n)                        \
+    {                                                                             \
+        llmq_quantize_row(type, x, (int)n, 0, true, dst);                         \
     }
-    return e;
+K_FROM_FLOAT(q4_k_from_float, LLMQ_TYPE_Q4_K)
+K_FROM_FLOAT(q6_k_from_float, LLMQ_TYPE_Q6_K)
+K_FROM_FLOAT(q3_k_from_float, LLMQ_TYPE_Q3_K)
+
+static const llmq_type_traits type_traits[LLMQ_TYPE_COUNT] = {
+    [LLMQ_TYPE_F32] = {llmq_type_names[LLMQ_TYPE_F32], 1, 4, false, f32_to_float, f32_from_float},
+    [LLMQ_TYPE_F16] = {llmq_type_names[LLMQ_TYPE_F16], 1, 2, false, f16_to_float, f16_from_float},
+    [LLMQ_TYPE_BF16] = {llmq_type_names[LLMQ_TYPE_BF16], 1, 2, false, bf16_to_float, bf16_from_float},
+    [LLMQ_TYPE_Q4_0] = {llmq_type_names[LLMQ_TYPE_Q4_0], LLMQ_QK, sizeof(llmq_block_q4_0), true, llmq_dequant_q4_0, llmq_encode_ref_q4_0},
+    [LLMQ_TYPE_Q4_1] = {llmq_type_names[LLMQ_TYPE_Q4_1], LLMQ_QK, sizeof(llmq_block_q4_1), true, llmq_dequant_q4_1, llmq_encode_ref_q4_1},
+    [LLMQ_TYPE_Q8_0] = {llmq_type_names[LLMQ_TYPE_Q8_0], LLMQ_QK, sizeof(llmq_block_q8_0), true, llmq_dequant_q8_0, llmq_encode_ref_q8_0},
+    [LLMQ_TYPE_Q3_K] = {llmq_type_names[LLMQ_TYPE_Q3_K], LLMQ_QK_K, sizeof(llmq_block_q3_k), true, llmq_dequant_q3_k, q3_k_from_float},
+    [LLMQ_TYPE_Q4_K] = {llmq_type_names[LLMQ_TYPE_Q4_K], LLMQ_QK_K, sizeof(llmq_block_q4_k), true, llmq_dequant_q4_k, q4_k_from_float},
+    [LLMQ_TYPE_Q6_K] = {llmq_type_names[LLMQ_TYPE_Q6_K], LLMQ_QK_K, sizeof(llmq_block_q6_k), true, llmq_dequant_q6_k, q6_k_from_float},
+    [LLMQ_TYPE_Q8_K] = {llmq_type_names[LLMQ_TYPE_Q8_K], LLMQ_QK_K, sizeof(llmq_block_q8_k), true, llmq_dequant_q8_k, llmq_encode_ref_q8_k},
+};
+
+const llmq_type_traits *llmq_type_get(int t)
+{
+    if (t < 0 || t >= LLMQ_TYPE_COUNT || !type_traits[t].name) return NULL;
+    return &type_traits[t];
 }
 
-/* With the super-block fixed, tries the neighbouring sub-block codes on the
- * exact grid: the 6-bit code nearest to the real scale is not always the
- * one with the smallest error once weights are rounded. */
-static llmq_grid refine_k(llmq_type t, llmq_grid g, const float *x, int len, const float *w)
+int llmq_type_from_name(const char *name)
 {
-    int lo = t == LLMQ_TYPE_Q4_K ? 0 : t == LLMQ_TYPE_Q6_K ? -128 : -32;
-    int hi = t == LLMQ_TYPE_Q4_K ? 63 : t == LLMQ_TYPE_Q6_K ? 127 : 31;
-    int mspan = t == LLMQ_TYPE_Q4_K ? 1 : 0;
-    llmq_grid best = g;
-    double best_err = sse(&g, x, len, w);
-    for (int ds = -1; ds <= 1; ds++)
-        for (int dm = -mspan; dm <= mspan; dm++) {
-            int sc = g.sc + ds, mc = g.mc + dm;
-            if ((ds == 0 && dm == 0) || sc < lo || sc > hi || mc < 0 || mc > 63) continue;
-            llmq_grid c = k_grid(t, &g, sc, mc);
-            double err = sse(&c, x, len, w);
-            if (err < best_err) {
-                best_err = err;
-                best = c;
-            }
-        }
-    return best;
+    for (int t = 0; t < LLMQ_TYPE_COUNT; t++) {
+        const llmq_type_traits *tr = llmq_type_get(t);
+        if (tr && strcasecmp(tr->name, name) == 0) return t;
+    }
+    return -1;
 }
 
-int llmq_rtn_grids(llmq_type t, const float *row, int n, int group_size, llmq_grid *grids, const llmq_rtn_opts *opts)
+size_t llmq_row_size(llmq_type t, int64_t n)
 {
-    group_size = llmq_group_resolve(t, group_size);
-    if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
-    const bool search = opts && opts->search;
-    const float *imp = opts ? opts->importance : NULL;
-    const int ng = llmq_group_count(n, group_size);
-    if (!llmq_type_is_k(t)) {
-        for (int g = 0; g < ng; g++) {
-            int start = g * group_size, len = n - start < group_size ? n - start : group_size;
-            llmq_real_grid real = llmq_grid_fit(t, row + start, len, imp ? imp + start : NULL, search);
-            grids[g] = llmq_grid_from_real(t, real, NULL);
-        }
-        return LLMQ_OK;
-    }
-    /* K-quants: every group of a super-block first, then its shared d/dmin,
-     * then each group's codes under it. */
-    const int per_sb = LLMQ_QK_K / group_size; /* ≤ 16 */
-    llmq_real_grid real[16];
-    for (int g0 = 0; g0 < ng; g0 += per_sb) {
-        for (int k = 0; k < per_sb; k++) {
-            int start = (g0 + k) * group_size;
-            real[k] = llmq_grid_fit(t, row + start, group_size, imp ? imp + start : NULL, search);
-        }
-        llmq_superblock sb = llmq_superblock_choose(t, real, per_sb);
-        for (int k = 0; k < per_sb; k++) {
-            int start = (g0 + k) * group_size;
-            grids[g0 + k] = llmq_grid_from_real(t, real[k], &sb);
-            if (search) grids[g0 + k] = refine_k(t, grids[g0 + k], row + start, group_size, imp ? imp + start : NULL);
-        }
-    }
-    return LLMQ_OK;
+    const llmq_type_traits *tr = llmq_type_get(t);
+    if (!tr) return 0;
+    return (size_t)(n / tr->block_size) * tr->type_size;
 }
+
+/* ------------------------------------------------ whole rows, by type */
 
 int llmq_quantize_row(llmq_type t, const float *src, int n, int group_size, bool rtn_search, void *dst)
 {
@@ -131,18 +140,6 @@ int llmq_quantize_rows(llmq_type t, const float *src, int64_t rows, int n, int g
     }
     if (failed) return llmq_error("%s", message);
     return LLMQ_OK;
-}
-
-double llmq_rel_error(const float *ref, const float *approx, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)ref[i] - approx[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    if (den == 0) return num == 0 ? 0.0 : INFINITY;
-    return sqrt(num / den);
 }
 
 int llmq_quant_error_sums(llmq_type t, const float *src, const void *packed, int64_t rows, int n, double *num, double *den)

@@ -1,10 +1,10 @@
-/* ggml block formats: reference dequantizers, grid construction, packing and
- * the type-traits rows. Layouts as in llama.cpp ggml/src/ggml-common.h; the
+/* ggml block formats: reference dequantizers and encoders, grid construction
+ * and packing (the type table above them, src/formats/types.c, lists them as
+ * the block types' rows). Layouts as in llama.cpp ggml/src/ggml-common.h; the
  * arithmetic of every dequantizer follows ggml-quants.c dequantize_row_* so
  * that a grid's value(q) and the decoded file agree bit for bit. */
 #include "llmq/blocks.h"
 #include "llmq/error.h"
-#include "llmq/rtn.h"
 
 #include <float.h>
 #include <math.h>
@@ -175,7 +175,7 @@ void llmq_dequant_q8_k(const void *src, float *dst, int64_t n)
 
 /* quantize_row_q4_0_ref: d = (value of largest magnitude) / -8, computed and
  * applied in fp32 (the file stores fp16(d)). */
-static void q4_0_from_float(const float *x, void *dst, int64_t n)
+void llmq_encode_ref_q4_0(const float *x, void *dst, int64_t n)
 {
     llmq_block_q4_0 *y = dst;
     for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
@@ -193,7 +193,7 @@ static void q4_0_from_float(const float *x, void *dst, int64_t n)
 }
 
 /* quantize_row_q4_1_ref: d = (max - min) / 15, m = min. */
-static void q4_1_from_float(const float *x, void *dst, int64_t n)
+void llmq_encode_ref_q4_1(const float *x, void *dst, int64_t n)
 {
     llmq_block_q4_1 *y = dst;
     for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
@@ -214,7 +214,7 @@ static void q4_1_from_float(const float *x, void *dst, int64_t n)
 }
 
 /* quantize_row_q8_0_ref: d = absmax / 127, q = round(x / d) half away from zero. */
-static void q8_0_from_float(const float *x, void *dst, int64_t n)
+void llmq_encode_ref_q8_0(const float *x, void *dst, int64_t n)
 {
     llmq_block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / LLMQ_QK; i++, x += LLMQ_QK) {
@@ -226,19 +226,8 @@ static void q8_0_from_float(const float *x, void *dst, int64_t n)
     }
 }
 
-/* K-quants: llmq's grid-first RTN with the native sub-blocks and the search
- * on (close to, not bit-identical with, ggml's make_qkx2/make_qx refs). */
-#define K_FROM_FLOAT(name, type)                                                  \
-    static void name(const float *x, void *dst, int64_t n)                        \
-    {                                                                             \
-        llmq_quantize_row(type, x, (int)n, 0, true, dst);                         \
-    }
-K_FROM_FLOAT(q4_k_from_float, LLMQ_TYPE_Q4_K)
-K_FROM_FLOAT(q6_k_from_float, LLMQ_TYPE_Q6_K)
-K_FROM_FLOAT(q3_k_from_float, LLMQ_TYPE_Q3_K)
-
 /* Q8_K as ggml's activation quantizer: d = (value of largest magnitude) / -128. */
-static void q8_k_from_float(const float *x, void *dst, int64_t n)
+void llmq_encode_ref_q8_k(const float *x, void *dst, int64_t n)
 {
     llmq_block_q8_k *y = dst;
     for (int64_t i = 0; i < n / LLMQ_QK_K; i++, x += LLMQ_QK_K) {
@@ -254,22 +243,6 @@ static void q8_k_from_float(const float *x, void *dst, int64_t n)
         }
         y[i].d = 1.0f / iscale;
     }
-}
-
-static const llmq_type_traits block_traits[] = {
-    [LLMQ_TYPE_Q4_0] = {"q4_0", LLMQ_QK, sizeof(llmq_block_q4_0), true, llmq_dequant_q4_0, q4_0_from_float},
-    [LLMQ_TYPE_Q4_1] = {"q4_1", LLMQ_QK, sizeof(llmq_block_q4_1), true, llmq_dequant_q4_1, q4_1_from_float},
-    [LLMQ_TYPE_Q8_0] = {"q8_0", LLMQ_QK, sizeof(llmq_block_q8_0), true, llmq_dequant_q8_0, q8_0_from_float},
-    [LLMQ_TYPE_Q3_K] = {"q3_k", LLMQ_QK_K, sizeof(llmq_block_q3_k), true, llmq_dequant_q3_k, q3_k_from_float},
-    [LLMQ_TYPE_Q4_K] = {"q4_k", LLMQ_QK_K, sizeof(llmq_block_q4_k), true, llmq_dequant_q4_k, q4_k_from_float},
-    [LLMQ_TYPE_Q6_K] = {"q6_k", LLMQ_QK_K, sizeof(llmq_block_q6_k), true, llmq_dequant_q6_k, q6_k_from_float},
-    [LLMQ_TYPE_Q8_K] = {"q8_k", LLMQ_QK_K, sizeof(llmq_block_q8_k), true, llmq_dequant_q8_k, q8_k_from_float},
-};
-
-const llmq_type_traits *llmq_block_traits(int t)
-{
-    if (t < 0 || t >= (int)(sizeof block_traits / sizeof block_traits[0]) || !block_traits[t].name) return NULL;
-    return &block_traits[t];
 }
 
 /* ------------------------------------------------------------------ grids */
@@ -295,22 +268,26 @@ int llmq_group_resolve(llmq_type t, int group_size)
 
 static const char *type_name(llmq_type t)
 {
-    const llmq_type_traits *tr = llmq_type_get(t);
-    return tr ? tr->name : "?";
+    const char *name = llmq_type_name(t);
+    return name ? name : "?";
 }
+
+/* Elements per block of a type with grids (llmq_grid_unit(t) > 0). */
+static int grid_block_size(llmq_type t) { return llmq_type_is_k(t) ? LLMQ_QK_K : LLMQ_QK; }
 
 int llmq_group_check(llmq_type t, int n, int group_size)
 {
-    const llmq_type_traits *tr = llmq_type_get(t);
+    const char *name = llmq_type_name(t);
     int unit = llmq_grid_unit(t);
-    if (!tr || unit == 0) return llmq_error("quantize: type %d (%s) has no quantization grid", (int)t, tr ? tr->name : "unknown");
-    if (n <= 0 || n % tr->block_size)
-        return llmq_error("quantize: %s needs rows of a multiple of %d elements, got %d", tr->name, tr->block_size, n);
+    if (!name || unit == 0) return llmq_error("quantize: type %d (%s) has no quantization grid", (int)t, name ? name : "unknown");
+    const int block_size = grid_block_size(t);
+    if (n <= 0 || n % block_size)
+        return llmq_error("quantize: %s needs rows of a multiple of %d elements, got %d", name, block_size, n);
     if (group_size <= 0 || group_size % unit)
-        return llmq_error("quantize: %s cannot express group size %d (it must be a positive multiple of %d)", tr->name, group_size, unit);
+        return llmq_error("quantize: %s cannot express group size %d (it must be a positive multiple of %d)", name, group_size, unit);
     if (llmq_type_is_k(t) && LLMQ_QK_K % group_size)
         return llmq_error("quantize: %s cannot express group size %d (groups must divide its 256-element super-block: %d..256, powers of two)",
-                          tr->name, group_size, unit);
+                          name, group_size, unit);
     return LLMQ_OK;
 }
 
@@ -732,9 +709,9 @@ int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const ll
 
 int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
 {
-    const llmq_type_traits *tr = llmq_type_get(t);
-    if (!tr || llmq_grid_unit(t) == 0) return llmq_error("unpack: type %d has no integer codes", (int)t);
-    if (n <= 0 || n % tr->block_size) return llmq_error("unpack %s: row of %d elements is not a multiple of %d", tr->name, n, tr->block_size);
+    if (llmq_grid_unit(t) == 0) return llmq_error("unpack: type %d has no integer codes", (int)t);
+    const int block_size = grid_block_size(t);
+    if (n <= 0 || n % block_size) return llmq_error("unpack %s: row of %d elements is not a multiple of %d", type_name(t), n, block_size);
     switch (t) {
     case LLMQ_TYPE_Q4_0:
     case LLMQ_TYPE_Q4_1:
@@ -785,7 +762,7 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
         }
         break;
     default:
-        return llmq_error("unpack: type %s has no integer codes", tr->name);
+        return llmq_error("unpack: type %s has no integer codes", type_name(t));
     }
     return LLMQ_OK;
 }

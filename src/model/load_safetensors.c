@@ -1,0 +1,158 @@
+/* Hugging Face checkpoints as an llmq_model: config.json and safetensors
+ * (one file or a sharded index), weights as zero-copy views into the maps.
+ * llmq_model_load also takes a .gguf file and hands it to load_gguf.c. */
+#include "llmq/model.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/gguf_model.h"
+#include "llmq/safetensors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Hugging Face names of the tensors: the model's own and each layer's. */
+static const char EMBED_NAME[] = "model.embed_tokens.weight", NORM_NAME[] = "model.norm.weight", HEAD_NAME[] = "lm_head.weight";
+static const char *const linear_group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
+
+static void norm_name(char *buf, size_t cap, int l, const char *norm)
+{
+    snprintf(buf, cap, "model.layers.%d.%s.weight", l, norm);
+}
+
+static void linear_name(char *buf, size_t cap, int l, int k, const char *suffix)
+{
+    snprintf(buf, cap, "model.layers.%d.%s.%s.%s", l, linear_group[k], llmq_linear_names[k], suffix);
+}
+
+int llmq_checkpoint_tensors(const llmq_config *c, int (*fn)(void *user, const char *name, bool required), void *user)
+{
+    int rc;
+    if ((rc = fn(user, EMBED_NAME, true)) || (rc = fn(user, NORM_NAME, true))) return rc;
+    if (!c->tie_word_embeddings && (rc = fn(user, HEAD_NAME, true))) return rc;
+    char name[160];
+    for (int l = 0; l < c->n_layers; l++) {
+        norm_name(name, sizeof name, l, "input_layernorm");
+        if ((rc = fn(user, name, true))) return rc;
+        norm_name(name, sizeof name, l, "post_attention_layernorm");
+        if ((rc = fn(user, name, true))) return rc;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            linear_name(name, sizeof name, l, k, "weight");
+            if ((rc = fn(user, name, true))) return rc;
+            linear_name(name, sizeof name, l, k, "bias");
+            if ((rc = fn(user, name, llmq_linear_has_bias(c, (llmq_linear)k)))) return rc;
+        }
+    }
+    return 0;
+}
+
+static void *keep(llmq_model *m, void *p)
+{
+    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
+    if (!grown || !p) {
+        free(p);
+        return NULL;
+    }
+    m->owned = grown;
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+/* Binds a safetensors tensor of shape [rows, cols] (cols = 0: a vector of rows). */
+static int bind(llmq_model *m, llmq_safetensors *st, const char *name, int rows, int cols, bool optional, llmq_weight *w)
+{
+    const llmq_st_tensor *t = llmq_st_find(st, name);
+    memset(w, 0, sizeof *w);
+    if (!t) return optional ? LLMQ_OK : llmq_error("%s: tensor '%s' is missing", m->path, name);
+    int want_dims = cols ? 2 : 1;
+    if (t->n_dims != want_dims || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
+        char got[64] = "", want[64];
+        for (int d = 0; d < t->n_dims; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "×" : "", (long long)t->shape[d]);
+        if (cols) snprintf(want, sizeof want, "%d×%d", rows, cols);
+        else snprintf(want, sizeof want, "%d", rows);
+        return llmq_error("%s: tensor '%s': shape %s does not match config.json (%s)", t->file, name, got, want);
+    }
+    /* A NaN or Inf weight would poison every activation after it: refuse it here, naming the tensor. */
+    if (llmq_st_check_finite(t) != LLMQ_OK) return LLMQ_ERR;
+    w->data = t->data;
+    w->type = t->type;
+    w->rows = cols ? rows : 1;
+    w->cols = cols ? cols : rows;
+    return LLMQ_OK;
+}
+
+/* Norm weights and biases are small: keep fp32 copies so the hot loops read floats. */
+static int to_f32(llmq_model *m, llmq_weight *w)
+{
+    if (!w->data || w->type == LLMQ_TYPE_F32) return LLMQ_OK;
+    size_t n = (size_t)w->rows * w->cols;
+    float *f = keep(m, malloc(n * sizeof(float)));
+    if (!f) return llmq_error("%s: out of memory", m->path);
+    llmq_type_get(w->type)->to_float(w->data, f, (int64_t)n);
+    w->data = f;
+    w->type = LLMQ_TYPE_F32;
+    return LLMQ_OK;
+}
+
+static void free_safetensors(void *p) { llmq_st_close(p); }
+
+llmq_model *llmq_model_load(const char *path)
+{
+    if (llmq_is_gguf_file(path)) return llmq_model_load_gguf(path);
+    llmq_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        llmq_error("%s: out of memory", path);
+        return NULL;
+    }
+    m->path = strdup(path);
+    /* config.json lives in the checkpoint directory, or beside a given file. */
+    char *dir = strdup(path);
+    if (!llmq_is_dir(dir)) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0'; else strcpy(dir, ".");
+    }
+    int rc = llmq_config_load(dir, &m->cfg);
+    free(dir);
+    if (rc != LLMQ_OK) goto fail;
+    llmq_safetensors *st = llmq_st_open(path);
+    if (!st) goto fail;
+    m->source = st;
+    m->source_free = free_safetensors;
+
+    const llmq_config *c = &m->cfg;
+    int d = c->hidden_size;
+    if (bind(m, st, EMBED_NAME, c->vocab_size, d, false, &m->embed) ||
+        bind(m, st, NORM_NAME, d, 0, false, &m->final_norm) || to_f32(m, &m->final_norm))
+        goto fail;
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+    } else if (bind(m, st, HEAD_NAME, c->vocab_size, d, false, &m->lm_head)) {
+        goto fail;
+    }
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        llmq_error("%s: out of memory", path);
+        goto fail;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        llmq_layer *L = &m->layers[l];
+        char name[160];
+        norm_name(name, sizeof name, l, "input_layernorm");
+        if (bind(m, st, name, d, 0, false, &L->attn_norm) || to_f32(m, &L->attn_norm)) goto fail;
+        norm_name(name, sizeof name, l, "post_attention_layernorm");
+        if (bind(m, st, name, d, 0, false, &L->ffn_norm) || to_f32(m, &L->ffn_norm)) goto fail;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            int rows, cols;
+            llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
+            linear_name(name, sizeof name, l, k, "weight");
+            if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
+            linear_name(name, sizeof name, l, k, "bias");
+            if (bind(m, st, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
+        }
+    }
+    return m;
+fail:
+    llmq_model_free(m);
+    return NULL;
+}

@@ -1,0 +1,3 @@
+int pong(int n);
+int ping(int n);
+int ping(int n) { return n ? pong(n - 1) : 0; }

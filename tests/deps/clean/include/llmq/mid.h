@@ -1,0 +1,2 @@
+#include "llmq/low.h"
+int mid(int x);

@@ -1,0 +1,3 @@
+#include "llmq/mid.h"
+#include "helper.h"
+int mid(int x) { return low(helper(x)); }

@@ -1,0 +1,2 @@
+#include "llmq/low.h"
+int low(int x) { return x + 1; }

@@ -1,0 +1,3 @@
+#include "a.h"
+int a(void);
+int a(void) { return 0; }

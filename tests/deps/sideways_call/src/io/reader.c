@@ -1,0 +1,2 @@
+int read_tensor(int i);
+int read_tensor(int i) { return i; }

@@ -1,0 +1,3 @@
+int read_tensor(int i);
+int matmul(int i);
+int matmul(int i) { return read_tensor(i) * 3; }

@@ -1,0 +1,2 @@
+int in_util(void);
+int in_io(void);

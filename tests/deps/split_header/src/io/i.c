@@ -1,0 +1,2 @@
+#include "llmq/both.h"
+int in_io(void) { return in_util() + 1; }

@@ -1,0 +1,2 @@
+#include "llmq/both.h"
+int in_util(void) { return 1; }

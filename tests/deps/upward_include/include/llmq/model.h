@@ -1,0 +1,1 @@
+int forward(int x);

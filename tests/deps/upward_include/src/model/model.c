@@ -1,0 +1,2 @@
+#include "llmq/model.h"
+int forward(int x) { return x; }

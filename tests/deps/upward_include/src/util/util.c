@@ -1,0 +1,3 @@
+#include "llmq/model.h"
+int util(int x);
+int util(int x) { return x * 2; }
