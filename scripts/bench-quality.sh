@@ -2,7 +2,8 @@
 # Quality table for BENCHMARKS.md: perplexity and KL divergence from the
 # original of each method × type, on stories-llama-7m (shared) with the shared
 # TinyStories calibration and evaluation texts, protocol gptq, ctx 256.
-# Usage: scripts/bench-quality.sh [MODEL_DIR] [CALIB] [EVAL]   (env: TYPES, METHODS, SAMPLES, KEEP)
+# Usage: scripts/bench-quality.sh [MODEL_DIR] [CALIB] [EVAL]   (env: TYPES, METHODS, SAMPLES, KEEP, GROUP_SIZES)
+# GROUP_SIZES (default "0 128"): --group-size values, 0 = the native blocks (the CLI's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 llmq=build/llmq
@@ -13,6 +14,7 @@ eval=${3:-$shared/data/tinystories/tinystories_eval.txt}
 types=${TYPES:-"q4_0 q4_1 q4_k q3_k"}
 methods=${METHODS:-"rtn gptq gptq-act awq awq+gptq"}
 samples=${SAMPLES:-128}
+groups=${GROUP_SIZES:-"0 128"}
 # The reference GPTQ/AWQ tools keep embedding and head unquantized: so does this table.
 keep=${KEEP:---keep-output f16 --keep-embed f16}
 ctx=256
@@ -23,19 +25,21 @@ field() { python3 -c 'import json,sys; print(json.loads(sys.argv[2])[sys.argv[1]
 echo "model $model, calibration $calib ($samples × 512 tokens), eval $eval, protocol gptq ctx $ctx, $keep"
 echo
 base=$($llmq ppl "$model" --text "$eval" --ctx $ctx --json | tail -n1)
-echo "| type | method | bpw | ppl | KL | top-1 | quantize s |"
-echo "|---|---|---|---|---|---|---|"
-echo "| bf16 | original | 16 | $(printf %.4f "$(field ppl "$base")") | 0 | 100% | - |"
+echo "| type | method | group | bpw | ppl | KL | top-1 | quantize s |"
+echo "|---|---|---|---|---|---|---|---|"
+echo "| bf16 | original | - | 16 | $(printf %.4f "$(field ppl "$base")") | 0 | 100% | - |"
+for g in $groups; do
 for t in $types; do
     for m in $methods; do
         extra=""
         meth=$m
         if [ "$m" = gptq-act ]; then meth=gptq; extra="--act-order"; fi
-        f="$out/$t-$m.gguf"
-        q=$($llmq quantize "$model" -o "$f" --method "$meth" $extra --type "$t" --calib "$calib" --calib-samples "$samples" \
-            --calib-seqlen 512 $keep --json 2>"$out/$t-$m.log" | tail -n1)
+        f="$out/$t-$m-g$g.gguf"
+        q=$($llmq quantize "$model" -o "$f" --method "$meth" $extra --type "$t" --group-size "$g" --calib "$calib" --calib-samples "$samples" \
+            --calib-seqlen 512 $keep --json 2>"$out/$t-$m-g$g.log" | tail -n1)
         r=$($llmq ppl "$f" --text "$eval" --ctx $ctx --kl-base "$model" --json | tail -n1)
-        printf '| %s | %s | %.3f | %.4f | %.6f | %.2f%% | %.1f |\n' "$t" "$m" "$(field bits_per_weight "$q")" "$(field ppl "$r")" \
+        printf '| %s | %s | %s | %.3f | %.4f | %.6f | %.2f%% | %.1f |\n' "$t" "$m" "$g" "$(field bits_per_weight "$q")" "$(field ppl "$r")" \
             "$(field kld "$r")" "$(awk -v a="$(field top1_agree "$r")" 'BEGIN{print 100*a}')" "$(field seconds "$q")"
     done
+done
 done

@@ -27,8 +27,10 @@ static const char *usage =
     "  --type T             q4_k_m (default), q4_k, q4_0, q4_1, q3_k, q6_k, q8_0, f16, bf16, f32.\n"
     "                       q4_k_m is llama.cpp's mix: Q6_K for attn_v and ffn_down in the layers\n"
     "                       its rule picks, Q4_K elsewhere\n"
-    "  --group-size N       grid span of the decoder linears along the input: 32, 64, 128 (default)\n"
-    "                       or 256; 0 = the type's native blocks (what llama-quantize does)\n"
+    "  --group-size N       grid span of the decoder linears along the input: 0 (default) = the\n"
+    "                       type's native blocks, as llama-quantize (32 for q4_0/q4_1/q4_k/q8_0,\n"
+    "                       16 for q6_k/q3_k); 32, 64, 128 or 256 share one grid across blocks,\n"
+    "                       which the file stores anyway: coarser costs accuracy and saves nothing\n"
     "  --rtn-search         error-minimising grid search instead of plain min/max or absmax\n"
     "\n"
     "Calibration (gptq, awq, awq+gptq):\n"
@@ -270,7 +272,7 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
 int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
-    int group_size = 128, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
+    int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
     const char *calib_path = NULL;
     double damp = 0.01;
     llmq_awq_opts awq_defaults;
@@ -318,6 +320,7 @@ int cmd_quantize(int argc, char **argv)
         cli_fail("quantize", "--method %s needs calibration text: --calib FILE", method);
         return 2;
     }
+    if (group_size < 0) group_size = 0; /* GGUF stores every native block's own scale */
     llmq_policy pol = {.group_size = group_size, .keep_output = -1, .keep_embed = -1};
     if (llmq_quant_scheme_parse(type, &pol.scheme)) {
         cli_fail("quantize", "--type: %s", llmq_last_error());
