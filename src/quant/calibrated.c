@@ -268,10 +268,14 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
         /* AWQ rewrites the f32 copies in place: scaled norms, rows and columns. */
         llmq_type types[LLMQ_LIN_COUNT];
         int group_size = 0;
+        bool native = true; /* every target on its type's own blocks: each type resolves 0 itself (q4_k_m mixes 32 and 16) */
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             types[k] = packed[k] ? targets[k].type : LLMQ_TYPE_F16;
-            if (packed[k]) group_size = targets[k].group_size;
+            if (!packed[k]) continue;
+            group_size = targets[k].group_size;
+            if (group_size != llmq_group_resolve(targets[k].type, 0)) native = false;
         }
+        if (native) group_size = 0;
         stage(s, index, "awq search");
         double t0 = omp_get_wtime();
         if (llmq_awq_layer(m, index, &cur, s->X, s->o.calib->n_samples, s->o.calib->seqlen, types, group_size, &s->o.awq, &s->rep.awq) != LLMQ_OK)
