@@ -239,7 +239,6 @@ static inline const llmq_grid *grid_at(const sweep_ctx *s, int r, int i)
 /* Rows swept together: one AVX-512 vector of floats per column. */
 enum { TILE = 16 };
 
-
 /* Fits the grid of the group starting at column c of row r on its current
  * weights (no act_order, so sweep position = original column), which lie in
  * column x[0], x[stride], ... of the sweep's tile. A K-quant group keeps the
@@ -275,7 +274,7 @@ static LLMQ_SIMD_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int
     for (int i = i1; i < i2; i++) {
         float *restrict x = wt + (size_t)(i - i1) * TILE;
         const int gi = s->perm[i] / s->G;
-        bool refit = s->dynamic_grids && i % s->G == 0;
+        const bool refit = s->dynamic_grids && i % s->G == 0;
         if (refit)
             for (int k = 0; k < R; k++) fit_dynamic(s, r0 + k, i, x + k, TILE, tmp);
         if (refit || gi != group) {
