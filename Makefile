@@ -154,12 +154,19 @@ demo: deps $(BIN)
 # then scripts/bench-llamacpp.sh compares prompt processing with llama.cpp on the same files.
 # REALSIZE=0 leaves out the real-shape run (scripts/bench-realsize.sh: one layer of
 # Llama-2-7B and Llama-3-8B shapes, several minutes on 2 cores).
+# IMATRIX=0 leaves out the comparison with llama.cpp's llama-imatrix + llama-quantize
+# (scripts/bench-imatrix.sh: llama.cpp built from node-llama-cpp's bundled source the
+# first time, ~10 CPU minutes; then a Llama-2-7B-shaped layer, a few minutes on 2 cores).
 REALSIZE ?= 1
+IMATRIX ?= 1
 bench: deps $(BIN) $(BENCH_BIN)
 	@bash scripts/bench.sh $(BENCH_BIN)
 	@bash scripts/bench-llamacpp.sh $(BIN) $(BUILD)/bench/bench_forward
 ifneq ($(REALSIZE),0)
 	@SHAPES_DIR=$(BUILD)/shapes bash scripts/bench-realsize.sh $(BUILD)
+endif
+ifneq ($(IMATRIX),0)
+	@SHAPES_DIR=$(BUILD)/shapes bash scripts/bench-imatrix.sh $(BUILD)
 endif
 
 clean:

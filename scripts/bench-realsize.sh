@@ -27,20 +27,15 @@ trap 'rm -rf "$OUT"' EXIT
 
 [ -x "$LLMQ" ] && [ -x "$FWD" ] || { echo "bench-realsize: build $LLMQ and $FWD first (make bench)" >&2; exit 2; }
 mkdir -p "$SHAPES_DIR"
+. "$(dirname "$0")/realsize-lib.sh"
 
-json_get() { python3 -c "import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
-
-echo "## Real size ($(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+echo "## Real size ($(cpu_line))"
 echo
 echo "One decoder layer of each shape (random BF16 weights, \`llmq synth --shape NAME --layers 1\`), embedding and head included."
 echo "Calibration for the timed quantizations: $CALIB_SAMPLES × $CALIB_SEQLEN tokens."
 for shape in $SHAPES; do
-    dir="$SHAPES_DIR/$shape"
-    [ -f "$dir/model.safetensors" ] || "$LLMQ" synth --shape "$shape" --layers 1 "$dir" >/dev/null
-    layers_full=$(python3 -c "
-import sys
-full={'llama2-7b':32,'llama3-8b':32,'qwen2.5-7b':28,'llama3-70b':80}
-print(full.get('$shape',32))")
+    dir=$(shape_checkpoint "$LLMQ" "$SHAPES_DIR" "$shape")
+    layers_full=$(shape_layers "$shape")
     echo
     echo "### $shape (1 of $layers_full layers)"
     echo
