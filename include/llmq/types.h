@@ -20,7 +20,12 @@ typedef enum {
     LLMQ_TYPE_Q4_K = 12,
     LLMQ_TYPE_Q6_K = 14,
     LLMQ_TYPE_Q8_K = 15,
+    LLMQ_TYPE_I32 = 26,   /* safetensors int32 (GPTQ/AWQ qweight, qzeros, g_idx); not a weight format */
     LLMQ_TYPE_BF16 = 30,
+    /* llmq-internal grids of Hugging Face GPTQ/AWQ checkpoints (llmq/hf_grid.h):
+     * never read from or written to a GGUF file. */
+    LLMQ_TYPE_HF_U4 = 36,
+    LLMQ_TYPE_HF_U8 = 37,
     LLMQ_TYPE_COUNT = 40 /* upper bound of the ids above, for tables */
 } llmq_type;
 
@@ -34,6 +39,9 @@ typedef struct {
     /* Reference encoder: round-to-nearest onto the type's own grid, n a
      * multiple of block_size. NULL where not implemented. */
     void (*from_float)(const float *src, void *dst, int64_t n);
+    /* Not a ggml type llmq stores in GGUF files (I32, the HF grids): the GGUF
+     * reader and writer refuse it and --type/--keep-* do not offer it. */
+    bool internal;
 } llmq_type_traits;
 
 /* The row for t, or NULL for an id llmq does not know. */

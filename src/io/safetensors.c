@@ -22,6 +22,7 @@ static int dtype_from_name(const char *s)
     if (!strcmp(s, "F32")) return LLMQ_TYPE_F32;
     if (!strcmp(s, "F16")) return LLMQ_TYPE_F16;
     if (!strcmp(s, "BF16")) return LLMQ_TYPE_BF16;
+    if (!strcmp(s, "I32")) return LLMQ_TYPE_I32;
     return -1;
 }
 
@@ -81,7 +82,7 @@ static int parse_file(llmq_safetensors *st, const unsigned char *data, size_t si
         if (!json_is_string(jd)) { rc = llmq_error("%s: tensor '%s': field 'dtype' missing or not a string", fname, key); break; }
         int type = dtype_from_name(json_string_value(jd));
         if (type < 0) {
-            rc = llmq_error("%s: tensor '%s': dtype '%s' is not supported (F32, F16 and BF16 are)", fname, key, json_string_value(jd));
+            rc = llmq_error("%s: tensor '%s': dtype '%s' is not supported (F32, F16, BF16 and I32 are)", fname, key, json_string_value(jd));
             break;
         }
         if (!json_is_array(js) || json_array_size(js) > LLMQ_ST_MAX_DIMS) {
@@ -324,7 +325,7 @@ int llmq_st_check_finite(const llmq_st_tensor *t)
 
 static const char *dtype_name(llmq_type t)
 {
-    return t == LLMQ_TYPE_F32 ? "F32" : t == LLMQ_TYPE_F16 ? "F16" : t == LLMQ_TYPE_BF16 ? "BF16" : NULL;
+    return t == LLMQ_TYPE_F32 ? "F32" : t == LLMQ_TYPE_F16 ? "F16" : t == LLMQ_TYPE_BF16 ? "BF16" : t == LLMQ_TYPE_I32 ? "I32" : NULL;
 }
 
 #define FILL_CHUNK ((size_t)16 << 20)

@@ -5,6 +5,7 @@
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/gguf_model.h"
+#include "llmq/hf_quant.h"
 #include "llmq/kernels.h"
 #include "llmq/safetensors.h"
 
@@ -100,6 +101,10 @@ llmq_model *llmq_model_load(const char *path)
         if (slash) *slash = '\0'; else strcpy(dir, ".");
     }
     int rc = llmq_config_load(dir, &m->cfg);
+    /* A GPTQ/AWQ checkpoint: its linears are bound from their packed tensors. */
+    llmq_hf_qconfig hq;
+    bool packed = false;
+    if (rc == LLMQ_OK) rc = llmq_hf_qconfig_load(dir, &hq, &packed);
     free(dir);
     if (rc != LLMQ_OK) goto fail;
     llmq_safetensors *st = llmq_st_open(path);
@@ -114,6 +119,8 @@ llmq_model *llmq_model_load(const char *path)
         goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
+    } else if (packed && !llmq_st_find(st, "lm_head.weight") && llmq_st_find(st, "lm_head.qweight")) {
+        if (llmq_hf_bind_linear(m, st, &hq, "lm_head", c->vocab_size, d, &m->lm_head)) goto fail;
     } else if (bind(m, st, "lm_head.weight", c->vocab_size, d, false, &m->lm_head)) {
         goto fail;
     }
@@ -133,8 +140,9 @@ llmq_model *llmq_model_load(const char *path)
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
-            snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, group[k], llmq_linear_names[k]);
-            if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s%s", l, group[k], llmq_linear_names[k], packed ? "" : ".weight");
+            if (packed ? llmq_hf_bind_linear(m, st, &hq, name, rows, cols, &L->lin[k]) : bind(m, st, name, rows, cols, false, &L->lin[k]))
+                goto fail;
             snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, group[k], llmq_linear_names[k]);
             if (bind(m, st, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
         }
