@@ -1032,7 +1032,7 @@ int llmq_gguf_writer_add_tensor(llmq_gguf_writer *w, const char *name, llmq_type
                           LLMQ_GGUF_MAX_NAME - 1);
     if (writer_find(w, name)) return llmq_error("%s: tensor '%s' declared twice", w->path, name);
     const llmq_type_traits *tr = llmq_type_get((int)type);
-    if (!tr || tr->internal) return llmq_error("%s: tensor '%s': type id %d is not a GGUF tensor type", w->path, name, (int)type);
+    if (!tr || tr->internal) return llmq_error("%s: tensor '%s': unknown type id %d", w->path, name, (int)type);
     if (n_dims < 1 || n_dims > LLMQ_GGUF_MAX_DIMS || !ne)
         return llmq_error("%s: tensor '%s': n_dims is %d, expected 1 to %d", w->path, name, n_dims,
                           LLMQ_GGUF_MAX_DIMS);
