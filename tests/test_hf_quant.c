@@ -516,67 +516,53 @@ static void assert_linears_equal(const llmq_model *g, const fixture_values *fv, 
         }
 }
 
-Test(hf_quant, lossless_conversion_of_an_independently_packed_checkpoint, .init = setup, .fini = teardown, .timeout = 300)
+/* Writes fixture `tag`, checks that llmq reads its values (as load_type),
+ * converts it to GGUF `target` and checks the GGUF's linears equal the
+ * checkpoint's when want_type is not -1. Returns the conversion counts. */
+static llmq_hf_convert_stats fixture_convert(const char *tag, bool sym, bool permuted, llmq_type load_type, const char *target, int want_type)
 {
     char ck[600], out[700];
     fixture_values fv = {0};
-    snprintf(ck, sizeof ck, "%s/fixture-asym", dir);
-    write_fixture(ck, false, false, &fv);
-    /* read as a model: the same values */
+    snprintf(ck, sizeof ck, "%s/fixture-%s", dir, tag);
+    write_fixture(ck, sym, permuted, &fv);
     llmq_model *m = llmq_model_load(ck);
     cr_assert_not_null(m, "%s", llmq_last_error());
-    assert_linears_equal(m, &fv, LLMQ_TYPE_HF_U4, "loaded");
+    assert_linears_equal(m, &fv, load_type, tag);
     llmq_model_free(m);
     llmq_hf_convert_stats stats;
-    snprintf(out, sizeof out, "%s/fixture-asym.q4_1.gguf", dir);
-    llmq_model *g = convert_to(ck, "q4_1", out, &stats);
-    cr_assert_eq(stats.converted, 2 * LLMQ_LIN_COUNT);
-    cr_assert_eq(stats.requantized, 0);
-    assert_linears_equal(g, &fv, LLMQ_TYPE_Q4_1, "q4_1");
-    llmq_model_free(g);
-    /* to Q4_K the grid does not map: re-quantized, and said so */
-    snprintf(out, sizeof out, "%s/fixture-asym.q4_k.gguf", dir);
-    g = convert_to(ck, "q4_k", out, &stats);
-    cr_assert_eq(stats.converted, 0);
-    cr_assert_eq(stats.requantized, 2 * LLMQ_LIN_COUNT);
+    snprintf(out, sizeof out, "%s/fixture-%s.%s.gguf", dir, tag, target);
+    llmq_model *g = convert_to(ck, target, out, &stats);
+    if (want_type >= 0) assert_linears_equal(g, &fv, (llmq_type)want_type, target);
     llmq_model_free(g);
     fixture_free(&fv);
+    return stats;
+}
+
+Test(hf_quant, lossless_conversion_of_an_independently_packed_checkpoint, .init = setup, .fini = teardown, .timeout = 300)
+{
+    llmq_hf_convert_stats s = fixture_convert("asym", false, false, LLMQ_TYPE_HF_U4, "q4_1", LLMQ_TYPE_Q4_1);
+    cr_assert_eq(s.converted, 2 * LLMQ_LIN_COUNT);
+    cr_assert_eq(s.requantized, 0);
+    /* to Q4_K the grid does not map: re-quantized, and counted so */
+    s = fixture_convert("asym-k", false, false, LLMQ_TYPE_HF_U4, "q4_k", -1);
+    cr_assert_eq(s.converted, 0);
+    cr_assert_eq(s.requantized, 2 * LLMQ_LIN_COUNT);
 }
 
 Test(hf_quant, lossless_sym_to_q4_0, .init = setup, .fini = teardown, .timeout = 300)
 {
-    char ck[600], out[700];
-    fixture_values fv = {0};
-    snprintf(ck, sizeof ck, "%s/fixture-sym", dir);
-    write_fixture(ck, true, false, &fv);
-    llmq_hf_convert_stats stats;
-    snprintf(out, sizeof out, "%s/fixture-sym.q4_0.gguf", dir);
-    llmq_model *g = convert_to(ck, "q4_0", out, &stats);
-    cr_assert_eq(stats.converted, 2 * LLMQ_LIN_COUNT);
-    assert_linears_equal(g, &fv, LLMQ_TYPE_Q4_0, "q4_0");
-    llmq_model_free(g);
-    fixture_free(&fv);
+    llmq_hf_convert_stats s = fixture_convert("sym", true, false, LLMQ_TYPE_Q4_0, "q4_0", LLMQ_TYPE_Q4_0);
+    cr_assert_eq(s.converted, 2 * LLMQ_LIN_COUNT);
+    cr_assert_eq(s.requantized, 0);
 }
 
 /* Act-order without static groups: g_idx not i / g. Read exactly (dequantized
  * to F32); no block type holds it, so conversion re-quantizes. */
 Test(hf_quant, act_order_g_idx_is_read_and_requantized, .init = setup, .fini = teardown, .timeout = 300)
 {
-    char ck[600], out[700];
-    fixture_values fv = {0};
-    snprintf(ck, sizeof ck, "%s/fixture-act", dir);
-    write_fixture(ck, false, true, &fv);
-    llmq_model *m = llmq_model_load(ck);
-    cr_assert_not_null(m, "%s", llmq_last_error());
-    assert_linears_equal(m, &fv, LLMQ_TYPE_F32, "act-order");
-    llmq_model_free(m);
-    llmq_hf_convert_stats stats;
-    snprintf(out, sizeof out, "%s/fixture-act.q4_1.gguf", dir);
-    llmq_model *g = convert_to(ck, "q4_1", out, &stats);
-    cr_assert_eq(stats.converted, 0);
-    cr_assert_eq(stats.requantized, 2 * LLMQ_LIN_COUNT);
-    llmq_model_free(g);
-    fixture_free(&fv);
+    llmq_hf_convert_stats s = fixture_convert("act", false, true, LLMQ_TYPE_F32, "q4_1", -1);
+    cr_assert_eq(s.converted, 0);
+    cr_assert_eq(s.requantized, 2 * LLMQ_LIN_COUNT);
 }
 
 /* ------------------------------------------------------------------ errors */

@@ -64,6 +64,9 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
  * safetensors/index file beside a config.json. NULL with a message on error. */
 llmq_model *llmq_model_load(const char *path);
 void llmq_model_free(llmq_model *m);
+/* Hands buffer p (malloc'd) to m, which frees it with the model; frees p and
+ * returns NULL when out of memory (or when p is NULL). For loaders. */
+void *llmq_model_own(llmq_model *m, void *p);
 /* Frees the activation buffers a model keeps between forward calls (the next
  * call allocates them again): for callers that hold a model idle for long or
  * need the memory for other work (the quantizers, between their forward

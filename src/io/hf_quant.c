@@ -632,18 +632,6 @@ static const llmq_st_tensor *find_checked(const llmq_model *m, const llmq_safete
     return t;
 }
 
-static void *keep_owned(llmq_model *m, void *p)
-{
-    void **grown = p ? realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown) : NULL;
-    if (!grown) {
-        free(p);
-        return NULL;
-    }
-    m->owned = grown;
-    m->owned[m->n_owned++] = p;
-    return p;
-}
-
 /* Writes block b of a row in type t from its fields and 32 unsigned codes. */
 static void put_block(llmq_type t, void *row, int b, uint16_t d, int z, const uint8_t *q)
 {
@@ -723,7 +711,7 @@ int llmq_hf_bind_linear(llmq_model *m, const llmq_safetensors *st, const llmq_hf
             }
     const llmq_type type = contiguous ? llmq_hf_grid_type(bits, all_mid) : LLMQ_TYPE_F32;
     const size_t row_bytes = llmq_row_size(type, cols);
-    unsigned char *buf = rc ? NULL : keep_owned(m, malloc(row_bytes * (size_t)rows));
+    unsigned char *buf = rc ? NULL : llmq_model_own(m, malloc(row_bytes * (size_t)rows));
     if (rc == LLMQ_OK && !buf) rc = llmq_error("%s: out of memory for %s", m->path, prefix);
     for (int o = 0; rc == LLMQ_OK && o < rows; o++) {
         for (int i = 0; i < cols; i++)

@@ -83,6 +83,8 @@ static int to_f32(llmq_model *m, llmq_weight *w)
     return LLMQ_OK;
 }
 
+void *llmq_model_own(llmq_model *m, void *p) { return keep(m, p); }
+
 static void free_safetensors(void *p) { llmq_st_close(p); }
 
 llmq_model *llmq_model_load(const char *path)

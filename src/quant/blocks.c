@@ -399,17 +399,6 @@ llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups
     return sb;
 }
 
-/* Weighted squared error of rounding x onto grid g. */
-static double grid_sse(const llmq_grid *g, const float *x, int len, const float *w)
-{
-    double e = 0;
-    for (int i = 0; i < len; i++) {
-        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
-        e += (w ? w[i] : 1.0) * diff * diff;
-    }
-    return e;
-}
-
 /* Scores a real grid: on the exact stored grid for the types whose grid does
  * not depend on a super-block, on the real grid itself for K-quants. */
 static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, const float *w)
@@ -427,7 +416,7 @@ static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, c
     } else {
         g = llmq_grid_from_real(t, r, NULL);
     }
-    return grid_sse(&g, x, len, w);
+    return llmq_grid_sse(&g, x, len, w);
 }
 
 /* Asymmetric grids (Q4_1, Q4_K): value = scale·q + offset, q in 0..nmax. The

@@ -104,16 +104,6 @@ static llmq_real_grid range_grid(int qmax, float lo, float hi)
     return r;
 }
 
-static double grid_sse(const llmq_grid *g, const float *x, int len, const float *w)
-{
-    double e = 0;
-    for (int i = 0; i < len; i++) {
-        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
-        e += (w ? w[i] : 1.0) * diff * diff;
-    }
-    return e;
-}
-
 llmq_real_grid llmq_hf_grid_fit(llmq_type t, const float *x, int len, const float *importance, bool search)
 {
     const int qmax = qmax_u(t);
@@ -125,12 +115,12 @@ llmq_real_grid llmq_hf_grid_fit(llmq_type t, const float *x, int len, const floa
     llmq_real_grid best = range_grid(qmax, lo, hi);
     if (!search || !(hi > lo)) return best;
     llmq_grid g = llmq_hf_grid_from_real(t, best);
-    double best_err = grid_sse(&g, x, len, importance);
+    double best_err = llmq_grid_sse(&g, x, len, importance);
     for (int step = 1; step <= 20; step++) {
         const float p = 1.0f - 0.025f * (float)step;
         llmq_real_grid cand = range_grid(qmax, p * lo, p * hi);
         g = llmq_hf_grid_from_real(t, cand);
-        double err = grid_sse(&g, x, len, importance);
+        double err = llmq_grid_sse(&g, x, len, importance);
         if (err < best_err) {
             best_err = err;
             best = cand;
