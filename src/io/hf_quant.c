@@ -188,32 +188,38 @@ int llmq_hf_pack_linear(const llmq_hf_qconfig *q, llmq_type type, const void *ro
         return llmq_error("pack: out of memory for a %d × %d weight", out, in);
     }
     uint32_t *qw = (uint32_t *)p->qweight, *qz = (uint32_t *)p->qzeros;
-    int rc = LLMQ_OK;
-    for (int o = 0; o < out && rc == LLMQ_OK; o++) {
-        const void *row = (const char *)rows + (size_t)o * row_bytes;
-        for (int i = 0; i < in; i++) {
-            const uint32_t c = (uint32_t)llmq_hf_block_code(type, row, i);
-            if (awq) qw[(size_t)i * (out / 8) + o / 8] |= c << (4 * awq_slot[o % 8]);
-            else qw[(size_t)(i / pf) * out + o] |= c << (bits * (i % pf));
-        }
-        for (int g = 0; g < ng; g++) {
-            uint16_t d;
-            int z;
-            llmq_hf_block_fields(type, row, g * gs / LLMQ_QK, &d, &z);
-            const int stored = awq || q->v2 ? z : z - 1;
-            if (stored < 0 || stored > (int)mask) {
-                rc = llmq_error("pack %s: zero %d of row %d, group %d cannot be stored%s", awq ? "awq" : "gptq", z, o, g,
-                                stored < 0 ? " in GPTQ v1 (zero − 1 < 0; use checkpoint format v2)" : "");
-                break;
+    /* Threads take runs of 8 output rows: every word packed along the output
+     * (AWQ's, the zeros) then belongs to one thread. */
+    int bad_o = -1, bad_g = 0, bad_z = 0;
+    #pragma omp parallel for schedule(static)
+    for (int ob = 0; ob < (out + 7) / 8; ob++) {
+        for (int o = 8 * ob; o < 8 * ob + 8 && o < out; o++) {
+            const void *row = (const char *)rows + (size_t)o * row_bytes;
+            for (int i = 0; i < in; i++) {
+                const uint32_t c = (uint32_t)llmq_hf_block_code(type, row, i);
+                if (awq) qw[(size_t)i * (out / 8) + o / 8] |= c << (4 * awq_slot[o % 8]);
+                else qw[(size_t)(i / pf) * out + o] |= c << (bits * (i % pf));
             }
-            p->scales[(size_t)g * out + o] = d;
-            if (awq) qz[(size_t)g * (out / 8) + o / 8] |= (uint32_t)stored << (4 * awq_slot[o % 8]);
-            else qz[(size_t)g * (out / pf) + o / pf] |= (uint32_t)stored << (bits * (o % pf));
+            for (int g = 0; g < ng; g++) {
+                uint16_t d;
+                int z;
+                llmq_hf_block_fields(type, row, g * gs / LLMQ_QK, &d, &z);
+                const int stored = awq || q->v2 ? z : z - 1;
+                if (stored < 0 || stored > (int)mask) {
+                    #pragma omp critical(llmq_hf_pack)
+                    if (bad_o < 0 || o < bad_o) bad_o = o, bad_g = g, bad_z = z;
+                    continue;
+                }
+                p->scales[(size_t)g * out + o] = d;
+                if (awq) qz[(size_t)g * (out / 8) + o / 8] |= (uint32_t)stored << (4 * awq_slot[o % 8]);
+                else qz[(size_t)g * (out / pf) + o / pf] |= (uint32_t)stored << (bits * (o % pf));
+            }
         }
     }
-    if (rc != LLMQ_OK) {
+    if (bad_o >= 0) {
         llmq_hf_packed_free(p);
-        return rc;
+        return llmq_error("pack %s: zero %d of row %d, group %d cannot be stored%s", awq ? "awq" : "gptq", bad_z, bad_o, bad_g,
+                          bad_z - !(awq || q->v2) < 0 ? " in GPTQ v1 (zero − 1 < 0; use checkpoint format v2)" : "");
     }
     if (!awq)
         for (int i = 0; i < in; i++) p->g_idx[i] = i / gs;
@@ -683,12 +689,7 @@ int llmq_hf_bind_linear(llmq_model *m, const llmq_safetensors *st, const llmq_hf
     const llmq_st_tensor *gi = rc || awq ? NULL : find_checked(m, st, prefix, "g_idx", LLMQ_TYPE_I32, cols, 0, true, &rc);
     if (rc || llmq_st_check_finite(sc)) return LLMQ_ERR;
     int32_t *gidx = malloc((size_t)cols * sizeof *gidx);
-    uint8_t *codes = malloc((size_t)cols);
-    if (!gidx || !codes) {
-        free(gidx);
-        free(codes);
-        return llmq_error("%s: out of memory", m->path);
-    }
+    if (!gidx) return llmq_error("%s: out of memory", m->path);
     bool contiguous = gs % LLMQ_QK == 0 && cols % LLMQ_QK == 0;
     for (int i = 0; i < cols; i++) {
         gidx[i] = gi ? (int32_t)rd32(gi->data, (size_t)i) : i / gs;
@@ -713,25 +714,39 @@ int llmq_hf_bind_linear(llmq_model *m, const llmq_safetensors *st, const llmq_hf
     const size_t row_bytes = llmq_row_size(type, cols);
     unsigned char *buf = rc ? NULL : llmq_model_own(m, malloc(row_bytes * (size_t)rows));
     if (rc == LLMQ_OK && !buf) rc = llmq_error("%s: out of memory for %s", m->path, prefix);
-    for (int o = 0; rc == LLMQ_OK && o < rows; o++) {
-        for (int i = 0; i < cols; i++)
-            codes[i] = (uint8_t)((awq ? rd32(qw->data, (size_t)i * (rows / 8) + o / 8) >> (4 * awq_slot[o % 8])
-                                      : rd32(qw->data, (size_t)(i / pf) * rows + o) >> (bits * (i % pf))) & mask);
-        unsigned char *row = buf + (size_t)o * row_bytes;
-        if (type == LLMQ_TYPE_F32) {
-            float *f = (float *)row;
-            for (int i = 0; i < cols; i++)
-                f[i] = llmq_f16_to_f32(rd16(sc->data, (size_t)gidx[i] * rows + o)) * (float)(codes[i] - ZERO(o, gidx[i]));
-            continue;
+    int oom = 0;
+    if (rc == LLMQ_OK) {
+        #pragma omp parallel
+        {
+            uint8_t *codes = malloc((size_t)cols);
+            if (!codes) {
+                #pragma omp atomic write
+                oom = 1;
+            }
+            #pragma omp for schedule(static)
+            for (int o = 0; o < rows; o++) {
+                if (!codes) continue;
+                for (int i = 0; i < cols; i++)
+                    codes[i] = (uint8_t)((awq ? rd32(qw->data, (size_t)i * (rows / 8) + o / 8) >> (4 * awq_slot[o % 8])
+                                              : rd32(qw->data, (size_t)(i / pf) * rows + o) >> (bits * (i % pf))) & mask);
+                unsigned char *row = buf + (size_t)o * row_bytes;
+                if (type == LLMQ_TYPE_F32) {
+                    float *f = (float *)row;
+                    for (int i = 0; i < cols; i++)
+                        f[i] = llmq_f16_to_f32(rd16(sc->data, (size_t)gidx[i] * rows + o)) * (float)(codes[i] - ZERO(o, gidx[i]));
+                    continue;
+                }
+                for (int b = 0; b < cols / LLMQ_QK; b++) {
+                    const int g = b * LLMQ_QK / gs;
+                    put_block(type, row, b, rd16(sc->data, (size_t)g * rows + o), ZERO(o, g), codes + b * LLMQ_QK);
+                }
+            }
+            free(codes);
         }
-        for (int b = 0; b < cols / LLMQ_QK; b++) {
-            const int g = b * LLMQ_QK / gs;
-            put_block(type, row, b, rd16(sc->data, (size_t)g * rows + o), ZERO(o, g), codes + b * LLMQ_QK);
-        }
+        if (oom) rc = llmq_error("%s: out of memory for %s", m->path, prefix);
     }
 #undef ZERO
     free(gidx);
-    free(codes);
     if (rc) return LLMQ_ERR;
     *w = (llmq_weight){buf, type, rows, cols};
     return LLMQ_OK;
