@@ -44,8 +44,12 @@ static void teardown(void)
 /* Wraps a layer method and keeps every quantized linear as decoded floats:
  * the values the solver produced, before any file is written. */
 typedef struct {
-    const llmq_layer_method *inner;
     float *w[8][LLMQ_LIN_COUNT];
+} layer_values;
+
+typedef struct {
+    const llmq_layer_method *inner;
+    layer_values v;
 } capture;
 
 static int cap_begin(void *s, const llmq_model *m)
@@ -66,8 +70,8 @@ static int cap_done(void *s, const llmq_model *m, int l, const llmq_layer *q)
     capture *c = s;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_weight *w = &q->lin[k];
-        c->w[l][k] = malloc((size_t)w->rows * w->cols * sizeof(float));
-        cr_assert_eq(llmq_dequant_rows(c->w[l][k], w->data, w->type, w->cols, 0, w->rows), LLMQ_OK);
+        c->v.w[l][k] = malloc((size_t)w->rows * w->cols * sizeof(float));
+        cr_assert_eq(llmq_dequant_rows(c->v.w[l][k], w->data, w->type, w->cols, 0, w->rows), LLMQ_OK);
     }
     return c->inner->layer_done ? c->inner->layer_done(c->inner->state, m, l, q) : LLMQ_OK;
 }
@@ -81,7 +85,7 @@ static void cap_end(void *s)
 static void capture_free(capture *c)
 {
     for (int l = 0; l < 8; l++)
-        for (int k = 0; k < LLMQ_LIN_COUNT; k++) free(c->w[l][k]);
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) free(c->v.w[l][k]);
 }
 
 /* Runs `kind` (a calibrated method, -1: RTN) into the HF directory out with
@@ -274,7 +278,7 @@ static void round_trip(llmq_hf_qconfig q, int kind, const char *tag)
             snprintf(prefix, sizeof prefix, "model.layers.%d.%s.%s", l, groups[k], llmq_linear_names[k]);
             reference_decode(&r, prefix, q.method == LLMQ_HF_AWQ ? "awq" : "gptq", q.bits, q.v2, q.group_size, w->rows, w->cols, ref);
             for (size_t i = 0; i < n; i++) {
-                const float want = cap.w[l][k][i];
+                const float want = cap.v.w[l][k][i];
                 cr_assert(got[i] == want && llmq_f32_to_f16(got[i]) == llmq_f32_to_f16(want), "%s layer %d %s [%zu]: read back %.9g, solver %.9g",
                           tag, l, llmq_linear_names[k], i, got[i], want);
                 cr_assert(ref[i] == want, "%s layer %d %s [%zu]: reference decoder %.9g, solver %.9g", tag, l, llmq_linear_names[k], i,
@@ -385,7 +389,7 @@ Test(hf_quant, shards_with_an_index, .init = setup, .fini = teardown, .timeout =
     const llmq_weight *w = &m->layers[1].lin[LLMQ_LIN_DOWN];
     float *got = malloc((size_t)w->rows * w->cols * sizeof *got);
     cr_assert_eq(llmq_dequant_rows(got, w->data, w->type, w->cols, 0, w->rows), LLMQ_OK);
-    cr_assert_eq(memcmp(got, cap.w[1][LLMQ_LIN_DOWN], (size_t)w->rows * w->cols * sizeof *got), 0);
+    cr_assert_eq(memcmp(got, cap.v.w[1][LLMQ_LIN_DOWN], (size_t)w->rows * w->cols * sizeof *got), 0);
     free(got);
     llmq_model_free(m);
     capture_free(&cap);
@@ -397,9 +401,7 @@ Test(hf_quant, shards_with_an_index, .init = setup, .fini = teardown, .timeout =
  * and scales drawn at random (AutoGPTQ's pack: qweight[i/8][o] |= q << 4·(i%8),
  * qzeros[g][o/8] |= (z − 1) << 4·(o%8)), not through llmq's packer. Scales
  * k/1024 with k < 128 keep scale·zero exact in fp16, so Q4_1's min is exact. */
-typedef struct {
-    float *w[8][LLMQ_LIN_COUNT];
-} fixture_values;
+typedef layer_values fixture_values;
 
 static void write_fixture(const char *out, bool sym, bool permuted_g_idx, fixture_values *fv)
 {
@@ -563,6 +565,54 @@ Test(hf_quant, act_order_g_idx_is_read_and_requantized, .init = setup, .fini = t
     llmq_hf_convert_stats s = fixture_convert("act", false, true, LLMQ_TYPE_F32, "q4_1", -1);
     cr_assert_eq(s.converted, 0);
     cr_assert_eq(s.requantized, 2 * LLMQ_LIN_COUNT);
+}
+
+/* llmq's own exports convert back: 8-bit symmetric GPTQ → Q8_0 identical;
+ * AWQ asymmetric → Q4_1 with every value within half an fp16 ulp of Q4_1's
+ * min (m = fp16(−scale·zero), the only rounding) of the solver's. */
+Test(hf_quant, exports_convert_back_to_gguf, .init = setup, .fini = teardown, .timeout = 300)
+{
+    char out[600], gg[700];
+    capture cap;
+    llmq_hf_convert_stats stats;
+    snprintf(out, sizeof out, "%s/e8", dir);
+    export_run(out, GPTQ(8, true, false, false), -1, 0, &cap);
+    snprintf(gg, sizeof gg, "%s/e8.q8_0.gguf", dir);
+    llmq_model *g = convert_to(out, "q8_0", gg, &stats);
+    cr_assert_eq(stats.converted, 2 * LLMQ_LIN_COUNT);
+    assert_linears_equal(g, &cap.v, LLMQ_TYPE_Q8_0, "q8_0");
+    llmq_model_free(g);
+    capture_free(&cap);
+
+    snprintf(out, sizeof out, "%s/ea", dir);
+    export_run(out, AWQ(false), -1, 0, &cap);
+    snprintf(gg, sizeof gg, "%s/ea.q4_1.gguf", dir);
+    g = convert_to(out, "q4_1", gg, &stats);
+    cr_assert_eq(stats.converted, 2 * LLMQ_LIN_COUNT);
+    cr_assert_eq(stats.requantized, 0);
+    int64_t exact = 0, total = 0;
+    for (int l = 0; l < g->cfg.n_layers; l++)
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            const llmq_weight *w = &g->layers[l].lin[k];
+            cr_assert_eq(w->type, LLMQ_TYPE_Q4_1);
+            const size_t n = (size_t)w->rows * w->cols;
+            float *got = malloc(n * sizeof *got);
+            cr_assert_eq(llmq_dequant_rows(got, w->data, w->type, w->cols, 0, w->rows), LLMQ_OK);
+            for (size_t i = 0; i < n; i++) {
+                const llmq_block_q4_1 *b = (const llmq_block_q4_1 *)w->data + i / 32;
+                const float bound = fabsf(half(b->m)) * 0x1p-11f, want = cap.v.w[l][k][i];
+                cr_assert(fabsf(got[i] - want) <= bound, "layer %d %s [%zu]: q4_1 %.9g, AWQ %.9g (m %.9g)", l, llmq_linear_names[k], i, got[i],
+                          want, half(b->m));
+                exact += got[i] == want;
+            }
+            total += (int64_t)n;
+            free(got);
+        }
+    cr_log_info("AWQ -> q4_1: %lld of %lld values identical, the others within the fp16 rounding of the min", (long long)exact,
+                (long long)total);
+    cr_assert_gt(exact, 0);
+    llmq_model_free(g);
+    capture_free(&cap);
 }
 
 /* ------------------------------------------------------------------ errors */
