@@ -751,6 +751,16 @@ Test(hf_quant, writer_refuses_unsupported_bits, .init = setup, .fini = teardown)
     q.v2 = true;
     cr_assert_eq(llmq_hf_pack_linear(&q, LLMQ_TYPE_HF_U4, blk, 8, 32, &pk), LLMQ_OK, "%s", llmq_last_error());
     llmq_hf_packed_free(&pk);
+    /* rows quantized in groups of 32 cannot be written as groups of 64 */
+    llmq_block_hf_u4 two[16];
+    memset(two, 0, sizeof two);
+    for (int b = 0; b < 16; b++) two[b] = (llmq_block_hf_u4){llmq_f32_to_f16(0.5f), 3, {0}};
+    q.group_size = 64;
+    cr_assert_eq(llmq_hf_pack_linear(&q, LLMQ_TYPE_HF_U4, two, 8, 64, &pk), LLMQ_OK, "%s", llmq_last_error());
+    llmq_hf_packed_free(&pk);
+    two[5].z = 4;
+    cr_assert_neq(llmq_hf_pack_linear(&q, LLMQ_TYPE_HF_U4, two, 8, 64, &pk), LLMQ_OK);
+    cr_assert(strstr(llmq_last_error(), "row 2, group 0") && strstr(llmq_last_error(), "groups of 64"), "%s", llmq_last_error());
 }
 
 /* ------------------------------------------------ perplexity on the shared model */

@@ -201,13 +201,19 @@ int llmq_hf_pack_linear(const llmq_hf_qconfig *q, llmq_type type, const void *ro
                 else qw[(size_t)(i / pf) * out + o] |= c << (bits * (i % pf));
             }
             for (int g = 0; g < ng; g++) {
-                uint16_t d;
-                int z;
+                uint16_t d, d2;
+                int z, z2;
                 llmq_hf_block_fields(type, row, g * gs / LLMQ_QK, &d, &z);
+                /* every block of the group carries its fields: else the weights were quantized in other groups */
+                bool same = true;
+                for (int b = g * gs / LLMQ_QK + 1; b < (g + 1) * gs / LLMQ_QK && b < in / LLMQ_QK; b++) {
+                    llmq_hf_block_fields(type, row, b, &d2, &z2);
+                    same = same && d2 == d && z2 == z;
+                }
                 const int stored = awq || q->v2 ? z : z - 1;
-                if (stored < 0 || stored > (int)mask) {
+                if (!same || stored < 0 || stored > (int)mask) {
                     #pragma omp critical(llmq_hf_pack)
-                    if (bad_o < 0 || o < bad_o) bad_o = o, bad_g = g, bad_z = z;
+                    if (bad_o < 0 || o < bad_o) bad_o = o, bad_g = g, bad_z = same ? z : -1;
                     continue;
                 }
                 p->scales[(size_t)g * out + o] = d;
@@ -218,6 +224,9 @@ int llmq_hf_pack_linear(const llmq_hf_qconfig *q, llmq_type type, const void *ro
     }
     if (bad_o >= 0) {
         llmq_hf_packed_free(p);
+        if (bad_z < 0)
+            return llmq_error("pack %s: row %d, group %d: its 32-element blocks have different scales or zeros (not quantized in groups of %d)",
+                              awq ? "awq" : "gptq", bad_o, bad_g, gs);
         return llmq_error("pack %s: zero %d of row %d, group %d cannot be stored%s", awq ? "awq" : "gptq", bad_z, bad_o, bad_g,
                           bad_z - !(awq || q->v2) < 0 ? " in GPTQ v1 (zero − 1 < 0; use checkpoint format v2)" : "");
     }
@@ -330,6 +339,8 @@ static int sink_begin(void *state, const llmq_model *src)
         return llmq_error("%s: %d-bit %s is not a Hugging Face packing (GPTQ: 4 or 8 bits, AWQ: 4)", w->out_dir, q->bits,
                           q->method == LLMQ_HF_AWQ ? "AWQ" : "GPTQ");
     if (!w->src_dir) return llmq_error("%s: the source checkpoint directory (config.json) is needed", w->out_dir);
+    if (q->group_size <= 0 || q->group_size % LLMQ_QK)
+        return llmq_error("%s: group size %d: llmq writes groups of a positive multiple of 32 columns", w->out_dir, q->group_size);
     if (check_replaceable(w->out_dir)) return LLMQ_ERR;
     w->grid = llmq_hf_grid_type(q->bits, q->sym);
     const llmq_type et = src->embed.type;
