@@ -540,6 +540,23 @@ static llmq_hf_convert_stats fixture_convert(const char *tag, bool sym, bool per
     return stats;
 }
 
+/* Older AutoGPTQ checkpoints name their one file gptq_model-4bit-128g.safetensors. */
+Test(hf_quant, single_file_of_another_name, .init = setup, .fini = teardown, .timeout = 300)
+{
+    char out[600], from[700], to[700];
+    snprintf(out, sizeof out, "%s/oldname", dir);
+    capture cap;
+    export_run(out, GPTQ(4, true, false, false), -1, 0, &cap);
+    snprintf(from, sizeof from, "%s/model.safetensors", out);
+    snprintf(to, sizeof to, "%s/gptq_model-4bit-128g.safetensors", out);
+    cr_assert_eq(rename(from, to), 0);
+    llmq_model *m = llmq_model_load(out);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    assert_linears_equal(m, &cap.v, LLMQ_TYPE_Q4_0, "renamed");
+    llmq_model_free(m);
+    capture_free(&cap);
+}
+
 Test(hf_quant, lossless_conversion_of_an_independently_packed_checkpoint, .init = setup, .fini = teardown, .timeout = 300)
 {
     llmq_hf_convert_stats s = fixture_convert("asym", false, false, LLMQ_TYPE_HF_U4, "q4_1", LLMQ_TYPE_Q4_1);

@@ -2,6 +2,7 @@
 #include "llmq/error.h"
 #include "llmq/file.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,22 @@ static int check_unique_names(llmq_safetensors *st, const char *path)
     return rc;
 }
 
+/* The one *.safetensors file of dir (older AutoGPTQ checkpoints name theirs
+ * gptq_model-4bit-128g.safetensors), malloc'd; NULL when there is none or more than one. */
+static char *single_safetensors(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char *found = NULL;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (has_suffix(e->d_name, ".safetensors") && e->d_name[0] != '.' && n++ == 0) found = llmq_path_join(dir, e->d_name);
+    closedir(d);
+    if (n == 1) return found;
+    free(found);
+    return NULL;
+}
+
 llmq_safetensors *llmq_st_open(const char *path)
 {
     llmq_safetensors *st = calloc(1, sizeof *st);
@@ -240,8 +257,12 @@ llmq_safetensors *llmq_st_open(const char *path)
     if (llmq_is_dir(path)) {
         char *idx = llmq_path_join(path, "model.safetensors.index.json");
         char *single = llmq_path_join(path, "model.safetensors");
+        if (!llmq_file_exists(single)) {
+            free(single);
+            single = single_safetensors(path);
+        }
         if (llmq_file_exists(idx)) rc = open_index(st, idx);
-        else if (llmq_file_exists(single)) rc = add_shard(st, single);
+        else if (single && llmq_file_exists(single)) rc = add_shard(st, single);
         else rc = llmq_error("%s: no model.safetensors or model.safetensors.index.json in this directory", path);
         free(idx);
         free(single);
