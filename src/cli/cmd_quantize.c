@@ -282,7 +282,9 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
     json_object_set_new(o, "type", json_string(pol->scheme.name));
     json_object_set_new(o, "group_size", json_integer(pol->group_size));
     json_object_set_new(o, "bytes", json_integer((json_int_t)(fi->q.method != LLMQ_HF_NONE ? fi->bytes : r->file_bytes)));
-    json_object_set_new(o, "bits_per_weight", json_real(r->bits_per_weight));
+    /* an HF export: of the files' tensors (int32 words, fp16 scales), not of llmq's in-memory blocks */
+    const double bpw = fi->q.method != LLMQ_HF_NONE && r->n_elements ? 8.0 * (double)fi->bytes / (double)r->n_elements : r->bits_per_weight;
+    json_object_set_new(o, "bits_per_weight", json_real(bpw));
     json_object_set_new(o, "seconds", json_real(r->seconds));
     for (int i = 0; i < r->n_tensors; i++) {
         const llmq_tensor_report *t = &r->tensors[i];
@@ -549,8 +551,9 @@ int cmd_quantize(int argc, char **argv)
     if (hw) {
         fi.bytes = llmq_hf_writer_bytes(hw);
         fi.shards = llmq_hf_writer_shards(hw);
-        printf("wrote %s/: %zu bytes of tensors in %d shard%s, %s %d-bit %s group %d%s%s (%s), %.2f s\n", out, fi.bytes, fi.shards,
-               fi.shards == 1 ? "" : "s", format, fi.q.bits, fi.q.sym ? "sym" : "asym", group_size, fi.q.desc_act ? " desc_act" : "",
+        printf("wrote %s/: %zu bytes of tensors in %d shard%s (%.3f bits per weight), %s %d-bit %s group %d%s%s (%s), %.2f s\n", out,
+               fi.bytes, fi.shards, fi.shards == 1 ? "" : "s", rep.n_elements ? 8.0 * (double)fi.bytes / (double)rep.n_elements : 0.0, format,
+               fi.q.bits, fi.q.sym ? "sym" : "asym", group_size, fi.q.desc_act && fi.q.method == LLMQ_HF_GPTQ ? " desc_act" : "",
                fi.q.method == LLMQ_HF_GPTQ ? (fi.q.v2 ? " gptq_v2" : " gptq v1") : " gemm", method, rep.seconds);
     } else {
         printf("wrote %s: %zu bytes, %.3f bits per weight, %s (%s, group %d), %.2f s\n", out, rep.file_bytes,
