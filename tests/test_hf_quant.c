@@ -652,6 +652,15 @@ static void bad_checkpoint(const char *ck, const char *name, json_t *qc, char *p
     json_decref(c);
 }
 
+/* An asymmetric fixture checkpoint at <dir>/fixture-<tag> (its values not kept). */
+static void asym_fixture(char *ck, size_t cap, const char *tag)
+{
+    fixture_values fv = {0};
+    snprintf(ck, cap, "%s/fixture-%s", dir, tag);
+    write_fixture(ck, false, false, &fv);
+    fixture_free(&fv);
+}
+
 static void expect_load_error(const char *path, const char *file, const char *field)
 {
     llmq_model *m = llmq_model_load(path);
@@ -664,10 +673,7 @@ static void expect_load_error(const char *path, const char *file, const char *fi
 Test(hf_quant, bad_configs_name_file_and_field, .init = setup, .fini = teardown, .timeout = 300)
 {
     char ck[600], p[700];
-    fixture_values fv = {0};
-    snprintf(ck, sizeof ck, "%s/fixture-err", dir);
-    write_fixture(ck, false, false, &fv);
-    fixture_free(&fv);
+    asym_fixture(ck, sizeof ck, "err");
     bad_checkpoint(ck, "bits3", json_pack("{s:s, s:i, s:i}", "quant_method", "gptq", "bits", 3, "group_size", 128), p, sizeof p);
     expect_load_error(p, "bits3/config.json", "quantization_config.bits");
     bad_checkpoint(ck, "awq8", json_pack("{s:s, s:i, s:i}", "quant_method", "awq", "bits", 8, "group_size", 128), p, sizeof p);
@@ -727,10 +733,7 @@ static void patch_tensor(const char *ck, const char *name, const char *tensor, i
 Test(hf_quant, bad_tensors_name_file_and_tensor, .init = setup, .fini = teardown, .timeout = 300)
 {
     char ck[600], p[700];
-    fixture_values fv = {0};
-    snprintf(ck, sizeof ck, "%s/fixture-t", dir);
-    write_fixture(ck, false, false, &fv);
-    fixture_free(&fv);
+    asym_fixture(ck, sizeof ck, "t");
     const int d = base->cfg.hidden_size, qd = base->cfg.n_heads * base->cfg.head_dim;
     patch_tensor(ck, "gidx", "model.layers.0.self_attn.q_proj.g_idx", d, 0, 5, 99, p, sizeof p);
     expect_load_error(p, "gidx/model.safetensors", "model.layers.0.self_attn.q_proj.g_idx");

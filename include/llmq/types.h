@@ -39,10 +39,14 @@ typedef struct {
     /* Reference encoder: round-to-nearest onto the type's own grid, n a
      * multiple of block_size. NULL where not implemented. */
     void (*from_float)(const float *src, void *dst, int64_t n);
-    /* Not a ggml type llmq stores in GGUF files (I32, the HF grids): the GGUF
-     * reader and writer refuse it and --type/--keep-* do not offer it. */
-    bool internal;
 } llmq_type_traits;
+
+/* Not a type llmq stores in GGUF files (I32, the HF grids): the GGUF reader
+ * and writer refuse it and --type/--keep-* do not offer it. */
+static inline bool llmq_type_internal(int t)
+{
+    return t == LLMQ_TYPE_I32 || t == LLMQ_TYPE_HF_U4 || t == LLMQ_TYPE_HF_U8;
+}
 
 /* The row for t, or NULL for an id llmq does not know. */
 const llmq_type_traits *llmq_type_get(int t);

@@ -197,7 +197,7 @@ static void on_layer_report(void *user, const llmq_layer_report *r)
 static int parse_type_option(const char *opt, const char *value, int *out)
 {
     int t = llmq_type_from_name(value);
-    if (t < 0 || t == LLMQ_TYPE_Q8_K || llmq_type_get(t)->internal) return cli_fail("quantize", "%s: unknown type '%s'", opt, value);
+    if (t < 0 || t == LLMQ_TYPE_Q8_K || llmq_type_internal(t)) return cli_fail("quantize", "%s: unknown type '%s'", opt, value);
     *out = t;
     return 0;
 }

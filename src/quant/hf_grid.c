@@ -56,8 +56,8 @@ static void hf_u4_from_float(const float *x, void *dst, int64_t n) { hf_from_flo
 static void hf_u8_from_float(const float *x, void *dst, int64_t n) { hf_from_float(LLMQ_TYPE_HF_U8, x, dst, n); }
 
 static const llmq_type_traits hf_traits[2] = {
-    {"hf_u4", LLMQ_QK, sizeof(llmq_block_hf_u4), true, dequant_hf_u4, hf_u4_from_float, true},
-    {"hf_u8", LLMQ_QK, sizeof(llmq_block_hf_u8), true, dequant_hf_u8, hf_u8_from_float, true},
+    {"hf_u4", LLMQ_QK, sizeof(llmq_block_hf_u4), true, dequant_hf_u4, hf_u4_from_float},
+    {"hf_u8", LLMQ_QK, sizeof(llmq_block_hf_u8), true, dequant_hf_u8, hf_u8_from_float},
 };
 
 const llmq_type_traits *llmq_hf_grid_traits(int t)

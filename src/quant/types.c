@@ -56,7 +56,7 @@ const llmq_type_traits *llmq_hf_grid_traits(int t); /* src/quant/hf_grid.c */
 static const llmq_type_traits float_traits[] = {
     [LLMQ_TYPE_F32] = {"f32", 1, 4, false, f32_to_float, f32_from_float},
     [LLMQ_TYPE_F16] = {"f16", 1, 2, false, f16_to_float, f16_from_float},
-    [LLMQ_TYPE_I32] = {"i32", 1, 4, false, i32_to_float, NULL, true},
+    [LLMQ_TYPE_I32] = {"i32", 1, 4, false, i32_to_float, NULL},
     [LLMQ_TYPE_BF16] = {"bf16", 1, 2, false, bf16_to_float, bf16_from_float},
 };
 
