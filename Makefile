@@ -101,7 +101,7 @@ else
 	@echo "test-neon skipped: $(CROSS_CC) or $(QEMU_AARCH64) missing (bash scripts/install-deps.sh installs them)"
 endif
 
-NEON_SRC := src/util/error.c src/formats/types.c src/formats/blocks.c src/formats/rtn.c \
+NEON_SRC := src/util/error.c src/formats/types.c src/formats/blocks.c src/formats/rtn.c src/formats/hf_grid.c \
             src/kernels/dispatch.c src/kernels/scalar.c src/kernels/quant_neon.c src/kernels/quant_avx2.c src/kernels/quant_avx512.c
 $(BUILD)/neon/test_neon: tests/neon/test_neon.c tests/kernel_check.h src/kernels/kernel_ops.h $(NEON_SRC) $(wildcard include/llmq/*.h)
 	@mkdir -p $(dir $@)

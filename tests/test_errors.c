@@ -336,8 +336,8 @@ Test(errors, st_unknown_dtype)
     write_config(d, NULL);
     write_raw_st(d, "model.safetensors", "{\"model.norm.weight\":{\"dtype\":\"I8\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8);
     expect_st_open_fails(d, "model.safetensors",
-                         "tensor 'model.norm.weight': dtype 'I8' is not supported (F32, F16 and BF16 are)");
-    expect_ppl_error(d, "tensor 'model.norm.weight': dtype 'I8' is not supported (F32, F16 and BF16 are)");
+                         "tensor 'model.norm.weight': dtype 'I8' is not supported (F32, F16, BF16 and I32 are)");
+    expect_ppl_error(d, "tensor 'model.norm.weight': dtype 'I8' is not supported (F32, F16, BF16 and I32 are)");
 }
 
 Test(errors, st_shape_disagrees_with_data_offsets)

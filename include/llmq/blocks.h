@@ -229,6 +229,18 @@ static inline float llmq_fmaxf(float a, float b) { return b > a || a != a ? b : 
 #define LLMQ_SIMD_CLONES
 #endif
 
+/* Σ w[i]·(value(round(x[i])) − x[i])² over len elements (w NULL: uniform),
+ * accumulated in double: how well grid g serves the group. */
+static inline double llmq_grid_sse(const llmq_grid *g, const float *x, int len, const float *w)
+{
+    double e = 0;
+    for (int i = 0; i < len; i++) {
+        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
+        e += (w ? w[i] : 1.0) * diff * diff;
+    }
+    return e;
+}
+
 /* The real-valued grid of one group, before rounding to the type's precision:
  * value(q) = scale·(q - zero_t) + offset with zero_t the type's own zero
  * (8 for Q4_0, 32 for Q6_K, 4 for Q3_K, 0 otherwise). Symmetric types

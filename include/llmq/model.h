@@ -65,10 +65,15 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k);
 llmq_model *llmq_model_load(const char *path);
 /* Every tensor llmq_model_load reads from a Hugging Face checkpoint of config
  * c, in its order: fn(user, name, required), required false for the biases
- * the config does not call for (read when present). Stops at fn's first
+ * the config does not call for (read when present). `packed`: a GPTQ/AWQ
+ * checkpoint (llmq/hf_config.h), whose linears are qweight, qzeros and scales
+ * (g_idx when present; the head either packed or plain). Stops at fn's first
  * non-zero return and returns it (0 when all were seen). */
-int llmq_checkpoint_tensors(const llmq_config *c, int (*fn)(void *user, const char *name, bool required), void *user);
+int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *user, const char *name, bool required), void *user);
 void llmq_model_free(llmq_model *m);
+/* Hands buffer p (malloc'd) to m, which frees it with the model; frees p and
+ * returns NULL when out of memory (or when p is NULL). For loaders. */
+void *llmq_model_own(llmq_model *m, void *p);
 /* Frees the activation buffers a model keeps between forward calls (the next
  * call allocates them again): for callers that hold a model idle for long or
  * need the memory for other work (the quantizers, between their forward

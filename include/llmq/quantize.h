@@ -171,9 +171,27 @@ typedef struct {
     const char *value; /* canonical text: equal exactly when the bytes would be */
 } llmq_quant_param;
 
+/* Where the tensors go instead of a GGUF file (llmq_quant_opts.sink): e.g. a
+ * Hugging Face GPTQ/AWQ checkpoint directory (llmq/hf_quant.h). The driver
+ * calls write() once per planned tensor, in file order, with rows in Hugging
+ * Face order (q/k never permuted; no rope_freqs tensor): quantized tensors as
+ * rows × llmq_row_size(type, cols) bytes, norms and biases as f32. finish()
+ * commits the output; abort() (after begin) removes everything it wrote. */
+typedef struct {
+    void *state;
+    int (*begin)(void *state, const llmq_model *src);
+    int (*write)(void *state, const char *name, const llmq_tensor_desc *desc, llmq_type type, const void *data, size_t bytes);
+    int (*finish)(void *state);
+    void (*abort)(void *state);
+} llmq_tensor_sink;
+
 typedef struct {
     llmq_policy policy;
     const llmq_layer_method *method; /* NULL = RTN (with rtn_search) */
+    /* NULL: write a GGUF file at out_path (a tokenizer required). Otherwise
+     * the tensors go to the sink, out_path is only named in messages, no
+     * tokenizer is needed, and state must be LLMQ_STATE_NONE. */
+    const llmq_tensor_sink *sink;
     bool rtn_search;                 /* grid search for RTN and for the embedding/output head */
     const char *model_name;          /* general.name (NULL: "model") */
     /* Provenance (llmq.* keys): calibration file sha256 (hex) and sample count, when a method used them. */

@@ -1,6 +1,7 @@
 /* safetensors checkpoints: memory-mapped, validated, zero-copy tensor views.
  * A path may be a .safetensors file, a model.safetensors.index.json (sharded),
- * or a directory holding either. Format: huggingface/safetensors README. */
+ * or a directory holding either (or, without both, exactly one *.safetensors
+ * file of another name, as older AutoGPTQ checkpoints have). Format: huggingface/safetensors README. */
 #ifndef LLMQ_SAFETENSORS_H
 #define LLMQ_SAFETENSORS_H
 

@@ -20,7 +20,12 @@ typedef enum {
     LLMQ_TYPE_Q4_K = 12,
     LLMQ_TYPE_Q6_K = 14,
     LLMQ_TYPE_Q8_K = 15,
+    LLMQ_TYPE_I32 = 26,   /* safetensors int32 (GPTQ/AWQ qweight, qzeros, g_idx); not a weight format */
     LLMQ_TYPE_BF16 = 30,
+    /* llmq-internal grids of Hugging Face GPTQ/AWQ checkpoints (llmq/hf_grid.h):
+     * never read from or written to a GGUF file. */
+    LLMQ_TYPE_HF_U4 = 36,
+    LLMQ_TYPE_HF_U8 = 37,
     LLMQ_TYPE_COUNT = 40 /* upper bound of the ids above, for tables */
 } llmq_type;
 
@@ -31,7 +36,8 @@ typedef enum {
 static const char llmq_type_names[LLMQ_TYPE_COUNT][8] = {
     [LLMQ_TYPE_F32] = "f32",   [LLMQ_TYPE_F16] = "f16",   [LLMQ_TYPE_Q4_0] = "q4_0", [LLMQ_TYPE_Q4_1] = "q4_1",
     [LLMQ_TYPE_Q8_0] = "q8_0", [LLMQ_TYPE_Q3_K] = "q3_k", [LLMQ_TYPE_Q4_K] = "q4_k", [LLMQ_TYPE_Q6_K] = "q6_k",
-    [LLMQ_TYPE_Q8_K] = "q8_k", [LLMQ_TYPE_BF16] = "bf16",
+    [LLMQ_TYPE_Q8_K] = "q8_k", [LLMQ_TYPE_BF16] = "bf16", [LLMQ_TYPE_I32] = "i32",
+    [LLMQ_TYPE_HF_U4] = "hf_u4", [LLMQ_TYPE_HF_U8] = "hf_u8",
 };
 
 /* llmq_type_names[t], or NULL for an id llmq does not know. */
@@ -51,6 +57,13 @@ typedef struct {
      * multiple of block_size. NULL where not implemented. */
     void (*from_float)(const float *src, void *dst, int64_t n);
 } llmq_type_traits;
+
+/* Not a type llmq stores in GGUF files (I32, the HF grids): the GGUF reader
+ * and writer refuse it and --type/--keep-* do not offer it. */
+static inline bool llmq_type_internal(int t)
+{
+    return t == LLMQ_TYPE_I32 || t == LLMQ_TYPE_HF_U4 || t == LLMQ_TYPE_HF_U8;
+}
 
 /* The row for t, or NULL for an id llmq does not know. */
 const llmq_type_traits *llmq_type_get(int t);

@@ -6,6 +6,7 @@
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/gguf.h"
+#include "llmq/hf_config.h"
 #include "llmq/gguf_model.h"
 #include "llmq/safetensors.h"
 
@@ -99,10 +100,10 @@ static int audit_expected(void *user, const char *name, bool required)
     return LLMQ_OK;
 }
 
-static int audit_tensors(tensor_audit *a, const llmq_config *cfg, const llmq_safetensors *st)
+static int audit_tensors(tensor_audit *a, const llmq_config *cfg, bool packed, const llmq_safetensors *st)
 {
     *a = (tensor_audit){.st = st, .missing = json_array(), .unused = json_array()};
-    if (llmq_checkpoint_tensors(cfg, audit_expected, a)) return LLMQ_ERR;
+    if (llmq_checkpoint_tensors(cfg, packed, audit_expected, a)) return LLMQ_ERR;
     for (size_t i = 0; i < llmq_st_count(st); i++) {
         const char *name = llmq_st_at(st, i)->name;
         size_t j = 0;
@@ -139,12 +140,19 @@ static int inspect_checkpoint(const char *path, bool json)
         if (slash) *slash = 0; else strcpy(dir, ".");
     }
     int rc = llmq_config_load(dir, &cfg);
+    llmq_hf_qconfig hq;
+    bool packed = false;
+    if (rc == LLMQ_OK) rc = llmq_hf_qconfig_load(dir, &hq, &packed);
     free(dir);
     if (rc) return cli_fail_last("inspect");
+    /* a GPTQ/AWQ checkpoint: load it, so a bad shape or g_idx is reported here */
+    llmq_model *qm = packed ? llmq_model_load(path) : NULL;
+    if (packed && !qm) return cli_fail_last("inspect");
+    llmq_model_free(qm);
     llmq_safetensors *st = llmq_st_open(path);
     if (!st) return cli_fail_last("inspect");
     tensor_audit audit;
-    if (audit_tensors(&audit, &cfg, st)) {
+    if (audit_tensors(&audit, &cfg, packed, st)) {
         audit_free(&audit);
         llmq_st_close(st);
         return cli_fail_last("inspect");
@@ -152,8 +160,14 @@ static int inspect_checkpoint(const char *path, bool json)
     int64_t params = 0;
     size_t bytes = 0;
     json_t *arr = json ? json_array() : NULL;
+    char qline[160] = "";
+    if (packed)
+        snprintf(qline, sizeof qline, "%s %d-bit, group %d, %s%s%s", hq.method == LLMQ_HF_AWQ ? "awq gemm" : "gptq", hq.bits,
+                 hq.group_size ? hq.group_size : -1, hq.sym ? "sym" : "asym", hq.desc_act ? ", desc_act" : "",
+                 hq.method == LLMQ_HF_GPTQ ? (hq.v2 ? ", gptq_v2" : ", gptq v1") : "");
     if (!json) {
         print_config(&cfg);
+        if (packed) printf("quantization: %s\n", qline);
         printf("\n%-56s %-5s %-14s %12s\n", "tensor", "dtype", "shape", "bytes");
     }
     for (size_t i = 0; i < llmq_st_count(st); i++) {
@@ -173,6 +187,7 @@ static int inspect_checkpoint(const char *path, bool json)
         json_t *o = json_object();
         json_object_set_new(o, "path", json_string(path));
         json_object_set_new(o, "format", json_string("safetensors"));
+        if (packed) json_object_set_new(o, "quantization", json_string(qline));
         json_object_set_new(o, "config", config_json(&cfg));
         json_object_set_new(o, "parameters", json_integer(params));
         json_object_set_new(o, "tensor_bytes", json_integer((json_int_t)bytes));

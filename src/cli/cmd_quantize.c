@@ -4,6 +4,8 @@
 #include "llmq/calibrated.h"
 #include "llmq/digest.h"
 #include "llmq/error.h"
+#include "llmq/file.h"
+#include "llmq/hf_quant.h"
 #include "llmq/kernels.h"
 #include "llmq/quantize.h"
 #include "model_arg.h"
@@ -15,11 +17,26 @@
 
 static const char *usage =
     "usage: llmq quantize SRC -o OUT.gguf [--method M] [--type T] [--calib FILE] [options]\n"
+    "       llmq quantize SRC -o OUT_DIR --format gptq|awq [--bits N] [--sym|--asym] [--method M] [options]\n"
     "\n"
     "Quantizes SRC (a checkpoint directory, a .gguf file, or a hub id ORG/NAME[@REV]) into a GGUF file\n"
-    "that llama.cpp loads unchanged.\n"
+    "that llama.cpp loads unchanged, or into a Hugging Face GPTQ/AWQ checkpoint directory that vLLM,\n"
+    "transformers and TGI load unchanged. SRC may itself be a GPTQ/AWQ checkpoint: with --method rtn\n"
+    "its linears are converted block by block where the grids coincide (asymmetric -> q4_1, symmetric\n"
+    "-> q4_0 or q4_1, 8-bit symmetric -> q8_0: lossless up to the fp16 rounding of q4_1's min) and\n"
+    "re-quantized with the error-minimising grid search otherwise; a line says which.\n"
     "\n"
-    "  -o, --output FILE    the GGUF file to write (atomically: temp file + rename)\n"
+    "  -o, --output PATH    the GGUF file (or, with --format gptq|awq, the directory) to write\n"
+    "                       (atomically: temp file or directory + rename)\n"
+    "  --format F           gguf (default); gptq: qweight/qzeros/scales/g_idx per linear, 4 or 8\n"
+    "                       bits (AutoGPTQ/GPTQModel packing); awq: AutoAWQ GEMM packing, 4 bits.\n"
+    "                       The embedding, norms and head stay in the source dtype; tokenizer files\n"
+    "                       are copied; shards of 5 GB with model.safetensors.index.json\n"
+    "  --bits N             gptq/awq: 4 (default) or 8 (gptq only)\n"
+    "  --sym, --asym        gptq/awq grid: scale·(q − 2^(bits−1)) or scale·(q − zero) with an integer\n"
+    "                       zero per group (default: --sym for gptq, --asym for awq)\n"
+    "  --gptq-format V      v1 (default, zeros stored − 1, what every GPTQ loader reads) or v2\n"
+    "                       (GPTQModel's gptq_v2, true zeros)\n"
     "  --method M           rtn (default): round to nearest on grids in the type's own precision;\n"
     "                       gptq: Hessian-based error compensation (GPTQ, arXiv 2210.17323);\n"
     "                       awq: activation-aware scaling and clipping (AWQ, arXiv 2306.00978);\n"
@@ -27,10 +44,11 @@ static const char *usage =
     "  --type T             q4_k_m (default), q4_k, q4_0, q4_1, q3_k, q6_k, q8_0, f16, bf16, f32.\n"
     "                       q4_k_m is llama.cpp's mix: Q6_K for attn_v and ffn_down in the layers\n"
     "                       its rule picks, Q4_K elsewhere\n"
-    "  --group-size N       grid span of the decoder linears along the input: 0 (default) = the\n"
-    "                       type's native blocks, as llama-quantize (32 for q4_0/q4_1/q4_k/q8_0,\n"
-    "                       16 for q6_k/q3_k); 32, 64, 128 or 256 share one grid across blocks,\n"
-    "                       which the file stores anyway: coarser costs accuracy and saves nothing\n"
+    "  --group-size N       grid span of the decoder linears along the input: 0 (default for gguf)\n"
+    "                       = the type's native blocks, as llama-quantize (32 for q4_0/q4_1/q4_k/\n"
+    "                       q8_0, 16 for q6_k/q3_k); 32, 64, 128 or 256 share one grid across blocks,\n"
+    "                       which a GGUF file stores anyway: coarser costs accuracy and saves nothing.\n"
+    "                       --format gptq|awq: 32, 64, 128 (default) or 256\n"
     "  --rtn-search         error-minimising grid search instead of plain min/max or absmax\n"
     "\n"
     "Calibration (gptq, awq, awq+gptq):\n"
@@ -186,7 +204,7 @@ static void on_layer_report(void *user, const llmq_layer_report *r)
 static int parse_type_option(const char *opt, const char *value, int *out)
 {
     int t = llmq_type_from_name(value);
-    if (t < 0 || t == LLMQ_TYPE_Q8_K) return cli_fail("quantize", "%s: unknown type '%s'", opt, value);
+    if (t < 0 || t == LLMQ_TYPE_Q8_K || llmq_type_internal(t)) return cli_fail("quantize", "%s: unknown type '%s'", opt, value);
     *out = t;
     return 0;
 }
@@ -239,16 +257,41 @@ static json_t *layers_json(const progress_state *st)
     return arr;
 }
 
-static void print_json(const char *out, const char *method, const llmq_policy *pol, const llmq_quant_report *r, const progress_state *st)
+/* --format gptq|awq: what the --json summary and the last line add. */
+typedef struct {
+    const char *format; /* "gguf", "gptq", "awq" */
+    llmq_hf_qconfig q;
+    size_t bytes;
+    int shards;
+    /* a GPTQ/AWQ source re-encoded by the convert method */
+    bool converted_source;
+    llmq_hf_convert_stats conv;
+} format_info;
+
+static void print_json(const char *out, const char *method, const llmq_policy *pol, const llmq_quant_report *r, const progress_state *st,
+                       const format_info *fi)
 {
     json_t *o = json_object(), *arr = json_array();
     json_object_set_new(o, "output", json_string(out));
+    json_object_set_new(o, "format", json_string(fi->format));
+    if (fi->q.method != LLMQ_HF_NONE) {
+        json_object_set_new(o, "bits", json_integer(fi->q.bits));
+        json_object_set_new(o, "sym", json_boolean(fi->q.sym));
+        json_object_set_new(o, "desc_act", json_boolean(fi->q.desc_act));
+        if (fi->q.method == LLMQ_HF_GPTQ) json_object_set_new(o, "checkpoint_format", json_string(fi->q.v2 ? "gptq_v2" : "gptq"));
+        json_object_set_new(o, "shards", json_integer(fi->shards));
+    }
+    if (fi->converted_source)
+        json_object_set_new(o, "conversion", json_pack("{s:i, s:i, s:b}", "converted_linears", fi->conv.converted, "requantized_linears",
+                                                       fi->conv.requantized, "lossless", fi->conv.requantized == 0));
     json_object_set_new(o, "resumed_from_layer", json_integer(r->resumed_layers));
     json_object_set_new(o, "method", json_string(method));
     json_object_set_new(o, "type", json_string(pol->scheme.name));
     json_object_set_new(o, "group_size", json_integer(pol->group_size));
-    json_object_set_new(o, "bytes", json_integer((json_int_t)r->file_bytes));
-    json_object_set_new(o, "bits_per_weight", json_real(r->bits_per_weight));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)(fi->q.method != LLMQ_HF_NONE ? fi->bytes : r->file_bytes)));
+    /* an HF export: of the files' tensors (int32 words, fp16 scales), not of llmq's in-memory blocks */
+    const double bpw = fi->q.method != LLMQ_HF_NONE && r->n_elements ? 8.0 * (double)fi->bytes / (double)r->n_elements : r->bits_per_weight;
+    json_object_set_new(o, "bits_per_weight", json_real(bpw));
     json_object_set_new(o, "seconds", json_real(r->seconds));
     for (int i = 0; i < r->n_tensors; i++) {
         const llmq_tensor_report *t = &r->tensors[i];
@@ -272,8 +315,10 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
 int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
-    int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0;
-    const char *calib_path = NULL;
+    int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0; /* -1: the format's default */
+    const char *calib_path = NULL, *format = "gguf", *gptq_format = "v1";
+    int bits = 4, sym = -1; /* -1: the format's default */
+    bool type_given = false;
     double damp = 0.01;
     llmq_awq_opts awq_defaults;
     llmq_awq_defaults(&awq_defaults);
@@ -291,8 +336,16 @@ int cmd_quantize(int argc, char **argv)
         else if (cli_flag(&a, "--no-clip")) no_clip = true;
         else if (cli_flag(&a, "--awq-coarse")) awq_coarse = true;
         else if (cli_flag(&a, "--resume")) resume = true;
+        else if (cli_flag(&a, "--sym")) sym = 1;
+        else if (cli_flag(&a, "--asym")) sym = 0;
+        else if (cli_value(&a, "--format", &format) || cli_value(&a, "--gptq-format", &gptq_format) || cli_int(&a, "--bits", 1, &bits)) {
+            if (a.failed) return 2;
+        } else if (cli_value(&a, "--type", &type)) {
+            if (a.failed) return 2;
+            type_given = true;
+        }
         else if (cli_value(&a, "-o", &out) || cli_value(&a, "--output", &out) || cli_value(&a, "--method", &method) ||
-                 cli_value(&a, "--type", &type) || cli_value(&a, "--name", &name) ||
+                 cli_value(&a, "--name", &name) ||
                  cli_value(&a, "--keep-output", &keep_out) || cli_value(&a, "--keep-embed", &keep_emb) ||
                  cli_int(&a, "--group-size", 0, &group_size) || cli_int(&a, "--threads", 0, &threads) ||
                  cli_value(&a, "--calib", &calib_path) || cli_int(&a, "--calib-samples", 1, &calib_samples) ||
@@ -320,9 +373,44 @@ int cmd_quantize(int argc, char **argv)
         cli_fail("quantize", "--method %s needs calibration text: --calib FILE", method);
         return 2;
     }
-    if (group_size < 0) group_size = 0; /* GGUF stores every native block's own scale */
+    format_info fi = {.format = format};
+    const bool hf = strcmp(format, "gguf") != 0;
+    /* GGUF stores every native block's own scale; the HF formats' grids span 128 columns by default */
+    if (group_size < 0) group_size = hf ? 128 : 0;
+    if (hf) {
+        if (strcmp(format, "gptq") && strcmp(format, "awq")) {
+            cli_fail("quantize", "--format must be gguf, gptq or awq, not '%s'", format);
+            return 2;
+        }
+        const bool awq = !strcmp(format, "awq");
+        fi.q = (llmq_hf_qconfig){.method = awq ? LLMQ_HF_AWQ : LLMQ_HF_GPTQ, .bits = bits, .group_size = group_size,
+                                 .sym = sym < 0 ? !awq : sym == 1, .desc_act = act_order, .static_groups = act_order};
+        const char *bad = type_given ? "--type" : keep_out ? "--keep-output" : keep_emb ? "--keep-embed" : resume ? "--resume" : NULL;
+        if (bad) {
+            cli_fail("quantize", "%s applies to --format gguf only (--format %s keeps the embedding and head in the source dtype)", bad, format);
+            return 2;
+        }
+        if (bits != 4 && (bits != 8 || awq)) {
+            cli_fail("quantize", "--bits must be %s for --format %s, not %d", awq ? "4" : "4 or 8", format, bits);
+            return 2;
+        }
+        if (group_size == 0) {
+            cli_fail("quantize", "--group-size must be 32, 64, 128 or 256 for --format %s", format);
+            return 2;
+        }
+        if (strcmp(gptq_format, "v1") && strcmp(gptq_format, "v2")) {
+            cli_fail("quantize", "--gptq-format must be v1 or v2, not '%s'", gptq_format);
+            return 2;
+        }
+        fi.q.v2 = !strcmp(gptq_format, "v2");
+    } else if (sym >= 0 || bits != 4 || strcmp(gptq_format, "v1")) {
+        cli_fail("quantize", "%s applies to --format gptq or awq", sym >= 0 ? (sym ? "--sym" : "--asym") : bits != 4 ? "--bits" : "--gptq-format");
+        return 2;
+    }
     llmq_policy pol = {.group_size = group_size, .keep_output = -1, .keep_embed = -1};
-    if (llmq_quant_scheme_parse(type, &pol.scheme)) {
+    if (hf) {
+        pol.scheme = (llmq_quant_scheme){format, llmq_hf_grid_type(bits, fi.q.sym), false, 0};
+    } else if (llmq_quant_scheme_parse(type, &pol.scheme)) {
         cli_fail("quantize", "--type: %s", llmq_last_error());
         return 2;
     }
@@ -344,6 +432,39 @@ int cmd_quantize(int argc, char **argv)
     llmq_calib calib = {0};
     llmq_layer_method lm = {0};
     llmq_calibrated_opts co = {0};
+    llmq_hf_writer *hw = NULL;
+    llmq_tensor_sink sink;
+    llmq_layer_method conv = {0};
+    llmq_hf_qconfig src_q = {0};
+    bool src_quantized = false;
+    if (llmq_is_dir(cm->path) && llmq_hf_qconfig_load(cm->path, &src_q, &src_quantized) != LLMQ_OK) {
+        cli_fail_last("quantize");
+        cli_model_close(cm);
+        return 1;
+    }
+    if (hf) {
+        char *cfg = llmq_path_join(cm->path, "config.json");
+        bool have_cfg = llmq_is_dir(cm->path) && llmq_file_exists(cfg);
+        free(cfg);
+        if (!have_cfg) {
+            cli_fail("quantize", "--format %s needs a Hugging Face checkpoint directory (config.json) as SRC; %s is not one", format, cm->path);
+            cli_model_close(cm);
+            return 1;
+        }
+        /* the embedding and the head stay in the source dtype (plain copies) */
+        const llmq_type et = cm->model->embed.type;
+        pol.keep_embed = pol.keep_output = et == LLMQ_TYPE_F32 || et == LLMQ_TYPE_BF16 ? (int)et : LLMQ_TYPE_F16;
+        llmq_hf_write_opts wo = {.q = fi.q, .src_dir = cm->path, .damp = damp};
+        if (!(hw = llmq_hf_writer_new(out, &wo))) {
+            cli_fail_last("quantize");
+            cli_model_close(cm);
+            return 1;
+        }
+        sink = llmq_hf_writer_sink(hw);
+    } else if (src_quantized && kind < 0) {
+        conv = llmq_hf_convert_method(&fi.conv);
+        fi.converted_source = true;
+    }
     if (kind >= 0) {
         if (!cm->tokenizer) {
             cli_fail("quantize", "%s has no tokenizer to read --calib with", cm->path);
@@ -410,14 +531,15 @@ int cmd_quantize(int argc, char **argv)
     llmq_quant_opts opts = {
         .policy = pol,
         .rtn_search = search,
-        .method = kind >= 0 ? &lm : NULL,
+        .method = kind >= 0 ? &lm : fi.converted_source ? &conv : NULL,
+        .sink = hw ? &sink : NULL,
         .calib_sha256 = kind >= 0 ? calib.sha256 : NULL,
         .calib_samples = kind >= 0 ? calib.n_samples : 0,
         .model_name = name ? name : name_buf,
         .notice = on_notice,
         .stage = on_stage,
         .user = &ps,
-        .state = resume ? LLMQ_STATE_RESUME : LLMQ_STATE_RECORD,
+        .state = hw ? LLMQ_STATE_NONE : resume ? LLMQ_STATE_RESUME : LLMQ_STATE_RECORD,
         .params = params,
         .n_params = n_params,
     };
@@ -442,12 +564,34 @@ int cmd_quantize(int argc, char **argv)
         else snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
         printf("%-28s %-6s %-14s %10zu %10.6f\n", t->name, llmq_type_get(t->type)->name, shape, t->bytes, t->rel_error);
     }
-    printf("wrote %s: %zu bytes, %.3f bits per weight, %s (%s, group %d), %.2f s\n", out, rep.file_bytes,
-           rep.bits_per_weight, pol.scheme.name, method, group_size, rep.seconds);
-    if (json) print_json(out, method, &pol, &rep, &ps);
+    if (hw) {
+        fi.bytes = llmq_hf_writer_bytes(hw);
+        fi.shards = llmq_hf_writer_shards(hw);
+        printf("wrote %s/: %zu bytes of tensors in %d shard%s (%.3f bits per weight), %s %d-bit %s group %d%s%s (%s), %.2f s\n", out,
+               fi.bytes, fi.shards, fi.shards == 1 ? "" : "s", rep.n_elements ? 8.0 * (double)fi.bytes / (double)rep.n_elements : 0.0, format,
+               fi.q.bits, fi.q.sym ? "sym" : "asym", group_size, fi.q.desc_act && fi.q.method == LLMQ_HF_GPTQ ? " desc_act" : "",
+               fi.q.method == LLMQ_HF_GPTQ ? (fi.q.v2 ? " gptq_v2" : " gptq v1") : " gemm", method, rep.seconds);
+    } else {
+        printf("wrote %s: %zu bytes, %.3f bits per weight, %s (%s, group %d), %.2f s\n", out, rep.file_bytes,
+               rep.bits_per_weight, pol.scheme.name, fi.converted_source ? "converted" : method, group_size, rep.seconds);
+    }
+    if (fi.converted_source) {
+        if (fi.conv.requantized == 0)
+            printf("lossless: all %d linears of the %s checkpoint converted block by block to %s (%s)\n", fi.conv.converted,
+                   src_q.method == LLMQ_HF_AWQ ? "AWQ" : "GPTQ", pol.scheme.name,
+                   pol.scheme.base == LLMQ_TYPE_Q4_1 ? "same dequantized values up to the fp16 rounding of q4_1's min"
+                                                     : "identical dequantized values");
+        else
+            printf("not lossless: %d of %d linears of the %s checkpoint re-quantized to %s with the error-minimising grid search (its grid "
+                   "does not map onto %s blocks; relative errors above), %d converted exactly\n", fi.conv.requantized,
+                   fi.conv.requantized + fi.conv.converted, src_q.method == LLMQ_HF_AWQ ? "AWQ" : "GPTQ", pol.scheme.name, pol.scheme.name,
+                   fi.conv.converted);
+    }
+    if (json) print_json(out, method, &pol, &rep, &ps, &fi);
     llmq_quant_report_free(&rep);
     status = 0;
 done:
+    llmq_hf_writer_free(hw);
     free(ps.layers);
     llmq_calibrated_method_free(&lm);
     llmq_calib_free(&calib);

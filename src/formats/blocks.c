@@ -5,6 +5,7 @@
  * that a grid's value(q) and the decoded file agree bit for bit. */
 #include "llmq/blocks.h"
 #include "llmq/error.h"
+#include "llmq/hf_grid.h"
 
 #include <float.h>
 #include <math.h>
@@ -251,6 +252,7 @@ int llmq_grid_unit(llmq_type t)
 {
     switch (t) {
     case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q8_0: case LLMQ_TYPE_Q4_K: return 32;
+    case LLMQ_TYPE_HF_U4: case LLMQ_TYPE_HF_U8: return 32;
     case LLMQ_TYPE_Q6_K: case LLMQ_TYPE_Q3_K: return 16;
     default: return 0;
     }
@@ -307,6 +309,7 @@ static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
 
 llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_superblock *sb)
 {
+    if (llmq_type_is_hf(t)) return llmq_hf_grid_from_real(t, real);
     llmq_grid g;
     memset(&g, 0, sizeof g);
     int zero, qmin, qmax;
@@ -373,17 +376,6 @@ llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups
     return sb;
 }
 
-/* Weighted squared error of rounding x onto grid g. */
-static double grid_sse(const llmq_grid *g, const float *x, int len, const float *w)
-{
-    double e = 0;
-    for (int i = 0; i < len; i++) {
-        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
-        e += (w ? w[i] : 1.0) * diff * diff;
-    }
-    return e;
-}
-
 /* Scores a real grid: on the exact stored grid for the types whose grid does
  * not depend on a super-block, on the real grid itself for K-quants. */
 static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, const float *w)
@@ -401,7 +393,7 @@ static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, c
     } else {
         g = llmq_grid_from_real(t, r, NULL);
     }
-    return grid_sse(&g, x, len, w);
+    return llmq_grid_sse(&g, x, len, w);
 }
 
 /* The smallest and largest of x[0..len) as a sequential fminf / fmaxf scan
@@ -510,6 +502,7 @@ llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *
 {
     llmq_real_grid none = {0.0f, 0.0f};
     if (len <= 0) return none;
+    if (llmq_type_is_hf(t)) return llmq_hf_grid_fit(t, x, len, importance, search);
     if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q4_K) return fit_asymmetric(t, x, len, importance, search);
     if (llmq_grid_unit(t) == 0) return none;
     return fit_symmetric(t, x, len, importance, search);
@@ -593,6 +586,7 @@ int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const l
 {
     group_size = llmq_group_resolve(t, group_size);
     if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
+    if (llmq_type_is_hf(t)) return llmq_hf_pack_codes(t, q, n, group_size, grids, dst);
     const int ng = llmq_group_count(n, group_size);
     for (int g = 0; g < ng; g++) {
         /* NaN scales compare unequal to themselves and are rejected here too. */
@@ -712,6 +706,7 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
     if (llmq_grid_unit(t) == 0) return llmq_error("unpack: type %d has no integer codes", (int)t);
     const int block_size = grid_block_size(t);
     if (n <= 0 || n % block_size) return llmq_error("unpack %s: row of %d elements is not a multiple of %d", type_name(t), n, block_size);
+    if (llmq_type_is_hf(t)) return llmq_hf_unpack_codes(t, src, n, q);
     switch (t) {
     case LLMQ_TYPE_Q4_0:
     case LLMQ_TYPE_Q4_1:

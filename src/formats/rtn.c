@@ -16,16 +16,6 @@ static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
     return g;
 }
 
-static double sse(const llmq_grid *g, const float *x, int len, const float *w)
-{
-    double e = 0;
-    for (int i = 0; i < len; i++) {
-        double diff = (double)llmq_grid_value(g, llmq_grid_round(g, x[i])) - x[i];
-        e += (w ? w[i] : 1.0) * diff * diff;
-    }
-    return e;
-}
-
 /* With the super-block fixed, tries the neighbouring sub-block codes on the
  * exact grid: the 6-bit code nearest to the real scale is not always the
  * one with the smallest error once weights are rounded. */
@@ -35,13 +25,13 @@ static llmq_grid refine_k(llmq_type t, llmq_grid g, const float *x, int len, con
     int hi = t == LLMQ_TYPE_Q4_K ? 63 : t == LLMQ_TYPE_Q6_K ? 127 : 31;
     int mspan = t == LLMQ_TYPE_Q4_K ? 1 : 0;
     llmq_grid best = g;
-    double best_err = sse(&g, x, len, w);
+    double best_err = llmq_grid_sse(&g, x, len, w);
     for (int ds = -1; ds <= 1; ds++)
         for (int dm = -mspan; dm <= mspan; dm++) {
             int sc = g.sc + ds, mc = g.mc + dm;
             if ((ds == 0 && dm == 0) || sc < lo || sc > hi || mc < 0 || mc > 63) continue;
             llmq_grid c = k_grid(t, &g, sc, mc);
-            double err = sse(&c, x, len, w);
+            double err = llmq_grid_sse(&c, x, len, w);
             if (err < best_err) {
                 best_err = err;
                 best = c;

@@ -5,6 +5,7 @@
  * or measured against, a type by its row live here too. */
 #include "llmq/types.h"
 #include "llmq/blocks.h"
+#include "llmq/hf_grid.h"
 #include "llmq/error.h"
 #include "llmq/rtn.h"
 
@@ -59,7 +60,17 @@ K_FROM_FLOAT(q4_k_from_float, LLMQ_TYPE_Q4_K)
 K_FROM_FLOAT(q6_k_from_float, LLMQ_TYPE_Q6_K)
 K_FROM_FLOAT(q3_k_from_float, LLMQ_TYPE_Q3_K)
 
+static void i32_to_float(const void *src, float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        int32_t v;
+        memcpy(&v, (const char *)src + 4 * i, 4);
+        dst[i] = (float)v;
+    }
+}
+
 static const llmq_type_traits type_traits[LLMQ_TYPE_COUNT] = {
+    [LLMQ_TYPE_I32] = {llmq_type_names[LLMQ_TYPE_I32], 1, 4, false, i32_to_float, NULL},
     [LLMQ_TYPE_F32] = {llmq_type_names[LLMQ_TYPE_F32], 1, 4, false, f32_to_float, f32_from_float},
     [LLMQ_TYPE_F16] = {llmq_type_names[LLMQ_TYPE_F16], 1, 2, false, f16_to_float, f16_from_float},
     [LLMQ_TYPE_BF16] = {llmq_type_names[LLMQ_TYPE_BF16], 1, 2, false, bf16_to_float, bf16_from_float},
@@ -74,7 +85,8 @@ static const llmq_type_traits type_traits[LLMQ_TYPE_COUNT] = {
 
 const llmq_type_traits *llmq_type_get(int t)
 {
-    if (t < 0 || t >= LLMQ_TYPE_COUNT || !type_traits[t].name) return NULL;
+    if (t < 0 || t >= LLMQ_TYPE_COUNT) return NULL;
+    if (!type_traits[t].name) return llmq_hf_grid_traits(t); /* the HF GPTQ/AWQ grids (hf_grid.c), or NULL */
     return &type_traits[t];
 }
 

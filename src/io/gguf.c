@@ -374,7 +374,7 @@ static int parse_tensor_info(parser *ps, int64_t i)
     uint32_t type;
     if (read_u32(ps, "type", &type)) return LLMQ_ERR;
     const llmq_type_traits *tr = type < LLMQ_TYPE_COUNT ? llmq_type_get((int)type) : NULL;
-    if (!tr) return fail(ps, "unknown tensor type id %" PRIu32, type);
+    if (!tr || llmq_type_internal((int)type)) return fail(ps, "unknown tensor type id %" PRIu32, type);
     t->type = (llmq_type)type;
     if (t->ne[0] % tr->block_size != 0)
         return fail(ps, "row length ne[0]=%" PRId64 " is not a multiple of the %s block size %d", t->ne[0],
@@ -1032,7 +1032,7 @@ int llmq_gguf_writer_add_tensor(llmq_gguf_writer *w, const char *name, llmq_type
                           LLMQ_GGUF_MAX_NAME - 1);
     if (writer_find(w, name)) return llmq_error("%s: tensor '%s' declared twice", w->path, name);
     const llmq_type_traits *tr = llmq_type_get((int)type);
-    if (!tr) return llmq_error("%s: tensor '%s': unknown type id %d", w->path, name, (int)type);
+    if (!tr || llmq_type_internal((int)type)) return llmq_error("%s: tensor '%s': unknown type id %d", w->path, name, (int)type);
     if (n_dims < 1 || n_dims > LLMQ_GGUF_MAX_DIMS || !ne)
         return llmq_error("%s: tensor '%s': n_dims is %d, expected 1 to %d", w->path, name, n_dims,
                           LLMQ_GGUF_MAX_DIMS);

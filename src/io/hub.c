@@ -351,6 +351,7 @@ static const char *const default_meta[] = {
     "config.json",      "generation_config.json",  "tokenizer.json",
     "tokenizer_config.json", "tokenizer.model",    "special_tokens_map.json",
     "model.safetensors.index.json",
+    "quantize_config.json", /* GPTQ checkpoints whose config.json has no quantization_config */
 };
 #define INDEX_NAME "model.safetensors.index.json"
 

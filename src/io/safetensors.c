@@ -2,6 +2,7 @@
 #include "llmq/error.h"
 #include "llmq/file.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ static int dtype_from_name(const char *s)
     if (!strcmp(s, "F32")) return LLMQ_TYPE_F32;
     if (!strcmp(s, "F16")) return LLMQ_TYPE_F16;
     if (!strcmp(s, "BF16")) return LLMQ_TYPE_BF16;
+    if (!strcmp(s, "I32")) return LLMQ_TYPE_I32;
     return -1;
 }
 
@@ -81,7 +83,7 @@ static int parse_file(llmq_safetensors *st, const unsigned char *data, size_t si
         if (!json_is_string(jd)) { rc = llmq_error("%s: tensor '%s': field 'dtype' missing or not a string", fname, key); break; }
         int type = dtype_from_name(json_string_value(jd));
         if (type < 0) {
-            rc = llmq_error("%s: tensor '%s': dtype '%s' is not supported (F32, F16 and BF16 are)", fname, key, json_string_value(jd));
+            rc = llmq_error("%s: tensor '%s': dtype '%s' is not supported (F32, F16, BF16 and I32 are)", fname, key, json_string_value(jd));
             break;
         }
         if (!json_is_array(js) || json_array_size(js) > LLMQ_ST_MAX_DIMS) {
@@ -231,6 +233,22 @@ static int check_unique_names(llmq_safetensors *st, const char *path)
     return rc;
 }
 
+/* The one *.safetensors file of dir (older AutoGPTQ checkpoints name theirs
+ * gptq_model-4bit-128g.safetensors), malloc'd; NULL when there is none or more than one. */
+static char *single_safetensors(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char *found = NULL;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (has_suffix(e->d_name, ".safetensors") && e->d_name[0] != '.' && n++ == 0) found = llmq_path_join(dir, e->d_name);
+    closedir(d);
+    if (n == 1) return found;
+    free(found);
+    return NULL;
+}
+
 llmq_safetensors *llmq_st_open(const char *path)
 {
     llmq_safetensors *st = calloc(1, sizeof *st);
@@ -239,8 +257,12 @@ llmq_safetensors *llmq_st_open(const char *path)
     if (llmq_is_dir(path)) {
         char *idx = llmq_path_join(path, "model.safetensors.index.json");
         char *single = llmq_path_join(path, "model.safetensors");
+        if (!llmq_file_exists(single)) {
+            free(single);
+            single = single_safetensors(path);
+        }
         if (llmq_file_exists(idx)) rc = open_index(st, idx);
-        else if (llmq_file_exists(single)) rc = add_shard(st, single);
+        else if (single && llmq_file_exists(single)) rc = add_shard(st, single);
         else rc = llmq_error("%s: no model.safetensors or model.safetensors.index.json in this directory", path);
         free(idx);
         free(single);
@@ -324,7 +346,7 @@ int llmq_st_check_finite(const llmq_st_tensor *t)
 
 static const char *dtype_name(llmq_type t)
 {
-    return t == LLMQ_TYPE_F32 ? "F32" : t == LLMQ_TYPE_F16 ? "F16" : t == LLMQ_TYPE_BF16 ? "BF16" : NULL;
+    return t == LLMQ_TYPE_F32 ? "F32" : t == LLMQ_TYPE_F16 ? "F16" : t == LLMQ_TYPE_BF16 ? "BF16" : t == LLMQ_TYPE_I32 ? "I32" : NULL;
 }
 
 #define FILL_CHUNK ((size_t)16 << 20)

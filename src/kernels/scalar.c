@@ -110,6 +110,8 @@ SCALAR_OPS_Q8(q8_0, LLMQ_TYPE_Q8_0)
 SCALAR_OPS_Q8(q4_k, LLMQ_TYPE_Q4_K)
 SCALAR_OPS_Q8(q6_k, LLMQ_TYPE_Q6_K)
 SCALAR_OPS_Q8(q3_k, LLMQ_TYPE_Q3_K)
+SCALAR_OPS(hf_u4, LLMQ_TYPE_HF_U4)
+SCALAR_OPS(hf_u8, LLMQ_TYPE_HF_U8)
 
 const llmq_kernel_ops *llmq_ops_scalar(llmq_type t)
 {
@@ -123,6 +125,8 @@ const llmq_kernel_ops *llmq_ops_scalar(llmq_type t)
     case LLMQ_TYPE_Q4_K: return &q4_k_ops;
     case LLMQ_TYPE_Q6_K: return &q6_k_ops;
     case LLMQ_TYPE_Q3_K: return &q3_k_ops;
+    case LLMQ_TYPE_HF_U4: return &hf_u4_ops;
+    case LLMQ_TYPE_HF_U8: return &hf_u8_ops;
     default: return NULL;
     }
 }

@@ -31,6 +31,18 @@ bool llmq_linear_has_bias(const llmq_config *c, llmq_linear k)
     return (k <= LLMQ_LIN_V && c->qkv_bias) || (k == LLMQ_LIN_O && c->o_bias) || (k >= LLMQ_LIN_GATE && c->mlp_bias);
 }
 
+void *llmq_model_own(llmq_model *m, void *p)
+{
+    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
+    if (!grown || !p) {
+        free(p);
+        return NULL;
+    }
+    m->owned = grown;
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
 void llmq_model_free(llmq_model *m)
 {
     if (!m) return;

@@ -5,6 +5,7 @@
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/gguf_model.h"
+#include "llmq/hf_load.h"
 #include "llmq/safetensors.h"
 
 #include <stdio.h>
@@ -25,37 +26,32 @@ static void linear_name(char *buf, size_t cap, int l, int k, const char *suffix)
     snprintf(buf, cap, "model.layers.%d.%s.%s.%s", l, linear_group[k], llmq_linear_names[k], suffix);
 }
 
-int llmq_checkpoint_tensors(const llmq_config *c, int (*fn)(void *user, const char *name, bool required), void *user)
+int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *user, const char *name, bool required), void *user)
 {
+    static const char *const packed_parts[] = {"qweight", "qzeros", "scales", "g_idx"};
     int rc;
     if ((rc = fn(user, EMBED_NAME, true)) || (rc = fn(user, NORM_NAME, true))) return rc;
-    if (!c->tie_word_embeddings && (rc = fn(user, HEAD_NAME, true))) return rc;
+    if (!c->tie_word_embeddings && (rc = fn(user, HEAD_NAME, !packed))) return rc;
     char name[160];
+    for (int p = 0; !c->tie_word_embeddings && packed && p < 4; p++) {
+        snprintf(name, sizeof name, "lm_head.%s", packed_parts[p]);
+        if ((rc = fn(user, name, false))) return rc;
+    }
     for (int l = 0; l < c->n_layers; l++) {
         norm_name(name, sizeof name, l, "input_layernorm");
         if ((rc = fn(user, name, true))) return rc;
         norm_name(name, sizeof name, l, "post_attention_layernorm");
         if ((rc = fn(user, name, true))) return rc;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-            linear_name(name, sizeof name, l, k, "weight");
-            if ((rc = fn(user, name, true))) return rc;
+            for (int p = 0; p < (packed ? 4 : 1); p++) {
+                linear_name(name, sizeof name, l, k, packed ? packed_parts[p] : "weight");
+                if ((rc = fn(user, name, !packed || p < 3))) return rc;
+            }
             linear_name(name, sizeof name, l, k, "bias");
             if ((rc = fn(user, name, llmq_linear_has_bias(c, (llmq_linear)k)))) return rc;
         }
     }
     return 0;
-}
-
-static void *keep(llmq_model *m, void *p)
-{
-    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
-    if (!grown || !p) {
-        free(p);
-        return NULL;
-    }
-    m->owned = grown;
-    m->owned[m->n_owned++] = p;
-    return p;
 }
 
 /* Binds a safetensors tensor of shape [rows, cols] (cols = 0: a vector of rows). */
@@ -87,7 +83,7 @@ static int to_f32(llmq_model *m, llmq_weight *w)
 {
     if (!w->data || w->type == LLMQ_TYPE_F32) return LLMQ_OK;
     size_t n = (size_t)w->rows * w->cols;
-    float *f = keep(m, malloc(n * sizeof(float)));
+    float *f = llmq_model_own(m, malloc(n * sizeof(float)));
     if (!f) return llmq_error("%s: out of memory", m->path);
     llmq_type_get(w->type)->to_float(w->data, f, (int64_t)n);
     w->data = f;
@@ -113,6 +109,10 @@ llmq_model *llmq_model_load(const char *path)
         if (slash) *slash = '\0'; else strcpy(dir, ".");
     }
     int rc = llmq_config_load(dir, &m->cfg);
+    /* A GPTQ/AWQ checkpoint: its linears are bound from their packed tensors. */
+    llmq_hf_qconfig hq;
+    bool packed = false;
+    if (rc == LLMQ_OK) rc = llmq_hf_qconfig_load(dir, &hq, &packed);
     free(dir);
     if (rc != LLMQ_OK) goto fail;
     llmq_safetensors *st = llmq_st_open(path);
@@ -127,6 +127,8 @@ llmq_model *llmq_model_load(const char *path)
         goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
+    } else if (packed && !llmq_st_find(st, HEAD_NAME) && llmq_st_find(st, "lm_head.qweight")) {
+        if (llmq_hf_bind_linear(m, st, &hq, "lm_head", c->vocab_size, d, &m->lm_head)) goto fail;
     } else if (bind(m, st, HEAD_NAME, c->vocab_size, d, false, &m->lm_head)) {
         goto fail;
     }
@@ -145,8 +147,14 @@ llmq_model *llmq_model_load(const char *path)
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
-            linear_name(name, sizeof name, l, k, "weight");
-            if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
+            if (packed) {
+                linear_name(name, sizeof name, l, k, "");
+                name[strlen(name) - 1] = '\0'; /* the prefix of qweight, qzeros, scales, g_idx */
+                if (llmq_hf_bind_linear(m, st, &hq, name, rows, cols, &L->lin[k])) goto fail;
+            } else {
+                linear_name(name, sizeof name, l, k, "weight");
+                if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
+            }
             linear_name(name, sizeof name, l, k, "bias");
             if (bind(m, st, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
         }

@@ -190,6 +190,10 @@ static void record(job *j, const planned *p, size_t bytes, double rel_error)
 static int write_tensor(job *j, const planned *p, const void *data, size_t bytes, int rows, const int32_t *perm)
 {
     int rc;
+    if (j->opts->sink) {
+        const llmq_tensor_sink *s = j->opts->sink;
+        return s->write(s->state, p->name, &p->desc, p->plan.type, data, bytes);
+    }
     if (perm) {
         void *tmp = malloc(bytes);
         if (!tmp) return llmq_error("quantize: out of memory");
@@ -476,7 +480,9 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
                         const llmq_quant_opts *opts, llmq_quant_report *report)
 {
     if (report) memset(report, 0, sizeof *report);
-    if (!tok) return llmq_error("%s: a tokenizer is required (llama.cpp needs tokenizer.ggml.* metadata)", src->path);
+    const llmq_tensor_sink *sink = opts->sink;
+    if (!tok && !sink) return llmq_error("%s: a tokenizer is required (llama.cpp needs tokenizer.ggml.* metadata)", src->path);
+    if (sink && opts->state != LLMQ_STATE_NONE) return llmq_error("%s: resumable runs write GGUF files only", out_path);
     job j;
     memset(&j, 0, sizeof j);
     j.src = src;
@@ -487,12 +493,12 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     if (!(j.arch = llmq_gguf_arch(c))) return llmq_error_prefix("%s", src->path);
     /* Loaded models are in rotate_half order (the GGUF loader undoes the
      * converter's permutation); rows already permuted (rope_interleaved) go out as they are. */
-    j.permute = !strcmp(j.arch, "llama") && !src->rope_interleaved;
+    j.permute = !sink && !strcmp(j.arch, "llama") && !src->rope_interleaved;
     llmq_layer_method rtn = llmq_rtn_method(opts->rtn_search);
     const llmq_layer_method *method = opts->method ? opts->method : &rtn;
     int32_t *perm_q = malloc((size_t)c->n_heads * c->head_dim * sizeof *perm_q);
     int32_t *perm_k = malloc((size_t)c->n_kv_heads * c->head_dim * sizeof *perm_k);
-    bool begun = false;
+    bool begun = false, sink_begun = false;
     int rc = LLMQ_ERR, done_layers = 0;
     if (!perm_q || !perm_k) {
         llmq_error("quantize: out of memory");
@@ -527,15 +533,19 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
             opts->notice(opts->user, line);
         }
     }
-    if (!(j.w = llmq_gguf_writer_new(out_path)) ||
-        (j.state && llmq_gguf_writer_set_temp_path(j.w, llmq_qstate_gguf_tmp(j.state))) ||
-        add_metadata(&j, tok, method->name) || llmq_gguf_writer_begin(j.w))
+    if (sink) {
+        if (sink->begin && sink->begin(sink->state, src)) goto done;
+        sink_begun = true;
+    } else if (!(j.w = llmq_gguf_writer_new(out_path)) ||
+               (j.state && llmq_gguf_writer_set_temp_path(j.w, llmq_qstate_gguf_tmp(j.state))) ||
+               add_metadata(&j, tok, method->name) || llmq_gguf_writer_begin(j.w)) {
         goto done;
+    }
     if (method->begin && method->begin(method->state, src)) goto done;
     begun = true;
     stage(&j, -1, "embed");
     if (write_big(&j, "token_embd.weight", &src->embed)) goto done;
-    if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3) {
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 && !sink) {
         float *freqs = malloc((size_t)c->head_dim / 2 * sizeof *freqs);
         int bad = !freqs || llmq_gguf_rope_freqs(c, freqs) != LLMQ_OK || write_f32(&j, "rope_freqs.weight", freqs, NULL);
         free(freqs);
@@ -552,8 +562,13 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     stage(&j, c->n_layers, "head");
     if (write_f32(&j, "output_norm.weight", src->final_norm.data, NULL)) goto done;
     if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head)) goto done;
-    rc = llmq_gguf_writer_finish(j.w);
-    j.w = NULL;
+    if (sink) {
+        rc = sink->finish(sink->state);
+        sink_begun = false; /* finish cleans up after itself, also when it fails */
+    } else {
+        rc = llmq_gguf_writer_finish(j.w);
+        j.w = NULL;
+    }
     if (rc == LLMQ_OK && j.state) {
         /* The output is complete: a failure to remove the state only leaves a directory behind. */
         if (llmq_qstate_finish(j.state) && opts->notice) opts->notice(opts->user, llmq_last_error());
@@ -561,6 +576,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     }
 done:
     if (begun && method->end) method->end(method->state);
+    if (sink_begun && sink->abort) sink->abort(sink->state);
     llmq_gguf_writer_abort(j.w);
     llmq_qstate_close(j.state);
     free(perm_q);
@@ -574,7 +590,7 @@ done:
             report->n_elements += report->tensors[i].ne[0] * (report->tensors[i].n_dims > 1 ? report->tensors[i].ne[1] : 1);
         }
         report->bits_per_weight = report->n_elements ? 8.0 * (double)bytes / (double)report->n_elements : 0;
-        FILE *fp = fopen(out_path, "rb");
+        FILE *fp = sink ? NULL : fopen(out_path, "rb");
         if (fp) {
             fseek(fp, 0, SEEK_END);
             report->file_bytes = (size_t)ftell(fp);
