@@ -22,16 +22,7 @@ static size_t n_eval;
 
 static void setup(void)
 {
-    test_tmpdir(dir, sizeof dir, "calibrated");
-    llmq_synth_opts so;
-    llmq_synth_defaults(&so);
-    so.n_layers = 2;
-    so.calib_bytes = 60000;
-    so.eval_bytes = 30000;
-    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
-    base = llmq_model_load(dir);
-    tok = llmq_tokenizer_load(dir);
-    cr_assert(base && tok, "%s", llmq_last_error());
+    test_synth_model(dir, sizeof dir, "calibrated", 2, 60000, 30000, &base, &tok);
     char path[512];
     snprintf(path, sizeof path, "%s/eval.txt", dir);
     size_t len;

@@ -22,16 +22,7 @@ static llmq_tokenizer *tok;
 
 static void setup(void)
 {
-    test_tmpdir(dir, sizeof dir, "hfq");
-    llmq_synth_opts so;
-    llmq_synth_defaults(&so);
-    so.n_layers = 2;
-    so.calib_bytes = 40000;
-    so.eval_bytes = 20000;
-    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
-    base = llmq_model_load(dir);
-    tok = llmq_tokenizer_load(dir);
-    cr_assert(base && tok, "%s", llmq_last_error());
+    test_synth_model(dir, sizeof dir, "hfq", 2, 40000, 20000, &base, &tok);
 }
 
 static void teardown(void)

@@ -4,6 +4,8 @@
 
 #include "llmq/error.h"
 #include "llmq/file.h"
+#include "llmq/model.h"
+#include "llmq/synth.h"
 #include "llmq/tokenizer.h"
 
 #include <criterion/criterion.h>
@@ -53,6 +55,23 @@ static inline void test_tmpdir(char *buf, size_t n, const char *tag)
 
 /* The llmq binary of the same build directory as this test binary
  * (.../build/tests/test_x -> .../build/llmq), so `make sanitize` tests its own build. */
+/* The project's demo checkpoint with n_layers layers and the given calibration
+ * and evaluation text sizes, written to a fresh test directory (dir), loaded. */
+static inline void test_synth_model(char *dir, size_t cap, const char *tag, int n_layers, size_t calib_bytes, size_t eval_bytes,
+                                    llmq_model **model, llmq_tokenizer **tok)
+{
+    test_tmpdir(dir, cap, tag);
+    llmq_synth_opts so;
+    llmq_synth_defaults(&so);
+    so.n_layers = n_layers;
+    so.calib_bytes = calib_bytes;
+    so.eval_bytes = eval_bytes;
+    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
+    *model = llmq_model_load(dir);
+    *tok = llmq_tokenizer_load(dir);
+    cr_assert(*model && *tok, "%s", llmq_last_error());
+}
+
 static inline void test_llmq_binary(char *buf, size_t n)
 {
     char self[512];
