@@ -3,7 +3,7 @@
  * stories-llama-7m when present, else the project's demo model (a MODEL given
  * on the command line must exist).
  *
- * usage: bench_forward [MODEL_DIR|FILE.gguf] [--threads N] [--reps N] [--json]
+ * usage: bench_forward [MODEL_DIR|FILE.gguf] [--threads N] [--reps N] [--fast] [--json]
  * --threads: 0 (default) = every core; --reps: best of N (default 5); --json:
  * only the forward, printed as one JSON line (scripts/bench-llamacpp.sh). */
 #include "llmq/error.h"
@@ -47,7 +47,9 @@ static double run_forward(void *p)
 }
 
 /* Prompt processing as llama-bench's pp test measures it: every layer over
- * all n positions, the output head only where logits are wanted (the last). */
+ * all n positions, except that the last layer's feed-forward half and the
+ * output head run only where logits are wanted (the last position), as
+ * llama.cpp computes them. */
 static double run_prompt(void *p)
 {
     fwd_arg *a = p;
@@ -56,7 +58,9 @@ static double run_prompt(void *p)
     double t0 = omp_get_wtime();
     float *x = malloc((size_t)a->n * d * sizeof(float));
     int rc = x ? llmq_embed(m, a->ids, a->n, x) : LLMQ_ERR;
-    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) rc = llmq_layer_forward(m, &m->layers[l], l, x, a->n, NULL, NULL);
+    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++)
+        rc = l + 1 < m->cfg.n_layers ? llmq_layer_forward(m, &m->layers[l], l, x, a->n, NULL, NULL)
+                                     : llmq_layer_forward_rows(m, &m->layers[l], l, x, a->n, a->n - 1);
     if (rc == LLMQ_OK) rc = llmq_head_forward(m, x + (size_t)(a->n - 1) * d, 1, a->logits);
     free(x);
     if (rc != LLMQ_OK) {
@@ -97,9 +101,10 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--fast") == 0) llmq_set_fast(true);
         else if (argv[i][0] != '-') path = argv[i], explicit_path = 1;
         else {
-            fprintf(stderr, "usage: %s [MODEL_DIR|FILE.gguf] [--threads N] [--reps N] [--json]\n", argv[0]);
+            fprintf(stderr, "usage: %s [MODEL_DIR|FILE.gguf] [--threads N] [--reps N] [--fast] [--json]\n", argv[0]);
             return 2;
         }
     }
@@ -130,10 +135,12 @@ int main(int argc, char **argv)
         run_prompt(&fa); /* warm-up: page in the weights */
         double t_pp = best_of(reps, run_prompt, &fa);
         double pp_flops = llmq_forward_flops(m, n) - 2.0 * (n - 1) * m->lm_head.rows * m->lm_head.cols;
+        for (int k = LLMQ_LIN_GATE; k <= LLMQ_LIN_DOWN; k++) /* the last layer's feed-forward half: one row */
+            pp_flops -= 2.0 * (n - 1) * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
         printf("{\"tok_s\": %.1f, \"ms\": %.3f, \"ctx\": %d, \"threads\": %d, \"reps\": %d, \"weights\": \"%s\", "
-               "\"kernel\": \"%s\", \"gflop_s\": %.2f, \"logits\": \"last\"}\n",
+               "\"kernel\": \"%s\", \"fast\": %s, \"gflop_s\": %.2f, \"logits\": \"last\"}\n",
                n / t_pp, t_pp * 1e3, n, llmq_get_threads(), reps, llmq_type_get(m->layers[0].lin[0].type)->name, llmq_kernel_name(),
-               pp_flops / t_pp * 1e-9);
+               llmq_get_fast() ? "true" : "false", pp_flops / t_pp * 1e-9);
         free(fa.ids); free(fa.logits);
         llmq_model_free(m);
         return 0;
@@ -152,8 +159,8 @@ int main(int argc, char **argv)
     double gemm_flops = 0;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) gemm_flops += 2.0 * n * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
     gemm_flops = gemm_flops * m->cfg.n_layers + 2.0 * n * m->lm_head.rows * m->lm_head.cols;
-    printf("model: %s (%s weights), ctx %d, %d threads, best of %d, kernel %s\n\n", path, llmq_type_get(m->layers[0].lin[0].type)->name, n,
-           llmq_get_threads(), reps, llmq_kernel_name());
+    printf("model: %s (%s weights), ctx %d, %d threads, best of %d, kernel %s%s\n\n", path, llmq_type_get(m->layers[0].lin[0].type)->name, n,
+           llmq_get_threads(), reps, llmq_kernel_name(), llmq_get_fast() ? " (--fast)" : "");
     printf("| what | seconds | tokens/s | GFLOP/s |\n|---|---|---|---|\n");
     printf("| llmq forward (all layers, attention, head) | %.4f | %.0f | %.1f |\n", t_fwd, n / t_fwd, flops / t_fwd * 1e-9);
     printf("| OpenBLAS sgemm, same linear shapes, f32 | %.4f | %.0f | %.1f |\n", t_gemm, n / t_gemm, gemm_flops / t_gemm * 1e-9);

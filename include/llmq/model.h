@@ -94,6 +94,12 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x);
  * modified ones); hook may be NULL. */
 int llmq_layer_forward(const llmq_model *m, const llmq_layer *layer, int index, float *x, int n,
                        llmq_linear_hook hook, void *user);
+/* The same layer when only rows keep0..n-1 of its output are wanted (the
+ * last layer before a head that reads those rows): the attention half runs
+ * for every row (later rows attend to earlier ones), the feed-forward half
+ * only for the wanted rows, as llama.cpp does in its last layer; rows before
+ * keep0 are left as the attention half made them. */
+int llmq_layer_forward_rows(const llmq_model *m, const llmq_layer *layer, int index, float *x, int n, int keep0);
 /* The two halves of a decoder layer, on an input already RMS-normed with the
  * layer's norm (xn[n × hidden]); out[n × hidden] is what the layer adds to
  * the residual stream. AWQ searches its scales against these outputs. */

@@ -11,6 +11,7 @@
 #include "llmq/kernels.h"
 #include "llmq/error.h"
 #include "kernel_ops.h"
+#include "gemm_q8.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -151,7 +152,10 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
     const size_t row_bytes = llmq_row_size(wtype, in);
-    if (ops->dot_q8 && in % 32 == 0 && llmq_get_fast()) return matmul_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
+    if (ops->dot_q8 && in % 32 == 0 && llmq_get_fast()) {
+        if (n_tokens > GEMV_MAX_TOKENS && llmq_gemm_q8_supports(wtype)) return llmq_gemm_q8(y, x, n_tokens, w, wtype, in, out);
+        return matmul_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
+    }
     if (n_tokens <= GEMV_MAX_TOKENS) {
         gemv(ops, y, x, n_tokens, w, row_bytes, in, out);
         return LLMQ_OK;

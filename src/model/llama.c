@@ -424,8 +424,9 @@ int llmq_mlp_forward(const llmq_model *m, const llmq_layer *L, int index, const 
 
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps) { rmsnorm(out, x, weight, n, d, eps); }
 
-static int layer_block(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, llmq_linear_hook hook, void *user,
-                       llmq_workspace *ws)
+/* The feed-forward half runs for rows keep0..n-1 only (0 = every row). */
+static int layer_block(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, int keep0, llmq_linear_hook hook,
+                       void *user, llmq_workspace *ws)
 {
     const llmq_config *c = &m->cfg;
     const size_t total = (size_t)n * c->hidden_size;
@@ -434,10 +435,13 @@ static int layer_block(const llmq_model *m, const llmq_layer *L, int index, floa
     if (attention_block(m, L, index, xn, n, out, hook, user, ws)) return LLMQ_ERR;
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < total; i++) x[i] += out[i];
-    rmsnorm(xn, x, L->ffn_norm.data, n, c->hidden_size, c->rms_norm_eps);
-    if (mlp_block(m, L, index, xn, n, out, hook, user, ws)) return LLMQ_ERR;
+    float *xk = x + (size_t)keep0 * c->hidden_size;
+    const int nk = n - keep0;
+    const size_t kept = (size_t)nk * c->hidden_size;
+    rmsnorm(xn, xk, L->ffn_norm.data, nk, c->hidden_size, c->rms_norm_eps);
+    if (mlp_block(m, L, index, xn, nk, out, hook, user, ws)) return LLMQ_ERR;
     #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < total; i++) x[i] += out[i];
+    for (size_t i = 0; i < kept; i++) xk[i] += out[i];
     return LLMQ_OK;
 }
 
@@ -445,7 +449,17 @@ int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, floa
 {
     llmq_workspace *ws = ws_acquire(m, n);
     if (!ws) return llmq_error_prefix("layer %d", index);
-    int rc = layer_block(m, L, index, x, n, hook, user, ws);
+    int rc = layer_block(m, L, index, x, n, 0, hook, user, ws);
+    ws_release(m, ws);
+    return rc;
+}
+
+int llmq_layer_forward_rows(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, int keep0)
+{
+    if (keep0 < 0 || keep0 >= n) return llmq_error("layer %d: rows to keep start at %d of %d", index, keep0, n);
+    llmq_workspace *ws = ws_acquire(m, n);
+    if (!ws) return llmq_error_prefix("layer %d", index);
+    int rc = layer_block(m, L, index, x, n, keep0, NULL, NULL, ws);
     ws_release(m, ws);
     return rc;
 }
@@ -469,7 +483,7 @@ int llmq_forward(const llmq_model *m, const int32_t *tokens, int n, float *logit
     llmq_workspace *ws = rc == LLMQ_OK ? ws_acquire(m, n) : NULL;
     if (rc == LLMQ_OK && !ws) rc = LLMQ_ERR;
     for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) {
-        rc = layer_block(m, &m->layers[l], l, x, n, NULL, NULL, ws);
+        rc = layer_block(m, &m->layers[l], l, x, n, 0, NULL, NULL, ws);
         if (rc != LLMQ_OK) llmq_error_prefix("layer %d", l);
     }
     if (ws) ws_release(m, ws);

@@ -1,0 +1,270 @@
+/* The --fast path's int8 GEMM (gemm_q8.h has the layout): weights repacked a
+ * panel at a time, activations quantized once, micro-tiles of GQ_MR tokens ×
+ * GQ_ROWS rows. Threads take contiguous ranges of panels and meet no
+ * barrier until the end. */
+#include "gemm_q8.h"
+#include "kernel_ops.h"
+#include "llmq/blocks.h"
+#include "llmq/error.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline float h2f(uint16_t h) { return llmq_f16_to_f32(h); }
+
+/* ------------------------------------------------ rows to codes per type */
+
+/* One row of n elements → codes q[n], unit scales a[n/unit], offsets c[n/unit]. */
+typedef void (*gq_decode_fn)(const void *row, int n, int8_t *q, float *a, float *c);
+
+static void codes_q4_0(const void *row, int n, int8_t *q, float *a, float *c)
+{
+    const llmq_block_q4_0 *b = row;
+    for (int i = 0; i < n / 32; i++, q += 32) {
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)((b[i].qs[j] & 0xF) - 8);
+            q[j + 16] = (int8_t)((b[i].qs[j] >> 4) - 8);
+        }
+        a[i] = h2f(b[i].d);
+        c[i] = 0;
+    }
+}
+
+static void codes_q4_1(const void *row, int n, int8_t *q, float *a, float *c)
+{
+    const llmq_block_q4_1 *b = row;
+    for (int i = 0; i < n / 32; i++, q += 32) {
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)(b[i].qs[j] & 0xF);
+            q[j + 16] = (int8_t)(b[i].qs[j] >> 4);
+        }
+        a[i] = h2f(b[i].d);
+        c[i] = h2f(b[i].m);
+    }
+}
+
+static void codes_q8_0(const void *row, int n, int8_t *q, float *a, float *c)
+{
+    const llmq_block_q8_0 *b = row;
+    for (int i = 0; i < n / 32; i++, q += 32) {
+        memcpy(q, b[i].qs, 32);
+        a[i] = h2f(b[i].d);
+        c[i] = 0;
+    }
+}
+
+static void codes_q4_k(const void *row, int n, int8_t *q, float *a, float *c)
+{
+    const llmq_block_q4_k *b = row;
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            llmq_q4_k_get_scale_min(b[i].scales, j, &sc, &m);
+            a[8 * i + j] = d * (float)sc;
+            c[8 * i + j] = -(dmin * (float)m);
+        }
+        const uint8_t *qs = b[i].qs;
+        for (int h = 0; h < 4; h++, qs += 32, q += 64)
+            for (int l = 0; l < 32; l++) {
+                q[l] = (int8_t)(qs[l] & 0xF);
+                q[l + 32] = (int8_t)(qs[l] >> 4);
+            }
+    }
+}
+
+static void codes_q6_k(const void *row, int n, int8_t *q, float *a, float *c)
+{
+    const llmq_block_q6_k *b = row;
+    for (int i = 0; i < n / 256; i++, q += 256) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            a[16 * i + j] = d * (float)b[i].scales[j];
+            c[16 * i + j] = 0;
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            int8_t *o = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+    }
+}
+
+static void codes_q3_k(const void *row, int n, int8_t *q, float *a, float *c)
+{
+    const llmq_block_q3_k *b = row;
+    for (int i = 0; i < n / 256; i++, q += 256) {
+        const float d = h2f(b[i].d);
+        for (int e = 0; e < 256; e += 16) {
+            a[16 * i + e / 16] = d * (float)llmq_q3_k_get_scale(b[i].scales, e / 16);
+            c[16 * i + e / 16] = 0;
+            const uint8_t *qs = b[i].qs + 32 * (e / 128);
+            const int shift = 2 * ((e / 32) % 4), hbit = e / 32;
+            for (int l = 0; l < 16; l++) {
+                const int k = (e + l) % 32;
+                q[e + l] = (int8_t)(((qs[k] >> shift) & 3) - (((b[i].hmask[k] >> hbit) & 1) ? 0 : 4));
+            }
+        }
+    }
+}
+
+typedef struct {
+    gq_decode_fn decode;
+    int unit, has_offset;
+} gq_type;
+
+static const gq_type *gq_type_of(llmq_type t)
+{
+    static const gq_type q4_0 = {codes_q4_0, 32, 0}, q4_1 = {codes_q4_1, 32, 1}, q8_0 = {codes_q8_0, 32, 0},
+                         q4_k = {codes_q4_k, 32, 1}, q6_k = {codes_q6_k, 16, 0}, q3_k = {codes_q3_k, 16, 0};
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: return &q4_0;
+    case LLMQ_TYPE_Q4_1: return &q4_1;
+    case LLMQ_TYPE_Q8_0: return &q8_0;
+    case LLMQ_TYPE_Q4_K: return &q4_k;
+    case LLMQ_TYPE_Q6_K: return &q6_k;
+    case LLMQ_TYPE_Q3_K: return &q3_k;
+    default: return NULL;
+    }
+}
+
+static gq_kernel_fn kernel_for(const gq_type *gt)
+{
+    if (!gt || llmq_isa_active() != LLMQ_ISA_AVX512) return NULL;
+    return llmq_gq_kernel_avx512(gt->unit, gt->has_offset);
+}
+
+int llmq_gemm_q8_supports(llmq_type t) { return kernel_for(gq_type_of(t)) != NULL; }
+
+/* ------------------------------------------------------------- packing */
+
+typedef struct {
+    int8_t *codes;
+    float *scale, *offset;
+    int32_t *corr;
+    int8_t *row_q;
+    float *row_a, *row_c;
+} pack_buf;
+
+static void pack_free(pack_buf *b)
+{
+    free(b->codes); free(b->scale); free(b->offset); free(b->corr);
+    free(b->row_q); free(b->row_a); free(b->row_c);
+    memset(b, 0, sizeof *b);
+}
+
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+static int pack_alloc(pack_buf *b, int in, int unit)
+{
+    const size_t nu = (size_t)in / (size_t)unit;
+    b->codes = aligned_alloc(64, round64((size_t)in * GQ_ROWS));
+    b->scale = aligned_alloc(64, round64(nu * GQ_ROWS * sizeof(float)));
+    b->offset = aligned_alloc(64, round64(nu * GQ_ROWS * sizeof(float)));
+    b->corr = aligned_alloc(64, round64(nu * GQ_ROWS * sizeof(int32_t)));
+    b->row_q = malloc((size_t)in);
+    b->row_a = malloc(nu * sizeof(float));
+    b->row_c = malloc(nu * sizeof(float));
+    if (b->codes && b->scale && b->offset && b->corr && b->row_q && b->row_a && b->row_c) return 1;
+    pack_free(b);
+    return 0;
+}
+
+/* Rows [r0, r0+nr) of W (nr ≤ GQ_ROWS) into the panel at b. */
+static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, size_t row_bytes, int in, int r0, int nr)
+{
+    const int nu = in / gt->unit, quads = in / 4;
+    for (int r = 0; r < GQ_ROWS; r++) {
+        if (r < nr) {
+            gt->decode(w + (size_t)(r0 + r) * row_bytes, in, b->row_q, b->row_a, b->row_c);
+        } else {
+            memset(b->row_q, 0, (size_t)in);
+            for (int u = 0; u < nu; u++) b->row_a[u] = b->row_c[u] = 0;
+        }
+        const uint32_t *src = (const uint32_t *)(const void *)b->row_q;
+        uint32_t *dst = (uint32_t *)(void *)b->codes;
+        for (int g = 0; g < quads; g++) {
+            uint32_t v;
+            memcpy(&v, (const unsigned char *)src + 4 * (size_t)g, 4);
+            dst[(size_t)g * GQ_ROWS + r] = v;
+        }
+        for (int u = 0; u < nu; u++) {
+            int sum = 0;
+            for (int k = 0; k < gt->unit; k++) sum += b->row_q[u * gt->unit + k];
+            b->scale[u * GQ_ROWS + r] = b->row_a[u];
+            b->offset[u * GQ_ROWS + r] = b->row_c[u];
+            b->corr[u * GQ_ROWS + r] = -128 * sum;
+        }
+    }
+}
+
+/* ----------------------------------------------------------------- GEMM */
+
+int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out)
+{
+    const gq_type *gt = gq_type_of(t);
+    const gq_kernel_fn kern = kernel_for(gt);
+    if (!kern) return llmq_error("matmul: no int8 GEMM for weight type %s here", llmq_type_get(t)->name);
+    if (in % 32) return llmq_error("matmul: row length %d is not a multiple of 32", in);
+    const int nb = in / 32;
+    const size_t row_bytes = llmq_row_size(t, in);
+    uint8_t *xq = malloc((size_t)n_tokens * in);
+    float *xd = malloc((size_t)n_tokens * nb * sizeof(float)), *xs = malloc((size_t)n_tokens * nb * sizeof(float));
+    if (!xq || !xd || !xs) {
+        free(xq); free(xd); free(xs);
+        return llmq_error("matmul: out of memory for %d×%d quantized activations", n_tokens, in);
+    }
+    int failed = 0;
+    #pragma omp parallel
+    {
+        /* The activations as llmq_act_quantize_q8 makes them (so x̂ is the
+         * --fast path's everywhere), stored unsigned. */
+        llmq_act_q8 *tmp = malloc(llmq_act_q8_stride(in) * sizeof *tmp);
+        if (!tmp) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int k = 0; k < n_tokens; k++) {
+            if (!tmp) continue;
+            llmq_act_quantize_q8(x + (size_t)k * in, in, tmp);
+            uint8_t *dst = xq + (size_t)k * in;
+            for (int b = 0; b < nb; b++) {
+                for (int i = 0; i < 32; i++) dst[32 * b + i] = (uint8_t)(tmp[b].q[i] ^ 0x80);
+                xd[(size_t)k * nb + b] = tmp[b].d;
+                xs[(size_t)k * nb + b] = tmp[b].s;
+            }
+        }
+        free(tmp);
+        const gq_acts acts = {in, xq, xd, xs};
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        const int panels = (out + GQ_ROWS - 1) / GQ_ROWS;
+        const int p0 = (int)((long long)panels * me / nth), p1 = (int)((long long)panels * (me + 1) / nth);
+        pack_buf pb = {0};
+        if (p1 > p0 && !failed && !pack_alloc(&pb, in, gt->unit)) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        float tile[GQ_MR * GQ_ROWS];
+        for (int p = p0; p < p1 && pb.codes; p++) {
+            const int r0 = p * GQ_ROWS, nr = out - r0 < GQ_ROWS ? out - r0 : GQ_ROWS;
+            pack_panel(&pb, gt, w, row_bytes, in, r0, nr);
+            const gq_panel panel = {in, gt->unit, in / gt->unit, pb.codes, pb.scale, gt->has_offset ? pb.offset : NULL, pb.corr};
+            for (int t0 = 0; t0 < n_tokens; t0 += GQ_MR) {
+                const int mt = n_tokens - t0 < GQ_MR ? n_tokens - t0 : GQ_MR;
+                kern(&panel, &acts, t0, mt, tile);
+                for (int k = 0; k < mt; k++) memcpy(y + (size_t)(t0 + k) * out + r0, tile + k * GQ_ROWS, (size_t)nr * sizeof(float));
+            }
+        }
+        pack_free(&pb);
+    }
+    free(xq); free(xd); free(xs);
+    if (failed) return llmq_error("matmul: out of memory for the int8 GEMM's buffers (%d×%d)", n_tokens, in);
+    return LLMQ_OK;
+}

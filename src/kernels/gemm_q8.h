@@ -1,0 +1,59 @@
+/* Internal: the register-blocked int8 GEMM of the --fast path (issue 13).
+ *
+ * Every quantized weight type is first repacked, a panel of GQ_ROWS output
+ * rows at a time, into one layout: signed int8 codes q and per-unit floats,
+ * w = a·q + c for the `unit` (16 or 32) consecutive elements a scale covers.
+ * That holds exactly for Q4_0 (q = nibble − 8, c = 0), Q4_1 (c = m), Q8_0,
+ * Q4_K (a = d·sc, c = −dmin·m), Q6_K (q − 32, unit 16) and Q3_K (unit 16).
+ * The activations are the --fast path's int8 blocks of 32 (llmq_act_q8's
+ * values), stored unsigned (q + 128) so one vpdpbusd multiplies 4 activation
+ * bytes by 4 code bytes per lane; the surplus 128·Σq of each unit is a
+ * property of the weights, subtracted by starting the unit's integer sum at
+ * corr = −128·Σq. Lanes are output rows, so a unit's integer sums convert to
+ * float once and take their scale a·d_x in one multiply-add (the layout of
+ * llamafile's tinyBLAS and of sgemm micro-kernels: weights streamed, one
+ * activation word broadcast per token). */
+#ifndef LLMQ_GEMM_Q8_H
+#define LLMQ_GEMM_Q8_H
+
+#include "llmq/types.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GQ_ROWS 32 /* output rows per panel: two 16-lane vectors */
+#define GQ_MR 4    /* tokens per micro-tile */
+
+/* One repacked panel. codes: for quad g (elements 4g..4g+3), GQ_ROWS rows of
+ * 4 bytes (128 bytes); scale / offset / corr: [n_units][GQ_ROWS]. offset is
+ * NULL for the types without one. Rows past the matrix are zero. */
+typedef struct {
+    int in, unit, n_units;
+    const int8_t *codes;
+    const float *scale, *offset;
+    const int32_t *corr;
+} gq_panel;
+
+/* Quantized activations: row t's unsigned codes at q + t·in; its block
+ * scales d and sums s (d·Σq, llmq_act_q8's s) at d + t·(in/32), s + t·(in/32). */
+typedef struct {
+    int in;
+    const uint8_t *q;
+    const float *d, *s;
+} gq_acts;
+
+/* Computes out[t·GQ_ROWS + r] = Σ_i W[r][i]·x̂_{t0+t}[i] for t < mt (1..GQ_MR). */
+typedef void (*gq_kernel_fn)(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out);
+
+/* AVX-512 VNNI micro-kernel for a panel of the given unit / offset kind
+ * (NULL when not built or not a kind it has). */
+gq_kernel_fn llmq_gq_kernel_avx512(int unit, int has_offset);
+
+/* Does the int8 GEMM take weights of type t on this CPU (with the kernel
+ * family in use)? */
+int llmq_gemm_q8_supports(llmq_type t);
+
+/* y = x̂·Wᵀ as llmq_matmul's --fast path defines it, for n_tokens rows. */
+int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out);
+
+#endif
