@@ -168,6 +168,9 @@ endif
 ifneq ($(IMATRIX),0)
 	@SHAPES_DIR=$(BUILD)/shapes bash scripts/bench-imatrix.sh $(BUILD)
 endif
+ifneq ($(PP),0)
+	@SHAPES_DIR=$(BUILD)/shapes bash scripts/bench-pp.sh $(BUILD)
+endif
 
 clean:
 	rm -rf $(BUILD) build-san $(FUZZ_BUILD)

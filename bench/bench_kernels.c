@@ -138,6 +138,48 @@ static double read_seconds(const void *buf, size_t bytes)
     return dt;
 }
 
+#if defined(__x86_64__)
+/* The integer-dot ceiling of this machine: independent vpdpbusd chains on
+ * every thread (zmm, 64 byte products each), 0 when the CPU has no AVX-512
+ * VNNI. */
+__attribute__((target("avx512f,avx512vnni"))) static int64_t vnni_chains(long n)
+{
+    __m512i a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
+    __m512i x = _mm512_set1_epi32(0x01020304), w = _mm512_set1_epi32(0x01010101);
+    for (long k = 0; k < n; k++) {
+        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, w);
+        __asm__ volatile("" : "+v"(x));
+    }
+    int64_t s = 0;
+    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_epi32(a[i]);
+    return s;
+}
+#endif
+
+static double int8_peak_gops(void)
+{
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx512vnni")) return 0;
+    static volatile int64_t sink;
+    const long n = 4000000;
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        int64_t total = 0;
+        double t0 = omp_get_wtime();
+        #pragma omp parallel reduction(+ : total)
+        total += vnni_chains(n);
+        double dt = omp_get_wtime() - t0;
+        sink += total;
+        double g = (double)llmq_get_threads() * n * 12 * 128 / dt * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+#else
+    return 0;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     llmq_omp_default_wait(argv);
@@ -156,30 +198,50 @@ int main(int argc, char **argv)
     printf("kernel: %s, threads: %d\n\n", llmq_kernel_name(), threads);
 
     /* ---- prompt processing ---- */
-    printf("### Prompt processing: %d tokens × [%d → %d]\n\n", tokens, in, out);
-    printf("| weights | ms | GFLOP/s | tok/s (this matmul) | vs sgemm f32 |\n|---|---:|---:|---:|---:|\n");
-    float *x = random_floats((size_t)tokens * in), *y = malloc(sizeof(float) * (size_t)tokens * (out > gemv_rows ? out : gemv_rows));
-    const double flops = 2.0 * tokens * in * out;
-    float *wf = random_floats((size_t)in * out);
-    double t_sgemm = INFINITY;
-    for (int r = 0; r < 3; r++) {
-        double t0 = omp_get_wtime();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, out, in, 1.0f, x, in, wf, in, 0.0f, y, out);
-        double dt = omp_get_wtime() - t0;
-        if (dt < t_sgemm) t_sgemm = dt;
-    }
-    free(wf);
-    printf("| f32 (cblas_sgemm) | %.1f | %.1f | %.0f | 1.00 |\n", t_sgemm * 1e3, flops / t_sgemm / 1e9, tokens / t_sgemm);
-    const llmq_type pp_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q6_K, LLMQ_TYPE_F16};
-    for (size_t k = 0; k < sizeof pp_types / sizeof pp_types[0]; k++) {
-        void *w = random_weights(pp_types[k], out, in);
-        double t = time_matmul(y, x, tokens, w, pp_types[k], in, out, 3);
-        printf("| %s | %.1f | %.1f | %.0f | %.2f |\n", llmq_type_get(pp_types[k])->name, t * 1e3, flops / t / 1e9, tokens / t,
-               t_sgemm / t);
-        free(w);
+    const double peak = int8_peak_gops();
+    if (peak > 0) printf("int8 peak (vpdpbusd zmm, every thread, measured here): %.0f GOP/s\n\n", peak);
+    const int shapes[3][2] = {{in, out}, {in, quick ? 2752 : 11008}, {quick ? 2752 : 11008, in}};
+    float *y = malloc(sizeof(float) * (size_t)tokens * (gemv_rows > 11008 ? gemv_rows : 11008));
+    for (int sh = 0; sh < (quick ? 1 : 3); sh++) {
+        const int pin = shapes[sh][0], pout = shapes[sh][1];
+        printf("### Prompt processing: %d tokens × [%d → %d]\n\n", tokens, pin, pout);
+        printf("| weights | exact ms | exact GFLOP/s | vs sgemm f32 | fast ms | fast GOP/s | fast / exact | fast of int8 peak |\n"
+               "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        float *x = random_floats((size_t)tokens * pin);
+        const double flops = 2.0 * tokens * pin * pout;
+        float *wf = random_floats((size_t)pin * pout);
+        double t_sgemm = INFINITY;
+        for (int r = 0; r < 3; r++) {
+            double t0 = omp_get_wtime();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, pout, pin, 1.0f, x, pin, wf, pin, 0.0f, y, pout);
+            double dt = omp_get_wtime() - t0;
+            if (dt < t_sgemm) t_sgemm = dt;
+        }
+        free(wf);
+        printf("| f32 (cblas_sgemm) | %.1f | %.1f | 1.00 | | | | |\n", t_sgemm * 1e3, flops / t_sgemm / 1e9);
+        const llmq_type pp_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16};
+        for (size_t k = 0; k < sizeof pp_types / sizeof pp_types[0]; k++) {
+            void *w = random_weights(pp_types[k], pout, pin);
+            double t = time_matmul(y, x, tokens, w, pp_types[k], pin, pout, 3);
+            printf("| %s | %.1f | %.1f | %.2f |", llmq_type_get(pp_types[k])->name, t * 1e3, flops / t / 1e9, t_sgemm / t);
+            if (pp_types[k] != LLMQ_TYPE_F16) {
+                llmq_set_fast(true);
+                double tf = time_matmul(y, x, tokens, w, pp_types[k], pin, pout, 3);
+                llmq_set_fast(false);
+                printf(" %.1f | %.1f | %.2f | ", tf * 1e3, flops / tf / 1e9, t / tf);
+                if (peak > 0) printf("%.0f%% |\n", 100 * flops / tf / 1e9 / peak);
+                else printf("– |\n");
+            } else {
+                printf(" – | – | – | – |\n");
+            }
+            free(w);
+        }
+        free(x);
+        printf("\n");
     }
 
     /* ---- GEMV ---- */
+    float *x = random_floats((size_t)tokens * in);
     printf("\n### GEMV: 1 token × [%d → %d], %d threads\n\n", in, gemv_rows, threads);
     printf("Bandwidth: a streaming read of the same weight buffer by the same threads, alternated with the GEMV runs\n"
            "(best of %d each), so both see the same memory, cache and machine load. Exact: fp32 activations (the default).\n"

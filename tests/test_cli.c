@@ -1,5 +1,6 @@
 /* The command line, end to end (runs build/llmq). */
 #include "test_util.h"
+#include "llmq/kernels.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -92,7 +93,9 @@ Test(cli, ppl_errors_are_one_line_and_nonzero)
 }
 
 /* `llmq ppl --fast`: int8 activations on a q8_0 file give a perplexity within
- * 1% of the exact path's but not the same bits, and --json says which ran. */
+ * 1% of the exact path's (--exact) but not the same bits, and --json says
+ * which ran; with neither flag, int8 runs where it is the faster path
+ * (llmq_fast_is_faster) unless --kl-base asks for a KL divergence. */
 Test(cli, ppl_fast_is_close_to_exact_and_says_so)
 {
     char dir[512], work[256], cmd[4096];
@@ -106,7 +109,7 @@ Test(cli, ppl_fast_is_close_to_exact_and_says_so)
     char *out[2];
     for (int fast = 0; fast < 2; fast++) {
         snprintf(cmd, sizeof cmd, "%s ppl %s/q8.gguf --tokens %s/eval_tokens.json --ctx 256 --max-chunks 20 %s --json | tail -n1", llmq,
-                 work, dir, fast ? "--fast" : "");
+                 work, dir, fast ? "--fast" : "--exact");
         out[fast] = run(cmd, &status);
         cr_assert_eq(status, 0, "%s", out[fast]);
         cr_assert(strstr(out[fast], fast ? "\"fast\":true" : "\"fast\":false"), "%s", out[fast]);
@@ -114,6 +117,16 @@ Test(cli, ppl_fast_is_close_to_exact_and_says_so)
     double exact = json_number(out[0], "ppl"), fast = json_number(out[1], "ppl");
     cr_assert(exact > 1 && fabs(fast - exact) / exact < 0.01, "exact %f, fast %f", exact, fast);
     cr_assert_neq(fast, exact, "--fast gave the exact path's perplexity to the last bit");
+    for (int kl = 0; kl < 2; kl++) {
+        snprintf(cmd, sizeof cmd, "%s ppl %s/q8.gguf --tokens %s/eval_tokens.json --ctx 256 --max-chunks 20 %s%s --json | tail -n1", llmq, work,
+                 dir, kl ? "--kl-base " : "", kl ? dir : "");
+        char *def = run(cmd, &status);
+        cr_assert_eq(status, 0, "%s", def);
+        const bool want_fast = !kl && llmq_fast_is_faster();
+        cr_assert(strstr(def, want_fast ? "\"fast\":true" : "\"fast\":false"), "default%s: %s", kl ? " with --kl-base" : "", def);
+        cr_assert_eq(json_number(def, "ppl"), want_fast ? fast : exact, "default%s: %s", kl ? " with --kl-base" : "", def);
+        free(def);
+    }
     free(out[0]);
     free(out[1]);
 }

@@ -265,3 +265,43 @@ Test(kernels, openblas_runs_the_cpus_instruction_sets)
     cr_assert_float_eq(c[0], 17.0f, 1e-6);
     cr_assert_float_eq(c[3], 53.0f, 1e-6);
 }
+
+/* The int8 GEMM (kernels/gemm_q8.c) past GEMV_MAX_TOKENS: every kernel
+ * family's micro-kernel gives the scalar reference's bits (exact integer
+ * sums, the same float steps), at token counts that leave partial micro-tiles
+ * and row counts that leave a partial panel. */
+Test(kernels, int8_gemm_families_give_the_same_bits)
+{
+    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
+    static const int tokens[] = {9, 13, 64};
+    static const int outs[] = {1, 31, 45};
+    const char *families[] = {"avx2", "avx512"};
+    const llmq_isa isas[] = {LLMQ_ISA_AVX2, LLMQ_ISA_AVX512};
+    int compared = 0;
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
+        for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++) {
+            const int in = llmq_type_get(types[k])->block_size == 256 ? 768 : 224, nt = tokens[a], out = outs[(k + a) % 3];
+            void *w = kc_weights(types[k], out, in, (kc_mode)((k + a) % KC_MODES));
+            float *x = malloc(sizeof *x * nt * in), *ref = malloc(sizeof *ref * nt * out), *got = malloc(sizeof *got * nt * out);
+            for (int i = 0; i < nt * in; i++) x[i] = kc_gauss() * (i % 61 == 0 ? 30.0f : 1.0f);
+            llmq_set_fast(true);
+            cr_assert_eq(llmq_kernel_select("scalar"), LLMQ_OK);
+            cr_assert_eq(llmq_matmul(ref, x, nt, w, types[k], in, out), LLMQ_OK, "%s", llmq_last_error());
+            for (int f = 0; f < 2; f++) {
+                if (!llmq_isa_available(isas[f])) continue;
+                cr_assert_eq(llmq_kernel_select(families[f]), LLMQ_OK);
+                cr_assert_eq(llmq_matmul(got, x, nt, w, types[k], in, out), LLMQ_OK, "%s", llmq_last_error());
+                for (int i = 0; i < nt * out; i++)
+                    cr_assert(got[i] == ref[i] || (got[i] != got[i] && ref[i] != ref[i]), "%s %s nt=%d out=%d y[%d]: %.9g, scalar %.9g",
+                              families[f], llmq_type_get(types[k])->name, nt, out, i, got[i], ref[i]);
+                compared++;
+            }
+            llmq_set_fast(false);
+            free(w); free(x); free(ref); free(got);
+        }
+    llmq_kernel_select(NULL);
+#if defined(__x86_64__)
+    if (llmq_isa_available(LLMQ_ISA_AVX2)) cr_assert_gt(compared, 0);
+#endif
+    if (!compared) cr_log_warn("int8 GEMM: no SIMD family on this CPU to compare with the scalar reference");
+}

@@ -6,7 +6,9 @@
 #include "kernel_ops.h"
 #include "llmq/blocks.h"
 #include "llmq/error.h"
+#include "llmq/kernels.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,13 +136,52 @@ static const gq_type *gq_type_of(llmq_type t)
     }
 }
 
-static gq_kernel_fn kernel_for(const gq_type *gt)
+/* The reference micro-kernel: per token and row, each unit's integer sum,
+ * then the float steps in the order every SIMD kernel takes them. */
+LLMQ_ALWAYS_INLINE void scalar_body(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out, const int has_offset)
 {
-    if (!gt || llmq_isa_active() != LLMQ_ISA_AVX512) return NULL;
-    return llmq_gq_kernel_avx512(gt->unit, gt->has_offset);
+    const int nb = p->in / 32, unit = p->unit;
+    for (int t = 0; t < mt; t++) {
+        const uint8_t *xr = x->q + (size_t)(t0 + t) * p->in;
+        const float *dx = x->d + (size_t)(t0 + t) * nb, *sx = x->s + (size_t)(t0 + t) * nb;
+        for (int r = 0; r < GQ_ROWS; r++) {
+            float f = 0;
+            for (int u = 0; u < p->n_units; u++) {
+                int32_t acc = p->corr[GQ_ROWS * u + r];
+                for (int k = u * unit; k < (u + 1) * unit; k++)
+                    acc += (int32_t)xr[k] * p->codes[((size_t)(k / 4) * GQ_ROWS + r) * 4 + k % 4];
+                const int b = u * unit / 32;
+                f = fmaf((float)acc, p->scale[GQ_ROWS * u + r] * dx[b], f);
+                if (has_offset) f = fmaf(p->offset[GQ_ROWS * u + r], sx[b], f);
+            }
+            out[t * GQ_ROWS + r] = f;
+        }
+    }
+}
+static void scalar_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 0); }
+static void scalar_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 1); }
+
+gq_kernel_fn llmq_gq_kernel_scalar(int unit, int has_offset)
+{
+    if (unit != 16 && unit != 32) return NULL;
+    return has_offset ? scalar_offset : scalar_plain;
 }
 
-int llmq_gemm_q8_supports(llmq_type t) { return kernel_for(gq_type_of(t)) != NULL; }
+gq_kernel_fn llmq_gq_kernel_for(llmq_type t)
+{
+    const gq_type *gt = gq_type_of(t);
+    if (!gt) return NULL;
+    switch (llmq_isa_active()) {
+    case LLMQ_ISA_AVX512: return llmq_gq_kernel_avx512(gt->unit, gt->has_offset);
+    case LLMQ_ISA_AVX2: return llmq_gq_kernel_avx2(gt->unit, gt->has_offset);
+    case LLMQ_ISA_SCALAR: return llmq_gq_kernel_scalar(gt->unit, gt->has_offset);
+    default: return NULL;
+    }
+}
+
+int llmq_gemm_q8_supports(llmq_type t) { return llmq_gq_kernel_for(t) != NULL; }
+
+bool llmq_fast_is_faster(void) { return llmq_isa_active() == LLMQ_ISA_AVX512; }
 
 /* ------------------------------------------------------------- packing */
 
@@ -209,7 +250,7 @@ static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, s
 int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out)
 {
     const gq_type *gt = gq_type_of(t);
-    const gq_kernel_fn kern = kernel_for(gt);
+    const gq_kernel_fn kern = llmq_gq_kernel_for(t);
     if (!kern) return llmq_error("matmul: no int8 GEMM for weight type %s here", llmq_type_get(t)->name);
     if (in % 32) return llmq_error("matmul: row length %d is not a multiple of 32", in);
     const int nb = in / 32;

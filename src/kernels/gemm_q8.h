@@ -45,9 +45,20 @@ typedef struct {
 /* Computes out[t·GQ_ROWS + r] = Σ_i W[r][i]·x̂_{t0+t}[i] for t < mt (1..GQ_MR). */
 typedef void (*gq_kernel_fn)(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out);
 
-/* AVX-512 VNNI micro-kernel for a panel of the given unit / offset kind
- * (NULL when not built or not a kind it has). */
+/* Micro-kernels for a panel of the given unit / offset kind (NULL when not
+ * built or not a kind it has). All give the same bits: the integer sums are
+ * exact and the float steps per unit the same (scale·d_x, then one fused
+ * multiply-add; the offset's c·s_x in a second). The scalar one is the
+ * reference the tests hold the others to. */
+gq_kernel_fn llmq_gq_kernel_scalar(int unit, int has_offset);
+gq_kernel_fn llmq_gq_kernel_avx2(int unit, int has_offset);
 gq_kernel_fn llmq_gq_kernel_avx512(int unit, int has_offset);
+
+/* The micro-kernel the int8 GEMM uses for type t with the kernel family in
+ * use (avx512, avx2; the scalar family runs the scalar micro-kernel), or
+ * NULL where the family has none (NEON keeps the row dots of the --fast
+ * path) or t is not a type it takes. */
+gq_kernel_fn llmq_gq_kernel_for(llmq_type t);
 
 /* Does the int8 GEMM take weights of type t on this CPU (with the kernel
  * family in use)? */

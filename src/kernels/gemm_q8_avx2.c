@@ -1,0 +1,104 @@
+/* AVX2 micro-kernel of the int8 GEMM (gemm_q8.h), for CPUs without AVX-512
+ * VNNI. AVX2 has no 4-byte dot into int32: vpmaddubsw multiplies unsigned by
+ * signed bytes into saturating int16 pairs, so as ggml's AVX2 dots do, the
+ * activation (made signed again, −127..127) takes the weight's sign and the
+ * weight its magnitude (≤ 128): each pair sums to at most 2·128·127 < 2^15,
+ * and vpmaddwd against ones widens the pairs to int32 exactly. The integer
+ * sums are therefore the VNNI kernel's, and the float steps the same, so both
+ * give the same bits. Per pass: 4 tokens × 16 rows, twice per panel; the
+ * float sums live in the output tile between units. */
+#include "gemm_q8.h"
+
+#if defined(__x86_64__)
+#include "kernel_ops.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+static inline int32_t load_word(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
+                                    const int has_offset)
+{
+    const int nb = p->in / 32, quads = unit / 4;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    for (int half = 0; half < 2; half++) {
+        const int r0 = 16 * half;
+        __m256 f0[GQ_MR], f1[GQ_MR];
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) f0[t] = f1[t] = _mm256_setzero_ps();
+        const int8_t *wc = p->codes + 4 * r0;
+        for (int u = 0; u < p->n_units; u++) {
+            __m256i a0[GQ_MR], a1[GQ_MR];
+            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) a0[t] = a1[t] = _mm256_setzero_si256();
+            const int k0 = u * unit;
+            for (int g = 0; g < quads; g++, wc += 128) {
+                const __m256i w0 = _mm256_load_si256((const __m256i *)wc), w1 = _mm256_load_si256((const __m256i *)(wc + 32));
+                const __m256i m0 = _mm256_abs_epi8(w0), m1 = _mm256_abs_epi8(w1);
+                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                    const __m256i xs = _mm256_xor_si256(
+                        _mm256_set1_epi32(load_word(x->q + (size_t)(t0 + t) * p->in + k0 + 4 * g)), flip);
+                    a0[t] = _mm256_add_epi32(a0[t], _mm256_madd_epi16(_mm256_maddubs_epi16(m0, _mm256_sign_epi8(xs, w0)), ones));
+                    a1[t] = _mm256_add_epi32(a1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(m1, _mm256_sign_epi8(xs, w1)), ones));
+                }
+            }
+            const int b = k0 / 32;
+            const float *sc = p->scale + GQ_ROWS * u + r0;
+            const __m256 s0 = _mm256_load_ps(sc), s1 = _mm256_load_ps(sc + 8);
+            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                const __m256 d = _mm256_set1_ps(x->d[(size_t)(t0 + t) * nb + b]);
+                f0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[t]), _mm256_mul_ps(s0, d), f0[t]);
+                f1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[t]), _mm256_mul_ps(s1, d), f1[t]);
+            }
+            if (has_offset) {
+                const float *of = p->offset + GQ_ROWS * u + r0;
+                const __m256 o0 = _mm256_load_ps(of), o1 = _mm256_load_ps(of + 8);
+                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                    const __m256 s = _mm256_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
+                    f0[t] = _mm256_fmadd_ps(o0, s, f0[t]);
+                    f1[t] = _mm256_fmadd_ps(o1, s, f1[t]);
+                }
+            }
+        }
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+            _mm256_storeu_ps(out + t * GQ_ROWS + r0, f0[t]);
+            _mm256_storeu_ps(out + t * GQ_ROWS + r0 + 8, f1[t]);
+        }
+    }
+}
+
+#define GQ_KERNEL(name, unit, has_offset)                                                        \
+    static void name(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out)            \
+    {                                                                                             \
+        switch (mt) {                                                                             \
+        case 1: kernel_body(p, x, t0, 1, out, unit, has_offset); break;                           \
+        case 2: kernel_body(p, x, t0, 2, out, unit, has_offset); break;                           \
+        case 3: kernel_body(p, x, t0, 3, out, unit, has_offset); break;                           \
+        default: kernel_body(p, x, t0, 4, out, unit, has_offset); break;                          \
+        }                                                                                         \
+    }
+GQ_KERNEL(kernel_u32, 32, 0)
+GQ_KERNEL(kernel_u32_offset, 32, 1)
+GQ_KERNEL(kernel_u16, 16, 0)
+
+gq_kernel_fn llmq_gq_kernel_avx2(int unit, int has_offset)
+{
+    if (unit == 32) return has_offset ? kernel_u32_offset : kernel_u32;
+    if (unit == 16 && !has_offset) return kernel_u16;
+    return NULL;
+}
+
+#else
+
+gq_kernel_fn llmq_gq_kernel_avx2(int unit, int has_offset)
+{
+    (void)unit;
+    (void)has_offset;
+    return NULL;
+}
+
+#endif
