@@ -73,6 +73,43 @@ static double run_prompt(void *p)
 typedef struct {
     const llmq_model *m;
     int n;
+    float *x, *y;
+} lin_arg;
+
+static void lin_fail(void)
+{
+    fprintf(stderr, "linears: %s\n", llmq_last_error());
+    exit(1);
+}
+
+/* The prompt's linears alone, with the model's own weights and kernels. */
+static double run_linears(void *p)
+{
+    lin_arg *a = p;
+    const llmq_model *m = a->m;
+    double t0 = omp_get_wtime();
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            const llmq_weight *w = &m->layers[l].lin[k];
+            const int rows = l + 1 == m->cfg.n_layers && k >= LLMQ_LIN_GATE ? 1 : a->n;
+            if (llmq_matmul(a->y, a->x, rows, w->data, w->type, w->cols, w->rows) != LLMQ_OK) lin_fail();
+        }
+    return omp_get_wtime() - t0;
+}
+
+/* The head for the one row a prompt reads. */
+static double run_head_row(void *p)
+{
+    lin_arg *a = p;
+    const llmq_model *m = a->m;
+    double t0 = omp_get_wtime();
+    if (llmq_matmul(a->y, a->x, 1, m->lm_head.data, m->lm_head.type, m->lm_head.cols, m->lm_head.rows) != LLMQ_OK) lin_fail();
+    return omp_get_wtime() - t0;
+}
+
+typedef struct {
+    const llmq_model *m;
+    int n;
     float *x, *w, *y;
 } gemm_arg;
 
@@ -90,6 +127,48 @@ static double run_sgemm(void *p)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, m->lm_head.rows, m->lm_head.cols, 1.0f, a->x, m->lm_head.cols, a->w,
                 m->lm_head.cols, 0.0f, a->y, m->lm_head.rows);
     return omp_get_wtime() - t0;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* The integer-dot ceiling of this machine: independent vpdpbusd chains on
+ * every thread (zmm, 64 byte products each); 0 without AVX-512 VNNI. */
+__attribute__((target("avx512f,avx512vnni"))) static int64_t vnni_chains(long n)
+{
+    __m512i a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
+    __m512i x = _mm512_set1_epi32(0x01020304), w = _mm512_set1_epi32(0x01010101);
+    for (long k = 0; k < n; k++) {
+        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, w);
+        __asm__ volatile("" : "+v"(x));
+    }
+    int64_t s = 0;
+    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_epi32(a[i]);
+    return s;
+}
+#endif
+
+static double int8_peak_gops(void)
+{
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx512vnni")) return 0;
+    static volatile int64_t sink;
+    const long n = 4000000;
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        int64_t total = 0;
+        double t0 = omp_get_wtime();
+        #pragma omp parallel reduction(+ : total)
+        total += vnni_chains(n);
+        double dt = omp_get_wtime() - t0;
+        sink += total;
+        double g = (double)llmq_get_threads() * n * 12 * 128 / dt * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+#else
+    return 0;
+#endif
 }
 
 int main(int argc, char **argv)
@@ -134,13 +213,30 @@ int main(int argc, char **argv)
         /* prompt processing: logits of the last position only, as llama-bench's pp test */
         run_prompt(&fa); /* warm-up: page in the weights */
         double t_pp = best_of(reps, run_prompt, &fa);
+        /* The split: the same products on their own (the linears of every layer, the
+         * last layer's feed-forward half for one row; the head for one row); the
+         * rest of the prompt's time is attention, norms, RoPE and the residual adds. */
+        lin_arg la = {m, n, NULL, NULL};
+        size_t widest = (size_t)(m->cfg.intermediate_size > m->cfg.hidden_size ? m->cfg.intermediate_size : m->cfg.hidden_size);
+        la.x = calloc((size_t)n * widest, sizeof(float));
+        la.y = calloc((size_t)n * (widest > (size_t)m->lm_head.rows ? widest : (size_t)m->lm_head.rows), sizeof(float));
+        for (size_t i = 0; i < (size_t)n * widest; i++) la.x[i] = (float)((i % 89) - 44) * 1e-2f;
+        run_linears(&la);
+        double t_lin = best_of(reps, run_linears, &la), t_head = best_of(reps, run_head_row, &la);
+        double lin_flops = 0;
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+            lin_flops += 2.0 * (k >= LLMQ_LIN_GATE ? (double)n * (m->cfg.n_layers - 1) + 1 : (double)n * m->cfg.n_layers) *
+                         m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
+        free(la.x); free(la.y);
         double pp_flops = llmq_forward_flops(m, n) - 2.0 * (n - 1) * m->lm_head.rows * m->lm_head.cols;
         for (int k = LLMQ_LIN_GATE; k <= LLMQ_LIN_DOWN; k++) /* the last layer's feed-forward half: one row */
             pp_flops -= 2.0 * (n - 1) * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
         printf("{\"tok_s\": %.1f, \"ms\": %.3f, \"ctx\": %d, \"threads\": %d, \"reps\": %d, \"weights\": \"%s\", "
-               "\"kernel\": \"%s\", \"fast\": %s, \"gflop_s\": %.2f, \"logits\": \"last\"}\n",
+               "\"kernel\": \"%s\", \"fast\": %s, \"gflop_s\": %.2f, \"logits\": \"last\", \"linears_ms\": %.3f, "
+               "\"linears_gop_s\": %.2f, \"head_ms\": %.3f, \"rest_ms\": %.3f, \"int8_peak_gop_s\": %.1f}\n",
                n / t_pp, t_pp * 1e3, n, llmq_get_threads(), reps, llmq_type_get(m->layers[0].lin[0].type)->name, llmq_kernel_name(),
-               llmq_get_fast() ? "true" : "false", pp_flops / t_pp * 1e-9);
+               llmq_get_fast() ? "true" : "false", pp_flops / t_pp * 1e-9, t_lin * 1e3, lin_flops / t_lin * 1e-9, t_head * 1e3,
+               (t_pp - t_lin - t_head) * 1e3, int8_peak_gops());
         free(fa.ids); free(fa.logits);
         llmq_model_free(m);
         return 0;

@@ -58,6 +58,12 @@ echo "Evaluation tokens/s (load excluded), $CHUNKS windows of $CTX; llmq's defau
 echo
 echo "| shape | type | threads | llama.cpp tok/s | llmq --exact tok/s | llmq default tok/s | default / llama.cpp | ppl llama.cpp | ppl llmq default | Δ ppl | ppl llmq --exact |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+# --fast when llmq ppl runs int8 by default on this machine (its JSON says), else nothing
+llmq_default_fast() {
+    "$LLMQ" ppl "$1" --tokens <(echo "[1,2,3,4,5,6,7,8]") --ctx 4 --max-chunks 1 --json 2>/dev/null |
+        python3 -c 'import json,sys; print("--fast" if json.loads(sys.stdin.read().splitlines()[-1])["fast"] else "")'
+}
+
 status=0
 for shape in $SHAPES; do
     dir=$(shape_checkpoint "$LLMQ" "$SHAPES_DIR" "$shape")
@@ -101,4 +107,33 @@ EOF
         done
     done
 done
+
+# Where a prompt's time goes (bench_forward --json: 512 tokens, the last position's logits, as llama-bench's pp):
+# the linears alone with the file's weights and llmq's default arithmetic, the head for one row, the rest
+# (attention, norms, RoPE); the linears' GOP/s against the vpdpbusd ceiling measured in the same run.
+bf=$BUILD/bench/bench_forward
+if [ -x "$bf" ]; then
+    t=${THREADS##* }
+    echo
+    echo "Split of bench_forward's pp512 at $t threads (llmq default arithmetic):"
+    echo
+    echo "| shape | type | pp512 tok/s | linears ms | linears GOP/s | of int8 peak | head ms | attention + rest ms |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for shape in $SHAPES; do
+        for type in $TYPES; do
+            f=$OUT/$shape-$type.gguf
+            [ -f "$f" ] || continue
+            fast=$(llmq_default_fast "$f")
+            j=$("$bf" "$f" --threads "$t" --reps 3 $fast --json 2>/dev/null | tail -1)
+            python3 - "$shape" "$type" "$j" <<'EOF'
+import json, sys
+shape, typ, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+peak = j["int8_peak_gop_s"]
+share = f"{100 * j['linears_gop_s'] / peak:.0f}%" if peak and j["fast"] else "–"
+print(f"| {shape} | {typ} | {j['tok_s']:.0f} | {j['linears_ms']:.0f} | {j['linears_gop_s']:.0f} | {share} (of {peak:.0f}) | "
+      f"{j['head_ms']:.1f} | {j['rest_ms']:.0f} |")
+EOF
+        done
+    done
+fi
 exit $status

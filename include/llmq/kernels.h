@@ -20,10 +20,9 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
 void llmq_set_fast(bool on);
 bool llmq_get_fast(void);
 /* Is the int8 path the faster one for prompts with the kernel family in use?
- * True where the register-blocked int8 GEMM runs on integer dot products
- * (AVX-512 VNNI: 2–3× the exact path); false where it would only tie it
- * (AVX2's byte multiplies), or the family has none. `llmq ppl` picks its
- * default arithmetic with it. */
+ * True where the register-blocked int8 GEMM runs (AVX-512 VNNI: 2–3× the
+ * exact path; AVX2: 1.2–1.6×; both give the same bits); false for the
+ * scalar and NEON families. `llmq ppl` picks its default arithmetic with it. */
 bool llmq_fast_is_faster(void);
 
 /* Decodes rows [r0, r1) of W into dst (row-major, (r1-r0) × in floats). */

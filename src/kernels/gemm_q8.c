@@ -119,12 +119,13 @@ static void codes_q3_k(const void *row, int n, int8_t *q, float *a, float *c)
 typedef struct {
     gq_decode_fn decode;
     int unit, has_offset;
+    int zero, code_max; /* gq_panel's */
 } gq_type;
 
 static const gq_type *gq_type_of(llmq_type t)
 {
-    static const gq_type q4_0 = {codes_q4_0, 32, 0}, q4_1 = {codes_q4_1, 32, 1}, q8_0 = {codes_q8_0, 32, 0},
-                         q4_k = {codes_q4_k, 32, 1}, q6_k = {codes_q6_k, 16, 0}, q3_k = {codes_q3_k, 16, 0};
+    static const gq_type q4_0 = {codes_q4_0, 32, 0, 8, 15}, q4_1 = {codes_q4_1, 32, 1, 0, 15}, q8_0 = {codes_q8_0, 32, 0, -1, 0},
+                         q4_k = {codes_q4_k, 32, 1, 0, 15}, q6_k = {codes_q6_k, 16, 0, 32, 63}, q3_k = {codes_q3_k, 16, 0, 4, 7};
     switch (t) {
     case LLMQ_TYPE_Q4_0: return &q4_0;
     case LLMQ_TYPE_Q4_1: return &q4_1;
@@ -181,7 +182,11 @@ gq_kernel_fn llmq_gq_kernel_for(llmq_type t)
 
 int llmq_gemm_q8_supports(llmq_type t) { return llmq_gq_kernel_for(t) != NULL; }
 
-bool llmq_fast_is_faster(void) { return llmq_isa_active() == LLMQ_ISA_AVX512; }
+bool llmq_fast_is_faster(void)
+{
+    const int isa = llmq_isa_active();
+    return isa == LLMQ_ISA_AVX512 || isa == LLMQ_ISA_AVX2;
+}
 
 /* ------------------------------------------------------------- packing */
 
@@ -257,8 +262,9 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
     const size_t row_bytes = llmq_row_size(t, in);
     uint8_t *xq = malloc((size_t)n_tokens * in);
     float *xd = malloc((size_t)n_tokens * nb * sizeof(float)), *xs = malloc((size_t)n_tokens * nb * sizeof(float));
-    if (!xq || !xd || !xs) {
-        free(xq); free(xd); free(xs);
+    int32_t *xsum = malloc((size_t)n_tokens * (in / 16) * sizeof(int32_t));
+    if (!xq || !xd || !xs || !xsum) {
+        free(xq); free(xd); free(xs); free(xsum);
         return llmq_error("matmul: out of memory for %d×%d quantized activations", n_tokens, in);
     }
     int failed = 0;
@@ -277,18 +283,25 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
             llmq_act_quantize_q8(x + (size_t)k * in, in, tmp);
             uint8_t *dst = xq + (size_t)k * in;
             for (int b = 0; b < nb; b++) {
+                int32_t lo = 0, hi = 0;
                 for (int i = 0; i < 32; i++) dst[32 * b + i] = (uint8_t)(tmp[b].q[i] ^ 0x80);
+                for (int i = 0; i < 16; i++) lo += tmp[b].q[i], hi += tmp[b].q[16 + i];
+                xsum[(size_t)k * (in / 16) + 2 * b] = lo;
+                xsum[(size_t)k * (in / 16) + 2 * b + 1] = hi;
                 xd[(size_t)k * nb + b] = tmp[b].d;
                 xs[(size_t)k * nb + b] = tmp[b].s;
             }
         }
         free(tmp);
-        const gq_acts acts = {in, xq, xd, xs};
+        const gq_acts acts = {in, xq, xd, xs, xsum};
         const int nth = omp_get_num_threads(), me = omp_get_thread_num();
         const int panels = (out + GQ_ROWS - 1) / GQ_ROWS;
         const int p0 = (int)((long long)panels * me / nth), p1 = (int)((long long)panels * (me + 1) / nth);
         pack_buf pb = {0};
-        if (p1 > p0 && !failed && !pack_alloc(&pb, in, gt->unit)) {
+        int failed_before; /* the activations are incomplete when a thread failed above (the barrier of the loop is past) */
+        #pragma omp atomic read
+        failed_before = failed;
+        if (p1 > p0 && !failed_before && !pack_alloc(&pb, in, gt->unit)) {
             #pragma omp atomic write
             failed = 1;
         }
@@ -296,7 +309,8 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
         for (int p = p0; p < p1 && pb.codes; p++) {
             const int r0 = p * GQ_ROWS, nr = out - r0 < GQ_ROWS ? out - r0 : GQ_ROWS;
             pack_panel(&pb, gt, w, row_bytes, in, r0, nr);
-            const gq_panel panel = {in, gt->unit, in / gt->unit, pb.codes, pb.scale, gt->has_offset ? pb.offset : NULL, pb.corr};
+            const gq_panel panel = {in,      gt->unit, in / gt->unit, pb.codes, pb.scale, gt->has_offset ? pb.offset : NULL,
+                                    pb.corr, gt->zero, gt->code_max};
             for (int t0 = 0; t0 < n_tokens; t0 += GQ_MR) {
                 const int mt = n_tokens - t0 < GQ_MR ? n_tokens - t0 : GQ_MR;
                 kern(&panel, &acts, t0, mt, tile);
@@ -305,7 +319,7 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
         }
         pack_free(&pb);
     }
-    free(xq); free(xd); free(xs);
+    free(xq); free(xd); free(xs); free(xsum);
     if (failed) return llmq_error("matmul: out of memory for the int8 GEMM's buffers (%d×%d)", n_tokens, in);
     return LLMQ_OK;
 }

@@ -32,6 +32,10 @@ typedef struct {
     const int8_t *codes;
     const float *scale, *offset;
     const int32_t *corr;
+    /* q + zero ∈ [0, code_max] for every code of the type (Q4_0: 8 and 15,
+     * Q4_1/Q4_K: 0 and 15, Q6_K: 32 and 63, Q3_K: 4 and 7); zero < 0 where the
+     * codes have no such small unsigned form (Q8_0). */
+    int zero, code_max;
 } gq_panel;
 
 /* Quantized activations: row t's unsigned codes at q + t·in; its block
@@ -40,6 +44,7 @@ typedef struct {
     int in;
     const uint8_t *q;
     const float *d, *s;
+    const int32_t *qsum16; /* Σq of each 16 elements (signed codes): qsum16 + t·(in/16) */
 } gq_acts;
 
 /* Computes out[t·GQ_ROWS + r] = Σ_i W[r][i]·x̂_{t0+t}[i] for t < mt (1..GQ_MR). */

@@ -5,8 +5,8 @@
  * weight its magnitude (≤ 128): each pair sums to at most 2·128·127 < 2^15,
  * and vpmaddwd against ones widens the pairs to int32 exactly. The integer
  * sums are therefore the VNNI kernel's, and the float steps the same, so both
- * give the same bits. Per pass: 4 tokens × 16 rows, twice per panel; the
- * float sums live in the output tile between units. */
+ * give the same bits. Per pass: 4 tokens × 16 rows, twice per panel. That
+ * sign trick is Q8_0's; the other types take the shorter unsigned path below. */
 #include "gemm_q8.h"
 
 #if defined(__x86_64__)
@@ -71,9 +71,96 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
     }
 }
 
+/* Codes with a small unsigned form (every type but Q8_0): u = q + zero ≤
+ * code_max goes straight into vpmaddubsw's unsigned operand, so no sign
+ * trick; pairs are at most 2·code_max·127, so `run` quads (8 for 4-bit
+ * codes, 4 for Q3_K's 3-bit, 2 for Q6_K's 6-bit) add up in int16 before one
+ * vpmaddwd widens them. Σ u·x = Σ q·x + zero·Σx: the unit starts at
+ * −zero·Σx. Two tokens per pass keep the sums in registers. */
+LLMQ_ALWAYS_INLINE void unsigned_pair(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
+                                      const int has_offset, const int run)
+{
+    const int nb = p->in / 32, n16 = p->in / 16, quads = unit / 4;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80), zero = _mm256_set1_epi8((char)p->zero);
+    for (int half = 0; half < 2; half++) {
+        const int r0 = 16 * half;
+        __m256 f0[2], f1[2];
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) f0[t] = f1[t] = _mm256_setzero_ps();
+        const int8_t *wc = p->codes + 4 * r0;
+        for (int u = 0; u < p->n_units; u++) {
+            const int k0 = u * unit;
+            __m256i a0[2], a1[2];
+            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                const int32_t *qs = x->qsum16 + (size_t)(t0 + t) * n16 + k0 / 16;
+                const int32_t sum = unit == 32 ? qs[0] + qs[1] : qs[0];
+                a0[t] = a1[t] = _mm256_set1_epi32(-p->zero * sum);
+            }
+            for (int g0 = 0; g0 < quads; g0 += run) {
+                __m256i s0[2], s1[2];
+                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) s0[t] = s1[t] = _mm256_setzero_si256();
+                _Pragma("GCC unroll 8") for (int g = g0; g < g0 + run; g++, wc += 128) {
+                    const __m256i w0 = _mm256_add_epi8(_mm256_load_si256((const __m256i *)wc), zero);
+                    const __m256i w1 = _mm256_add_epi8(_mm256_load_si256((const __m256i *)(wc + 32)), zero);
+                    LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                        const __m256i xs = _mm256_xor_si256(_mm256_set1_epi32(load_word(x->q + (size_t)(t0 + t) * p->in + k0 + 4 * g)), flip);
+                        s0[t] = _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(w0, xs));
+                        s1[t] = _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(w1, xs));
+                    }
+                }
+                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                    a0[t] = _mm256_add_epi32(a0[t], _mm256_madd_epi16(s0[t], ones));
+                    a1[t] = _mm256_add_epi32(a1[t], _mm256_madd_epi16(s1[t], ones));
+                }
+            }
+            const int b = k0 / 32;
+            const float *sc = p->scale + GQ_ROWS * u + r0;
+            const __m256 c0 = _mm256_load_ps(sc), c1 = _mm256_load_ps(sc + 8);
+            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                const __m256 d = _mm256_set1_ps(x->d[(size_t)(t0 + t) * nb + b]);
+                f0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[t]), _mm256_mul_ps(c0, d), f0[t]);
+                f1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[t]), _mm256_mul_ps(c1, d), f1[t]);
+            }
+            if (has_offset) {
+                const float *of = p->offset + GQ_ROWS * u + r0;
+                const __m256 o0 = _mm256_load_ps(of), o1 = _mm256_load_ps(of + 8);
+                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                    const __m256 s = _mm256_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
+                    f0[t] = _mm256_fmadd_ps(o0, s, f0[t]);
+                    f1[t] = _mm256_fmadd_ps(o1, s, f1[t]);
+                }
+            }
+        }
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+            _mm256_storeu_ps(out + t * GQ_ROWS + r0, f0[t]);
+            _mm256_storeu_ps(out + t * GQ_ROWS + r0 + 8, f1[t]);
+        }
+    }
+}
+
+/* The tile's tokens in pairs (one left over when mt is odd). */
+LLMQ_ALWAYS_INLINE void unsigned_body(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out, const int unit, const int has_offset,
+                                      const int run)
+{
+    int t = 0;
+    for (; t + 2 <= mt; t += 2) unsigned_pair(p, x, t0 + t, 2, out + t * GQ_ROWS, unit, has_offset, run);
+    if (t < mt) unsigned_pair(p, x, t0 + t, 1, out + t * GQ_ROWS, unit, has_offset, run);
+}
+
 #define GQ_KERNEL(name, unit, has_offset)                                                        \
     static void name(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out)            \
     {                                                                                             \
+        if (p->zero >= 0 && unit == 32 && p->code_max <= 15) {                                    \
+            unsigned_body(p, x, t0, mt, out, unit, has_offset, 8);                                \
+            return;                                                                               \
+        }                                                                                         \
+        if (p->zero >= 0 && unit == 16 && p->code_max <= 7) {                                     \
+            unsigned_body(p, x, t0, mt, out, unit, has_offset, 4);                                \
+            return;                                                                               \
+        }                                                                                         \
+        if (p->zero >= 0 && unit == 16 && p->code_max <= 63) {                                    \
+            unsigned_body(p, x, t0, mt, out, unit, has_offset, 2);                                \
+            return;                                                                               \
+        }                                                                                         \
         switch (mt) {                                                                             \
         case 1: kernel_body(p, x, t0, 1, out, unit, has_offset); break;                           \
         case 2: kernel_body(p, x, t0, 2, out, unit, has_offset); break;                           \
