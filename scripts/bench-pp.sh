@@ -60,7 +60,8 @@ echo "| shape | type | threads | llama.cpp tok/s | llmq --exact tok/s | llmq def
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 # --fast when llmq ppl runs int8 by default on this machine (its JSON says), else nothing
 llmq_default_fast() {
-    "$LLMQ" ppl "$1" --tokens <(echo "[1,2,3,4,5,6,7,8]") --ctx 4 --max-chunks 1 --json 2>/dev/null |
+    echo "[1,2,3,4,5,6,7,8]" >"$OUT/probe-tokens.json"
+    "$LLMQ" ppl "$1" --tokens "$OUT/probe-tokens.json" --ctx 4 --max-chunks 1 --json 2>/dev/null |
         python3 -c 'import json,sys; print("--fast" if json.loads(sys.stdin.read().splitlines()[-1])["fast"] else "")'
 }
 
