@@ -11,6 +11,7 @@
 #include "llmq/kernels.h"
 #include "llmq/model.h"
 #include "llmq/synth.h"
+#include "int8_peak.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -127,48 +128,6 @@ static double run_sgemm(void *p)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, m->lm_head.rows, m->lm_head.cols, 1.0f, a->x, m->lm_head.cols, a->w,
                 m->lm_head.cols, 0.0f, a->y, m->lm_head.rows);
     return omp_get_wtime() - t0;
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-/* The integer-dot ceiling of this machine: independent vpdpbusd chains on
- * every thread (zmm, 64 byte products each); 0 without AVX-512 VNNI. */
-__attribute__((target("avx512f,avx512vnni"))) static int64_t vnni_chains(long n)
-{
-    __m512i a[12];
-    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
-    __m512i x = _mm512_set1_epi32(0x01020304), w = _mm512_set1_epi32(0x01010101);
-    for (long k = 0; k < n; k++) {
-        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, w);
-        __asm__ volatile("" : "+v"(x));
-    }
-    int64_t s = 0;
-    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_epi32(a[i]);
-    return s;
-}
-#endif
-
-static double int8_peak_gops(void)
-{
-#if defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx512vnni")) return 0;
-    static volatile int64_t sink;
-    const long n = 4000000;
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        int64_t total = 0;
-        double t0 = omp_get_wtime();
-        #pragma omp parallel reduction(+ : total)
-        total += vnni_chains(n);
-        double dt = omp_get_wtime() - t0;
-        sink += total;
-        double g = (double)llmq_get_threads() * n * 12 * 128 / dt * 1e-9;
-        if (g > best) best = g;
-    }
-    return best;
-#else
-    return 0;
-#endif
 }
 
 int main(int argc, char **argv)

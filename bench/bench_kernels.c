@@ -5,6 +5,7 @@
 #include "llmq/blocks.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
+#include "int8_peak.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -136,48 +137,6 @@ static double read_seconds(const void *buf, size_t bytes)
     static volatile uint64_t sink;
     sink ^= total;
     return dt;
-}
-
-#if defined(__x86_64__)
-/* The integer-dot ceiling of this machine: independent vpdpbusd chains on
- * every thread (zmm, 64 byte products each), 0 when the CPU has no AVX-512
- * VNNI. */
-__attribute__((target("avx512f,avx512vnni"))) static int64_t vnni_chains(long n)
-{
-    __m512i a[12];
-    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
-    __m512i x = _mm512_set1_epi32(0x01020304), w = _mm512_set1_epi32(0x01010101);
-    for (long k = 0; k < n; k++) {
-        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, w);
-        __asm__ volatile("" : "+v"(x));
-    }
-    int64_t s = 0;
-    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_epi32(a[i]);
-    return s;
-}
-#endif
-
-static double int8_peak_gops(void)
-{
-#if defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx512vnni")) return 0;
-    static volatile int64_t sink;
-    const long n = 4000000;
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        int64_t total = 0;
-        double t0 = omp_get_wtime();
-        #pragma omp parallel reduction(+ : total)
-        total += vnni_chains(n);
-        double dt = omp_get_wtime() - t0;
-        sink += total;
-        double g = (double)llmq_get_threads() * n * 12 * 128 / dt * 1e-9;
-        if (g > best) best = g;
-    }
-    return best;
-#else
-    return 0;
-#endif
 }
 
 int main(int argc, char **argv)

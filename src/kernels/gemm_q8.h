@@ -65,6 +65,26 @@ gq_kernel_fn llmq_gq_kernel_avx512(int unit, int has_offset);
  * path) or t is not a type it takes. */
 gq_kernel_fn llmq_gq_kernel_for(llmq_type t);
 
+/* For the SIMD micro-kernels: body(p, x, t0, MT, out, unit, has_offset) with
+ * the token count MT a compile-time constant (1..GQ_MR), so that the
+ * per-token sums stay in registers. */
+#define GQ_BY_TOKENS(body, p, x, t0, mt, out, unit, has_offset)                                     \
+    switch (mt) {                                                                                    \
+    case 1: body(p, x, t0, 1, out, unit, has_offset); break;                                         \
+    case 2: body(p, x, t0, 2, out, unit, has_offset); break;                                         \
+    case 3: body(p, x, t0, 3, out, unit, has_offset); break;                                         \
+    default: body(p, x, t0, 4, out, unit, has_offset); break;                                        \
+    }
+
+/* The (unit, offset) kinds every family has: 32 with or without offset, 16 without. */
+#define GQ_KERNEL_GETTER(getter, k32, k32_offset, k16)                                              \
+    gq_kernel_fn getter(int unit, int has_offset)                                                    \
+    {                                                                                                \
+        if (unit == 32) return has_offset ? k32_offset : k32;                                        \
+        if (unit == 16 && !has_offset) return k16;                                                   \
+        return NULL;                                                                                 \
+    }
+
 /* Does the int8 GEMM take weights of type t on this CPU (with the kernel
  * family in use)? */
 int llmq_gemm_q8_supports(llmq_type t);

@@ -22,10 +22,34 @@ static inline int32_t load_word(const uint8_t *p)
     return v;
 }
 
+/* A unit's int32 sums (16 rows from r0, mt tokens) to float: times a·d_x,
+ * and c·s_x for the offset types — the scalar reference's steps. */
+LLMQ_ALWAYS_INLINE void unit_to_float(const gq_panel *p, const gq_acts *x, int t0, const int mt, int u, int r0, const int unit,
+                                      const int has_offset, const __m256i *a0, const __m256i *a1, __m256 *f0, __m256 *f1)
+{
+    const int nb = p->in / 32, b = u * unit / 32;
+    const float *sc = p->scale + GQ_ROWS * u + r0;
+    const __m256 s0 = _mm256_load_ps(sc), s1 = _mm256_load_ps(sc + 8);
+    LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+        const __m256 d = _mm256_set1_ps(x->d[(size_t)(t0 + t) * nb + b]);
+        f0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[t]), _mm256_mul_ps(s0, d), f0[t]);
+        f1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[t]), _mm256_mul_ps(s1, d), f1[t]);
+    }
+    if (has_offset) {
+        const float *of = p->offset + GQ_ROWS * u + r0;
+        const __m256 o0 = _mm256_load_ps(of), o1 = _mm256_load_ps(of + 8);
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+            const __m256 sx = _mm256_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
+            f0[t] = _mm256_fmadd_ps(o0, sx, f0[t]);
+            f1[t] = _mm256_fmadd_ps(o1, sx, f1[t]);
+        }
+    }
+}
+
 LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
                                     const int has_offset)
 {
-    const int nb = p->in / 32, quads = unit / 4;
+    const int quads = unit / 4;
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
     for (int half = 0; half < 2; half++) {
         const int r0 = 16 * half;
@@ -46,23 +70,7 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
                     a1[t] = _mm256_add_epi32(a1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(m1, _mm256_sign_epi8(xs, w1)), ones));
                 }
             }
-            const int b = k0 / 32;
-            const float *sc = p->scale + GQ_ROWS * u + r0;
-            const __m256 s0 = _mm256_load_ps(sc), s1 = _mm256_load_ps(sc + 8);
-            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-                const __m256 d = _mm256_set1_ps(x->d[(size_t)(t0 + t) * nb + b]);
-                f0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[t]), _mm256_mul_ps(s0, d), f0[t]);
-                f1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[t]), _mm256_mul_ps(s1, d), f1[t]);
-            }
-            if (has_offset) {
-                const float *of = p->offset + GQ_ROWS * u + r0;
-                const __m256 o0 = _mm256_load_ps(of), o1 = _mm256_load_ps(of + 8);
-                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-                    const __m256 s = _mm256_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
-                    f0[t] = _mm256_fmadd_ps(o0, s, f0[t]);
-                    f1[t] = _mm256_fmadd_ps(o1, s, f1[t]);
-                }
-            }
+            unit_to_float(p, x, t0, mt, u, r0, unit, has_offset, a0, a1, f0, f1);
         }
         LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
             _mm256_storeu_ps(out + t * GQ_ROWS + r0, f0[t]);
@@ -80,7 +88,7 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
 LLMQ_ALWAYS_INLINE void unsigned_pair(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
                                       const int has_offset, const int run)
 {
-    const int nb = p->in / 32, n16 = p->in / 16, quads = unit / 4;
+    const int n16 = p->in / 16, quads = unit / 4;
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80), zero = _mm256_set1_epi8((char)p->zero);
     for (int half = 0; half < 2; half++) {
         const int r0 = 16 * half;
@@ -112,23 +120,7 @@ LLMQ_ALWAYS_INLINE void unsigned_pair(const gq_panel *p, const gq_acts *x, int t
                     a1[t] = _mm256_add_epi32(a1[t], _mm256_madd_epi16(s1[t], ones));
                 }
             }
-            const int b = k0 / 32;
-            const float *sc = p->scale + GQ_ROWS * u + r0;
-            const __m256 c0 = _mm256_load_ps(sc), c1 = _mm256_load_ps(sc + 8);
-            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-                const __m256 d = _mm256_set1_ps(x->d[(size_t)(t0 + t) * nb + b]);
-                f0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0[t]), _mm256_mul_ps(c0, d), f0[t]);
-                f1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1[t]), _mm256_mul_ps(c1, d), f1[t]);
-            }
-            if (has_offset) {
-                const float *of = p->offset + GQ_ROWS * u + r0;
-                const __m256 o0 = _mm256_load_ps(of), o1 = _mm256_load_ps(of + 8);
-                LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-                    const __m256 s = _mm256_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
-                    f0[t] = _mm256_fmadd_ps(o0, s, f0[t]);
-                    f1[t] = _mm256_fmadd_ps(o1, s, f1[t]);
-                }
-            }
+            unit_to_float(p, x, t0, mt, u, r0, unit, has_offset, a0, a1, f0, f1);
         }
         LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
             _mm256_storeu_ps(out + t * GQ_ROWS + r0, f0[t]);
@@ -161,23 +153,13 @@ LLMQ_ALWAYS_INLINE void unsigned_body(const gq_panel *p, const gq_acts *x, int t
             unsigned_body(p, x, t0, mt, out, unit, has_offset, 2);                                \
             return;                                                                               \
         }                                                                                         \
-        switch (mt) {                                                                             \
-        case 1: kernel_body(p, x, t0, 1, out, unit, has_offset); break;                           \
-        case 2: kernel_body(p, x, t0, 2, out, unit, has_offset); break;                           \
-        case 3: kernel_body(p, x, t0, 3, out, unit, has_offset); break;                           \
-        default: kernel_body(p, x, t0, 4, out, unit, has_offset); break;                          \
-        }                                                                                         \
+        GQ_BY_TOKENS(kernel_body, p, x, t0, mt, out, unit, has_offset)                            \
     }
 GQ_KERNEL(kernel_u32, 32, 0)
 GQ_KERNEL(kernel_u32_offset, 32, 1)
 GQ_KERNEL(kernel_u16, 16, 0)
 
-gq_kernel_fn llmq_gq_kernel_avx2(int unit, int has_offset)
-{
-    if (unit == 32) return has_offset ? kernel_u32_offset : kernel_u32;
-    if (unit == 16 && !has_offset) return kernel_u16;
-    return NULL;
-}
+GQ_KERNEL_GETTER(llmq_gq_kernel_avx2, kernel_u32, kernel_u32_offset, kernel_u16)
 
 #else
 

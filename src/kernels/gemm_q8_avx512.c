@@ -71,27 +71,16 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
     }
 }
 
-/* One function per (unit, offset) kind; the token count a compile-time constant. */
+/* One function per (unit, offset) kind. */
 #define GQ_KERNEL(name, unit, has_offset)                                                        \
     static void name(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out)            \
     {                                                                                             \
-        switch (mt) {                                                                             \
-        case 1: kernel_body(p, x, t0, 1, out, unit, has_offset); break;                           \
-        case 2: kernel_body(p, x, t0, 2, out, unit, has_offset); break;                           \
-        case 3: kernel_body(p, x, t0, 3, out, unit, has_offset); break;                           \
-        default: kernel_body(p, x, t0, 4, out, unit, has_offset); break;                          \
-        }                                                                                         \
+        GQ_BY_TOKENS(kernel_body, p, x, t0, mt, out, unit, has_offset)                            \
     }
 GQ_KERNEL(kernel_u32, 32, 0)
 GQ_KERNEL(kernel_u32_offset, 32, 1)
 GQ_KERNEL(kernel_u16, 16, 0)
-
-gq_kernel_fn llmq_gq_kernel_avx512(int unit, int has_offset)
-{
-    if (unit == 32) return has_offset ? kernel_u32_offset : kernel_u32;
-    if (unit == 16 && !has_offset) return kernel_u16;
-    return NULL;
-}
+GQ_KERNEL_GETTER(llmq_gq_kernel_avx512, kernel_u32, kernel_u32_offset, kernel_u16)
 
 #else
 
