@@ -305,3 +305,49 @@ Test(kernels, int8_gemm_families_give_the_same_bits)
 #endif
     if (!compared) cr_log_warn("int8 GEMM: no SIMD family on this CPU to compare with the scalar reference");
 }
+
+/* The int16 GEMM of the calibration forward (llmq_set_int16): the exact
+ * product of W with x̂ = d·q, q = x/d rounded to nearest even per block of 32,
+ * d = max|x|/32767 (to KC_REL of Σ|w·x̂|); x̂ within 1e-4 of the block's max;
+ * the AVX-512 micro-kernel gives the scalar reference's bits. */
+Test(kernels, int16_gemm_is_the_exact_product_with_int16_activations)
+{
+    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
+    static const int tokens[] = {9, 13, 40};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
+        for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++) {
+            const int in = llmq_type_get(types[k])->block_size == 256 ? 512 : 160, nt = tokens[a], out = 33 + (int)a;
+            void *w = kc_weights(types[k], out, in, (kc_mode)((k + a) % KC_MODES));
+            float *x = malloc(sizeof *x * nt * in), *xhat = malloc(sizeof *xhat * nt * in);
+            float *ref = malloc(sizeof *ref * nt * out), *got = malloc(sizeof *got * nt * out);
+            double *want = malloc(sizeof *want * nt * out), *mag = malloc(sizeof *mag * nt * out);
+            for (int i = 0; i < nt * in; i++) x[i] = kc_gauss() * (i % 53 == 0 ? 40.0f : 1.0f);
+            for (int b = 0; b < nt * in / 32; b++) {
+                float amax = 0;
+                for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[32 * b + i]));
+                const float d = amax / 32767.0f;
+                for (int i = 0; i < 32; i++) {
+                    xhat[32 * b + i] = d > 0 ? d * nearbyintf(x[32 * b + i] * (1.0f / d)) : 0.0f;
+                    cr_assert(fabsf(xhat[32 * b + i] - x[32 * b + i]) <= 1e-4f * amax);
+                }
+            }
+            reference_matmul(want, xhat, nt, w, types[k], in, out, mag);
+            llmq_set_int16(true);
+            cr_assert_eq(llmq_kernel_select("scalar"), LLMQ_OK);
+            cr_assert_eq(llmq_matmul(ref, x, nt, w, types[k], in, out), LLMQ_OK, "%s", llmq_last_error());
+            for (int i = 0; i < nt * out; i++)
+                cr_assert(fabs(ref[i] - want[i]) <= KC_REL * mag[i] + 1e-30, "int16 %s nt=%d y[%d]=%.9g, exact product with x̂ %.9g",
+                          llmq_type_get(types[k])->name, nt, i, ref[i], want[i]);
+            if (llmq_isa_available(LLMQ_ISA_AVX512)) {
+                cr_assert_eq(llmq_kernel_select("avx512"), LLMQ_OK);
+                cr_assert_eq(llmq_matmul(got, x, nt, w, types[k], in, out), LLMQ_OK, "%s", llmq_last_error());
+                for (int i = 0; i < nt * out; i++)
+                    cr_assert(got[i] == ref[i] || (got[i] != got[i] && ref[i] != ref[i]), "avx512 int16 %s nt=%d y[%d]: %.9g, scalar %.9g",
+                              llmq_type_get(types[k])->name, nt, i, got[i], ref[i]);
+            }
+            llmq_set_int16(false);
+            free(w); free(x); free(xhat); free(ref); free(got); free(want); free(mag);
+        }
+    llmq_kernel_select(NULL);
+    cr_assert(!llmq_get_int16());
+}

@@ -35,6 +35,11 @@ typedef struct {
     llmq_gptq_opts gptq;
     llmq_awq_opts awq;
     bool rtn_search; /* AWQ without GPTQ rounds with the grid search */
+    /* The calibration forward through the quantized linears runs on int16
+     * activations where the CPU has the int16 GEMM (llmq_int16_available):
+     * twice sgemm's rate, sub-layer inputs and Hessians within ~2e-4 relative of
+     * the fp32 ones. exact_forward keeps fp32 activations everywhere (other bits). */
+    bool exact_forward;
     void (*report)(void *user, const llmq_layer_report *r);
     llmq_stage_fn stage; /* optional: the method's stages inside a layer (llmq/quantize.h) */
     void *user;

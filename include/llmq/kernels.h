@@ -25,6 +25,17 @@ bool llmq_get_fast(void);
  * scalar and NEON families. `llmq ppl` picks its default arithmetic with it. */
 bool llmq_fast_is_faster(void);
 
+/* The calibration forward's arithmetic (off by default): quantized weights
+ * times activations quantized to int16 in blocks of 32 (d = max|x|/32767),
+ * in integer dot products (vpdpwssd) — twice sgemm's rate, with products
+ * within ~1e-4 relative of the exact ones where int8 activations are off by
+ * percents. Only where the int16 GEMM runs (llmq_int16_available: AVX-512
+ * VNNI) and for more than 8 tokens; elsewhere the exact path. Overrides
+ * llmq_set_fast while on. */
+void llmq_set_int16(bool on);
+bool llmq_get_int16(void);
+bool llmq_int16_available(void);
+
 /* Decodes rows [r0, r1) of W into dst (row-major, (r1-r0) × in floats). */
 int llmq_dequant_rows(float *dst, const void *w, llmq_type wtype, int in, int r0, int r1);
 

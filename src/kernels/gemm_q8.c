@@ -162,6 +162,49 @@ LLMQ_ALWAYS_INLINE void scalar_body(const gq_panel *p, const gq_acts *x, int t0,
 static void scalar_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 0); }
 static void scalar_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 1); }
 
+LLMQ_ALWAYS_INLINE void scalar16_body(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out, const int has_offset)
+{
+    const int nb = p->in / 32, unit = p->unit;
+    const int16_t *codes = (const int16_t *)(const void *)p->codes;
+    for (int t = 0; t < mt; t++) {
+        const int16_t *xr = x->q16 + (size_t)(t0 + t) * p->in;
+        const float *dx = x->d + (size_t)(t0 + t) * nb, *sx = x->s + (size_t)(t0 + t) * nb;
+        for (int r = 0; r < GQ_ROWS; r++) {
+            float f = 0;
+            for (int u = 0; u < p->n_units; u++) {
+                int32_t acc = 0;
+                for (int k = u * unit; k < (u + 1) * unit; k++)
+                    acc += (int32_t)xr[k] * codes[((size_t)(k / 2) * GQ_ROWS + r) * 2 + k % 2];
+                const int b = u * unit / 32;
+                f = fmaf((float)acc, p->scale[GQ_ROWS * u + r] * dx[b], f);
+                if (has_offset) f = fmaf(p->offset[GQ_ROWS * u + r], sx[b], f);
+            }
+            out[t * GQ_ROWS + r] = f;
+        }
+    }
+}
+static void scalar16_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar16_body(p, x, t0, mt, out, 0); }
+static void scalar16_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar16_body(p, x, t0, mt, out, 1); }
+
+gq_kernel_fn llmq_gq_kernel16_scalar(int unit, int has_offset)
+{
+    if (unit != 16 && unit != 32) return NULL;
+    return has_offset ? scalar16_offset : scalar16_plain;
+}
+
+static gq_kernel_fn kernel16_for(llmq_type t)
+{
+    const gq_type *gt = gq_type_of(t);
+    if (!gt) return NULL;
+    switch (llmq_isa_active()) {
+    case LLMQ_ISA_AVX512: return llmq_gq_kernel16_avx512(gt->unit, gt->has_offset);
+    case LLMQ_ISA_SCALAR: return llmq_gq_kernel16_scalar(gt->unit, gt->has_offset);
+    default: return NULL;
+    }
+}
+
+int llmq_gemm_q16_supports(llmq_type t) { return kernel16_for(t) != NULL; }
+
 gq_kernel_fn llmq_gq_kernel_scalar(int unit, int has_offset)
 {
     if (unit != 16 && unit != 32) return NULL;
@@ -207,10 +250,10 @@ static void pack_free(pack_buf *b)
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
-static int pack_alloc(pack_buf *b, int in, int unit)
+static int pack_alloc(pack_buf *b, int in, int unit, int wide)
 {
     const size_t nu = (size_t)in / (size_t)unit;
-    b->codes = aligned_alloc(64, round64((size_t)in * GQ_ROWS));
+    b->codes = aligned_alloc(64, round64((size_t)in * GQ_ROWS * (wide ? 2 : 1)));
     b->scale = aligned_alloc(64, round64(nu * GQ_ROWS * sizeof(float)));
     b->offset = aligned_alloc(64, round64(nu * GQ_ROWS * sizeof(float)));
     b->corr = aligned_alloc(64, round64(nu * GQ_ROWS * sizeof(int32_t)));
@@ -222,8 +265,8 @@ static int pack_alloc(pack_buf *b, int in, int unit)
     return 0;
 }
 
-/* Rows [r0, r0+nr) of W (nr ≤ GQ_ROWS) into the panel at b. */
-static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, size_t row_bytes, int in, int r0, int nr)
+/* Rows [r0, r0+nr) of W (nr ≤ GQ_ROWS) into the panel at b; wide: int16 codes, pair-major. */
+static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, size_t row_bytes, int in, int r0, int nr, int wide)
 {
     const int nu = in / gt->unit, quads = in / 4;
     for (int r = 0; r < GQ_ROWS; r++) {
@@ -233,12 +276,19 @@ static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, s
             memset(b->row_q, 0, (size_t)in);
             for (int u = 0; u < nu; u++) b->row_a[u] = b->row_c[u] = 0;
         }
-        const uint32_t *src = (const uint32_t *)(const void *)b->row_q;
-        uint32_t *dst = (uint32_t *)(void *)b->codes;
-        for (int g = 0; g < quads; g++) {
-            uint32_t v;
-            memcpy(&v, (const unsigned char *)src + 4 * (size_t)g, 4);
-            dst[(size_t)g * GQ_ROWS + r] = v;
+        if (wide) {
+            int16_t *dst = (int16_t *)(void *)b->codes;
+            for (int g = 0; g < in / 2; g++) {
+                dst[((size_t)g * GQ_ROWS + r) * 2] = b->row_q[2 * g];
+                dst[((size_t)g * GQ_ROWS + r) * 2 + 1] = b->row_q[2 * g + 1];
+            }
+        } else {
+            uint32_t *dst = (uint32_t *)(void *)b->codes;
+            for (int g = 0; g < quads; g++) {
+                uint32_t v;
+                memcpy(&v, b->row_q + 4 * (size_t)g, 4);
+                dst[(size_t)g * GQ_ROWS + r] = v;
+            }
         }
         for (int u = 0; u < nu; u++) {
             int sum = 0;
@@ -252,15 +302,42 @@ static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, s
 
 /* ----------------------------------------------------------------- GEMM */
 
-int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out)
+/* One row of n activations to int16 codes per block of 32: d = max|x|/32767,
+ * q = x/d rounded to nearest even, s = d·Σq. */
+static void act_quantize_q16(const float *x, int n, int16_t *q, float *d, float *s)
+{
+    for (int b = 0; b < n / 32; b++, x += 32, q += 32) {
+        float amax = 0;
+        #pragma omp simd reduction(max : amax)
+        for (int i = 0; i < 32; i++) {
+            const float a = x[i] < 0 ? -x[i] : x[i];
+            amax = a > amax ? a : amax;
+        }
+        const float db = amax / 32767.0f, id = db > 0 ? 1.0f / db : 0.0f;
+        int sum = 0;
+        #pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < 32; i++) {
+            /* adding and removing 1.5·2^23 rounds to nearest even for |v| < 2^22 */
+            float v = (x[i] * id + 12582912.0f) - 12582912.0f;
+            v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
+            q[i] = (int16_t)v;
+            sum += (int)v;
+        }
+        d[b] = db;
+        s[b] = db * (float)sum;
+    }
+}
+
+/* The GEMM of both widths: int8 activations (wide = 0) or int16 (wide = 1). */
+static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out, int wide)
 {
     const gq_type *gt = gq_type_of(t);
-    const gq_kernel_fn kern = llmq_gq_kernel_for(t);
-    if (!kern) return llmq_error("matmul: no int8 GEMM for weight type %s here", llmq_type_get(t)->name);
+    const gq_kernel_fn kern = wide ? kernel16_for(t) : llmq_gq_kernel_for(t);
+    if (!kern) return llmq_error("matmul: no int%d GEMM for weight type %s here", wide ? 16 : 8, llmq_type_get(t)->name);
     if (in % 32) return llmq_error("matmul: row length %d is not a multiple of 32", in);
     const int nb = in / 32;
     const size_t row_bytes = llmq_row_size(t, in);
-    uint8_t *xq = malloc((size_t)n_tokens * in);
+    uint8_t *xq = malloc((size_t)n_tokens * in * (wide ? 2 : 1));
     float *xd = malloc((size_t)n_tokens * nb * sizeof(float)), *xs = malloc((size_t)n_tokens * nb * sizeof(float));
     int32_t *xsum = malloc((size_t)n_tokens * (in / 16) * sizeof(int32_t));
     if (!xq || !xd || !xs || !xsum) {
@@ -279,6 +356,10 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
         }
         #pragma omp for schedule(static)
         for (int k = 0; k < n_tokens; k++) {
+            if (wide) {
+                act_quantize_q16(x + (size_t)k * in, in, (int16_t *)(void *)xq + (size_t)k * in, xd + (size_t)k * nb, xs + (size_t)k * nb);
+                continue;
+            }
             if (!tmp) continue;
             llmq_act_quantize_q8(x + (size_t)k * in, in, tmp);
             uint8_t *dst = xq + (size_t)k * in;
@@ -293,7 +374,7 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
             }
         }
         free(tmp);
-        const gq_acts acts = {in, xq, xd, xs, xsum};
+        const gq_acts acts = {in, xq, xd, xs, xsum, wide ? (const int16_t *)(const void *)xq : NULL};
         const int nth = omp_get_num_threads(), me = omp_get_thread_num();
         const int panels = (out + GQ_ROWS - 1) / GQ_ROWS;
         const int p0 = (int)((long long)panels * me / nth), p1 = (int)((long long)panels * (me + 1) / nth);
@@ -301,14 +382,14 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
         int failed_before; /* the activations are incomplete when a thread failed above (the barrier of the loop is past) */
         #pragma omp atomic read
         failed_before = failed;
-        if (p1 > p0 && !failed_before && !pack_alloc(&pb, in, gt->unit)) {
+        if (p1 > p0 && !failed_before && !pack_alloc(&pb, in, gt->unit, wide)) {
             #pragma omp atomic write
             failed = 1;
         }
         float tile[GQ_MR * GQ_ROWS];
         for (int p = p0; p < p1 && pb.codes; p++) {
             const int r0 = p * GQ_ROWS, nr = out - r0 < GQ_ROWS ? out - r0 : GQ_ROWS;
-            pack_panel(&pb, gt, w, row_bytes, in, r0, nr);
+            pack_panel(&pb, gt, w, row_bytes, in, r0, nr, wide);
             const gq_panel panel = {in,      gt->unit, in / gt->unit, pb.codes, pb.scale, gt->has_offset ? pb.offset : NULL,
                                     pb.corr, gt->zero, gt->code_max};
             for (int t0 = 0; t0 < n_tokens; t0 += GQ_MR) {
@@ -320,6 +401,16 @@ int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_typ
         pack_free(&pb);
     }
     free(xq); free(xd); free(xs); free(xsum);
-    if (failed) return llmq_error("matmul: out of memory for the int8 GEMM's buffers (%d×%d)", n_tokens, in);
+    if (failed) return llmq_error("matmul: out of memory for the int%d GEMM's buffers (%d×%d)", wide ? 16 : 8, n_tokens, in);
     return LLMQ_OK;
+}
+
+int llmq_gemm_q8(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out)
+{
+    return gemm(y, x, n_tokens, w, t, in, out, 0);
+}
+
+int llmq_gemm_q16(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out)
+{
+    return gemm(y, x, n_tokens, w, t, in, out, 1);
 }

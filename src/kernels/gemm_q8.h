@@ -45,6 +45,9 @@ typedef struct {
     const uint8_t *q;
     const float *d, *s;
     const int32_t *qsum16; /* Σq of each 16 elements (signed codes): qsum16 + t·(in/16) */
+    /* The int16 GEMM's activations instead (q, qsum16 unused): signed codes
+     * in [−32767, 32767] per block of 32, d = max|x|/32767, s = d·Σq. */
+    const int16_t *q16;
 } gq_acts;
 
 /* Computes out[t·GQ_ROWS + r] = Σ_i W[r][i]·x̂_{t0+t}[i] for t < mt (1..GQ_MR). */
@@ -64,6 +67,16 @@ gq_kernel_fn llmq_gq_kernel_avx512(int unit, int has_offset);
  * NULL where the family has none (NEON keeps the row dots of the --fast
  * path) or t is not a type it takes. */
 gq_kernel_fn llmq_gq_kernel_for(llmq_type t);
+
+/* The int16 GEMM (llmq_set_int16): the same panels with int16 codes, pair-major
+ * (for elements 2g, 2g+1: GQ_ROWS rows of two int16, 128 bytes; codes points
+ * at them), and the activations of gq_acts.q16; vpdpwssd takes two products
+ * per lane. Integer sums stay exact (|q| ≤ 128, |x| ≤ 32767: a 32-element
+ * unit sums to < 2^28). */
+gq_kernel_fn llmq_gq_kernel16_scalar(int unit, int has_offset);
+gq_kernel_fn llmq_gq_kernel16_avx512(int unit, int has_offset);
+int llmq_gemm_q16_supports(llmq_type t);
+int llmq_gemm_q16(float *y, const float *x, int n_tokens, const void *w, llmq_type t, int in, int out);
 
 /* For the SIMD micro-kernels: body(p, x, t0, MT, out, unit, has_offset) with
  * the token count MT a compile-time constant (1..GQ_MR), so that the

@@ -71,6 +71,56 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
     }
 }
 
+/* The int16 GEMM: per pair of elements, two 64-byte code loads (16 rows ×
+ * two int16 each), one 4-byte broadcast per token, two vpdpwssd per token. */
+LLMQ_ALWAYS_INLINE void kernel16_body(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
+                                      const int has_offset)
+{
+    const int nb = p->in / 32, pairs = unit / 2;
+    const int16_t *xr[GQ_MR];
+    const float *dx[GQ_MR], *sx[GQ_MR];
+    __m512 f0[GQ_MR], f1[GQ_MR];
+    LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+        xr[t] = x->q16 + (size_t)(t0 + t) * p->in;
+        dx[t] = x->d + (size_t)(t0 + t) * nb;
+        sx[t] = x->s + (size_t)(t0 + t) * nb;
+        f0[t] = f1[t] = _mm512_setzero_ps();
+    }
+    const int8_t *wc = p->codes;
+    for (int u = 0; u < p->n_units; u++) {
+        __m512i a0[GQ_MR], a1[GQ_MR];
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) a0[t] = a1[t] = _mm512_setzero_si512();
+        const int k0 = u * unit;
+        _Pragma("GCC unroll 16") for (int g = 0; g < pairs; g++, wc += 128) {
+            const __m512i w0 = _mm512_load_si512(wc), w1 = _mm512_load_si512(wc + 64);
+            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                const __m512i xb = _mm512_set1_epi32(load_word((const uint8_t *)(xr[t] + k0 + 2 * g)));
+                a0[t] = _mm512_dpwssd_epi32(a0[t], xb, w0);
+                a1[t] = _mm512_dpwssd_epi32(a1[t], xb, w1);
+            }
+        }
+        const int b = k0 / 32;
+        const __m512 s0 = _mm512_load_ps(p->scale + GQ_ROWS * u), s1 = _mm512_load_ps(p->scale + GQ_ROWS * u + 16);
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+            const __m512 d = _mm512_set1_ps(dx[t][b]);
+            f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[t]), _mm512_mul_ps(s0, d), f0[t]);
+            f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[t]), _mm512_mul_ps(s1, d), f1[t]);
+        }
+        if (has_offset) {
+            const __m512 o0 = _mm512_load_ps(p->offset + GQ_ROWS * u), o1 = _mm512_load_ps(p->offset + GQ_ROWS * u + 16);
+            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+                const __m512 sv = _mm512_set1_ps(sx[t][b]);
+                f0[t] = _mm512_fmadd_ps(o0, sv, f0[t]);
+                f1[t] = _mm512_fmadd_ps(o1, sv, f1[t]);
+            }
+        }
+    }
+    LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+        _mm512_storeu_ps(out + t * GQ_ROWS, f0[t]);
+        _mm512_storeu_ps(out + t * GQ_ROWS + 16, f1[t]);
+    }
+}
+
 /* One function per (unit, offset) kind. */
 #define GQ_KERNEL(name, unit, has_offset)                                                        \
     static void name(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out)            \
@@ -82,9 +132,26 @@ GQ_KERNEL(kernel_u32_offset, 32, 1)
 GQ_KERNEL(kernel_u16, 16, 0)
 GQ_KERNEL_GETTER(llmq_gq_kernel_avx512, kernel_u32, kernel_u32_offset, kernel_u16)
 
+#define GQ_KERNEL16(name, unit, has_offset)                                                      \
+    static void name(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out)            \
+    {                                                                                             \
+        GQ_BY_TOKENS(kernel16_body, p, x, t0, mt, out, unit, has_offset)                          \
+    }
+GQ_KERNEL16(kernel16_u32, 32, 0)
+GQ_KERNEL16(kernel16_u32_offset, 32, 1)
+GQ_KERNEL16(kernel16_u16, 16, 0)
+GQ_KERNEL_GETTER(llmq_gq_kernel16_avx512, kernel16_u32, kernel16_u32_offset, kernel16_u16)
+
 #else
 
 gq_kernel_fn llmq_gq_kernel_avx512(int unit, int has_offset)
+{
+    (void)unit;
+    (void)has_offset;
+    return NULL;
+}
+
+gq_kernel_fn llmq_gq_kernel16_avx512(int unit, int has_offset)
 {
     (void)unit;
     (void)has_offset;

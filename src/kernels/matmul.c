@@ -24,7 +24,11 @@
 __attribute__((used)) static const char *(*const blas_core_check)(void) = llmq_blas_core_detected;
 
 static int n_threads_set;
-static int fast_mode;
+static int fast_mode, int16_mode;
+
+void llmq_set_int16(bool on) { __atomic_store_n(&int16_mode, on ? 1 : 0, __ATOMIC_RELAXED); }
+bool llmq_get_int16(void) { return __atomic_load_n(&int16_mode, __ATOMIC_RELAXED) != 0; }
+bool llmq_int16_available(void) { return llmq_gemm_q16_supports(LLMQ_TYPE_Q4_K) && llmq_isa_active() != LLMQ_ISA_SCALAR; }
 
 void llmq_set_fast(bool on) { __atomic_store_n(&fast_mode, on ? 1 : 0, __ATOMIC_RELAXED); }
 bool llmq_get_fast(void) { return __atomic_load_n(&fast_mode, __ATOMIC_RELAXED) != 0; }
@@ -152,7 +156,9 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
     const size_t row_bytes = llmq_row_size(wtype, in);
-    if (ops->dot_q8 && in % 32 == 0 && llmq_get_fast()) {
+    if (llmq_get_int16() && in % 32 == 0 && n_tokens > GEMV_MAX_TOKENS && llmq_gemm_q16_supports(wtype))
+        return llmq_gemm_q16(y, x, n_tokens, w, wtype, in, out);
+    if (ops->dot_q8 && in % 32 == 0 && llmq_get_fast() && !llmq_get_int16()) {
         if (n_tokens > GEMV_MAX_TOKENS && llmq_gemm_q8_supports(wtype)) return llmq_gemm_q8(y, x, n_tokens, w, wtype, in, out);
         return matmul_q8(ops, y, x, n_tokens, w, row_bytes, in, out);
     }

@@ -29,6 +29,7 @@ typedef struct {
     const void *y_weights[LLMQ_LIN_O + 1];
     const void *y_norm;
     bool y_valid;
+    bool int16_before, int16_set; /* llmq_get_int16() before begin(), and whether begin() set it */
     llmq_layer_report rep;
     bool rep_pending; /* quantize_layer filled rep; false for a layer restored from a resumed run's state */
     /* The stage in progress (opts.stage): its name and when it began. */
@@ -95,10 +96,20 @@ static int begin(void *p, const llmq_model *m)
             release(s);
             return LLMQ_ERR;
         }
+    /* until end(): the forward through the quantized linears on int16 activations (opts.exact_forward) */
+    s->int16_before = llmq_get_int16();
+    s->int16_set = true;
+    llmq_set_int16(!s->o.exact_forward && llmq_int16_available());
     return LLMQ_OK;
 }
 
-static void end(void *p) { release(p); }
+static void end(void *p)
+{
+    state *s = p;
+    if (s->int16_set) llmq_set_int16(s->int16_before);
+    s->int16_set = false;
+    release(p);
+}
 
 /* An llmq_layer whose views point at the driver's f32 copies. */
 static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L)
