@@ -137,20 +137,25 @@ static const gq_type *gq_type_of(llmq_type t)
     }
 }
 
-/* The reference micro-kernel: per token and row, each unit's integer sum,
- * then the float steps in the order every SIMD kernel takes them. */
-LLMQ_ALWAYS_INLINE void scalar_body(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out, const int has_offset)
+/* The reference micro-kernels: per token and row, each unit's integer sum
+ * (int8 codes quad-major against unsigned activations from −128·Σq, or int16
+ * codes pair-major against int16 activations from 0), then the float steps in
+ * the order every SIMD kernel takes them. */
+LLMQ_ALWAYS_INLINE void scalar_body(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out, const int has_offset, const int wide)
 {
     const int nb = p->in / 32, unit = p->unit;
+    const int16_t *codes16 = (const int16_t *)(const void *)p->codes;
     for (int t = 0; t < mt; t++) {
-        const uint8_t *xr = x->q + (size_t)(t0 + t) * p->in;
+        const uint8_t *x8 = wide ? NULL : x->q + (size_t)(t0 + t) * p->in;
+        const int16_t *x16 = wide ? x->q16 + (size_t)(t0 + t) * p->in : NULL;
         const float *dx = x->d + (size_t)(t0 + t) * nb, *sx = x->s + (size_t)(t0 + t) * nb;
         for (int r = 0; r < GQ_ROWS; r++) {
             float f = 0;
             for (int u = 0; u < p->n_units; u++) {
-                int32_t acc = p->corr[GQ_ROWS * u + r];
+                int32_t acc = wide ? 0 : p->corr[GQ_ROWS * u + r];
                 for (int k = u * unit; k < (u + 1) * unit; k++)
-                    acc += (int32_t)xr[k] * p->codes[((size_t)(k / 4) * GQ_ROWS + r) * 4 + k % 4];
+                    acc += wide ? (int32_t)x16[k] * codes16[((size_t)(k / 2) * GQ_ROWS + r) * 2 + k % 2]
+                                : (int32_t)x8[k] * p->codes[((size_t)(k / 4) * GQ_ROWS + r) * 4 + k % 4];
                 const int b = u * unit / 32;
                 f = fmaf((float)acc, p->scale[GQ_ROWS * u + r] * dx[b], f);
                 if (has_offset) f = fmaf(p->offset[GQ_ROWS * u + r], sx[b], f);
@@ -159,32 +164,10 @@ LLMQ_ALWAYS_INLINE void scalar_body(const gq_panel *p, const gq_acts *x, int t0,
         }
     }
 }
-static void scalar_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 0); }
-static void scalar_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 1); }
-
-LLMQ_ALWAYS_INLINE void scalar16_body(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out, const int has_offset)
-{
-    const int nb = p->in / 32, unit = p->unit;
-    const int16_t *codes = (const int16_t *)(const void *)p->codes;
-    for (int t = 0; t < mt; t++) {
-        const int16_t *xr = x->q16 + (size_t)(t0 + t) * p->in;
-        const float *dx = x->d + (size_t)(t0 + t) * nb, *sx = x->s + (size_t)(t0 + t) * nb;
-        for (int r = 0; r < GQ_ROWS; r++) {
-            float f = 0;
-            for (int u = 0; u < p->n_units; u++) {
-                int32_t acc = 0;
-                for (int k = u * unit; k < (u + 1) * unit; k++)
-                    acc += (int32_t)xr[k] * codes[((size_t)(k / 2) * GQ_ROWS + r) * 2 + k % 2];
-                const int b = u * unit / 32;
-                f = fmaf((float)acc, p->scale[GQ_ROWS * u + r] * dx[b], f);
-                if (has_offset) f = fmaf(p->offset[GQ_ROWS * u + r], sx[b], f);
-            }
-            out[t * GQ_ROWS + r] = f;
-        }
-    }
-}
-static void scalar16_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar16_body(p, x, t0, mt, out, 0); }
-static void scalar16_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar16_body(p, x, t0, mt, out, 1); }
+static void scalar_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 0, 0); }
+static void scalar_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 1, 0); }
+static void scalar16_plain(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 0, 1); }
+static void scalar16_offset(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out) { scalar_body(p, x, t0, mt, out, 1, 1); }
 
 gq_kernel_fn llmq_gq_kernel16_scalar(int unit, int has_offset)
 {

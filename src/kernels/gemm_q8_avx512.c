@@ -19,17 +19,36 @@ static inline int32_t load_word(const uint8_t *p)
     return v;
 }
 
+/* A unit's int32 sums (32 rows, mt tokens) to float: times a·d_x, and c·s_x
+ * for the offset types — the scalar reference's steps. */
+LLMQ_ALWAYS_INLINE void unit_to_float(const gq_panel *p, const gq_acts *x, int t0, const int mt, int u, const int unit,
+                                      const int has_offset, const __m512i *a0, const __m512i *a1, __m512 *f0, __m512 *f1)
+{
+    const int nb = p->in / 32, b = u * unit / 32;
+    const __m512 s0 = _mm512_load_ps(p->scale + GQ_ROWS * u), s1 = _mm512_load_ps(p->scale + GQ_ROWS * u + 16);
+    LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+        const __m512 d = _mm512_set1_ps(x->d[(size_t)(t0 + t) * nb + b]);
+        f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[t]), _mm512_mul_ps(s0, d), f0[t]);
+        f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[t]), _mm512_mul_ps(s1, d), f1[t]);
+    }
+    if (has_offset) {
+        const __m512 o0 = _mm512_load_ps(p->offset + GQ_ROWS * u), o1 = _mm512_load_ps(p->offset + GQ_ROWS * u + 16);
+        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
+            const __m512 sv = _mm512_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
+            f0[t] = _mm512_fmadd_ps(o0, sv, f0[t]);
+            f1[t] = _mm512_fmadd_ps(o1, sv, f1[t]);
+        }
+    }
+}
+
 LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
                                     const int has_offset)
 {
-    const int nb = p->in / 32, quads = unit / 4;
+    const int quads = unit / 4;
     const uint8_t *xr[GQ_MR];
-    const float *dx[GQ_MR], *sx[GQ_MR];
     __m512 f0[GQ_MR], f1[GQ_MR];
     LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
         xr[t] = x->q + (size_t)(t0 + t) * p->in;
-        dx[t] = x->d + (size_t)(t0 + t) * nb;
-        sx[t] = x->s + (size_t)(t0 + t) * nb;
         f0[t] = f1[t] = _mm512_setzero_ps();
     }
     const int8_t *wc = p->codes;
@@ -49,21 +68,7 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
                 a1[t] = _mm512_dpbusd_epi32(a1[t], xb, w1);
             }
         }
-        const int b = k0 / 32;
-        const __m512 s0 = _mm512_load_ps(p->scale + GQ_ROWS * u), s1 = _mm512_load_ps(p->scale + GQ_ROWS * u + 16);
-        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-            const __m512 d = _mm512_set1_ps(dx[t][b]);
-            f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[t]), _mm512_mul_ps(s0, d), f0[t]);
-            f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[t]), _mm512_mul_ps(s1, d), f1[t]);
-        }
-        if (has_offset) {
-            const __m512 o0 = _mm512_load_ps(p->offset + GQ_ROWS * u), o1 = _mm512_load_ps(p->offset + GQ_ROWS * u + 16);
-            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-                const __m512 s = _mm512_set1_ps(sx[t][b]);
-                f0[t] = _mm512_fmadd_ps(o0, s, f0[t]);
-                f1[t] = _mm512_fmadd_ps(o1, s, f1[t]);
-            }
-        }
+        unit_to_float(p, x, t0, mt, u, unit, has_offset, a0, a1, f0, f1);
     }
     LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
         _mm512_storeu_ps(out + t * GQ_ROWS, f0[t]);
@@ -76,14 +81,11 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
 LLMQ_ALWAYS_INLINE void kernel16_body(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
                                       const int has_offset)
 {
-    const int nb = p->in / 32, pairs = unit / 2;
+    const int pairs = unit / 2;
     const int16_t *xr[GQ_MR];
-    const float *dx[GQ_MR], *sx[GQ_MR];
     __m512 f0[GQ_MR], f1[GQ_MR];
     LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
         xr[t] = x->q16 + (size_t)(t0 + t) * p->in;
-        dx[t] = x->d + (size_t)(t0 + t) * nb;
-        sx[t] = x->s + (size_t)(t0 + t) * nb;
         f0[t] = f1[t] = _mm512_setzero_ps();
     }
     const int8_t *wc = p->codes;
@@ -99,21 +101,7 @@ LLMQ_ALWAYS_INLINE void kernel16_body(const gq_panel *p, const gq_acts *x, int t
                 a1[t] = _mm512_dpwssd_epi32(a1[t], xb, w1);
             }
         }
-        const int b = k0 / 32;
-        const __m512 s0 = _mm512_load_ps(p->scale + GQ_ROWS * u), s1 = _mm512_load_ps(p->scale + GQ_ROWS * u + 16);
-        LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-            const __m512 d = _mm512_set1_ps(dx[t][b]);
-            f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[t]), _mm512_mul_ps(s0, d), f0[t]);
-            f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[t]), _mm512_mul_ps(s1, d), f1[t]);
-        }
-        if (has_offset) {
-            const __m512 o0 = _mm512_load_ps(p->offset + GQ_ROWS * u), o1 = _mm512_load_ps(p->offset + GQ_ROWS * u + 16);
-            LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-                const __m512 sv = _mm512_set1_ps(sx[t][b]);
-                f0[t] = _mm512_fmadd_ps(o0, sv, f0[t]);
-                f1[t] = _mm512_fmadd_ps(o1, sv, f1[t]);
-            }
-        }
+        unit_to_float(p, x, t0, mt, u, unit, has_offset, a0, a1, f0, f1);
     }
     LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
         _mm512_storeu_ps(out + t * GQ_ROWS, f0[t]);
