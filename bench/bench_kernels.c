@@ -164,8 +164,9 @@ int main(int argc, char **argv)
     for (int sh = 0; sh < (quick ? 1 : 3); sh++) {
         const int pin = shapes[sh][0], pout = shapes[sh][1];
         printf("### Prompt processing: %d tokens × [%d → %d]\n\n", tokens, pin, pout);
-        printf("| weights | exact ms | exact GFLOP/s | vs sgemm f32 | fast ms | fast GOP/s | fast / exact | fast of int8 peak |\n"
-               "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        printf("| weights | exact ms | exact GFLOP/s | vs sgemm f32 | fast ms | fast GOP/s | fast / exact | fast of int8 peak | "
+               "int16 ms | int16 / exact |\n"
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         float *x = random_floats((size_t)tokens * pin);
         const double flops = 2.0 * tokens * pin * pout;
         float *wf = random_floats((size_t)pin * pout);
@@ -177,7 +178,7 @@ int main(int argc, char **argv)
             if (dt < t_sgemm) t_sgemm = dt;
         }
         free(wf);
-        printf("| f32 (cblas_sgemm) | %.1f | %.1f | 1.00 | | | | |\n", t_sgemm * 1e3, flops / t_sgemm / 1e9);
+        printf("| f32 (cblas_sgemm) | %.1f | %.1f | 1.00 | | | | | | |\n", t_sgemm * 1e3, flops / t_sgemm / 1e9);
         const llmq_type pp_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16};
         for (size_t k = 0; k < sizeof pp_types / sizeof pp_types[0]; k++) {
             void *w = random_weights(pp_types[k], pout, pin);
@@ -188,10 +189,18 @@ int main(int argc, char **argv)
                 double tf = time_matmul(y, x, tokens, w, pp_types[k], pin, pout, 3);
                 llmq_set_fast(false);
                 printf(" %.1f | %.1f | %.2f | ", tf * 1e3, flops / tf / 1e9, t / tf);
-                if (peak > 0) printf("%.0f%% |\n", 100 * flops / tf / 1e9 / peak);
-                else printf("– |\n");
+                if (peak > 0) printf("%.0f%% |", 100 * flops / tf / 1e9 / peak);
+                else printf("– |");
+                if (llmq_int16_available()) { /* the calibration forward's arithmetic */
+                    llmq_set_int16(true);
+                    double t16 = time_matmul(y, x, tokens, w, pp_types[k], pin, pout, 3);
+                    llmq_set_int16(false);
+                    printf(" %.1f | %.2f |\n", t16 * 1e3, t / t16);
+                } else {
+                    printf(" – | – |\n");
+                }
             } else {
-                printf(" – | – | – | – |\n");
+                printf(" – | – | – | – | – | – |\n");
             }
             free(w);
         }
