@@ -749,10 +749,12 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
     case LLMQ_TYPE_Q3_K:
         for (int b = 0; b < n / LLMQ_QK_K; b++) {
             const llmq_block_q3_k *y = (const llmq_block_q3_k *)src + b;
-            for (int e = 0; e < LLMQ_QK_K; e++) {
-                int lo = (y->qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
-                int hi = (y->hmask[e % 32] >> (e / 32)) & 1;
-                q[256 * b + e] = (int8_t)(lo | (hi << 2));
+            /* 32 elements at a time share the low bits' byte row and shift and the high bit's position */
+            for (int e0 = 0; e0 < LLMQ_QK_K; e0 += 32) {
+                const uint8_t *qs = y->qs + 32 * (e0 / 128);
+                const int shift = 2 * ((e0 / 32) % 4), hbit = e0 / 32;
+                for (int l = 0; l < 32; l++)
+                    q[256 * b + e0 + l] = (int8_t)(((qs[l] >> shift) & 3) | (((y->hmask[l] >> hbit) & 1) << 2));
             }
         }
         break;

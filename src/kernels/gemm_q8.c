@@ -17,46 +17,29 @@ static inline float h2f(uint16_t h) { return llmq_f16_to_f32(h); }
 
 /* ------------------------------------------------ rows to codes per type */
 
-/* One row of n elements → codes q[n], unit scales a[n/unit], offsets c[n/unit]. */
-typedef void (*gq_decode_fn)(const void *row, int n, int8_t *q, float *a, float *c);
+/* One row of n elements → its unit scales a[n/unit] and offsets c[n/unit]
+ * (w = a·(u − zero) + c, u the stored code llmq_unpack_codes reads). */
+typedef void (*gq_scales_fn)(const void *row, int n, float *a, float *c);
 
-static void codes_q4_0(const void *row, int n, int8_t *q, float *a, float *c)
+static void scales_q4_0(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q4_0 *b = row;
-    for (int i = 0; i < n / 32; i++, q += 32) {
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)((b[i].qs[j] & 0xF) - 8);
-            q[j + 16] = (int8_t)((b[i].qs[j] >> 4) - 8);
-        }
-        a[i] = h2f(b[i].d);
-        c[i] = 0;
-    }
+    for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = 0;
 }
 
-static void codes_q4_1(const void *row, int n, int8_t *q, float *a, float *c)
+static void scales_q4_1(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q4_1 *b = row;
-    for (int i = 0; i < n / 32; i++, q += 32) {
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)(b[i].qs[j] & 0xF);
-            q[j + 16] = (int8_t)(b[i].qs[j] >> 4);
-        }
-        a[i] = h2f(b[i].d);
-        c[i] = h2f(b[i].m);
-    }
+    for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = h2f(b[i].m);
 }
 
-static void codes_q8_0(const void *row, int n, int8_t *q, float *a, float *c)
+static void scales_q8_0(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q8_0 *b = row;
-    for (int i = 0; i < n / 32; i++, q += 32) {
-        memcpy(q, b[i].qs, 32);
-        a[i] = h2f(b[i].d);
-        c[i] = 0;
-    }
+    for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = 0;
 }
 
-static void codes_q4_k(const void *row, int n, int8_t *q, float *a, float *c)
+static void scales_q4_k(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q4_k *b = row;
     for (int i = 0; i < n / 256; i++) {
@@ -67,65 +50,33 @@ static void codes_q4_k(const void *row, int n, int8_t *q, float *a, float *c)
             a[8 * i + j] = d * (float)sc;
             c[8 * i + j] = -(dmin * (float)m);
         }
-        const uint8_t *qs = b[i].qs;
-        for (int h = 0; h < 4; h++, qs += 32, q += 64)
-            for (int l = 0; l < 32; l++) {
-                q[l] = (int8_t)(qs[l] & 0xF);
-                q[l + 32] = (int8_t)(qs[l] >> 4);
-            }
     }
 }
 
-static void codes_q6_k(const void *row, int n, int8_t *q, float *a, float *c)
+static void scales_q6_k(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q6_k *b = row;
-    for (int i = 0; i < n / 256; i++, q += 256) {
-        const float d = h2f(b[i].d);
-        for (int j = 0; j < 16; j++) {
-            a[16 * i + j] = d * (float)b[i].scales[j];
-            c[16 * i + j] = 0;
-        }
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
-            int8_t *o = q + 128 * h;
-            for (int l = 0; l < 32; l++) {
-                o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
-                o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-                o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-                o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-            }
-        }
-    }
+    for (int i = 0; i < n / 256; i++)
+        for (int j = 0; j < 16; j++) a[16 * i + j] = h2f(b[i].d) * (float)b[i].scales[j], c[16 * i + j] = 0;
 }
 
-static void codes_q3_k(const void *row, int n, int8_t *q, float *a, float *c)
+static void scales_q3_k(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q3_k *b = row;
-    for (int i = 0; i < n / 256; i++, q += 256) {
-        const float d = h2f(b[i].d);
-        for (int e = 0; e < 256; e += 16) {
-            a[16 * i + e / 16] = d * (float)llmq_q3_k_get_scale(b[i].scales, e / 16);
-            c[16 * i + e / 16] = 0;
-            const uint8_t *qs = b[i].qs + 32 * (e / 128);
-            const int shift = 2 * ((e / 32) % 4), hbit = e / 32;
-            for (int l = 0; l < 16; l++) {
-                const int k = (e + l) % 32;
-                q[e + l] = (int8_t)(((qs[k] >> shift) & 3) - (((b[i].hmask[k] >> hbit) & 1) ? 0 : 4));
-            }
-        }
-    }
+    for (int i = 0; i < n / 256; i++)
+        for (int j = 0; j < 16; j++) a[16 * i + j] = h2f(b[i].d) * (float)llmq_q3_k_get_scale(b[i].scales, j), c[16 * i + j] = 0;
 }
 
 typedef struct {
-    gq_decode_fn decode;
+    gq_scales_fn scales;
     int unit, has_offset;
-    int zero, code_max; /* gq_panel's */
+    int zero, code_max; /* gq_panel's (zero < 0: Q8_0's codes are signed already) */
 } gq_type;
 
 static const gq_type *gq_type_of(llmq_type t)
 {
-    static const gq_type q4_0 = {codes_q4_0, 32, 0, 8, 15}, q4_1 = {codes_q4_1, 32, 1, 0, 15}, q8_0 = {codes_q8_0, 32, 0, -1, 0},
-                         q4_k = {codes_q4_k, 32, 1, 0, 15}, q6_k = {codes_q6_k, 16, 0, 32, 63}, q3_k = {codes_q3_k, 16, 0, 4, 7};
+    static const gq_type q4_0 = {scales_q4_0, 32, 0, 8, 15}, q4_1 = {scales_q4_1, 32, 1, 0, 15}, q8_0 = {scales_q8_0, 32, 0, -1, 0},
+                         q4_k = {scales_q4_k, 32, 1, 0, 15}, q6_k = {scales_q6_k, 16, 0, 32, 63}, q3_k = {scales_q3_k, 16, 0, 4, 7};
     switch (t) {
     case LLMQ_TYPE_Q4_0: return &q4_0;
     case LLMQ_TYPE_Q4_1: return &q4_1;
@@ -249,12 +200,19 @@ static int pack_alloc(pack_buf *b, int in, int unit, int wide)
 }
 
 /* Rows [r0, r0+nr) of W (nr ≤ GQ_ROWS) into the panel at b; wide: int16 codes, pair-major. */
-static void pack_panel(pack_buf *b, const gq_type *gt, const unsigned char *w, size_t row_bytes, int in, int r0, int nr, int wide)
+static void pack_panel(pack_buf *b, llmq_type t, const gq_type *gt, const unsigned char *w, size_t row_bytes, int in, int r0, int nr,
+                       int wide)
 {
     const int nu = in / gt->unit, quads = in / 4;
     for (int r = 0; r < GQ_ROWS; r++) {
         if (r < nr) {
-            gt->decode(w + (size_t)(r0 + r) * row_bytes, in, b->row_q, b->row_a, b->row_c);
+            /* the stored codes (blocks.c, the inverse of llmq_pack_codes; type and length are checked
+             * already, so it cannot fail), made signed: q = u − zero */
+            const unsigned char *row = w + (size_t)(r0 + r) * row_bytes;
+            llmq_unpack_codes(t, row, in, b->row_q);
+            if (gt->zero > 0)
+                for (int k = 0; k < in; k++) b->row_q[k] = (int8_t)(b->row_q[k] - gt->zero);
+            gt->scales(row, in, b->row_a, b->row_c);
         } else {
             memset(b->row_q, 0, (size_t)in);
             for (int u = 0; u < nu; u++) b->row_a[u] = b->row_c[u] = 0;
@@ -372,7 +330,7 @@ static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type
         float tile[GQ_MR * GQ_ROWS];
         for (int p = p0; p < p1 && pb.codes; p++) {
             const int r0 = p * GQ_ROWS, nr = out - r0 < GQ_ROWS ? out - r0 : GQ_ROWS;
-            pack_panel(&pb, gt, w, row_bytes, in, r0, nr, wide);
+            pack_panel(&pb, t, gt, w, row_bytes, in, r0, nr, wide);
             const gq_panel panel = {in,      gt->unit, in / gt->unit, pb.codes, pb.scale, gt->has_offset ? pb.offset : NULL,
                                     pb.corr, gt->zero, gt->code_max};
             for (int t0 = 0; t0 < n_tokens; t0 += GQ_MR) {
