@@ -59,9 +59,7 @@ static double run_prompt(void *p)
     double t0 = omp_get_wtime();
     float *x = malloc((size_t)a->n * d * sizeof(float));
     int rc = x ? llmq_embed(m, a->ids, a->n, x) : LLMQ_ERR;
-    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++)
-        rc = l + 1 < m->cfg.n_layers ? llmq_layer_forward(m, &m->layers[l], l, x, a->n, NULL, NULL)
-                                     : llmq_layer_forward_rows(m, &m->layers[l], l, x, a->n, a->n - 1);
+    if (rc == LLMQ_OK) rc = llmq_layers_forward(m, x, a->n, a->n - 1);
     if (rc == LLMQ_OK) rc = llmq_head_forward(m, x + (size_t)(a->n - 1) * d, 1, a->logits);
     free(x);
     if (rc != LLMQ_OK) {

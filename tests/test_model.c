@@ -154,11 +154,11 @@ Test(model, workspace_cache_gives_the_same_bits)
     llmq_model_free(m);
 }
 
-/* llmq_layer_forward_rows: the wanted rows of a layer skipping the others'
- * feed-forward half equal the full layer's rows (to summation order: fewer
- * rows may take another sgemm blocking), rows before keep0 hold the attention
- * half's output, and a keep0 outside the rows is refused. */
-Test(model, layer_forward_rows_keeps_the_wanted_rows)
+/* llmq_layers_forward with keep0: the wanted rows, the last layer skipping
+ * the others' feed-forward half, equal every layer run in full (to summation
+ * order: fewer rows may take another sgemm blocking), rows before keep0 hold
+ * the last attention half's output, and a keep0 outside the rows is refused. */
+Test(model, layers_forward_keeps_the_wanted_rows)
 {
     char model_dir[512];
     REQUIRE_SHARED(model_dir, "models/stories260K");
@@ -170,16 +170,16 @@ Test(model, layer_forward_rows_keeps_the_wanted_rows)
     float *full = malloc(sizeof(float) * n * d), *part = malloc(sizeof(float) * n * d);
     cr_assert_eq(llmq_embed(m, ids, n, full), LLMQ_OK);
     memcpy(part, full, sizeof(float) * n * d);
-    cr_assert_eq(llmq_layer_forward(m, &m->layers[0], 0, full, n, NULL, NULL), LLMQ_OK, "%s", llmq_last_error());
-    cr_assert_eq(llmq_layer_forward_rows(m, &m->layers[0], 0, part, n, keep0), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(llmq_layers_forward(m, full, n, 0), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(llmq_layers_forward(m, part, n, keep0), LLMQ_OK, "%s", llmq_last_error());
     int differ_before = 0;
     for (int i = 0; i < n * d; i++) {
         if (i >= keep0 * d) cr_assert(fabsf(part[i] - full[i]) <= 1e-5f * (1 + fabsf(full[i])), "row %d col %d: %g vs %g", i / d, i % d, part[i], full[i]);
         else differ_before += part[i] != full[i];
     }
-    cr_assert_gt(differ_before, 0, "rows before keep0 went through the feed-forward half too");
-    cr_assert_eq(llmq_layer_forward_rows(m, &m->layers[0], 0, part, n, n), LLMQ_ERR);
-    cr_assert_eq(llmq_layer_forward_rows(m, &m->layers[0], 0, part, n, -1), LLMQ_ERR);
+    cr_assert_gt(differ_before, 0, "rows before keep0 went through the last feed-forward half too");
+    cr_assert_eq(llmq_layers_forward(m, part, n, n), LLMQ_ERR);
+    cr_assert_eq(llmq_layers_forward(m, part, n, -1), LLMQ_ERR);
     free(full);
     free(part);
     llmq_model_free(m);

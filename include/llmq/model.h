@@ -94,12 +94,13 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x);
  * modified ones); hook may be NULL. */
 int llmq_layer_forward(const llmq_model *m, const llmq_layer *layer, int index, float *x, int n,
                        llmq_linear_hook hook, void *user);
-/* The same layer when only rows keep0..n-1 of its output are wanted (the
- * last layer before a head that reads those rows): the attention half runs
- * for every row (later rows attend to earlier ones), the feed-forward half
- * only for the wanted rows, as llama.cpp does in its last layer; rows before
- * keep0 are left as the attention half made them. */
-int llmq_layer_forward_rows(const llmq_model *m, const llmq_layer *layer, int index, float *x, int n, int keep0);
+/* Every decoder layer of m in place on x[n × hidden] (the embedding's
+ * output), when only rows keep0..n-1 of the result are wanted (0: all): the
+ * last layer's attention half runs for every row (later rows attend to
+ * earlier ones), its feed-forward half only for the wanted rows, as llama.cpp
+ * does before a head that reads some rows; rows before keep0 are left as the
+ * attention half made them. */
+int llmq_layers_forward(const llmq_model *m, float *x, int n, int keep0);
 /* The two halves of a decoder layer, on an input already RMS-normed with the
  * layer's norm (xn[n × hidden]); out[n × hidden] is what the layer adds to
  * the residual stream. AWQ searches its scales against these outputs. */

@@ -102,15 +102,11 @@ int llmq_perplexity(const llmq_model *m, const int32_t *tokens, size_t n_tokens,
         if (o->protocol == LLMQ_PPL_LLAMACPP && o->bos_id >= 0) window[0] = o->bos_id;
         rc = llmq_embed(m, window, ctx, x);
         /* The head reads rows first..ctx-2 only: the last layer's feed-forward half skips the rest. */
-        for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++)
-            rc = l + 1 < m->cfg.n_layers ? llmq_layer_forward(m, &m->layers[l], l, x, ctx, NULL, NULL)
-                                         : llmq_layer_forward_rows(m, &m->layers[l], l, x, ctx, first);
+        if (rc == LLMQ_OK) rc = llmq_layers_forward(m, x, ctx, first);
         if (o->kl_base) {
             const llmq_model *b = o->kl_base;
             if (rc == LLMQ_OK) rc = llmq_embed(b, window, ctx, xb);
-            for (int l = 0; rc == LLMQ_OK && l < b->cfg.n_layers; l++)
-                rc = l + 1 < b->cfg.n_layers ? llmq_layer_forward(b, &b->layers[l], l, xb, ctx, NULL, NULL)
-                                             : llmq_layer_forward_rows(b, &b->layers[l], l, xb, ctx, first);
+            if (rc == LLMQ_OK) rc = llmq_layers_forward(b, xb, ctx, first);
         }
         for (int j0 = first; rc == LLMQ_OK && j0 < ctx - 1; j0 += slice) {
             int rows = ctx - 1 - j0 < slice ? ctx - 1 - j0 : slice;

@@ -454,12 +454,16 @@ int llmq_layer_forward(const llmq_model *m, const llmq_layer *L, int index, floa
     return rc;
 }
 
-int llmq_layer_forward_rows(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, int keep0)
+int llmq_layers_forward(const llmq_model *m, float *x, int n, int keep0)
 {
-    if (keep0 < 0 || keep0 >= n) return llmq_error("layer %d: rows to keep start at %d of %d", index, keep0, n);
+    if (keep0 < 0 || keep0 >= n) return llmq_error("forward: rows to keep start at %d of %d", keep0, n);
     llmq_workspace *ws = ws_acquire(m, n);
-    if (!ws) return llmq_error_prefix("layer %d", index);
-    int rc = layer_block(m, L, index, x, n, keep0, NULL, NULL, ws);
+    if (!ws) return LLMQ_ERR;
+    int rc = LLMQ_OK;
+    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) {
+        rc = layer_block(m, &m->layers[l], l, x, n, l + 1 == m->cfg.n_layers ? keep0 : 0, NULL, NULL, ws);
+        if (rc != LLMQ_OK) llmq_error_prefix("layer %d", l);
+    }
     ws_release(m, ws);
     return rc;
 }
@@ -480,13 +484,7 @@ int llmq_forward(const llmq_model *m, const int32_t *tokens, int n, float *logit
     float *x = malloc((size_t)n * m->cfg.hidden_size * sizeof(float));
     if (!x) return llmq_error("forward: out of memory for %d tokens", n);
     int rc = llmq_embed(m, tokens, n, x);
-    llmq_workspace *ws = rc == LLMQ_OK ? ws_acquire(m, n) : NULL;
-    if (rc == LLMQ_OK && !ws) rc = LLMQ_ERR;
-    for (int l = 0; rc == LLMQ_OK && l < m->cfg.n_layers; l++) {
-        rc = layer_block(m, &m->layers[l], l, x, n, 0, NULL, NULL, ws);
-        if (rc != LLMQ_OK) llmq_error_prefix("layer %d", l);
-    }
-    if (ws) ws_release(m, ws);
+    if (rc == LLMQ_OK) rc = llmq_layers_forward(m, x, n, 0);
     if (rc == LLMQ_OK) rc = llmq_head_forward(m, x, n, logits);
     free(x);
     return rc;
