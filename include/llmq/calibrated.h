@@ -45,6 +45,11 @@ typedef struct {
     void *user;
 } llmq_calibrated_opts;
 
+/* Whether a run with these options computes its calibration forward on int16
+ * activations on this machine (!exact_forward and llmq_int16_available()):
+ * part of what makes its bytes. */
+bool llmq_calibrated_int16(const llmq_calibrated_opts *opts);
+
 /* Fills *method; its end() frees the activations begin() allocated, and
  * llmq_calibrated_method_free() the method itself. opts' calib must outlive
  * the quantize run. */

@@ -520,7 +520,7 @@ int cmd_quantize(int argc, char **argv)
         params[n_params++] = (llmq_quant_param){"calibration tokens (the tokenizer)", p_tokens};
     }
     if (kind >= 0) /* the arithmetic of the calibration forward, as this machine runs it */
-        params[n_params++] = (llmq_quant_param){"calibration forward", !co.exact_forward && llmq_int16_available() ? "int16" : "exact"};
+        params[n_params++] = (llmq_quant_param){"calibration forward", llmq_calibrated_int16(&co) ? "int16" : "exact"};
     if (kind == LLMQ_CAL_GPTQ || kind == LLMQ_CAL_AWQ_GPTQ) {
         for (int digits = 6; digits <= 9; digits++) { /* the shortest text of the float used */
             snprintf(p_damp, sizeof p_damp, "%.*g", digits, (double)co.gptq.damp);

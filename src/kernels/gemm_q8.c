@@ -165,6 +165,9 @@ bool llmq_fast_is_faster(void)
     return isa == LLMQ_ISA_AVX512 || isa == LLMQ_ISA_AVX2;
 }
 
+/* The scalar micro-kernel serves the tests, not speed. */
+bool llmq_int16_available(void) { return llmq_isa_active() == LLMQ_ISA_AVX512 && llmq_gemm_q16_supports(LLMQ_TYPE_Q4_K); }
+
 /* ------------------------------------------------------------- packing */
 
 typedef struct {
@@ -290,8 +293,8 @@ static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type
     {
         /* The activations as llmq_act_quantize_q8 makes them (so x̂ is the
          * --fast path's everywhere), stored unsigned. */
-        llmq_act_q8 *tmp = malloc(llmq_act_q8_stride(in) * sizeof *tmp);
-        if (!tmp) {
+        llmq_act_q8 *tmp = wide ? NULL : malloc(llmq_act_q8_stride(in) * sizeof *tmp);
+        if (!wide && !tmp) {
             #pragma omp atomic write
             failed = 1;
         }

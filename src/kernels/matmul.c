@@ -28,7 +28,6 @@ static int fast_mode, int16_mode;
 
 void llmq_set_int16(bool on) { __atomic_store_n(&int16_mode, on ? 1 : 0, __ATOMIC_RELAXED); }
 bool llmq_get_int16(void) { return __atomic_load_n(&int16_mode, __ATOMIC_RELAXED) != 0; }
-bool llmq_int16_available(void) { return llmq_gemm_q16_supports(LLMQ_TYPE_Q4_K) && llmq_isa_active() != LLMQ_ISA_SCALAR; }
 
 void llmq_set_fast(bool on) { __atomic_store_n(&fast_mode, on ? 1 : 0, __ATOMIC_RELAXED); }
 bool llmq_get_fast(void) { return __atomic_load_n(&fast_mode, __ATOMIC_RELAXED) != 0; }

@@ -99,7 +99,7 @@ static int begin(void *p, const llmq_model *m)
     /* until end(): the forward through the quantized linears on int16 activations (opts.exact_forward) */
     s->int16_before = llmq_get_int16();
     s->int16_set = true;
-    llmq_set_int16(!s->o.exact_forward && llmq_int16_available());
+    llmq_set_int16(llmq_calibrated_int16(&s->o));
     return LLMQ_OK;
 }
 
@@ -341,6 +341,8 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
     s->rep_pending = false;
     return LLMQ_OK;
 }
+
+bool llmq_calibrated_int16(const llmq_calibrated_opts *o) { return !o->exact_forward && llmq_int16_available(); }
 
 int llmq_calibrated_method(const llmq_calibrated_opts *o, llmq_layer_method *method)
 {
