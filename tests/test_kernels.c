@@ -351,3 +351,83 @@ Test(kernels, int16_gemm_is_the_exact_product_with_int16_activations)
     llmq_kernel_select(NULL);
     cr_assert(!llmq_get_int16());
 }
+
+/* bf16 of x, round to nearest even, written out by hand: the mantissa cut
+ * to 7 bits, a half-way tail going to the even neighbour. */
+static double bf16_round(float x)
+{
+    int e;
+    const double m = frexp(x, &e); /* x = m·2^e, 0.5 ≤ |m| < 1: 8 significant bits are m·2^8 */
+    return ldexp(nearbyint(m * 256.0), e - 8);
+}
+
+/* llmq_syrk_bf16: H ← beta·H + alpha·XᵀX on the upper triangle, from X
+ * rounded to bf16; against sums of the rounded values in double, for the
+ * scalar reference and the AVX-512 BF16 kernel (fp32 sums: within KC_REL of
+ * Σ|x_i·x_j|), at shapes that cut tiles, panels and token pairs; beta = 0
+ * ignores what H held, the lower triangle stays as it was, and the kernel's
+ * bits do not depend on the thread count. */
+Test(kernels, bf16_syrk_sums_the_bf16_rounded_products)
+{
+    /* rounding: 1 + 2⁻⁸ is half-way between 1 and 1 + 2⁻⁷ (odd) → 1; 1 + 3·2⁻⁸ → 1 + 2⁻⁶ (even) */
+    const float halfway[2] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f}, want_sq[2] = {1.0f, (1.0f + 0x1p-6f) * (1.0f + 0x1p-6f)};
+    for (int k = 0; k < 2; k++) {
+        float h = NAN;
+        cr_assert_eq(llmq_syrk_bf16(&h, 1, &halfway[k], 1, 1.0f, 0.0f), LLMQ_OK);
+        cr_assert_eq(h, want_sq[k], "bf16(%.9g)² = %.9g, want %.9g", halfway[k], h, want_sq[k]);
+        cr_assert_eq(bf16_round(halfway[k]) * bf16_round(halfway[k]), want_sq[k]);
+    }
+    static const int shapes[][2] = {{1, 1}, {17, 7}, {50, 64}, {100, 33}, {300, 130}};
+    const char *families[] = {"scalar", "avx512"};
+    int compared = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int n = shapes[s][0], T = shapes[s][1];
+        float *X = malloc(sizeof *X * n * T), *H0 = malloc(sizeof *H0 * n * n), *H = malloc(sizeof *H * n * n);
+        float *first = malloc(sizeof *first * n * n);
+        for (int i = 0; i < n * T; i++) X[i] = kc_gauss() * (i % 37 == 0 ? 30.0f : 1.0f);
+        for (int i = 0; i < n * n; i++) H0[i] = kc_gauss();
+        for (size_t f = 0; f < 2; f++) {
+            if (llmq_kernel_select(families[f]) != LLMQ_OK) continue;
+            cr_assert_eq(llmq_bf16_available(), f == 1 && llmq_bf16_available(), "%s", families[f]);
+            if (f == 1 && !llmq_bf16_available()) continue;
+            for (int pass = 0; pass < 2; pass++) { /* beta 0 over NaN, then beta 0.75 over H0 */
+                const float alpha = 0.5f, beta = pass ? 0.75f : 0.0f;
+                for (int i = 0; i < n * n; i++) H[i] = pass ? H0[i] : NAN;
+                cr_assert_eq(llmq_syrk_bf16(H, n, X, T, alpha, beta), LLMQ_OK, "%s", llmq_last_error());
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < n; j++) {
+                        const float got = H[(size_t)i * n + j];
+                        if (j < i) {
+                            cr_assert(pass ? got == H0[(size_t)i * n + j] : got != got, "%s n=%d: lower H[%d][%d] changed", families[f], n, i, j);
+                            continue;
+                        }
+                        double sum = 0, mag = 0;
+                        for (int t = 0; t < T; t++) {
+                            const double p = bf16_round(X[(size_t)t * n + i]) * bf16_round(X[(size_t)t * n + j]);
+                            sum += p;
+                            mag += fabs(p);
+                        }
+                        const double want = (pass ? beta * (double)H0[(size_t)i * n + j] : 0.0) + alpha * sum;
+                        const double tol = KC_REL * (alpha * mag + (pass ? fabs(beta * H0[(size_t)i * n + j]) : 0.0)) + 1e-30;
+                        cr_assert(fabs(got - want) <= tol, "%s n=%d T=%d beta=%g: H[%d][%d] = %.9g, want %.9g", families[f], n, T, beta, i, j,
+                                  got, want);
+                    }
+            }
+            if (f == 1) { /* the same bits with one thread and with two */
+                memcpy(first, H, sizeof *H * n * n);
+                llmq_set_threads(1);
+                for (int i = 0; i < n * n; i++) H[i] = H0[i];
+                cr_assert_eq(llmq_syrk_bf16(H, n, X, T, 0.5f, 0.75f), LLMQ_OK);
+                llmq_set_threads(0);
+                cr_assert_arr_eq(H, first, sizeof *H * n * n, "n=%d: one thread gave other bits", n);
+                compared++;
+            }
+        }
+        free(X); free(H0); free(H); free(first);
+    }
+    llmq_kernel_select(NULL);
+    cr_assert_eq(llmq_syrk_bf16(NULL, 4, NULL, 2, 1.0f, 0.0f), LLMQ_ERR);
+    float h;
+    cr_assert_eq(llmq_syrk_bf16(&h, 0, &h, 1, 1.0f, 0.0f), LLMQ_ERR);
+    if (!compared) cr_log_warn("bf16 SYRK: this CPU has no AVX-512 BF16; only the portable reference was checked");
+}

@@ -38,7 +38,9 @@ typedef struct {
     /* The calibration forward through the quantized linears runs on int16
      * activations where the CPU has the int16 GEMM (llmq_int16_available):
      * twice sgemm's rate, sub-layer inputs and Hessians within ~2e-4 relative of
-     * the fp32 ones. exact_forward keeps fp32 activations everywhere (other bits). */
+     * the fp32 ones; and GPTQ's Hessians are summed from bf16-rounded inputs
+     * where the CPU has BF16 dot products (llmq_bf16_available): twice ssyrk's
+     * rate, within ~1e-4. exact_forward keeps fp32 everywhere (other bits). */
     bool exact_forward;
     void (*report)(void *user, const llmq_layer_report *r);
     llmq_stage_fn stage; /* optional: the method's stages inside a layer (llmq/quantize.h) */
@@ -49,6 +51,8 @@ typedef struct {
  * activations on this machine (!exact_forward and llmq_int16_available()):
  * part of what makes its bytes. */
 bool llmq_calibrated_int16(const llmq_calibrated_opts *opts);
+/* Whether it sums GPTQ's Hessians from bf16 inputs (!exact_forward and llmq_bf16_available()). */
+bool llmq_calibrated_bf16(const llmq_calibrated_opts *opts);
 
 /* Fills *method; its end() frees the activations begin() allocated, and
  * llmq_calibrated_method_free() the method itself. opts' calib must outlive

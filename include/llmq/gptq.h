@@ -71,6 +71,11 @@ typedef struct {
  * ignored. (IST-DASLab/gptq counts sequences rather than tokens in N, a
  * constant factor GPTQ is invariant to.) */
 int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens);
+/* The same with X rounded to bf16 and the products summed in fp32
+ * (llmq_syrk_bf16: twice the fp32 rate where llmq_bf16_available()). Each
+ * term x_i·x_j is off by at most ~2·2⁻⁸ relative, unbiased, so the sums over
+ * thousands of tokens stay within ~1e-4 of the fp32 Hessian. */
+int llmq_hessian_add_bf16(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens);
 
 /* GPTQ of W (rows × cols fp32, row-major) into `type` with groups of
  * group_size input columns (0 = the type's native unit), given the Hessian H

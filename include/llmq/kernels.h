@@ -36,6 +36,16 @@ void llmq_set_int16(bool on);
 bool llmq_get_int16(void);
 bool llmq_int16_available(void);
 
+/* H ← beta·H + alpha·XᵀX on the upper triangle of H (n × n row-major,
+ * H[i*n + j] with j ≥ i; the lower triangle is left alone; beta = 0 ignores
+ * H's contents), X (T × n fp32, row-major) rounded to bf16 (nearest even)
+ * and the products summed in fp32 — vdpbf16ps, twice an fp32 FMA's rate,
+ * where llmq_bf16_available() (AVX-512 BF16 with the AVX-512 family in use);
+ * elsewhere a slow portable reference of the same sums. The inputs must be
+ * finite. LLMQ_ERR on a bad shape or out of memory. */
+int llmq_syrk_bf16(float *H, int n, const float *X, int T, float alpha, float beta);
+bool llmq_bf16_available(void);
+
 /* Decodes rows [r0, r1) of W into dst (row-major, (r1-r0) × in floats). */
 int llmq_dequant_rows(float *dst, const void *w, llmq_type wtype, int in, int r0, int r1);
 

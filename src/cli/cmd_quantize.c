@@ -65,9 +65,11 @@ static const char *usage =
     "  --awq-coarse         AWQ: evaluate every 4th scale ratio and the best one's neighbours\n"
     "                       (9 of 20 forwards, about half the search time) instead of all of\n"
     "                       them; may settle on another of several near-equal minima\n"
-    "  --exact-forward      the calibration forward in fp32 activations throughout (default: where the\n"
-    "                       CPU has AVX-512 VNNI, the quantized linears take int16 activations: the\n"
-    "                       forward ~1.5x faster, inputs and Hessians within ~2e-4 of fp32; other bits)\n"
+    "  --exact-forward      the calibration forward and GPTQ's Hessians in fp32 throughout (default:\n"
+    "                       where the CPU has AVX-512 VNNI, the quantized linears take int16\n"
+    "                       activations: the forward ~1.5x faster, inputs and Hessians within ~2e-4\n"
+    "                       of fp32; where it has AVX-512 BF16, the Hessians are summed from bf16\n"
+    "                       inputs at twice the rate, within ~1e-4; other bits)\n"
     "  --awq-search-tokens N  AWQ: run the attention and the MLP once per scale ratio over the\n"
     "                       first N calibration tokens (whole windows) instead of all of them;\n"
     "                       the statistics and the other searches use every token (default\n"
@@ -519,8 +521,10 @@ int cmd_quantize(int argc, char **argv)
         snprintf(p_tokens, sizeof p_tokens, "sha256 %s", sha);
         params[n_params++] = (llmq_quant_param){"calibration tokens (the tokenizer)", p_tokens};
     }
-    if (kind >= 0) /* the arithmetic of the calibration forward, as this machine runs it */
+    if (kind >= 0) { /* the arithmetic of the calibration forward and Hessians, as this machine runs them */
         params[n_params++] = (llmq_quant_param){"calibration forward", llmq_calibrated_int16(&co) ? "int16" : "exact"};
+        if (kind != LLMQ_CAL_AWQ) params[n_params++] = (llmq_quant_param){"Hessians", llmq_calibrated_bf16(&co) ? "bf16" : "fp32"};
+    }
     if (kind == LLMQ_CAL_GPTQ || kind == LLMQ_CAL_AWQ_GPTQ) {
         for (int digits = 6; digits <= 9; digits++) { /* the shortest text of the float used */
             snprintf(p_damp, sizeof p_damp, "%.*g", digits, (double)co.gptq.damp);

@@ -165,7 +165,7 @@ static bool any_packed(void *const packed[LLMQ_LIN_COUNT], const llmq_linear *li
 static int hessian_add(state *s, int cols, int64_t *n_seen, const float *x, int n)
 {
     double t0 = omp_get_wtime();
-    int rc = llmq_hessian_add(s->H, cols, n_seen, x, n);
+    int rc = (llmq_calibrated_bf16(&s->o) ? llmq_hessian_add_bf16 : llmq_hessian_add)(s->H, cols, n_seen, x, n);
     s->rep.seconds_hessian += omp_get_wtime() - t0;
     if (rc == LLMQ_OK) stage_rate(s, s->rep.layer, *n_seen);
     return rc;
@@ -343,6 +343,7 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
 }
 
 bool llmq_calibrated_int16(const llmq_calibrated_opts *o) { return !o->exact_forward && llmq_int16_available(); }
+bool llmq_calibrated_bf16(const llmq_calibrated_opts *o) { return !o->exact_forward && llmq_bf16_available(); }
 
 int llmq_calibrated_method(const llmq_calibrated_opts *o, llmq_layer_method *method)
 {

@@ -36,18 +36,31 @@ llmq_gptq_opts llmq_gptq_default_opts(void)
     return o;
 }
 
-int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens)
+static int hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens, bool bf16)
 {
     if (!H || !n_seen || (!X && n_tokens > 0)) return llmq_error("hessian: NULL argument");
     if (cols <= 0 || n_tokens < 0 || *n_seen < 0)
         return llmq_error("hessian: bad shape (cols %d, tokens %d, seen %lld)", cols, n_tokens, (long long)*n_seen);
     if (n_tokens == 0) return LLMQ_OK;
     const double total = (double)*n_seen + n_tokens;
-    /* beta = 0 on the first call: BLAS then ignores H's previous contents. */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, n_tokens, (float)(2.0 / total), X, cols,
-                (float)((double)*n_seen / total), H, cols);
+    const float alpha = (float)(2.0 / total), beta = (float)((double)*n_seen / total);
+    /* beta = 0 on the first call: H's previous contents are then ignored. */
+    if (bf16) {
+        if (llmq_syrk_bf16(H, cols, X, n_tokens, alpha, beta) != LLMQ_OK) return llmq_error_prefix("hessian");
+    } else
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, n_tokens, alpha, X, cols, beta, H, cols);
     *n_seen += n_tokens;
     return LLMQ_OK;
+}
+
+int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens)
+{
+    return hessian_add(H, cols, n_seen, X, n_tokens, false);
+}
+
+int llmq_hessian_add_bf16(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens)
+{
+    return hessian_add(H, cols, n_seen, X, n_tokens, true);
 }
 
 /* ------------------------------------------------------------ matrix plumbing */
