@@ -448,6 +448,16 @@ Test(quantize_cli, refusals_and_help)
     cr_expect_eq(st, 2);
     cr_expect(strstr(out, "--group-size"), "%s", out);
     free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method rtn --refine 2 2>&1", bin, model);
+    out = run(cmd, &st);
+    cr_expect_eq(st, 2);
+    cr_expect(strstr(out, "--refine refines GPTQ's result: it needs --method gptq or awq+gptq, not rtn"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq --calib x --refine 17 2>&1", bin, model);
+    out = run(cmd, &st);
+    cr_expect_eq(st, 2);
+    cr_expect(strstr(out, "--refine takes 0 to 16 passes, not 17"), "%s", out);
+    free(out);
     snprintf(cmd, sizeof cmd, "%s quantize --help", bin);
     out = run(cmd, &st);
     cr_expect_eq(st, 0);
@@ -739,6 +749,40 @@ Test(quantize_cli, terminal_error_ends_the_live_line_first, .timeout = 300)
 
 /* stderr not a terminal: the plain lines as before (no \r, no escapes): the
  * calibration header and one summary per layer; nothing at all for RTN. */
+/* --refine: every linear's reported error after the passes is at most GPTQ's,
+ * below it somewhere, and the progress line says so. */
+Test(quantize_cli, refine_lowers_the_reported_errors, .timeout = 300)
+{
+    char bin[600], dir[256], cmd[4096];
+    test_llmq_binary(bin, sizeof bin);
+    demo_model(dir, sizeof dir, "quantize-refine");
+    int st;
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o %s/r.gguf --method gptq --type q4_0 --calib %s/calib.txt --calib-samples 2 --calib-seqlen 64 "
+             "--refine 2 --json 2>/dev/null", bin, dir, dir, dir);
+    char *out = run(cmd, &st);
+    cr_assert_eq(st, 0, "%s", out);
+    json_t *j = last_json_line(out);
+    int below = 0, n = 0;
+    size_t i;
+    json_t *layer;
+    json_array_foreach(json_object_get(j, "layers"), i, layer) {
+        const char *name;
+        json_t *lin;
+        json_object_foreach(json_object_get(layer, "linears"), name, lin) {
+            json_t *g = json_object_get(lin, "err_gptq"), *r = json_object_get(lin, "err_refine");
+            if (!g) continue;
+            cr_assert_not_null(r, "layer %zu %s: no err_refine", i, name);
+            cr_expect_leq(json_real_value(r), json_real_value(g), "layer %zu %s: refined %g > gptq %g", i, name, json_real_value(r), json_real_value(g));
+            below += json_real_value(r) < json_real_value(g);
+            n++;
+        }
+    }
+    cr_expect_gt(n, 0);
+    cr_expect_gt(below, 0, "no linear improved");
+    json_decref(j);
+    free(out);
+}
+
 Test(quantize_cli, plain_progress_when_stderr_is_not_a_terminal, .timeout = 300)
 {
     char bin[600], dir[256], cmd[4096];

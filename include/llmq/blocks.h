@@ -287,5 +287,10 @@ int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const ll
 /* Reads the integer codes back out of one row of blocks (the inverse of the
  * packing in llmq_pack_codes()). */
 int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q);
+/* Reads the grids of one row of blocks back (ggml types; groups of
+ * group_size, 0 = native): each group's first unit's stored fields, decoded
+ * as llmq_grid_from_real decodes them, so llmq_pack_codes(t, q, n, group_size,
+ * grids, dst) with the row's codes rewrites the same bytes. */
+int llmq_unpack_grids(llmq_type t, const void *src, int n, int group_size, llmq_grid *grids);
 
 #endif

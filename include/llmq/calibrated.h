@@ -21,11 +21,14 @@ typedef struct {
     int layer, n_layers;
     /* GPTQ, per linear (0 when not run): ‖(W−Q)X‖²/‖WX‖² of RTN and of GPTQ, the damp used. */
     double err_rtn[LLMQ_LIN_COUNT], err_gptq[LLMQ_LIN_COUNT];
+    /* With refine passes: the same relative error after them (0 when not run). */
+    double err_refine[LLMQ_LIN_COUNT];
     float damp[LLMQ_LIN_COUNT];
     int damp_retries;
     bool has_awq;
     llmq_awq_stats awq;
     double seconds_forward, seconds_hessian, seconds_solver, seconds_awq;
+    double seconds_refine; /* part of seconds_solver */
     size_t peak_rss_bytes;
 } llmq_layer_report;
 
@@ -42,6 +45,9 @@ typedef struct {
      * where the CPU has BF16 dot products (llmq_bf16_available): twice ssyrk's
      * rate, within ~1e-4. exact_forward keeps fp32 everywhere (other bits). */
     bool exact_forward;
+    /* After GPTQ, passes of coordinate descent on each linear's codes against
+     * its Hessian (llmq/refine.h); 0 = none. */
+    int refine_passes;
     void (*report)(void *user, const llmq_layer_report *r);
     llmq_stage_fn stage; /* optional: the method's stages inside a layer (llmq/quantize.h) */
     void *user;

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "live.h"
 #include "llmq/calibrated.h"
+#include "llmq/refine.h"
 #include "llmq/digest.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
@@ -60,6 +61,11 @@ static const char *usage =
     "  --damp F             GPTQ damping, a fraction of mean diag(H) (default 0.01; raised ×10 and\n"
     "                       retried, with a notice, when the Hessian is not positive definite)\n"
     "  --act-order          GPTQ: columns by descending diag(H), with static groups\n"
+    "  --refine N           after GPTQ (gptq, awq+gptq; GGUF output): N passes of coordinate\n"
+    "                       descent on each linear's codes, grids fixed, each weight moved to the\n"
+    "                       grid value that best cuts the layer's output error given the others\n"
+    "                       (QuantEase); never raises it; each pass costs about one product of the\n"
+    "                       weights with the Hessian (default 0)\n"
     "  --awq-duo            AWQ: s = x̄^r / w̄^(1-r) (AutoAWQ's duo scaling) instead of s = x̄^r\n"
     "  --no-clip            AWQ: skip the clipping search\n"
     "  --awq-coarse         AWQ: evaluate every 4th scale ratio and the best one's neighbours\n"
@@ -190,18 +196,24 @@ static void on_layer_report(void *user, const llmq_layer_report *r)
         for (int g = 0; g < LLMQ_AWQ_GROUP_COUNT; g++)
             if (r->awq.searched[g]) ADD("%s%.2f", g ? "/" : "", r->awq.ratio[g]);
     }
-    double rtn = 0, gptq = 0;
-    int k_n = 0;
+    double rtn = 0, gptq = 0, refined = 0;
+    int k_n = 0, k_refined = 0;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++)
         if (r->err_gptq[k] > 0) {
             rtn += r->err_rtn[k];
             gptq += r->err_gptq[k];
             k_n++;
+            if (r->err_refine[k] > 0) {
+                refined += r->err_refine[k];
+                k_refined++;
+            }
         }
     if (k_n) ADD(" gptq err %.5f (rtn %.5f)", gptq / k_n, rtn / k_n);
+    if (k_refined) ADD(" refined %.5f", refined / k_refined);
     if (r->damp_retries) ADD(" [damp raised %d×]", r->damp_retries);
-    ADD("  fwd %.1fs hess %.1fs solve %.1fs awq %.1fs  peak RSS %.0f MiB\n", r->seconds_forward, r->seconds_hessian, r->seconds_solver,
-        r->seconds_awq, r->peak_rss_bytes / 1048576.0);
+    ADD("  fwd %.1fs hess %.1fs solve %.1fs", r->seconds_forward, r->seconds_hessian, r->seconds_solver);
+    if (r->seconds_refine > 0) ADD(" (refine %.1fs)", r->seconds_refine);
+    ADD(" awq %.1fs  peak RSS %.0f MiB\n", r->seconds_awq, r->peak_rss_bytes / 1048576.0);
 #undef ADD
     cli_live_print(st->live, text);
 }
@@ -239,6 +251,7 @@ static json_t *layers_json(const progress_state *st)
             if (r->err_gptq[k] > 0) {
                 json_object_set_new(l, "err_rtn", json_real(r->err_rtn[k]));
                 json_object_set_new(l, "err_gptq", json_real(r->err_gptq[k]));
+                if (r->err_refine[k] > 0) json_object_set_new(l, "err_refine", json_real(r->err_refine[k]));
                 json_object_set_new(l, "damp", json_real(r->damp[k]));
             }
             if (r->has_awq && r->awq.clipped[k]) json_object_set_new(l, "awq_clip_ratio", json_real(r->awq.clip_ratio[k]));
@@ -320,7 +333,7 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
 int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
-    int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0; /* -1: the format's default */
+    int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0, refine = 0; /* -1: the format's default */
     const char *calib_path = NULL, *format = "gguf", *gptq_format = "v1";
     int bits = 4, sym = -1; /* -1: the format's default */
     bool type_given = false;
@@ -357,7 +370,7 @@ int cmd_quantize(int argc, char **argv)
                  cli_int(&a, "--group-size", 0, &group_size) || cli_int(&a, "--threads", 0, &threads) ||
                  cli_value(&a, "--calib", &calib_path) || cli_int(&a, "--calib-samples", 1, &calib_samples) ||
                  cli_int(&a, "--calib-seqlen", 2, &calib_seqlen) || cli_int(&a, "--seed", 0, &seed) ||
-                 cli_int(&a, "--awq-search-tokens", 0, &awq_search_tokens) ||
+                 cli_int(&a, "--awq-search-tokens", 0, &awq_search_tokens) || cli_int(&a, "--refine", 0, &refine) ||
                  cli_double(&a, "--damp", 0.0, 10.0, &damp)) {
             if (a.failed) return 2;
         } else if (a.positional && !src) src = a.positional;
@@ -374,6 +387,18 @@ int cmd_quantize(int argc, char **argv)
              : !strcmp(method, "awq+gptq") ? LLMQ_CAL_AWQ_GPTQ : -2;
     if (kind == -2) {
         cli_fail("quantize", "--method must be rtn, gptq, awq or awq+gptq, not '%s'", method);
+        return 2;
+    }
+    if (refine > LLMQ_REFINE_MAX_PASSES) {
+        cli_fail("quantize", "--refine takes 0 to %d passes, not %d", LLMQ_REFINE_MAX_PASSES, refine);
+        return 2;
+    }
+    if (refine && kind != LLMQ_CAL_GPTQ && kind != LLMQ_CAL_AWQ_GPTQ) {
+        cli_fail("quantize", "--refine refines GPTQ's result: it needs --method gptq or awq+gptq, not %s", method);
+        return 2;
+    }
+    if (refine && strcmp(format, "gguf")) {
+        cli_fail("quantize", "--refine applies to --format gguf only");
         return 2;
     }
     if (kind >= 0 && !calib_path) {
@@ -500,6 +525,7 @@ int cmd_quantize(int argc, char **argv)
         co.awq.rtn_search = search;
         co.rtn_search = search;
         co.exact_forward = exact_forward;
+        co.refine_passes = refine;
         co.report = on_layer_report;
         co.stage = on_stage;
         co.user = &ps;
@@ -507,8 +533,8 @@ int cmd_quantize(int argc, char **argv)
         fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
     }
     /* The options beyond llmq_quant_opts' own that change the file's bytes (the resume fingerprint). */
-    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16];
-    llmq_quant_param params[12];
+    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16];
+    llmq_quant_param params[13];
     int n_params = 0;
     if (kind >= 0) {
         snprintf(p_seqlen, sizeof p_seqlen, "%d", calib.seqlen);
@@ -532,6 +558,8 @@ int cmd_quantize(int argc, char **argv)
         }
         params[n_params++] = (llmq_quant_param){"--damp", p_damp};
         params[n_params++] = (llmq_quant_param){"--act-order", act_order ? "on" : "off"};
+        snprintf(p_refine, sizeof p_refine, "%d", refine);
+        params[n_params++] = (llmq_quant_param){"--refine", p_refine};
     }
     if (kind == LLMQ_CAL_AWQ || kind == LLMQ_CAL_AWQ_GPTQ) {
         params[n_params++] = (llmq_quant_param){"--awq-duo", awq_duo ? "on" : "off"};

@@ -701,6 +701,68 @@ int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const ll
     return rc;
 }
 
+/* The stored fields of the unit holding element e of a row, as a grid built
+ * exactly as llmq_grid_from_real builds it. */
+static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
+{
+    llmq_grid g;
+    memset(&g, 0, sizeof g);
+    int zero, qmin, qmax;
+    type_codes(t, &zero, &qmin, &qmax);
+    g.zero = (int16_t)zero;
+    g.qmin = (int16_t)qmin;
+    g.qmax = (int16_t)qmax;
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: g.d = ((const llmq_block_q4_0 *)src)[e / LLMQ_QK].d; break;
+    case LLMQ_TYPE_Q8_0: g.d = ((const llmq_block_q8_0 *)src)[e / LLMQ_QK].d; break;
+    case LLMQ_TYPE_Q4_1: {
+        const llmq_block_q4_1 *b = (const llmq_block_q4_1 *)src + e / LLMQ_QK;
+        g.d = b->d;
+        g.m = b->m;
+        g.offset = h2f(g.m);
+        break;
+    }
+    case LLMQ_TYPE_Q4_K: {
+        const llmq_block_q4_k *b = (const llmq_block_q4_k *)src + e / LLMQ_QK_K;
+        int sc, m;
+        llmq_q4_k_get_scale_min(b->scales, (e % LLMQ_QK_K) / 32, &sc, &m);
+        g.d = b->d;
+        g.m = b->dmin;
+        g.sc = (int16_t)sc;
+        g.mc = (int16_t)m;
+        g.scale = h2f(g.d) * (float)g.sc;
+        g.offset = -(h2f(g.m) * (float)g.mc);
+        return g;
+    }
+    case LLMQ_TYPE_Q6_K: {
+        const llmq_block_q6_k *b = (const llmq_block_q6_k *)src + e / LLMQ_QK_K;
+        g.d = b->d;
+        g.sc = b->scales[(e % LLMQ_QK_K) / 16];
+        g.scale = h2f(g.d) * (float)g.sc;
+        return g;
+    }
+    case LLMQ_TYPE_Q3_K: {
+        const llmq_block_q3_k *b = (const llmq_block_q3_k *)src + e / LLMQ_QK_K;
+        g.d = b->d;
+        g.sc = (int16_t)llmq_q3_k_get_scale(b->scales, (e % LLMQ_QK_K) / 16);
+        g.scale = h2f(g.d) * (float)g.sc;
+        return g;
+    }
+    default: break;
+    }
+    g.scale = h2f(g.d);
+    return g;
+}
+
+int llmq_unpack_grids(llmq_type t, const void *src, int n, int group_size, llmq_grid *grids)
+{
+    if (llmq_grid_unit(t) == 0 || llmq_type_is_hf(t)) return llmq_error("unpack grids: type %s has no ggml grids", type_name(t));
+    group_size = llmq_group_resolve(t, group_size);
+    if (llmq_group_check(t, n, group_size) != LLMQ_OK) return LLMQ_ERR;
+    for (int g = 0; g < llmq_group_count(n, group_size); g++) grids[g] = grid_at_element(t, src, g * group_size);
+    return LLMQ_OK;
+}
+
 int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
 {
     if (llmq_grid_unit(t) == 0) return llmq_error("unpack: type %d has no integer codes", (int)t);

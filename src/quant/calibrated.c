@@ -1,6 +1,7 @@
 #include "llmq/calibrated.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
+#include "llmq/refine.h"
 #include "llmq/rtn.h"
 
 #include <omp.h>
@@ -144,9 +145,19 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         if (llmq_gptq_quantize(w->lin[k], cur->lin[k].rows, cols, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq,
                                packed[k], NULL, &gs) != LLMQ_OK)
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
-        s->rep.seconds_solver += omp_get_wtime() - t1;
         s->rep.err_rtn[k] = gs.err_rtn;
         s->rep.err_gptq[k] = gs.err_gptq;
+        if (s->o.refine_passes > 0) {
+            /* H's lower triangle becomes the upper's mirror: the solver reads the upper one only */
+            llmq_refine_stats rs;
+            stage(s, index, "refine");
+            if (llmq_refine_codes(w->lin[k], cur->lin[k].rows, cols, s->H, targets[k].type, targets[k].group_size, packed[k],
+                                  s->o.refine_passes, &rs) != LLMQ_OK)
+                return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
+            s->rep.err_refine[k] = rs.objective[0] > 0 ? gs.err_gptq * rs.objective[rs.passes] / rs.objective[0] : gs.err_gptq;
+            s->rep.seconds_refine += rs.seconds;
+        }
+        s->rep.seconds_solver += omp_get_wtime() - t1;
         s->rep.damp[k] = gs.damp_used;
         s->rep.damp_retries += gs.retries;
         cur->lin[k] = (llmq_weight){packed[k], targets[k].type, cur->lin[k].rows, cols};
