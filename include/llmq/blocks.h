@@ -292,5 +292,9 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q);
  * as llmq_grid_from_real decodes them, so llmq_pack_codes(t, q, n, group_size,
  * grids, dst) with the row's codes rewrites the same bytes. */
 int llmq_unpack_grids(llmq_type t, const void *src, int n, int group_size, llmq_grid *grids);
+/* The grid that stored fields decode to (ggml types): d and m fp16 bits
+ * (Q4_0/Q8_0 d; Q4_1 d, m; K-quants the super-block d and, for Q4_K, dmin),
+ * sc and mc the K-quant sub-block codes (the caller keeps them in range). */
+llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int mc);
 
 #endif

@@ -701,9 +701,7 @@ int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const ll
     return rc;
 }
 
-/* The stored fields of the unit holding element e of a row, as a grid built
- * exactly as llmq_grid_from_real builds it. */
-static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
+llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int mc)
 {
     llmq_grid g;
     memset(&g, 0, sizeof g);
@@ -712,46 +710,58 @@ static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
     g.zero = (int16_t)zero;
     g.qmin = (int16_t)qmin;
     g.qmax = (int16_t)qmax;
+    g.d = d;
     switch (t) {
-    case LLMQ_TYPE_Q4_0: g.d = ((const llmq_block_q4_0 *)src)[e / LLMQ_QK].d; break;
-    case LLMQ_TYPE_Q8_0: g.d = ((const llmq_block_q8_0 *)src)[e / LLMQ_QK].d; break;
+    case LLMQ_TYPE_Q4_0:
+    case LLMQ_TYPE_Q8_0: g.scale = h2f(d); break;
+    case LLMQ_TYPE_Q4_1:
+        g.m = m;
+        g.scale = h2f(d);
+        g.offset = h2f(m);
+        break;
+    case LLMQ_TYPE_Q4_K:
+        g.m = m;
+        g.sc = (int16_t)sc;
+        g.mc = (int16_t)mc;
+        g.scale = h2f(d) * (float)g.sc;
+        g.offset = -(h2f(m) * (float)g.mc);
+        break;
+    case LLMQ_TYPE_Q6_K:
+    case LLMQ_TYPE_Q3_K:
+        g.sc = (int16_t)sc;
+        g.scale = h2f(d) * (float)g.sc;
+        break;
+    default: break;
+    }
+    return g;
+}
+
+/* The grid of the unit holding element e of a row, from its stored fields. */
+static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
+{
+    switch (t) {
+    case LLMQ_TYPE_Q4_0: return llmq_grid_from_fields(t, ((const llmq_block_q4_0 *)src)[e / LLMQ_QK].d, 0, 0, 0);
+    case LLMQ_TYPE_Q8_0: return llmq_grid_from_fields(t, ((const llmq_block_q8_0 *)src)[e / LLMQ_QK].d, 0, 0, 0);
     case LLMQ_TYPE_Q4_1: {
         const llmq_block_q4_1 *b = (const llmq_block_q4_1 *)src + e / LLMQ_QK;
-        g.d = b->d;
-        g.m = b->m;
-        g.offset = h2f(g.m);
-        break;
+        return llmq_grid_from_fields(t, b->d, b->m, 0, 0);
     }
     case LLMQ_TYPE_Q4_K: {
         const llmq_block_q4_k *b = (const llmq_block_q4_k *)src + e / LLMQ_QK_K;
         int sc, m;
         llmq_q4_k_get_scale_min(b->scales, (e % LLMQ_QK_K) / 32, &sc, &m);
-        g.d = b->d;
-        g.m = b->dmin;
-        g.sc = (int16_t)sc;
-        g.mc = (int16_t)m;
-        g.scale = h2f(g.d) * (float)g.sc;
-        g.offset = -(h2f(g.m) * (float)g.mc);
-        return g;
+        return llmq_grid_from_fields(t, b->d, b->dmin, sc, m);
     }
     case LLMQ_TYPE_Q6_K: {
         const llmq_block_q6_k *b = (const llmq_block_q6_k *)src + e / LLMQ_QK_K;
-        g.d = b->d;
-        g.sc = b->scales[(e % LLMQ_QK_K) / 16];
-        g.scale = h2f(g.d) * (float)g.sc;
-        return g;
+        return llmq_grid_from_fields(t, b->d, 0, b->scales[(e % LLMQ_QK_K) / 16], 0);
     }
     case LLMQ_TYPE_Q3_K: {
         const llmq_block_q3_k *b = (const llmq_block_q3_k *)src + e / LLMQ_QK_K;
-        g.d = b->d;
-        g.sc = (int16_t)llmq_q3_k_get_scale(b->scales, (e % LLMQ_QK_K) / 16);
-        g.scale = h2f(g.d) * (float)g.sc;
-        return g;
+        return llmq_grid_from_fields(t, b->d, 0, llmq_q3_k_get_scale(b->scales, (e % LLMQ_QK_K) / 16), 0);
     }
-    default: break;
+    default: return llmq_grid_from_fields(t, 0, 0, 0, 0);
     }
-    g.scale = h2f(g.d);
-    return g;
 }
 
 int llmq_unpack_grids(llmq_type t, const void *src, int n, int group_size, llmq_grid *grids)
