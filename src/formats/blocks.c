@@ -306,10 +306,9 @@ static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
     }
 }
 
-
-llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_superblock *sb)
+/* A grid of type t with its code range and zero, every field else 0. */
+static llmq_grid grid_blank(llmq_type t)
 {
-    if (llmq_type_is_hf(t)) return llmq_hf_grid_from_real(t, real);
     llmq_grid g;
     memset(&g, 0, sizeof g);
     int zero, qmin, qmax;
@@ -317,6 +316,13 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
     g.zero = (int16_t)zero;
     g.qmin = (int16_t)qmin;
     g.qmax = (int16_t)qmax;
+    return g;
+}
+
+llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_superblock *sb)
+{
+    if (llmq_type_is_hf(t)) return llmq_hf_grid_from_real(t, real);
+    llmq_grid g = grid_blank(t);
     switch (t) {
     case LLMQ_TYPE_Q4_0:
     case LLMQ_TYPE_Q8_0:
@@ -703,13 +709,7 @@ int llmq_pack_row(llmq_type t, const float *row, int n, int group_size, const ll
 
 llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int mc)
 {
-    llmq_grid g;
-    memset(&g, 0, sizeof g);
-    int zero, qmin, qmax;
-    type_codes(t, &zero, &qmin, &qmax);
-    g.zero = (int16_t)zero;
-    g.qmin = (int16_t)qmin;
-    g.qmax = (int16_t)qmax;
+    llmq_grid g = grid_blank(t);
     g.d = d;
     switch (t) {
     case LLMQ_TYPE_Q4_0:
