@@ -48,17 +48,20 @@ static candidates code_candidates(float x, float unit, int lo, int hi)
 static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, const float *gl, const float *Hg, int n, float *dv)
 {
     float u[REFINE_BLOCK_MAX], hu[REFINE_BLOCK_MAX], h1[REFINE_BLOCK_MAX];
-    double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;
-    for (int i = 0; i < len; i++) u[i] = (float)(q[i] - g->zero);
     for (int i = 0; i < len; i++) {
-        double su = 0, s1 = 0;
-        for (int k = 0; k < len; k++) {
-            su += (double)Hg[(size_t)i * n + k] * u[k];
-            s1 += Hg[(size_t)i * n + k];
-        }
-        hu[i] = (float)su;
-        h1[i] = (float)s1;
+        u[i] = (float)(q[i] - g->zero);
+        hu[i] = h1[i] = 0.0f;
     }
+    /* Hg·u and Hg·1, column by column (Hg is symmetric): every lane an axpy, no reassociation */
+    for (int k = 0; k < len; k++) {
+        const float *hk = Hg + (size_t)k * n, uk = u[k];
+        #pragma omp simd
+        for (int i = 0; i < len; i++) {
+            hu[i] += hk[i] * uk;
+            h1[i] += hk[i];
+        }
+    }
+    double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;
     for (int i = 0; i < len; i++) {
         a11 += (double)u[i] * hu[i];
         a12 += (double)u[i] * h1[i];
@@ -96,9 +99,9 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
     case LLMQ_TYPE_Q3_K: cs = code_candidates(S, llmq_f16_to_f32(g->d), -32, 31); break;
     default: return 0;
     }
-    double best = 0;
-    llmq_grid best_grid = *g;
-    float trial[REFINE_BLOCK_MAX];
+    /* the candidates ranked by the quadratic form, the best then scored on its exact values */
+    double best_est = 0;
+    llmq_grid best = *g;
     for (int a = 0; a < cs.n; a++)
         for (int b = 0; b < co.n; b++) {
             llmq_grid c;
@@ -107,21 +110,29 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
             else if (t == LLMQ_TYPE_Q4_K) c = llmq_grid_from_fields(t, g->d, g->m, cs.v[a], co.v[b]);
             else c = llmq_grid_from_fields(t, g->d, 0, cs.v[a], 0);
             if (!isfinite(c.scale) || !isfinite(c.offset)) continue;
-            for (int i = 0; i < len; i++) trial[i] = llmq_grid_value(&c, q[i]) - llmq_grid_value(g, q[i]);
-            double change = 0;
-            for (int i = 0; i < len; i++) {
-                double hv = 0;
-                for (int k = 0; k < len; k++) hv += (double)Hg[(size_t)i * n + k] * trial[k];
-                change += trial[i] * (hv - 2.0 * gl[i]);
-            }
-            if (change < best) {
-                best = change;
-                best_grid = c;
-                memcpy(dv, trial, sizeof(float) * (size_t)len);
+            const double es = (double)c.scale - g->scale, eo = (double)c.offset - g->offset;
+            const double est = es * es * a11 + 2 * es * eo * a12 + eo * eo * a22 - 2 * (es * b1 + eo * b2);
+            if (est < best_est) {
+                best_est = est;
+                best = c;
             }
         }
-    if (best < 0) *g = best_grid;
-    return best;
+    if (!(best_est < 0)) return 0;
+    float ht[REFINE_BLOCK_MAX];
+    for (int i = 0; i < len; i++) {
+        dv[i] = llmq_grid_value(&best, q[i]) - llmq_grid_value(g, q[i]);
+        ht[i] = 0.0f;
+    }
+    for (int k = 0; k < len; k++) {
+        const float *hk = Hg + (size_t)k * n, vk = dv[k];
+        #pragma omp simd
+        for (int i = 0; i < len; i++) ht[i] += hk[i] * vk;
+    }
+    double change = 0;
+    for (int i = 0; i < len; i++) change += (double)dv[i] * ((double)ht[i] - 2.0 * gl[i]);
+    if (!(change < 0)) return 0;
+    *g = best;
+    return change;
 }
 
 /* Σ D∘G in double: Σ_r δ_rᵀ H δ_r when G = D·H. */
@@ -205,6 +216,7 @@ int llmq_refine_codes(const float *W, int rows, int cols, float *H, llmq_type ty
                         d[j] -= step;
                         u[k] += step;
                         const float *hj = H + (size_t)j * n + j1;
+                        #pragma omp simd
                         for (int m = 0; m < bw; m++) gl[m] -= step * hj[m];
                         changed++;
                     }
@@ -216,6 +228,7 @@ int llmq_refine_codes(const float *W, int rows, int cols, float *H, llmq_type ty
                         d[j0 + i] -= dv[i];
                         u[k0 + i] += dv[i];
                         const float *hj = H + (size_t)(j0 + i) * n + j1;
+                        #pragma omp simd
                         for (int m = 0; m < bw; m++) gl[m] -= dv[i] * hj[m];
                     }
                     regridded++;
