@@ -42,8 +42,8 @@ typedef struct {
      * activations where the CPU has the int16 GEMM (llmq_int16_available):
      * twice sgemm's rate, sub-layer inputs and Hessians within ~2e-4 relative of
      * the fp32 ones; and GPTQ's Hessians are summed from bf16-rounded inputs
-     * where the CPU has BF16 dot products (llmq_bf16_available): twice ssyrk's
-     * rate, within ~1e-4. exact_forward keeps fp32 everywhere (other bits). */
+     * where the CPU has BF16 dot products (llmq_bf16_available): ~1.4× ssyrk,
+     * within ~4e-4 (relative Frobenius, 2048 tokens; less with more). exact_forward keeps fp32 everywhere (other bits). */
     bool exact_forward;
     /* After GPTQ, passes of coordinate descent on each linear's codes against
      * its Hessian (llmq/refine.h); 0 = none. */

@@ -72,9 +72,10 @@ typedef struct {
  * constant factor GPTQ is invariant to.) */
 int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens);
 /* The same with X rounded to bf16 and the products summed in fp32
- * (llmq_syrk_bf16: twice the fp32 rate where llmq_bf16_available()). Each
- * term x_i·x_j is off by at most ~2·2⁻⁸ relative, unbiased, so the sums over
- * thousands of tokens stay within ~1e-4 of the fp32 Hessian. */
+ * (llmq_syrk_bf16: ~1.4× ssyrk where llmq_bf16_available()). Each term
+ * x_i·x_j is off by at most ~2·2⁻⁸ relative, unbiased, so the sums over
+ * thousands of tokens stay within ~4e-4 of the fp32 Hessian (relative
+ * Frobenius norm at 2048 tokens; less with more). */
 int llmq_hessian_add_bf16(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens);
 
 /* GPTQ of W (rows × cols fp32, row-major) into `type` with groups of

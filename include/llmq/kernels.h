@@ -39,7 +39,7 @@ bool llmq_int16_available(void);
 /* H ← beta·H + alpha·XᵀX on the upper triangle of H (n × n row-major,
  * H[i*n + j] with j ≥ i; the lower triangle is left alone; beta = 0 ignores
  * H's contents), X (T × n fp32, row-major) rounded to bf16 (nearest even)
- * and the products summed in fp32 — vdpbf16ps, twice an fp32 FMA's rate,
+ * and the products summed in fp32 — vdpbf16ps, twice an fp32 FMA's work per instruction,
  * where llmq_bf16_available() (AVX-512 BF16 with the AVX-512 family in use);
  * elsewhere a slow portable reference of the same sums. The inputs must be
  * finite. LLMQ_ERR on a bad shape or out of memory. */
