@@ -251,24 +251,11 @@ static void pack_panel(pack_buf *b, llmq_type t, const gq_type *gt, const unsign
 static void act_quantize_q16(const float *x, int n, int16_t *q, float *d, float *s)
 {
     for (int b = 0; b < n / 32; b++, x += 32, q += 32) {
-        float amax = 0;
-        #pragma omp simd reduction(max : amax)
-        for (int i = 0; i < 32; i++) {
-            const float a = x[i] < 0 ? -x[i] : x[i];
-            amax = a > amax ? a : amax;
-        }
-        const float db = amax / 32767.0f, id = db > 0 ? 1.0f / db : 0.0f;
-        int sum = 0;
-        #pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < 32; i++) {
-            /* adding and removing 1.5·2^23 rounds to nearest even for |v| < 2^22 */
-            float v = (x[i] * id + 12582912.0f) - 12582912.0f;
-            v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
-            q[i] = (int16_t)v;
-            sum += (int)v;
-        }
-        d[b] = db;
-        s[b] = db * (float)sum;
+        float v[32];
+        int sum;
+        d[b] = llmq_act_block_codes(x, 32767.0f, v, &sum);
+        for (int i = 0; i < 32; i++) q[i] = (int16_t)v[i];
+        s[b] = d[b] * (float)sum;
     }
 }
 

@@ -32,6 +32,33 @@ size_t llmq_act_q8_stride(int n);
 static inline const float *llmq_act_q8_d(const llmq_act_q8 *row, int n) { return (const float *)(row + n / 32); }
 static inline const float *llmq_act_q8_s(const llmq_act_q8 *row, int n) { return (const float *)(row + n / 32) + n / 32; }
 
+/* One block of 32 activations on the symmetric integer grid ±qmax (127 for
+ * the int8 activations, 32767 for the int16 ones): returns d = max|x|/qmax,
+ * writes v[i] = x[i]/d rounded to nearest even and clamped to ±qmax (integers
+ * held as floats) and *sum = Σ v[i]. */
+static inline float llmq_act_block_codes(const float *x, float qmax, float v[32], int *sum)
+{
+    float amax = 0;
+    #pragma omp simd reduction(max : amax)
+    for (int i = 0; i < 32; i++) {
+        const float a = x[i] < 0 ? -x[i] : x[i];
+        amax = a > amax ? a : amax;
+    }
+    const float d = amax / qmax, id = d > 0 ? 1.0f / d : 0.0f;
+    int s = 0;
+    #pragma omp simd reduction(+ : s)
+    for (int i = 0; i < 32; i++) {
+        /* round to nearest even: adding and removing 1.5·2^23 leaves no
+         * fraction bits for |v| < 2^22; the clamp keeps it in [-qmax, qmax] */
+        float r = (x[i] * id + 12582912.0f) - 12582912.0f;
+        r = r > qmax ? qmax : r < -qmax ? -qmax : r;
+        v[i] = r;
+        s += (int)r;
+    }
+    *sum = s;
+    return d;
+}
+
 /* Quantizes n floats (n a multiple of 32) into a row of llmq_act_q8_stride(n)
  * blocks at dst; the same code for every ISA, so the integer paths differ
  * only in their sums' order. */

@@ -16,24 +16,10 @@ void llmq_act_quantize_q8(const float *x, int n, llmq_act_q8 *dst)
 {
     float *side_d = (float *)(dst + n / 32), *side_s = side_d + n / 32;
     for (int b = 0; b < n / 32; b++, x += 32) {
-        float amax = 0;
-        #pragma omp simd reduction(max : amax)
-        for (int i = 0; i < 32; i++) {
-            const float a = x[i] < 0 ? -x[i] : x[i];
-            amax = a > amax ? a : amax;
-        }
-        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-        int sum = 0;
-        #pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < 32; i++) {
-            /* round to nearest even: adding and removing 1.5·2^23 leaves no
-             * fraction bits for |v| < 2^22 (|v| ≤ 127 here, up to rounding);
-             * the clamp keeps it in [-127, 127] */
-            float v = (x[i] * id + 12582912.0f) - 12582912.0f;
-            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-            dst[b].q[i] = (int8_t)v;
-            sum += (int)v;
-        }
+        float v[32];
+        int sum;
+        const float d = llmq_act_block_codes(x, 127.0f, v, &sum);
+        for (int i = 0; i < 32; i++) dst[b].q[i] = (int8_t)v[i];
         dst[b].d = side_d[b] = d;
         dst[b].s = side_s[b] = d * (float)sum;
     }
