@@ -241,25 +241,54 @@ int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group
 
 /* ------------------------------------------------------------ statistics */
 
-/* mean |x| per channel over n rows of `cols`, each channel summed in double
- * over the rows in order: threads take strips of channels, so the means (and
- * the scales made of them) are the same bits whatever the number of threads.
- * (Per-thread partial sums over row ranges, added afterwards, rounded
- * differently with 1 and 2 threads.) */
-static void mean_abs(const float *x, size_t n, int cols, float *mean)
+/* What the searches need of one group's input over all calibration tokens,
+ * gathered chunk by chunk as the forward produces it, so that no input wider
+ * than the residual stream is ever held for every token (down_proj's is
+ * intermediate_size wide: 2.9 GB at 65k tokens of Llama-2-7B). */
+typedef struct {
+    int cols;
+    size_t seen;      /* tokens added so far */
+    double *abs_sum;  /* Σ|x| per channel, or NULL */
+    float *H;         /* Σ xxᵀ (upper triangle, cols × cols), or NULL */
+    float *clip;      /* the rows at the clip tokens (every step-th), or NULL */
+    size_t step;
+    int n_clip;
+} input_stats;
+
+/* Adds n tokens (rows of x) that follow the ones already seen. Each channel's
+ * Σ|x| is summed in double over the rows in order, threads taking strips of
+ * channels, so the means are the same bits whatever the number of threads
+ * and chunks (per-thread partial sums over row ranges would not be). */
+static void stats_add(input_stats *st, const float *x, size_t n)
 {
     enum { STRIP = 128 };
-    const int n_strips = (cols + STRIP - 1) / STRIP;
-    #pragma omp parallel for schedule(static)
-    for (int b = 0; b < n_strips; b++) {
-        const int c0 = b * STRIP, w = cols - c0 < STRIP ? cols - c0 : STRIP;
-        double acc[STRIP] = {0};
-        for (size_t t = 0; t < n; t++) {
-            const float *row = x + t * cols + c0;
-            for (int c = 0; c < w; c++) acc[c] += fabsf(row[c]);
+    const int cols = st->cols;
+    if (st->abs_sum) {
+        const int n_strips = (cols + STRIP - 1) / STRIP;
+        #pragma omp parallel for schedule(static)
+        for (int b = 0; b < n_strips; b++) {
+            const int c0 = b * STRIP, w = cols - c0 < STRIP ? cols - c0 : STRIP;
+            double acc[STRIP];
+            for (int c = 0; c < w; c++) acc[c] = st->seen ? st->abs_sum[c0 + c] : 0.0;
+            for (size_t t = 0; t < n; t++) {
+                const float *row = x + t * cols + c0;
+                for (int c = 0; c < w; c++) acc[c] += fabsf(row[c]);
+            }
+            for (int c = 0; c < w; c++) st->abs_sum[c0 + c] = acc[c];
         }
-        for (int c = 0; c < w; c++) mean[c0 + c] = (float)(acc[c] / (double)n);
     }
+    if (st->H)
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, (int)n, 1.0f, x, cols, st->seen ? 1.0f : 0.0f, st->H, cols);
+    if (st->clip)
+        for (size_t j = (st->seen + st->step - 1) / st->step; j < (size_t)st->n_clip && j * st->step < st->seen + n; j++)
+            memcpy(st->clip + j * cols, x + (j * st->step - st->seen) * cols, (size_t)cols * sizeof(float));
+    st->seen += n;
+}
+
+/* mean |x| per channel over the tokens seen. */
+static void stats_mean(const input_stats *st, float *mean)
+{
+    for (int c = 0; c < st->cols; c++) mean[c] = (float)(st->abs_sum[c] / (double)st->seen);
 }
 
 /* AutoAWQ's w_mean: |w| relative to its weight group's max, averaged per
@@ -456,33 +485,32 @@ static int scaled_fake_quant(const awq_ctx *c, llmq_linear k, const llmq_weight 
  * 6 TFLOP per ratio. The same loss as the product's, without its cancellation. */
 static bool judged_by_hessian(llmq_awq_group g) { return g == LLMQ_AWQ_VO || g == LLMQ_AWQ_DOWN; }
 
-/* Chooses group g's scales on `in` (its input, n_tokens × readers' cols) against
- * ref (the inspected output of L on in; unused for judged_by_hessian groups);
- * best_s receives them. */
-static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
-                         float *best_s, llmq_awq_stats *stats)
+/* Chooses group g's scales: x_mean is mean |x| of the group's input per channel
+ * over every calibration token; a judged_by_hessian group is judged on H
+ * (Σ xxᵀ over those tokens, upper triangle), the others on `in` (their input
+ * at the search samples' tokens) against ref (the inspected output of L on
+ * in). best_s receives them. */
+static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *x_mean, const float *H,
+                         const float *in, const float *ref, float *best_s, llmq_awq_stats *stats)
 {
     int nr = group_n_readers[g], cols = L->lin[group_readers[g][0]].cols, d = c->m->cfg.hidden_size;
-    float *x_mean = malloc((size_t)cols * sizeof(float));
     float *w_mean = c->opts->duo ? malloc((size_t)cols * sizeof(float)) : NULL;
     float *s = malloc((size_t)cols * sizeof(float));
     float *tmp[3] = {NULL, NULL, NULL};
     double *losses = NULL; /* per ratio index, NaN until evaluated */
-    float *H = NULL, *dh = NULL; /* judged_by_hessian: Σ xxᵀ (upper), and Δ·H */
+    float *dh = NULL; /* judged_by_hessian: Δ·H */
     int rc = LLMQ_ERR;
     llmq_layer Lq = *L;
-    if (!x_mean || !s || (c->opts->duo && !w_mean)) goto oom;
+    if (judged_by_hessian(g) != (H != NULL))
+        return llmq_error("layer %d: AWQ %s: internal error (Hessian %s)", c->index, llmq_awq_group_names[g], H ? "given" : "missing");
+    if (!s || (c->opts->duo && !w_mean)) goto oom;
     for (int j = 0; j < nr; j++) {
         const llmq_weight *w = &L->lin[group_readers[g][j]];
         if (!(tmp[j] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
         Lq.lin[group_readers[g][j]].data = tmp[j];
     }
     const llmq_weight *reader = &L->lin[group_readers[g][0]];
-    if (judged_by_hessian(g)) {
-        if (!(H = malloc((size_t)cols * cols * sizeof(float))) || !(dh = malloc((size_t)reader->rows * cols * sizeof(float)))) goto oom;
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, (int)c->n_tokens, 1.0f, in, cols, 0.0f, H, cols);
-    }
-    mean_abs(in, c->n_tokens, cols, x_mean);
+    if (H && !(dh = malloc((size_t)reader->rows * cols * sizeof(float)))) goto oom;
     if (w_mean && weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean)) goto done;
 
     const int n_grid = c->opts->n_grid;
@@ -540,7 +568,7 @@ oom:
     llmq_error("layer %d: AWQ %s: out of memory", c->index, llmq_awq_group_names[g]);
 done:
     for (int j = 0; j < 3; j++) free(tmp[j]);
-    free(x_mean); free(w_mean); free(s); free(losses); free(H); free(dh);
+    free(w_mean); free(s); free(losses); free(dh);
     return rc;
 }
 
@@ -687,14 +715,13 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
 
 /* ------------------------------------------------------------ the layer */
 
-/* Rows of `in` (cols wide) at the clip tokens, divided by s when given. */
-static void gather_rows(const float *in, int cols, size_t step, int n_clip, const float *s, float *out)
+/* The clip rows of a linear whose input was gathered before its group's
+ * scales s were folded: they become the scaled layer's input, x / s. */
+static void unscale_rows(float *rows, int n_rows, int cols, const float *s)
 {
-    for (int j = 0; j < n_clip; j++) {
-        const float *src = in + (size_t)j * step * cols;
-        float *dst = out + (size_t)j * cols;
-        for (int i = 0; i < cols; i++) dst[i] = s ? src[i] / s[i] : src[i];
-    }
+    if (!rows) return;
+    for (int j = 0; j < n_rows; j++)
+        for (int i = 0; i < cols; i++) rows[(size_t)j * cols + i] /= s[i];
 }
 
 int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const float *X, int n_samples, int seqlen,
@@ -731,87 +758,122 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     }
     const int d = cfg->hidden_size, qd = cfg->n_heads * cfg->head_dim, f = cfg->intermediate_size;
     const size_t N = c.n_tokens;
+    const float eps = cfg->rms_norm_eps;
     if (check_finite(X, N * d, index, "the layer input")) return LLMQ_ERR;
     const size_t step = N / (size_t)opts->clip_tokens > 1 ? N / (size_t)opts->clip_tokens : 1;
     const int n_clip = (int)((N + step - 1) / step);
+    const size_t N_search = (size_t)c.search_samples * seqlen;
+    /* The MLP runs on chunks of whole samples; the attention one sample at a time. */
+    const int per_chunk = chunk_samples(&c, LLMQ_AWQ_GATE_UP);
+    const size_t chunk = (size_t)per_chunk * seqlen;
+    const int widest = f > qd ? f : qd, wide = widest > d ? widest : d;
 
-    float *xn = malloc(N * d * sizeof(float));   /* a normed input */
-    float *ref = malloc(N * d * sizeof(float));  /* a group's reference output */
-    float *h = malloc(N * d * sizeof(float));    /* the residual stream after attention */
-    int widest = f > qd ? f : qd;
-    float *s = malloc((size_t)(widest > d ? widest : d) * sizeof(float)); /* one group's scales */
-    float *act = NULL;                           /* o_proj's or down_proj's input */
+    /* Held for every token: only h. The searches' inputs and outputs are held
+     * for the search samples; everything else streams through in chunks. */
+    float *h = malloc(N * d * sizeof(float));          /* the residual stream after attention */
+    float *xs = malloc(N_search * d * sizeof(float));  /* a normed input at the search samples */
+    float *ref = malloc(N_search * d * sizeof(float)); /* a group's reference output there */
+    float *cx = malloc(chunk * d * sizeof(float));      /* a chunk of normed input */
+    float *cy = malloc(chunk * d * sizeof(float));      /* a chunk of block output (unused) */
+    float *cact = malloc(chunk * wide * sizeof(float)); /* a chunk of o_proj's or down_proj's input */
+    float *H = malloc((size_t)widest * widest * sizeof(float));
+    double *abs_sum = malloc((size_t)wide * sizeof(double));
+    float *x_mean = malloc((size_t)wide * sizeof(float));
+    float *s = malloc((size_t)wide * sizeof(float)); /* one group's scales */
     float *clip_in[LLMQ_LIN_COUNT] = {0};
     int rc = LLMQ_ERR;
-    if (!xn || !ref || !h || !s) goto oom;
+    if (!h || !xs || !ref || !cx || !cy || !cact || !H || !abs_sum || !x_mean || !s) goto oom;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++)
         if (k != LLMQ_LIN_Q && k != LLMQ_LIN_K && !is_float_type(types[k]) && opts->clip &&
             !(clip_in[k] = malloc((size_t)n_clip * layer->lin[k].cols * sizeof(float))))
             goto oom;
 
     /* input_layernorm -> q, k, v, judged on the attention output. */
-    llmq_rmsnorm(xn, X, layer->attn_norm.data, (int)N, d, cfg->rms_norm_eps);
-    const size_t N_search = (size_t)c.search_samples * seqlen;
-    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xn, NULL, c.search_samples, ref, NULL) ||
+    input_stats st = {.cols = d, .abs_sum = abs_sum};
+    llmq_rmsnorm(xs, X, layer->attn_norm.data, (int)N_search, d, eps);
+    stats_add(&st, xs, N_search);
+    for (size_t t0 = N_search; t0 < N; t0 += chunk) {
+        size_t n = N - t0 < chunk ? N - t0 : chunk;
+        llmq_rmsnorm(cx, X + t0 * d, layer->attn_norm.data, (int)n, d, eps);
+        stats_add(&st, cx, n);
+    }
+    stats_mean(&st, x_mean);
+    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xs, NULL, c.search_samples, ref, NULL) ||
         check_finite(ref, N_search * d, index, "the attention output"))
         goto done;
-    if (search_scales(&c, LLMQ_AWQ_QKV, layer, xn, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_QKV, s)) goto done;
+    if (search_scales(&c, LLMQ_AWQ_QKV, layer, x_mean, NULL, xs, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_QKV, s))
+        goto done;
 
-    /* The attention again with those scales: o_proj's input, and the residual stream. */
-    if (!(act = malloc(N * qd * sizeof(float)))) goto oom;
-    llmq_rmsnorm(xn, X, layer->attn_norm.data, (int)N, d, cfg->rms_norm_eps);
+    /* The attention again with those scales, sample by sample: the residual
+     * stream h, and o_proj's input (its statistics and clip rows) on the way. */
+    const bool vo = vo_allowed(layer);
+    input_stats st_v = {.cols = d, .clip = clip_in[LLMQ_LIN_V], .step = step, .n_clip = n_clip};
+    input_stats st_o = {.cols = qd, .abs_sum = vo ? abs_sum : NULL, .H = vo ? H : NULL, .clip = clip_in[LLMQ_LIN_O],
+                        .step = step, .n_clip = n_clip};
     for (int smp = 0; smp < n_samples; smp++) {
-        size_t t0 = (size_t)smp * seqlen;
-        capture cap = {.which = LLMQ_LIN_O, .dst = act + t0 * qd};
-        if (llmq_attention_forward(m, layer, index, xn + t0 * d, seqlen, h + t0 * d, capture_hook, &cap)) goto done;
+        const size_t t0 = (size_t)smp * seqlen;
+        capture cap = {.which = LLMQ_LIN_O, .dst = cact};
+        llmq_rmsnorm(cx, X + t0 * d, layer->attn_norm.data, seqlen, d, eps);
+        if (llmq_attention_forward(m, layer, index, cx, seqlen, h + t0 * d, capture_hook, &cap)) goto done;
+        float *hs = h + t0 * d;
+        const float *xi = X + t0 * d;
+        #pragma omp parallel for simd schedule(static)
+        for (size_t e = 0; e < (size_t)seqlen * d; e++) hs[e] += xi[e];
+        stats_add(&st_v, cx, (size_t)seqlen);
+        stats_add(&st_o, cact, (size_t)seqlen);
     }
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N * d; i++) h[i] += X[i];
-    if (clip_in[LLMQ_LIN_V]) gather_rows(xn, d, step, n_clip, NULL, clip_in[LLMQ_LIN_V]);
 
     /* v_proj -> o_proj, judged on o_proj's output. */
-    bool vo = vo_allowed(layer);
     if (vo) {
-        if (search_scales(&c, LLMQ_AWQ_VO, layer, act, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_VO, s))
+        stats_mean(&st_o, x_mean);
+        if (search_scales(&c, LLMQ_AWQ_VO, layer, x_mean, H, NULL, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_VO, s))
             goto done;
+        unscale_rows(clip_in[LLMQ_LIN_O], n_clip, qd, s);
     }
-    if (clip_in[LLMQ_LIN_O]) gather_rows(act, qd, step, n_clip, vo ? s : NULL, clip_in[LLMQ_LIN_O]);
-    free(act);
-    act = NULL;
 
     /* post_attention_layernorm -> gate, up, judged on the MLP output. */
-    llmq_rmsnorm(xn, h, layer->ffn_norm.data, (int)N, d, cfg->rms_norm_eps);
-    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xn, NULL, c.search_samples, ref, NULL) ||
+    st = (input_stats){.cols = d, .abs_sum = abs_sum};
+    llmq_rmsnorm(xs, h, layer->ffn_norm.data, (int)N_search, d, eps);
+    stats_add(&st, xs, N_search);
+    for (size_t t0 = N_search; t0 < N; t0 += chunk) {
+        size_t n = N - t0 < chunk ? N - t0 : chunk;
+        llmq_rmsnorm(cx, h + t0 * d, layer->ffn_norm.data, (int)n, d, eps);
+        stats_add(&st, cx, n);
+    }
+    stats_mean(&st, x_mean);
+    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xs, NULL, c.search_samples, ref, NULL) ||
         check_finite(ref, N_search * d, index, "the MLP output"))
         goto done;
-    if (search_scales(&c, LLMQ_AWQ_GATE_UP, layer, xn, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_GATE_UP, s)) goto done;
+    if (search_scales(&c, LLMQ_AWQ_GATE_UP, layer, x_mean, NULL, xs, ref, s, stats) ||
+        apply_scales(m, index, layer, LLMQ_AWQ_GATE_UP, s))
+        goto done;
+    free(xs);
+    free(ref);
+    xs = ref = NULL;
 
-    /* up_proj -> down_proj, judged on down_proj's output. */
-    llmq_rmsnorm(xn, h, layer->ffn_norm.data, (int)N, d, cfg->rms_norm_eps);
+    /* up_proj -> down_proj, judged on down_proj's output: the MLP again with
+     * those scales, chunk by chunk, for down's input statistics. */
+    input_stats st_gate = {.cols = d, .clip = clip_in[LLMQ_LIN_GATE], .step = step, .n_clip = n_clip};
+    input_stats st_up = {.cols = d, .clip = clip_in[LLMQ_LIN_UP], .step = step, .n_clip = n_clip};
+    input_stats st_down = {.cols = f, .abs_sum = abs_sum, .H = H, .clip = clip_in[LLMQ_LIN_DOWN], .step = step, .n_clip = n_clip};
+    for (size_t t0 = 0; t0 < N; t0 += chunk) {
+        size_t n = N - t0 < chunk ? N - t0 : chunk;
+        capture cap = {.which = LLMQ_LIN_DOWN, .dst = cact};
+        llmq_rmsnorm(cx, h + t0 * d, layer->ffn_norm.data, (int)n, d, eps);
+        stats_add(&st_gate, cx, n);
+        stats_add(&st_up, cx, n);
+        if (llmq_mlp_forward(m, layer, index, cx, (int)n, cy, capture_hook, &cap)) goto done;
+        if (check_finite(cact, n * f, index, "down_proj's input")) goto done;
+        stats_add(&st_down, cact, n);
+    }
     free(h);
     h = NULL;
-    if (clip_in[LLMQ_LIN_GATE]) gather_rows(xn, d, step, n_clip, NULL, clip_in[LLMQ_LIN_GATE]);
-    if (clip_in[LLMQ_LIN_UP]) gather_rows(xn, d, step, n_clip, NULL, clip_in[LLMQ_LIN_UP]);
-    if (!(act = malloc(N * f * sizeof(float)))) goto oom;
-    {
-        int per = chunk_samples(&c, LLMQ_AWQ_GATE_UP);
-        for (int s0 = 0; s0 < n_samples; s0 += per) {
-            int ns = s0 + per <= n_samples ? per : n_samples - s0;
-            size_t t0 = (size_t)s0 * seqlen;
-            capture cap = {.which = LLMQ_LIN_DOWN, .dst = act + t0 * f};
-            if (llmq_mlp_forward(m, layer, index, xn + t0 * d, ns * seqlen, ref + t0 * d, capture_hook, &cap)) goto done;
-        }
-    }
-    if (check_finite(act, N * f, index, "down_proj's input")) goto done;
-    if (search_scales(&c, LLMQ_AWQ_DOWN, layer, act, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_DOWN, s))
+    stats_mean(&st_down, x_mean);
+    if (search_scales(&c, LLMQ_AWQ_DOWN, layer, x_mean, H, NULL, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_DOWN, s))
         goto done;
-    if (clip_in[LLMQ_LIN_DOWN]) gather_rows(act, f, step, n_clip, s, clip_in[LLMQ_LIN_DOWN]);
-    free(act);
-    act = NULL;
-    free(xn);
-    xn = NULL;
-    free(ref);
-    ref = NULL;
+    unscale_rows(clip_in[LLMQ_LIN_DOWN], n_clip, f, s);
+    free(H); free(cx); free(cy); free(cact);
+    H = cx = cy = cact = NULL;
 
     /* Clipping, on the scaled weights and inputs (q and k skipped: their
      * errors pass through the q·kᵀ product, which the partial outputs miss). */
@@ -822,7 +884,7 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
 oom:
     llmq_error("layer %d: AWQ: out of memory for %zu calibration tokens", index, N);
 done:
-    free(xn); free(ref); free(h); free(s); free(act);
+    free(h); free(xs); free(ref); free(cx); free(cy); free(cact); free(H); free(abs_sum); free(x_mean); free(s);
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) free(clip_in[k]);
     llmq_model_release_workspace(m); /* the next stage (GPTQ or the writer) needs the memory more */
     return rc;

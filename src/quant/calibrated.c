@@ -53,17 +53,40 @@ static void stage_rate(const state *s, int layer, int64_t tokens)
     if (s->o.stage && dt > 0) s->o.stage(s->o.user, layer, s->stage, (double)tokens / dt);
 }
 
-static void release(state *s)
+/* GPTQ's buffers: Y, the Hessian and its working copy, one sample's MLP activations. */
+static void release_gptq_buffers(state *s)
 {
-    free(s->X);
     free(s->Y);
-    free(s->tmp);
     free(s->tmp2);
     free(s->act);
     free(s->H);
     free(s->Hwork);
-    s->X = s->Y = s->tmp = s->tmp2 = s->act = s->H = s->Hwork = NULL;
+    s->Y = s->tmp2 = s->act = s->H = s->Hwork = NULL;
     s->y_valid = false;
+}
+
+static int gptq_buffers(state *s, const llmq_model *m)
+{
+    const llmq_calib *c = s->o.calib;
+    const size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
+    if (!s->Y) s->Y = malloc((size_t)c->n_samples * s->y_stride * sizeof(float));
+    if (!s->tmp2) s->tmp2 = malloc(stride * sizeof(float));
+    if (!s->act) s->act = malloc((size_t)c->seqlen * m->cfg.intermediate_size * sizeof(float));
+    if (!s->H) s->H = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
+    if (!s->Hwork) s->Hwork = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
+    if (s->Y && s->tmp2 && s->act && s->H && s->Hwork) return LLMQ_OK;
+    release_gptq_buffers(s);
+    return llmq_error("calibration: out of memory for GPTQ's buffers (%.1f GiB of activations for %d samples × %d tokens, "
+                      "Hessians %d × %d)", (double)c->n_samples * s->y_stride * 4 / (1 << 30), c->n_samples, c->seqlen, s->max_cols,
+                      s->max_cols);
+}
+
+static void release(state *s)
+{
+    release_gptq_buffers(s);
+    free(s->X);
+    free(s->tmp);
+    s->X = s->tmp = NULL;
 }
 
 static int begin(void *p, const llmq_model *m)
@@ -78,18 +101,15 @@ static int begin(void *p, const llmq_model *m)
     s->y_stride = (size_t)c->seqlen * (qd > d ? qd : d);
     s->X = malloc((size_t)c->n_samples * stride * sizeof(float));
     s->tmp = malloc(stride * sizeof(float));
-    const bool gptq = s->o.kind != LLMQ_CAL_AWQ;
-    if (gptq) {
-        s->Y = malloc((size_t)c->n_samples * s->y_stride * sizeof(float));
-        s->tmp2 = malloc(stride * sizeof(float));
-        s->act = malloc((size_t)c->seqlen * m->cfg.intermediate_size * sizeof(float));
-        s->H = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
-        s->Hwork = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
-    }
-    if (!s->X || !s->tmp || (gptq && (!s->Y || !s->tmp2 || !s->act || !s->H || !s->Hwork))) {
+    if (!s->X || !s->tmp) {
         release(s);
         return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", c->n_samples, c->seqlen,
-                          (double)c->n_samples * (stride + (gptq ? s->y_stride : 0)) * 4 / (1 << 30));
+                          (double)c->n_samples * stride * 4 / (1 << 30));
+    }
+    /* awq+gptq allocates them after each layer's AWQ search, which needs as much memory again */
+    if (s->o.kind == LLMQ_CAL_GPTQ && gptq_buffers(s, m) != LLMQ_OK) {
+        release(s);
+        return LLMQ_ERR;
     }
     stage(s, -1, "embed calib");
     for (int i = 0; i < c->n_samples; i++)
@@ -298,6 +318,8 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
             if (group_size != llmq_group_resolve(targets[k].type, 0)) native = false;
         }
         if (native) group_size = 0;
+        /* the search holds the residual stream for every token itself: GPTQ's Y can go meanwhile */
+        release_gptq_buffers(s);
         stage(s, index, "awq search");
         double t0 = omp_get_wtime();
         if (llmq_awq_layer(m, index, &cur, s->X, s->o.calib->n_samples, s->o.calib->seqlen, types, group_size, &s->o.awq, &s->rep.awq) != LLMQ_OK)
@@ -315,6 +337,7 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
         }
         return LLMQ_OK;
     }
+    if (gptq_buffers(s, m) != LLMQ_OK) return llmq_error_prefix("layer %d", index);
     return gptq_layer(s, m, index, &cur, w, targets, packed);
 }
 
