@@ -10,6 +10,8 @@
 #   THREADS="1 2"                  thread counts
 #   CALIB_SAMPLES=16 CALIB_SEQLEN=512   calibration of the measured GPTQ/AWQ runs
 #   METHODS="rtn gptq awq"         quantize methods timed (gptq-act = gptq --act-order, awq+gptq)
+#   (the RSS bound column: 1.2 × (a layer's weights in fp32 + the calibration
+#   activations in and out + two Hessians of the widest input), the issue's)
 #   SHAPES_DIR=build/shapes        where the checkpoints are kept between runs
 # The environment is the user's: nothing here sets OMP_* or OPENBLAS_*.
 set -euo pipefail
@@ -54,8 +56,20 @@ for shape in $SHAPES; do
     echo
     echo "Quantize (\`llmq quantize $dir ... --json\`), seconds:"
     echo
-    echo "| method | type | threads | wall | forward | Hessian | solver | AWQ search | peak RSS MiB | projected whole model, this calibration | projected 128×2048 (gptq) / 128×512 (awq) |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    # The issue's memory bound: 1.2 × (one layer's weights in fp32 + the calibration
+    # activations in and out + the two Hessian buffers of the widest input).
+    bound=$(python3 -c "
+import json
+c = json.load(open('$dir/config.json'))
+d, f = c['hidden_size'], c['intermediate_size']
+hd = c.get('head_dim') or d // c['num_attention_heads']
+qd, kv = c['num_attention_heads'] * hd, c.get('num_key_value_heads', c['num_attention_heads']) * hd
+layer = 2 * qd * d + 2 * kv * d + 3 * d * f
+n = $CALIB_SAMPLES * $CALIB_SEQLEN
+wide = max(d, qd, f)
+print(round(1.2 * 4 * (layer + n * d + n * max(d, qd) + 2 * wide * wide) / 2**20))")
+    echo "| method | type | threads | wall | forward | Hessian | solver | AWQ search | peak RSS MiB | RSS bound MiB | projected whole model, this calibration | projected 128×2048 (gptq) / 128×512 (awq) |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for method in $METHODS; do
         case $method in
             rtn) args=(--method rtn --type q4_0); label=q4_0 ;;
@@ -93,7 +107,7 @@ print(f'{$wall * (2 * v * d + $layers_full * layer) / (2 * v * d + layer) / 60:.
 s = ($fwd + $hes + $awq) * $want / $tok + $sol
 print(f'{(($wall - $layer_s) + s * $layers_full) / 3600:.1f} h')")
             fi
-            echo "| $method | $label | $t | $wall | $fwd | $hes | $sol | $awq | $rss | $proj | $big |"
+            echo "| $method | $label | $t | $wall | $fwd | $hes | $sol | $awq | $rss | $([ "$method" = rtn ] && echo "—" || echo "$bound") | $proj | $big |"
         done
     done
 

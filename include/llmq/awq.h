@@ -96,9 +96,13 @@ typedef struct {
  * stats may be NULL. Nothing is quantized here: the caller rounds the
  * returned weights onto the same grids. LLMQ_ERR with a message on bad
  * shapes, a type that cannot hold the group size, or NaN/Inf in X, the
- * weights or the outputs. Memory besides X: about (3·hidden + max(q_dim,
- * intermediate))·tokens floats, plus one copy of the linears being tried.
- * Threads: OpenMP (and OpenBLAS). */
+ * weights or the outputs. Memory besides X, in floats: hidden per token (the
+ * residual stream after attention), 2·hidden per search token (a block's
+ * input and reference output), max(q_dim, intermediate)² (Σxxᵀ of o_proj's
+ * or down_proj's input), chunks of about 2048 tokens × (2·hidden +
+ * max(q_dim, intermediate)), the clip rows, and one copy of the linears
+ * being tried: the wide inputs stream through and are never held for every
+ * token. Threads: OpenMP (and OpenBLAS). */
 int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const float *X, int n_samples, int seqlen,
                    const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
                    llmq_awq_stats *stats);
