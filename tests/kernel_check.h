@@ -54,8 +54,8 @@ static inline uint16_t kc_half(kc_mode mode)
 static inline int kc_half_fields(llmq_type t, int *off)
 {
     switch (t) {
-    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q8_0: off[0] = 0; return 1;
-    case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q4_K: off[0] = 0; off[1] = 2; return 2;
+    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q5_0: case LLMQ_TYPE_Q8_0: off[0] = 0; return 1;
+    case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q5_1: case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K: off[0] = 0; off[1] = 2; return 2;
     case LLMQ_TYPE_Q6_K: off[0] = 208; return 1;
     case LLMQ_TYPE_Q3_K: off[0] = 108; return 1;
     default: return 0;
@@ -196,8 +196,9 @@ static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_op
     return kc_check_dots(a, ref, t, w, rows, in, tag, 1);
 }
 
-static const llmq_type kc_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
-                                     LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16, LLMQ_TYPE_BF16, LLMQ_TYPE_F32};
+static const llmq_type kc_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q8_0,
+                                     LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_F16,
+                                     LLMQ_TYPE_BF16, LLMQ_TYPE_F32};
 #define KC_N_TYPES (int)(sizeof kc_types / sizeof kc_types[0])
 
 /* Every type × mode × row length: decoders bit-exact, dots within KC_REL.

@@ -14,8 +14,8 @@
 #include <math.h>
 #include <stdint.h>
 
-static const llmq_type all_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K,
-                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q8_0};
+static const llmq_type all_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q6_K,
+                                      LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K};
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
 /* p->hinv caches the dense inverse: H must not change after the first
  * dense_gptq() call on a problem. */
@@ -279,7 +279,18 @@ static int64_t stored_fields(llmq_type t, const unsigned char *row, int c)
 {
     switch (t) {
     case LLMQ_TYPE_Q4_0: return ((const llmq_block_q4_0 *)row)[c / 32].d;
+    case LLMQ_TYPE_Q5_0: return ((const llmq_block_q5_0 *)row)[c / 32].d;
     case LLMQ_TYPE_Q8_0: return ((const llmq_block_q8_0 *)row)[c / 32].d;
+    case LLMQ_TYPE_Q5_1: {
+        const llmq_block_q5_1 *b = (const llmq_block_q5_1 *)row + c / 32;
+        return (int64_t)b->d << 16 | b->m;
+    }
+    case LLMQ_TYPE_Q5_K: {
+        const llmq_block_q5_k *b = (const llmq_block_q5_k *)row + c / 256;
+        int sc, m;
+        llmq_q4_k_get_scale_min(b->scales, (c % 256) / 32, &sc, &m);
+        return (int64_t)b->d << 32 | (int64_t)b->dmin << 16 | sc << 8 | m;
+    }
     case LLMQ_TYPE_Q4_1: {
         const llmq_block_q4_1 *b = (const llmq_block_q4_1 *)row + c / 32;
         return (int64_t)b->d << 16 | b->m;
@@ -500,7 +511,7 @@ Test(gptq, dead_columns)
             cr_assert_lt(fabs(st.err_rtn - e_rtn / ref), 0.001 * e_rtn / ref);
             check_on_grid(&p, t, 64, packed, Wq);
             /* A dead column is quantized as 0; symmetric grids hold 0 exactly. */
-            const bool symmetric = t != LLMQ_TYPE_Q4_1 && t != LLMQ_TYPE_Q4_K;
+            const bool symmetric = t != LLMQ_TYPE_Q4_1 && t != LLMQ_TYPE_Q4_K && t != LLMQ_TYPE_Q5_1 && t != LLMQ_TYPE_Q5_K;
             for (int r = 0; r < ROWS && symmetric; r++)
                 for (int k = 0; k < 4; k++) cr_assert_eq(Wq[(size_t)r * COLS + dead[k]], 0.0f);
             free(Wq); free(Qr); free(packed);

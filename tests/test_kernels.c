@@ -127,7 +127,7 @@ Test(kernels, selection_and_errors)
     unsigned char w[34 * 4] = {0};
     cr_assert_eq(llmq_matmul(y, x, 1, w, LLMQ_TYPE_Q4_K, 32, 1), LLMQ_ERR); /* 32 is not a multiple of 256 */
     cr_assert(strstr(llmq_last_error(), "q4_k"), "%s", llmq_last_error());
-    cr_assert_eq(llmq_matmul(y, x, 1, w, (llmq_type)7, 32, 1), LLMQ_ERR);
+    cr_assert_eq(llmq_matmul(y, x, 1, w, (llmq_type)5, 32, 1), LLMQ_ERR); /* ggml id 5 (the removed Q4_2): no kernel */
     cr_assert_eq(llmq_matmul(y, x, 0, w, LLMQ_TYPE_Q8_0, 32, 1), LLMQ_ERR);
     cr_assert_eq(llmq_matmul(y, x, 1, w, LLMQ_TYPE_Q8_0, 32, 4), LLMQ_OK);
     for (int i = 0; i < 4; i++) cr_assert_eq(y[i], 0.0f);
@@ -181,7 +181,8 @@ static void check_fast_matmul(const char *kernel, llmq_type t, int nt, int in, i
 
 Test(kernels, fast_matmul_is_the_exact_product_with_int8_activations)
 {
-    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
+    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
+                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K};
     static const int tokens[] = {1, 4, 7, 9, 40};
     const char *kernels[3] = {"scalar", llmq_isa_available(LLMQ_ISA_AVX2) ? "avx2" : llmq_isa_available(LLMQ_ISA_NEON) ? "neon" : "scalar",
                               llmq_isa_available(LLMQ_ISA_AVX512) ? "avx512" : "scalar"};
@@ -272,7 +273,8 @@ Test(kernels, openblas_runs_the_cpus_instruction_sets)
  * and row counts that leave a partial panel. */
 Test(kernels, int8_gemm_families_give_the_same_bits)
 {
-    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
+    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
+                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K};
     static const int tokens[] = {9, 13, 64};
     static const int outs[] = {1, 31, 45};
     const char *families[] = {"avx2", "avx512"};
@@ -312,7 +314,8 @@ Test(kernels, int8_gemm_families_give_the_same_bits)
  * the AVX-512 micro-kernel gives the scalar reference's bits. */
 Test(kernels, int16_gemm_is_the_exact_product_with_int16_activations)
 {
-    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K};
+    static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
+                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K};
     static const int tokens[] = {9, 13, 40};
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
         for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++) {

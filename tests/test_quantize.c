@@ -32,7 +32,7 @@ static llmq_policy policy(const char *type, int group)
 static llmq_tensor_plan plan(const llmq_policy *p, llmq_tensor_role role, llmq_linear lin, int layer, int n_layers,
                              int64_t rows, int64_t cols, bool tied)
 {
-    llmq_tensor_desc d = {role, lin, layer, n_layers, rows, cols, tied};
+    llmq_tensor_desc d = {role, lin, layer, n_layers, rows, cols, tied, false};
     llmq_tensor_plan out;
     cr_assert_eq(llmq_policy_plan(p, &d, &out), LLMQ_OK, "%s", llmq_last_error());
     return out;
@@ -99,8 +99,15 @@ Test(policy, row_lengths_that_do_not_fit_fall_back)
     llmq_tensor_plan gate = plan(&q40, LLMQ_ROLE_LINEAR, LLMQ_LIN_GATE, 0, 5, 172, 64, true);
     cr_expect_eq(gate.type, LLMQ_TYPE_Q4_0, "64 is two blocks; the group is the whole row");
     cr_expect_eq(gate.wanted, gate.type);
+    /* tensor_type_fallback: Q4_K -> Q5_0, Q5_K -> Q5_1 (64 = two 32-blocks), F16 past that */
     llmq_policy q4k = policy("q4_k", 128);
-    cr_expect_eq(plan(&q4k, LLMQ_ROLE_LINEAR, LLMQ_LIN_GATE, 0, 5, 172, 64, true).type, LLMQ_TYPE_F16);
+    llmq_tensor_plan q4k_gate = plan(&q4k, LLMQ_ROLE_LINEAR, LLMQ_LIN_GATE, 0, 5, 172, 64, true);
+    cr_expect_eq(q4k_gate.type, LLMQ_TYPE_Q5_0);
+    cr_expect_eq(q4k_gate.wanted, LLMQ_TYPE_Q4_K);
+    cr_expect_eq(q4k_gate.group_size, 128, "the group asked for; the row's last group is shorter");
+    cr_expect_eq(plan(&q4k, LLMQ_ROLE_LINEAR, LLMQ_LIN_DOWN, 0, 5, 64, 172, true).type, LLMQ_TYPE_F16);
+    llmq_policy q5k = policy("q5_k", 0);
+    cr_expect_eq(plan(&q5k, LLMQ_ROLE_LINEAR, LLMQ_LIN_GATE, 0, 5, 172, 64, true).type, LLMQ_TYPE_Q5_1);
     llmq_policy q6k = policy("q6_k", 0);
     cr_expect_eq(plan(&q6k, LLMQ_ROLE_LINEAR, LLMQ_LIN_Q, 0, 5, 64, 64, true).type, LLMQ_TYPE_Q8_0);
     cr_expect_eq(plan(&q6k, LLMQ_ROLE_LINEAR, LLMQ_LIN_DOWN, 0, 5, 64, 172, true).type, LLMQ_TYPE_F16);
@@ -109,7 +116,7 @@ Test(policy, row_lengths_that_do_not_fit_fall_back)
     cr_expect_eq(plan(&q40, LLMQ_ROLE_EMBED, 0, -1, 5, 512, 64, true).type, LLMQ_TYPE_Q8_0, "tied 64-wide head");
     /* A K-quant group must divide the super-block. */
     llmq_policy bad = policy("q4_k", 96);
-    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_Q, 0, 2, 256, 256, false};
+    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_Q, 0, 2, 256, 256, false, false};
     llmq_tensor_plan out;
     cr_expect_eq(llmq_policy_plan(&bad, &d, &out), LLMQ_ERR);
 }
@@ -118,15 +125,76 @@ Test(policy, scheme_names_and_file_types)
 {
     llmq_quant_scheme s;
     cr_assert_eq(llmq_quant_scheme_parse("Q4_K_M", &s), LLMQ_OK);
-    cr_expect(s.q4_k_m);
+    cr_expect(s.mix);
     cr_expect_eq(s.base, LLMQ_TYPE_Q4_K);
     cr_expect_eq(s.file_type, 15);
     cr_assert_eq(llmq_quant_scheme_parse("q8_0", &s), LLMQ_OK);
     cr_expect_eq(s.file_type, 7);
     cr_assert_eq(llmq_quant_scheme_parse("bf16", &s), LLMQ_OK);
     cr_expect_eq(s.file_type, 32);
-    cr_expect_eq(llmq_quant_scheme_parse("q5_k", &s), LLMQ_ERR);
-    cr_expect(strstr(llmq_last_error(), "q4_k_m"), "%s", llmq_last_error());
+    /* llama.cpp's LlamaFileType numbers (include/llama.h) */
+    const struct { const char *name; llmq_type base; bool mix; int file_type; } want[] = {
+        {"q5_0", LLMQ_TYPE_Q5_0, false, 8},    {"q5_1", LLMQ_TYPE_Q5_1, false, 9},    {"q3_k_s", LLMQ_TYPE_Q3_K, false, 11},
+        {"q3_k_m", LLMQ_TYPE_Q3_K, true, 12},  {"q3_k_l", LLMQ_TYPE_Q3_K, true, 13},  {"q4_k_s", LLMQ_TYPE_Q4_K, true, 14},
+        {"q4_k", LLMQ_TYPE_Q4_K, false, 14},   {"q5_k_s", LLMQ_TYPE_Q5_K, false, 16}, {"q5_k", LLMQ_TYPE_Q5_K, false, 16},
+        {"q5_k_m", LLMQ_TYPE_Q5_K, true, 17},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        cr_assert_eq(llmq_quant_scheme_parse(want[i].name, &s), LLMQ_OK, "%s", want[i].name);
+        cr_expect_eq(s.base, want[i].base, "%s", want[i].name);
+        cr_expect_eq(s.mix, want[i].mix, "%s", want[i].name);
+        cr_expect_eq(s.file_type, want[i].file_type, "%s", want[i].name);
+    }
+    cr_expect_eq(llmq_quant_scheme_parse("q4_k_x", &s), LLMQ_ERR);
+    cr_expect(strstr(llmq_last_error(), "q4_k_m") && strstr(llmq_last_error(), "q5_k_m"), "%s", llmq_last_error());
+}
+
+/* The mixes' rules (llama-quant.cpp llama_tensor_get_type_impl, a dense
+ * Llama): the type of each decoder linear, layer by layer. */
+static llmq_type mix_rule(const char *mix, llmq_linear k, int i, int n)
+{
+    const bool v = k == LLMQ_LIN_V, down = k == LLMQ_LIN_DOWN, o = k == LLMQ_LIN_O, more = llmq_policy_more_bits(i, n);
+    if (!strcmp(mix, "q5_k_m")) return (v || down) && more ? LLMQ_TYPE_Q6_K : LLMQ_TYPE_Q5_K;
+    if (!strcmp(mix, "q4_k_s")) return (v && i < 4) || (down && i < n / 8) ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q4_K;
+    if (!strcmp(mix, "q3_k_m")) {
+        if (v) return i < 2 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q4_K;
+        if (down) return i < n / 16 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q4_K;
+        return o ? LLMQ_TYPE_Q4_K : LLMQ_TYPE_Q3_K;
+    }
+    if (!strcmp(mix, "q3_k_l")) return v || down || o ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q3_K;
+    return LLMQ_TYPE_COUNT;
+}
+
+Test(policy, mixes_follow_llamacpp_layer_by_layer)
+{
+    const char *const mixes[] = {"q5_k_m", "q4_k_s", "q3_k_m", "q3_k_l"};
+    const int depths[] = {6, 32, 80};
+    int q5 = 0;
+    for (size_t m = 0; m < 4; m++)
+        for (size_t di = 0; di < 3; di++) {
+            llmq_policy p = policy(mixes[m], 0);
+            const int n = depths[di];
+            for (int l = 0; l < n; l++)
+                for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+                    llmq_type want = mix_rule(mixes[m], (llmq_linear)k, l, n);
+                    llmq_type got = plan(&p, LLMQ_ROLE_LINEAR, (llmq_linear)k, l, n, 4096, 4096, false).type;
+                    cr_expect_eq(got, want, "%s, layer %d of %d, %s: %s", mixes[m], l, n, llmq_linear_names[k], llmq_type_name(got));
+                    q5 += got == LLMQ_TYPE_Q5_K;
+                }
+        }
+    cr_expect_gt(q5, 0);
+    /* llama.cpp's 70B rule: attn_v that a rule leaves at Q3_K or Q4_K becomes Q5_K. */
+    llmq_policy p = policy("q4_k_m", 0);
+    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_V, 40, 80, 1024, 8192, false, true};
+    llmq_tensor_plan out;
+    cr_assert_eq(llmq_policy_plan(&p, &d, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q5_K, "layer 40 of 80 is not a more-bits layer: Q4_K, raised");
+    d.layer = 0;
+    cr_assert_eq(llmq_policy_plan(&p, &d, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q6_K, "a more-bits layer keeps Q6_K");
+    d.linear = LLMQ_LIN_K, d.layer = 40;
+    cr_assert_eq(llmq_policy_plan(&p, &d, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q4_K, "attn_v only");
 }
 
 /* ------------------------------------------------------------ driver */

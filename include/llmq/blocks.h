@@ -20,7 +20,7 @@
  *
  * How a group maps onto native blocks: in Q4_0/Q4_1/Q8_0 (32-element blocks)
  * a group of G elements is G/32 blocks carrying identical d (and m). In the
- * K-quants a group is G/32 (Q4_K) or G/16 (Q6_K, Q3_K) sub-blocks carrying
+ * K-quants a group is G/32 (Q4_K, Q5_K) or G/16 (Q6_K, Q3_K) sub-blocks carrying
  * identical sub-block codes; the super-block's fp16 d (and dmin) is shared by
  * all groups of its 256 elements, so it must be fixed before any of its
  * groups' codes are (see llmq_superblock_choose()). */
@@ -43,12 +43,21 @@
 typedef struct { uint16_t d; uint8_t qs[16]; } llmq_block_q4_0;
 /* y = q·d + m, same nibble order as Q4_0 */
 typedef struct { uint16_t d, m; uint8_t qs[16]; } llmq_block_q4_1;
+/* 5-bit codes: the low four bits in qs as Q4_0's nibbles, the fifth bit of
+ * element j at bit j of qh (little-endian 32 bits); y = (q - 16)·d. */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } llmq_block_q5_0;
+/* y = q·d + m, codes as Q5_0's */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } llmq_block_q5_1;
 /* y[j] = qs[j]·d */
 typedef struct { uint16_t d; int8_t qs[32]; } llmq_block_q8_0;
 /* 8 sub-blocks of 32 with 6-bit scale sc and min m (packed in scales[12]);
  * y = (d·sc)·q - dmin·m. Each 64 elements use 32 qs bytes: low nibbles are the
  * first 32 elements, high nibbles the next 32. */
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } llmq_block_q4_k;
+/* Q4_K's sub-blocks, scales and nibble order with a fifth bit per code: the
+ * element at offset l of 64-element chunk c has its high bit at bit 2c (first
+ * 32 of the chunk) or 2c+1 (second 32) of qh[l]; y = (d·sc)·q - dmin·m. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } llmq_block_q5_k;
 /* 16 sub-blocks of 16 with int8 scales; q = 4 low bits (ql) | 2 high bits (qh);
  * y = (d·sc)·(q - 32); interleaved in 128-element halves. */
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } llmq_block_q6_k;
@@ -60,7 +69,10 @@ typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } llmq_block_q8_k;
 
 _Static_assert(sizeof(llmq_block_q4_0) == 18, "q4_0 block");
 _Static_assert(sizeof(llmq_block_q4_1) == 20, "q4_1 block");
+_Static_assert(sizeof(llmq_block_q5_0) == 22, "q5_0 block");
+_Static_assert(sizeof(llmq_block_q5_1) == 24, "q5_1 block");
 _Static_assert(sizeof(llmq_block_q8_0) == 34, "q8_0 block");
+_Static_assert(sizeof(llmq_block_q5_k) == 176, "q5_K block");
 _Static_assert(sizeof(llmq_block_q4_k) == 144, "q4_K block");
 _Static_assert(sizeof(llmq_block_q6_k) == 210, "q6_K block");
 _Static_assert(sizeof(llmq_block_q3_k) == 110, "q3_K block");
@@ -69,6 +81,9 @@ _Static_assert(sizeof(llmq_block_q8_k) == 292, "q8_K block");
 /* Scalar reference dequantizers (n a multiple of the block size). */
 void llmq_dequant_q4_0(const void *src, float *dst, int64_t n);
 void llmq_dequant_q4_1(const void *src, float *dst, int64_t n);
+void llmq_dequant_q5_0(const void *src, float *dst, int64_t n);
+void llmq_dequant_q5_1(const void *src, float *dst, int64_t n);
+void llmq_dequant_q5_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q8_0(const void *src, float *dst, int64_t n);
 void llmq_dequant_q4_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q6_k(const void *src, float *dst, int64_t n);
@@ -140,18 +155,18 @@ typedef struct {
     int16_t zero, qmin, qmax;
     /* The stored fields the grid decodes from. */
     uint16_t d;    /* fp16 bits: Q4_0/Q4_1/Q8_0 d; K-quants: the super-block d */
-    uint16_t m;    /* fp16 bits: Q4_1 m; Q4_K: the super-block dmin; else 0 */
-    int16_t sc;    /* K-quants: sub-block scale code (Q4_K 0..63, Q6_K -128..127, Q3_K -32..31) */
-    int16_t mc;    /* Q4_K: sub-block min code 0..63; else 0 */
+    uint16_t m;    /* fp16 bits: Q4_1/Q5_1 m; Q4_K/Q5_K: the super-block dmin; else 0 */
+    int16_t sc;    /* K-quants: sub-block scale code (Q4_K/Q5_K 0..63, Q6_K -128..127, Q3_K -32..31) */
+    int16_t mc;    /* Q4_K/Q5_K: sub-block min code 0..63; else 0 */
 } llmq_grid;
 
 /* Fields shared by all groups of one K-quant super-block (fp16 bits). */
 typedef struct { uint16_t d, dmin; } llmq_superblock;
 
-/* Elements per stored scale: 32 (Q4_0, Q4_1, Q8_0, Q4_K) or 16 (Q6_K, Q3_K);
+/* Elements per stored scale: 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) or 16 (Q6_K, Q3_K);
  * 0 for a type without grids (floats, Q8_K). */
 int llmq_grid_unit(llmq_type t);
-/* True for Q4_K, Q6_K, Q3_K (grids depend on a shared super-block d). */
+/* True for Q4_K, Q5_K, Q6_K, Q3_K (grids depend on a shared super-block d). */
 bool llmq_type_is_k(llmq_type t);
 /* The group size to use: group_size, or the type's native unit when
  * group_size is 0. */
@@ -244,11 +259,11 @@ static inline double llmq_grid_sse(const llmq_grid *g, const float *x, int len, 
 /* The real-valued grid of one group, before rounding to the type's precision:
  * value(q) = scale·(q - zero_t) + offset with zero_t the type's own zero
  * (8 for Q4_0, 32 for Q6_K, 4 for Q3_K, 0 otherwise). Symmetric types
- * (Q4_0, Q8_0, Q6_K, Q3_K) have offset 0 and a signed scale; Q4_1 and Q4_K
- * have scale ≥ 0, and Q4_K offset ≤ 0. */
+ * (Q4_0, Q5_0, Q8_0, Q6_K, Q3_K) have offset 0 and a signed scale; Q4_1,
+ * Q5_1, Q4_K and Q5_K have scale ≥ 0, and Q4_K/Q5_K offset ≤ 0. */
 typedef struct { float scale, offset; } llmq_real_grid;
 
-/* Fits one group's real grid to x[0..len): min/max (Q4_1, Q4_K) or absmax
+/* Fits one group's real grid to x[0..len): min/max (Q4_1, Q5_1, Q4_K, Q5_K) or absmax
  * (Q4_0, Q8_0, Q6_K, Q3_K) as llama.cpp's reference quantizers do; with
  * `search`, an error-minimising search over candidate scales (each refitted by
  * least squares, as ggml's make_qkx2_quants / make_qx_quants do) that scores
@@ -258,8 +273,8 @@ llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *
 
 /* Chooses a K-quant super-block's shared fields from the real grids of the
  * groups it holds (n_groups = 256 / group_size): d so the largest scale gets
- * the largest code (Q4_K: max scale / 63; Q6_K: extreme scale / -128; Q3_K:
- * extreme scale / -32) and, for Q4_K, dmin = max(-offset) / 63, each rounded
+ * the largest code (Q4_K/Q5_K: max scale / 63; Q6_K: extreme scale / -128; Q3_K:
+ * extreme scale / -32) and, for Q4_K/Q5_K, dmin = max(-offset) / 63, each rounded
  * to fp16. For other types it sets zeros. */
 llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups, int n_groups);
 
@@ -293,7 +308,7 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q);
  * grids, dst) with the row's codes rewrites the same bytes. */
 int llmq_unpack_grids(llmq_type t, const void *src, int n, int group_size, llmq_grid *grids);
 /* The grid that stored fields decode to (ggml types): d and m fp16 bits
- * (Q4_0/Q8_0 d; Q4_1 d, m; K-quants the super-block d and, for Q4_K, dmin),
+ * (Q4_0/Q5_0/Q8_0 d; Q4_1/Q5_1 d, m; K-quants the super-block d and, for Q4_K/Q5_K, dmin),
  * sc and mc the K-quant sub-block codes (the caller keeps them in range). */
 llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int mc);
 

@@ -31,12 +31,15 @@
 /* ---------------------------------------------------------------- policy */
 
 /* What `--type` names: the decoder linears' base type, whether llama.cpp's
- * Q4_K_M mix applies, and the LlamaFileType recorded as general.file_type
- * (q3_k -> Q3_K_S, q4_k -> Q4_K_S: the nearest llama.cpp file types). */
+ * per-tensor rules for the file type apply (the mixes: q4_k_m, q4_k_s,
+ * q5_k_m, q3_k_m, q3_k_l), and the LlamaFileType recorded as
+ * general.file_type (q3_k -> Q3_K_S, q4_k -> Q4_K_S, q5_k -> Q5_K_S: the
+ * nearest llama.cpp file types; Q3_K_S and Q5_K_S have no rules of their own
+ * for these models, so q3_k_s and q5_k_s are the same as q3_k and q5_k). */
 typedef struct {
     const char *name; /* "q4_k_m", "q4_0", "f16", ... */
     llmq_type base;
-    bool q4_k_m;
+    bool mix;
     int file_type;
 } llmq_quant_scheme;
 
@@ -65,20 +68,23 @@ typedef struct {
     int layer, n_layers;
     int64_t rows, cols; /* cols = row length (ggml ne[0]) */
     bool tied;          /* no separate output head: the embedding is also the head */
+    /* llama.cpp's LLM_TYPE_70B (80 layers: Llama with grouped KV heads,
+     * Qwen2), whose attn_v it gives Q5_K where a rule says Q3_K or Q4_K */
+    bool model_70b;
 } llmq_tensor_desc;
 
 typedef struct {
     llmq_type type;
     int group_size; /* resolved grid span (0 for float types) */
     /* The rule's type before the row length forced a fallback (llama-quant.cpp
-     * tensor_type_fallback: Q6_K->Q8_0, Q3_K->Q4_0, Q4_K->F16 since llmq has
-     * no Q5_0, then F16 when even 32 does not divide the row); equals type
-     * when there was no fallback. */
+     * tensor_type_fallback: Q6_K->Q8_0, Q5_K->Q5_1, Q4_K->Q5_0, Q3_K->Q4_0,
+     * then F16 when even 32 does not divide the row); equals type when there
+     * was no fallback. */
     llmq_type wanted;
 } llmq_tensor_plan;
 
-/* True for the layers where llama.cpp's Q4_K_M gives attn_v and ffn_down Q6_K:
- * i < n/8, i >= 7n/8, or (i - n/8) % 3 == 2. */
+/* True for the layers where llama.cpp's Q4_K_M and Q5_K_M give attn_v and
+ * ffn_down Q6_K: i < n/8, i >= 7n/8, or (i - n/8) % 3 == 2. */
 bool llmq_policy_more_bits(int layer, int n_layers);
 
 /* The type and group size of one tensor. LLMQ_ERR when the group size does

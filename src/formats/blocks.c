@@ -54,6 +54,39 @@ void llmq_dequant_q4_1(const void *src, float *dst, int64_t n)
     }
 }
 
+/* The 5-bit codes of one Q5_0/Q5_1 block: element j's fifth bit is bit j of qh. */
+static inline void q5_block_codes(const uint8_t qs[16], const uint8_t qh[4], int q[32])
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 0xF) | (int)(((h >> j) & 1u) << 4);
+        q[j + 16] = (qs[j] >> 4) | (int)(((h >> (j + 16)) & 1u) << 4);
+    }
+}
+
+void llmq_dequant_q5_0(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, dst += LLMQ_QK) {
+        const float d = h2f(b[i].d);
+        int q[32];
+        q5_block_codes(b[i].qs, b[i].qh, q);
+        for (int j = 0; j < 32; j++) dst[j] = (float)(q[j] - 16) * d;
+    }
+}
+
+void llmq_dequant_q5_1(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q5_1 *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, dst += LLMQ_QK) {
+        const float d = h2f(b[i].d), m = h2f(b[i].m);
+        int q[32];
+        q5_block_codes(b[i].qs, b[i].qh, q);
+        for (int j = 0; j < 32; j++) dst[j] = (float)q[j] * d + m;
+    }
+}
+
 void llmq_dequant_q8_0(const void *src, float *dst, int64_t n)
 {
     const llmq_block_q8_0 *b = src;
@@ -100,6 +133,24 @@ void llmq_dequant_q4_k(const void *src, float *dst, int64_t n)
             const float d2 = d * (float)sc, m2 = dmin * (float)m;
             for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(q[l] & 0xF) - m1;
             for (int l = 0; l < 32; l++) *dst++ = d2 * (float)(q[l] >> 4) - m2;
+        }
+    }
+}
+
+void llmq_dequant_q5_k(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q5_k *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        for (int c = 0; c < 4; c++) {
+            int sc, m;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c + 1, &sc, &m);
+            const float d2 = d * (float)sc, m2 = dmin * (float)m;
+            const uint8_t *ql = b[i].qs + 32 * c;
+            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)((ql[l] & 0xF) + (b[i].qh[l] >> (2 * c) & 1) * 16) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)((ql[l] >> 4) + (b[i].qh[l] >> (2 * c + 1) & 1) * 16) - m2;
         }
     }
 }
@@ -251,7 +302,8 @@ void llmq_encode_ref_q8_k(const float *x, void *dst, int64_t n)
 int llmq_grid_unit(llmq_type t)
 {
     switch (t) {
-    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q8_0: case LLMQ_TYPE_Q4_K: return 32;
+    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q5_0: case LLMQ_TYPE_Q5_1: case LLMQ_TYPE_Q8_0:
+    case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K: return 32;
     case LLMQ_TYPE_HF_U4: case LLMQ_TYPE_HF_U8: return 32;
     case LLMQ_TYPE_Q6_K: case LLMQ_TYPE_Q3_K: return 16;
     default: return 0;
@@ -260,7 +312,7 @@ int llmq_grid_unit(llmq_type t)
 
 bool llmq_type_is_k(llmq_type t)
 {
-    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K;
+    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K;
 }
 
 int llmq_group_resolve(llmq_type t, int group_size)
@@ -299,6 +351,8 @@ static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
     switch (t) {
     case LLMQ_TYPE_Q4_0: *zero = 8; *qmin = 0; *qmax = 15; break;
     case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q4_K: *zero = 0; *qmin = 0; *qmax = 15; break;
+    case LLMQ_TYPE_Q5_0: *zero = 16; *qmin = 0; *qmax = 31; break;
+    case LLMQ_TYPE_Q5_1: case LLMQ_TYPE_Q5_K: *zero = 0; *qmin = 0; *qmax = 31; break;
     case LLMQ_TYPE_Q8_0: *zero = 0; *qmin = -127; *qmax = 127; break;
     case LLMQ_TYPE_Q6_K: *zero = 32; *qmin = 0; *qmax = 63; break;
     case LLMQ_TYPE_Q3_K: *zero = 4; *qmin = 0; *qmax = 7; break;
@@ -325,17 +379,20 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
     llmq_grid g = grid_blank(t);
     switch (t) {
     case LLMQ_TYPE_Q4_0:
+    case LLMQ_TYPE_Q5_0:
     case LLMQ_TYPE_Q8_0:
         g.d = f2h_sat(real.scale);
         g.scale = h2f(g.d);
         break;
     case LLMQ_TYPE_Q4_1:
+    case LLMQ_TYPE_Q5_1:
         g.d = f2h_sat(real.scale);
         g.m = f2h_sat(real.offset);
         g.scale = h2f(g.d);
         g.offset = h2f(g.m);
         break;
-    case LLMQ_TYPE_Q4_K: {
+    case LLMQ_TYPE_Q4_K:
+    case LLMQ_TYPE_Q5_K: {
         g.d = sb ? sb->d : 0;
         g.m = sb ? sb->dmin : 0;
         float d = h2f(g.d), dmin = h2f(g.m);
@@ -363,7 +420,7 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
 llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups, int n_groups)
 {
     llmq_superblock sb = {0, 0};
-    if (t == LLMQ_TYPE_Q4_K) {
+    if (t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K) {
         float max_scale = 0.0f, max_min = 0.0f;
         for (int g = 0; g < n_groups; g++) {
             max_scale = llmq_fmaxf(max_scale, groups[g].scale);
@@ -427,13 +484,14 @@ static LLMQ_SIMD_CLONES void value_range(const float *x, int len, float *lo_out,
     *hi_out = hi;
 }
 
-/* Asymmetric grids (Q4_1, Q4_K): value = scale·q + offset, q in 0..nmax. The
+/* Asymmetric grids (Q4_1, Q5_1, Q4_K, Q5_K): value = scale·q + offset, q in 0..nmax. The
  * search follows make_qkx2_quants: for a range of inverse scales, round, then
  * refit (scale, offset) by weighted least squares and keep the best. */
 static llmq_real_grid fit_asymmetric(llmq_type t, const float *x, int len, const float *w, bool search)
 {
-    const int nmax = 15;
-    const bool nonpositive_offset = t == LLMQ_TYPE_Q4_K; /* Q4_K stores offset = -dmin·m, m ≥ 0 */
+    int zero, qmin, nmax;
+    type_codes(t, &zero, &qmin, &nmax);
+    const bool nonpositive_offset = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K; /* they store offset = -dmin·m, m ≥ 0 */
     float lo, hi;
     value_range(x, len, &lo, &hi);
     if (nonpositive_offset && lo > 0) lo = 0;
@@ -509,7 +567,8 @@ llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *
     llmq_real_grid none = {0.0f, 0.0f};
     if (len <= 0) return none;
     if (llmq_type_is_hf(t)) return llmq_hf_grid_fit(t, x, len, importance, search);
-    if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q4_K) return fit_asymmetric(t, x, len, importance, search);
+    if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K)
+        return fit_asymmetric(t, x, len, importance, search);
     if (llmq_grid_unit(t) == 0) return none;
     return fit_symmetric(t, x, len, importance, search);
 }
@@ -563,11 +622,11 @@ static bool grid_is_stored(llmq_type t, const llmq_grid *g)
     type_codes(t, &zero, &qmin, &qmax);
     if (g->zero != zero || g->qmin != qmin || g->qmax != qmax) return false;
     switch (t) {
-    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q8_0:
+    case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q5_0: case LLMQ_TYPE_Q8_0:
         return g->scale == h2f(g->d) && g->offset == 0.0f;
-    case LLMQ_TYPE_Q4_1:
+    case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q5_1:
         return g->scale == h2f(g->d) && g->offset == h2f(g->m);
-    case LLMQ_TYPE_Q4_K:
+    case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K:
         return g->sc >= 0 && g->sc <= 63 && g->mc >= 0 && g->mc <= 63 && g->scale == h2f(g->d) * (float)g->sc &&
                g->offset == -(h2f(g->m) * (float)g->mc);
     case LLMQ_TYPE_Q6_K:
@@ -634,6 +693,28 @@ int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const l
         }
         break;
     }
+    case LLMQ_TYPE_Q5_0:
+    case LLMQ_TYPE_Q5_1:
+        for (int b = 0; b < n / LLMQ_QK; b++) {
+            const llmq_grid *g = grid_of(grids, group_size, b * LLMQ_QK);
+            const int8_t *qb = q + b * LLMQ_QK;
+            uint8_t *qs, *qh;
+            if (t == LLMQ_TYPE_Q5_0) {
+                llmq_block_q5_0 *y = (llmq_block_q5_0 *)dst + b;
+                y->d = g->d;
+                qs = y->qs, qh = y->qh;
+            } else {
+                llmq_block_q5_1 *y = (llmq_block_q5_1 *)dst + b;
+                y->d = g->d;
+                y->m = g->m;
+                qs = y->qs, qh = y->qh;
+            }
+            uint32_t h = 0;
+            for (int j = 0; j < 32; j++) h |= (uint32_t)((qb[j] >> 4) & 1) << j;
+            for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((qb[j] & 0xF) | ((qb[j + 16] & 0xF) << 4));
+            memcpy(qh, &h, 4);
+        }
+        break;
     case LLMQ_TYPE_Q8_0:
         for (int b = 0; b < n / LLMQ_QK; b++) {
             llmq_block_q8_0 *y = (llmq_block_q8_0 *)dst + b;
@@ -656,6 +737,27 @@ int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const l
             for (int c = 0; c < 4; c++)
                 for (int l = 0; l < 32; l++)
                     y->qs[32 * c + l] = (uint8_t)(qb[64 * c + l] | (qb[64 * c + 32 + l] << 4));
+        }
+        break;
+    case LLMQ_TYPE_Q5_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            llmq_block_q5_k *y = (llmq_block_q5_k *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK_K;
+            const llmq_grid *g0 = grid_of(grids, group_size, b * LLMQ_QK_K);
+            y->d = g0->d;
+            y->dmin = g0->m;
+            memset(y->scales, 0, sizeof y->scales);
+            memset(y->qh, 0, sizeof y->qh);
+            for (int j = 0; j < 8; j++) {
+                const llmq_grid *g = grid_of(grids, group_size, b * LLMQ_QK_K + 32 * j);
+                q4_k_set_scale_min(y->scales, j, g->sc, g->mc);
+            }
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    const int lo = qb[64 * c + l], hi = qb[64 * c + 32 + l];
+                    y->qs[32 * c + l] = (uint8_t)((lo & 0xF) | ((hi & 0xF) << 4));
+                    y->qh[l] |= (uint8_t)((((lo >> 4) & 1) << (2 * c)) | (((hi >> 4) & 1) << (2 * c + 1)));
+                }
         }
         break;
     case LLMQ_TYPE_Q6_K:
@@ -713,13 +815,16 @@ llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int
     g.d = d;
     switch (t) {
     case LLMQ_TYPE_Q4_0:
+    case LLMQ_TYPE_Q5_0:
     case LLMQ_TYPE_Q8_0: g.scale = h2f(d); break;
     case LLMQ_TYPE_Q4_1:
+    case LLMQ_TYPE_Q5_1:
         g.m = m;
         g.scale = h2f(d);
         g.offset = h2f(m);
         break;
     case LLMQ_TYPE_Q4_K:
+    case LLMQ_TYPE_Q5_K:
         g.m = m;
         g.sc = (int16_t)sc;
         g.mc = (int16_t)mc;
@@ -742,6 +847,17 @@ static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
     switch (t) {
     case LLMQ_TYPE_Q4_0: return llmq_grid_from_fields(t, ((const llmq_block_q4_0 *)src)[e / LLMQ_QK].d, 0, 0, 0);
     case LLMQ_TYPE_Q8_0: return llmq_grid_from_fields(t, ((const llmq_block_q8_0 *)src)[e / LLMQ_QK].d, 0, 0, 0);
+    case LLMQ_TYPE_Q5_0: return llmq_grid_from_fields(t, ((const llmq_block_q5_0 *)src)[e / LLMQ_QK].d, 0, 0, 0);
+    case LLMQ_TYPE_Q5_1: {
+        const llmq_block_q5_1 *b = (const llmq_block_q5_1 *)src + e / LLMQ_QK;
+        return llmq_grid_from_fields(t, b->d, b->m, 0, 0);
+    }
+    case LLMQ_TYPE_Q5_K: {
+        const llmq_block_q5_k *b = (const llmq_block_q5_k *)src + e / LLMQ_QK_K;
+        int sc, m;
+        llmq_q4_k_get_scale_min(b->scales, (e % LLMQ_QK_K) / 32, &sc, &m);
+        return llmq_grid_from_fields(t, b->d, b->dmin, sc, m);
+    }
     case LLMQ_TYPE_Q4_1: {
         const llmq_block_q4_1 *b = (const llmq_block_q4_1 *)src + e / LLMQ_QK;
         return llmq_grid_from_fields(t, b->d, b->m, 0, 0);
@@ -790,8 +906,27 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
             }
         }
         break;
+    case LLMQ_TYPE_Q5_0:
+    case LLMQ_TYPE_Q5_1:
+        for (int b = 0; b < n / LLMQ_QK; b++) {
+            int c[32];
+            if (t == LLMQ_TYPE_Q5_0) q5_block_codes(((const llmq_block_q5_0 *)src)[b].qs, ((const llmq_block_q5_0 *)src)[b].qh, c);
+            else q5_block_codes(((const llmq_block_q5_1 *)src)[b].qs, ((const llmq_block_q5_1 *)src)[b].qh, c);
+            for (int j = 0; j < 32; j++) q[32 * b + j] = (int8_t)c[j];
+        }
+        break;
     case LLMQ_TYPE_Q8_0:
         for (int b = 0; b < n / LLMQ_QK; b++) memcpy(q + 32 * b, ((const llmq_block_q8_0 *)src)[b].qs, 32);
+        break;
+    case LLMQ_TYPE_Q5_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            const llmq_block_q5_k *y = (const llmq_block_q5_k *)src + b;
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    q[256 * b + 64 * c + l] = (int8_t)((y->qs[32 * c + l] & 0xF) | ((y->qh[l] >> (2 * c) & 1) << 4));
+                    q[256 * b + 64 * c + 32 + l] = (int8_t)((y->qs[32 * c + l] >> 4) | ((y->qh[l] >> (2 * c + 1) & 1) << 4));
+                }
+        }
         break;
     case LLMQ_TYPE_Q4_K:
         for (int b = 0; b < n / LLMQ_QK_K; b++) {

@@ -12,7 +12,7 @@ static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
     g.sc = (int16_t)sc;
     g.mc = (int16_t)mc;
     g.scale = llmq_f16_to_f32(g.d) * (float)sc;
-    g.offset = t == LLMQ_TYPE_Q4_K ? -(llmq_f16_to_f32(g.m) * (float)mc) : 0.0f;
+    g.offset = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K ? -(llmq_f16_to_f32(g.m) * (float)mc) : 0.0f;
     return g;
 }
 
@@ -21,9 +21,10 @@ static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
  * one with the smallest error once weights are rounded. */
 static llmq_grid refine_k(llmq_type t, llmq_grid g, const float *x, int len, const float *w)
 {
-    int lo = t == LLMQ_TYPE_Q4_K ? 0 : t == LLMQ_TYPE_Q6_K ? -128 : -32;
-    int hi = t == LLMQ_TYPE_Q4_K ? 63 : t == LLMQ_TYPE_Q6_K ? 127 : 31;
-    int mspan = t == LLMQ_TYPE_Q4_K ? 1 : 0;
+    const bool with_min = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K;
+    int lo = with_min ? 0 : t == LLMQ_TYPE_Q6_K ? -128 : -32;
+    int hi = with_min ? 63 : t == LLMQ_TYPE_Q6_K ? 127 : 31;
+    int mspan = with_min ? 1 : 0;
     llmq_grid best = g;
     double best_err = llmq_grid_sse(&g, x, len, w);
     for (int ds = -1; ds <= 1; ds++)

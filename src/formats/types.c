@@ -57,6 +57,16 @@ static void bf16_from_float(const float *src, void *dst, int64_t n)
         llmq_quantize_row(type, x, (int)n, 0, true, dst);                         \
     }
 K_FROM_FLOAT(q4_k_from_float, LLMQ_TYPE_Q4_K)
+K_FROM_FLOAT(q5_k_from_float, LLMQ_TYPE_Q5_K)
+/* Q5_0/Q5_1 too: llmq's RTN on the native blocks (plain fit, no search), as
+ * ggml's quantize_row_q5_*_ref choose d and m. */
+#define PLAIN_FROM_FLOAT(name, type)                                              \
+    static void name(const float *x, void *dst, int64_t n)                        \
+    {                                                                             \
+        llmq_quantize_row(type, x, (int)n, 0, false, dst);                        \
+    }
+PLAIN_FROM_FLOAT(q5_0_from_float, LLMQ_TYPE_Q5_0)
+PLAIN_FROM_FLOAT(q5_1_from_float, LLMQ_TYPE_Q5_1)
 K_FROM_FLOAT(q6_k_from_float, LLMQ_TYPE_Q6_K)
 K_FROM_FLOAT(q3_k_from_float, LLMQ_TYPE_Q3_K)
 
@@ -76,9 +86,12 @@ static const llmq_type_traits type_traits[LLMQ_TYPE_COUNT] = {
     [LLMQ_TYPE_BF16] = {llmq_type_names[LLMQ_TYPE_BF16], 1, 2, false, bf16_to_float, bf16_from_float},
     [LLMQ_TYPE_Q4_0] = {llmq_type_names[LLMQ_TYPE_Q4_0], LLMQ_QK, sizeof(llmq_block_q4_0), true, llmq_dequant_q4_0, llmq_encode_ref_q4_0},
     [LLMQ_TYPE_Q4_1] = {llmq_type_names[LLMQ_TYPE_Q4_1], LLMQ_QK, sizeof(llmq_block_q4_1), true, llmq_dequant_q4_1, llmq_encode_ref_q4_1},
+    [LLMQ_TYPE_Q5_0] = {llmq_type_names[LLMQ_TYPE_Q5_0], LLMQ_QK, sizeof(llmq_block_q5_0), true, llmq_dequant_q5_0, q5_0_from_float},
+    [LLMQ_TYPE_Q5_1] = {llmq_type_names[LLMQ_TYPE_Q5_1], LLMQ_QK, sizeof(llmq_block_q5_1), true, llmq_dequant_q5_1, q5_1_from_float},
     [LLMQ_TYPE_Q8_0] = {llmq_type_names[LLMQ_TYPE_Q8_0], LLMQ_QK, sizeof(llmq_block_q8_0), true, llmq_dequant_q8_0, llmq_encode_ref_q8_0},
     [LLMQ_TYPE_Q3_K] = {llmq_type_names[LLMQ_TYPE_Q3_K], LLMQ_QK_K, sizeof(llmq_block_q3_k), true, llmq_dequant_q3_k, q3_k_from_float},
     [LLMQ_TYPE_Q4_K] = {llmq_type_names[LLMQ_TYPE_Q4_K], LLMQ_QK_K, sizeof(llmq_block_q4_k), true, llmq_dequant_q4_k, q4_k_from_float},
+    [LLMQ_TYPE_Q5_K] = {llmq_type_names[LLMQ_TYPE_Q5_K], LLMQ_QK_K, sizeof(llmq_block_q5_k), true, llmq_dequant_q5_k, q5_k_from_float},
     [LLMQ_TYPE_Q6_K] = {llmq_type_names[LLMQ_TYPE_Q6_K], LLMQ_QK_K, sizeof(llmq_block_q6_k), true, llmq_dequant_q6_k, q6_k_from_float},
     [LLMQ_TYPE_Q8_K] = {llmq_type_names[LLMQ_TYPE_Q8_K], LLMQ_QK_K, sizeof(llmq_block_q8_k), true, llmq_dequant_q8_k, llmq_encode_ref_q8_k},
 };

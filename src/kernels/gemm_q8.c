@@ -33,6 +33,32 @@ static void scales_q4_1(const void *row, int n, float *a, float *c)
     for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = h2f(b[i].m);
 }
 
+static void scales_q5_0(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_q5_0 *b = row;
+    for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = 0;
+}
+
+static void scales_q5_1(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_q5_1 *b = row;
+    for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = h2f(b[i].m);
+}
+
+static void scales_q5_k(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_q5_k *b = row;
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            llmq_q4_k_get_scale_min(b[i].scales, j, &sc, &m);
+            a[8 * i + j] = d * (float)sc;
+            c[8 * i + j] = -(dmin * (float)m);
+        }
+    }
+}
+
 static void scales_q8_0(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q8_0 *b = row;
@@ -76,7 +102,8 @@ typedef struct {
 static const gq_type *gq_type_of(llmq_type t)
 {
     static const gq_type q4_0 = {scales_q4_0, 32, 0, 8, 15}, q4_1 = {scales_q4_1, 32, 1, 0, 15}, q8_0 = {scales_q8_0, 32, 0, -1, 0},
-                         q4_k = {scales_q4_k, 32, 1, 0, 15}, q6_k = {scales_q6_k, 16, 0, 32, 63}, q3_k = {scales_q3_k, 16, 0, 4, 7};
+                         q4_k = {scales_q4_k, 32, 1, 0, 15}, q6_k = {scales_q6_k, 16, 0, 32, 63}, q3_k = {scales_q3_k, 16, 0, 4, 7},
+                         q5_0 = {scales_q5_0, 32, 0, 16, 31}, q5_1 = {scales_q5_1, 32, 1, 0, 31}, q5_k = {scales_q5_k, 32, 1, 0, 31};
     switch (t) {
     case LLMQ_TYPE_Q4_0: return &q4_0;
     case LLMQ_TYPE_Q4_1: return &q4_1;
@@ -84,6 +111,9 @@ static const gq_type *gq_type_of(llmq_type t)
     case LLMQ_TYPE_Q4_K: return &q4_k;
     case LLMQ_TYPE_Q6_K: return &q6_k;
     case LLMQ_TYPE_Q3_K: return &q3_k;
+    case LLMQ_TYPE_Q5_0: return &q5_0;
+    case LLMQ_TYPE_Q5_1: return &q5_1;
+    case LLMQ_TYPE_Q5_K: return &q5_k;
     default: return NULL;
     }
 }

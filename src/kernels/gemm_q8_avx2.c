@@ -82,7 +82,7 @@ LLMQ_ALWAYS_INLINE void kernel_body(const gq_panel *p, const gq_acts *x, int t0,
 /* Codes with a small unsigned form (every type but Q8_0): u = q + zero ≤
  * code_max goes straight into vpmaddubsw's unsigned operand, so no sign
  * trick; pairs are at most 2·code_max·127, so `run` quads (8 for 4-bit
- * codes, 4 for Q3_K's 3-bit, 2 for Q6_K's 6-bit) add up in int16 before one
+ * codes, 4 for Q3_K's 3-bit and the Q5 types' 5-bit, 2 for Q6_K's 6-bit) add up in int16 before one
  * vpmaddwd widens them. Σ u·x = Σ q·x + zero·Σx: the unit starts at
  * −zero·Σx. Two tokens per pass keep the sums in registers. */
 LLMQ_ALWAYS_INLINE void unsigned_pair(const gq_panel *p, const gq_acts *x, int t0, const int mt, float *out, const int unit,
@@ -143,6 +143,10 @@ LLMQ_ALWAYS_INLINE void unsigned_body(const gq_panel *p, const gq_acts *x, int t
     {                                                                                             \
         if (p->zero >= 0 && unit == 32 && p->code_max <= 15) {                                    \
             unsigned_body(p, x, t0, mt, out, unit, has_offset, 8);                                \
+            return;                                                                               \
+        }                                                                                         \
+        if (p->zero >= 0 && unit == 32 && p->code_max <= 31) {                                    \
+            unsigned_body(p, x, t0, mt, out, unit, has_offset, 4);                                \
             return;                                                                               \
         }                                                                                         \
         if (p->zero >= 0 && unit == 16 && p->code_max <= 7) {                                     \

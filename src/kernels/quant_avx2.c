@@ -90,6 +90,79 @@ static void q4_k_dequant(const void *row, float *dst, int n)
     }
 }
 
+/* The fifth bits of a Q5_0/Q5_1 block as bytes: byte e is 16 where bit e of
+ * the 32-bit qh is set, else 0 (each byte picks the qh byte that holds its
+ * bit, then tests its own bit). */
+static inline __m256i q5_high_bytes(const uint8_t qh[4])
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2,
+                                         4, 8, 16, 32, 64, -128);
+    const __m256i sel = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick), bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(sel, bit), _mm256_set1_epi8(16));
+}
+
+/* The 32 five-bit codes of a Q5_0/Q5_1 block, element order. */
+static inline __m256i q5_codes(const uint8_t qs[16], const uint8_t qh[4])
+{
+    const __m128i m4 = _mm_set1_epi8(0x0F), raw = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    return _mm256_or_si256(nib, q5_high_bytes(qh));
+}
+
+static void q5_0_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q5_0 *b = row;
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d));
+        const __m256i q = _mm256_sub_epi8(q5_codes(b[i].qs, b[i].qh), _mm256_set1_epi8(16));
+        store16_scaled(dst, _mm256_castsi256_si128(q), d);
+        store16_scaled(dst + 16, _mm256_extracti128_si256(q, 1), d);
+    }
+}
+
+static void q5_1_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q5_1 *b = row;
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const __m256 d = _mm256_set1_ps(h2f(b[i].d)), m = _mm256_set1_ps(h2f(b[i].m));
+        const __m256i q = q5_codes(b[i].qs, b[i].qh);
+        const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(lo), d), m));
+        _mm256_storeu_ps(dst + 8, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(_mm_srli_si128(lo, 8)), d), m));
+        _mm256_storeu_ps(dst + 16, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(hi), d), m));
+        _mm256_storeu_ps(dst + 24, _mm256_add_ps(_mm256_mul_ps(s8_to_ps(_mm_srli_si128(hi, 8)), d), m));
+    }
+}
+
+/* Q5_K: Q4_K's nibbles, and bit 2c / 2c+1 of qh[l] as the fifth bit of the
+ * first / second 32 elements of chunk c (a 16-bit shift keeps each byte's
+ * own bit s at bit 0 for s < 8). */
+static void q5_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q5_k *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+        for (int c = 0; c < 4; c++, dst += 64) {
+            int sc1, m1, sc2, m2;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c, &sc1, &m1);
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c + 1, &sc2, &m2);
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            const __m128i s1 = _mm_cvtsi32_si128(2 * c), s2 = _mm_cvtsi32_si128(2 * c + 1);
+            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, s1), one), 4);
+            const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, s2), one), 4);
+            store32_affine(dst, _mm256_or_si256(_mm256_and_si256(raw, m4), h1), _mm256_set1_ps(d * (float)sc1),
+                           _mm256_set1_ps(dmin * (float)m1));
+            store32_affine(dst + 32, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h2), _mm256_set1_ps(d * (float)sc2),
+                           _mm256_set1_ps(dmin * (float)m2));
+        }
+    }
+}
+
 /* Stores 32 signed bytes as two sub-blocks of 16: the first times d1, the
  * second times d2. */
 static inline void store32_two_scales(float *dst, __m256i q, __m256 d1, __m256 d2)
@@ -479,6 +552,9 @@ CHUNKED_OPS_Q8(q4_1, 32, sizeof(llmq_block_q4_1))
 CHUNKED_OPS_Q8(q4_k, 256, sizeof(llmq_block_q4_k))
 CHUNKED_OPS_Q8(q6_k, 256, sizeof(llmq_block_q6_k))
 CHUNKED_OPS_Q8(q3_k, 256, sizeof(llmq_block_q3_k))
+CHUNKED_OPS(q5_0, 32, sizeof(llmq_block_q5_0))
+CHUNKED_OPS(q5_1, 32, sizeof(llmq_block_q5_1))
+CHUNKED_OPS(q5_k, 256, sizeof(llmq_block_q5_k))
 CHUNKED_OPS(f16, 1, 2)
 CHUNKED_OPS(bf16, 1, 2)
 CHUNKED_OPS(f32, 1, 4)
@@ -563,6 +639,9 @@ const llmq_kernel_ops *llmq_ops_avx2(llmq_type t)
     case LLMQ_TYPE_Q4_K: return &q4_k_ops;
     case LLMQ_TYPE_Q6_K: return &q6_k_ops;
     case LLMQ_TYPE_Q3_K: return &q3_k_ops;
+    case LLMQ_TYPE_Q5_0: return &q5_0_ops;
+    case LLMQ_TYPE_Q5_1: return &q5_1_ops;
+    case LLMQ_TYPE_Q5_K: return &q5_k_ops;
     default: return NULL;
     }
 }

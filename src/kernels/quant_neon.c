@@ -91,6 +91,69 @@ static void q4_k_dequant(const void *row, float *dst, int n)
     }
 }
 
+/* The 32 five-bit codes of a Q5_0/Q5_1 block in element order, as two
+ * vectors: each byte tests its own bit of qh (bit e for element e). */
+static inline void q5_codes(const uint8_t qs[16], const uint8_t qh[4], uint8x16_t q[2])
+{
+    static const uint8_t bits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t bit = vld1q_u8(bits), m4 = vdupq_n_u8(0x0F), sixteen = vdupq_n_u8(16);
+    const uint8x16_t raw = vld1q_u8(qs);
+    const uint8x16_t h01 = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1])), h23 = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
+    q[0] = vorrq_u8(vandq_u8(raw, m4), vandq_u8(vtstq_u8(h01, bit), sixteen));
+    q[1] = vorrq_u8(vshrq_n_u8(raw, 4), vandq_u8(vtstq_u8(h23, bit), sixteen));
+}
+
+static void q5_0_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q5_0 *b = row;
+    const int8x16_t k16 = vdupq_n_s8(16);
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const float32x4_t d = vdupq_n_f32(h2f(b[i].d));
+        uint8x16_t q[2];
+        q5_codes(b[i].qs, b[i].qh, q);
+        store16_scaled(dst, vsubq_s8(vreinterpretq_s8_u8(q[0]), k16), d);
+        store16_scaled(dst + 16, vsubq_s8(vreinterpretq_s8_u8(q[1]), k16), d);
+    }
+}
+
+static void q5_1_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q5_1 *b = row;
+    for (int i = 0; i < n / 32; i++, dst += 32) {
+        const float32x4_t d = vdupq_n_f32(h2f(b[i].d)), m = vdupq_n_f32(h2f(b[i].m));
+        uint8x16_t q[2];
+        q5_codes(b[i].qs, b[i].qh, q);
+        store16_affine(dst, vreinterpretq_s8_u8(q[0]), d, m, 0);
+        store16_affine(dst + 16, vreinterpretq_s8_u8(q[1]), d, m, 0);
+    }
+}
+
+/* Q5_K: Q4_K's nibbles with bit 2c (first 32) or 2c+1 (next 32) of qh[l]. */
+static void q5_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q5_k *b = row;
+    const uint8x16_t m4 = vdupq_n_u8(0x0F), sixteen = vdupq_n_u8(16);
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        const uint8x16_t qh[2] = {vld1q_u8(b[i].qh), vld1q_u8(b[i].qh + 16)};
+        for (int c = 0; c < 4; c++, dst += 64) {
+            int sc1, m1, sc2, m2;
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c, &sc1, &m1);
+            llmq_q4_k_get_scale_min(b[i].scales, 2 * c + 1, &sc2, &m2);
+            const float32x4_t d1 = vdupq_n_f32(d * (float)sc1), mm1 = vdupq_n_f32(dmin * (float)m1);
+            const float32x4_t d2 = vdupq_n_f32(d * (float)sc2), mm2 = vdupq_n_f32(dmin * (float)m2);
+            const uint8x16_t u1 = vdupq_n_u8((uint8_t)(1u << (2 * c))), u2 = vdupq_n_u8((uint8_t)(1u << (2 * c + 1)));
+            for (int p = 0; p < 2; p++) {
+                const uint8x16_t raw = vld1q_u8(b[i].qs + 32 * c + 16 * p);
+                const uint8x16_t lo = vorrq_u8(vandq_u8(raw, m4), vandq_u8(vtstq_u8(qh[p], u1), sixteen));
+                const uint8x16_t hi = vorrq_u8(vshrq_n_u8(raw, 4), vandq_u8(vtstq_u8(qh[p], u2), sixteen));
+                store16_affine(dst + 16 * p, vreinterpretq_s8_u8(lo), d1, mm1, 1);
+                store16_affine(dst + 32 + 16 * p, vreinterpretq_s8_u8(hi), d2, mm2, 1);
+            }
+        }
+    }
+}
+
 static void q6_k_dequant(const void *row, float *dst, int n)
 {
     const llmq_block_q6_k *b = row;
@@ -530,6 +593,9 @@ CHUNKED_OPS(q8_0, 32, sizeof(llmq_block_q8_0), q8_0_dot_q8)
 CHUNKED_OPS(q4_k, 256, sizeof(llmq_block_q4_k), q4_k_dot_q8)
 CHUNKED_OPS(q6_k, 256, sizeof(llmq_block_q6_k), q6_k_dot_q8)
 CHUNKED_OPS(q3_k, 256, sizeof(llmq_block_q3_k), q3_k_dot_q8)
+CHUNKED_OPS(q5_0, 32, sizeof(llmq_block_q5_0), NULL)
+CHUNKED_OPS(q5_1, 32, sizeof(llmq_block_q5_1), NULL)
+CHUNKED_OPS(q5_k, 256, sizeof(llmq_block_q5_k), NULL)
 CHUNKED_OPS(f16, 1, 2, NULL)
 CHUNKED_OPS(bf16, 1, 2, NULL)
 CHUNKED_OPS(f32, 1, 4, NULL)
@@ -546,6 +612,9 @@ const llmq_kernel_ops *llmq_ops_neon(llmq_type t)
     case LLMQ_TYPE_Q4_K: return &q4_k_ops;
     case LLMQ_TYPE_Q6_K: return &q6_k_ops;
     case LLMQ_TYPE_Q3_K: return &q3_k_ops;
+    case LLMQ_TYPE_Q5_0: return &q5_0_ops;
+    case LLMQ_TYPE_Q5_1: return &q5_1_ops;
+    case LLMQ_TYPE_Q5_K: return &q5_k_ops;
     default: return NULL;
     }
 }

@@ -11,10 +11,19 @@
 
 static const llmq_quant_scheme schemes[] = {
     {"q3_k", LLMQ_TYPE_Q3_K, false, LLMQ_FTYPE_MOSTLY_Q3_K_S},
+    {"q3_k_s", LLMQ_TYPE_Q3_K, false, LLMQ_FTYPE_MOSTLY_Q3_K_S},
+    {"q3_k_m", LLMQ_TYPE_Q3_K, true, LLMQ_FTYPE_MOSTLY_Q3_K_M},
+    {"q3_k_l", LLMQ_TYPE_Q3_K, true, LLMQ_FTYPE_MOSTLY_Q3_K_L},
     {"q4_0", LLMQ_TYPE_Q4_0, false, LLMQ_FTYPE_MOSTLY_Q4_0},
     {"q4_1", LLMQ_TYPE_Q4_1, false, LLMQ_FTYPE_MOSTLY_Q4_1},
     {"q4_k", LLMQ_TYPE_Q4_K, false, LLMQ_FTYPE_MOSTLY_Q4_K_S},
+    {"q4_k_s", LLMQ_TYPE_Q4_K, true, LLMQ_FTYPE_MOSTLY_Q4_K_S},
     {"q4_k_m", LLMQ_TYPE_Q4_K, true, LLMQ_FTYPE_MOSTLY_Q4_K_M},
+    {"q5_0", LLMQ_TYPE_Q5_0, false, LLMQ_FTYPE_MOSTLY_Q5_0},
+    {"q5_1", LLMQ_TYPE_Q5_1, false, LLMQ_FTYPE_MOSTLY_Q5_1},
+    {"q5_k", LLMQ_TYPE_Q5_K, false, LLMQ_FTYPE_MOSTLY_Q5_K_S},
+    {"q5_k_s", LLMQ_TYPE_Q5_K, false, LLMQ_FTYPE_MOSTLY_Q5_K_S},
+    {"q5_k_m", LLMQ_TYPE_Q5_K, true, LLMQ_FTYPE_MOSTLY_Q5_K_M},
     {"q8_0", LLMQ_TYPE_Q8_0, false, LLMQ_FTYPE_MOSTLY_Q8_0},
     {"q6_k", LLMQ_TYPE_Q6_K, false, LLMQ_FTYPE_MOSTLY_Q6_K},
     {"f16", LLMQ_TYPE_F16, false, LLMQ_FTYPE_MOSTLY_F16},
@@ -29,7 +38,8 @@ int llmq_quant_scheme_parse(const char *name, llmq_quant_scheme *out)
             *out = schemes[i];
             return LLMQ_OK;
         }
-    return llmq_error("unknown type '%s' (q3_k, q4_0, q4_1, q4_k, q4_k_m, q8_0, q6_k, f16, bf16, f32)", name);
+    return llmq_error("unknown type '%s' (q3_k, q3_k_s, q3_k_m, q3_k_l, q4_0, q4_1, q4_k, q4_k_s, q4_k_m, q5_0, q5_1, q5_k, q5_k_s, "
+                      "q5_k_m, q6_k, q8_0, f16, bf16, f32)", name);
 }
 
 bool llmq_policy_more_bits(int i, int n)
@@ -46,16 +56,46 @@ static bool is_quantized(llmq_type t)
 static int block_size(llmq_type t) { return llmq_type_get(t)->block_size; }
 
 /* tensor_type_fallback: a type whose block does not divide the row becomes a
- * 32-element type, or F16 when even that does not fit. llama.cpp turns Q4_K
- * into Q5_0, which llmq does not write, so Q4_K goes straight to F16. */
+ * 32-element type, or F16 when even that does not fit. */
 static llmq_type fallback(llmq_type t, int64_t cols)
 {
     if (!is_quantized(t) || cols % block_size(t) == 0) return t;
     llmq_type f = LLMQ_TYPE_F16;
     if (t == LLMQ_TYPE_Q6_K) f = LLMQ_TYPE_Q8_0;
+    else if (t == LLMQ_TYPE_Q5_K) f = LLMQ_TYPE_Q5_1;
+    else if (t == LLMQ_TYPE_Q4_K) f = LLMQ_TYPE_Q5_0;
     else if (t == LLMQ_TYPE_Q3_K) f = LLMQ_TYPE_Q4_0;
     if (is_quantized(f) && cols % block_size(f) != 0) f = LLMQ_TYPE_F16;
     return f;
+}
+
+/* llama_tensor_get_type_impl's rules for a dense model's decoder linears
+ * (not Falcon, no experts): attn_v is counted per layer as i_attention_wv is. */
+static llmq_type mix_linear(const llmq_quant_scheme *s, const llmq_tensor_desc *t)
+{
+    const int i = t->layer, n = t->n_layers;
+    const bool v = t->linear == LLMQ_LIN_V, down = t->linear == LLMQ_LIN_DOWN, o = t->linear == LLMQ_LIN_O;
+    llmq_type type = s->base;
+    switch (s->file_type) {
+    case LLMQ_FTYPE_MOSTLY_Q4_K_M:
+    case LLMQ_FTYPE_MOSTLY_Q5_K_M:
+        if ((v || down) && llmq_policy_more_bits(i, n)) type = LLMQ_TYPE_Q6_K;
+        break;
+    case LLMQ_FTYPE_MOSTLY_Q4_K_S:
+        if ((v && i < 4) || (down && i < n / 8)) type = LLMQ_TYPE_Q5_K;
+        break;
+    case LLMQ_FTYPE_MOSTLY_Q3_K_M:
+        if (v) type = i < 2 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q4_K;
+        else if (down) type = i < n / 16 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q4_K;
+        else if (o) type = LLMQ_TYPE_Q4_K;
+        break;
+    case LLMQ_FTYPE_MOSTLY_Q3_K_L:
+        if (v || down || o) type = LLMQ_TYPE_Q5_K;
+        break;
+    default:
+        break;
+    }
+    return type;
 }
 
 int llmq_policy_plan(const llmq_policy *p, const llmq_tensor_desc *t, llmq_tensor_plan *out)
@@ -85,9 +125,11 @@ int llmq_policy_plan(const llmq_policy *p, const llmq_tensor_desc *t, llmq_tenso
         break;
     case LLMQ_ROLE_LINEAR:
         group = p->group_size;
-        if (p->scheme.q4_k_m && (t->linear == LLMQ_LIN_V || t->linear == LLMQ_LIN_DOWN) &&
-            llmq_policy_more_bits(t->layer, t->n_layers))
-            type = LLMQ_TYPE_Q6_K;
+        if (p->scheme.mix) {
+            type = mix_linear(&p->scheme, t);
+            /* the 70B rule applies whatever the file type */
+            if (t->model_70b && t->linear == LLMQ_LIN_V && (type == LLMQ_TYPE_Q3_K || type == LLMQ_TYPE_Q4_K)) type = LLMQ_TYPE_Q5_K;
+        }
         break;
     }
     out->wanted = type;

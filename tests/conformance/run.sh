@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Conformance with llama.cpp: llmq's GGUF files of stories-llama-7m at q4_0,
-# q4_1, q4_k, q4_k_m and q8_0 (RTN), and GPTQ / AWQ / AWQ+GPTQ files, are loaded by llama.cpp (the prebuilt binaries
+# Conformance with llama.cpp: every block format decodes to the same bits in
+# ggml (ggml_blocks.c); llmq's GGUF files of stories-llama-7m at q4_0, q4_1,
+# q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m and q3_k_m (RTN), and GPTQ / AWQ /
+# AWQ+GPTQ files, are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
@@ -19,7 +21,7 @@ chunks=${CONFORMANCE_CHUNKS:-8}
 version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
 work=$root/build/conformance
 # TYPE or TYPE:METHOD (calibrated methods use 16 windows of the shared calibration text)
-types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q4_k:gptq q4_0:awq q4_k:awq+gptq"}
+types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q3_k_m q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq"}
 calib=$shared/data/tinystories/tinystories_calib.txt
 tolerance=0.005
 
@@ -40,6 +42,21 @@ fi
 llamacpp_install "$work" "$version" || skip_or_fail "$llamacpp_problem"
 cp "$root/tests/conformance/llamacpp_ppl.mjs" "$work/"
 
+# Every block format decoded by ggml itself (the libggml-base.so node-llama-cpp
+# ships): the same float bits as llmq's decoders (ggml_blocks.c).
+status=0
+ggml_base=$(find "$work/node_modules" -name libggml-base.so 2>/dev/null | head -1)
+lib=$(dirname "$llmq")/libllmq.a
+if [ -z "$ggml_base" ]; then
+    echo "conformance: no libggml-base.so under $work/node_modules"; status=1
+elif ! ${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -I"$root/include" "$root/tests/conformance/ggml_blocks.c" "$lib" -o "$work/ggml_blocks" \
+        -ldl -lm -fopenmp >"$work/ggml_blocks.log" 2>&1; then
+    cat "$work/ggml_blocks.log"; echo "conformance: ggml_blocks did not build"; status=1
+else
+    echo "conformance: block formats decoded by ggml ($ggml_base)"
+    "$work/ggml_blocks" "$ggml_base" || { echo "conformance: block formats differ from ggml's"; status=1; }
+fi
+
 # The first `chunks` windows of the evaluation token ids.
 node -e '
 const fs = require("fs");
@@ -47,7 +64,6 @@ const ids = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
 fs.writeFileSync(process.argv[2], JSON.stringify(ids.slice(0, Number(process.argv[3]) * 512)));
 ' "$model/eval_tokens.json" "$work/tokens.json" "$chunks" || skip_or_fail "cannot read $model/eval_tokens.json"
 
-status=0
 printf "conformance: stories-llama-7m, %d windows of 512, llama.cpp protocol (node-llama-cpp %s)\n" "$chunks" "$version"
 printf "  %-14s %12s %12s %10s %s\n" type llmq llama.cpp diff result
 for spec in $types; do
