@@ -32,7 +32,7 @@ static llmq_policy policy(const char *type, int group)
 static llmq_tensor_plan plan(const llmq_policy *p, llmq_tensor_role role, llmq_linear lin, int layer, int n_layers,
                              int64_t rows, int64_t cols, bool tied)
 {
-    llmq_tensor_desc d = {role, lin, layer, n_layers, rows, cols, tied, false};
+    llmq_tensor_desc d = {role, lin, layer, n_layers, rows, cols, tied, false, 1};
     llmq_tensor_plan out;
     cr_assert_eq(llmq_policy_plan(p, &d, &out), LLMQ_OK, "%s", llmq_last_error());
     return out;
@@ -116,7 +116,7 @@ Test(policy, row_lengths_that_do_not_fit_fall_back)
     cr_expect_eq(plan(&q40, LLMQ_ROLE_EMBED, 0, -1, 5, 512, 64, true).type, LLMQ_TYPE_Q8_0, "tied 64-wide head");
     /* A K-quant group must divide the super-block. */
     llmq_policy bad = policy("q4_k", 96);
-    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_Q, 0, 2, 256, 256, false, false};
+    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_Q, 0, 2, 256, 256, false, false, 1};
     llmq_tensor_plan out;
     cr_expect_eq(llmq_policy_plan(&bad, &d, &out), LLMQ_ERR);
 }
@@ -134,7 +134,7 @@ Test(policy, scheme_names_and_file_types)
     cr_expect_eq(s.file_type, 32);
     /* llama.cpp's LlamaFileType numbers (include/llama.h) */
     const struct { const char *name; llmq_type base; bool mix; int file_type; } want[] = {
-        {"q5_0", LLMQ_TYPE_Q5_0, false, 8},    {"q5_1", LLMQ_TYPE_Q5_1, false, 9},    {"q3_k_s", LLMQ_TYPE_Q3_K, false, 11},
+        {"q2_k", LLMQ_TYPE_Q2_K, true, 10},    {"q5_0", LLMQ_TYPE_Q5_0, false, 8},    {"q5_1", LLMQ_TYPE_Q5_1, false, 9},    {"q3_k_s", LLMQ_TYPE_Q3_K, false, 11},
         {"q3_k_m", LLMQ_TYPE_Q3_K, true, 12},  {"q3_k_l", LLMQ_TYPE_Q3_K, true, 13},  {"q4_k_s", LLMQ_TYPE_Q4_K, true, 14},
         {"q4_k", LLMQ_TYPE_Q4_K, false, 14},   {"q5_k_s", LLMQ_TYPE_Q5_K, false, 16}, {"q5_k", LLMQ_TYPE_Q5_K, false, 16},
         {"q5_k_m", LLMQ_TYPE_Q5_K, true, 17},
@@ -162,15 +162,16 @@ static llmq_type mix_rule(const char *mix, llmq_linear k, int i, int n)
         return o ? LLMQ_TYPE_Q4_K : LLMQ_TYPE_Q3_K;
     }
     if (!strcmp(mix, "q3_k_l")) return v || down || o ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q3_K;
+    if (!strcmp(mix, "q2_k")) return v || down || o ? LLMQ_TYPE_Q3_K : LLMQ_TYPE_Q2_K; /* no grouped KV heads */
     return LLMQ_TYPE_COUNT;
 }
 
 Test(policy, mixes_follow_llamacpp_layer_by_layer)
 {
-    const char *const mixes[] = {"q5_k_m", "q4_k_s", "q3_k_m", "q3_k_l"};
+    const char *const mixes[] = {"q5_k_m", "q4_k_s", "q3_k_m", "q3_k_l", "q2_k"};
     const int depths[] = {6, 32, 80};
     int q5 = 0;
-    for (size_t m = 0; m < 4; m++)
+    for (size_t m = 0; m < sizeof mixes / sizeof mixes[0]; m++)
         for (size_t di = 0; di < 3; di++) {
             llmq_policy p = policy(mixes[m], 0);
             const int n = depths[di];
@@ -185,7 +186,7 @@ Test(policy, mixes_follow_llamacpp_layer_by_layer)
     cr_expect_gt(q5, 0);
     /* llama.cpp's 70B rule: attn_v that a rule leaves at Q3_K or Q4_K becomes Q5_K. */
     llmq_policy p = policy("q4_k_m", 0);
-    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_V, 40, 80, 1024, 8192, false, true};
+    llmq_tensor_desc d = {LLMQ_ROLE_LINEAR, LLMQ_LIN_V, 40, 80, 1024, 8192, false, true, 8};
     llmq_tensor_plan out;
     cr_assert_eq(llmq_policy_plan(&p, &d, &out), LLMQ_OK);
     cr_expect_eq(out.type, LLMQ_TYPE_Q5_K, "layer 40 of 80 is not a more-bits layer: Q4_K, raised");
@@ -195,6 +196,17 @@ Test(policy, mixes_follow_llamacpp_layer_by_layer)
     d.linear = LLMQ_LIN_K, d.layer = 40;
     cr_assert_eq(llmq_policy_plan(&p, &d, &out), LLMQ_OK);
     cr_expect_eq(out.type, LLMQ_TYPE_Q4_K, "attn_v only");
+    /* q2_k: attn_v Q4_K with 4 or more heads per KV head (Q3_K otherwise), then the 70B rule */
+    llmq_policy q2 = policy("q2_k", 0);
+    llmq_tensor_desc v = {LLMQ_ROLE_LINEAR, LLMQ_LIN_V, 3, 32, 1024, 4096, false, false, 4};
+    cr_assert_eq(llmq_policy_plan(&q2, &v, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q4_K);
+    v.n_gqa = 2;
+    cr_assert_eq(llmq_policy_plan(&q2, &v, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q3_K);
+    v.model_70b = true;
+    cr_assert_eq(llmq_policy_plan(&q2, &v, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q5_K);
 }
 
 /* ------------------------------------------------------------ driver */

@@ -54,6 +54,10 @@ typedef struct { uint16_t d; int8_t qs[32]; } llmq_block_q8_0;
  * y = (d·sc)·q - dmin·m. Each 64 elements use 32 qs bytes: low nibbles are the
  * first 32 elements, high nibbles the next 32. */
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } llmq_block_q4_k;
+/* 16 sub-blocks of 16, each with a 4-bit scale (low nibble of scales[j]) and
+ * a 4-bit min (high nibble); 2-bit codes, element e of a 128-element half at
+ * bits 2·((e%128)/32) of qs[32·(e/128) + e%32]; y = (d·sc)·q - dmin·m. */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } llmq_block_q2_k;
 /* Q4_K's sub-blocks, scales and nibble order with a fifth bit per code: the
  * element at offset l of 64-element chunk c has its high bit at bit 2c (first
  * 32 of the chunk) or 2c+1 (second 32) of qh[l]; y = (d·sc)·q - dmin·m. */
@@ -73,6 +77,7 @@ _Static_assert(sizeof(llmq_block_q5_0) == 22, "q5_0 block");
 _Static_assert(sizeof(llmq_block_q5_1) == 24, "q5_1 block");
 _Static_assert(sizeof(llmq_block_q8_0) == 34, "q8_0 block");
 _Static_assert(sizeof(llmq_block_q5_k) == 176, "q5_K block");
+_Static_assert(sizeof(llmq_block_q2_k) == 84, "q2_K block");
 _Static_assert(sizeof(llmq_block_q4_k) == 144, "q4_K block");
 _Static_assert(sizeof(llmq_block_q6_k) == 210, "q6_K block");
 _Static_assert(sizeof(llmq_block_q3_k) == 110, "q3_K block");
@@ -84,6 +89,7 @@ void llmq_dequant_q4_1(const void *src, float *dst, int64_t n);
 void llmq_dequant_q5_0(const void *src, float *dst, int64_t n);
 void llmq_dequant_q5_1(const void *src, float *dst, int64_t n);
 void llmq_dequant_q5_k(const void *src, float *dst, int64_t n);
+void llmq_dequant_q2_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q8_0(const void *src, float *dst, int64_t n);
 void llmq_dequant_q4_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q6_k(const void *src, float *dst, int64_t n);
@@ -155,18 +161,18 @@ typedef struct {
     int16_t zero, qmin, qmax;
     /* The stored fields the grid decodes from. */
     uint16_t d;    /* fp16 bits: Q4_0/Q4_1/Q8_0 d; K-quants: the super-block d */
-    uint16_t m;    /* fp16 bits: Q4_1/Q5_1 m; Q4_K/Q5_K: the super-block dmin; else 0 */
-    int16_t sc;    /* K-quants: sub-block scale code (Q4_K/Q5_K 0..63, Q6_K -128..127, Q3_K -32..31) */
-    int16_t mc;    /* Q4_K/Q5_K: sub-block min code 0..63; else 0 */
+    uint16_t m;    /* fp16 bits: Q4_1/Q5_1 m; Q2_K/Q4_K/Q5_K: the super-block dmin; else 0 */
+    int16_t sc;    /* K-quants: sub-block scale code (Q4_K/Q5_K 0..63, Q2_K 0..15, Q6_K -128..127, Q3_K -32..31) */
+    int16_t mc;    /* Q4_K/Q5_K: sub-block min code 0..63, Q2_K 0..15; else 0 */
 } llmq_grid;
 
 /* Fields shared by all groups of one K-quant super-block (fp16 bits). */
 typedef struct { uint16_t d, dmin; } llmq_superblock;
 
-/* Elements per stored scale: 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) or 16 (Q6_K, Q3_K);
+/* Elements per stored scale: 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) or 16 (Q6_K, Q3_K, Q2_K);
  * 0 for a type without grids (floats, Q8_K). */
 int llmq_grid_unit(llmq_type t);
-/* True for Q4_K, Q5_K, Q6_K, Q3_K (grids depend on a shared super-block d). */
+/* True for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (grids depend on a shared super-block d). */
 bool llmq_type_is_k(llmq_type t);
 /* The group size to use: group_size, or the type's native unit when
  * group_size is 0. */

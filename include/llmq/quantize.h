@@ -32,7 +32,7 @@
 
 /* What `--type` names: the decoder linears' base type, whether llama.cpp's
  * per-tensor rules for the file type apply (the mixes: q4_k_m, q4_k_s,
- * q5_k_m, q3_k_m, q3_k_l), and the LlamaFileType recorded as
+ * q5_k_m, q3_k_m, q3_k_l, q2_k), and the LlamaFileType recorded as
  * general.file_type (q3_k -> Q3_K_S, q4_k -> Q4_K_S, q5_k -> Q5_K_S: the
  * nearest llama.cpp file types; Q3_K_S and Q5_K_S have no rules of their own
  * for these models, so q3_k_s and q5_k_s are the same as q3_k and q5_k). */
@@ -71,13 +71,14 @@ typedef struct {
     /* llama.cpp's LLM_TYPE_70B (80 layers: Llama with grouped KV heads,
      * Qwen2), whose attn_v it gives Q5_K where a rule says Q3_K or Q4_K */
     bool model_70b;
+    int n_gqa; /* attention heads per KV head (q2_k's attn_v rule); 0 = unknown, taken as 1 */
 } llmq_tensor_desc;
 
 typedef struct {
     llmq_type type;
     int group_size; /* resolved grid span (0 for float types) */
     /* The rule's type before the row length forced a fallback (llama-quant.cpp
-     * tensor_type_fallback: Q6_K->Q8_0, Q5_K->Q5_1, Q4_K->Q5_0, Q3_K->Q4_0,
+     * tensor_type_fallback: Q6_K->Q8_0, Q5_K->Q5_1, Q4_K->Q5_0, Q3_K/Q2_K->Q4_0,
      * then F16 when even 32 does not divide the row); equals type when there
      * was no fallback. */
     llmq_type wanted;

@@ -18,6 +18,7 @@ typedef enum {
     LLMQ_TYPE_Q5_0 = 6,
     LLMQ_TYPE_Q5_1 = 7,
     LLMQ_TYPE_Q8_0 = 8,
+    LLMQ_TYPE_Q2_K = 10,
     LLMQ_TYPE_Q3_K = 11,
     LLMQ_TYPE_Q4_K = 12,
     LLMQ_TYPE_Q5_K = 13,
@@ -40,7 +41,7 @@ static const char llmq_type_names[LLMQ_TYPE_COUNT][8] = {
     [LLMQ_TYPE_F32] = "f32",   [LLMQ_TYPE_F16] = "f16",   [LLMQ_TYPE_Q4_0] = "q4_0", [LLMQ_TYPE_Q4_1] = "q4_1",
     [LLMQ_TYPE_Q8_0] = "q8_0", [LLMQ_TYPE_Q3_K] = "q3_k", [LLMQ_TYPE_Q4_K] = "q4_k", [LLMQ_TYPE_Q6_K] = "q6_k",
     [LLMQ_TYPE_Q8_K] = "q8_k", [LLMQ_TYPE_BF16] = "bf16", [LLMQ_TYPE_I32] = "i32",
-    [LLMQ_TYPE_Q5_0] = "q5_0", [LLMQ_TYPE_Q5_1] = "q5_1", [LLMQ_TYPE_Q5_K] = "q5_k",
+    [LLMQ_TYPE_Q5_0] = "q5_0", [LLMQ_TYPE_Q5_1] = "q5_1", [LLMQ_TYPE_Q5_K] = "q5_k", [LLMQ_TYPE_Q2_K] = "q2_k",
     [LLMQ_TYPE_HF_U4] = "hf_u4", [LLMQ_TYPE_HF_U8] = "hf_u8",
 };
 

@@ -155,6 +155,18 @@ void llmq_dequant_q5_k(const void *src, float *dst, int64_t n)
     }
 }
 
+void llmq_dequant_q2_k(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_q2_k *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++)
+        for (int j = 0; j < 16; j++) { /* sub-block j: elements 16j..16j+15 */
+            const float dl = h2f(b[i].d) * (float)(b[i].scales[j] & 0xF), ml = h2f(b[i].dmin) * (float)(b[i].scales[j] >> 4);
+            const uint8_t *q = b[i].qs + 32 * (j / 8) + 16 * (j % 2);
+            const int shift = 2 * ((j % 8) / 2);
+            for (int l = 0; l < 16; l++) *dst++ = dl * (float)((q[l] >> shift) & 3) - ml;
+        }
+}
+
 void llmq_dequant_q6_k(const void *src, float *dst, int64_t n)
 {
     const llmq_block_q6_k *b = src;
@@ -305,14 +317,14 @@ int llmq_grid_unit(llmq_type t)
     case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q5_0: case LLMQ_TYPE_Q5_1: case LLMQ_TYPE_Q8_0:
     case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K: return 32;
     case LLMQ_TYPE_HF_U4: case LLMQ_TYPE_HF_U8: return 32;
-    case LLMQ_TYPE_Q6_K: case LLMQ_TYPE_Q3_K: return 16;
+    case LLMQ_TYPE_Q6_K: case LLMQ_TYPE_Q3_K: case LLMQ_TYPE_Q2_K: return 16;
     default: return 0;
     }
 }
 
 bool llmq_type_is_k(llmq_type t)
 {
-    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K;
+    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K || t == LLMQ_TYPE_Q2_K;
 }
 
 int llmq_group_resolve(llmq_type t, int group_size)
@@ -356,6 +368,7 @@ static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
     case LLMQ_TYPE_Q8_0: *zero = 0; *qmin = -127; *qmax = 127; break;
     case LLMQ_TYPE_Q6_K: *zero = 32; *qmin = 0; *qmax = 63; break;
     case LLMQ_TYPE_Q3_K: *zero = 4; *qmin = 0; *qmax = 7; break;
+    case LLMQ_TYPE_Q2_K: *zero = 0; *qmin = 0; *qmax = 3; break;
     default: *zero = 0; *qmin = 0; *qmax = 0; break;
     }
 }
@@ -392,12 +405,14 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
         g.offset = h2f(g.m);
         break;
     case LLMQ_TYPE_Q4_K:
-    case LLMQ_TYPE_Q5_K: {
+    case LLMQ_TYPE_Q5_K:
+    case LLMQ_TYPE_Q2_K: {
         g.d = sb ? sb->d : 0;
         g.m = sb ? sb->dmin : 0;
         float d = h2f(g.d), dmin = h2f(g.m);
-        g.sc = (int16_t)(d != 0.0f ? round_clamp(real.scale / d, 0, 63) : 0);
-        g.mc = (int16_t)(dmin != 0.0f ? round_clamp(-real.offset / dmin, 0, 63) : 0);
+        const int cmax = t == LLMQ_TYPE_Q2_K ? 15 : 63;
+        g.sc = (int16_t)(d != 0.0f ? round_clamp(real.scale / d, 0, cmax) : 0);
+        g.mc = (int16_t)(dmin != 0.0f ? round_clamp(-real.offset / dmin, 0, cmax) : 0);
         g.scale = d * (float)g.sc;
         g.offset = -(dmin * (float)g.mc);
         break;
@@ -420,14 +435,16 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
 llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups, int n_groups)
 {
     llmq_superblock sb = {0, 0};
-    if (t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K) {
+    if (t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K) {
+        /* the largest scale and min get the largest sub-block code: 63, Q2_K's 15 */
+        const float cmax = t == LLMQ_TYPE_Q2_K ? 15.0f : 63.0f;
         float max_scale = 0.0f, max_min = 0.0f;
         for (int g = 0; g < n_groups; g++) {
             max_scale = llmq_fmaxf(max_scale, groups[g].scale);
             max_min = llmq_fmaxf(max_min, -groups[g].offset);
         }
-        sb.d = f2h_sat(max_scale / 63.0f);
-        sb.dmin = f2h_sat(max_min / 63.0f);
+        sb.d = f2h_sat(max_scale / cmax);
+        sb.dmin = f2h_sat(max_min / cmax);
     } else if (t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K) {
         /* The scale of largest magnitude gets the most negative code, whose
          * magnitude is one larger than the most positive (ggml does the same). */
@@ -491,7 +508,7 @@ static llmq_real_grid fit_asymmetric(llmq_type t, const float *x, int len, const
 {
     int zero, qmin, nmax;
     type_codes(t, &zero, &qmin, &nmax);
-    const bool nonpositive_offset = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K; /* they store offset = -dmin·m, m ≥ 0 */
+    const bool nonpositive_offset = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K; /* they store offset = -dmin·m, m ≥ 0 */
     float lo, hi;
     value_range(x, len, &lo, &hi);
     if (nonpositive_offset && lo > 0) lo = 0;
@@ -567,7 +584,7 @@ llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *
     llmq_real_grid none = {0.0f, 0.0f};
     if (len <= 0) return none;
     if (llmq_type_is_hf(t)) return llmq_hf_grid_fit(t, x, len, importance, search);
-    if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K)
+    if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K)
         return fit_asymmetric(t, x, len, importance, search);
     if (llmq_grid_unit(t) == 0) return none;
     return fit_symmetric(t, x, len, importance, search);
@@ -628,6 +645,9 @@ static bool grid_is_stored(llmq_type t, const llmq_grid *g)
         return g->scale == h2f(g->d) && g->offset == h2f(g->m);
     case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K:
         return g->sc >= 0 && g->sc <= 63 && g->mc >= 0 && g->mc <= 63 && g->scale == h2f(g->d) * (float)g->sc &&
+               g->offset == -(h2f(g->m) * (float)g->mc);
+    case LLMQ_TYPE_Q2_K:
+        return g->sc >= 0 && g->sc <= 15 && g->mc >= 0 && g->mc <= 15 && g->scale == h2f(g->d) * (float)g->sc &&
                g->offset == -(h2f(g->m) * (float)g->mc);
     case LLMQ_TYPE_Q6_K:
         return g->sc >= -128 && g->sc <= 127 && g->scale == h2f(g->d) * (float)g->sc && g->offset == 0.0f;
@@ -760,6 +780,21 @@ int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const l
                 }
         }
         break;
+    case LLMQ_TYPE_Q2_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            llmq_block_q2_k *y = (llmq_block_q2_k *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK_K;
+            const llmq_grid *g0 = grid_of(grids, group_size, b * LLMQ_QK_K);
+            y->d = g0->d;
+            y->dmin = g0->m;
+            for (int j = 0; j < 16; j++) {
+                const llmq_grid *g = grid_of(grids, group_size, b * LLMQ_QK_K + 16 * j);
+                y->scales[j] = (uint8_t)(g->sc | (g->mc << 4));
+            }
+            memset(y->qs, 0, sizeof y->qs);
+            for (int e = 0; e < LLMQ_QK_K; e++) y->qs[32 * (e / 128) + e % 32] |= (uint8_t)(qb[e] << (2 * ((e % 128) / 32)));
+        }
+        break;
     case LLMQ_TYPE_Q6_K:
         for (int b = 0; b < n / LLMQ_QK_K; b++) {
             llmq_block_q6_k *y = (llmq_block_q6_k *)dst + b;
@@ -825,6 +860,7 @@ llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int
         break;
     case LLMQ_TYPE_Q4_K:
     case LLMQ_TYPE_Q5_K:
+    case LLMQ_TYPE_Q2_K:
         g.m = m;
         g.sc = (int16_t)sc;
         g.mc = (int16_t)mc;
@@ -871,6 +907,11 @@ static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
     case LLMQ_TYPE_Q6_K: {
         const llmq_block_q6_k *b = (const llmq_block_q6_k *)src + e / LLMQ_QK_K;
         return llmq_grid_from_fields(t, b->d, 0, b->scales[(e % LLMQ_QK_K) / 16], 0);
+    }
+    case LLMQ_TYPE_Q2_K: {
+        const llmq_block_q2_k *b = (const llmq_block_q2_k *)src + e / LLMQ_QK_K;
+        const uint8_t s = b->scales[(e % LLMQ_QK_K) / 16];
+        return llmq_grid_from_fields(t, b->d, b->dmin, s & 0xF, s >> 4);
     }
     case LLMQ_TYPE_Q3_K: {
         const llmq_block_q3_k *b = (const llmq_block_q3_k *)src + e / LLMQ_QK_K;
@@ -951,6 +992,12 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
                     qq[l + 96] = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
                 }
             }
+        }
+        break;
+    case LLMQ_TYPE_Q2_K:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            const llmq_block_q2_k *y = (const llmq_block_q2_k *)src + b;
+            for (int e = 0; e < LLMQ_QK_K; e++) q[256 * b + e] = (int8_t)((y->qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3);
         }
         break;
     case LLMQ_TYPE_Q3_K:

@@ -12,7 +12,7 @@ static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
     g.sc = (int16_t)sc;
     g.mc = (int16_t)mc;
     g.scale = llmq_f16_to_f32(g.d) * (float)sc;
-    g.offset = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K ? -(llmq_f16_to_f32(g.m) * (float)mc) : 0.0f;
+    g.offset = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K ? -(llmq_f16_to_f32(g.m) * (float)mc) : 0.0f;
     return g;
 }
 
@@ -21,16 +21,17 @@ static llmq_grid k_grid(llmq_type t, const llmq_grid *base, int sc, int mc)
  * one with the smallest error once weights are rounded. */
 static llmq_grid refine_k(llmq_type t, llmq_grid g, const float *x, int len, const float *w)
 {
-    const bool with_min = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K;
+    const bool with_min = t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K;
+    const int code_max = t == LLMQ_TYPE_Q2_K ? 15 : 63;
     int lo = with_min ? 0 : t == LLMQ_TYPE_Q6_K ? -128 : -32;
-    int hi = with_min ? 63 : t == LLMQ_TYPE_Q6_K ? 127 : 31;
+    int hi = with_min ? code_max : t == LLMQ_TYPE_Q6_K ? 127 : 31;
     int mspan = with_min ? 1 : 0;
     llmq_grid best = g;
     double best_err = llmq_grid_sse(&g, x, len, w);
     for (int ds = -1; ds <= 1; ds++)
         for (int dm = -mspan; dm <= mspan; dm++) {
             int sc = g.sc + ds, mc = g.mc + dm;
-            if ((ds == 0 && dm == 0) || sc < lo || sc > hi || mc < 0 || mc > 63) continue;
+            if ((ds == 0 && dm == 0) || sc < lo || sc > hi || mc < 0 || mc > (with_min ? code_max : 63)) continue;
             llmq_grid c = k_grid(t, &g, sc, mc);
             double err = llmq_grid_sse(&c, x, len, w);
             if (err < best_err) {

@@ -163,6 +163,32 @@ static void q5_k_dequant(const void *row, float *dst, int n)
     }
 }
 
+/* Q2_K: per 128-element half, 32 code bytes; shift 2s gives elements
+ * 32s..32s+31 of the half, two sub-blocks of 16, each with its d·sc and
+ * dmin·m (d·q − m, as the reference). */
+static void q2_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q2_k *b = row;
+    const __m256i m2 = _mm256_set1_epi8(3);
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        for (int h = 0; h < 2; h++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+            for (int s = 0; s < 4; s++, dst += 32) {
+                const __m256i q = _mm256_and_si256(_mm256_srl_epi16(raw, _mm_cvtsi32_si128(2 * s)), m2);
+                const uint8_t sc0 = b[i].scales[8 * h + 2 * s], sc1 = b[i].scales[8 * h + 2 * s + 1];
+                const __m128i q0 = _mm256_castsi256_si128(q), q1 = _mm256_extracti128_si256(q, 1);
+                const __m256 d0 = _mm256_set1_ps(d * (float)(sc0 & 0xF)), n0 = _mm256_set1_ps(dmin * (float)(sc0 >> 4));
+                const __m256 d1 = _mm256_set1_ps(d * (float)(sc1 & 0xF)), n1 = _mm256_set1_ps(dmin * (float)(sc1 >> 4));
+                _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(d0, s8_to_ps(q0)), n0));
+                _mm256_storeu_ps(dst + 8, _mm256_sub_ps(_mm256_mul_ps(d0, s8_to_ps(_mm_srli_si128(q0, 8))), n0));
+                _mm256_storeu_ps(dst + 16, _mm256_sub_ps(_mm256_mul_ps(d1, s8_to_ps(q1)), n1));
+                _mm256_storeu_ps(dst + 24, _mm256_sub_ps(_mm256_mul_ps(d1, s8_to_ps(_mm_srli_si128(q1, 8))), n1));
+            }
+        }
+    }
+}
+
 /* Stores 32 signed bytes as two sub-blocks of 16: the first times d1, the
  * second times d2. */
 static inline void store32_two_scales(float *dst, __m256i q, __m256 d1, __m256 d2)
@@ -555,6 +581,7 @@ CHUNKED_OPS_Q8(q3_k, 256, sizeof(llmq_block_q3_k))
 CHUNKED_OPS(q5_0, 32, sizeof(llmq_block_q5_0))
 CHUNKED_OPS(q5_1, 32, sizeof(llmq_block_q5_1))
 CHUNKED_OPS(q5_k, 256, sizeof(llmq_block_q5_k))
+CHUNKED_OPS(q2_k, 256, sizeof(llmq_block_q2_k))
 CHUNKED_OPS(f16, 1, 2)
 CHUNKED_OPS(bf16, 1, 2)
 CHUNKED_OPS(f32, 1, 4)
@@ -642,6 +669,7 @@ const llmq_kernel_ops *llmq_ops_avx2(llmq_type t)
     case LLMQ_TYPE_Q5_0: return &q5_0_ops;
     case LLMQ_TYPE_Q5_1: return &q5_1_ops;
     case LLMQ_TYPE_Q5_K: return &q5_k_ops;
+    case LLMQ_TYPE_Q2_K: return &q2_k_ops;
     default: return NULL;
     }
 }

@@ -154,6 +154,29 @@ static void q5_k_dequant(const void *row, float *dst, int n)
     }
 }
 
+/* Q2_K: shift 2s of a half's 32 code bytes gives its elements 32s..32s+31,
+ * two sub-blocks of 16 with their own d·sc and dmin·m. */
+static void q2_k_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_q2_k *b = row;
+    const uint8x16_t m2 = vdupq_n_u8(3);
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        for (int h = 0; h < 2; h++) {
+            const uint8x16_t raw[2] = {vld1q_u8(b[i].qs + 32 * h), vld1q_u8(b[i].qs + 32 * h + 16)};
+            for (int s = 0; s < 4; s++, dst += 32) {
+                const int8x16_t shift = vdupq_n_s8((int8_t)(-2 * s));
+                for (int p = 0; p < 2; p++) {
+                    const uint8_t sc = b[i].scales[8 * h + 2 * s + p];
+                    const uint8x16_t q = vandq_u8(vshlq_u8(raw[p], shift), m2);
+                    store16_affine(dst + 16 * p, vreinterpretq_s8_u8(q), vdupq_n_f32(d * (float)(sc & 0xF)),
+                                   vdupq_n_f32(dmin * (float)(sc >> 4)), 1);
+                }
+            }
+        }
+    }
+}
+
 static void q6_k_dequant(const void *row, float *dst, int n)
 {
     const llmq_block_q6_k *b = row;
@@ -596,6 +619,7 @@ CHUNKED_OPS(q3_k, 256, sizeof(llmq_block_q3_k), q3_k_dot_q8)
 CHUNKED_OPS(q5_0, 32, sizeof(llmq_block_q5_0), NULL)
 CHUNKED_OPS(q5_1, 32, sizeof(llmq_block_q5_1), NULL)
 CHUNKED_OPS(q5_k, 256, sizeof(llmq_block_q5_k), NULL)
+CHUNKED_OPS(q2_k, 256, sizeof(llmq_block_q2_k), NULL)
 CHUNKED_OPS(f16, 1, 2, NULL)
 CHUNKED_OPS(bf16, 1, 2, NULL)
 CHUNKED_OPS(f32, 1, 4, NULL)
@@ -615,6 +639,7 @@ const llmq_kernel_ops *llmq_ops_neon(llmq_type t)
     case LLMQ_TYPE_Q5_0: return &q5_0_ops;
     case LLMQ_TYPE_Q5_1: return &q5_1_ops;
     case LLMQ_TYPE_Q5_K: return &q5_k_ops;
+    case LLMQ_TYPE_Q2_K: return &q2_k_ops;
     default: return NULL;
     }
 }

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 static const llmq_quant_scheme schemes[] = {
+    {"q2_k", LLMQ_TYPE_Q2_K, true, LLMQ_FTYPE_MOSTLY_Q2_K},
     {"q3_k", LLMQ_TYPE_Q3_K, false, LLMQ_FTYPE_MOSTLY_Q3_K_S},
     {"q3_k_s", LLMQ_TYPE_Q3_K, false, LLMQ_FTYPE_MOSTLY_Q3_K_S},
     {"q3_k_m", LLMQ_TYPE_Q3_K, true, LLMQ_FTYPE_MOSTLY_Q3_K_M},
@@ -38,7 +39,7 @@ int llmq_quant_scheme_parse(const char *name, llmq_quant_scheme *out)
             *out = schemes[i];
             return LLMQ_OK;
         }
-    return llmq_error("unknown type '%s' (q3_k, q3_k_s, q3_k_m, q3_k_l, q4_0, q4_1, q4_k, q4_k_s, q4_k_m, q5_0, q5_1, q5_k, q5_k_s, "
+    return llmq_error("unknown type '%s' (q2_k, q3_k, q3_k_s, q3_k_m, q3_k_l, q4_0, q4_1, q4_k, q4_k_s, q4_k_m, q5_0, q5_1, q5_k, q5_k_s, "
                       "q5_k_m, q6_k, q8_0, f16, bf16, f32)", name);
 }
 
@@ -64,7 +65,7 @@ static llmq_type fallback(llmq_type t, int64_t cols)
     if (t == LLMQ_TYPE_Q6_K) f = LLMQ_TYPE_Q8_0;
     else if (t == LLMQ_TYPE_Q5_K) f = LLMQ_TYPE_Q5_1;
     else if (t == LLMQ_TYPE_Q4_K) f = LLMQ_TYPE_Q5_0;
-    else if (t == LLMQ_TYPE_Q3_K) f = LLMQ_TYPE_Q4_0;
+    else if (t == LLMQ_TYPE_Q3_K || t == LLMQ_TYPE_Q2_K) f = LLMQ_TYPE_Q4_0;
     if (is_quantized(f) && cols % block_size(f) != 0) f = LLMQ_TYPE_F16;
     return f;
 }
@@ -83,6 +84,10 @@ static llmq_type mix_linear(const llmq_quant_scheme *s, const llmq_tensor_desc *
         break;
     case LLMQ_FTYPE_MOSTLY_Q4_K_S:
         if ((v && i < 4) || (down && i < n / 8)) type = LLMQ_TYPE_Q5_K;
+        break;
+    case LLMQ_FTYPE_MOSTLY_Q2_K:
+        if (v) type = t->n_gqa >= 4 ? LLMQ_TYPE_Q4_K : LLMQ_TYPE_Q3_K;
+        else if (down || o) type = LLMQ_TYPE_Q3_K;
         break;
     case LLMQ_FTYPE_MOSTLY_Q3_K_M:
         if (v) type = i < 2 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q4_K;

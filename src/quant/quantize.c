@@ -93,7 +93,8 @@ static int plan_tensor(job *j, const char *name, llmq_tensor_role role, llmq_lin
     const llmq_config *cfg = &j->src->cfg;
     /* llama.cpp's LLM_TYPE_70B: 80 layers of Llama with grouped KV heads, or of Qwen2 */
     const bool model_70b = cfg->n_layers == 80 && (cfg->n_heads != cfg->n_kv_heads || strstr(cfg->architecture, "Qwen2"));
-    p->desc = (llmq_tensor_desc){role, lin, layer, cfg->n_layers, rows, cols, cfg->tie_word_embeddings, model_70b};
+    const int n_gqa = cfg->n_kv_heads > 0 ? cfg->n_heads / cfg->n_kv_heads : 1;
+    p->desc = (llmq_tensor_desc){role, lin, layer, cfg->n_layers, rows, cols, cfg->tie_word_embeddings, model_70b, n_gqa};
     if (llmq_policy_plan(&j->opts->policy, &p->desc, &p->plan)) return llmq_error_prefix("%s", name);
     p->n_dims = role == LLMQ_ROLE_EMBED || role == LLMQ_ROLE_OUTPUT || role == LLMQ_ROLE_LINEAR ? 2 : 1;
     p->ne[0] = cols;

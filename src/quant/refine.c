@@ -71,7 +71,7 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
     }
     /* value = S·u + O; a change (dS, dO) moves the objective by
      * −2(dS·b1 + dO·b2) + dS²·a11 + 2·dS·dO·a12 + dO²·a22 */
-    const bool free_offset = t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K;
+    const bool free_offset = t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K;
     double dS, dO = 0;
     if (free_offset) {
         const double det = a11 * a22 - a12 * a12;
@@ -98,6 +98,10 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
         cs = code_candidates(S, llmq_f16_to_f32(g->d), 0, 63);
         co = code_candidates(-O, llmq_f16_to_f32(g->m), 0, 63);
         break;
+    case LLMQ_TYPE_Q2_K:
+        cs = code_candidates(S, llmq_f16_to_f32(g->d), 0, 15);
+        co = code_candidates(-O, llmq_f16_to_f32(g->m), 0, 15);
+        break;
     case LLMQ_TYPE_Q6_K: cs = code_candidates(S, llmq_f16_to_f32(g->d), -128, 127); break;
     case LLMQ_TYPE_Q3_K: cs = code_candidates(S, llmq_f16_to_f32(g->d), -32, 31); break;
     default: return 0;
@@ -110,7 +114,7 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
             llmq_grid c;
             if (t == LLMQ_TYPE_Q4_0 || t == LLMQ_TYPE_Q5_0 || t == LLMQ_TYPE_Q8_0) c = llmq_grid_from_fields(t, (uint16_t)cs.v[a], 0, 0, 0);
             else if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1) c = llmq_grid_from_fields(t, (uint16_t)cs.v[a], (uint16_t)co.v[b], 0, 0);
-            else if (t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K) c = llmq_grid_from_fields(t, g->d, g->m, cs.v[a], co.v[b]);
+            else if (t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K) c = llmq_grid_from_fields(t, g->d, g->m, cs.v[a], co.v[b]);
             else c = llmq_grid_from_fields(t, g->d, 0, cs.v[a], 0);
             if (!isfinite(c.scale) || !isfinite(c.offset)) continue;
             const double es = (double)c.scale - g->scale, eo = (double)c.offset - g->offset;
