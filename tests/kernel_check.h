@@ -58,6 +58,7 @@ static inline int kc_half_fields(llmq_type t, int *off)
     case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q5_1: case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K: off[0] = 0; off[1] = 2; return 2;
     case LLMQ_TYPE_Q6_K: off[0] = 208; return 1;
     case LLMQ_TYPE_Q2_K: off[0] = 80; off[1] = 82; return 2;
+    case LLMQ_TYPE_IQ4_NL: case LLMQ_TYPE_IQ4_XS: off[0] = 0; return 1;
     case LLMQ_TYPE_Q3_K: off[0] = 108; return 1;
     default: return 0;
     }
@@ -198,7 +199,8 @@ static inline int kc_check_dot_q8(const llmq_kernel_ops *a, const llmq_kernel_op
 }
 
 static const llmq_type kc_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q8_0,
-                                     LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q2_K, LLMQ_TYPE_F16,
+                                     LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q2_K, LLMQ_TYPE_IQ4_NL,
+                                     LLMQ_TYPE_IQ4_XS, LLMQ_TYPE_F16,
                                      LLMQ_TYPE_BF16, LLMQ_TYPE_F32};
 #define KC_N_TYPES (int)(sizeof kc_types / sizeof kc_types[0])
 

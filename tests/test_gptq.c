@@ -15,7 +15,8 @@
 #include <stdint.h>
 
 static const llmq_type all_types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q6_K,
-                                      LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q2_K};
+                                      LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q2_K,
+                                      LLMQ_TYPE_IQ4_NL, LLMQ_TYPE_IQ4_XS};
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
 /* p->hinv caches the dense inverse: H must not change after the first
  * dense_gptq() call on a problem. */
@@ -285,6 +286,12 @@ static int64_t stored_fields(llmq_type t, const unsigned char *row, int c)
         const llmq_block_q5_1 *b = (const llmq_block_q5_1 *)row + c / 32;
         return (int64_t)b->d << 16 | b->m;
     }
+    case LLMQ_TYPE_IQ4_NL: return ((const llmq_block_iq4_nl *)row)[c / 32].d;
+    case LLMQ_TYPE_IQ4_XS: {
+        const llmq_block_iq4_xs *b = (const llmq_block_iq4_xs *)row + c / 256;
+        const int ib = (c % 256) / 32;
+        return (int64_t)b->d << 16 | ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+    }
     case LLMQ_TYPE_Q2_K: {
         const llmq_block_q2_k *b = (const llmq_block_q2_k *)row + c / 256;
         return (int64_t)b->d << 32 | (int64_t)b->dmin << 16 | b->scales[(c % 256) / 16];
@@ -515,7 +522,9 @@ Test(gptq, dead_columns)
             cr_assert_lt(fabs(st.err_rtn - e_rtn / ref), 0.001 * e_rtn / ref);
             check_on_grid(&p, t, 64, packed, Wq);
             /* A dead column is quantized as 0; symmetric grids hold 0 exactly. */
-            const bool symmetric = t != LLMQ_TYPE_Q4_1 && t != LLMQ_TYPE_Q4_K && t != LLMQ_TYPE_Q5_1 && t != LLMQ_TYPE_Q5_K && t != LLMQ_TYPE_Q2_K;
+            /* (the IQ4 levels have no 0: the level nearest it is 1) */
+            const bool symmetric = t != LLMQ_TYPE_Q4_1 && t != LLMQ_TYPE_Q4_K && t != LLMQ_TYPE_Q5_1 && t != LLMQ_TYPE_Q5_K &&
+                                   t != LLMQ_TYPE_Q2_K && t != LLMQ_TYPE_IQ4_NL && t != LLMQ_TYPE_IQ4_XS;
             for (int r = 0; r < ROWS && symmetric; r++)
                 for (int k = 0; k < 4; k++) cr_assert_eq(Wq[(size_t)r * COLS + dead[k]], 0.0f);
             free(Wq); free(Qr); free(packed);

@@ -182,7 +182,8 @@ static void check_fast_matmul(const char *kernel, llmq_type t, int nt, int in, i
 Test(kernels, fast_matmul_is_the_exact_product_with_int8_activations)
 {
     static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
-                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q2_K};
+                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q2_K,
+                                      LLMQ_TYPE_IQ4_NL, LLMQ_TYPE_IQ4_XS};
     static const int tokens[] = {1, 4, 7, 9, 40};
     const char *kernels[3] = {"scalar", llmq_isa_available(LLMQ_ISA_AVX2) ? "avx2" : llmq_isa_available(LLMQ_ISA_NEON) ? "neon" : "scalar",
                               llmq_isa_available(LLMQ_ISA_AVX512) ? "avx512" : "scalar"};

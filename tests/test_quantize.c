@@ -134,7 +134,8 @@ Test(policy, scheme_names_and_file_types)
     cr_expect_eq(s.file_type, 32);
     /* llama.cpp's LlamaFileType numbers (include/llama.h) */
     const struct { const char *name; llmq_type base; bool mix; int file_type; } want[] = {
-        {"q2_k", LLMQ_TYPE_Q2_K, true, 10},    {"q5_0", LLMQ_TYPE_Q5_0, false, 8},    {"q5_1", LLMQ_TYPE_Q5_1, false, 9},    {"q3_k_s", LLMQ_TYPE_Q3_K, false, 11},
+        {"q2_k", LLMQ_TYPE_Q2_K, true, 10},    {"q5_0", LLMQ_TYPE_Q5_0, false, 8},    {"iq4_nl", LLMQ_TYPE_IQ4_NL, true, 25},
+        {"iq4_xs", LLMQ_TYPE_IQ4_XS, true, 30},    {"q5_1", LLMQ_TYPE_Q5_1, false, 9},    {"q3_k_s", LLMQ_TYPE_Q3_K, false, 11},
         {"q3_k_m", LLMQ_TYPE_Q3_K, true, 12},  {"q3_k_l", LLMQ_TYPE_Q3_K, true, 13},  {"q4_k_s", LLMQ_TYPE_Q4_K, true, 14},
         {"q4_k", LLMQ_TYPE_Q4_K, false, 14},   {"q5_k_s", LLMQ_TYPE_Q5_K, false, 16}, {"q5_k", LLMQ_TYPE_Q5_K, false, 16},
         {"q5_k_m", LLMQ_TYPE_Q5_K, true, 17},
@@ -163,12 +164,14 @@ static llmq_type mix_rule(const char *mix, llmq_linear k, int i, int n)
     }
     if (!strcmp(mix, "q3_k_l")) return v || down || o ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_Q3_K;
     if (!strcmp(mix, "q2_k")) return v || down || o ? LLMQ_TYPE_Q3_K : LLMQ_TYPE_Q2_K; /* no grouped KV heads */
+    if (!strcmp(mix, "iq4_xs")) return down && i < n / 8 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_IQ4_XS;
+    if (!strcmp(mix, "iq4_nl")) return down && i < n / 8 ? LLMQ_TYPE_Q5_K : LLMQ_TYPE_IQ4_NL;
     return LLMQ_TYPE_COUNT;
 }
 
 Test(policy, mixes_follow_llamacpp_layer_by_layer)
 {
-    const char *const mixes[] = {"q5_k_m", "q4_k_s", "q3_k_m", "q3_k_l", "q2_k"};
+    const char *const mixes[] = {"q5_k_m", "q4_k_s", "q3_k_m", "q3_k_l", "q2_k", "iq4_xs", "iq4_nl"};
     const int depths[] = {6, 32, 80};
     int q5 = 0;
     for (size_t m = 0; m < sizeof mixes / sizeof mixes[0]; m++)
@@ -207,6 +210,14 @@ Test(policy, mixes_follow_llamacpp_layer_by_layer)
     v.model_70b = true;
     cr_assert_eq(llmq_policy_plan(&q2, &v, &out), LLMQ_OK);
     cr_expect_eq(out.type, LLMQ_TYPE_Q5_K);
+    /* iq4_xs: attn_v Q5_K with 4 or more heads per KV head; a row IQ4_XS's 256 does not divide is IQ4_NL */
+    llmq_policy xs = policy("iq4_xs", 0);
+    v.model_70b = false, v.n_gqa = 4;
+    cr_assert_eq(llmq_policy_plan(&xs, &v, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_Q5_K);
+    v.linear = LLMQ_LIN_Q, v.cols = 96;
+    cr_assert_eq(llmq_policy_plan(&xs, &v, &out), LLMQ_OK);
+    cr_expect_eq(out.type, LLMQ_TYPE_IQ4_NL);
 }
 
 /* ------------------------------------------------------------ driver */

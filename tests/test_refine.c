@@ -18,7 +18,8 @@ static void one_thread(void) { llmq_set_threads(1); }
 TestSuite(refine, .init = one_thread);
 
 static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
-                                  LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q2_K};
+                                  LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q2_K,
+                                  LLMQ_TYPE_IQ4_NL, LLMQ_TYPE_IQ4_XS};
 #define N_TYPES (int)(sizeof types / sizeof types[0])
 enum { ROWS = 24, COLS = 512, TOKENS = 768 };
 

@@ -68,6 +68,14 @@ typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d;
 /* 16 sub-blocks of 16 with 6-bit scales stored +32 (packed in scales[12]);
  * q = 2 low bits (qs) | high bit (hmask); y = (d·(sc-32))·(q - 4). */
 typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } llmq_block_q3_k;
+/* The non-linear types: a code q stands for the level llmq_iq4nl_levels[q]
+ * (ggml's kvalues_iq4nl). IQ4_NL: y = d·level, nibbles ordered as Q4_0's.
+ * IQ4_XS: 8 sub-blocks of 32 under one fp16 d, sub-block scale ls (6 bits:
+ * low 4 in nibble ib%2 of scales_l[ib/2], high 2 at bit 2·ib of scales_h),
+ * y = (d·(ls - 32))·level; each sub-block's 16 qs bytes as IQ4_NL's. */
+typedef struct { uint16_t d; uint8_t qs[16]; } llmq_block_iq4_nl;
+typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } llmq_block_iq4_xs;
+static const int8_t llmq_iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 /* Activation format of ggml's K-quant dot products (not a weight format). */
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } llmq_block_q8_k;
 
@@ -78,6 +86,8 @@ _Static_assert(sizeof(llmq_block_q5_1) == 24, "q5_1 block");
 _Static_assert(sizeof(llmq_block_q8_0) == 34, "q8_0 block");
 _Static_assert(sizeof(llmq_block_q5_k) == 176, "q5_K block");
 _Static_assert(sizeof(llmq_block_q2_k) == 84, "q2_K block");
+_Static_assert(sizeof(llmq_block_iq4_nl) == 18, "iq4_nl block");
+_Static_assert(sizeof(llmq_block_iq4_xs) == 136, "iq4_xs block");
 _Static_assert(sizeof(llmq_block_q4_k) == 144, "q4_K block");
 _Static_assert(sizeof(llmq_block_q6_k) == 210, "q6_K block");
 _Static_assert(sizeof(llmq_block_q3_k) == 110, "q3_K block");
@@ -90,6 +100,8 @@ void llmq_dequant_q5_0(const void *src, float *dst, int64_t n);
 void llmq_dequant_q5_1(const void *src, float *dst, int64_t n);
 void llmq_dequant_q5_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q2_k(const void *src, float *dst, int64_t n);
+void llmq_dequant_iq4_nl(const void *src, float *dst, int64_t n);
+void llmq_dequant_iq4_xs(const void *src, float *dst, int64_t n);
 void llmq_dequant_q8_0(const void *src, float *dst, int64_t n);
 void llmq_dequant_q4_k(const void *src, float *dst, int64_t n);
 void llmq_dequant_q6_k(const void *src, float *dst, int64_t n);
@@ -164,15 +176,18 @@ typedef struct {
     uint16_t m;    /* fp16 bits: Q4_1/Q5_1 m; Q2_K/Q4_K/Q5_K: the super-block dmin; else 0 */
     int16_t sc;    /* K-quants: sub-block scale code (Q4_K/Q5_K 0..63, Q2_K 0..15, Q6_K -128..127, Q3_K -32..31) */
     int16_t mc;    /* Q4_K/Q5_K: sub-block min code 0..63, Q2_K 0..15; else 0 */
+    /* IQ4_NL / IQ4_XS: value(q) = scale·llmq_iq4nl_levels[q] (zero and offset 0);
+     * every other grid is linear */
+    bool levels;
 } llmq_grid;
 
 /* Fields shared by all groups of one K-quant super-block (fp16 bits). */
 typedef struct { uint16_t d, dmin; } llmq_superblock;
 
-/* Elements per stored scale: 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K) or 16 (Q6_K, Q3_K, Q2_K);
+/* Elements per stored scale: 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, IQ4_NL, IQ4_XS) or 16 (Q6_K, Q3_K, Q2_K);
  * 0 for a type without grids (floats, Q8_K). */
 int llmq_grid_unit(llmq_type t);
-/* True for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (grids depend on a shared super-block d). */
+/* True for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS (grids depend on a shared super-block d). */
 bool llmq_type_is_k(llmq_type t);
 /* The group size to use: group_size, or the type's native unit when
  * group_size is 0. */
@@ -189,6 +204,7 @@ static inline int llmq_group_count(int n, int group_size) { return (n + group_si
 /* value(q), computed exactly as the type's dequantizer computes it. */
 static inline float llmq_grid_value(const llmq_grid *g, int q)
 {
+    if (g->levels) return g->scale * (float)llmq_iq4nl_levels[q];
     return g->scale * (float)(q - g->zero) + g->offset;
 }
 
@@ -229,10 +245,26 @@ static inline float llmq_grid_round_lane(float v, float scale, float offset, flo
     zero_clamped = zero_clamped > qmax ? qmax : zero_clamped;
     return scale != 0.0f ? best : zero_clamped;
 }
+/* The code of the IQ4 level nearest to v on value(q) = scale·level[q], as a
+ * float: the count of midpoints between neighbouring levels below v/scale,
+ * then settled with the exact values as llmq_grid_round_lane does; a zero
+ * scale gives the level nearest zero (code 8). */
+static inline float llmq_levels_round_lane(float v, float scale)
+{
+    const float den = scale == 0.0f ? 1.0f : scale, r = v / den;
+    int q = 0;
+    for (int k = 0; k < 15; k++) q += r > 0.5f * (float)(llmq_iq4nl_levels[k] + llmq_iq4nl_levels[k + 1]);
+    const int down = q > 0 ? q - 1 : 0, up = q < 15 ? q + 1 : 15;
+    const float e = fabsf(scale * (float)llmq_iq4nl_levels[q] - v);
+    const float e_down = fabsf(scale * (float)llmq_iq4nl_levels[down] - v), e_up = fabsf(scale * (float)llmq_iq4nl_levels[up] - v);
+    const int best = e_down < e ? down : e_up < e ? up : q;
+    return scale != 0.0f ? (float)best : 8.0f;
+}
 /* The code q in [qmin, qmax] whose value(q) is nearest to v. Inline: RTN,
  * GPTQ's sweep and AWQ's fake quantization call it once per weight. */
 static inline int llmq_grid_round(const llmq_grid *g, float v)
 {
+    if (g->levels) return (int)llmq_levels_round_lane(v, g->scale);
     return (int)llmq_grid_round_lane(v, g->scale, g->offset, (float)g->zero, (float)g->qmin, (float)g->qmax);
 }
 /* fminf / fmaxf exactly as glibc computes them (a NaN argument loses; on a

@@ -32,7 +32,7 @@
 
 /* What `--type` names: the decoder linears' base type, whether llama.cpp's
  * per-tensor rules for the file type apply (the mixes: q4_k_m, q4_k_s,
- * q5_k_m, q3_k_m, q3_k_l, q2_k), and the LlamaFileType recorded as
+ * q5_k_m, q3_k_m, q3_k_l, q2_k, iq4_nl, iq4_xs), and the LlamaFileType recorded as
  * general.file_type (q3_k -> Q3_K_S, q4_k -> Q4_K_S, q5_k -> Q5_K_S: the
  * nearest llama.cpp file types; Q3_K_S and Q5_K_S have no rules of their own
  * for these models, so q3_k_s and q5_k_s are the same as q3_k and q5_k). */
@@ -78,7 +78,7 @@ typedef struct {
     llmq_type type;
     int group_size; /* resolved grid span (0 for float types) */
     /* The rule's type before the row length forced a fallback (llama-quant.cpp
-     * tensor_type_fallback: Q6_K->Q8_0, Q5_K->Q5_1, Q4_K->Q5_0, Q3_K/Q2_K->Q4_0,
+     * tensor_type_fallback: Q6_K->Q8_0, Q5_K->Q5_1, Q4_K->Q5_0, Q3_K/Q2_K->Q4_0, IQ4_XS->IQ4_NL,
      * then F16 when even 32 does not divide the row); equals type when there
      * was no fallback. */
     llmq_type wanted;

@@ -24,6 +24,8 @@ typedef enum {
     LLMQ_TYPE_Q5_K = 13,
     LLMQ_TYPE_Q6_K = 14,
     LLMQ_TYPE_Q8_K = 15,
+    LLMQ_TYPE_IQ4_NL = 20,
+    LLMQ_TYPE_IQ4_XS = 23,
     LLMQ_TYPE_I32 = 26,   /* safetensors int32 (GPTQ/AWQ qweight, qzeros, g_idx); not a weight format */
     LLMQ_TYPE_BF16 = 30,
     /* llmq-internal grids of Hugging Face GPTQ/AWQ checkpoints (llmq/hf_grid.h):
@@ -42,6 +44,7 @@ static const char llmq_type_names[LLMQ_TYPE_COUNT][8] = {
     [LLMQ_TYPE_Q8_0] = "q8_0", [LLMQ_TYPE_Q3_K] = "q3_k", [LLMQ_TYPE_Q4_K] = "q4_k", [LLMQ_TYPE_Q6_K] = "q6_k",
     [LLMQ_TYPE_Q8_K] = "q8_k", [LLMQ_TYPE_BF16] = "bf16", [LLMQ_TYPE_I32] = "i32",
     [LLMQ_TYPE_Q5_0] = "q5_0", [LLMQ_TYPE_Q5_1] = "q5_1", [LLMQ_TYPE_Q5_K] = "q5_k", [LLMQ_TYPE_Q2_K] = "q2_k",
+    [LLMQ_TYPE_IQ4_NL] = "iq4_nl", [LLMQ_TYPE_IQ4_XS] = "iq4_xs",
     [LLMQ_TYPE_HF_U4] = "hf_u4", [LLMQ_TYPE_HF_U8] = "hf_u8",
 };
 

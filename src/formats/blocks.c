@@ -167,6 +167,38 @@ void llmq_dequant_q2_k(const void *src, float *dst, int64_t n)
         }
 }
 
+void llmq_dequant_iq4_nl(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_iq4_nl *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK; i++, dst += LLMQ_QK) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            dst[j] = d * (float)llmq_iq4nl_levels[b[i].qs[j] & 0xF];
+            dst[j + 16] = d * (float)llmq_iq4nl_levels[b[i].qs[j] >> 4];
+        }
+    }
+}
+
+/* IQ4_XS's stored 6-bit sub-block scale ls of sub-block ib (the scale is ls - 32). */
+static inline int iq4_xs_ls(const llmq_block_iq4_xs *b, int ib)
+{
+    return ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+}
+
+void llmq_dequant_iq4_xs(const void *src, float *dst, int64_t n)
+{
+    const llmq_block_iq4_xs *b = src;
+    for (int64_t i = 0; i < n / LLMQ_QK_K; i++)
+        for (int ib = 0; ib < 8; ib++, dst += 32) {
+            const float dl = h2f(b[i].d) * (float)(iq4_xs_ls(&b[i], ib) - 32);
+            const uint8_t *qs = b[i].qs + 16 * ib;
+            for (int j = 0; j < 16; j++) {
+                dst[j] = dl * (float)llmq_iq4nl_levels[qs[j] & 0xF];
+                dst[j + 16] = dl * (float)llmq_iq4nl_levels[qs[j] >> 4];
+            }
+        }
+}
+
 void llmq_dequant_q6_k(const void *src, float *dst, int64_t n)
 {
     const llmq_block_q6_k *b = src;
@@ -315,7 +347,7 @@ int llmq_grid_unit(llmq_type t)
 {
     switch (t) {
     case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q4_1: case LLMQ_TYPE_Q5_0: case LLMQ_TYPE_Q5_1: case LLMQ_TYPE_Q8_0:
-    case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K: return 32;
+    case LLMQ_TYPE_Q4_K: case LLMQ_TYPE_Q5_K: case LLMQ_TYPE_IQ4_NL: case LLMQ_TYPE_IQ4_XS: return 32;
     case LLMQ_TYPE_HF_U4: case LLMQ_TYPE_HF_U8: return 32;
     case LLMQ_TYPE_Q6_K: case LLMQ_TYPE_Q3_K: case LLMQ_TYPE_Q2_K: return 16;
     default: return 0;
@@ -324,7 +356,8 @@ int llmq_grid_unit(llmq_type t)
 
 bool llmq_type_is_k(llmq_type t)
 {
-    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K || t == LLMQ_TYPE_Q2_K;
+    return t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K || t == LLMQ_TYPE_Q2_K ||
+           t == LLMQ_TYPE_IQ4_XS;
 }
 
 int llmq_group_resolve(llmq_type t, int group_size)
@@ -369,6 +402,7 @@ static void type_codes(llmq_type t, int *zero, int *qmin, int *qmax)
     case LLMQ_TYPE_Q6_K: *zero = 32; *qmin = 0; *qmax = 63; break;
     case LLMQ_TYPE_Q3_K: *zero = 4; *qmin = 0; *qmax = 7; break;
     case LLMQ_TYPE_Q2_K: *zero = 0; *qmin = 0; *qmax = 3; break;
+    case LLMQ_TYPE_IQ4_NL: case LLMQ_TYPE_IQ4_XS: *zero = 0; *qmin = 0; *qmax = 15; break; /* codes index the levels */
     default: *zero = 0; *qmin = 0; *qmax = 0; break;
     }
 }
@@ -383,6 +417,7 @@ static llmq_grid grid_blank(llmq_type t)
     g.zero = (int16_t)zero;
     g.qmin = (int16_t)qmin;
     g.qmax = (int16_t)qmax;
+    g.levels = t == LLMQ_TYPE_IQ4_NL || t == LLMQ_TYPE_IQ4_XS;
     return g;
 }
 
@@ -394,6 +429,7 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
     case LLMQ_TYPE_Q4_0:
     case LLMQ_TYPE_Q5_0:
     case LLMQ_TYPE_Q8_0:
+    case LLMQ_TYPE_IQ4_NL:
         g.d = f2h_sat(real.scale);
         g.scale = h2f(g.d);
         break;
@@ -418,7 +454,8 @@ llmq_grid llmq_grid_from_real(llmq_type t, llmq_real_grid real, const llmq_super
         break;
     }
     case LLMQ_TYPE_Q6_K:
-    case LLMQ_TYPE_Q3_K: {
+    case LLMQ_TYPE_Q3_K:
+    case LLMQ_TYPE_IQ4_XS: {
         g.d = sb ? sb->d : 0;
         float d = h2f(g.d);
         int lo = t == LLMQ_TYPE_Q6_K ? -128 : -32, hi = t == LLMQ_TYPE_Q6_K ? 127 : 31;
@@ -445,13 +482,13 @@ llmq_superblock llmq_superblock_choose(llmq_type t, const llmq_real_grid *groups
         }
         sb.d = f2h_sat(max_scale / cmax);
         sb.dmin = f2h_sat(max_min / cmax);
-    } else if (t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K) {
+    } else if (t == LLMQ_TYPE_Q6_K || t == LLMQ_TYPE_Q3_K || t == LLMQ_TYPE_IQ4_XS) {
         /* The scale of largest magnitude gets the most negative code, whose
          * magnitude is one larger than the most positive (ggml does the same). */
         float ext = 0.0f;
         for (int g = 0; g < n_groups; g++)
             if (fabsf(groups[g].scale) > fabsf(ext)) ext = groups[g].scale;
-        sb.d = f2h_sat(ext / (t == LLMQ_TYPE_Q6_K ? -128.0f : -32.0f));
+        sb.d = f2h_sat(ext / (t == LLMQ_TYPE_Q6_K ? -128.0f : -32.0f)); /* Q3_K, IQ4_XS: 6-bit codes -32..31 */
     }
     return sb;
 }
@@ -462,14 +499,9 @@ static double real_sse(llmq_type t, llmq_real_grid r, const float *x, int len, c
 {
     llmq_grid g;
     if (llmq_type_is_k(t)) {
-        int zero, qmin, qmax;
-        type_codes(t, &zero, &qmin, &qmax);
-        memset(&g, 0, sizeof g);
+        g = grid_blank(t);
         g.scale = r.scale;
         g.offset = r.offset;
-        g.zero = (int16_t)zero;
-        g.qmin = (int16_t)qmin;
-        g.qmax = (int16_t)qmax;
     } else {
         g = llmq_grid_from_real(t, r, NULL);
     }
@@ -579,6 +611,38 @@ static llmq_real_grid fit_symmetric(llmq_type t, const float *x, int len, const 
     return best;
 }
 
+/* Grids on the IQ4 levels: value = scale·level. Plain: the element of largest
+ * magnitude lands on the level −127 (as ggml's d = max / values[0]), then the
+ * scale is refitted by least squares on the codes that gives. The search
+ * also tries putting it on −127 + k for |k| ≤ 7 (ggml's ntry), each refitted,
+ * and keeps the best on the exact grid. */
+static llmq_real_grid fit_levels(llmq_type t, const float *x, int len, const float *w, bool search)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < len; i++)
+        if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
+    llmq_real_grid best = {0.0f, 0.0f};
+    if (!(amax > 0)) return best;
+    const float l0 = (float)llmq_iq4nl_levels[0];
+    double best_err = INFINITY;
+    for (int step = search ? -7 : 0; step <= (search ? 7 : 0); step++) {
+        const float scale = max / (l0 + (float)step);
+        double sxl = 0, sl2 = 0;
+        for (int i = 0; i < len; i++) {
+            const double l = llmq_iq4nl_levels[(int)llmq_levels_round_lane(x[i], scale)], wi = w ? w[i] : 1.0;
+            sxl += wi * l * x[i];
+            sl2 += wi * l * l;
+        }
+        llmq_real_grid cand = {sl2 > 0 ? (float)(sxl / sl2) : scale, 0.0f};
+        const double err = real_sse(t, cand, x, len, w);
+        if (err < best_err) {
+            best_err = err;
+            best = cand;
+        }
+    }
+    return best;
+}
+
 llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *importance, bool search)
 {
     llmq_real_grid none = {0.0f, 0.0f};
@@ -586,6 +650,7 @@ llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *
     if (llmq_type_is_hf(t)) return llmq_hf_grid_fit(t, x, len, importance, search);
     if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K)
         return fit_asymmetric(t, x, len, importance, search);
+    if (t == LLMQ_TYPE_IQ4_NL || t == LLMQ_TYPE_IQ4_XS) return fit_levels(t, x, len, importance, search);
     if (llmq_grid_unit(t) == 0) return none;
     return fit_symmetric(t, x, len, importance, search);
 }
@@ -601,6 +666,10 @@ static inline const llmq_grid *grid_of(const llmq_grid *grids, int group_size, i
 /* One group's codes: the grid's fields once, then every weight in vector lanes. */
 static LLMQ_SIMD_CLONES void round_group(const llmq_grid *g, const float *x, int len, int8_t *q)
 {
+    if (g->levels) {
+        for (int i = 0; i < len; i++) q[i] = (int8_t)llmq_grid_round(g, x[i]);
+        return;
+    }
     const float scale = g->scale, offset = g->offset, zero = g->zero, qmin = g->qmin, qmax = g->qmax;
     #pragma omp simd
     for (int i = 0; i < len; i++) q[i] = (int8_t)(int)llmq_grid_round_lane(x[i], scale, offset, zero, qmin, qmax);
@@ -609,6 +678,10 @@ static LLMQ_SIMD_CLONES void round_group(const llmq_grid *g, const float *x, int
 /* One group's decoded values value(round(x)), as round_group. */
 static LLMQ_SIMD_CLONES void snap_group(const llmq_grid *g, const float *x, int len, float *out)
 {
+    if (g->levels) {
+        for (int i = 0; i < len; i++) out[i] = llmq_grid_value(g, llmq_grid_round(g, x[i]));
+        return;
+    }
     const float scale = g->scale, offset = g->offset, zero = g->zero, qmin = g->qmin, qmax = g->qmax;
     #pragma omp simd
     for (int i = 0; i < len; i++) out[i] = scale * (llmq_grid_round_lane(x[i], scale, offset, zero, qmin, qmax) - zero) + offset;
@@ -637,7 +710,7 @@ static bool grid_is_stored(llmq_type t, const llmq_grid *g)
 {
     int zero, qmin, qmax;
     type_codes(t, &zero, &qmin, &qmax);
-    if (g->zero != zero || g->qmin != qmin || g->qmax != qmax) return false;
+    if (g->zero != zero || g->qmin != qmin || g->qmax != qmax || g->levels != (t == LLMQ_TYPE_IQ4_NL || t == LLMQ_TYPE_IQ4_XS)) return false;
     switch (t) {
     case LLMQ_TYPE_Q4_0: case LLMQ_TYPE_Q5_0: case LLMQ_TYPE_Q8_0:
         return g->scale == h2f(g->d) && g->offset == 0.0f;
@@ -652,7 +725,10 @@ static bool grid_is_stored(llmq_type t, const llmq_grid *g)
     case LLMQ_TYPE_Q6_K:
         return g->sc >= -128 && g->sc <= 127 && g->scale == h2f(g->d) * (float)g->sc && g->offset == 0.0f;
     case LLMQ_TYPE_Q3_K:
+    case LLMQ_TYPE_IQ4_XS:
         return g->sc >= -32 && g->sc <= 31 && g->scale == h2f(g->d) * (float)g->sc && g->offset == 0.0f;
+    case LLMQ_TYPE_IQ4_NL:
+        return g->scale == h2f(g->d) && g->offset == 0.0f;
     default:
         return false;
     }
@@ -780,6 +856,29 @@ int llmq_pack_codes(llmq_type t, const int8_t *q, int n, int group_size, const l
                 }
         }
         break;
+    case LLMQ_TYPE_IQ4_NL:
+        for (int b = 0; b < n / LLMQ_QK; b++) {
+            llmq_block_iq4_nl *y = (llmq_block_iq4_nl *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK;
+            y->d = grid_of(grids, group_size, b * LLMQ_QK)->d;
+            for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(qb[j] | (qb[j + 16] << 4));
+        }
+        break;
+    case LLMQ_TYPE_IQ4_XS:
+        for (int b = 0; b < n / LLMQ_QK_K; b++) {
+            llmq_block_iq4_xs *y = (llmq_block_iq4_xs *)dst + b;
+            const int8_t *qb = q + b * LLMQ_QK_K;
+            y->d = grid_of(grids, group_size, b * LLMQ_QK_K)->d;
+            y->scales_h = 0;
+            memset(y->scales_l, 0, sizeof y->scales_l);
+            for (int ib = 0; ib < 8; ib++) {
+                const int ls = grid_of(grids, group_size, b * LLMQ_QK_K + 32 * ib)->sc + 32;
+                y->scales_l[ib / 2] |= (uint8_t)((ls & 0xF) << (4 * (ib % 2)));
+                y->scales_h |= (uint16_t)((ls >> 4) << (2 * ib));
+                for (int j = 0; j < 16; j++) y->qs[16 * ib + j] = (uint8_t)(qb[32 * ib + j] | (qb[32 * ib + 16 + j] << 4));
+            }
+        }
+        break;
     case LLMQ_TYPE_Q2_K:
         for (int b = 0; b < n / LLMQ_QK_K; b++) {
             llmq_block_q2_k *y = (llmq_block_q2_k *)dst + b;
@@ -851,7 +950,8 @@ llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int
     switch (t) {
     case LLMQ_TYPE_Q4_0:
     case LLMQ_TYPE_Q5_0:
-    case LLMQ_TYPE_Q8_0: g.scale = h2f(d); break;
+    case LLMQ_TYPE_Q8_0:
+    case LLMQ_TYPE_IQ4_NL: g.scale = h2f(d); break;
     case LLMQ_TYPE_Q4_1:
     case LLMQ_TYPE_Q5_1:
         g.m = m;
@@ -869,6 +969,7 @@ llmq_grid llmq_grid_from_fields(llmq_type t, uint16_t d, uint16_t m, int sc, int
         break;
     case LLMQ_TYPE_Q6_K:
     case LLMQ_TYPE_Q3_K:
+    case LLMQ_TYPE_IQ4_XS:
         g.sc = (int16_t)sc;
         g.scale = h2f(d) * (float)g.sc;
         break;
@@ -907,6 +1008,11 @@ static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
     case LLMQ_TYPE_Q6_K: {
         const llmq_block_q6_k *b = (const llmq_block_q6_k *)src + e / LLMQ_QK_K;
         return llmq_grid_from_fields(t, b->d, 0, b->scales[(e % LLMQ_QK_K) / 16], 0);
+    }
+    case LLMQ_TYPE_IQ4_NL: return llmq_grid_from_fields(t, ((const llmq_block_iq4_nl *)src)[e / LLMQ_QK].d, 0, 0, 0);
+    case LLMQ_TYPE_IQ4_XS: {
+        const llmq_block_iq4_xs *b = (const llmq_block_iq4_xs *)src + e / LLMQ_QK_K;
+        return llmq_grid_from_fields(t, b->d, 0, iq4_xs_ls(b, (e % LLMQ_QK_K) / 32) - 32, 0);
     }
     case LLMQ_TYPE_Q2_K: {
         const llmq_block_q2_k *b = (const llmq_block_q2_k *)src + e / LLMQ_QK_K;
@@ -991,6 +1097,18 @@ int llmq_unpack_codes(llmq_type t, const void *src, int n, int8_t *q)
                     qq[l + 64] = (int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
                     qq[l + 96] = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
                 }
+            }
+        }
+        break;
+    case LLMQ_TYPE_IQ4_NL:
+    case LLMQ_TYPE_IQ4_XS:
+        /* 16 bytes per 32 elements in both: low nibbles first, then high */
+        for (int u = 0; u < n / 32; u++) {
+            const uint8_t *qs = t == LLMQ_TYPE_IQ4_NL ? ((const llmq_block_iq4_nl *)src)[u].qs
+                                                      : ((const llmq_block_iq4_xs *)src)[u / 8].qs + 16 * (u % 8);
+            for (int j = 0; j < 16; j++) {
+                q[32 * u + j] = (int8_t)(qs[j] & 0xF);
+                q[32 * u + 16 + j] = (int8_t)(qs[j] >> 4);
             }
         }
         break;

@@ -59,6 +59,8 @@ static void bf16_from_float(const float *src, void *dst, int64_t n)
 K_FROM_FLOAT(q4_k_from_float, LLMQ_TYPE_Q4_K)
 K_FROM_FLOAT(q5_k_from_float, LLMQ_TYPE_Q5_K)
 K_FROM_FLOAT(q2_k_from_float, LLMQ_TYPE_Q2_K)
+K_FROM_FLOAT(iq4_xs_from_float, LLMQ_TYPE_IQ4_XS)
+K_FROM_FLOAT(iq4_nl_from_float, LLMQ_TYPE_IQ4_NL)
 /* Q5_0/Q5_1 too: llmq's RTN on the native blocks (plain fit, no search), as
  * ggml's quantize_row_q5_*_ref choose d and m. */
 #define PLAIN_FROM_FLOAT(name, type)                                              \
@@ -90,6 +92,8 @@ static const llmq_type_traits type_traits[LLMQ_TYPE_COUNT] = {
     [LLMQ_TYPE_Q5_0] = {llmq_type_names[LLMQ_TYPE_Q5_0], LLMQ_QK, sizeof(llmq_block_q5_0), true, llmq_dequant_q5_0, q5_0_from_float},
     [LLMQ_TYPE_Q5_1] = {llmq_type_names[LLMQ_TYPE_Q5_1], LLMQ_QK, sizeof(llmq_block_q5_1), true, llmq_dequant_q5_1, q5_1_from_float},
     [LLMQ_TYPE_Q8_0] = {llmq_type_names[LLMQ_TYPE_Q8_0], LLMQ_QK, sizeof(llmq_block_q8_0), true, llmq_dequant_q8_0, llmq_encode_ref_q8_0},
+    [LLMQ_TYPE_IQ4_NL] = {llmq_type_names[LLMQ_TYPE_IQ4_NL], LLMQ_QK, sizeof(llmq_block_iq4_nl), true, llmq_dequant_iq4_nl, iq4_nl_from_float},
+    [LLMQ_TYPE_IQ4_XS] = {llmq_type_names[LLMQ_TYPE_IQ4_XS], LLMQ_QK_K, sizeof(llmq_block_iq4_xs), true, llmq_dequant_iq4_xs, iq4_xs_from_float},
     [LLMQ_TYPE_Q2_K] = {llmq_type_names[LLMQ_TYPE_Q2_K], LLMQ_QK_K, sizeof(llmq_block_q2_k), true, llmq_dequant_q2_k, q2_k_from_float},
     [LLMQ_TYPE_Q3_K] = {llmq_type_names[LLMQ_TYPE_Q3_K], LLMQ_QK_K, sizeof(llmq_block_q3_k), true, llmq_dequant_q3_k, q3_k_from_float},
     [LLMQ_TYPE_Q4_K] = {llmq_type_names[LLMQ_TYPE_Q4_K], LLMQ_QK_K, sizeof(llmq_block_q4_k), true, llmq_dequant_q4_k, q4_k_from_float},

@@ -163,6 +163,33 @@ static void q5_k_dequant(const void *row, float *dst, int n)
     }
 }
 
+/* IQ4: the 16 levels as a byte table, looked up 16 codes at a time. */
+static inline void iq4_store32(float *dst, const uint8_t qs[16], __m256 d)
+{
+    const __m128i table = _mm_loadu_si128((const __m128i *)llmq_iq4nl_levels), m4 = _mm_set1_epi8(0x0F);
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    store16_scaled(dst, _mm_shuffle_epi8(table, _mm_and_si128(raw, m4)), d);
+    store16_scaled(dst + 16, _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(raw, 4), m4)), d);
+}
+
+static void iq4_nl_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_iq4_nl *b = row;
+    for (int i = 0; i < n / 32; i++, dst += 32) iq4_store32(dst, b[i].qs, _mm256_set1_ps(h2f(b[i].d)));
+}
+
+static void iq4_xs_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_iq4_xs *b = row;
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d);
+        for (int ib = 0; ib < 8; ib++, dst += 32) {
+            const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
+            iq4_store32(dst, b[i].qs + 16 * ib, _mm256_set1_ps(d * (float)(ls - 32)));
+        }
+    }
+}
+
 /* Q2_K: per 128-element half, 32 code bytes; shift 2s gives elements
  * 32s..32s+31 of the half, two sub-blocks of 16, each with its d·sc and
  * dmin·m (d·q − m, as the reference). */
@@ -582,6 +609,8 @@ CHUNKED_OPS(q5_0, 32, sizeof(llmq_block_q5_0))
 CHUNKED_OPS(q5_1, 32, sizeof(llmq_block_q5_1))
 CHUNKED_OPS(q5_k, 256, sizeof(llmq_block_q5_k))
 CHUNKED_OPS(q2_k, 256, sizeof(llmq_block_q2_k))
+CHUNKED_OPS(iq4_nl, 32, sizeof(llmq_block_iq4_nl))
+CHUNKED_OPS(iq4_xs, 256, sizeof(llmq_block_iq4_xs))
 CHUNKED_OPS(f16, 1, 2)
 CHUNKED_OPS(bf16, 1, 2)
 CHUNKED_OPS(f32, 1, 4)
@@ -670,6 +699,8 @@ const llmq_kernel_ops *llmq_ops_avx2(llmq_type t)
     case LLMQ_TYPE_Q5_1: return &q5_1_ops;
     case LLMQ_TYPE_Q5_K: return &q5_k_ops;
     case LLMQ_TYPE_Q2_K: return &q2_k_ops;
+    case LLMQ_TYPE_IQ4_NL: return &iq4_nl_ops;
+    case LLMQ_TYPE_IQ4_XS: return &iq4_xs_ops;
     default: return NULL;
     }
 }

@@ -154,6 +154,33 @@ static void q5_k_dequant(const void *row, float *dst, int n)
     }
 }
 
+/* IQ4: the 16 levels as a byte table, looked up 16 codes at a time. */
+static inline void iq4_store32(float *dst, const uint8_t qs[16], float32x4_t d)
+{
+    const int8x16_t table = vld1q_s8(llmq_iq4nl_levels);
+    const uint8x16_t raw = vld1q_u8(qs);
+    store16_scaled(dst, vqtbl1q_s8(table, vandq_u8(raw, vdupq_n_u8(0x0F))), d);
+    store16_scaled(dst + 16, vqtbl1q_s8(table, vshrq_n_u8(raw, 4)), d);
+}
+
+static void iq4_nl_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_iq4_nl *b = row;
+    for (int i = 0; i < n / 32; i++, dst += 32) iq4_store32(dst, b[i].qs, vdupq_n_f32(h2f(b[i].d)));
+}
+
+static void iq4_xs_dequant(const void *row, float *dst, int n)
+{
+    const llmq_block_iq4_xs *b = row;
+    for (int i = 0; i < n / 256; i++) {
+        const float d = h2f(b[i].d);
+        for (int ib = 0; ib < 8; ib++, dst += 32) {
+            const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
+            iq4_store32(dst, b[i].qs + 16 * ib, vdupq_n_f32(d * (float)(ls - 32)));
+        }
+    }
+}
+
 /* Q2_K: shift 2s of a half's 32 code bytes gives its elements 32s..32s+31,
  * two sub-blocks of 16 with their own d·sc and dmin·m. */
 static void q2_k_dequant(const void *row, float *dst, int n)
@@ -620,6 +647,8 @@ CHUNKED_OPS(q5_0, 32, sizeof(llmq_block_q5_0), NULL)
 CHUNKED_OPS(q5_1, 32, sizeof(llmq_block_q5_1), NULL)
 CHUNKED_OPS(q5_k, 256, sizeof(llmq_block_q5_k), NULL)
 CHUNKED_OPS(q2_k, 256, sizeof(llmq_block_q2_k), NULL)
+CHUNKED_OPS(iq4_nl, 32, sizeof(llmq_block_iq4_nl), NULL)
+CHUNKED_OPS(iq4_xs, 256, sizeof(llmq_block_iq4_xs), NULL)
 CHUNKED_OPS(f16, 1, 2, NULL)
 CHUNKED_OPS(bf16, 1, 2, NULL)
 CHUNKED_OPS(f32, 1, 4, NULL)
@@ -640,6 +669,8 @@ const llmq_kernel_ops *llmq_ops_neon(llmq_type t)
     case LLMQ_TYPE_Q5_1: return &q5_1_ops;
     case LLMQ_TYPE_Q5_K: return &q5_k_ops;
     case LLMQ_TYPE_Q2_K: return &q2_k_ops;
+    case LLMQ_TYPE_IQ4_NL: return &iq4_nl_ops;
+    case LLMQ_TYPE_IQ4_XS: return &iq4_xs_ops;
     default: return NULL;
     }
 }

@@ -97,6 +97,8 @@ SCALAR_OPS_Q8(q5_1, LLMQ_TYPE_Q5_1)
 SCALAR_OPS_Q8(q8_0, LLMQ_TYPE_Q8_0)
 SCALAR_OPS_Q8(q5_k, LLMQ_TYPE_Q5_K)
 SCALAR_OPS_Q8(q2_k, LLMQ_TYPE_Q2_K)
+SCALAR_OPS_Q8(iq4_nl, LLMQ_TYPE_IQ4_NL)
+SCALAR_OPS_Q8(iq4_xs, LLMQ_TYPE_IQ4_XS)
 SCALAR_OPS_Q8(q4_k, LLMQ_TYPE_Q4_K)
 SCALAR_OPS_Q8(q6_k, LLMQ_TYPE_Q6_K)
 SCALAR_OPS_Q8(q3_k, LLMQ_TYPE_Q3_K)
@@ -117,6 +119,8 @@ const llmq_kernel_ops *llmq_ops_scalar(llmq_type t)
     case LLMQ_TYPE_Q4_K: return &q4_k_ops;
     case LLMQ_TYPE_Q5_K: return &q5_k_ops;
     case LLMQ_TYPE_Q2_K: return &q2_k_ops;
+    case LLMQ_TYPE_IQ4_NL: return &iq4_nl_ops;
+    case LLMQ_TYPE_IQ4_XS: return &iq4_xs_ops;
     case LLMQ_TYPE_Q6_K: return &q6_k_ops;
     case LLMQ_TYPE_Q3_K: return &q3_k_ops;
     case LLMQ_TYPE_HF_U4: return &hf_u4_ops;

@@ -236,6 +236,7 @@ typedef struct {
     int rows, n, G, ng, B;
     bool dynamic_grids; /* fit each grid when the sweep reaches it (no act_order) */
     bool search;
+    bool levels;        /* the type's grids are the IQ4 levels (llmq_grid.levels) */
     float *w;           /* rows × n working weights, columns in sweep order */
     int8_t *codes;      /* rows × n codes, sweep order */
     llmq_grid *grids;   /* rows × ng grids, indexed by the original group */
@@ -304,12 +305,21 @@ static LLMQ_SIMD_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int
         const float *u = s->ublk + (size_t)(i - i1) * s->B - i1; /* u[j] = U[i][j] */
         const float uii = u[i];
         float e[TILE], q[TILE];
-        #pragma omp simd
-        for (int k = 0; k < TILE; k++) {
-            const float v = x[k];
-            const float qf = llmq_grid_round_lane(v, sc[k], off[k], zr[k], lo[k], hi[k]);
-            q[k] = qf;
-            e[k] = (v - (sc[k] * (qf - zr[k]) + off[k])) / uii;
+        if (s->levels) { /* IQ4: the nearest of the non-linear levels */
+            for (int k = 0; k < TILE; k++) {
+                const float v = x[k];
+                const float qf = llmq_levels_round_lane(v, sc[k]);
+                q[k] = qf;
+                e[k] = (v - sc[k] * (float)llmq_iq4nl_levels[(int)qf]) / uii;
+            }
+        } else {
+            #pragma omp simd
+            for (int k = 0; k < TILE; k++) {
+                const float v = x[k];
+                const float qf = llmq_grid_round_lane(v, sc[k], off[k], zr[k], lo[k], hi[k]);
+                q[k] = qf;
+                e[k] = (v - (sc[k] * (qf - zr[k]) + off[k])) / uii;
+            }
         }
         for (int k = 0; k < R; k++) {
             s->codes[(size_t)(r0 + k) * n + i] = (int8_t)(int)q[k];
@@ -445,7 +455,7 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     const int B = effective_block(G, o.block_size);
     int rc = LLMQ_ERR;
     sweep_ctx s = {.type = type, .rows = rows, .n = n, .G = G, .ng = ng, .B = B, .dynamic_grids = !o.act_order,
-                   .search = o.grid_search};
+                   .search = o.grid_search, .levels = type == LLMQ_TYPE_IQ4_NL || type == LLMQ_TYPE_IQ4_XS};
     int *perm = malloc(sizeof *perm * (size_t)n), *pr = malloc(sizeof *pr * (size_t)n);
     unsigned char *dead = calloc((size_t)n, 1);
     float *diag = malloc(sizeof *diag * (size_t)n);

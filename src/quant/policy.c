@@ -25,6 +25,8 @@ static const llmq_quant_scheme schemes[] = {
     {"q5_k", LLMQ_TYPE_Q5_K, false, LLMQ_FTYPE_MOSTLY_Q5_K_S},
     {"q5_k_s", LLMQ_TYPE_Q5_K, false, LLMQ_FTYPE_MOSTLY_Q5_K_S},
     {"q5_k_m", LLMQ_TYPE_Q5_K, true, LLMQ_FTYPE_MOSTLY_Q5_K_M},
+    {"iq4_nl", LLMQ_TYPE_IQ4_NL, true, LLMQ_FTYPE_MOSTLY_IQ4_NL},
+    {"iq4_xs", LLMQ_TYPE_IQ4_XS, true, LLMQ_FTYPE_MOSTLY_IQ4_XS},
     {"q8_0", LLMQ_TYPE_Q8_0, false, LLMQ_FTYPE_MOSTLY_Q8_0},
     {"q6_k", LLMQ_TYPE_Q6_K, false, LLMQ_FTYPE_MOSTLY_Q6_K},
     {"f16", LLMQ_TYPE_F16, false, LLMQ_FTYPE_MOSTLY_F16},
@@ -40,7 +42,7 @@ int llmq_quant_scheme_parse(const char *name, llmq_quant_scheme *out)
             return LLMQ_OK;
         }
     return llmq_error("unknown type '%s' (q2_k, q3_k, q3_k_s, q3_k_m, q3_k_l, q4_0, q4_1, q4_k, q4_k_s, q4_k_m, q5_0, q5_1, q5_k, q5_k_s, "
-                      "q5_k_m, q6_k, q8_0, f16, bf16, f32)", name);
+                      "q5_k_m, q6_k, q8_0, iq4_nl, iq4_xs, f16, bf16, f32)", name);
 }
 
 bool llmq_policy_more_bits(int i, int n)
@@ -66,6 +68,7 @@ static llmq_type fallback(llmq_type t, int64_t cols)
     else if (t == LLMQ_TYPE_Q5_K) f = LLMQ_TYPE_Q5_1;
     else if (t == LLMQ_TYPE_Q4_K) f = LLMQ_TYPE_Q5_0;
     else if (t == LLMQ_TYPE_Q3_K || t == LLMQ_TYPE_Q2_K) f = LLMQ_TYPE_Q4_0;
+    else if (t == LLMQ_TYPE_IQ4_XS) f = LLMQ_TYPE_IQ4_NL;
     if (is_quantized(f) && cols % block_size(f) != 0) f = LLMQ_TYPE_F16;
     return f;
 }
@@ -96,6 +99,11 @@ static llmq_type mix_linear(const llmq_quant_scheme *s, const llmq_tensor_desc *
         break;
     case LLMQ_FTYPE_MOSTLY_Q3_K_L:
         if (v || down || o) type = LLMQ_TYPE_Q5_K;
+        break;
+    case LLMQ_FTYPE_MOSTLY_IQ4_NL:
+    case LLMQ_FTYPE_MOSTLY_IQ4_XS:
+        /* ffn_down's rule is llama-quantize's without an importance matrix */
+        if ((v && t->n_gqa >= 4) || (down && i < n / 8)) type = LLMQ_TYPE_Q5_K;
         break;
     default:
         break;

@@ -49,7 +49,7 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
 {
     float u[REFINE_BLOCK_MAX], hu[REFINE_BLOCK_MAX], h1[REFINE_BLOCK_MAX];
     for (int i = 0; i < len; i++) {
-        u[i] = (float)(q[i] - g->zero);
+        u[i] = g->levels ? (float)llmq_iq4nl_levels[q[i]] : (float)(q[i] - g->zero);
         hu[i] = h1[i] = 0.0f;
     }
     /* Hg·u and Hg·1, column by column (Hg is symmetric): every lane an axpy, no reassociation */
@@ -87,7 +87,8 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
     switch (t) {
     case LLMQ_TYPE_Q4_0:
     case LLMQ_TYPE_Q5_0:
-    case LLMQ_TYPE_Q8_0: cs = fp16_candidates(S); break;
+    case LLMQ_TYPE_Q8_0:
+    case LLMQ_TYPE_IQ4_NL: cs = fp16_candidates(S); break;
     case LLMQ_TYPE_Q4_1:
     case LLMQ_TYPE_Q5_1:
         cs = fp16_candidates(S);
@@ -103,7 +104,8 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
         co = code_candidates(-O, llmq_f16_to_f32(g->m), 0, 15);
         break;
     case LLMQ_TYPE_Q6_K: cs = code_candidates(S, llmq_f16_to_f32(g->d), -128, 127); break;
-    case LLMQ_TYPE_Q3_K: cs = code_candidates(S, llmq_f16_to_f32(g->d), -32, 31); break;
+    case LLMQ_TYPE_Q3_K:
+    case LLMQ_TYPE_IQ4_XS: cs = code_candidates(S, llmq_f16_to_f32(g->d), -32, 31); break;
     default: return 0;
     }
     /* the candidates ranked by the quadratic form, the best then scored on its exact values */
@@ -112,7 +114,8 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
     for (int a = 0; a < cs.n; a++)
         for (int b = 0; b < co.n; b++) {
             llmq_grid c;
-            if (t == LLMQ_TYPE_Q4_0 || t == LLMQ_TYPE_Q5_0 || t == LLMQ_TYPE_Q8_0) c = llmq_grid_from_fields(t, (uint16_t)cs.v[a], 0, 0, 0);
+            if (t == LLMQ_TYPE_Q4_0 || t == LLMQ_TYPE_Q5_0 || t == LLMQ_TYPE_Q8_0 || t == LLMQ_TYPE_IQ4_NL)
+                c = llmq_grid_from_fields(t, (uint16_t)cs.v[a], 0, 0, 0);
             else if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1) c = llmq_grid_from_fields(t, (uint16_t)cs.v[a], (uint16_t)co.v[b], 0, 0);
             else if (t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K) c = llmq_grid_from_fields(t, g->d, g->m, cs.v[a], co.v[b]);
             else c = llmq_grid_from_fields(t, g->d, 0, cs.v[a], 0);

@@ -73,7 +73,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q8_0,
-                               LLMQ_TYPE_Q2_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q6_K};
+                               LLMQ_TYPE_Q2_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q6_K,
+                               LLMQ_TYPE_IQ4_NL, LLMQ_TYPE_IQ4_XS};
     enum { N = 256 * 64 };
     static float x[N], ours[N], theirs[N];
     static unsigned char blocks[N * 2];

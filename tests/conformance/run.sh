@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Conformance with llama.cpp: every block format decodes to the same bits in
 # ggml (ggml_blocks.c); llmq's GGUF files of stories-llama-7m at q4_0, q4_1,
-# q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q3_k_m and q2_k (RTN), and GPTQ / AWQ /
+# q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q3_k_m, q2_k and iq4_xs (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files, are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
@@ -21,7 +21,7 @@ chunks=${CONFORMANCE_CHUNKS:-8}
 version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
 work=$root/build/conformance
 # TYPE or TYPE:METHOD (calibrated methods use 16 windows of the shared calibration text)
-types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q3_k_m q2_k q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq"}
+types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q3_k_m q2_k iq4_xs q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq iq4_xs:gptq"}
 calib=$shared/data/tinystories/tinystories_calib.txt
 tolerance=0.005
 
