@@ -275,7 +275,8 @@ Test(kernels, openblas_runs_the_cpus_instruction_sets)
 Test(kernels, int8_gemm_families_give_the_same_bits)
 {
     static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
-                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K};
+                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_IQ4_NL,
+                                      LLMQ_TYPE_IQ4_XS, LLMQ_TYPE_Q2_K};
     static const int tokens[] = {9, 13, 64};
     static const int outs[] = {1, 31, 45};
     const char *families[] = {"avx2", "avx512"};
@@ -316,7 +317,8 @@ Test(kernels, int8_gemm_families_give_the_same_bits)
 Test(kernels, int16_gemm_is_the_exact_product_with_int16_activations)
 {
     static const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_1, LLMQ_TYPE_Q8_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q6_K,
-                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K};
+                                      LLMQ_TYPE_Q3_K, LLMQ_TYPE_Q5_0, LLMQ_TYPE_Q5_1, LLMQ_TYPE_Q5_K, LLMQ_TYPE_IQ4_NL,
+                                      LLMQ_TYPE_IQ4_XS, LLMQ_TYPE_Q2_K};
     static const int tokens[] = {9, 13, 40};
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
         for (size_t a = 0; a < sizeof tokens / sizeof tokens[0]; a++) {

@@ -59,6 +59,31 @@ static void scales_q5_k(const void *row, int n, float *a, float *c)
     }
 }
 
+/* IQ4: the panel's codes are the levels themselves (−127..113), w = d·level. */
+static void scales_iq4_nl(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_iq4_nl *b = row;
+    for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = 0;
+}
+
+static void scales_iq4_xs(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_iq4_xs *b = row;
+    for (int i = 0; i < n / 256; i++)
+        for (int ib = 0; ib < 8; ib++) {
+            const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
+            a[8 * i + ib] = h2f(b[i].d) * (float)(ls - 32), c[8 * i + ib] = 0;
+        }
+}
+
+static void scales_q2_k(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_q2_k *b = row;
+    for (int i = 0; i < n / 256; i++)
+        for (int j = 0; j < 16; j++)
+            a[16 * i + j] = h2f(b[i].d) * (float)(b[i].scales[j] & 0xF), c[16 * i + j] = -(h2f(b[i].dmin) * (float)(b[i].scales[j] >> 4));
+}
+
 static void scales_q8_0(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q8_0 *b = row;
@@ -97,13 +122,17 @@ typedef struct {
     gq_scales_fn scales;
     int unit, has_offset;
     int zero, code_max; /* gq_panel's (zero < 0: Q8_0's codes are signed already) */
+    const int8_t *levels; /* IQ4: the stored code u stands for levels[u], the panel's signed code */
 } gq_type;
 
 static const gq_type *gq_type_of(llmq_type t)
 {
-    static const gq_type q4_0 = {scales_q4_0, 32, 0, 8, 15}, q4_1 = {scales_q4_1, 32, 1, 0, 15}, q8_0 = {scales_q8_0, 32, 0, -1, 0},
-                         q4_k = {scales_q4_k, 32, 1, 0, 15}, q6_k = {scales_q6_k, 16, 0, 32, 63}, q3_k = {scales_q3_k, 16, 0, 4, 7},
-                         q5_0 = {scales_q5_0, 32, 0, 16, 31}, q5_1 = {scales_q5_1, 32, 1, 0, 31}, q5_k = {scales_q5_k, 32, 1, 0, 31};
+    static const gq_type q4_0 = {scales_q4_0, 32, 0, 8, 15, NULL}, q4_1 = {scales_q4_1, 32, 1, 0, 15, NULL},
+                         q8_0 = {scales_q8_0, 32, 0, -1, 0, NULL}, q4_k = {scales_q4_k, 32, 1, 0, 15, NULL},
+                         q6_k = {scales_q6_k, 16, 0, 32, 63, NULL}, q3_k = {scales_q3_k, 16, 0, 4, 7, NULL},
+                         q5_0 = {scales_q5_0, 32, 0, 16, 31, NULL}, q5_1 = {scales_q5_1, 32, 1, 0, 31, NULL},
+                         q5_k = {scales_q5_k, 32, 1, 0, 31, NULL}, iq4_nl = {scales_iq4_nl, 32, 0, -1, 0, llmq_iq4nl_levels},
+                         iq4_xs = {scales_iq4_xs, 32, 0, -1, 0, llmq_iq4nl_levels}, q2_k = {scales_q2_k, 16, 1, 0, 3, NULL};
     switch (t) {
     case LLMQ_TYPE_Q4_0: return &q4_0;
     case LLMQ_TYPE_Q4_1: return &q4_1;
@@ -114,6 +143,9 @@ static const gq_type *gq_type_of(llmq_type t)
     case LLMQ_TYPE_Q5_0: return &q5_0;
     case LLMQ_TYPE_Q5_1: return &q5_1;
     case LLMQ_TYPE_Q5_K: return &q5_k;
+    case LLMQ_TYPE_IQ4_NL: return &iq4_nl;
+    case LLMQ_TYPE_IQ4_XS: return &iq4_xs;
+    case LLMQ_TYPE_Q2_K: return &q2_k;
     default: return NULL;
     }
 }
@@ -139,7 +171,7 @@ LLMQ_ALWAYS_INLINE void scalar_body(const gq_panel *p, const gq_acts *x, int t0,
                                 : (int32_t)x8[k] * p->codes[((size_t)(k / 4) * GQ_ROWS + r) * 4 + k % 4];
                 const int b = u * unit / 32;
                 f = fmaf((float)acc, p->scale[GQ_ROWS * u + r] * dx[b], f);
-                if (has_offset) f = fmaf(p->offset[GQ_ROWS * u + r], sx[b], f);
+                if (has_offset) f = fmaf(p->offset[GQ_ROWS * u + r], unit == 16 ? x->s16[(size_t)(t0 + t) * (p->in / 16) + u] : sx[b], f);
             }
             out[t * GQ_ROWS + r] = f;
         }
@@ -245,6 +277,8 @@ static void pack_panel(pack_buf *b, llmq_type t, const gq_type *gt, const unsign
             llmq_unpack_codes(t, row, in, b->row_q);
             if (gt->zero > 0)
                 for (int k = 0; k < in; k++) b->row_q[k] = (int8_t)(b->row_q[k] - gt->zero);
+            if (gt->levels)
+                for (int k = 0; k < in; k++) b->row_q[k] = gt->levels[(uint8_t)b->row_q[k]];
             gt->scales(row, in, b->row_a, b->row_c);
         } else {
             memset(b->row_q, 0, (size_t)in);
@@ -278,14 +312,17 @@ static void pack_panel(pack_buf *b, llmq_type t, const gq_type *gt, const unsign
 
 /* One row of n activations to int16 codes per block of 32: d = max|x|/32767,
  * q = x/d rounded to nearest even, s = d·Σq. */
-static void act_quantize_q16(const float *x, int n, int16_t *q, float *d, float *s)
+static void act_quantize_q16(const float *x, int n, int16_t *q, float *d, float *s, float *s16)
 {
     for (int b = 0; b < n / 32; b++, x += 32, q += 32) {
         float v[32];
-        int sum;
+        int sum, lo = 0;
         d[b] = llmq_act_block_codes(x, 32767.0f, v, &sum);
         for (int i = 0; i < 32; i++) q[i] = (int16_t)v[i];
+        for (int i = 0; i < 16; i++) lo += (int)v[i];
         s[b] = d[b] * (float)sum;
+        s16[2 * b] = d[b] * (float)lo;
+        s16[2 * b + 1] = d[b] * (float)(sum - lo);
     }
 }
 
@@ -301,8 +338,9 @@ static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type
     uint8_t *xq = malloc((size_t)n_tokens * in * (wide ? 2 : 1));
     float *xd = malloc((size_t)n_tokens * nb * sizeof(float)), *xs = malloc((size_t)n_tokens * nb * sizeof(float));
     int32_t *xsum = malloc((size_t)n_tokens * (in / 16) * sizeof(int32_t));
-    if (!xq || !xd || !xs || !xsum) {
-        free(xq); free(xd); free(xs); free(xsum);
+    float *xs16 = malloc((size_t)n_tokens * (in / 16) * sizeof(float));
+    if (!xq || !xd || !xs || !xsum || !xs16) {
+        free(xq); free(xd); free(xs); free(xsum); free(xs16);
         return llmq_error("matmul: out of memory for %d×%d quantized activations", n_tokens, in);
     }
     int failed = 0;
@@ -318,7 +356,8 @@ static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type
         #pragma omp for schedule(static)
         for (int k = 0; k < n_tokens; k++) {
             if (wide) {
-                act_quantize_q16(x + (size_t)k * in, in, (int16_t *)(void *)xq + (size_t)k * in, xd + (size_t)k * nb, xs + (size_t)k * nb);
+                act_quantize_q16(x + (size_t)k * in, in, (int16_t *)(void *)xq + (size_t)k * in, xd + (size_t)k * nb, xs + (size_t)k * nb,
+                                 xs16 + (size_t)k * (in / 16));
                 continue;
             }
             if (!tmp) continue;
@@ -330,12 +369,14 @@ static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type
                 for (int i = 0; i < 16; i++) lo += tmp[b].q[i], hi += tmp[b].q[16 + i];
                 xsum[(size_t)k * (in / 16) + 2 * b] = lo;
                 xsum[(size_t)k * (in / 16) + 2 * b + 1] = hi;
+                xs16[(size_t)k * (in / 16) + 2 * b] = tmp[b].d * (float)lo;
+                xs16[(size_t)k * (in / 16) + 2 * b + 1] = tmp[b].d * (float)hi;
                 xd[(size_t)k * nb + b] = tmp[b].d;
                 xs[(size_t)k * nb + b] = tmp[b].s;
             }
         }
         free(tmp);
-        const gq_acts acts = {in, xq, xd, xs, xsum, wide ? (const int16_t *)(const void *)xq : NULL};
+        const gq_acts acts = {in, xq, xd, xs, xsum, wide ? (const int16_t *)(const void *)xq : NULL, xs16};
         const int nth = omp_get_num_threads(), me = omp_get_thread_num();
         const int panels = (out + GQ_ROWS - 1) / GQ_ROWS;
         const int p0 = (int)((long long)panels * me / nth), p1 = (int)((long long)panels * (me + 1) / nth);
@@ -361,7 +402,7 @@ static int gemm(float *y, const float *x, int n_tokens, const void *w, llmq_type
         }
         pack_free(&pb);
     }
-    free(xq); free(xd); free(xs); free(xsum);
+    free(xq); free(xd); free(xs); free(xsum); free(xs16);
     if (failed) return llmq_error("matmul: out of memory for the int%d GEMM's buffers (%d×%d)", wide ? 16 : 8, n_tokens, in);
     return LLMQ_OK;
 }

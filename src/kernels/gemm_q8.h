@@ -48,6 +48,9 @@ typedef struct {
     /* The int16 GEMM's activations instead (q, qsum16 unused): signed codes
      * in [−32767, 32767] per block of 32, d = max|x|/32767, s = d·Σq. */
     const int16_t *q16;
+    /* d·Σq of each 16 elements (both widths): the offset term of a 16-element
+     * unit (Q2_K's mins), at s16 + t·(in/16) */
+    const float *s16;
 } gq_acts;
 
 /* Computes out[t·GQ_ROWS + r] = Σ_i W[r][i]·x̂_{t0+t}[i] for t < mt (1..GQ_MR). */
@@ -89,12 +92,13 @@ int llmq_gemm_q16(float *y, const float *x, int n_tokens, const void *w, llmq_ty
     default: body(p, x, t0, 4, out, unit, has_offset); break;                                        \
     }
 
-/* The (unit, offset) kinds every family has: 32 with or without offset, 16 without. */
-#define GQ_KERNEL_GETTER(getter, k32, k32_offset, k16)                                              \
+/* The (unit, offset) kinds every family has: 32 or 16, with or without offset
+ * (a 16-element unit's offset takes the activation's s16, a 32-element one's s). */
+#define GQ_KERNEL_GETTER(getter, k32, k32_offset, k16, k16_offset)                                  \
     gq_kernel_fn getter(int unit, int has_offset)                                                    \
     {                                                                                                \
         if (unit == 32) return has_offset ? k32_offset : k32;                                        \
-        if (unit == 16 && !has_offset) return k16;                                                   \
+        if (unit == 16) return has_offset ? k16_offset : k16;                                        \
         return NULL;                                                                                 \
     }
 

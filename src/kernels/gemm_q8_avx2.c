@@ -39,7 +39,7 @@ LLMQ_ALWAYS_INLINE void unit_to_float(const gq_panel *p, const gq_acts *x, int t
         const float *of = p->offset + GQ_ROWS * u + r0;
         const __m256 o0 = _mm256_load_ps(of), o1 = _mm256_load_ps(of + 8);
         LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-            const __m256 sx = _mm256_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
+            const __m256 sx = _mm256_set1_ps(unit == 16 ? x->s16[(size_t)(t0 + t) * (p->in / 16) + u] : x->s[(size_t)(t0 + t) * nb + b]);
             f0[t] = _mm256_fmadd_ps(o0, sx, f0[t]);
             f1[t] = _mm256_fmadd_ps(o1, sx, f1[t]);
         }
@@ -162,8 +162,9 @@ LLMQ_ALWAYS_INLINE void unsigned_body(const gq_panel *p, const gq_acts *x, int t
 GQ_KERNEL(kernel_u32, 32, 0)
 GQ_KERNEL(kernel_u32_offset, 32, 1)
 GQ_KERNEL(kernel_u16, 16, 0)
+GQ_KERNEL(kernel_u16_offset, 16, 1)
 
-GQ_KERNEL_GETTER(llmq_gq_kernel_avx2, kernel_u32, kernel_u32_offset, kernel_u16)
+GQ_KERNEL_GETTER(llmq_gq_kernel_avx2, kernel_u32, kernel_u32_offset, kernel_u16, kernel_u16_offset)
 
 #else
 

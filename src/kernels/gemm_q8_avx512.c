@@ -34,7 +34,7 @@ LLMQ_ALWAYS_INLINE void unit_to_float(const gq_panel *p, const gq_acts *x, int t
     if (has_offset) {
         const __m512 o0 = _mm512_load_ps(p->offset + GQ_ROWS * u), o1 = _mm512_load_ps(p->offset + GQ_ROWS * u + 16);
         LLMQ_UNROLL_T for (int t = 0; t < mt; t++) {
-            const __m512 sv = _mm512_set1_ps(x->s[(size_t)(t0 + t) * nb + b]);
+            const __m512 sv = _mm512_set1_ps(unit == 16 ? x->s16[(size_t)(t0 + t) * (p->in / 16) + u] : x->s[(size_t)(t0 + t) * nb + b]);
             f0[t] = _mm512_fmadd_ps(o0, sv, f0[t]);
             f1[t] = _mm512_fmadd_ps(o1, sv, f1[t]);
         }
@@ -118,7 +118,8 @@ LLMQ_ALWAYS_INLINE void kernel16_body(const gq_panel *p, const gq_acts *x, int t
 GQ_KERNEL(kernel_u32, 32, 0)
 GQ_KERNEL(kernel_u32_offset, 32, 1)
 GQ_KERNEL(kernel_u16, 16, 0)
-GQ_KERNEL_GETTER(llmq_gq_kernel_avx512, kernel_u32, kernel_u32_offset, kernel_u16)
+GQ_KERNEL(kernel_u16_offset, 16, 1)
+GQ_KERNEL_GETTER(llmq_gq_kernel_avx512, kernel_u32, kernel_u32_offset, kernel_u16, kernel_u16_offset)
 
 #define GQ_KERNEL16(name, unit, has_offset)                                                      \
     static void name(const gq_panel *p, const gq_acts *x, int t0, int mt, float *out)            \
@@ -128,7 +129,8 @@ GQ_KERNEL_GETTER(llmq_gq_kernel_avx512, kernel_u32, kernel_u32_offset, kernel_u1
 GQ_KERNEL16(kernel16_u32, 32, 0)
 GQ_KERNEL16(kernel16_u32_offset, 32, 1)
 GQ_KERNEL16(kernel16_u16, 16, 0)
-GQ_KERNEL_GETTER(llmq_gq_kernel16_avx512, kernel16_u32, kernel16_u32_offset, kernel16_u16)
+GQ_KERNEL16(kernel16_u16_offset, 16, 1)
+GQ_KERNEL_GETTER(llmq_gq_kernel16_avx512, kernel16_u32, kernel16_u32_offset, kernel16_u16, kernel16_u16_offset)
 
 #else
 
