@@ -529,10 +529,10 @@ Test(quantize_cli, refusals_and_help)
     cr_expect_eq(st, 2);
     cr_expect(strstr(out, "needs calibration text: --calib FILE"), "%s", out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --type q5_k 2>&1", bin, model);
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --type q7_k 2>&1", bin, model);
     out = run(cmd, &st);
     cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "unknown type 'q5_k'"), "%s", out);
+    cr_expect(strstr(out, "unknown type 'q7_k'"), "%s", out);
     free(out);
     snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --group-size 48 2>&1", bin, model);
     out = run(cmd, &st);
