@@ -32,9 +32,9 @@ have_llamacpp=0
 # bpw and KL of one file: "bpw ppl kl top1"
 score() {
     local bpw r
-    bpw=$("$llmq" inspect "$1" --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(f"{8*j["tensor_bytes"]/j["parameters"]:.3f}")')
+    bpw=$("$llmq" inspect "$1" --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.3f" % (8 * j["tensor_bytes"] / j["parameters"]))')
     r=$("$llmq" ppl "$1" --text "$eval" --ctx 256 --protocol llamacpp --kl-base "$model" --json 2>/dev/null | tail -n1)
-    python3 -c 'import json,sys; j=json.loads(sys.argv[2]); print(sys.argv[1], f"{j["ppl"]:.4f}", f"{j["kl_divergence"]:.6f}", f"{100*j["top1_agreement"]:.2f}%")' "$bpw" "$r"
+    python3 -c 'import json,sys; j=json.loads(sys.argv[2]); print(sys.argv[1], "%.4f" % j["ppl"], "%.6f" % j["kld"], "%.2f%%" % (100 * j["top1_agree"]))' "$bpw" "$r"
 }
 
 echo "stories-llama-7m, eval $(basename "$eval"), llama.cpp protocol ctx 256, KL against the bf16 original;"

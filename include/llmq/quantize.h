@@ -30,6 +30,8 @@
 
 /* ---------------------------------------------------------------- policy */
 
+struct llmq_tensor_desc; /* below */
+
 /* What `--type` names: the decoder linears' base type, whether llama.cpp's
  * per-tensor rules for the file type apply (the mixes: q4_k_m, q4_k_s,
  * q5_k_m, q3_k_m, q3_k_l, q2_k, iq4_nl, iq4_xs), and the LlamaFileType recorded as
@@ -51,6 +53,11 @@ typedef struct {
     int group_size;  /* grid span of the decoder linears (0 = the type's native unit) */
     int keep_output; /* an llmq_type for the output head, or -1 for the rule */
     int keep_embed;  /* an llmq_type for the token embedding, or -1 for the rule */
+    /* --target-bpw: each tensor's chosen type (embedding, linears, head), or
+     * LLMQ_TYPE_COUNT for the rule; NULL = the rules throughout. The fallback
+     * for row lengths still applies. */
+    llmq_type (*tensor_type)(void *user, const struct llmq_tensor_desc *d);
+    void *tensor_type_user;
 } llmq_policy;
 
 typedef enum {
@@ -62,7 +69,7 @@ typedef enum {
     LLMQ_ROLE_ROPE_FREQS, /* rope_freqs.weight */
 } llmq_tensor_role;
 
-typedef struct {
+typedef struct llmq_tensor_desc {
     llmq_tensor_role role;
     llmq_linear linear; /* LINEAR and BIAS */
     int layer, n_layers;

@@ -9,6 +9,8 @@
 #include "llmq/hf_quant.h"
 #include "llmq/kernels.h"
 #include "llmq/quantize.h"
+#include "llmq/sensitivity.h"
+#include "llmq/gguf_model.h"
 #include "model_arg.h"
 
 #include <jansson.h>
@@ -47,7 +49,8 @@ static const char *usage =
     "                       q5_k_m give attn_v and ffn_down Q6_K in the layers its rule picks; the\n"
     "                       others raise attn_v, ffn_down (and attn_output) to Q3_K/Q4_K/Q5_K);\n"
     "                       one type for every linear: q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k,\n"
-    "                       q6_k, q8_0, f16, bf16, f32 (q3_k_s = q3_k, q5_k_s = q5_k)\n"
+    "                       q6_k, q8_0, f16, bf16, f32 (q3_k_s = q3_k, q5_k_s = q5_k); auto: per\n"
+    "                       tensor, measured (--target-bpw)\n"
     "  --group-size N       grid span of the decoder linears along the input: 0 (default for gguf)\n"
     "                       = the type's native blocks, as llama-quantize (32 for q4_0/q4_1/q5_0/\n"
     "                       q5_1/q4_k/q5_k/q8_0, 16 for q6_k/q3_k); 32, 64, 128 or 256 share one\n"
@@ -55,6 +58,13 @@ static const char *usage =
     "                       accuracy and saves nothing.\n"
     "                       --format gptq|awq: 32, 64, 128 (default) or 256\n"
     "  --rtn-search         error-minimising grid search instead of plain min/max or absmax\n"
+    "  --target-bpw B       (--type auto) choose each tensor's type (q2_k .. q8_0, iq4_xs, f16) for\n"
+    "                       the lowest predicted KL at B bits per weight for the whole file: each\n"
+    "                       tensor's sensitivity is measured on --calib (that tensor alone rounded to\n"
+    "                       each type, KL of the next-token distribution), kept in OUT.sens.json and\n"
+    "                       reused while the model and windows are the same; works with every method\n"
+    "  --sens-samples N     windows of the sensitivity measurement (default 8)\n"
+    "  --sens-seqlen N      tokens per window (default 256)\n"
     "\n"
     "Calibration (gptq, awq, awq+gptq):\n"
     "  --calib FILE         UTF-8 text, tokenized once; windows drawn at seeded random offsets\n"
@@ -288,6 +298,9 @@ typedef struct {
     /* a GPTQ/AWQ source re-encoded by the convert method */
     bool converted_source;
     llmq_hf_convert_stats conv;
+    /* --target-bpw */
+    double target_bpw, predicted_kld;
+    bool sens_reused;
 } format_info;
 
 static void print_json(const char *out, const char *method, const llmq_policy *pol, const llmq_quant_report *r, const progress_state *st,
@@ -296,6 +309,11 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
     json_t *o = json_object(), *arr = json_array();
     json_object_set_new(o, "output", json_string(out));
     json_object_set_new(o, "format", json_string(fi->format));
+    if (fi->target_bpw > 0) {
+        json_object_set_new(o, "target_bpw", json_real(fi->target_bpw));
+        json_object_set_new(o, "predicted_kld", json_real(fi->predicted_kld));
+        json_object_set_new(o, "sensitivity_reused", json_boolean(fi->sens_reused));
+    }
     if (fi->q.method != LLMQ_HF_NONE) {
         json_object_set_new(o, "bits", json_integer(fi->q.bits));
         json_object_set_new(o, "sym", json_boolean(fi->q.sym));
@@ -334,6 +352,113 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
     cli_print_json_object(o);
 }
 
+/* --target-bpw: the chosen type of each tensor, by GGUF name. */
+typedef struct {
+    const llmq_sens_table *tab;
+    const int *choice;
+} bpw_choice;
+
+static llmq_type chosen_type(void *user, const llmq_tensor_desc *d)
+{
+    const bpw_choice *c = user;
+    char name[64];
+    if (d->role == LLMQ_ROLE_EMBED) snprintf(name, sizeof name, "token_embd.weight");
+    else if (d->role == LLMQ_ROLE_OUTPUT) snprintf(name, sizeof name, "output.weight");
+    else llmq_gguf_layer_tensor_name(name, sizeof name, d->layer, llmq_gguf_linear_name(d->linear), "weight");
+    for (int i = 0; i < c->tab->n; i++)
+        if (!strcmp(c->tab->t[i].name, name)) return c->tab->t[i].types[c->choice[i]];
+    return LLMQ_TYPE_COUNT;
+}
+
+static void on_sens_progress(void *user, int done, int total, const char *tensor)
+{
+    int *last = user;
+    const int pct = total ? 100 * done / total : 100;
+    if (pct / 10 == *last / 10 && done != total) return;
+    *last = pct;
+    fprintf(stderr, "llmq quantize: sensitivity %3d%% (%d of %d tensor × type measurements)%s%s\n", pct, done, total, *tensor ? ", at " : "",
+            tensor);
+}
+
+/* Does a saved table describe this model's tensors, measured on these windows? */
+static bool sens_matches(const llmq_sens_table *saved, const llmq_sens_table *want)
+{
+    if (saved->n != want->n || saved->n_samples != want->n_samples || saved->seqlen != want->seqlen ||
+        saved->n_params != want->n_params || strcmp(saved->calib_sha256, want->calib_sha256))
+        return false;
+    for (int i = 0; i < saved->n; i++)
+        if (strcmp(saved->t[i].name, want->t[i].name) || saved->t[i].rows != want->t[i].rows || saved->t[i].cols != want->t[i].cols)
+            return false;
+    return true;
+}
+
+/* Measures (or reuses OUT.sens.json), allocates, and points the policy at the choice. */
+static int plan_target_bpw(cli_model *cm, const char *out, const char *calib_path, int samples, int seqlen, int seed, double target,
+                           llmq_sens_table *tab, int **choice, bpw_choice *bc, llmq_policy *pol, format_info *fi)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s.sens.json", out);
+    llmq_calib cal = {0};
+    const int max_ctx = cm->model->cfg.max_position_embeddings;
+    llmq_calib_opts cop = {samples, seqlen < max_ctx ? seqlen : max_ctx, (uint64_t)seed};
+    if (llmq_calib_from_file(cm->tokenizer, calib_path, &cop, &cal) != LLMQ_OK) return LLMQ_ERR;
+    int n_types;
+    const llmq_type *types = llmq_sens_default_types(&n_types);
+    llmq_sens_table saved;
+    fi->sens_reused = false;
+    if (llmq_file_exists(path) && llmq_sens_load(path, &saved) == LLMQ_OK) {
+        /* reused only when it lists this model's tensors, measured on these windows */
+        llmq_sens_table want;
+        if (llmq_sens_list(cm->model, types, n_types, &want) == LLMQ_OK) {
+            want.n_samples = cal.n_samples, want.seqlen = cal.seqlen;
+            snprintf(want.calib_sha256, sizeof want.calib_sha256, "%s", cal.sha256);
+            fi->sens_reused = sens_matches(&saved, &want);
+            llmq_sens_free(&want);
+        }
+        if (fi->sens_reused) {
+            *tab = saved;
+            fprintf(stderr, "llmq quantize: sensitivity: reusing %s\n", path);
+        } else {
+            fprintf(stderr, "llmq quantize: sensitivity: %s is for another model or calibration: measuring again\n", path);
+            llmq_sens_free(&saved);
+        }
+    }
+    if (!fi->sens_reused) {
+        int last = -10;
+        fprintf(stderr, "llmq quantize: sensitivity of %d types per tensor on %d × %d tokens of %s\n", n_types, cal.n_samples, cal.seqlen,
+                calib_path);
+        if (llmq_sens_measure(cm->model, &cal, types, n_types, on_sens_progress, &last, tab) != LLMQ_OK ||
+            llmq_sens_save(tab, path) != LLMQ_OK) {
+            llmq_calib_free(&cal);
+            return LLMQ_ERR;
+        }
+    }
+    llmq_calib_free(&cal);
+    if (!(*choice = malloc(sizeof **choice * (size_t)tab->n))) return llmq_error("out of memory");
+    if (llmq_sens_allocate(tab, target, *choice, &fi->predicted_kld) != LLMQ_OK) return LLMQ_ERR;
+    bc->tab = tab, bc->choice = *choice;
+    pol->tensor_type = chosen_type;
+    pol->tensor_type_user = bc;
+    /* general.file_type: the uniform file type of the type holding the most parameters */
+    int64_t per_type[LLMQ_TYPE_COUNT] = {0};
+    for (int i = 0; i < tab->n; i++) per_type[tab->t[i].types[(*choice)[i]]] += tab->t[i].rows * tab->t[i].cols;
+    int major = LLMQ_TYPE_Q4_K;
+    for (int t = 0; t < LLMQ_TYPE_COUNT; t++)
+        if (per_type[t] > per_type[major]) major = t;
+    if (llmq_quant_scheme_parse(llmq_type_get(major)->name, &pol->scheme) != LLMQ_OK) llmq_quant_scheme_parse("q4_k", &pol->scheme);
+    pol->scheme.name = "auto";
+    pol->scheme.mix = false;
+    fi->target_bpw = target;
+    fprintf(stderr, "llmq quantize: --target-bpw %g: predicted KL %.6f (sum over tensors); types:", target, fi->predicted_kld);
+    for (int t = 0; t < LLMQ_TYPE_COUNT; t++) {
+        int count = 0;
+        for (int i = 0; i < tab->n; i++) count += (int)tab->t[i].types[(*choice)[i]] == t;
+        if (count) fprintf(stderr, " %s ×%d", llmq_type_get(t)->name, count);
+    }
+    fputc('\n', stderr);
+    return LLMQ_OK;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
@@ -347,6 +472,8 @@ int cmd_quantize(int argc, char **argv)
     int awq_search_tokens = awq_defaults.search_tokens;
     bool json = false, search = false, act_order = false, awq_duo = false, no_clip = false, awq_coarse = false, resume = false;
     bool exact_forward = false;
+    double target_bpw = 0;
+    int sens_samples = 8, sens_seqlen = 256;
     for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
@@ -375,7 +502,8 @@ int cmd_quantize(int argc, char **argv)
                  cli_value(&a, "--calib", &calib_path) || cli_int(&a, "--calib-samples", 1, &calib_samples) ||
                  cli_int(&a, "--calib-seqlen", 2, &calib_seqlen) || cli_int(&a, "--seed", 0, &seed) ||
                  cli_int(&a, "--awq-search-tokens", 0, &awq_search_tokens) || cli_int(&a, "--refine", 0, &refine) ||
-                 cli_double(&a, "--damp", 0.0, 10.0, &damp)) {
+                 cli_double(&a, "--damp", 0.0, 10.0, &damp) || cli_double(&a, "--target-bpw", 1.0, 32.0, &target_bpw) ||
+                 cli_int(&a, "--sens-samples", 1, &sens_samples) || cli_int(&a, "--sens-seqlen", 2, &sens_seqlen)) {
             if (a.failed) return 2;
         } else if (a.positional && !src) src = a.positional;
         else {
@@ -407,6 +535,22 @@ int cmd_quantize(int argc, char **argv)
     }
     if (kind >= 0 && !calib_path) {
         cli_fail("quantize", "--method %s needs calibration text: --calib FILE", method);
+        return 2;
+    }
+    if (target_bpw > 0 && !calib_path) {
+        cli_fail("quantize", "--target-bpw measures each tensor's sensitivity on calibration text: --calib FILE");
+        return 2;
+    }
+    if (target_bpw > 0 && type_given && strcmp(type, "auto")) {
+        cli_fail("quantize", "--target-bpw chooses every tensor's type: give --type auto or no --type, not --type %s", type);
+        return 2;
+    }
+    if (target_bpw > 0 && strcmp(format, "gguf")) {
+        cli_fail("quantize", "--target-bpw applies to --format gguf only");
+        return 2;
+    }
+    if (!strcmp(type, "auto") && target_bpw <= 0) {
+        cli_fail("quantize", "--type auto needs --target-bpw B (bits per weight of the whole file)");
         return 2;
     }
     format_info fi = {.format = format};
@@ -446,6 +590,8 @@ int cmd_quantize(int argc, char **argv)
     llmq_policy pol = {.group_size = group_size, .keep_output = -1, .keep_embed = -1};
     if (hf) {
         pol.scheme = (llmq_quant_scheme){format, llmq_hf_grid_type(bits, fi.q.sym), false, 0};
+    } else if (target_bpw > 0) {
+        llmq_quant_scheme_parse("q4_k", &pol.scheme); /* replaced once the types are chosen */
     } else if (llmq_quant_scheme_parse(type, &pol.scheme)) {
         cli_fail("quantize", "--type: %s", llmq_last_error());
         return 2;
@@ -536,10 +682,28 @@ int cmd_quantize(int argc, char **argv)
         llmq_calibrated_method(&co, &lm);
         fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
     }
+    int status = 1;
+    llmq_sens_table sens = {0};
+    int *choice = NULL;
+    bpw_choice bc = {0};
+    if (target_bpw > 0) {
+        if (!cm->tokenizer) {
+            cli_fail("quantize", "%s has no tokenizer to read --calib with", cm->path);
+            goto done;
+        }
+        if (plan_target_bpw(cm, out, calib_path, sens_samples, sens_seqlen, seed, target_bpw, &sens, &choice, &bc, &pol, &fi) != LLMQ_OK) {
+            cli_fail_last("quantize");
+            goto done;
+        }
+    }
     /* The options beyond llmq_quant_opts' own that change the file's bytes (the resume fingerprint). */
-    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16];
-    llmq_quant_param params[13];
+    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16], p_target[48];
+    llmq_quant_param params[14];
     int n_params = 0;
+    if (target_bpw > 0) {
+        snprintf(p_target, sizeof p_target, "%.17g (%d × %d tokens)", target_bpw, sens_samples, sens_seqlen);
+        params[n_params++] = (llmq_quant_param){"--target-bpw", p_target};
+    }
     if (kind >= 0) {
         snprintf(p_seqlen, sizeof p_seqlen, "%d", calib.seqlen);
         snprintf(p_seed, sizeof p_seed, "%d", seed);
@@ -588,7 +752,6 @@ int cmd_quantize(int argc, char **argv)
         .n_params = n_params,
     };
     llmq_quant_report rep;
-    int status = 1;
     ps.t0 = cli_live_now();
     ps.live = cli_live_start(render_line, &ps);
     int rc = llmq_quantize_model(cm->model, cm->tokenizer, out, &opts, &rep);
@@ -635,6 +798,8 @@ int cmd_quantize(int argc, char **argv)
     llmq_quant_report_free(&rep);
     status = 0;
 done:
+    free(choice);
+    llmq_sens_free(&sens);
     llmq_hf_writer_free(hw);
     free(ps.layers);
     llmq_calibrated_method_free(&lm);

@@ -145,6 +145,10 @@ int llmq_policy_plan(const llmq_policy *p, const llmq_tensor_desc *t, llmq_tenso
         }
         break;
     }
+    if (p->tensor_type && (t->role == LLMQ_ROLE_EMBED || t->role == LLMQ_ROLE_OUTPUT || t->role == LLMQ_ROLE_LINEAR)) {
+        const llmq_type chosen = p->tensor_type(p->tensor_type_user, t);
+        if (chosen != LLMQ_TYPE_COUNT) type = chosen;
+    }
     out->wanted = type;
     out->type = fallback(type, t->cols);
     out->group_size = 0;
