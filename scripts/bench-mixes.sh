@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # KL divergence against bits per weight for llama.cpp's mixes on stories-llama-7m
 # (shared): llmq RTN and GPTQ at each mix, and llama.cpp's own file of the same
-# mix made with its importance matrix from the same calibration text
+# mix made with its importance matrix from the same calibration text, and
+# llmq --target-bpw (GPTQ, types chosen per tensor) at each mix's size
 # (llama-quantize --imatrix, the shared imatrix.gguf; built by
 # scripts/build-llamacpp-tools.sh, skipped when absent). Every file is scored by
 # the same evaluator: `llmq ppl --protocol llamacpp --ctx 256 --kl-base MODEL`
@@ -59,7 +60,17 @@ for mix in $mixes; do
         "$llmq" quantize "$model" -o "$f" --type "$mix" --method "$method" --calib "$calib" --calib-samples "$samples" \
             --calib-seqlen 256 >"$out/llmq-$mix-$method.log" 2>&1
         set -- $(score "$f")
+        bpw=$1
         ratio=$([ -n "$ref_kl" ] && python3 -c "print(f'{$3 / $ref_kl:.2f}')" || echo "—")
         echo "| $mix | llmq $method | $1 | $2 | $3 | $4 | $ratio |"
     done
+    # the types chosen per tensor at the same size (the sensitivity table is measured once and reused)
+    f=$out/llmq-$mix-auto.gguf
+    [ -f "$out/sens.json" ] && cp "$out/sens.json" "$f.sens.json"
+    "$llmq" quantize "$model" -o "$f" --target-bpw "$bpw" --method gptq --calib "$calib" --calib-samples "$samples" \
+        --calib-seqlen 256 >"$out/llmq-$mix-auto.log" 2>&1
+    [ -f "$out/sens.json" ] || cp "$f.sens.json" "$out/sens.json"
+    set -- $(score "$f")
+    ratio=$([ -n "$ref_kl" ] && python3 -c "print(f'{$3 / $ref_kl:.2f}')" || echo "—")
+    echo "| $mix | llmq gptq --target-bpw $bpw | $1 | $2 | $3 | $4 | $ratio |"
 done

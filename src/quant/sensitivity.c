@@ -131,12 +131,29 @@ static double mean_kl(const float *base, const float *q, size_t rows, int v)
     return total / (double)rows;
 }
 
-static int forward_all(const llmq_model *m, const llmq_calib *c, float *lp)
+/* Runs the windows from layer `start` on (0 = from the embedding; n_layers =
+ * the head alone) into log-probabilities lp. acts[l] holds every window's
+ * input of layer l (l = 0..n_layers) as the original model computes it: on
+ * the base run (record) they are written, afterwards the layers before the
+ * tensor that changed are not run again. */
+static int forward_from(const llmq_model *m, const llmq_calib *c, int start, float **acts, bool record, float *lp, float *x)
 {
-    const int v = m->cfg.vocab_size;
-    for (int s = 0; s < c->n_samples; s++)
-        if (llmq_forward(m, c->tokens + (size_t)s * c->seqlen, c->seqlen, lp + (size_t)s * c->seqlen * v) != LLMQ_OK) return LLMQ_ERR;
-    log_softmax_rows(lp, (size_t)c->n_samples * c->seqlen, v);
+    const int v = m->cfg.vocab_size, d = m->cfg.hidden_size, T = c->seqlen, L = m->cfg.n_layers;
+    for (int s = 0; s < c->n_samples; s++) {
+        const size_t off = (size_t)s * T * d;
+        if (start == 0) {
+            if (llmq_embed(m, c->tokens + (size_t)s * T, T, x) != LLMQ_OK) return LLMQ_ERR;
+        } else {
+            memcpy(x, acts[start] + off, (size_t)T * d * sizeof(float));
+        }
+        if (record) memcpy(acts[0] + off, x, (size_t)T * d * sizeof(float));
+        for (int l = start; l < L; l++) {
+            if (llmq_layer_forward(m, &m->layers[l], l, x, T, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
+            if (record) memcpy(acts[l + 1] + off, x, (size_t)T * d * sizeof(float));
+        }
+        if (llmq_head_forward(m, x, T, lp + (size_t)s * T * v) != LLMQ_OK) return LLMQ_ERR;
+    }
+    log_softmax_rows(lp, (size_t)c->n_samples * T, v);
     return LLMQ_OK;
 }
 
@@ -151,17 +168,21 @@ int llmq_sens_measure(const llmq_model *m, const llmq_calib *c, const llmq_type 
     }
     out->n_samples = c->n_samples, out->seqlen = c->seqlen;
     snprintf(out->calib_sha256, sizeof out->calib_sha256, "%s", c->sha256);
-    const int v = m->cfg.vocab_size;
+    const int v = m->cfg.vocab_size, d = m->cfg.hidden_size, L = m->cfg.n_layers;
     const size_t rows = (size_t)c->n_samples * c->seqlen;
     float *base = malloc(rows * v * sizeof(float)), *q = malloc(rows * v * sizeof(float));
-    llmq_layer *layers = malloc((size_t)m->cfg.n_layers * sizeof *layers);
+    float *x = malloc((size_t)c->seqlen * d * sizeof(float));
+    float **acts = calloc((size_t)L + 1, sizeof *acts);
+    llmq_layer *layers = malloc((size_t)L * sizeof *layers);
     int rc = LLMQ_ERR, total = 0, done = 0;
     for (int i = 0; i < out->n; i++) total += out->t[i].n_types;
-    if (!base || !q || !layers) {
-        llmq_error("sensitivity: out of memory for %zu × %d log-probabilities", rows, v);
+    bool ok = base && q && x && acts && layers;
+    for (int l = 0; ok && l <= L; l++) ok = (acts[l] = malloc(rows * d * sizeof(float))) != NULL;
+    if (!ok) {
+        llmq_error("sensitivity: out of memory for %zu × %d log-probabilities and %d layers' inputs", rows, v, L + 1);
         goto end;
     }
-    if (forward_all(m, c, base)) goto end;
+    if (forward_from(m, c, 0, acts, true, base, x)) goto end;
     for (int i = 0; i < out->n; i++) {
         llmq_sens_tensor *e = &out->t[i];
         const llmq_weight *w = weight_of(m, e);
@@ -198,7 +219,8 @@ int llmq_sens_measure(const llmq_model *m, const llmq_calib *c, const llmq_type 
             } else {
                 layers[e->layer].lin[e->linear] = qw;
             }
-            const int frc = forward_all(&mq, c, q);
+            const int start = e->role == LLMQ_ROLE_EMBED ? 0 : e->role == LLMQ_ROLE_OUTPUT ? L : e->layer;
+            const int frc = forward_from(&mq, c, start, acts, false, q, x);
             llmq_model_release_workspace(&mq);
             if (frc) {
                 free(f32); free(packed);
@@ -214,7 +236,8 @@ int llmq_sens_measure(const llmq_model *m, const llmq_calib *c, const llmq_type 
     if (progress) progress(user, done, total, "");
     rc = LLMQ_OK;
 end:
-    free(base); free(q); free(layers);
+    for (int l = 0; acts && l <= L; l++) free(acts[l]);
+    free(acts); free(base); free(q); free(x); free(layers);
     if (rc) llmq_sens_free(out);
     return rc;
 }
