@@ -545,6 +545,11 @@ int cmd_quantize(int argc, char **argv)
         cli_fail("quantize", "--target-bpw chooses every tensor's type: give --type auto or no --type, not --type %s", type);
         return 2;
     }
+    if (target_bpw > 0 && (keep_out || keep_emb)) {
+        cli_fail("quantize", "--target-bpw chooses the head's and the embedding's types too: %s does not combine with it",
+                 keep_out ? "--keep-output" : "--keep-embed");
+        return 2;
+    }
     if (target_bpw > 0 && strcmp(format, "gguf")) {
         cli_fail("quantize", "--target-bpw applies to --format gguf only");
         return 2;

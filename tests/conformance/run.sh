@@ -2,7 +2,7 @@
 # Conformance with llama.cpp: every block format decodes to the same bits in
 # ggml (ggml_blocks.c); llmq's GGUF files of stories-llama-7m at q4_0, q4_1,
 # q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q3_k_m, q2_k and iq4_xs (RTN), and GPTQ / AWQ /
-# AWQ+GPTQ files, are loaded by llama.cpp (the prebuilt binaries
+# AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
@@ -21,7 +21,7 @@ chunks=${CONFORMANCE_CHUNKS:-8}
 version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
 work=$root/build/conformance
 # TYPE or TYPE:METHOD (calibrated methods use 16 windows of the shared calibration text)
-types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q3_k_m q2_k iq4_xs q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq iq4_xs:gptq"}
+types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q3_k_m q2_k iq4_xs q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq iq4_xs:gptq auto:gptq"}
 calib=$shared/data/tinystories/tinystories_calib.txt
 tolerance=0.005
 
@@ -70,7 +70,10 @@ for spec in $types; do
     t=${spec%%:*} method=rtn
     case "$spec" in *:*) method=${spec#*:} ;; esac
     gguf=$work/stories-llama-7m-$t-$method.gguf
-    if ! "$llmq" quantize "$model" -o "$gguf" --type "$t" --method "$method" --calib "$calib" --calib-samples 16 --calib-seqlen 512 \
+    # auto: types chosen per tensor (--target-bpw 4.6, a small sensitivity measurement)
+    type_args=(--type "$t")
+    [ "$t" = auto ] && type_args=(--target-bpw 4.6 --sens-samples 2 --sens-seqlen 128) && rm -f "$gguf.sens.json"
+    if ! "$llmq" quantize "$model" -o "$gguf" "${type_args[@]}" --method "$method" --calib "$calib" --calib-samples 16 --calib-seqlen 512 \
             >"$work/quantize-$t-$method.log" 2>&1; then
         tail -3 "$work/quantize-$t-$method.log"; echo "  $spec: llmq quantize failed"; status=1; continue
     fi
