@@ -159,7 +159,10 @@ Test(sensitivity, measured_table_lists_every_tensor_and_more_bits_cost_less_kl, 
     cr_assert_eq(back.n, tab.n);
     cr_expect_eq(back.n_params, tab.n_params);
     cr_expect_eq(back.fixed_bytes, tab.fixed_bytes);
-    cr_expect_str_eq(back.calib_sha256, tab.calib_sha256);
+    cr_expect_str_eq(back.windows_sha256, tab.windows_sha256);
+    char id[65];
+    llmq_sens_windows_id(&c, id);
+    cr_expect_str_eq(tab.windows_sha256, id);
     for (int i = 0; i < tab.n; i++) {
         cr_expect_str_eq(back.t[i].name, tab.t[i].name);
         for (int j = 0; j < tab.t[i].n_types; j++) {

@@ -40,8 +40,11 @@ typedef struct {
     int64_t n_params;       /* every parameter of the model (norms included): the bpw denominator */
     size_t fixed_bytes;     /* bytes of the tensors outside the choice (norms, biases: F32) */
     int n_samples, seqlen;  /* the windows measured on */
-    char calib_sha256[65];
+    char windows_sha256[65]; /* of their token ids (llmq_sens_windows_id) */
 } llmq_sens_table;
+
+/* sha256 (hex) of the windows' token ids: what a saved table was measured on. */
+void llmq_sens_windows_id(const llmq_calib *c, char out[65]);
 
 /* The candidate types llmq offers (Q2_K .. Q8_0, IQ4_XS, F16): n written to *n. */
 const llmq_type *llmq_sens_default_types(int *n);

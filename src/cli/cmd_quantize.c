@@ -384,7 +384,7 @@ static void on_sens_progress(void *user, int done, int total, const char *tensor
 static bool sens_matches(const llmq_sens_table *saved, const llmq_sens_table *want)
 {
     if (saved->n != want->n || saved->n_samples != want->n_samples || saved->seqlen != want->seqlen ||
-        saved->n_params != want->n_params || strcmp(saved->calib_sha256, want->calib_sha256))
+        saved->n_params != want->n_params || strcmp(saved->windows_sha256, want->windows_sha256))
         return false;
     for (int i = 0; i < saved->n; i++)
         if (strcmp(saved->t[i].name, want->t[i].name) || saved->t[i].rows != want->t[i].rows || saved->t[i].cols != want->t[i].cols)
@@ -411,7 +411,7 @@ static int plan_target_bpw(cli_model *cm, const char *out, const char *calib_pat
         llmq_sens_table want;
         if (llmq_sens_list(cm->model, types, n_types, &want) == LLMQ_OK) {
             want.n_samples = cal.n_samples, want.seqlen = cal.seqlen;
-            snprintf(want.calib_sha256, sizeof want.calib_sha256, "%s", cal.sha256);
+            llmq_sens_windows_id(&cal, want.windows_sha256);
             fi->sens_reused = sens_matches(&saved, &want);
             llmq_sens_free(&want);
         }

@@ -1,5 +1,6 @@
 /* Sensitivity table and type allocation for --target-bpw (see llmq/sensitivity.h). */
 #include "llmq/sensitivity.h"
+#include "llmq/digest.h"
 #include "llmq/error.h"
 #include "llmq/gguf_model.h"
 #include "llmq/types.h"
@@ -17,6 +18,11 @@ const llmq_type *llmq_sens_default_types(int *n)
                                       LLMQ_TYPE_Q5_K, LLMQ_TYPE_Q6_K, LLMQ_TYPE_Q8_0, LLMQ_TYPE_F16};
     *n = (int)(sizeof types / sizeof types[0]);
     return types;
+}
+
+void llmq_sens_windows_id(const llmq_calib *c, char out[65])
+{
+    llmq_sha256_hex(c->tokens, (size_t)c->n_samples * c->seqlen * sizeof *c->tokens, out);
 }
 
 void llmq_sens_free(llmq_sens_table *tab)
@@ -167,7 +173,7 @@ int llmq_sens_measure(const llmq_model *m, const llmq_calib *c, const llmq_type 
         return LLMQ_ERR;
     }
     out->n_samples = c->n_samples, out->seqlen = c->seqlen;
-    snprintf(out->calib_sha256, sizeof out->calib_sha256, "%s", c->sha256);
+    llmq_sens_windows_id(c, out->windows_sha256);
     const int v = m->cfg.vocab_size, d = m->cfg.hidden_size, L = m->cfg.n_layers;
     const size_t rows = (size_t)c->n_samples * c->seqlen;
     float *base = malloc(rows * v * sizeof(float)), *q = malloc(rows * v * sizeof(float));
@@ -321,7 +327,7 @@ int llmq_sens_save(const llmq_sens_table *tab, const char *path)
 {
     json_t *root = json_object(), *arr = json_array();
     json_object_set_new(root, "version", json_integer(1));
-    json_object_set_new(root, "calib_sha256", json_string(tab->calib_sha256));
+    json_object_set_new(root, "windows_sha256", json_string(tab->windows_sha256));
     json_object_set_new(root, "n_samples", json_integer(tab->n_samples));
     json_object_set_new(root, "seqlen", json_integer(tab->seqlen));
     json_object_set_new(root, "n_params", json_integer(tab->n_params));
@@ -364,7 +370,7 @@ int llmq_sens_load(const char *path, llmq_sens_table *out)
     json_t *root = json_load_file(path, 0, &err);
     if (!root) return llmq_error("%s: line %d: %s", path, err.line, err.text);
     json_t *arr = json_object_get(root, "tensors");
-    const char *sha = json_string_value(json_object_get(root, "calib_sha256"));
+    const char *sha = json_string_value(json_object_get(root, "windows_sha256"));
     int rc = LLMQ_ERR;
     if (json_integer_value(json_object_get(root, "version")) != 1 || !json_is_array(arr) || !sha) {
         llmq_error("%s: not an llmq sensitivity table (version 1)", path);
@@ -374,7 +380,7 @@ int llmq_sens_load(const char *path, llmq_sens_table *out)
     out->seqlen = (int)json_integer_value(json_object_get(root, "seqlen"));
     out->n_params = json_integer_value(json_object_get(root, "n_params"));
     out->fixed_bytes = (size_t)json_integer_value(json_object_get(root, "fixed_bytes"));
-    snprintf(out->calib_sha256, sizeof out->calib_sha256, "%s", sha);
+    snprintf(out->windows_sha256, sizeof out->windows_sha256, "%s", sha);
     out->t = calloc(json_array_size(arr) + 1, sizeof *out->t);
     if (!out->t) {
         llmq_error("%s: out of memory", path);
