@@ -10,6 +10,7 @@
 #
 # usage: bash scripts/bench-mixes.sh [BUILD_DIR]
 #   MIXES="q2_k q3_k_m q4_k_s q4_k_m iq4_xs q5_k_m q6_k"   SAMPLES=128 (× 256 tokens)
+#   AUTO_BPW="2.8 3.0 6.5 8.5"   further --target-bpw points, to span the curve
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -20,7 +21,8 @@ model=$shared/models/stories-llama-7m
 calib=$shared/data/tinystories/tinystories_calib.txt
 eval=$shared/data/tinystories/tinystories_eval.txt
 imatrix=$model/llamacpp/imatrix.gguf
-mixes=${MIXES:-"q2_k q3_k_m q4_k_s q4_k_m iq4_xs q5_k_m q6_k"}
+mixes=${MIXES-"q2_k q3_k_m q4_k_s q4_k_m iq4_xs q5_k_m q6_k"}
+auto_bpw=${AUTO_BPW-"2.8 3.0 6.5 8.5"}
 samples=${SAMPLES:-128}
 out=$build/bench-mixes
 mkdir -p "$out"
@@ -73,4 +75,13 @@ for mix in $mixes; do
     set -- $(score "$f")
     ratio=$([ -n "$ref_kl" ] && python3 -c "print(f'{$3 / $ref_kl:.2f}')" || echo "—")
     echo "| $mix | llmq gptq --target-bpw $bpw | $1 | $2 | $3 | $4 | $ratio |"
+done
+for bpw in $auto_bpw; do
+    f=$out/llmq-auto-$bpw.gguf
+    [ -f "$out/sens.json" ] && cp "$out/sens.json" "$f.sens.json"
+    "$llmq" quantize "$model" -o "$f" --target-bpw "$bpw" --method gptq --calib "$calib" --calib-samples "$samples" \
+        --calib-seqlen 256 >"$out/llmq-auto-$bpw.log" 2>&1
+    [ -f "$out/sens.json" ] || cp "$f.sens.json" "$out/sens.json"
+    set -- $(score "$f")
+    echo "| — | llmq gptq --target-bpw $bpw | $1 | $2 | $3 | $4 | — |"
 done
