@@ -289,8 +289,7 @@ static int64_t stored_fields(llmq_type t, const unsigned char *row, int c)
     case LLMQ_TYPE_IQ4_NL: return ((const llmq_block_iq4_nl *)row)[c / 32].d;
     case LLMQ_TYPE_IQ4_XS: {
         const llmq_block_iq4_xs *b = (const llmq_block_iq4_xs *)row + c / 256;
-        const int ib = (c % 256) / 32;
-        return (int64_t)b->d << 16 | ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+        return (int64_t)b->d << 16 | (llmq_iq4_xs_scale(b, (c % 256) / 32) + 32);
     }
     case LLMQ_TYPE_Q2_K: {
         const llmq_block_q2_k *b = (const llmq_block_q2_k *)row + c / 256;

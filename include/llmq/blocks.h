@@ -76,6 +76,11 @@ typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t
 typedef struct { uint16_t d; uint8_t qs[16]; } llmq_block_iq4_nl;
 typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } llmq_block_iq4_xs;
 static const int8_t llmq_iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+/* IQ4_XS sub-block ib's scale, ls - 32 (-32..31). */
+static inline int llmq_iq4_xs_scale(const llmq_block_iq4_xs *b, int ib)
+{
+    return (((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4)) - 32;
+}
 /* Activation format of ggml's K-quant dot products (not a weight format). */
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } llmq_block_q8_k;
 

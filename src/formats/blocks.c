@@ -179,18 +179,12 @@ void llmq_dequant_iq4_nl(const void *src, float *dst, int64_t n)
     }
 }
 
-/* IQ4_XS's stored 6-bit sub-block scale ls of sub-block ib (the scale is ls - 32). */
-static inline int iq4_xs_ls(const llmq_block_iq4_xs *b, int ib)
-{
-    return ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
-}
-
 void llmq_dequant_iq4_xs(const void *src, float *dst, int64_t n)
 {
     const llmq_block_iq4_xs *b = src;
     for (int64_t i = 0; i < n / LLMQ_QK_K; i++)
         for (int ib = 0; ib < 8; ib++, dst += 32) {
-            const float dl = h2f(b[i].d) * (float)(iq4_xs_ls(&b[i], ib) - 32);
+            const float dl = h2f(b[i].d) * (float)llmq_iq4_xs_scale(&b[i], ib);
             const uint8_t *qs = b[i].qs + 16 * ib;
             for (int j = 0; j < 16; j++) {
                 dst[j] = dl * (float)llmq_iq4nl_levels[qs[j] & 0xF];
@@ -1012,7 +1006,7 @@ static llmq_grid grid_at_element(llmq_type t, const void *src, int e)
     case LLMQ_TYPE_IQ4_NL: return llmq_grid_from_fields(t, ((const llmq_block_iq4_nl *)src)[e / LLMQ_QK].d, 0, 0, 0);
     case LLMQ_TYPE_IQ4_XS: {
         const llmq_block_iq4_xs *b = (const llmq_block_iq4_xs *)src + e / LLMQ_QK_K;
-        return llmq_grid_from_fields(t, b->d, 0, iq4_xs_ls(b, (e % LLMQ_QK_K) / 32) - 32, 0);
+        return llmq_grid_from_fields(t, b->d, 0, llmq_iq4_xs_scale(b, (e % LLMQ_QK_K) / 32), 0);
     }
     case LLMQ_TYPE_Q2_K: {
         const llmq_block_q2_k *b = (const llmq_block_q2_k *)src + e / LLMQ_QK_K;

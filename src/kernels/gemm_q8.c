@@ -45,20 +45,6 @@ static void scales_q5_1(const void *row, int n, float *a, float *c)
     for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = h2f(b[i].m);
 }
 
-static void scales_q5_k(const void *row, int n, float *a, float *c)
-{
-    const llmq_block_q5_k *b = row;
-    for (int i = 0; i < n / 256; i++) {
-        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            int sc, m;
-            llmq_q4_k_get_scale_min(b[i].scales, j, &sc, &m);
-            a[8 * i + j] = d * (float)sc;
-            c[8 * i + j] = -(dmin * (float)m);
-        }
-    }
-}
-
 /* IQ4: the panel's codes are the levels themselves (−127..113), w = d·level. */
 static void scales_iq4_nl(const void *row, int n, float *a, float *c)
 {
@@ -70,10 +56,7 @@ static void scales_iq4_xs(const void *row, int n, float *a, float *c)
 {
     const llmq_block_iq4_xs *b = row;
     for (int i = 0; i < n / 256; i++)
-        for (int ib = 0; ib < 8; ib++) {
-            const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
-            a[8 * i + ib] = h2f(b[i].d) * (float)(ls - 32), c[8 * i + ib] = 0;
-        }
+        for (int ib = 0; ib < 8; ib++) a[8 * i + ib] = h2f(b[i].d) * (float)llmq_iq4_xs_scale(&b[i], ib), c[8 * i + ib] = 0;
 }
 
 static void scales_q2_k(const void *row, int n, float *a, float *c)
@@ -90,18 +73,28 @@ static void scales_q8_0(const void *row, int n, float *a, float *c)
     for (int i = 0; i < n / 32; i++) a[i] = h2f(b[i].d), c[i] = 0;
 }
 
+/* One Q4_K/Q5_K super-block's eight units: a = d·sc, c = −dmin·m. */
+static void k_scales_mins(uint16_t dh, uint16_t dminh, const uint8_t scales[12], float *a, float *c)
+{
+    const float d = h2f(dh), dmin = h2f(dminh);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        llmq_q4_k_get_scale_min(scales, j, &sc, &m);
+        a[j] = d * (float)sc;
+        c[j] = -(dmin * (float)m);
+    }
+}
+
 static void scales_q4_k(const void *row, int n, float *a, float *c)
 {
     const llmq_block_q4_k *b = row;
-    for (int i = 0; i < n / 256; i++) {
-        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            int sc, m;
-            llmq_q4_k_get_scale_min(b[i].scales, j, &sc, &m);
-            a[8 * i + j] = d * (float)sc;
-            c[8 * i + j] = -(dmin * (float)m);
-        }
-    }
+    for (int i = 0; i < n / 256; i++) k_scales_mins(b[i].d, b[i].dmin, b[i].scales, a + 8 * i, c + 8 * i);
+}
+
+static void scales_q5_k(const void *row, int n, float *a, float *c)
+{
+    const llmq_block_q5_k *b = row;
+    for (int i = 0; i < n / 256; i++) k_scales_mins(b[i].d, b[i].dmin, b[i].scales, a + 8 * i, c + 8 * i);
 }
 
 static void scales_q6_k(const void *row, int n, float *a, float *c)

@@ -175,8 +175,7 @@ static void iq4_xs_dequant(const void *row, float *dst, int n)
     for (int i = 0; i < n / 256; i++) {
         const float d = h2f(b[i].d);
         for (int ib = 0; ib < 8; ib++, dst += 32) {
-            const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
-            iq4_store32(dst, b[i].qs + 16 * ib, vdupq_n_f32(d * (float)(ls - 32)));
+            iq4_store32(dst, b[i].qs + 16 * ib, vdupq_n_f32(d * (float)llmq_iq4_xs_scale(&b[i], ib)));
         }
     }
 }

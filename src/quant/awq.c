@@ -285,6 +285,21 @@ static void stats_add(input_stats *st, const float *x, size_t n)
     st->seen += n;
 }
 
+/* The norm of src (N rows of d) over every token into st: rows [0, n_first)
+ * into first (kept for the caller), the rest a chunk of `chunk` rows at a
+ * time through buf. */
+static void norm_stats(input_stats *st, const float *src, const float *norm, size_t n_first, size_t N, size_t chunk, int d, float eps,
+                       float *first, float *buf)
+{
+    llmq_rmsnorm(first, src, norm, (int)n_first, d, eps);
+    stats_add(st, first, n_first);
+    for (size_t t0 = n_first; t0 < N; t0 += chunk) {
+        const size_t n = N - t0 < chunk ? N - t0 : chunk;
+        llmq_rmsnorm(buf, src + t0 * d, norm, (int)n, d, eps);
+        stats_add(st, buf, n);
+    }
+}
+
 /* mean |x| per channel over the tokens seen. */
 static void stats_mean(const input_stats *st, float *mean)
 {
@@ -790,13 +805,7 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
 
     /* input_layernorm -> q, k, v, judged on the attention output. */
     input_stats st = {.cols = d, .abs_sum = abs_sum};
-    llmq_rmsnorm(xs, X, layer->attn_norm.data, (int)N_search, d, eps);
-    stats_add(&st, xs, N_search);
-    for (size_t t0 = N_search; t0 < N; t0 += chunk) {
-        size_t n = N - t0 < chunk ? N - t0 : chunk;
-        llmq_rmsnorm(cx, X + t0 * d, layer->attn_norm.data, (int)n, d, eps);
-        stats_add(&st, cx, n);
-    }
+    norm_stats(&st, X, layer->attn_norm.data, N_search, N, chunk, d, eps, xs, cx);
     stats_mean(&st, x_mean);
     if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xs, NULL, c.search_samples, ref, NULL) ||
         check_finite(ref, N_search * d, index, "the attention output"))
@@ -833,13 +842,7 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
 
     /* post_attention_layernorm -> gate, up, judged on the MLP output. */
     st = (input_stats){.cols = d, .abs_sum = abs_sum};
-    llmq_rmsnorm(xs, h, layer->ffn_norm.data, (int)N_search, d, eps);
-    stats_add(&st, xs, N_search);
-    for (size_t t0 = N_search; t0 < N; t0 += chunk) {
-        size_t n = N - t0 < chunk ? N - t0 : chunk;
-        llmq_rmsnorm(cx, h + t0 * d, layer->ffn_norm.data, (int)n, d, eps);
-        stats_add(&st, cx, n);
-    }
+    norm_stats(&st, h, layer->ffn_norm.data, N_search, N, chunk, d, eps, xs, cx);
     stats_mean(&st, x_mean);
     if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xs, NULL, c.search_samples, ref, NULL) ||
         check_finite(ref, N_search * d, index, "the MLP output"))
