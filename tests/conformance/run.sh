@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Conformance with llama.cpp: every block format decodes to the same bits in
 # ggml (ggml_blocks.c); llmq's GGUF files of stories-llama-7m at q4_0, q4_1,
-# q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q3_k_m, q2_k and iq4_xs (RTN), and GPTQ / AWQ /
+# q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q5_k_s, q4_k_s, q3_k_m, q3_k_l, q2_k,
+# iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
@@ -21,7 +22,7 @@ chunks=${CONFORMANCE_CHUNKS:-8}
 version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
 work=$root/build/conformance
 # TYPE or TYPE:METHOD (calibrated methods use 16 windows of the shared calibration text)
-types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q3_k_m q2_k iq4_xs q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq iq4_xs:gptq auto:gptq"}
+types=${CONFORMANCE_TYPES:-"q4_0 q4_1 q4_k q4_k_m q8_0 q5_0 q5_1 q5_k_m q5_k_s q4_k_s q3_k_m q3_k_l q2_k iq4_xs iq4_nl q4_k:gptq q4_0:awq q4_k:awq+gptq q5_k:gptq iq4_xs:gptq auto:gptq"}
 calib=$shared/data/tinystories/tinystories_calib.txt
 tolerance=0.005
 
