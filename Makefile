@@ -158,8 +158,11 @@ demo: deps $(BIN)
 # IMATRIX=0 leaves out the comparison with llama.cpp's llama-imatrix + llama-quantize
 # (scripts/bench-imatrix.sh: llama.cpp built from node-llama-cpp's bundled source the
 # first time, ~10 CPU minutes; then a Llama-2-7B-shaped layer, a few minutes on 2 cores).
+# MIXES_BENCH=0 leaves out KL against bits per weight for llama.cpp's mixes and --target-bpw
+# (scripts/bench-mixes.sh on stories-llama-7m, llama-quantize --imatrix when built; ~30 minutes).
 REALSIZE ?= 1
 IMATRIX ?= 1
+MIXES_BENCH ?= 1
 bench: deps $(BIN) $(BENCH_BIN)
 	@bash scripts/bench.sh $(BENCH_BIN)
 	@bash scripts/bench-llamacpp.sh $(BIN) $(BUILD)/bench/bench_forward
@@ -171,6 +174,9 @@ ifneq ($(IMATRIX),0)
 endif
 ifneq ($(PP),0)
 	@SHAPES_DIR=$(BUILD)/shapes bash scripts/bench-pp.sh $(BUILD)
+endif
+ifneq ($(MIXES_BENCH),0)
+	@bash scripts/bench-mixes.sh $(BUILD)
 endif
 
 clean:
