@@ -12,6 +12,7 @@
 #include "llmq/tokenizer.h"
 #include "test_util.h"
 
+#include <math.h>
 #include <omp.h>
 
 static char dir[256];
@@ -114,6 +115,64 @@ Test(calibrated, gptq_awq_beat_rtn_on_the_demo_model, .init = setup, .fini = tea
     cr_assert(a.n == 2 && a.last[0].has_awq);
     cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
     cr_assert_lt(kl_awq, kl_rtn, "awq %g rtn %g", kl_awq, kl_rtn);
+    cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
+}
+
+/* The demo model written as a Qwen3 checkpoint (per-head q/k norms, head_dim
+ * 128 with q twice the hidden width): its f32 GGUF gives the safetensors'
+ * logits; GPTQ and AWQ+GPTQ through the q/k norms beat RTN per linear and in
+ * KL; the q/k norms reach the file unchanged. */
+static void setup_qwen3(void)
+{
+    test_tmpdir(dir, sizeof dir, "calibrated-qwen3");
+    llmq_synth_opts so;
+    llmq_synth_defaults(&so);
+    so.arch = "qwen3";
+    so.n_layers = 2;
+    so.calib_bytes = 60000;
+    so.eval_bytes = 30000;
+    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
+    base = llmq_model_load(dir);
+    tok = llmq_tokenizer_load(dir);
+    cr_assert(base && tok, "%s", llmq_last_error());
+    char path[512];
+    snprintf(path, sizeof path, "%s/eval.txt", dir);
+    size_t len;
+    char *text = llmq_read_file(path, 0, &len);
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &eval_ids, &n_eval), LLMQ_OK);
+    free(text);
+}
+
+Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3, .fini = teardown, .timeout = 900)
+{
+    char out[512];
+    snprintf(out, sizeof out, "%s/f32.gguf", dir);
+    llmq_quant_opts qo = {0};
+    cr_assert_eq(llmq_quant_scheme_parse("f32", &qo.policy.scheme), LLMQ_OK);
+    quantize_demo(qo, -1, false, (llmq_calib_opts){0}, out, NULL);
+    llmq_model *f = llmq_model_load(out);
+    cr_assert_not_null(f, "%s", llmq_last_error());
+    cr_assert(f->cfg.qk_norm && !strcmp(f->cfg.model_type, "qwen3") && f->cfg.head_dim == 128);
+    const int n = 64, vocab = base->cfg.vocab_size;
+    float *a = malloc(sizeof(float) * n * vocab), *b = malloc(sizeof(float) * n * vocab);
+    cr_assert_eq(llmq_forward(base, eval_ids, n, a), LLMQ_OK);
+    cr_assert_eq(llmq_forward(f, eval_ids, n, b), LLMQ_OK, "%s", llmq_last_error());
+    for (int i = 0; i < n * vocab; i++) cr_assert(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(a[i])), "logit %d: %g vs %g", i, a[i], b[i]);
+    for (int l = 0; l < base->cfg.n_layers; l++)
+        cr_assert_arr_eq(f->layers[l].k_norm.data, base->layers[l].k_norm.data, sizeof(float) * 128);
+    free(a);
+    free(b);
+    llmq_model_free(f);
+
+    reports g = {0}, ag = {0};
+    double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
+    cr_log_info("qwen3 KL: rtn %.6f gptq %.6f awq+gptq %.6f", kl_rtn, kl_gptq, kl_awq_gptq);
+    cr_assert_eq(g.n, 2);
+    for (int l = 0; l < g.n; l++)
+        for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+            cr_assert_lt(g.last[l].err_gptq[k], g.last[l].err_rtn[k], "layer %d %s: gptq %g rtn %g", l, llmq_linear_names[k],
+                         g.last[l].err_gptq[k], g.last[l].err_rtn[k]);
+    cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
     cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
 }
 

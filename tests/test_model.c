@@ -184,3 +184,144 @@ Test(model, layers_forward_keeps_the_wanted_rows)
     free(part);
     llmq_model_free(m);
 }
+
+/* ------------------------------------------------------------------ Qwen3 */
+
+#include "llmq/synth.h"
+
+static llmq_model *qwen3_demo(char *dir, size_t cap)
+{
+    test_tmpdir(dir, cap, "qwen3");
+    llmq_synth_opts o;
+    llmq_synth_defaults(&o);
+    o.arch = "qwen3";
+    o.n_layers = 2;
+    o.calib_bytes = 40000;
+    o.eval_bytes = 20000;
+    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    llmq_model *m = llmq_model_load(dir);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    return m;
+}
+
+static double *f64_matrix(const llmq_weight *w)
+{
+    float *row = malloc((size_t)w->cols * sizeof *row);
+    double *out = malloc((size_t)w->rows * w->cols * sizeof *out);
+    size_t rb = llmq_row_size(w->type, w->cols);
+    for (int r = 0; r < w->rows; r++) {
+        llmq_type_get(w->type)->to_float((const char *)w->data + (size_t)r * rb, row, w->cols);
+        for (int c = 0; c < w->cols; c++) out[(size_t)r * w->cols + c] = row[c];
+    }
+    free(row);
+    return out;
+}
+
+/* transformers' Qwen3Attention written out in double, loop by loop: q/k/v
+ * projections, RMSNorm over each head of q and k (q_norm, k_norm), RoPE by
+ * rotate_half, causal softmax attention with GQA. llmq_attention_mix must
+ * give the same o_proj input. */
+Test(model, qwen3_attention_matches_a_reference)
+{
+    char dir[256];
+    llmq_model *m = qwen3_demo(dir, sizeof dir);
+    const llmq_config *c = &m->cfg;
+    cr_assert(c->qk_norm && !strcmp(c->model_type, "qwen3"));
+    cr_assert_eq(c->head_dim, 128);
+    cr_assert_eq(c->n_heads * c->head_dim, 2 * c->hidden_size, "q wider than the hidden state, as in Qwen3-32B");
+    const int n = 12, d = c->hidden_size, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads, qd = H * hd;
+    const llmq_layer *L = &m->layers[1];
+    float *xn = malloc(sizeof(float) * n * d), *att = malloc(sizeof(float) * n * qd);
+    for (int i = 0; i < n * d; i++) xn[i] = sinf(0.37f * (float)i) * (1.0f + (float)(i % 7));
+    cr_assert_eq(llmq_attention_mix(m, L, 1, xn, n, att), LLMQ_OK, "%s", llmq_last_error());
+
+    double *W[3], *q[3];
+    const int width[3] = {qd, KV * hd, KV * hd};
+    for (int p = 0; p < 3; p++) {
+        W[p] = f64_matrix(&L->lin[p]);
+        q[p] = calloc((size_t)n * width[p], sizeof(double));
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < width[p]; r++)
+                for (int i = 0; i < d; i++) q[p][(size_t)t * width[p] + r] += W[p][(size_t)r * d + i] * xn[(size_t)t * d + i];
+    }
+    for (int p = 0; p < 2; p++) { /* per-head RMSNorm, then RoPE */
+        const float *g = p ? L->k_norm.data : L->q_norm.data;
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < width[p] / hd; h++) {
+                double *v = q[p] + (size_t)t * width[p] + (size_t)h * hd, ss = 0, rot[128];
+                for (int i = 0; i < hd; i++) ss += v[i] * v[i];
+                double r = 1.0 / sqrt(ss / hd + c->rms_norm_eps);
+                for (int i = 0; i < hd; i++) v[i] = g[i] * (v[i] * r);
+                for (int i = 0; i < hd; i++) {
+                    int j = i % (hd / 2);
+                    double ang = t * pow(c->rope_theta, -2.0 * j / hd);
+                    double other = i < hd / 2 ? -v[i + hd / 2] : v[i - hd / 2];
+                    rot[i] = v[i] * cos(ang) + other * sin(ang);
+                }
+                memcpy(v, rot, sizeof(double) * hd);
+            }
+    }
+    double worst = 0, scale = 0;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++) {
+            const int kvh = h / (H / KV);
+            double s[16], mx = -INFINITY, sum = 0;
+            for (int u = 0; u <= t; u++) {
+                s[u] = 0;
+                for (int i = 0; i < hd; i++) s[u] += q[0][(size_t)t * qd + h * hd + i] * q[1][(size_t)u * KV * hd + kvh * hd + i];
+                s[u] /= sqrt((double)hd);
+                mx = s[u] > mx ? s[u] : mx;
+            }
+            for (int u = 0; u <= t; u++) sum += (s[u] = exp(s[u] - mx));
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int u = 0; u <= t; u++) o += s[u] / sum * q[2][(size_t)u * KV * hd + kvh * hd + i];
+                double got = att[(size_t)t * qd + h * hd + i];
+                worst = fmax(worst, fabs(got - o));
+                scale = fmax(scale, fabs(o));
+            }
+        }
+    cr_assert_gt(scale, 0.01);
+    cr_assert_lt(worst, 2e-4 * scale, "attention differs from the reference by %g (scale %g)", worst, scale);
+    for (int p = 0; p < 3; p++) free(W[p]), free(q[p]);
+    free(xn);
+    free(att);
+    llmq_model_free(m);
+}
+
+/* The per-head norms make a Qwen3 layer blind to the scale of W_q and W_k
+ * (what they are for); without them the same scaling changes the logits. */
+Test(model, qwen3_q_k_norms_make_the_projections_scale_free)
+{
+    char dir[256];
+    llmq_model *m = qwen3_demo(dir, sizeof dir);
+    const int n = 48, vocab = m->cfg.vocab_size;
+    int32_t ids[48];
+    for (int i = 0; i < n; i++) ids[i] = (i * 37 + 5) % vocab;
+    float *base = malloc(sizeof(float) * n * vocab), *scaled = malloc(sizeof(float) * n * vocab);
+    cr_assert_eq(llmq_forward(m, ids, n, base), LLMQ_OK, "%s", llmq_last_error());
+    for (int p = 0; p < 2; p++) { /* W_q × 7, W_k × 0.25 in every layer, as F32 copies */
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            llmq_weight *w = &m->layers[l].lin[p];
+            double *v = f64_matrix(w);
+            float *f = llmq_model_own(m, malloc(sizeof(float) * w->rows * w->cols));
+            for (size_t i = 0; i < (size_t)w->rows * w->cols; i++) f[i] = (float)(v[i] * (p ? 0.25 : 7.0));
+            free(v);
+            *w = (llmq_weight){f, LLMQ_TYPE_F32, w->rows, w->cols};
+        }
+    }
+    cr_assert_eq(llmq_forward(m, ids, n, scaled), LLMQ_OK);
+    double worst = 0;
+    for (int i = 0; i < n * vocab; i++) worst = fmax(worst, fabs(scaled[i] - base[i]));
+    cr_assert_lt(worst, 2e-3, "scaled W_q/W_k moved a logit by %g", worst);
+    const double with_norms = worst;
+    for (int l = 0; l < m->cfg.n_layers; l++) m->layers[l].q_norm.data = m->layers[l].k_norm.data = NULL;
+    cr_assert_eq(llmq_forward(m, ids, n, scaled), LLMQ_OK);
+    worst = 0;
+    for (int i = 0; i < n * vocab; i++) worst = fmax(worst, fabs(scaled[i] - base[i]));
+    cr_log_info("W_q x 7, W_k x 0.25: logits move %g with the norms, %g without", with_norms, worst);
+    cr_assert_gt(worst, 20 * with_norms + 1e-3, "without the norms the scaling should matter (moved %g, %g with them)", worst, with_norms);
+    free(base);
+    free(scaled);
+    llmq_model_free(m);
+}

@@ -115,12 +115,14 @@ static const struct {
     int hidden, ffn, layers, heads, kv_heads, vocab, max_pos;
     double theta;
     float eps;
-    bool llama3, bias;
+    bool llama3, bias, qk_norm;
 } real[] = {
-    {"llama2-7b", "LlamaForCausalLM", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, 1e-5f, false, false},
-    {"llama3-8b", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5f, true, false},
-    {"qwen2.5-7b", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 131072, 1000000.0, 1e-6f, false, true},
-    {"llama3-70b", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5f, true, false},
+    {"llama2-7b", "LlamaForCausalLM", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, 1e-5f, false, false, false},
+    {"llama3-8b", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5f, true, false, false},
+    {"qwen2.5-7b", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 131072, 1000000.0, 1e-6f, false, true, false},
+    {"qwen3-8b", "Qwen3ForCausalLM", 4096, 12288, 36, 32, 8, 151936, 40960, 1000000.0, 1e-6f, false, false, true},
+    {"qwen3-32b", "Qwen3ForCausalLM", 5120, 25600, 64, 64, 8, 151936, 40960, 1000000.0, 1e-6f, false, false, true},
+    {"llama3-70b", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5f, true, false, false},
 };
 #define N_REAL (sizeof real / sizeof real[0])
 
@@ -149,6 +151,7 @@ Test(synth, shape_configs_load_with_the_real_dims)
             cr_assert_eq(c.rope_theta, real[i].theta);
             cr_assert_eq(c.rms_norm_eps, real[i].eps);
             cr_assert_eq(c.qkv_bias, real[i].bias);
+            cr_assert_eq(c.qk_norm, real[i].qk_norm);
             cr_assert_not(c.o_bias || c.mlp_bias || c.tie_word_embeddings);
             cr_assert_eq(c.bos_token_id, 1); /* the 512-token tokenizer's */
             cr_assert_eq(c.eos_token_id, 2);
@@ -163,7 +166,10 @@ Test(synth, shape_configs_load_with_the_real_dims)
                 cr_assert_eq(c.rope_scaling, LLMQ_ROPE_SCALING_NONE);
                 cr_assert(strstr(text, "\"rope_scaling\": null"), "%s", text);
             }
-            cr_assert(strstr(text, real[i].bias ? "\"model_type\": \"qwen2\"" : "\"model_type\": \"llama\""), "%s", text);
+            cr_assert(strstr(text, real[i].bias      ? "\"model_type\": \"qwen2\""
+                                   : real[i].qk_norm ? "\"model_type\": \"qwen3\""
+                                                     : "\"model_type\": \"llama\""),
+                      "%s", text);
             free(text);
         }
     }
@@ -223,6 +229,9 @@ Test(synth, every_shape_scaled_down_loads_and_runs, .timeout = 120)
         cr_assert_eq(m->cfg.n_kv_heads, real[i].kv_heads);
         cr_assert_eq(m->cfg.qkv_bias, real[i].bias);
         cr_assert_eq(m->layers[1].bias[LLMQ_LIN_K].data != NULL, real[i].bias);
+        /* Qwen3 names its head_dim (not hidden / heads): it stays the real one */
+        cr_assert_eq(m->cfg.head_dim, real[i].qk_norm ? 128 : real[i].hidden / 16 / real[i].heads, "%s", s.name);
+        cr_assert_eq(m->layers[1].q_norm.data != NULL && m->layers[1].k_norm.data != NULL, real[i].qk_norm);
         size_t n;
         int32_t *ids = eval_ids(d, &n);
         llmq_ppl_opts po = {.ctx = 64, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 2, .bos_id = -1};

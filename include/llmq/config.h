@@ -12,8 +12,8 @@ typedef enum {
 } llmq_rope_scaling;
 
 typedef struct {
-    char architecture[64]; /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM" */
-    char model_type[32];   /* "llama", "mistral", "qwen2" */
+    char architecture[64]; /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM" */
+    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3" */
     int hidden_size;
     int intermediate_size;
     int n_layers;
@@ -33,6 +33,7 @@ typedef struct {
     bool qkv_bias; /* Qwen2, or attention_bias: true */
     bool o_bias;   /* attention_bias: true also biases o_proj */
     bool mlp_bias;
+    bool qk_norm;  /* Qwen3: RMSNorm over each head of q and of k (weights of head_dim) before RoPE */
     int sliding_window; /* 0 when none (Mistral sets one) */
     int bos_token_id;   /* -1 when none */
     int eos_token_id;   /* the first one when a list */

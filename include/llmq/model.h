@@ -30,6 +30,7 @@ typedef struct {
     llmq_weight attn_norm, ffn_norm;   /* F32 copies */
     llmq_weight lin[LLMQ_LIN_COUNT];
     llmq_weight bias[LLMQ_LIN_COUNT];  /* F32 copies; data NULL when absent */
+    llmq_weight q_norm, k_norm;        /* F32 copies of head_dim (cfg.qk_norm); data NULL when absent */
 } llmq_layer;
 
 typedef struct llmq_model {

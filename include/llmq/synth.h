@@ -10,7 +10,7 @@
  * AWQ looks for).
  *
  * Shapes: checkpoints at the tensor shapes of real models (Llama-2-7B,
- * Llama-3.1-8B, Qwen2.5-7B, Llama-3.1-70B) with seeded random BF16 weights and
+ * Llama-3.1-8B, Qwen2.5-7B, Qwen3-8B, Qwen3-32B, Llama-3.1-70B) with seeded random BF16 weights and
  * only the first N decoder layers, for benchmarks at realistic sizes. They
  * carry the demo's text and its 512-token tokenizer (ids below every shape's
  * vocabulary), so quantize --calib and ppl --text run on them. */
@@ -22,6 +22,10 @@
 
 typedef struct {
     int hidden, intermediate, n_layers, n_heads, n_kv_heads, vocab;
+    /* The architecture the checkpoint is written as: "llama" (default) or
+     * "qwen3" (Qwen3ForCausalLM: per-head q/k norms, head_dim of its own). */
+    const char *arch;
+    int head_dim; /* 0: hidden / n_heads */
     uint64_t seed;
     int n_outliers;        /* hidden channels with planted large activations */
     float outlier_scale;   /* their input_layernorm / post_attention_layernorm weight */
@@ -36,18 +40,23 @@ int llmq_synth_outlier_channel(int k, int hidden);
 char *llmq_synth_text(uint64_t seed, size_t bytes);
 
 /* Writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
- * calib.txt and eval.txt into dir (created if needed). */
+ * calib.txt and eval.txt into dir (created if needed). o->arch "qwen3" writes
+ * the same model as a Qwen3 checkpoint: q/k norms (1 ± 0.1, so they matter)
+ * and head_dim (default 2 × hidden / n_heads, so the attention is wider than
+ * the hidden state, as in Qwen3-0.6B and -32B). */
 int llmq_synth_write(const char *dir, const llmq_synth_opts *o);
 
 /* A model's shape and the config.json fields that differ between families. */
 typedef struct {
     const char *name;          /* "llama2-7b" */
     const char *source;        /* the Hugging Face checkpoint it copies, "meta-llama/Llama-2-7b-hf" */
-    const char *architecture;  /* "LlamaForCausalLM" or "Qwen2ForCausalLM" */
+    const char *architecture;  /* "LlamaForCausalLM", "Qwen2ForCausalLM" or "Qwen3ForCausalLM" */
     int hidden, intermediate, n_layers, n_heads, n_kv_heads, vocab, max_position;
+    int head_dim;              /* 0: hidden / n_heads */
     double rope_theta, rms_norm_eps;
     int llama3_rope;           /* rope_scaling llama3: factor 8, low/high_freq_factor 1/4, original 8192 */
     int qkv_bias;              /* q/k/v biases (Qwen2) */
+    int qk_norm;               /* per-head q/k RMSNorms (Qwen3) */
     int tied;                  /* tie_word_embeddings */
 } llmq_synth_shape;
 

@@ -44,6 +44,7 @@ static json_t *config_json(const llmq_config *c)
     if (c->rope_scaling != LLMQ_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", json_real(c->rope_factor));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
     json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
+    json_object_set_new(o, "qk_norm", json_boolean(c->qk_norm));
     return o;
 }
 
@@ -57,6 +58,7 @@ static void print_config(const llmq_config *c)
            c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR ? ", linear rope scaling" : "",
            c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 ? ", llama3 rope scaling" : "",
            c->tie_word_embeddings ? ", tied embeddings" : "");
+    if (c->qk_norm) printf("q/k norms per head (Qwen3)\n");
 }
 
 static void shape_text(char *buf, size_t cap, int n_dims, const int64_t *dims)

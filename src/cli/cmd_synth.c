@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 static const char *usage =
-    "usage: llmq synth [DIR] [--seed N] [--layers N]\n"
+    "usage: llmq synth [DIR] [--arch llama|qwen3] [--seed N] [--layers N]\n"
     "       llmq synth --shape NAME [--layers N] [--seed N] DIR\n"
     "       llmq synth --list-shapes\n"
     "\n"
@@ -16,10 +16,14 @@ static const char *usage =
     "(calib.txt, eval.txt). The model is a low-rank bigram model of the text, with a few hidden\n"
     "channels of planted large activations; hidden 256, FFN 768, GQA 4/2 heads, vocab 512.\n"
     "\n"
+    "  --arch NAME          the architecture the demo model is written as: llama (default) or qwen3\n"
+    "                         (Qwen3ForCausalLM: per-head q/k RMSNorms, head_dim 128, so q is wider\n"
+    "                         than the hidden state as in Qwen3-0.6B and Qwen3-32B)\n"
     "  --shape NAME         instead, a benchmark checkpoint at a real model's tensor shapes and config\n"
-    "                         (llama2-7b, llama3-8b, qwen2.5-7b, llama3-70b: see --list-shapes) with\n"
-    "                         seeded random BF16 weights (std 0.02, 8 planted outlier channels) and only\n"
-    "                         the first --layers decoder layers (default 1); same files, the demo's\n"
+    "                         (llama2-7b, llama3-8b, qwen2.5-7b, qwen3-8b, qwen3-32b, llama3-70b:\n"
+    "                         see --list-shapes) with seeded random BF16 weights (std 0.02, 8 planted\n"
+    "                         outlier channels) and only the first --layers decoder layers (default 1);\n"
+    "                         same files, the demo's\n"
     "                         512-token tokenizer, 1 MB calib.txt and 300 kB eval.txt. Written streaming.\n"
     "  --layers N           decoder layers (default 4, or 1 with --shape)\n"
     "  --seed N             seed of the text and weights (same seed, same bytes)\n"
@@ -30,8 +34,9 @@ static void list_shapes(void)
     printf("%-11s %-26s %6s %6s %5s %7s  %s\n", "shape", "source", "hidden", "ffn", "heads", "vocab", "size (1 layer + per layer)");
     for (size_t i = 0; llmq_synth_shape_at(i); i++) {
         const llmq_synth_shape *s = llmq_synth_shape_at(i);
-        double hd = (double)s->hidden / s->n_heads, d = s->hidden;
+        double hd = s->head_dim ? s->head_dim : (double)s->hidden / s->n_heads, d = s->hidden;
         double layer = 2 * (d * hd * (2 * s->n_heads + 2 * s->n_kv_heads) + 3 * d * s->intermediate + 2 * d);
+        if (s->qk_norm) layer += 2 * 2 * hd;
         if (s->qkv_bias) layer += 2 * hd * (s->n_heads + 2 * s->n_kv_heads);
         double outside = 2 * (d * s->vocab * (s->tied ? 1 : 2) + d);
         printf("%-11s %-26s %6d %6d %2d/%-2d %7d  %.2f GB + %.2f GB\n", s->name, s->source, s->hidden, s->intermediate,
@@ -54,7 +59,8 @@ int cmd_synth(int argc, char **argv)
             list_shapes();
             return 0;
         }
-        if (cli_int(&a, "--seed", 0, &seed) || cli_int(&a, "--layers", 1, &layers) || cli_value(&a, "--shape", &shape)) {
+        if (cli_int(&a, "--seed", 0, &seed) || cli_int(&a, "--layers", 1, &layers) || cli_value(&a, "--shape", &shape) ||
+            cli_value(&a, "--arch", &o.arch)) {
             if (a.failed) return 2;
         } else if (a.positional && !dir) dir = a.positional;
         else return cli_unknown(&a);
@@ -62,6 +68,7 @@ int cmd_synth(int argc, char **argv)
     if (seed >= 0) o.seed = (uint64_t)seed;
     if (shape) {
         if (!dir) return cli_usage_error("synth", "--shape needs a DIR to write into");
+        if (o.arch) return cli_usage_error("synth", "--arch is for the demo model; a --shape has its own architecture");
         if (llmq_synth_shape_write(dir, shape, layers ? layers : 1, o.seed) != LLMQ_OK) return cli_fail_last("synth");
     } else {
         if (!dir) dir = "models/llmq-demo";

@@ -11,11 +11,12 @@
 
 static const struct {
     const char *architecture, *model_type;
-    bool qkv_bias;
+    bool qkv_bias, qk_norm;
 } supported[] = {
-    {"LlamaForCausalLM", "llama", false},
-    {"MistralForCausalLM", "mistral", false},
-    {"Qwen2ForCausalLM", "qwen2", true},
+    {"LlamaForCausalLM", "llama", false, false},
+    {"MistralForCausalLM", "mistral", false, false},
+    {"Qwen2ForCausalLM", "qwen2", true, false},
+    {"Qwen3ForCausalLM", "qwen3", false, true},
 };
 
 /* Reads a positive integer field; `fallback` < 0 means the field is required. */
@@ -122,7 +123,7 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     for (size_t i = 0; i < sizeof supported / sizeof supported[0]; i++)
         if (!strcmp(arch, supported[i].architecture)) found = (int)i;
     if (found < 0) {
-        llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)", name, arch);
+        llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM are)", name, arch);
         goto done;
     }
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
@@ -150,6 +151,7 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     cfg->rope_theta = theta;
     cfg->qkv_bias = supported[found].qkv_bias || attention_bias;
     cfg->o_bias = attention_bias;
+    cfg->qk_norm = supported[found].qk_norm;
     if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
     if (cfg->hidden_size == 0 || cfg->intermediate_size == 0 || cfg->n_layers == 0 || cfg->n_heads == 0 || cfg->vocab_size == 0) {
         llmq_error("%s: hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive", name);

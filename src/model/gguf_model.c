@@ -45,8 +45,15 @@ const char *llmq_gguf_arch(const llmq_config *cfg)
         }
         return "qwen2";
     }
+    if (!strcmp(cfg->model_type, "qwen3")) {
+        if (cfg->qkv_bias || cfg->o_bias || cfg->mlp_bias) {
+            llmq_error("qwen3 with attention or MLP biases has no llama.cpp equivalent");
+            return NULL;
+        }
+        return "qwen3";
+    }
     if (!strcmp(cfg->model_type, "llama") || !strcmp(cfg->model_type, "mistral")) return "llama";
-    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2)", cfg->model_type);
+    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3)", cfg->model_type);
     return NULL;
 }
 
@@ -306,8 +313,13 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
         snprintf(c->architecture, sizeof c->architecture, "Qwen2ForCausalLM");
         snprintf(c->model_type, sizeof c->model_type, "qwen2");
         *qk_permuted = false;
+    } else if (!strcmp(arch, "qwen3")) {
+        snprintf(c->architecture, sizeof c->architecture, "Qwen3ForCausalLM");
+        snprintf(c->model_type, sizeof c->model_type, "qwen3");
+        *qk_permuted = false;
+        c->qk_norm = true;
     } else {
-        return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2)", name, arch);
+        return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2, qwen3)", name, arch);
     }
     TRY(get_arch_int(g, arch, "block_count", true, &c->n_layers));
     TRY(get_arch_int(g, arch, "embedding_length", true, &c->hidden_size));

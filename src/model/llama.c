@@ -61,7 +61,7 @@ int64_t llmq_model_n_params(const llmq_model *m)
     int64_t n = (int64_t)c->vocab_size * c->hidden_size * (c->tie_word_embeddings ? 1 : 2) + c->hidden_size;
     for (int l = 0; l < c->n_layers; l++) {
         const llmq_layer *L = &m->layers[l];
-        n += 2 * c->hidden_size;
+        n += 2 * c->hidden_size + (L->q_norm.data ? L->q_norm.cols : 0) + (L->k_norm.data ? L->k_norm.cols : 0);
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             n += (int64_t)L->lin[k].rows * L->lin[k].cols;
             if (L->bias[k].data) n += L->bias[k].cols;
@@ -340,6 +340,9 @@ static int attention_mix(const llmq_model *m, const llmq_layer *L, int index, co
     }
     if (linear(L, LLMQ_LIN_Q, ws->q, xn, n) || linear(L, LLMQ_LIN_K, ws->k, xn, n) || linear(L, LLMQ_LIN_V, ws->v, xn, n))
         return LLMQ_ERR;
+    /* Qwen3: each head of q and of k RMS-normed on its own (transformers' Qwen3Attention) */
+    if (L->q_norm.data) rmsnorm(ws->q, ws->q, L->q_norm.data, n * c->n_heads, c->head_dim, c->rms_norm_eps);
+    if (L->k_norm.data) rmsnorm(ws->k, ws->k, L->k_norm.data, n * c->n_kv_heads, c->head_dim, c->rms_norm_eps);
     rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, ws->cosv, ws->sinv, m->rope_interleaved);
     attention(att, ws->q, ws->k, ws->v, n, c, ws->scores);
     return LLMQ_OK;

@@ -149,6 +149,12 @@ llmq_model *llmq_model_load_gguf(const char *path)
         if (bind(m, g, name, d, 0, false, &L->attn_norm)) goto fail;
         llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
         if (bind(m, g, name, d, 0, false, &L->ffn_norm)) goto fail;
+        if (c->qk_norm) {
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_q_norm", "weight");
+            if (bind(m, g, name, c->head_dim, 0, false, &L->q_norm)) goto fail;
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_k_norm", "weight");
+            if (bind(m, g, name, c->head_dim, 0, false, &L->k_norm)) goto fail;
+        }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);

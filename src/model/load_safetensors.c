@@ -42,6 +42,10 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
         if ((rc = fn(user, name, true))) return rc;
         norm_name(name, sizeof name, l, "post_attention_layernorm");
         if ((rc = fn(user, name, true))) return rc;
+        for (int h = 0; c->qk_norm && h < 2; h++) {
+            norm_name(name, sizeof name, l, h ? "self_attn.k_norm" : "self_attn.q_norm");
+            if ((rc = fn(user, name, true))) return rc;
+        }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             for (int p = 0; p < (packed ? 4 : 1); p++) {
                 linear_name(name, sizeof name, l, k, packed ? packed_parts[p] : "weight");
@@ -144,6 +148,12 @@ llmq_model *llmq_model_load(const char *path)
         if (bind(m, st, name, d, 0, false, &L->attn_norm) || to_f32(m, &L->attn_norm)) goto fail;
         norm_name(name, sizeof name, l, "post_attention_layernorm");
         if (bind(m, st, name, d, 0, false, &L->ffn_norm) || to_f32(m, &L->ffn_norm)) goto fail;
+        if (c->qk_norm) {
+            norm_name(name, sizeof name, l, "self_attn.q_norm");
+            if (bind(m, st, name, c->head_dim, 0, false, &L->q_norm) || to_f32(m, &L->q_norm)) goto fail;
+            norm_name(name, sizeof name, l, "self_attn.k_norm");
+            if (bind(m, st, name, c->head_dim, 0, false, &L->k_norm) || to_f32(m, &L->k_norm)) goto fail;
+        }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);

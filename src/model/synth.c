@@ -393,8 +393,12 @@ static int rotate(float *embed, float *head, int vocab, int hidden, uint64_t *s)
 
 int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
 {
-    if (o->hidden % o->n_heads || o->n_heads % o->n_kv_heads || o->vocab < 300)
-        return llmq_error("synth: inconsistent shape (hidden %d, heads %d, kv heads %d, vocab %d)", o->hidden, o->n_heads, o->n_kv_heads, o->vocab);
+    const char *arch = o->arch ? o->arch : "llama";
+    const int qwen3 = !strcmp(arch, "qwen3");
+    if (!qwen3 && strcmp(arch, "llama")) return llmq_error("synth: unknown architecture '%s' (llama, qwen3)", arch);
+    if (o->hidden % o->n_heads || o->n_heads % o->n_kv_heads || o->vocab < 300 || o->head_dim < 0 || o->head_dim % 2)
+        return llmq_error("synth: inconsistent shape (hidden %d, heads %d, kv heads %d, head_dim %d, vocab %d)", o->hidden, o->n_heads,
+                          o->n_kv_heads, o->head_dim, o->vocab);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
     int rc = LLMQ_ERR;
     char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
@@ -437,7 +441,8 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     if (factor_bigrams(B, V, d, embed, head) != LLMQ_OK || rotate(embed, head, V, d, &s) != LLMQ_OK) goto done;
 
     /* 3. tensors (BF16), in the order Hugging Face writes them */
-    int hd = d / o->n_heads, qd = d, kvd = o->n_kv_heads * hd, f = o->intermediate;
+    int hd = o->head_dim ? o->head_dim : qwen3 ? 2 * d / o->n_heads : d / o->n_heads, qd = o->n_heads * hd, kvd = o->n_kv_heads * hd,
+        f = o->intermediate;
     uint16_t *w = add_tensor(&tl, "model.embed_tokens.weight", V, d);
     for (size_t i = 0; i < (size_t)V * d; i++) w[i] = llmq_f32_to_bf16(embed[i]);
     /* The outlier channels: fixed, spread over the hidden dimension. */
@@ -451,6 +456,11 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
             w = add_tensor(&tl, name, d, 0);
             for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16(1.0f);
             for (int k = 0; k < o->n_outliers && k < 16; k++) w[outlier[k]] = llmq_f32_to_bf16(o->outlier_scale);
+        }
+        for (int h = 0; qwen3 && h < 2; h++) {
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.weight", l, h ? "k_norm" : "q_norm");
+            w = add_tensor(&tl, name, hd, 0);
+            for (int i = 0; i < hd; i++) w[i] = llmq_f32_to_bf16((float)(1.0 + 0.1 * normal(&s)));
         }
         const struct { const char *name; int rows, cols; double std; } lin[] = {
             {"self_attn.q_proj", qd, d, 0.02}, {"self_attn.k_proj", kvd, d, 0.02}, {"self_attn.v_proj", kvd, d, 0.02},
@@ -484,7 +494,8 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     if (rc != LLMQ_OK) goto done;
 
     json_t *cfg = json_pack("{s:[s], s:s, s:b, s:f, s:i, s:i, s:s, s:i, s:i, s:f, s:i, s:b, s:i, s:i, s:i, s:i, s:f, s:n, s:f, s:b, s:s, s:i}",
-                            "architectures", "LlamaForCausalLM", "model_type", "llama", "attention_bias", 0, "attention_dropout", 0.0,
+                            "architectures", qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM", "model_type", arch, "attention_bias", 0,
+                            "attention_dropout", 0.0,
                             "bos_token_id", 1, "eos_token_id", 2, "hidden_act", "silu", "hidden_size", d, "intermediate_size", f,
                             "initializer_range", 0.02, "max_position_embeddings", 512, "mlp_bias", 0, "num_attention_heads",
                             o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads, "head_dim", hd,
@@ -517,6 +528,12 @@ static const llmq_synth_shape shapes[] = {
     {.name = "qwen2.5-7b", .source = "Qwen/Qwen2.5-7B", .architecture = "Qwen2ForCausalLM", .hidden = 3584,
      .intermediate = 18944, .n_layers = 28, .n_heads = 28, .n_kv_heads = 4, .vocab = 152064, .max_position = 131072,
      .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qkv_bias = 1},
+    {.name = "qwen3-8b", .source = "Qwen/Qwen3-8B", .architecture = "Qwen3ForCausalLM", .hidden = 4096, .intermediate = 12288,
+     .n_layers = 36, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .vocab = 151936, .max_position = 40960,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qk_norm = 1},
+    {.name = "qwen3-32b", .source = "Qwen/Qwen3-32B", .architecture = "Qwen3ForCausalLM", .hidden = 5120, .intermediate = 25600,
+     .n_layers = 64, .n_heads = 64, .n_kv_heads = 8, .head_dim = 128, .vocab = 151936, .max_position = 40960,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qk_norm = 1},
     {.name = "llama3-70b", .source = "meta-llama/Llama-3.1-70B", .architecture = "LlamaForCausalLM", .hidden = 8192,
      .intermediate = 28672, .n_layers = 80, .n_heads = 64, .n_kv_heads = 8, .vocab = 128256, .max_position = 131072,
      .rope_theta = 500000.0, .rms_norm_eps = 1e-5, .llama3_rope = 1},
@@ -539,13 +556,15 @@ const llmq_synth_shape *llmq_synth_shape_find(const char *name)
     return NULL;
 }
 
+static int shape_head_dim(const llmq_synth_shape *s) { return s->head_dim ? s->head_dim : s->hidden / s->n_heads; }
+
 char *llmq_synth_shape_config(const llmq_synth_shape *s, int n_layers)
 {
-    int qwen = !strcmp(s->architecture, "Qwen2ForCausalLM");
+    int qwen = !strcmp(s->architecture, "Qwen2ForCausalLM"), qwen3 = !strcmp(s->architecture, "Qwen3ForCausalLM");
     json_t *c = json_pack("{s:[s], s:f, s:i, s:i, s:s, s:i, s:f, s:i, s:i, s:s, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:b, s:i}",
                           "architectures", s->architecture, "attention_dropout", 0.0, "bos_token_id", 1, "eos_token_id", 2,
                           "hidden_act", "silu", "hidden_size", s->hidden, "initializer_range", 0.02, "intermediate_size",
-                          s->intermediate, "max_position_embeddings", s->max_position, "model_type", qwen ? "qwen2" : "llama",
+                          s->intermediate, "max_position_embeddings", s->max_position, "model_type", qwen ? "qwen2" : qwen3 ? "qwen3" : "llama",
                           "num_attention_heads", s->n_heads, "num_hidden_layers", n_layers, "num_key_value_heads", s->n_kv_heads,
                           "rms_norm_eps", s->rms_norm_eps, "rope_theta", s->rope_theta, "tie_word_embeddings", s->tied,
                           "torch_dtype", "bfloat16", "use_cache", 1, "vocab_size", s->vocab);
@@ -558,9 +577,16 @@ char *llmq_synth_shape_config(const llmq_synth_shape *s, int n_layers)
         json_object_set_new(c, "max_window_layers", json_integer(n_layers));
         json_object_set_new(c, "sliding_window", json_integer(s->max_position));
         json_object_set_new(c, "use_sliding_window", json_false());
+    } else if (qwen3) {
+        /* Qwen3's config: no sliding window in use, head_dim of its own */
+        json_object_set_new(c, "attention_bias", json_false());
+        json_object_set_new(c, "head_dim", json_integer(shape_head_dim(s)));
+        json_object_set_new(c, "max_window_layers", json_integer(n_layers));
+        json_object_set_new(c, "sliding_window", json_null());
+        json_object_set_new(c, "use_sliding_window", json_false());
     } else {
         json_object_set_new(c, "attention_bias", json_boolean(s->qkv_bias));
-        json_object_set_new(c, "head_dim", json_integer(s->hidden / s->n_heads));
+        json_object_set_new(c, "head_dim", json_integer(shape_head_dim(s)));
         json_object_set_new(c, "mlp_bias", json_false());
         json_object_set_new(c, "pretraining_tp", json_integer(1));
     }
@@ -685,7 +711,7 @@ static int plan_add(shape_plan *p, size_t cap, const char *name, int64_t rows, i
  * post_attention_layernorm carry the planted channels. Biases: std 0.05. */
 static int plan_shape(shape_plan *p, size_t cap, const llmq_synth_shape *s, int n_layers, uint64_t seed)
 {
-    int64_t d = s->hidden, f = s->intermediate, hd = s->hidden / s->n_heads, qd = hd * s->n_heads, kvd = hd * s->n_kv_heads;
+    int64_t d = s->hidden, f = s->intermediate, hd = shape_head_dim(s), qd = hd * s->n_heads, kvd = hd * s->n_kv_heads;
     float resid_std = (float)(0.02 / sqrt(2.0 * s->n_layers));
     if (plan_add(p, cap, "model.embed_tokens.weight", s->vocab, d, GEN_LINEAR, 0.02f, 0, seed)) return LLMQ_ERR;
     for (int l = 0; l < n_layers; l++) {
@@ -698,6 +724,8 @@ static int plan_shape(shape_plan *p, size_t cap, const llmq_synth_shape *s, int 
             {"self_attn.k_proj.bias", kvd, 0, GEN_BIAS, 0.05f, 0},
             {"self_attn.v_proj.weight", kvd, d, GEN_LINEAR, 0.02f, 1},
             {"self_attn.v_proj.bias", kvd, 0, GEN_BIAS, 0.05f, 0},
+            {"self_attn.q_norm.weight", hd, 0, GEN_NORM, 0.05f, 0},
+            {"self_attn.k_norm.weight", hd, 0, GEN_NORM, 0.05f, 0},
             {"self_attn.o_proj.weight", d, qd, GEN_LINEAR, resid_std, 0},
             {"post_attention_layernorm.weight", d, 0, GEN_NORM_OUTLIERS, 0.05f, 0},
             {"mlp.gate_proj.weight", f, d, GEN_LINEAR, 0.02f, 1},
@@ -706,6 +734,7 @@ static int plan_shape(shape_plan *p, size_t cap, const llmq_synth_shape *s, int 
         };
         for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
             if (t[k].kind == GEN_BIAS && !s->qkv_bias) continue;
+            if (t[k].rows == hd && t[k].kind == GEN_NORM && !s->qk_norm) continue;
             snprintf(name, sizeof name, "model.layers.%d.%s", l, t[k].name);
             if (plan_add(p, cap, name, t[k].rows, t[k].cols, t[k].kind, t[k].std, t[k].damp, seed)) return LLMQ_ERR;
         }
@@ -717,8 +746,8 @@ static int plan_shape(shape_plan *p, size_t cap, const llmq_synth_shape *s, int 
 
 int llmq_synth_write_shape(const char *dir, const llmq_synth_shape *s, const llmq_synth_opts *o)
 {
-    if (s->hidden <= 0 || s->intermediate <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0 || s->hidden % s->n_heads ||
-        s->n_heads % s->n_kv_heads || (s->hidden / s->n_heads) % 2)
+    if (s->hidden <= 0 || s->intermediate <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0 || (!s->head_dim && s->hidden % s->n_heads) ||
+        s->n_heads % s->n_kv_heads || shape_head_dim(s) % 2)
         return llmq_error("synth: shape %s is inconsistent (hidden %d, heads %d, kv heads %d)", s->name, s->hidden, s->n_heads,
                           s->n_kv_heads);
     if (s->vocab < SHAPE_TOKENIZER_VOCAB)
@@ -730,7 +759,7 @@ int llmq_synth_write_shape(const char *dir, const llmq_synth_shape *s, const llm
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
 
     int rc = LLMQ_ERR;
-    size_t cap = 3 + (size_t)o->n_layers * 12;
+    size_t cap = 3 + (size_t)o->n_layers * 14;
     shape_plan p = {.t = calloc(cap, sizeof *p.t), .g = calloc(cap, sizeof *p.g), .outlier = calloc((size_t)s->hidden, 1),
                     .outlier_scale = o->outlier_scale};
     char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);

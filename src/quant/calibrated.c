@@ -140,6 +140,8 @@ static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L)
     int d = m->cfg.hidden_size;
     L->attn_norm = (llmq_weight){w->attn_norm, LLMQ_TYPE_F32, 1, d};
     L->ffn_norm = (llmq_weight){w->ffn_norm, LLMQ_TYPE_F32, 1, d};
+    if (w->q_norm) L->q_norm = (llmq_weight){w->q_norm, LLMQ_TYPE_F32, 1, m->cfg.head_dim};
+    if (w->k_norm) L->k_norm = (llmq_weight){w->k_norm, LLMQ_TYPE_F32, 1, m->cfg.head_dim};
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         L->lin[k] = (llmq_weight){w->lin[k], LLMQ_TYPE_F32, src->lin[k].rows, src->lin[k].cols};
         if (w->bias[k]) L->bias[k] = (llmq_weight){w->bias[k], LLMQ_TYPE_F32, 1, src->lin[k].rows};

@@ -269,7 +269,10 @@ static int sink_write(void *state, const char *gguf_name, const llmq_tensor_desc
         if (d->layer < 0) snprintf(name, sizeof name, "model.norm.weight");
         else
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", d->layer,
-                     strstr(gguf_name, "attn_norm") ? "input_layernorm" : "post_attention_layernorm");
+                     strstr(gguf_name, "attn_norm")     ? "input_layernorm"
+                     : strstr(gguf_name, "attn_q_norm") ? "self_attn.q_norm"
+                     : strstr(gguf_name, "attn_k_norm") ? "self_attn.k_norm"
+                                                        : "post_attention_layernorm");
         return spool_vector(w, name, data, d->cols);
     case LLMQ_ROLE_BIAS:
         snprintf(name, sizeof name, "%s.bias", prefix);

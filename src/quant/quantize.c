@@ -130,6 +130,12 @@ static int plan_all(job *j)
         char name[LLMQ_GGUF_MAX_NAME + 16];
         llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
         if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, d)) return LLMQ_ERR;
+        for (int h = 0; h < 2; h++) {
+            const llmq_weight *qk = h ? &L->k_norm : &L->q_norm;
+            if (!qk->data) continue;
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, h ? "attn_k_norm" : "attn_q_norm", "weight");
+            if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, qk->cols)) return LLMQ_ERR;
+        }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             if (k == LLMQ_LIN_GATE) {
                 llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
@@ -269,6 +275,8 @@ static void layer_work_free(layer_work *lw)
     }
     free(lw->f.attn_norm);
     free(lw->f.ffn_norm);
+    free(lw->f.q_norm);
+    free(lw->f.k_norm);
     memset(lw, 0, sizeof *lw);
 }
 
@@ -279,8 +287,9 @@ static float *copy_vector(const llmq_weight *w)
     return v;
 }
 
-/* The layer's tensors in file order (attn_norm, q, k, v, o, ffn_norm, gate,
- * up, down, each linear followed by its bias), as the state stores them:
+/* The layer's tensors in file order (attn_norm, Qwen3's attn_q_norm and
+ * attn_k_norm, q, k, v, o, ffn_norm, gate, up, down, each linear followed by
+ * its bias), as the state stores them:
  * q/k rows in Hugging Face order, before the permutation on write. lin_at[k]
  * is linear k's index in t. */
 static int layer_tensors(job *j, int l, const layer_work *lw, const llmq_quant_target *targets, const double *rel,
@@ -292,6 +301,13 @@ static int layer_tensors(job *j, int l, const layer_work *lw, const llmq_quant_t
     int n = 0;
     llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
     t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.attn_norm, d_bytes, 0};
+    for (int h = 0; h < 2; h++) {
+        const llmq_weight *qk = h ? &L->k_norm : &L->q_norm;
+        if (!qk->data) continue;
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, h ? "attn_k_norm" : "attn_q_norm", "weight");
+        t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, h ? lw->f.k_norm : lw->f.q_norm,
+                                      (size_t)qk->cols * sizeof(float), 0};
+    }
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         if (k == LLMQ_LIN_GATE) {
             llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
@@ -320,7 +336,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     memset(&lw, 0, sizeof lw);
     llmq_quant_target targets[LLMQ_LIN_COUNT];
     double rel[LLMQ_LIN_COUNT];
-    llmq_qstate_tensor st[2 + 2 * LLMQ_LIN_COUNT];
+    llmq_qstate_tensor st[4 + 2 * LLMQ_LIN_COUNT];
     int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
     int rc = LLMQ_ERR;
@@ -330,6 +346,11 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     if (restore ? !(lw.f.attn_norm = malloc(d_bytes)) || !(lw.f.ffn_norm = malloc(d_bytes))
                 : !(lw.f.attn_norm = copy_vector(&L->attn_norm)) || !(lw.f.ffn_norm = copy_vector(&L->ffn_norm)))
         goto oom;
+    for (int h = 0; h < 2; h++) {
+        const llmq_weight *qk = h ? &L->k_norm : &L->q_norm;
+        float **dst = h ? &lw.f.k_norm : &lw.f.q_norm;
+        if (qk->data && !(*dst = restore ? malloc((size_t)qk->cols * sizeof(float)) : copy_vector(qk))) goto oom;
+    }
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_weight *w = &L->lin[k];
         llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
@@ -370,16 +391,23 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
         llmq_layer q = *L;
         q.attn_norm = (llmq_weight){lw.f.attn_norm, LLMQ_TYPE_F32, 1, L->attn_norm.cols};
         q.ffn_norm = (llmq_weight){lw.f.ffn_norm, LLMQ_TYPE_F32, 1, L->ffn_norm.cols};
+        if (lw.f.q_norm) q.q_norm = (llmq_weight){lw.f.q_norm, LLMQ_TYPE_F32, 1, L->q_norm.cols};
+        if (lw.f.k_norm) q.k_norm = (llmq_weight){lw.f.k_norm, LLMQ_TYPE_F32, 1, L->k_norm.cols};
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             q.lin[k] = (llmq_weight){lw.packed[k], targets[k].type, L->lin[k].rows, L->lin[k].cols};
             if (lw.f.bias[k]) q.bias[k] = (llmq_weight){lw.f.bias[k], LLMQ_TYPE_F32, 1, L->bias[k].cols};
         }
         if (method->layer_done(method->state, src, l, &q)) goto done;
     }
-    /* Write in file order: attn_norm, q, k, v, o, ffn_norm, gate, up, down (+ biases). */
+    /* Write in file order: attn_norm, q/k norms, q, k, v, o, ffn_norm, gate, up, down (+ biases). */
     stage(j, l, "write");
     llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
     if (write_f32(j, name, lw.f.attn_norm, NULL)) goto done;
+    for (int h = 0; h < 2; h++) {
+        if (!(h ? lw.f.k_norm : lw.f.q_norm)) continue;
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, h ? "attn_k_norm" : "attn_q_norm", "weight");
+        if (write_f32(j, name, h ? lw.f.k_norm : lw.f.q_norm, NULL)) goto done;
+    }
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         if (k == LLMQ_LIN_GATE) {
             llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
@@ -415,7 +443,7 @@ static int verify_layer(job *j, int l)
     layer_work lw;
     memset(&lw, 0, sizeof lw);
     llmq_quant_target targets[LLMQ_LIN_COUNT];
-    llmq_qstate_tensor st[2 + 2 * LLMQ_LIN_COUNT];
+    llmq_qstate_tensor st[4 + 2 * LLMQ_LIN_COUNT];
     int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
@@ -443,8 +471,11 @@ static llmq_qstate_source *state_sources(const job *j, int *n)
         case LLMQ_ROLE_LINEAR: w = &m->layers[p->desc.layer].lin[p->desc.linear]; break;
         case LLMQ_ROLE_BIAS: w = &m->layers[p->desc.layer].bias[p->desc.linear]; break;
         case LLMQ_ROLE_NORM:
-            w = p->desc.layer < 0 ? &m->final_norm
-                : strstr(p->name, "attn_norm") ? &m->layers[p->desc.layer].attn_norm : &m->layers[p->desc.layer].ffn_norm;
+            w = p->desc.layer < 0                  ? &m->final_norm
+                : strstr(p->name, "attn_norm")     ? &m->layers[p->desc.layer].attn_norm
+                : strstr(p->name, "attn_q_norm")   ? &m->layers[p->desc.layer].q_norm
+                : strstr(p->name, "attn_k_norm")   ? &m->layers[p->desc.layer].k_norm
+                                                   : &m->layers[p->desc.layer].ffn_norm;
             break;
         case LLMQ_ROLE_ROPE_FREQS: break; /* computed from the config */
         }

@@ -3,13 +3,16 @@
 # ggml (ggml_blocks.c); llmq's GGUF files of stories-llama-7m at q4_0, q4_1,
 # q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q5_k_s, q4_k_s, q3_k_m, q3_k_l, q2_k,
 # iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
-# AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), are loaded by llama.cpp (the prebuilt binaries
+# AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
+# demo model written as other architectures (llmq synth --arch qwen3: f32,
+# q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
 #
 # usage: tests/conformance/run.sh [LLMQ_BINARY]
 # env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
+#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3), CONFORMANCE_ARCH_TYPES,
 #        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
 # Without node/npm the check is skipped with a message; under CI=true every
 # other failure (missing model, npm install, load, mismatch) fails.
@@ -65,21 +68,23 @@ const ids = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
 fs.writeFileSync(process.argv[2], JSON.stringify(ids.slice(0, Number(process.argv[3]) * 512)));
 ' "$model/eval_tokens.json" "$work/tokens.json" "$chunks" || skip_or_fail "cannot read $model/eval_tokens.json"
 
-printf "conformance: stories-llama-7m, %d windows of 512, llama.cpp protocol (node-llama-cpp %s)\n" "$chunks" "$version"
-printf "  %-14s %12s %12s %10s %s\n" type llmq llama.cpp diff result
-for spec in $types; do
-    t=${spec%%:*} method=rtn
+# compare MODEL TAG TOKENS CALIB SPEC: quantizes MODEL as SPEC (TYPE or TYPE:METHOD),
+# scores the file with llmq and with llama.cpp on TOKENS, prints one row.
+compare() {
+    local model=$1 tag=$2 tokens=$3 calib=$4 spec=$5
+    local t=${spec%%:*} method=rtn
     case "$spec" in *:*) method=${spec#*:} ;; esac
-    gguf=$work/stories-llama-7m-$t-$method.gguf
+    local gguf=$work/$tag-$t-$method.gguf log=$work/$tag-$t-$method
     # auto: types chosen per tensor (--target-bpw 4.6, a small sensitivity measurement)
-    type_args=(--type "$t")
+    local type_args=(--type "$t")
     [ "$t" = auto ] && type_args=(--target-bpw 4.6 --sens-samples 2 --sens-seqlen 128) && rm -f "$gguf.sens.json"
     if ! "$llmq" quantize "$model" -o "$gguf" "${type_args[@]}" --method "$method" --calib "$calib" --calib-samples 16 --calib-seqlen 512 \
-            >"$work/quantize-$t-$method.log" 2>&1; then
-        tail -3 "$work/quantize-$t-$method.log"; echo "  $spec: llmq quantize failed"; status=1; continue
+            >"$log.quantize.log" 2>&1; then
+        tail -3 "$log.quantize.log"; echo "  $spec: llmq quantize failed"; status=1; return
     fi
-    ours=$("$llmq" ppl "$gguf" --tokens "$work/tokens.json" --protocol llamacpp --ctx 512 --json 2>"$work/ppl-$t-$method.log" | tail -1)
-    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" tokens.json --ctx 512 2>"$work/llamacpp-$t-$method.log" | tail -1)
+    local ours theirs line
+    ours=$("$llmq" ppl "$gguf" --tokens "$tokens" --protocol llamacpp --ctx 512 --json 2>"$log.ppl.log" | tail -1)
+    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" "$tokens" --ctx 512 2>"$log.llamacpp.log" | tail -1)
     line=$(node -e '
 let a, b;
 try { a = JSON.parse(process.argv[1]); b = JSON.parse(process.argv[2]); } catch (e) { console.log("ERR"); process.exit(0); }
@@ -88,11 +93,29 @@ const same = a.tokens_scored === b.tokens_scored;
 console.log([a.ppl.toFixed(4), b.ppl.toFixed(4), (100 * d).toFixed(3) + "%", same && d <= Number(process.argv[3]) ? "ok" : "MISMATCH"].join(" "));
 ' "$ours" "$theirs" "$tolerance")
     if [ "$line" = "ERR" ]; then
-        echo "  $spec: no result (llmq: $ours) (llama.cpp: $(tail -3 "$work/llamacpp-$t-$method.log"))"; status=1; continue
+        echo "  $spec: no result (llmq: $ours) (llama.cpp: $(tail -3 "$log.llamacpp.log"))"; status=1; return
     fi
     set -- $line
-    printf "  %-14s %12s %12s %10s %s\n" "$spec" "$1" "$2" "$3" "$4"
+    printf "  %-16s %12s %12s %10s %s\n" "$spec" "$1" "$2" "$3" "$4"
     [ "$4" = ok ] || status=1
+}
+
+printf "conformance: stories-llama-7m, %d windows of 512, llama.cpp protocol (node-llama-cpp %s)\n" "$chunks" "$version"
+printf "  %-16s %12s %12s %10s %s\n" type llmq llama.cpp diff result
+for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$calib" "$spec"; done
+
+# Architectures besides Llama: the project's demo model written as each one
+# (llmq synth --arch), scored on its own text.
+for arch in ${CONFORMANCE_ARCHS:-qwen3}; do
+    dir=$work/synth-$arch
+    if ! "$llmq" synth --arch "$arch" "$dir" >"$work/synth-$arch.log" 2>&1 ||
+            ! "$llmq" tokenize "$dir" --text "$dir/eval.txt" --json >"$dir/ids.json" 2>>"$work/synth-$arch.log"; then
+        tail -3 "$work/synth-$arch.log"; echo "  $arch: llmq synth failed"; status=1; continue
+    fi
+    node -e 'const fs = require("fs"); fs.writeFileSync(process.argv[2], JSON.stringify(JSON.parse(fs.readFileSync(process.argv[1], "utf8")).slice(0, Number(process.argv[3]) * 512)));' \
+        "$dir/ids.json" "$dir/tokens.json" "$chunks"
+    printf "conformance: %s (llmq synth --arch %s), %d windows of 512\n" "$arch" "$arch" "$chunks"
+    for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec"; done
 done
 if [ $status -ne 0 ]; then
     echo "conformance: FAILED (logs in $work)"
