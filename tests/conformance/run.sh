@@ -44,7 +44,7 @@ fi
 [ -f "$model/model.safetensors" ] || skip_or_fail "$model is absent"
 
 llamacpp_install "$work" "$version" || skip_or_fail "$llamacpp_problem"
-cp "$root/tests/conformance/llamacpp_ppl.mjs" "$work/"
+cp "$root/tests/conformance/llamacpp_ppl.mjs" "$root/tests/conformance/llamacpp_logits.mjs" "$work/"
 
 # Every block format decoded by ggml itself (the libggml-base.so node-llama-cpp
 # ships): the same float bits as llmq's decoders (ggml_blocks.c).
@@ -100,6 +100,53 @@ console.log([a.ppl.toFixed(4), b.ppl.toFixed(4), (100 * d).toFixed(3) + "%", sam
     [ "$4" = ok ] || status=1
 }
 
+# converter_check ARCH DIR: the checkpoint converted by llama.cpp's own
+# convert_hf_to_gguf.py (the source node-llama-cpp ships, run by Debian's
+# python3-torch/-numpy through hf_convert.py) gives the same logits in
+# llama.cpp as llmq's f32 file of it (1e-4 relative to the largest logit).
+converter_check() {
+    local arch=$1 dir=$2 ours=$work/$1-f32-rtn.gguf py=""
+    for c in /usr/bin/python3 python3; do
+        if "$c" -c 'import torch, numpy' 2>/dev/null; then py=$c; break; fi
+    done
+    if [ -z "$py" ]; then
+        [ "${CI:-}" = "true" ] && { echo "  $arch: converter: FAILED: python3 with torch and numpy is missing (scripts/install-deps.sh)"; status=1; return; }
+        echo "  $arch: converter check skipped: python3 with torch and numpy is missing (scripts/install-deps.sh installs them)"; return
+    fi
+    local bundle=$work/node_modules/node-llama-cpp/llama/gitRelease.bundle src=$work/llamacpp-src
+    if [ ! -f "$src/convert_hf_to_gguf.py" ]; then
+        rm -rf "$src"
+        if [ ! -f "$bundle" ] || ! git clone -q "$bundle" "$src" 2>"$work/llamacpp-src.log"; then
+            echo "  $arch: converter: FAILED: no llama.cpp source from $bundle"; status=1; return
+        fi
+    fi
+    [ -f "$ours" ] || { echo "  $arch: converter: no f32 file of llmq's to compare with"; status=1; return; }
+    if ! (cd "$work" && "$py" "$root/tests/conformance/hf_convert.py" "$src" "$dir" "$work/$arch-converted.gguf") >"$work/$arch-convert.log" 2>&1; then
+        tail -3 "$work/$arch-convert.log"; echo "  $arch: convert_hf_to_gguf.py failed"; status=1; return
+    fi
+    local n=64 vocab
+    vocab=$("$llmq" inspect "$ours" --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).config.vocab_size))')
+    if ! (cd "$work" && node llamacpp_logits.mjs "$ours" "$dir/tokens.json" --n $n --vocab "$vocab" >"$work/$arch-logits-llmq.json" 2>"$work/$arch-logits.log" &&
+            node llamacpp_logits.mjs "$work/$arch-converted.gguf" "$dir/tokens.json" --n $n --vocab "$vocab" >"$work/$arch-logits-converter.json" 2>>"$work/$arch-logits.log"); then
+        tail -3 "$work/$arch-logits.log"; echo "  $arch: llama.cpp could not run one of the files"; status=1; return
+    fi
+    local line
+    line=$(node -e '
+const fs = require("fs");
+const a = JSON.parse(fs.readFileSync(process.argv[1])), b = JSON.parse(fs.readFileSync(process.argv[2]));
+let worst = 0, scale = 0;
+for (let i = 0; i < a.n; i++) for (let j = 0; j < a.vocab; j++) {
+    worst = Math.max(worst, Math.abs(a.logits[i][j] - b.logits[i][j]));
+    scale = Math.max(scale, Math.abs(b.logits[i][j]));
+}
+const rel = worst / scale;
+console.log(rel.toExponential(2) + " " + (a.n === b.n && rel <= 1e-4 ? "ok" : "MISMATCH"));
+' "$work/$arch-logits-llmq.json" "$work/$arch-logits-converter.json")
+    set -- $line
+    printf "  %-16s %s (max logit difference / max logit, %d positions × %d, llama.cpp) %s\n" "convert_hf_to_gguf" "$1" $n "$vocab" "$2"
+    [ "$2" = ok ] || status=1
+}
+
 printf "conformance: stories-llama-7m, %d windows of 512, llama.cpp protocol (node-llama-cpp %s)\n" "$chunks" "$version"
 printf "  %-16s %12s %12s %10s %s\n" type llmq llama.cpp diff result
 for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$calib" "$spec"; done
@@ -116,6 +163,7 @@ for arch in ${CONFORMANCE_ARCHS:-qwen3}; do
         "$dir/ids.json" "$dir/tokens.json" "$chunks"
     printf "conformance: %s (llmq synth --arch %s), %d windows of 512\n" "$arch" "$arch" "$chunks"
     for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec"; done
+    converter_check "$arch" "$dir"
 done
 if [ $status -ne 0 ]; then
     echo "conformance: FAILED (logs in $work)"
