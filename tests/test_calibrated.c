@@ -118,17 +118,22 @@ Test(calibrated, gptq_awq_beat_rtn_on_the_demo_model, .init = setup, .fini = tea
     cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
 }
 
-/* The demo model written as a Qwen3 checkpoint (per-head q/k norms, head_dim
- * 128 with q twice the hidden width): its f32 GGUF gives the safetensors'
- * logits; GPTQ and AWQ+GPTQ through the q/k norms beat RTN per linear and in
- * KL; the q/k norms reach the file unchanged. */
-static void setup_qwen3(void)
+/* The demo model written as another architecture (llmq synth --arch): Qwen3
+ * (per-head q/k norms, head_dim 128 with q twice the hidden width), Gemma 2
+ * (GeGLU, 1 + w norms, post-norms, scaled tied embeddings, soft-capping, a
+ * 64-token window on every other layer), Gemma 3 (q/k norms, five local
+ * layers in six with their own RoPE base). Its f32 GGUF gives the
+ * safetensors' logits; GPTQ and AWQ+GPTQ beat RTN per linear and in KL; the
+ * norms reach the file unchanged. */
+static void setup_arch(const char *arch, int layers)
 {
-    test_tmpdir(dir, sizeof dir, "calibrated-qwen3");
+    char tag[64];
+    snprintf(tag, sizeof tag, "calibrated-%s", arch);
+    test_tmpdir(dir, sizeof dir, tag);
     llmq_synth_opts so;
     llmq_synth_defaults(&so);
-    so.arch = "qwen3";
-    so.n_layers = 2;
+    so.arch = arch;
+    so.n_layers = layers;
     so.calib_bytes = 60000;
     so.eval_bytes = 30000;
     cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
@@ -143,7 +148,11 @@ static void setup_qwen3(void)
     free(text);
 }
 
-Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3, .fini = teardown, .timeout = 900)
+static void setup_qwen3(void) { setup_arch("qwen3", 2); }
+static void setup_gemma2(void) { setup_arch("gemma2", 2); }
+static void setup_gemma3(void) { setup_arch("gemma3", 6); }
+
+static void arch_checks(const char *arch)
 {
     char out[512];
     snprintf(out, sizeof out, "%s/f32.gguf", dir);
@@ -152,22 +161,30 @@ Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qw
     quantize_demo(qo, -1, false, (llmq_calib_opts){0}, out, NULL);
     llmq_model *f = llmq_model_load(out);
     cr_assert_not_null(f, "%s", llmq_last_error());
-    cr_assert(f->cfg.qk_norm && !strcmp(f->cfg.model_type, "qwen3") && f->cfg.head_dim == 128);
-    const int n = 64, vocab = base->cfg.vocab_size;
+    cr_assert_str_eq(f->cfg.model_type, base->cfg.model_type);
+    cr_assert(f->cfg.qk_norm == base->cfg.qk_norm && f->cfg.post_norms == base->cfg.post_norms && f->cfg.head_dim == 128);
+    cr_assert(f->cfg.swa_pattern == base->cfg.swa_pattern && f->cfg.sliding_window == base->cfg.sliding_window &&
+              f->cfg.attn_scale == base->cfg.attn_scale && f->cfg.attn_softcap == base->cfg.attn_softcap &&
+              f->cfg.final_softcap == base->cfg.final_softcap && f->cfg.rope_local_theta == base->cfg.rope_local_theta &&
+              f->cfg.hidden_act == base->cfg.hidden_act, "%s: the GGUF's hyperparameters differ from config.json's", arch);
+    const int n = 160, vocab = base->cfg.vocab_size; /* past the 64-token window of Gemma's local layers */
     float *a = malloc(sizeof(float) * n * vocab), *b = malloc(sizeof(float) * n * vocab);
     cr_assert_eq(llmq_forward(base, eval_ids, n, a), LLMQ_OK);
     cr_assert_eq(llmq_forward(f, eval_ids, n, b), LLMQ_OK, "%s", llmq_last_error());
     for (int i = 0; i < n * vocab; i++) cr_assert(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(a[i])), "logit %d: %g vs %g", i, a[i], b[i]);
-    for (int l = 0; l < base->cfg.n_layers; l++)
-        cr_assert_arr_eq(f->layers[l].k_norm.data, base->layers[l].k_norm.data, sizeof(float) * 128);
+    for (int l = 0; l < base->cfg.n_layers; l++) {
+        if (base->cfg.qk_norm) cr_assert_arr_eq(f->layers[l].k_norm.data, base->layers[l].k_norm.data, sizeof(float) * 128);
+        if (base->cfg.post_norms)
+            cr_assert_arr_eq(f->layers[l].post_ffn_norm.data, base->layers[l].post_ffn_norm.data, sizeof(float) * base->cfg.hidden_size);
+    }
     free(a);
     free(b);
     llmq_model_free(f);
 
     reports g = {0}, ag = {0};
     double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
-    cr_log_info("qwen3 KL: rtn %.6f gptq %.6f awq+gptq %.6f", kl_rtn, kl_gptq, kl_awq_gptq);
-    cr_assert_eq(g.n, 2);
+    cr_log_info("%s KL: rtn %.6f gptq %.6f awq+gptq %.6f", arch, kl_rtn, kl_gptq, kl_awq_gptq);
+    cr_assert_eq(g.n, base->cfg.n_layers < 8 ? base->cfg.n_layers : 8);
     for (int l = 0; l < g.n; l++)
         for (int k = 0; k < LLMQ_LIN_COUNT; k++)
             cr_assert_lt(g.last[l].err_gptq[k], g.last[l].err_rtn[k], "layer %d %s: gptq %g rtn %g", l, llmq_linear_names[k],
@@ -175,6 +192,10 @@ Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qw
     cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
     cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
 }
+
+Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3, .fini = teardown, .timeout = 900) { arch_checks("qwen3"); }
+Test(calibrated, gemma2_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_gemma2, .fini = teardown, .timeout = 900) { arch_checks("gemma2"); }
+Test(calibrated, gemma3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_gemma3, .fini = teardown, .timeout = 900) { arch_checks("gemma3"); }
 
 Test(calibrated, too_short_calibration_is_a_clear_error, .init = setup, .fini = teardown)
 {

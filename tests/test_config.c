@@ -67,3 +67,47 @@ Test(config, model_load_reports_shape_mismatch)
     cr_assert_null(llmq_model_load(dir));
     cr_assert(strstr(llmq_last_error(), "model.layers.0.mlp.gate_proj.weight': shape 172×64 does not match config.json (176×64)"), "%s", llmq_last_error());
 }
+
+/* Gemma 3 1B's config.json as the hub has it (text-only Gemma3ForCausalLM),
+ * Gemma 2 9B's, and Qwen3-0.6B's: the fields llmq reads and its defaults. */
+Test(config, gemma_and_qwen3_real_configs)
+{
+    llmq_config c;
+    cr_assert_eq(parse("{\"architectures\":[\"Gemma3ForCausalLM\"],\"model_type\":\"gemma3_text\",\"hidden_size\":1152,"
+                       "\"intermediate_size\":6912,\"num_hidden_layers\":26,\"num_attention_heads\":4,\"num_key_value_heads\":1,"
+                       "\"head_dim\":256,\"vocab_size\":262144,\"hidden_activation\":\"gelu_pytorch_tanh\",\"query_pre_attn_scalar\":256,"
+                       "\"rms_norm_eps\":1e-06,\"rope_local_base_freq\":10000,\"rope_scaling\":null,\"rope_theta\":1000000,"
+                       "\"sliding_window\":512,\"sliding_window_pattern\":6,\"final_logit_softcapping\":null,"
+                       "\"attn_logit_softcapping\":null,\"max_position_embeddings\":32768}", &c), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert(c.qk_norm && c.post_norms && c.norm_plus_one && c.embed_scale && c.tie_word_embeddings);
+    cr_assert_eq(c.hidden_act, LLMQ_ACT_GELU_TANH);
+    cr_assert_float_eq(c.attn_scale, 1.0f / 16, 1e-7);
+    cr_assert(c.attn_softcap == 0 && c.final_softcap == 0);
+    cr_assert(c.sliding_window == 512 && c.swa_pattern == 6 && c.rope_local_theta == 10000.0);
+    /* layers 0-4 local, 5 global, ... (llama.cpp's set_swa_pattern(6)) */
+    for (int l = 0; l < 26; l++) cr_assert_eq(llmq_layer_is_swa(&c, l), l % 6 != 5, "layer %d", l);
+
+    cr_assert_eq(parse("{\"architectures\":[\"Gemma2ForCausalLM\"],\"hidden_size\":3584,\"intermediate_size\":14336,"
+                       "\"num_hidden_layers\":42,\"num_attention_heads\":16,\"num_key_value_heads\":8,\"head_dim\":256,"
+                       "\"vocab_size\":256000,\"hidden_act\":\"gelu_pytorch_tanh\",\"hidden_activation\":\"gelu_pytorch_tanh\","
+                       "\"query_pre_attn_scalar\":256,\"attn_logit_softcapping\":50.0,\"final_logit_softcapping\":30.0,"
+                       "\"sliding_window\":4096,\"rope_theta\":10000.0}", &c), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert(!c.qk_norm && c.post_norms && c.attn_softcap == 50.0f && c.final_softcap == 30.0f && c.rope_local_theta == 0);
+    cr_assert(llmq_layer_is_swa(&c, 0) && !llmq_layer_is_swa(&c, 1) && llmq_layer_is_swa(&c, 40));
+
+    /* a layer_types list that is not llama.cpp's pattern, and a Llama activation on Gemma */
+    cr_assert_eq(parse("{\"architectures\":[\"Gemma3ForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                       "\"num_attention_heads\":2,\"vocab_size\":300,\"sliding_window_pattern\":2,"
+                       "\"layer_types\":[\"full_attention\",\"sliding_attention\"]}", &c), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "layer_types"), "%s", llmq_last_error());
+    cr_assert_eq(parse("{\"architectures\":[\"Gemma2ForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                       "\"num_attention_heads\":2,\"vocab_size\":300,\"hidden_activation\":\"silu\"}", &c), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "gelu_pytorch_tanh"), "%s", llmq_last_error());
+
+    cr_assert_eq(parse("{\"architectures\":[\"Qwen3ForCausalLM\"],\"model_type\":\"qwen3\",\"hidden_size\":1024,\"intermediate_size\":3072,"
+                       "\"num_hidden_layers\":28,\"num_attention_heads\":16,\"num_key_value_heads\":8,\"head_dim\":128,"
+                       "\"vocab_size\":151936,\"hidden_act\":\"silu\",\"attention_bias\":false,\"sliding_window\":null,"
+                       "\"use_sliding_window\":false,\"tie_word_embeddings\":true,\"rope_theta\":1000000}", &c), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert(c.qk_norm && !c.qkv_bias && !c.post_norms && c.tie_word_embeddings && c.head_dim == 128 && c.swa_pattern == 0);
+    cr_assert_eq(c.n_heads * c.head_dim, 2 * c.hidden_size);
+}

@@ -11,9 +11,16 @@ typedef enum {
     LLMQ_ROPE_SCALING_LLAMA3,
 } llmq_rope_scaling;
 
+/* The MLP's gate activation: SwiGLU's silu, or GeGLU's tanh-approximated GELU (Gemma). */
+typedef enum {
+    LLMQ_ACT_SILU = 0,
+    LLMQ_ACT_GELU_TANH,
+} llmq_act;
+
 typedef struct {
-    char architecture[64]; /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM" */
-    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3" */
+    char architecture[64]; /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                            * "Gemma2ForCausalLM", "Gemma3ForCausalLM" */
+    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text" */
     int hidden_size;
     int intermediate_size;
     int n_layers;
@@ -34,10 +41,28 @@ typedef struct {
     bool o_bias;   /* attention_bias: true also biases o_proj */
     bool mlp_bias;
     bool qk_norm;  /* Qwen3: RMSNorm over each head of q and of k (weights of head_dim) before RoPE */
-    int sliding_window; /* 0 when none (Mistral sets one) */
+    int sliding_window; /* 0 when none (Mistral names one, which only swa_pattern's layers use) */
+    /* Gemma 2 / 3 (transformers' modeling_gemma2/3; llama.cpp's gemma2.cpp, gemma3.cpp): */
+    llmq_act hidden_act;
+    bool norm_plus_one;      /* RMSNorm weights stored as w and applied as 1 + w (the safetensors loader adds 1;
+                              * GGUF files hold 1 + w, as llama.cpp's converter writes them) */
+    bool post_norms;         /* RMSNorms on the attention's and the MLP's outputs before each residual add */
+    bool embed_scale;        /* embeddings × √hidden */
+    float attn_scale;        /* query_pre_attn_scalar^-½; 0: 1/√head_dim */
+    float attn_softcap;      /* Gemma 2: scores → cap·tanh(scores/cap); 0: none */
+    float final_softcap;     /* Gemma 2: logits likewise */
+    int swa_pattern;         /* layer i attends within sliding_window when i % swa_pattern < swa_pattern - 1
+                              * (Gemma 3: 6, Gemma 2: 2); 0: every layer attends to all earlier tokens */
+    double rope_local_theta; /* Gemma 3's sliding-window layers: their own RoPE base, unscaled; 0: rope_theta */
     int bos_token_id;   /* -1 when none */
     int eos_token_id;   /* the first one when a list */
 } llmq_config;
+
+/* Whether layer `layer` attends within the sliding window only. */
+static inline bool llmq_layer_is_swa(const llmq_config *c, int layer)
+{
+    return c->swa_pattern > 0 && c->sliding_window > 0 && layer % c->swa_pattern < c->swa_pattern - 1;
+}
 
 /* path: config.json or a directory holding it. LLMQ_OK, or LLMQ_ERR naming the field. */
 int llmq_config_load(const char *path, llmq_config *cfg);

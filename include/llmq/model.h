@@ -31,6 +31,10 @@ typedef struct {
     llmq_weight lin[LLMQ_LIN_COUNT];
     llmq_weight bias[LLMQ_LIN_COUNT];  /* F32 copies; data NULL when absent */
     llmq_weight q_norm, k_norm;        /* F32 copies of head_dim (cfg.qk_norm); data NULL when absent */
+    /* Gemma (cfg.post_norms): RMSNorms on the attention's output (after o_proj) and on the MLP's
+     * (after down_proj), before each residual add; F32 copies, data NULL when absent. ffn_norm is
+     * Gemma's pre_feedforward_layernorm. */
+    llmq_weight post_attn_norm, post_ffn_norm;
 } llmq_layer;
 
 typedef struct llmq_model {
@@ -104,7 +108,7 @@ int llmq_layer_forward(const llmq_model *m, const llmq_layer *layer, int index, 
 int llmq_layers_forward(const llmq_model *m, float *x, int n, int keep0);
 /* The two halves of a decoder layer, on an input already RMS-normed with the
  * layer's norm (xn[n × hidden]); out[n × hidden] is what the layer adds to
- * the residual stream. AWQ searches its scales against these outputs. */
+ * the residual stream (after Gemma's post-norm where the layer has one). AWQ searches its scales against these outputs. */
 int llmq_attention_forward(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *out,
                            llmq_linear_hook hook, void *user);
 int llmq_mlp_forward(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *out,
@@ -120,6 +124,9 @@ int llmq_mlp_forward(const llmq_model *m, const llmq_layer *layer, int index, co
 int llmq_attention_mix(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *att);
 int llmq_mlp_mix(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *act);
 int llmq_linear_forward(const llmq_layer *layer, llmq_linear k, float *y, const float *x, int n);
+/* Gemma's post-norm of a half's output in place (which: LLMQ_LIN_O for the
+ * attention's, LLMQ_LIN_DOWN for the MLP's); nothing where the layer has none. */
+void llmq_post_norm(const llmq_model *m, const llmq_layer *layer, llmq_linear which, float *x, int n);
 /* out[t] = weight ⊙ x[t] / rms(x[t]) for n rows of d (Llama's RMSNorm). */
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps);
 /* Final norm + head: logits[n × vocab] from x[n × hidden] (x is not modified). */

@@ -111,7 +111,8 @@ typedef struct {
     float *lin[LLMQ_LIN_COUNT];  /* rows × cols of each linear */
     float *bias[LLMQ_LIN_COUNT]; /* NULL when absent */
     float *attn_norm, *ffn_norm; /* hidden_size each */
-    float *q_norm, *k_norm;      /* head_dim each (Qwen3's per-head norms); NULL when absent */
+    float *q_norm, *k_norm;      /* head_dim each (Qwen3's, Gemma 3's per-head norms); NULL when absent */
+    float *post_attn_norm, *post_ffn_norm; /* hidden_size each (Gemma's post-norms); NULL when absent */
 } llmq_layer_f32;
 
 /* A quantization algorithm, applied one decoder layer at a time.

@@ -45,6 +45,16 @@ static json_t *config_json(const llmq_config *c)
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
     json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
     json_object_set_new(o, "qk_norm", json_boolean(c->qk_norm));
+    json_object_set_new(o, "hidden_act", json_string(c->hidden_act == LLMQ_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu"));
+    if (c->post_norms) {
+        json_object_set_new(o, "post_norms", json_true());
+        json_object_set_new(o, "attn_scale", json_real(c->attn_scale));
+        json_object_set_new(o, "sliding_window", json_integer(c->sliding_window));
+        json_object_set_new(o, "sliding_window_pattern", json_integer(c->swa_pattern));
+        if (c->rope_local_theta > 0) json_object_set_new(o, "rope_local_base_freq", json_real(c->rope_local_theta));
+        if (c->attn_softcap > 0) json_object_set_new(o, "attn_logit_softcapping", json_real(c->attn_softcap));
+        if (c->final_softcap > 0) json_object_set_new(o, "final_logit_softcapping", json_real(c->final_softcap));
+    }
     return o;
 }
 
@@ -58,7 +68,12 @@ static void print_config(const llmq_config *c)
            c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR ? ", linear rope scaling" : "",
            c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 ? ", llama3 rope scaling" : "",
            c->tie_word_embeddings ? ", tied embeddings" : "");
-    if (c->qk_norm) printf("q/k norms per head (Qwen3)\n");
+    if (c->qk_norm) printf("q/k RMSNorms per head\n");
+    if (c->post_norms)
+        printf("Gemma: GeGLU, 1 + w norms, post-norms, embeddings x sqrt(hidden), attention scale %g, sliding window %d on %d of "
+               "every %d layers%s%s\n",
+               c->attn_scale, c->sliding_window, c->swa_pattern - 1, c->swa_pattern, c->attn_softcap > 0 ? ", soft-capped scores" : "",
+               c->final_softcap > 0 ? ", soft-capped logits" : "");
 }
 
 static void shape_text(char *buf, size_t cap, int n_dims, const int64_t *dims)

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 static const char *usage =
-    "usage: llmq synth [DIR] [--arch llama|qwen3] [--seed N] [--layers N]\n"
+    "usage: llmq synth [DIR] [--arch llama|qwen3|gemma2|gemma3] [--seed N] [--layers N]\n"
     "       llmq synth --shape NAME [--layers N] [--seed N] DIR\n"
     "       llmq synth --list-shapes\n"
     "\n"
@@ -16,9 +16,13 @@ static const char *usage =
     "(calib.txt, eval.txt). The model is a low-rank bigram model of the text, with a few hidden\n"
     "channels of planted large activations; hidden 256, FFN 768, GQA 4/2 heads, vocab 512.\n"
     "\n"
-    "  --arch NAME          the architecture the demo model is written as: llama (default) or qwen3\n"
+    "  --arch NAME          the architecture the demo model is written as: llama (default), qwen3\n"
     "                         (Qwen3ForCausalLM: per-head q/k RMSNorms, head_dim 128, so q is wider\n"
-    "                         than the hidden state as in Qwen3-0.6B and Qwen3-32B)\n"
+    "                         than the hidden state as in Qwen3-0.6B and Qwen3-32B), gemma2\n"
+    "                         (Gemma2ForCausalLM: GeGLU, 1 + w norms, post-norms, scaled and tied\n"
+    "                         embeddings, soft-capping, sliding window of 64 on every other layer) or\n"
+    "                         gemma3 (Gemma3ForCausalLM: as Gemma 2 with q/k norms, 5 local layers in 6\n"
+    "                         with their own RoPE base, no soft-capping; use --layers 6 for a global one)\n"
     "  --shape NAME         instead, a benchmark checkpoint at a real model's tensor shapes and config\n"
     "                         (llama2-7b, llama3-8b, qwen2.5-7b, qwen3-8b, qwen3-32b, llama3-70b:\n"
     "                         see --list-shapes) with seeded random BF16 weights (std 0.02, 8 planted\n"

@@ -12,11 +12,14 @@
 static const struct {
     const char *architecture, *model_type;
     bool qkv_bias, qk_norm;
+    int gemma; /* 2 or 3: Gemma's norms, GeGLU, scaled embeddings, sliding-window layers */
 } supported[] = {
-    {"LlamaForCausalLM", "llama", false, false},
-    {"MistralForCausalLM", "mistral", false, false},
-    {"Qwen2ForCausalLM", "qwen2", true, false},
-    {"Qwen3ForCausalLM", "qwen3", false, true},
+    {"LlamaForCausalLM", "llama", false, false, 0},
+    {"MistralForCausalLM", "mistral", false, false, 0},
+    {"Qwen2ForCausalLM", "qwen2", true, false, 0},
+    {"Qwen3ForCausalLM", "qwen3", false, true, 0},
+    {"Gemma2ForCausalLM", "gemma2", false, false, 2},
+    {"Gemma3ForCausalLM", "gemma3_text", false, true, 3},
 };
 
 /* Reads a positive integer field; `fallback` < 0 means the field is required. */
@@ -102,6 +105,39 @@ static int parse_rope_scaling(json_t *root, const char *name, llmq_config *cfg)
     return LLMQ_OK;
 }
 
+/* Gemma 2 / 3: the fields transformers' Gemma2Config / Gemma3TextConfig add. */
+static int parse_gemma(json_t *root, const char *name, int gemma, llmq_config *cfg)
+{
+    double scalar, attn_cap, final_cap, local;
+    int pattern;
+    if (get_num(root, name, "query_pre_attn_scalar", cfg->head_dim, &scalar) ||
+        get_num(root, name, "attn_logit_softcapping", 0, &attn_cap) || get_num(root, name, "final_logit_softcapping", 0, &final_cap) ||
+        get_num(root, name, "rope_local_base_freq", gemma == 3 ? 10000.0 : 0, &local) ||
+        get_int(root, name, "sliding_window_pattern", gemma == 3 ? 6 : 2, &pattern))
+        return LLMQ_ERR;
+    if (!(scalar > 0) || attn_cap < 0 || final_cap < 0 || local < 0)
+        return llmq_error("%s: query_pre_attn_scalar must be positive and the softcaps and rope_local_base_freq not negative", name);
+    /* layer_types (newer configs) spell the pattern out: it must be the one llama.cpp assumes */
+    json_t *types = json_object_get(root, "layer_types");
+    if (json_is_array(types)) {
+        for (size_t i = 0; i < json_array_size(types); i++) {
+            const char *t = json_string_value(json_array_get(types, i));
+            bool swa = pattern > 0 && (int)i % pattern < pattern - 1;
+            if (!t || strcmp(t, swa ? "sliding_attention" : "full_attention"))
+                return llmq_error("%s: field 'layer_types'[%zu] = '%s' breaks the pattern of one full-attention layer in %d", name, i,
+                                  t ? t : "?", pattern);
+        }
+    }
+    cfg->norm_plus_one = cfg->post_norms = cfg->embed_scale = true;
+    cfg->attn_scale = (float)(1.0 / sqrt(scalar));
+    cfg->attn_softcap = (float)attn_cap;
+    cfg->final_softcap = (float)final_cap;
+    cfg->swa_pattern = pattern;
+    cfg->rope_local_theta = local;
+    if (gemma == 2 && cfg->sliding_window == 0) cfg->sliding_window = 4096; /* llama.cpp's default for Gemma 2 */
+    return LLMQ_OK;
+}
+
 int llmq_config_parse(const char *text, size_t len, const char *name, llmq_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -123,26 +159,38 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     for (size_t i = 0; i < sizeof supported / sizeof supported[0]; i++)
         if (!strcmp(arch, supported[i].architecture)) found = (int)i;
     if (found < 0) {
-        llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM are)", name, arch);
+        llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                   "Gemma2ForCausalLM, Gemma3ForCausalLM are)", name, arch);
         goto done;
     }
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", supported[found].model_type);
-    json_t *act = json_object_get(root, "hidden_act");
-    if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu"))) {
-        llmq_error("%s: field 'hidden_act' must be \"silu\"", name);
-        goto done;
+    const int gemma = supported[found].gemma;
+    /* Gemma names its activation hidden_activation (hidden_act too, in Gemma 2) */
+    const char *act_key = json_object_get(root, "hidden_activation") ? "hidden_activation" : "hidden_act";
+    json_t *act = json_object_get(root, act_key);
+    const char *act_name = json_is_string(act) ? json_string_value(act) : NULL;
+    if (act && !json_is_null(act)) {
+        if (act_name && !strcmp(act_name, "silu") && !gemma) cfg->hidden_act = LLMQ_ACT_SILU;
+        else if (act_name && (!strcmp(act_name, "gelu_pytorch_tanh") || !strcmp(act_name, "gelu_tanh")) && gemma)
+            cfg->hidden_act = LLMQ_ACT_GELU_TANH;
+        else {
+            llmq_error("%s: field '%s' must be \"%s\"", name, act_key, gemma ? "gelu_pytorch_tanh" : "silu");
+            goto done;
+        }
+    } else {
+        cfg->hidden_act = gemma ? LLMQ_ACT_GELU_TANH : LLMQ_ACT_SILU;
     }
     double eps, theta;
     bool attention_bias;
     if (get_int(root, name, "hidden_size", -1, &cfg->hidden_size) || get_int(root, name, "intermediate_size", -1, &cfg->intermediate_size) ||
         get_int(root, name, "num_hidden_layers", -1, &cfg->n_layers) || get_int(root, name, "num_attention_heads", -1, &cfg->n_heads) ||
-        get_int(root, name, "num_key_value_heads", 0, &cfg->n_kv_heads) || get_int(root, name, "head_dim", 0, &cfg->head_dim) ||
+        get_int(root, name, "num_key_value_heads", 0, &cfg->n_kv_heads) || get_int(root, name, "head_dim", gemma ? 256 : 0, &cfg->head_dim) ||
         get_int(root, name, "vocab_size", -1, &cfg->vocab_size) ||
         get_int(root, name, "max_position_embeddings", 2048, &cfg->max_position_embeddings) ||
         get_int(root, name, "sliding_window", 0, &cfg->sliding_window) ||
         get_num(root, name, "rms_norm_eps", 1e-6, &eps) || get_num(root, name, "rope_theta", 10000.0, &theta) ||
-        get_bool(root, name, "tie_word_embeddings", false, &cfg->tie_word_embeddings) ||
+        get_bool(root, name, "tie_word_embeddings", gemma != 0, &cfg->tie_word_embeddings) ||
         get_bool(root, name, "attention_bias", false, &attention_bias) || get_bool(root, name, "mlp_bias", false, &cfg->mlp_bias) ||
         get_token_id(root, name, "bos_token_id", &cfg->bos_token_id) || get_token_id(root, name, "eos_token_id", &cfg->eos_token_id) ||
         parse_rope_scaling(root, name, cfg))
@@ -152,6 +200,7 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     cfg->qkv_bias = supported[found].qkv_bias || attention_bias;
     cfg->o_bias = attention_bias;
     cfg->qk_norm = supported[found].qk_norm;
+    if (gemma && parse_gemma(root, name, gemma, cfg)) goto done;
     if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
     if (cfg->hidden_size == 0 || cfg->intermediate_size == 0 || cfg->n_layers == 0 || cfg->n_heads == 0 || cfg->vocab_size == 0) {
         llmq_error("%s: hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive", name);

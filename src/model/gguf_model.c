@@ -52,8 +52,16 @@ const char *llmq_gguf_arch(const llmq_config *cfg)
         }
         return "qwen3";
     }
+    if (!strcmp(cfg->model_type, "gemma2") || !strcmp(cfg->model_type, "gemma3_text")) {
+        if (cfg->qkv_bias || cfg->o_bias || cfg->mlp_bias) {
+            llmq_error("%s with attention or MLP biases has no llama.cpp equivalent", cfg->model_type);
+            return NULL;
+        }
+        return cfg->model_type[5] == '2' ? "gemma2" : "gemma3";
+    }
     if (!strcmp(cfg->model_type, "llama") || !strcmp(cfg->model_type, "mistral")) return "llama";
-    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3)", cfg->model_type);
+    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3, gemma2, gemma3_text)",
+               cfg->model_type);
     return NULL;
 }
 
@@ -128,6 +136,23 @@ int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const ch
         TRY(llmq_gguf_writer_add_f32(w, "llmq.rope.llama3.low_freq_factor", (float)c->rope_low_freq_factor));
         TRY(llmq_gguf_writer_add_f32(w, "llmq.rope.llama3.high_freq_factor", (float)c->rope_high_freq_factor));
         TRY(llmq_gguf_writer_add_u32(w, "llmq.rope.llama3.original_context_length", (uint32_t)c->rope_original_max_position));
+    }
+    if (!strncmp(arch, "gemma", 5)) {
+        /* llama.cpp derives the attention scale from the layer count (1/√head_dim but for the 27B
+         * models, 1/√(hidden/heads)): a config that says otherwise cannot be written faithfully */
+        const bool big = c->n_layers == (arch[5] == '2' ? 46 : 62);
+        const float want = 1.0f / sqrtf((float)(big ? c->hidden_size / c->n_heads : c->head_dim));
+        if (fabsf(c->attn_scale - want) > 1e-6f * want)
+            return llmq_error("%s: query_pre_attn_scalar gives an attention scale of %g; llama.cpp's %s uses %g for %d layers", arch,
+                              c->attn_scale, arch, want, c->n_layers);
+        if (c->sliding_window > 0) TRY(add_arch_u32(w, arch, "attention.sliding_window", (uint32_t)c->sliding_window));
+        if (c->attn_softcap > 0) TRY(add_arch_f32(w, arch, "attn_logit_softcapping", c->attn_softcap));
+        if (c->final_softcap > 0) TRY(add_arch_f32(w, arch, "final_logit_softcapping", c->final_softcap));
+        if (arch[5] == '2' && !(c->attn_softcap > 0 && c->final_softcap > 0))
+            return llmq_error("gemma2 without soft-capping has no llama.cpp equivalent (its loader defaults to 50 and 30)");
+        if (c->rope_local_theta > 0) TRY(add_arch_f32(w, arch, "rope.freq_base_swa", (float)c->rope_local_theta));
+        if (c->swa_pattern != (arch[5] == '2' ? 2 : 6))
+            TRY(add_arch_u32(w, arch, "attention.sliding_window_pattern", (uint32_t)c->swa_pattern));
     }
     TRY(llmq_gguf_writer_add_u32(w, "general.file_type", (uint32_t)file_type));
     TRY(llmq_gguf_writer_add_u32(w, "general.quantization_version", 2));
@@ -297,6 +322,29 @@ static int read_llama3_rope(const llmq_gguf *g, const llmq_gguf_tensor *t, llmq_
     return LLMQ_OK;
 }
 
+/* Gemma's keys, with llama.cpp's defaults where a file leaves them out
+ * (gemma2.cpp / gemma3.cpp load_arch_hparams). */
+static int read_gemma(const llmq_gguf *g, const char *arch, llmq_config *c)
+{
+    const bool g3 = arch[5] == '3';
+    float attn_cap = g3 ? 0.0f : 50.0f, final_cap = g3 ? 0.0f : 30.0f, local = g3 ? 10000.0f : 0.0f;
+    int window = g3 ? 0 : 4096, pattern = g3 ? 6 : 2;
+    if (get_arch_int(g, arch, "attention.sliding_window", false, &window) == LLMQ_ERR ||
+        get_arch_int(g, arch, "attention.sliding_window_pattern", false, &pattern) == LLMQ_ERR ||
+        (!g3 && get_arch_f32(g, arch, "attn_logit_softcapping", false, &attn_cap) == LLMQ_ERR) ||
+        get_arch_f32(g, arch, "final_logit_softcapping", false, &final_cap) == LLMQ_ERR ||
+        get_arch_f32(g, arch, "rope.freq_base_swa", false, &local) == LLMQ_ERR)
+        return LLMQ_ERR;
+    c->sliding_window = window;
+    c->swa_pattern = window > 0 ? pattern : 0;
+    c->attn_softcap = attn_cap;
+    c->final_softcap = final_cap;
+    c->rope_local_theta = g3 ? local : 0.0;
+    const bool big = c->n_layers == (g3 ? 62 : 46);
+    c->attn_scale = 1.0f / sqrtf((float)(big ? c->hidden_size / c->n_heads : c->head_dim));
+    return LLMQ_OK;
+}
+
 int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
 {
     const char *name = llmq_gguf_name(g);
@@ -318,8 +366,16 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
         snprintf(c->model_type, sizeof c->model_type, "qwen3");
         *qk_permuted = false;
         c->qk_norm = true;
+    } else if (!strcmp(arch, "gemma2") || !strcmp(arch, "gemma3")) {
+        const bool g3 = arch[5] == '3';
+        snprintf(c->architecture, sizeof c->architecture, g3 ? "Gemma3ForCausalLM" : "Gemma2ForCausalLM");
+        snprintf(c->model_type, sizeof c->model_type, g3 ? "gemma3_text" : "gemma2");
+        *qk_permuted = false;
+        c->qk_norm = g3;
+        c->hidden_act = LLMQ_ACT_GELU_TANH;
+        c->norm_plus_one = c->post_norms = c->embed_scale = true; /* the file's norms already hold 1 + w */
     } else {
-        return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2, qwen3)", name, arch);
+        return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2, qwen3, gemma2, gemma3)", name, arch);
     }
     TRY(get_arch_int(g, arch, "block_count", true, &c->n_layers));
     TRY(get_arch_int(g, arch, "embedding_length", true, &c->hidden_size));
@@ -358,6 +414,7 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
     } else if (scaling && strcmp(scaling, "none") != 0) {
         return llmq_error("%s: %s = '%s' is not supported (none, linear)", name, key, scaling);
     }
+    if (!strncmp(arch, "gemma", 5) && read_gemma(g, arch, c)) return LLMQ_ERR;
     const llmq_gguf_tensor *freqs = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_freqs.weight"));
     if (freqs && read_llama3_rope(g, freqs, c)) return LLMQ_ERR;
 

@@ -61,7 +61,8 @@ int64_t llmq_model_n_params(const llmq_model *m)
     int64_t n = (int64_t)c->vocab_size * c->hidden_size * (c->tie_word_embeddings ? 1 : 2) + c->hidden_size;
     for (int l = 0; l < c->n_layers; l++) {
         const llmq_layer *L = &m->layers[l];
-        n += 2 * c->hidden_size + (L->q_norm.data ? L->q_norm.cols : 0) + (L->k_norm.data ? L->k_norm.cols : 0);
+        n += 2 * c->hidden_size + (L->q_norm.data ? L->q_norm.cols : 0) + (L->k_norm.data ? L->k_norm.cols : 0) +
+             (L->post_attn_norm.data ? L->post_attn_norm.cols : 0) + (L->post_ffn_norm.data ? L->post_ffn_norm.cols : 0);
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             n += (int64_t)L->lin[k].rows * L->lin[k].cols;
             if (L->bias[k].data) n += L->bias[k].cols;
@@ -100,6 +101,7 @@ typedef struct llmq_workspace {
     const llmq_model *owner; /* the model it is cached in; NULL for a private one */
     int cap;
     float *xn, *out, *q, *k, *v, *att, *gate, *up, *cosv, *sinv, *scores;
+    float *cos_local, *sin_local; /* Gemma 3's sliding-window layers (cfg.rope_local_theta); NULL otherwise */
     int scores_threads;
 } llmq_workspace;
 
@@ -110,10 +112,23 @@ static void ws_free(llmq_workspace *ws)
     if (!ws) return;
     free(ws->xn); free(ws->out); free(ws->q); free(ws->k); free(ws->v); free(ws->att);
     free(ws->gate); free(ws->up); free(ws->cosv); free(ws->sinv); free(ws->scores);
+    free(ws->cos_local); free(ws->sin_local);
     free(ws);
 }
 
 static void rope_inv_freq(const llmq_config *c, double *inv);
+
+/* cos/sin of position × inverse frequency, in double, for positions 0..n-1. */
+static void rope_tables(const double *inv, int n, size_t half, float *cosv, float *sinv)
+{
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++)
+        for (size_t i = 0; i < half; i++) {
+            double a = (double)t * inv[i];
+            cosv[(size_t)t * half + i] = (float)cos(a);
+            sinv[(size_t)t * half + i] = (float)sin(a);
+        }
+}
 
 /* A workspace for n tokens: the model's own when it is free and large enough
  * (grown otherwise), else a private one; release with ws_release. The cache
@@ -150,9 +165,13 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
         ws->cosv = malloc(nn * half * sizeof(float));
         ws->sinv = malloc(nn * half * sizeof(float));
         ws->scores = malloc((size_t)threads * ATT_BLOCK * nn * sizeof(float));
+        if (c->rope_local_theta > 0) {
+            ws->cos_local = malloc(nn * half * sizeof(float));
+            ws->sin_local = malloc(nn * half * sizeof(float));
+        }
     }
     if (!ws || !inv || !ws->xn || !ws->out || !ws->q || !ws->k || !ws->v || !ws->att || !ws->gate || !ws->up || !ws->cosv ||
-        !ws->sinv || !ws->scores) {
+        !ws->sinv || !ws->scores || (c->rope_local_theta > 0 && (!ws->cos_local || !ws->sin_local))) {
         ws_free(ws);
         free(inv);
         if (own) __atomic_store_n(&m->ws_busy, 0, __ATOMIC_RELEASE);
@@ -161,13 +180,12 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
     }
     /* RoPE angles in double: position × inverse frequency, then cos/sin. */
     rope_inv_freq(c, inv);
-    #pragma omp parallel for schedule(static)
-    for (int t = 0; t < n; t++)
-        for (size_t i = 0; i < half; i++) {
-            double a = (double)t * inv[i];
-            ws->cosv[(size_t)t * half + i] = (float)cos(a);
-            ws->sinv[(size_t)t * half + i] = (float)sin(a);
-        }
+    rope_tables(inv, n, half, ws->cosv, ws->sinv);
+    if (c->rope_local_theta > 0) {
+        /* Gemma 3's local layers: their own base, no context scaling */
+        for (size_t i = 0; i < half; i++) inv[i] = 1.0 / pow(c->rope_local_theta, (2.0 * (double)i) / c->head_dim);
+        rope_tables(inv, n, half, ws->cos_local, ws->sin_local);
+    }
     free(inv);
     if (own) m->ws = ws;
     return ws;
@@ -272,13 +290,15 @@ static int linear(const llmq_layer *L, llmq_linear k, float *y, const float *x, 
  * Work is split into (head, block of 64 queries) items; each computes its
  * score block with one small sgemm, so only a 64×n scratch per thread exists.
  * Items are handed out longest first (the last query blocks see the most
- * keys), which keeps the threads evenly loaded. */
-static void attention(float *out, const float *q, const float *k, const float *v, int n, const llmq_config *c, float *scratch)
+ * keys), which keeps the threads evenly loaded. Gemma: the scale is
+ * query_pre_attn_scalar^-½, scores may be soft-capped (Gemma 2), and a
+ * sliding-window layer (window > 0) sees keys t-window+1..t only. */
+static void attention(float *out, const float *q, const float *k, const float *v, int n, const llmq_config *c, int window, float *scratch)
 {
     int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
     int qd = nh * hd, kvd = c->n_kv_heads * hd;
     int n_blocks = (n + ATT_BLOCK - 1) / ATT_BLOCK;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd), cap = c->attn_softcap;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int item = 0; item < nh * n_blocks; item++) {
         int blk = n_blocks - 1 - item / nh, h = item % nh;
@@ -291,13 +311,16 @@ static void attention(float *out, const float *q, const float *k, const float *v
         float inv_sum[ATT_BLOCK];
         for (int r = 0; r < rows; r++) {
             float *sr = s + (size_t)r * r1;
-            int visible = r0 + r + 1;
+            int visible = r0 + r + 1, first = window > 0 && visible > window ? visible - window : 0;
+            if (cap > 0)
+                for (int j = first; j < visible; j++) sr[j] = cap * tanhf(sr[j] / cap);
+            if (first > 0) memset(sr, 0, (size_t)first * sizeof *sr);
             float mx = -INFINITY;
             #pragma omp simd reduction(max : mx)
-            for (int j = 0; j < visible; j++) mx = sr[j] > mx ? sr[j] : mx;
+            for (int j = first; j < visible; j++) mx = sr[j] > mx ? sr[j] : mx;
             float sum = 0;
             #pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < visible; j++) {
+            for (int j = first; j < visible; j++) {
                 sr[j] = exp_vec(sr[j] - mx);
                 sum += sr[j];
             }
@@ -325,6 +348,13 @@ int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
     #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++)
         tr->to_float((const unsigned char *)e->data + (size_t)tokens[t] * row_bytes, x + (size_t)t * e->cols, e->cols);
+    if (m->cfg.embed_scale) {
+        /* Gemma: × √hidden, in float as llama.cpp does (transformers rounds the factor to the weights' dtype) */
+        const float sc = sqrtf((float)e->cols);
+        const size_t total = (size_t)n * e->cols;
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < total; i++) x[i] *= sc;
+    }
     return LLMQ_OK;
 }
 
@@ -343,8 +373,10 @@ static int attention_mix(const llmq_model *m, const llmq_layer *L, int index, co
     /* Qwen3: each head of q and of k RMS-normed on its own (transformers' Qwen3Attention) */
     if (L->q_norm.data) rmsnorm(ws->q, ws->q, L->q_norm.data, n * c->n_heads, c->head_dim, c->rms_norm_eps);
     if (L->k_norm.data) rmsnorm(ws->k, ws->k, L->k_norm.data, n * c->n_kv_heads, c->head_dim, c->rms_norm_eps);
-    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, ws->cosv, ws->sinv, m->rope_interleaved);
-    attention(att, ws->q, ws->k, ws->v, n, c, ws->scores);
+    const bool swa = llmq_layer_is_swa(c, index), local = swa && ws->cos_local;
+    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, local ? ws->cos_local : ws->cosv, local ? ws->sin_local : ws->sinv,
+         m->rope_interleaved);
+    attention(att, ws->q, ws->k, ws->v, n, c, swa ? c->sliding_window : 0, ws->scores);
     return LLMQ_OK;
 }
 
@@ -355,7 +387,9 @@ static int attention_block(const llmq_model *m, const llmq_layer *L, int index, 
     int qd = c->n_heads * c->head_dim;
     if (attention_mix(m, L, index, xn, n, ws->att, hook, user, ws)) return LLMQ_ERR;
     if (hook) hook(user, index, LLMQ_LIN_O, ws->att, n, qd);
-    return linear(L, LLMQ_LIN_O, out, ws->att, n);
+    if (linear(L, LLMQ_LIN_O, out, ws->att, n)) return LLMQ_ERR;
+    llmq_post_norm(m, L, LLMQ_LIN_O, out, n);
+    return LLMQ_OK;
 }
 
 /* gate and up, then SwiGLU: act[n × ffn] = silu(gate) ⊙ up, the input of down_proj (act may be ws->gate). */
@@ -370,6 +404,15 @@ static int mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const fl
     }
     if (linear(L, LLMQ_LIN_GATE, gate, xn, n) || linear(L, LLMQ_LIN_UP, up, xn, n)) return LLMQ_ERR;
     const size_t total = (size_t)n * f;
+    if (m->cfg.hidden_act == LLMQ_ACT_GELU_TANH) {
+        /* GeGLU (Gemma): gelu_pytorch_tanh(gate) * up */
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < total; i++) {
+            float g = gate[i];
+            act[i] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * up[i];
+        }
+        return LLMQ_OK;
+    }
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < total; i++) {
         float g = gate[i];
@@ -383,7 +426,9 @@ static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const 
 {
     if (mlp_mix(m, L, index, xn, n, ws->gate, hook, user, ws)) return LLMQ_ERR;
     if (hook) hook(user, index, LLMQ_LIN_DOWN, ws->gate, n, m->cfg.intermediate_size);
-    return linear(L, LLMQ_LIN_DOWN, out, ws->gate, n);
+    if (linear(L, LLMQ_LIN_DOWN, out, ws->gate, n)) return LLMQ_ERR;
+    llmq_post_norm(m, L, LLMQ_LIN_DOWN, out, n);
+    return LLMQ_OK;
 }
 
 /* The public halves of a layer: each runs one of the functions above in a
@@ -426,6 +471,12 @@ int llmq_mlp_forward(const llmq_model *m, const llmq_layer *L, int index, const 
 }
 
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps) { rmsnorm(out, x, weight, n, d, eps); }
+
+void llmq_post_norm(const llmq_model *m, const llmq_layer *L, llmq_linear which, float *x, int n)
+{
+    const llmq_weight *w = which == LLMQ_LIN_O ? &L->post_attn_norm : which == LLMQ_LIN_DOWN ? &L->post_ffn_norm : NULL;
+    if (w && w->data) rmsnorm(x, x, w->data, n, m->cfg.hidden_size, m->cfg.rms_norm_eps);
+}
 
 /* The feed-forward half runs for rows keep0..n-1 only (0 = every row). */
 static int layer_block(const llmq_model *m, const llmq_layer *L, int index, float *x, int n, int keep0, llmq_linear_hook hook,
@@ -479,6 +530,13 @@ int llmq_head_forward(const llmq_model *m, const float *x, int n, float *logits)
     rmsnorm(xb, x, m->final_norm.data, n, d, m->cfg.rms_norm_eps);
     int rc = llmq_matmul(logits, xb, n, m->lm_head.data, m->lm_head.type, d, m->lm_head.rows);
     free(xb);
+    const float cap = m->cfg.final_softcap;
+    if (rc == LLMQ_OK && cap > 0) {
+        /* Gemma 2: logits soft-capped */
+        const size_t total = (size_t)n * m->lm_head.rows;
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < total; i++) logits[i] = cap * tanhf(logits[i] / cap);
+    }
     return rc;
 }
 

@@ -149,6 +149,12 @@ llmq_model *llmq_model_load_gguf(const char *path)
         if (bind(m, g, name, d, 0, false, &L->attn_norm)) goto fail;
         llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
         if (bind(m, g, name, d, 0, false, &L->ffn_norm)) goto fail;
+        if (c->post_norms) {
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, "post_attention_norm", "weight");
+            if (bind(m, g, name, d, 0, false, &L->post_attn_norm)) goto fail;
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, "post_ffw_norm", "weight");
+            if (bind(m, g, name, d, 0, false, &L->post_ffn_norm)) goto fail;
+        }
         if (c->qk_norm) {
             llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_q_norm", "weight");
             if (bind(m, g, name, c->head_dim, 0, false, &L->q_norm)) goto fail;

@@ -8,6 +8,7 @@
 #include "llmq/hf_load.h"
 #include "llmq/safetensors.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,33 @@ static void linear_name(char *buf, size_t cap, int l, int k, const char *suffix)
     snprintf(buf, cap, "model.layers.%d.%s.%s.%s", l, linear_group[k], llmq_linear_names[k], suffix);
 }
 
+/* A decoder layer's RMSNorm weights: the Hugging Face name under
+ * model.layers.N., where llmq_layer keeps it, and its length in heads' units. */
+typedef struct {
+    const char *hf;
+    size_t offset;
+    bool per_head;
+} norm_slot;
+
+static int layer_norms(const llmq_config *c, norm_slot *out)
+{
+    int n = 0;
+    out[n++] = (norm_slot){"input_layernorm", offsetof(llmq_layer, attn_norm), false};
+    if (c->post_norms) {
+        /* Gemma: post_attention_layernorm is on the attention's output; the MLP's input norm is pre_feedforward */
+        out[n++] = (norm_slot){"post_attention_layernorm", offsetof(llmq_layer, post_attn_norm), false};
+        out[n++] = (norm_slot){"pre_feedforward_layernorm", offsetof(llmq_layer, ffn_norm), false};
+        out[n++] = (norm_slot){"post_feedforward_layernorm", offsetof(llmq_layer, post_ffn_norm), false};
+    } else {
+        out[n++] = (norm_slot){"post_attention_layernorm", offsetof(llmq_layer, ffn_norm), false};
+    }
+    if (c->qk_norm) {
+        out[n++] = (norm_slot){"self_attn.q_norm", offsetof(llmq_layer, q_norm), true};
+        out[n++] = (norm_slot){"self_attn.k_norm", offsetof(llmq_layer, k_norm), true};
+    }
+    return n;
+}
+
 int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *user, const char *name, bool required), void *user)
 {
     static const char *const packed_parts[] = {"qweight", "qzeros", "scales", "g_idx"};
@@ -37,13 +65,11 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
         snprintf(name, sizeof name, "lm_head.%s", packed_parts[p]);
         if ((rc = fn(user, name, false))) return rc;
     }
+    norm_slot norms[6];
+    const int n_norms = layer_norms(c, norms);
     for (int l = 0; l < c->n_layers; l++) {
-        norm_name(name, sizeof name, l, "input_layernorm");
-        if ((rc = fn(user, name, true))) return rc;
-        norm_name(name, sizeof name, l, "post_attention_layernorm");
-        if ((rc = fn(user, name, true))) return rc;
-        for (int h = 0; c->qk_norm && h < 2; h++) {
-            norm_name(name, sizeof name, l, h ? "self_attn.k_norm" : "self_attn.q_norm");
+        for (int i = 0; i < n_norms; i++) {
+            norm_name(name, sizeof name, l, norms[i].hf);
             if ((rc = fn(user, name, true))) return rc;
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
@@ -95,6 +121,19 @@ static int to_f32(llmq_model *m, llmq_weight *w)
     return LLMQ_OK;
 }
 
+/* A norm's weights as F32, with Gemma's 1 + w applied (cfg.norm_plus_one). */
+static int to_f32_norm(llmq_model *m, llmq_weight *w)
+{
+    if (!m->cfg.norm_plus_one) return to_f32(m, w);
+    size_t n = (size_t)w->rows * w->cols;
+    float *f = llmq_model_own(m, malloc(n * sizeof(float)));
+    if (!f) return llmq_error("%s: out of memory", m->path);
+    llmq_type_get(w->type)->to_float(w->data, f, (int64_t)n);
+    for (size_t i = 0; i < n; i++) f[i] += 1.0f;
+    *w = (llmq_weight){f, LLMQ_TYPE_F32, w->rows, w->cols};
+    return LLMQ_OK;
+}
+
 static void free_safetensors(void *p) { llmq_st_close(p); }
 
 llmq_model *llmq_model_load(const char *path)
@@ -127,7 +166,7 @@ llmq_model *llmq_model_load(const char *path)
     const llmq_config *c = &m->cfg;
     int d = c->hidden_size;
     if (bind(m, st, EMBED_NAME, c->vocab_size, d, false, &m->embed) ||
-        bind(m, st, NORM_NAME, d, 0, false, &m->final_norm) || to_f32(m, &m->final_norm))
+        bind(m, st, NORM_NAME, d, 0, false, &m->final_norm) || to_f32_norm(m, &m->final_norm))
         goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
@@ -141,18 +180,15 @@ llmq_model *llmq_model_load(const char *path)
         llmq_error("%s: out of memory", path);
         goto fail;
     }
+    norm_slot norms[6];
+    const int n_norms = layer_norms(c, norms);
     for (int l = 0; l < c->n_layers; l++) {
         llmq_layer *L = &m->layers[l];
         char name[160];
-        norm_name(name, sizeof name, l, "input_layernorm");
-        if (bind(m, st, name, d, 0, false, &L->attn_norm) || to_f32(m, &L->attn_norm)) goto fail;
-        norm_name(name, sizeof name, l, "post_attention_layernorm");
-        if (bind(m, st, name, d, 0, false, &L->ffn_norm) || to_f32(m, &L->ffn_norm)) goto fail;
-        if (c->qk_norm) {
-            norm_name(name, sizeof name, l, "self_attn.q_norm");
-            if (bind(m, st, name, c->head_dim, 0, false, &L->q_norm) || to_f32(m, &L->q_norm)) goto fail;
-            norm_name(name, sizeof name, l, "self_attn.k_norm");
-            if (bind(m, st, name, c->head_dim, 0, false, &L->k_norm) || to_f32(m, &L->k_norm)) goto fail;
+        for (int i = 0; i < n_norms; i++) {
+            llmq_weight *w = (llmq_weight *)((char *)L + norms[i].offset);
+            norm_name(name, sizeof name, l, norms[i].hf);
+            if (bind(m, st, name, norms[i].per_head ? c->head_dim : d, 0, false, w) || to_f32_norm(m, w)) goto fail;
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;

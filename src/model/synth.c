@@ -363,6 +363,57 @@ static int factor_bigrams(const double *B, int vocab, int hidden, float *embed, 
     return rc;
 }
 
+/* For a tied head (Gemma 2, whose llama.cpp loader reads no other): the
+ * symmetric part S = (B + Bᵀ)/2 of the bigram matrix, S ≈ E·diag(g)·Eᵀ from
+ * its eigenvectors of largest |λ| (E = Q·√|λ|, g = sign λ), rows padded to
+ * one norm and scaled to rms 1 as factor_bigrams does. The final norm's gains
+ * g carry the signs: logits = E·(g ⊙ x/rms(x)) with x ∝ E_t give S's row t. */
+static int factor_bigrams_tied(const double *B, int vocab, int hidden, float *embed, float *gain)
+{
+    double *a = malloc(sizeof(double) * (size_t)vocab * vocab), *w = malloc(sizeof(double) * (size_t)vocab);
+    int *order = malloc(sizeof(int) * (size_t)vocab);
+    if (!a || !w || !order) {
+        free(a); free(w); free(order);
+        return llmq_error("synth: out of memory");
+    }
+    for (int i = 0; i < vocab; i++)
+        for (int j = 0; j < vocab; j++) a[(size_t)i * vocab + j] = 0.5 * (B[(size_t)i * vocab + j] + B[(size_t)j * vocab + i]);
+    int info = LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', vocab, a, vocab, w); /* eigenvectors in the columns of a */
+    int rc = info == 0 ? LLMQ_OK : llmq_error("synth: eigendecomposition of the bigram matrix failed (info %d)", info);
+    if (rc == LLMQ_OK) {
+        for (int i = 0; i < vocab; i++) order[i] = i;
+        for (int i = 1; i < vocab; i++) /* by |λ|, largest first */
+            for (int k = i; k > 0 && fabs(w[order[k]]) > fabs(w[order[k - 1]]); k--) {
+                int t = order[k];
+                order[k] = order[k - 1];
+                order[k - 1] = t;
+            }
+        int r = hidden - 1;
+        double max_norm = 0;
+        for (int t = 0; t < vocab; t++) {
+            double nn = 0;
+            for (int k = 0; k < r; k++) {
+                double e = a[(size_t)t * vocab + order[k]] * sqrt(fabs(w[order[k]]));
+                embed[(size_t)t * hidden + k] = (float)e;
+                nn += e * e;
+            }
+            embed[(size_t)t * hidden + r] = (float)nn;
+            max_norm = nn > max_norm ? nn : max_norm;
+        }
+        double rms2 = max_norm / hidden;
+        for (int t = 0; t < vocab; t++) {
+            float *row = embed + (size_t)t * hidden;
+            double pad = max_norm - row[r];
+            row[r] = (float)sqrt(pad > 0 ? pad : 0);
+            for (int k = 0; k < hidden; k++) row[k] = (float)(row[k] / sqrt(rms2));
+        }
+        for (int k = 0; k < r; k++) gain[k] = (float)(rms2 * (w[order[k]] < 0 ? -1.0 : 1.0));
+        gain[r] = 0.0f;
+    }
+    free(a); free(w); free(order);
+    return rc;
+}
+
 /* Rotates embedding and head by one random orthogonal matrix Q (QR of a
  * Gaussian matrix): logits are unchanged (L Q (E Q)ᵀ = L Eᵀ), row norms are
  * kept, and the energy that the SVD put into the first channels is spread
@@ -394,8 +445,10 @@ static int rotate(float *embed, float *head, int vocab, int hidden, uint64_t *s)
 int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
 {
     const char *arch = o->arch ? o->arch : "llama";
-    const int qwen3 = !strcmp(arch, "qwen3");
-    if (!qwen3 && strcmp(arch, "llama")) return llmq_error("synth: unknown architecture '%s' (llama, qwen3)", arch);
+    const int qwen3 = !strcmp(arch, "qwen3"), gemma = !strcmp(arch, "gemma2") ? 2 : !strcmp(arch, "gemma3") ? 3 : 0;
+    const int qk_norm = qwen3 || gemma == 3;
+    if (!qwen3 && !gemma && strcmp(arch, "llama"))
+        return llmq_error("synth: unknown architecture '%s' (llama, qwen3, gemma2, gemma3)", arch);
     if (o->hidden % o->n_heads || o->n_heads % o->n_kv_heads || o->vocab < 300 || o->head_dim < 0 || o->head_dim % 2)
         return llmq_error("synth: inconsistent shape (hidden %d, heads %d, kv heads %d, head_dim %d, vocab %d)", o->hidden, o->n_heads,
                           o->n_kv_heads, o->head_dim, o->vocab);
@@ -438,11 +491,33 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
         for (int b = 0; b < V; b++) B[(size_t)a * V + b] -= mean;
     }
     uint64_t s = o->seed * 7919 + 17;
-    if (factor_bigrams(B, V, d, embed, head) != LLMQ_OK || rotate(embed, head, V, d, &s) != LLMQ_OK) goto done;
+    /* Gemma 2's head is the embedding (llama.cpp reads no other): the symmetric part of the bigrams,
+     * signs in the final norm, unrotated (the gains must stay on their channels) */
+    const int tied = gemma == 2;
+    float *gain = NULL;
+    if (tied) {
+        if (!(gain = malloc(sizeof(float) * (size_t)d)) || factor_bigrams_tied(B, V, d, embed, gain) != LLMQ_OK) {
+            if (!gain) llmq_error("synth: out of memory");
+            free(gain);
+            goto done;
+        }
+    } else if (factor_bigrams(B, V, d, embed, head) != LLMQ_OK || rotate(embed, head, V, d, &s) != LLMQ_OK) {
+        goto done;
+    }
 
     /* 3. tensors (BF16), in the order Hugging Face writes them */
-    int hd = o->head_dim ? o->head_dim : qwen3 ? 2 * d / o->n_heads : d / o->n_heads, qd = o->n_heads * hd, kvd = o->n_kv_heads * hd,
-        f = o->intermediate;
+    int hd = o->head_dim ? o->head_dim : qwen3 || gemma ? 2 * d / o->n_heads : d / o->n_heads, qd = o->n_heads * hd,
+        kvd = o->n_kv_heads * hd, f = o->intermediate;
+    /* Gemma stores a norm's weight as w and applies 1 + w; its embeddings enter ×√hidden and each
+     * half's output is RMS-normed before the residual add: those post-norms get 5% of the
+     * residual stream's RMS, so the layers stay perturbations of the bigram model. */
+    const float norm_shift = gemma ? 1.0f : 0.0f;
+    double post_gain = 0;
+    if (gemma) {
+        double ss = 0;
+        for (size_t i = 0; i < (size_t)V * d; i++) ss += (double)embed[i] * embed[i];
+        post_gain = 0.05 * sqrt((double)d) * sqrt(ss / ((double)V * d));
+    }
     uint16_t *w = add_tensor(&tl, "model.embed_tokens.weight", V, d);
     for (size_t i = 0; i < (size_t)V * d; i++) w[i] = llmq_f32_to_bf16(embed[i]);
     /* The outlier channels: fixed, spread over the hidden dimension. */
@@ -451,16 +526,24 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     for (int l = 0; l < o->n_layers; l++) {
         char name[128];
         const double resid_std = 0.02 / sqrt(2.0 * o->n_layers);
+        /* the two norms in front of the halves carry the planted channels (Gemma's MLP one is
+         * pre_feedforward_layernorm; its post_attention_layernorm is a post-norm) */
         for (int norm = 0; norm < 2; norm++) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, norm ? "post_attention_layernorm" : "input_layernorm");
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
+                     !norm ? "input_layernorm" : gemma ? "pre_feedforward_layernorm" : "post_attention_layernorm");
             w = add_tensor(&tl, name, d, 0);
-            for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16(1.0f);
-            for (int k = 0; k < o->n_outliers && k < 16; k++) w[outlier[k]] = llmq_f32_to_bf16(o->outlier_scale);
+            for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16(1.0f - norm_shift);
+            for (int k = 0; k < o->n_outliers && k < 16; k++) w[outlier[k]] = llmq_f32_to_bf16(o->outlier_scale - norm_shift);
         }
-        for (int h = 0; qwen3 && h < 2; h++) {
+        for (int norm = 0; gemma && norm < 2; norm++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, norm ? "post_feedforward_layernorm" : "post_attention_layernorm");
+            w = add_tensor(&tl, name, d, 0);
+            for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16((float)(post_gain * (1.0 + 0.1 * normal(&s))) - norm_shift);
+        }
+        for (int h = 0; qk_norm && h < 2; h++) {
             snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.weight", l, h ? "k_norm" : "q_norm");
             w = add_tensor(&tl, name, hd, 0);
-            for (int i = 0; i < hd; i++) w[i] = llmq_f32_to_bf16((float)(1.0 + 0.1 * normal(&s)));
+            for (int i = 0; i < hd; i++) w[i] = llmq_f32_to_bf16((float)(1.0 + 0.1 * normal(&s)) - norm_shift);
         }
         const struct { const char *name; int rows, cols; double std; } lin[] = {
             {"self_attn.q_proj", qd, d, 0.02}, {"self_attn.k_proj", kvd, d, 0.02}, {"self_attn.v_proj", kvd, d, 0.02},
@@ -482,9 +565,12 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
         }
     }
     w = add_tensor(&tl, "model.norm.weight", d, 0);
-    for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16(1.0f);
-    w = add_tensor(&tl, "lm_head.weight", V, d);
-    for (size_t i = 0; i < (size_t)V * d; i++) w[i] = llmq_f32_to_bf16(head[i]);
+    for (int i = 0; i < d; i++) w[i] = llmq_f32_to_bf16((gain ? gain[i] : 1.0f) - norm_shift);
+    free(gain);
+    if (!tied) {
+        w = add_tensor(&tl, "lm_head.weight", V, d);
+        for (size_t i = 0; i < (size_t)V * d; i++) w[i] = llmq_f32_to_bf16(head[i]);
+    }
     (void)fill_normal;
 
     char *st_path = llmq_path_join(dir, "model.safetensors");
@@ -493,14 +579,32 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     free(st_path);
     if (rc != LLMQ_OK) goto done;
 
+    const char *arch_name = qwen3 ? "Qwen3ForCausalLM" : gemma == 2 ? "Gemma2ForCausalLM" : gemma ? "Gemma3ForCausalLM" : "LlamaForCausalLM";
     json_t *cfg = json_pack("{s:[s], s:s, s:b, s:f, s:i, s:i, s:s, s:i, s:i, s:f, s:i, s:b, s:i, s:i, s:i, s:i, s:f, s:n, s:f, s:b, s:s, s:i}",
-                            "architectures", qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM", "model_type", arch, "attention_bias", 0,
+                            "architectures", arch_name, "model_type", gemma == 3 ? "gemma3_text" : arch, "attention_bias", 0,
                             "attention_dropout", 0.0,
-                            "bos_token_id", 1, "eos_token_id", 2, "hidden_act", "silu", "hidden_size", d, "intermediate_size", f,
-                            "initializer_range", 0.02, "max_position_embeddings", 512, "mlp_bias", 0, "num_attention_heads",
-                            o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads, "head_dim", hd,
-                            "rms_norm_eps", 1e-5, "rope_scaling", "rope_theta", 10000.0, "tie_word_embeddings", 0, "torch_dtype",
-                            "bfloat16", "vocab_size", V);
+                            "bos_token_id", 1, "eos_token_id", 2, "hidden_act", gemma ? "gelu_pytorch_tanh" : "silu", "hidden_size", d,
+                            "intermediate_size", f, "initializer_range", 0.02, "max_position_embeddings", 512, "mlp_bias", 0,
+                            "num_attention_heads", o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads,
+                            "head_dim", hd, "rms_norm_eps", 1e-5, "rope_scaling", "rope_theta", gemma == 3 ? 1000000.0 : 10000.0,
+                            "tie_word_embeddings", tied, "torch_dtype", "bfloat16", "vocab_size", V);
+    if (cfg && gemma) {
+        /* the Gemma fields: scale 1/√head_dim (as llama.cpp assumes below 27B), a window of 64 tokens on
+         * the sliding layers (every other one in Gemma 2; five in six in Gemma 3, whose local layers
+         * have their own RoPE base), Gemma 2's soft-capping */
+        json_object_set_new(cfg, "hidden_activation", json_string("gelu_pytorch_tanh"));
+        json_object_set_new(cfg, "query_pre_attn_scalar", json_integer(hd));
+        json_object_set_new(cfg, "sliding_window", json_integer(64));
+        if (gemma == 2) {
+            json_object_set_new(cfg, "attn_logit_softcapping", json_real(50.0));
+            json_object_set_new(cfg, "final_logit_softcapping", json_real(30.0));
+        } else {
+            json_object_set_new(cfg, "sliding_window_pattern", json_integer(6));
+            json_object_set_new(cfg, "rope_local_base_freq", json_real(10000.0));
+            json_object_set_new(cfg, "attn_logit_softcapping", json_null());
+            json_object_set_new(cfg, "final_logit_softcapping", json_null());
+        }
+    }
     rc = write_json(dir, "config.json", cfg);
 done:
     for (size_t i = 0; i < tl.n; i++) {

@@ -142,6 +142,8 @@ static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L)
     L->ffn_norm = (llmq_weight){w->ffn_norm, LLMQ_TYPE_F32, 1, d};
     if (w->q_norm) L->q_norm = (llmq_weight){w->q_norm, LLMQ_TYPE_F32, 1, m->cfg.head_dim};
     if (w->k_norm) L->k_norm = (llmq_weight){w->k_norm, LLMQ_TYPE_F32, 1, m->cfg.head_dim};
+    if (w->post_attn_norm) L->post_attn_norm = (llmq_weight){w->post_attn_norm, LLMQ_TYPE_F32, 1, d};
+    if (w->post_ffn_norm) L->post_ffn_norm = (llmq_weight){w->post_ffn_norm, LLMQ_TYPE_F32, 1, d};
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         L->lin[k] = (llmq_weight){w->lin[k], LLMQ_TYPE_F32, src->lin[k].rows, src->lin[k].cols};
         if (w->bias[k]) L->bias[k] = (llmq_weight){w->bias[k], LLMQ_TYPE_F32, 1, src->lin[k].rows};
@@ -270,6 +272,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         float *y = s->Y + (size_t)i * s->y_stride;
         const float *x = s->X + (size_t)i * stride;
         if (llmq_linear_forward(cur, LLMQ_LIN_O, s->tmp, y, T)) return llmq_error_prefix("layer %d", index);
+        llmq_post_norm(m, cur, LLMQ_LIN_O, s->tmp, T);
         #pragma omp parallel for simd schedule(static)
         for (size_t e = 0; e < stride; e++) y[e] = x[e] + s->tmp[e];
         if (!gu_packed) continue;

@@ -130,6 +130,7 @@ struct llmq_hf_writer {
     int n_shards;
     llmq_type dtype; /* the checkpoint's float type: norms, biases */
     llmq_type grid;
+    bool gemma_norms; /* Gemma: post-norms named as transformers names them, weights stored as w for 1 + w */
 };
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -211,6 +212,7 @@ static int sink_begin(void *state, const llmq_model *src)
         return llmq_error("%s: group size %d: llmq writes groups of a positive multiple of 32 columns", w->out_dir, q->group_size);
     if (check_replaceable(w->out_dir)) return LLMQ_ERR;
     w->grid = llmq_hf_grid_type(q->bits, q->sym);
+    w->gemma_norms = src->cfg.norm_plus_one;
     const llmq_type et = src->embed.type;
     w->dtype = et == LLMQ_TYPE_F32 || et == LLMQ_TYPE_BF16 ? et : LLMQ_TYPE_F16;
     remove_tree(w->tmp_dir);
@@ -265,15 +267,25 @@ static int sink_write(void *state, const char *gguf_name, const llmq_tensor_desc
     case LLMQ_ROLE_OUTPUT:
         return spool_add(w, d->role == LLMQ_ROLE_EMBED ? "model.embed_tokens.weight" : "lm_head.weight", type, 2, d->rows, d->cols, data,
                          bytes);
-    case LLMQ_ROLE_NORM:
+    case LLMQ_ROLE_NORM: {
         if (d->layer < 0) snprintf(name, sizeof name, "model.norm.weight");
         else
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", d->layer,
-                     strstr(gguf_name, "attn_norm")     ? "input_layernorm"
-                     : strstr(gguf_name, "attn_q_norm") ? "self_attn.q_norm"
-                     : strstr(gguf_name, "attn_k_norm") ? "self_attn.k_norm"
-                                                        : "post_attention_layernorm");
-        return spool_vector(w, name, data, d->cols);
+                     strstr(gguf_name, "attn_norm")             ? "input_layernorm"
+                     : strstr(gguf_name, "attn_q_norm")         ? "self_attn.q_norm"
+                     : strstr(gguf_name, "attn_k_norm")         ? "self_attn.k_norm"
+                     : strstr(gguf_name, "post_attention_norm") ? "post_attention_layernorm"
+                     : strstr(gguf_name, "post_ffw_norm")       ? "post_feedforward_layernorm"
+                     : w->gemma_norms                           ? "pre_feedforward_layernorm"
+                                                                : "post_attention_layernorm");
+        if (!w->gemma_norms) return spool_vector(w, name, data, d->cols);
+        float *v = malloc((size_t)d->cols * sizeof *v);
+        if (!v) return llmq_error("%s: out of memory", w->out_dir);
+        for (int64_t i = 0; i < d->cols; i++) v[i] = ((const float *)data)[i] - 1.0f; /* back to transformers' w */
+        int rc = spool_vector(w, name, v, d->cols);
+        free(v);
+        return rc;
+    }
     case LLMQ_ROLE_BIAS:
         snprintf(name, sizeof name, "%s.bias", prefix);
         return spool_vector(w, name, data, d->cols);

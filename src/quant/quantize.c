@@ -11,6 +11,7 @@
 #include "state.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,26 @@ static planned *find_planned(job *j, const char *name)
     return NULL;
 }
 
+/* A decoder layer's RMSNorm weights in file order: each is written after
+ * linear `after` (-1: before the linears) where the layer has it. Norms pass
+ * through as F32 (a method may rescale attn_norm / ffn_norm, AWQ does). */
+static const struct {
+    const char *gguf;
+    int after;
+    size_t in_layer, in_f32; /* offsets in llmq_layer (an llmq_weight) and llmq_layer_f32 (a float *) */
+} layer_norms[] = {
+    {"attn_norm", -1, offsetof(llmq_layer, attn_norm), offsetof(llmq_layer_f32, attn_norm)},
+    {"attn_q_norm", -1, offsetof(llmq_layer, q_norm), offsetof(llmq_layer_f32, q_norm)},
+    {"attn_k_norm", -1, offsetof(llmq_layer, k_norm), offsetof(llmq_layer_f32, k_norm)},
+    {"post_attention_norm", LLMQ_LIN_O, offsetof(llmq_layer, post_attn_norm), offsetof(llmq_layer_f32, post_attn_norm)},
+    {"ffn_norm", LLMQ_LIN_O, offsetof(llmq_layer, ffn_norm), offsetof(llmq_layer_f32, ffn_norm)},
+    {"post_ffw_norm", LLMQ_LIN_DOWN, offsetof(llmq_layer, post_ffn_norm), offsetof(llmq_layer_f32, post_ffn_norm)},
+};
+#define N_LAYER_NORMS (sizeof layer_norms / sizeof layer_norms[0])
+
+static llmq_weight *norm_of(const llmq_layer *L, size_t i) { return (llmq_weight *)((char *)L + layer_norms[i].in_layer); }
+static float **norm_f32(const llmq_layer_f32 *f, size_t i) { return (float **)((char *)f + layer_norms[i].in_f32); }
+
 static int plan_all(job *j)
 {
     const llmq_config *c = &j->src->cfg;
@@ -128,24 +149,20 @@ static int plan_all(job *j)
     for (int l = 0; l < c->n_layers; l++) {
         const llmq_layer *L = &j->src->layers[l];
         char name[LLMQ_GGUF_MAX_NAME + 16];
-        llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
-        if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, d)) return LLMQ_ERR;
-        for (int h = 0; h < 2; h++) {
-            const llmq_weight *qk = h ? &L->k_norm : &L->q_norm;
-            if (!qk->data) continue;
-            llmq_gguf_layer_tensor_name(name, sizeof name, l, h ? "attn_k_norm" : "attn_q_norm", "weight");
-            if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, qk->cols)) return LLMQ_ERR;
-        }
-        for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-            if (k == LLMQ_LIN_GATE) {
-                llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
-                if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, d)) return LLMQ_ERR;
+        for (int k = -1; k < LLMQ_LIN_COUNT; k++) {
+            if (k >= 0) {
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+                if (plan_tensor(j, name, LLMQ_ROLE_LINEAR, k, l, L->lin[k].rows, L->lin[k].cols)) return LLMQ_ERR;
+                if (L->bias[k].data) {
+                    llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
+                    if (plan_tensor(j, name, LLMQ_ROLE_BIAS, k, l, 1, L->bias[k].cols)) return LLMQ_ERR;
+                }
             }
-            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
-            if (plan_tensor(j, name, LLMQ_ROLE_LINEAR, k, l, L->lin[k].rows, L->lin[k].cols)) return LLMQ_ERR;
-            if (L->bias[k].data) {
-                llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
-                if (plan_tensor(j, name, LLMQ_ROLE_BIAS, k, l, 1, L->bias[k].cols)) return LLMQ_ERR;
+            for (size_t i = 0; i < N_LAYER_NORMS; i++) {
+                const llmq_weight *w = norm_of(L, i);
+                if (layer_norms[i].after != k || !w->data) continue;
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, layer_norms[i].gguf, "weight");
+                if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, w->cols)) return LLMQ_ERR;
             }
         }
     }
@@ -273,10 +290,7 @@ static void layer_work_free(layer_work *lw)
         free(lw->f.bias[k]);
         free(lw->packed[k]);
     }
-    free(lw->f.attn_norm);
-    free(lw->f.ffn_norm);
-    free(lw->f.q_norm);
-    free(lw->f.k_norm);
+    for (size_t i = 0; i < N_LAYER_NORMS; i++) free(*norm_f32(&lw->f, i));
     memset(lw, 0, sizeof *lw);
 }
 
@@ -287,39 +301,34 @@ static float *copy_vector(const llmq_weight *w)
     return v;
 }
 
-/* The layer's tensors in file order (attn_norm, Qwen3's attn_q_norm and
- * attn_k_norm, q, k, v, o, ffn_norm, gate, up, down, each linear followed by
- * its bias), as the state stores them:
- * q/k rows in Hugging Face order, before the permutation on write. lin_at[k]
- * is linear k's index in t. */
+/* The layer's tensors in file order (attn_norm, the q/k norms, q, k, v, o,
+ * the post-attention norm, ffn_norm, gate, up, down, the post-MLP norm; each
+ * linear followed by its bias; layer_norms has the norms' places), as the
+ * state stores them: q/k rows in Hugging Face order, before the permutation
+ * on write. lin_at[k] is linear k's index in t. */
 static int layer_tensors(job *j, int l, const layer_work *lw, const llmq_quant_target *targets, const double *rel,
                          llmq_qstate_tensor *t, int *lin_at)
 {
     const llmq_layer *L = &j->src->layers[l];
     char name[LLMQ_GGUF_MAX_NAME + 16];
-    size_t d_bytes = (size_t)j->src->cfg.hidden_size * sizeof(float);
     int n = 0;
-    llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
-    t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.attn_norm, d_bytes, 0};
-    for (int h = 0; h < 2; h++) {
-        const llmq_weight *qk = h ? &L->k_norm : &L->q_norm;
-        if (!qk->data) continue;
-        llmq_gguf_layer_tensor_name(name, sizeof name, l, h ? "attn_k_norm" : "attn_q_norm", "weight");
-        t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, h ? lw->f.k_norm : lw->f.q_norm,
-                                      (size_t)qk->cols * sizeof(float), 0};
-    }
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-        if (k == LLMQ_LIN_GATE) {
-            llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
-            t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.ffn_norm, d_bytes, 0};
+    for (int k = -1; k < LLMQ_LIN_COUNT; k++) {
+        if (k >= 0) {
+            lin_at[k] = n;
+            t[n++] = (llmq_qstate_tensor){lw->plan[k]->name, targets[k].type, lw->packed[k],
+                                          llmq_row_size(targets[k].type, L->lin[k].cols) * (size_t)L->lin[k].rows, rel ? rel[k] : 0};
+            if (L->bias[k].data) {
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
+                t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.bias[k],
+                                              (size_t)L->bias[k].cols * sizeof(float), 0};
+            }
         }
-        lin_at[k] = n;
-        t[n++] = (llmq_qstate_tensor){lw->plan[k]->name, targets[k].type, lw->packed[k],
-                                      llmq_row_size(targets[k].type, L->lin[k].cols) * (size_t)L->lin[k].rows, rel ? rel[k] : 0};
-        if (L->bias[k].data) {
-            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
-            t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, lw->f.bias[k],
-                                          (size_t)L->bias[k].cols * sizeof(float), 0};
+        for (size_t i = 0; i < N_LAYER_NORMS; i++) {
+            const llmq_weight *w = norm_of(L, i);
+            if (layer_norms[i].after != k || !w->data) continue;
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, layer_norms[i].gguf, "weight");
+            t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, *norm_f32(&lw->f, i),
+                                          (size_t)w->cols * sizeof(float), 0};
         }
     }
     return n;
@@ -331,25 +340,21 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
 {
     const llmq_model *src = j->src;
     const llmq_layer *L = &src->layers[l];
-    const size_t d_bytes = (size_t)src->cfg.hidden_size * sizeof(float);
     layer_work lw;
     memset(&lw, 0, sizeof lw);
     llmq_quant_target targets[LLMQ_LIN_COUNT];
     double rel[LLMQ_LIN_COUNT];
-    llmq_qstate_tensor st[4 + 2 * LLMQ_LIN_COUNT];
+    llmq_qstate_tensor st[N_LAYER_NORMS + 2 * LLMQ_LIN_COUNT];
     int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
     int rc = LLMQ_ERR;
     j->current_layer = l;
     stage(j, l, restore ? "restore" : "load");
 
-    if (restore ? !(lw.f.attn_norm = malloc(d_bytes)) || !(lw.f.ffn_norm = malloc(d_bytes))
-                : !(lw.f.attn_norm = copy_vector(&L->attn_norm)) || !(lw.f.ffn_norm = copy_vector(&L->ffn_norm)))
-        goto oom;
-    for (int h = 0; h < 2; h++) {
-        const llmq_weight *qk = h ? &L->k_norm : &L->q_norm;
-        float **dst = h ? &lw.f.k_norm : &lw.f.q_norm;
-        if (qk->data && !(*dst = restore ? malloc((size_t)qk->cols * sizeof(float)) : copy_vector(qk))) goto oom;
+    for (size_t i = 0; i < N_LAYER_NORMS; i++) {
+        const llmq_weight *w = norm_of(L, i);
+        float **dst = norm_f32(&lw.f, i);
+        if (w->data && !(*dst = restore ? malloc((size_t)w->cols * sizeof(float)) : copy_vector(w))) goto oom;
     }
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_weight *w = &L->lin[k];
@@ -389,38 +394,32 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     }
     if (method->layer_done) {
         llmq_layer q = *L;
-        q.attn_norm = (llmq_weight){lw.f.attn_norm, LLMQ_TYPE_F32, 1, L->attn_norm.cols};
-        q.ffn_norm = (llmq_weight){lw.f.ffn_norm, LLMQ_TYPE_F32, 1, L->ffn_norm.cols};
-        if (lw.f.q_norm) q.q_norm = (llmq_weight){lw.f.q_norm, LLMQ_TYPE_F32, 1, L->q_norm.cols};
-        if (lw.f.k_norm) q.k_norm = (llmq_weight){lw.f.k_norm, LLMQ_TYPE_F32, 1, L->k_norm.cols};
+        for (size_t i = 0; i < N_LAYER_NORMS; i++)
+            if (*norm_f32(&lw.f, i)) *norm_of(&q, i) = (llmq_weight){*norm_f32(&lw.f, i), LLMQ_TYPE_F32, 1, norm_of(L, i)->cols};
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             q.lin[k] = (llmq_weight){lw.packed[k], targets[k].type, L->lin[k].rows, L->lin[k].cols};
             if (lw.f.bias[k]) q.bias[k] = (llmq_weight){lw.f.bias[k], LLMQ_TYPE_F32, 1, L->bias[k].cols};
         }
         if (method->layer_done(method->state, src, l, &q)) goto done;
     }
-    /* Write in file order: attn_norm, q/k norms, q, k, v, o, ffn_norm, gate, up, down (+ biases). */
+    /* Write in file order (layer_tensors'). */
     stage(j, l, "write");
-    llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_norm", "weight");
-    if (write_f32(j, name, lw.f.attn_norm, NULL)) goto done;
-    for (int h = 0; h < 2; h++) {
-        if (!(h ? lw.f.k_norm : lw.f.q_norm)) continue;
-        llmq_gguf_layer_tensor_name(name, sizeof name, l, h ? "attn_k_norm" : "attn_q_norm", "weight");
-        if (write_f32(j, name, h ? lw.f.k_norm : lw.f.q_norm, NULL)) goto done;
-    }
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-        if (k == LLMQ_LIN_GATE) {
-            llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_norm", "weight");
-            if (write_f32(j, name, lw.f.ffn_norm, NULL)) goto done;
+    for (int k = -1; k < LLMQ_LIN_COUNT; k++) {
+        if (k >= 0) {
+            const llmq_weight *w = &L->lin[k];
+            const int32_t *perm = !j->permute ? NULL : k == LLMQ_LIN_Q ? perm_q : k == LLMQ_LIN_K ? perm_k : NULL;
+            size_t bytes = llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows;
+            if (write_tensor(j, lw.plan[k], lw.packed[k], bytes, w->rows, perm)) goto done;
+            record(j, lw.plan[k], bytes, rel[k]);
+            if (lw.f.bias[k]) {
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
+                if (write_f32(j, name, lw.f.bias[k], perm)) goto done;
+            }
         }
-        const llmq_weight *w = &L->lin[k];
-        const int32_t *perm = !j->permute ? NULL : k == LLMQ_LIN_Q ? perm_q : k == LLMQ_LIN_K ? perm_k : NULL;
-        size_t bytes = llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows;
-        if (write_tensor(j, lw.plan[k], lw.packed[k], bytes, w->rows, perm)) goto done;
-        record(j, lw.plan[k], bytes, rel[k]);
-        if (lw.f.bias[k]) {
-            llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
-            if (write_f32(j, name, lw.f.bias[k], perm)) goto done;
+        for (size_t i = 0; i < N_LAYER_NORMS; i++) {
+            if (layer_norms[i].after != k || !*norm_f32(&lw.f, i)) continue;
+            llmq_gguf_layer_tensor_name(name, sizeof name, l, layer_norms[i].gguf, "weight");
+            if (write_f32(j, name, *norm_f32(&lw.f, i), NULL)) goto done;
         }
     }
     if (!restore && j->state) {
@@ -443,7 +442,7 @@ static int verify_layer(job *j, int l)
     layer_work lw;
     memset(&lw, 0, sizeof lw);
     llmq_quant_target targets[LLMQ_LIN_COUNT];
-    llmq_qstate_tensor st[4 + 2 * LLMQ_LIN_COUNT];
+    llmq_qstate_tensor st[N_LAYER_NORMS + 2 * LLMQ_LIN_COUNT];
     int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
@@ -471,11 +470,12 @@ static llmq_qstate_source *state_sources(const job *j, int *n)
         case LLMQ_ROLE_LINEAR: w = &m->layers[p->desc.layer].lin[p->desc.linear]; break;
         case LLMQ_ROLE_BIAS: w = &m->layers[p->desc.layer].bias[p->desc.linear]; break;
         case LLMQ_ROLE_NORM:
-            w = p->desc.layer < 0                  ? &m->final_norm
-                : strstr(p->name, "attn_norm")     ? &m->layers[p->desc.layer].attn_norm
-                : strstr(p->name, "attn_q_norm")   ? &m->layers[p->desc.layer].q_norm
-                : strstr(p->name, "attn_k_norm")   ? &m->layers[p->desc.layer].k_norm
-                                                   : &m->layers[p->desc.layer].ffn_norm;
+            w = &m->final_norm;
+            for (size_t n = 0; p->desc.layer >= 0 && n < N_LAYER_NORMS; n++) {
+                char name[LLMQ_GGUF_MAX_NAME + 16];
+                llmq_gguf_layer_tensor_name(name, sizeof name, p->desc.layer, layer_norms[n].gguf, "weight");
+                if (!strcmp(name, p->name)) w = norm_of(&m->layers[p->desc.layer], n);
+            }
             break;
         case LLMQ_ROLE_ROPE_FREQS: break; /* computed from the config */
         }

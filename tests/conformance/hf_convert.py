@@ -6,6 +6,8 @@ failure makes the converter read config.json itself, and AutoTokenizer,
 answered from tokenizer.json). The converter cannot recognise the project's
 own synthetic tokenizer by its hash, so its pre-tokenizer name is fixed here;
 the weights, hyperparameters and tensor names are the converter's own.
+Converters that want a SentencePiece tokenizer.model get the tokenizer.json
+route where the checkpoint has none.
 
 usage: hf_convert.py LLAMA_CPP_SOURCE MODEL_DIR OUT.gguf [PRE]
 """
@@ -101,6 +103,9 @@ def main():
     from conversion import base  # noqa: E402
 
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+    if not (Path(model_dir) / "tokenizer.model").is_file():
+        # converters that insist on a SentencePiece model (Gemma 2) take the tokenizer.json route
+        base.TextModel._set_vocab_sentencepiece = lambda self, *args, **kwargs: self._set_vocab_gpt2()
     sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", "f32"]
     convert_hf_to_gguf.main()
 

@@ -8,7 +8,7 @@
 // ignored by node-llama-cpp 3.22) and sum(exp(logit - max)), so
 // nll = log(sum) - (logit[target] - max).
 //
-// usage: node llamacpp_ppl.mjs MODEL.gguf TOKENS.json [--ctx 512] [--max-chunks N] [--threads N]
+// usage: node llamacpp_ppl.mjs MODEL.gguf TOKENS.json [--ctx 512] [--max-chunks N] [--threads N] [--batch N]
 // prints one JSON object: {"ppl", "nll", "tokens_scored", "chunks", "ctx", "seconds", "bos"}
 import {readFileSync} from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
@@ -23,13 +23,13 @@ if (!modelPath || !tokensPath) {
     console.error("usage: node llamacpp_ppl.mjs MODEL.gguf TOKENS.json [--ctx 512] [--max-chunks N] [--threads N]");
     process.exit(2);
 }
-const ctx = opt("--ctx", 512), maxChunks = opt("--max-chunks", 0), threads = opt("--threads", 2);
+const ctx = opt("--ctx", 512), maxChunks = opt("--max-chunks", 0), threads = opt("--threads", 2), batch = opt("--batch", ctx);
 const tokens = JSON.parse(readFileSync(tokensPath, "utf8"));
 
 const t0 = performance.now();
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error});
 const model = await llama.loadModel({modelPath, gpuLayers: 0});
-const context = await model.createContext({contextSize: ctx, batchSize: ctx, sequences: 1, threads, flashAttention: false});
+const context = await model.createContext({contextSize: ctx, batchSize: batch, sequences: 1, threads, flashAttention: false});
 const sequence = context.getSequence();
 const bos = model.tokens.bos;
 const addBos = model.tokens.shouldPrependBosToken;

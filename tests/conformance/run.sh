@@ -4,15 +4,15 @@
 # q4_k, q4_k_m, q8_0, q5_0, q5_1, q5_k_m, q5_k_s, q4_k_s, q3_k_m, q3_k_l, q2_k,
 # iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
-# demo model written as other architectures (llmq synth --arch qwen3: f32,
-# q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
+# demo model written as other architectures (llmq synth --arch qwen3, gemma2,
+# gemma3: f32, q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
 #
 # usage: tests/conformance/run.sh [LLMQ_BINARY]
 # env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
-#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3), CONFORMANCE_ARCH_TYPES,
+#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3), CONFORMANCE_ARCH_TYPES,
 #        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
 # Without node/npm the check is skipped with a message; under CI=true every
 # other failure (missing model, npm install, load, mismatch) fails.
@@ -68,10 +68,10 @@ const ids = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
 fs.writeFileSync(process.argv[2], JSON.stringify(ids.slice(0, Number(process.argv[3]) * 512)));
 ' "$model/eval_tokens.json" "$work/tokens.json" "$chunks" || skip_or_fail "cannot read $model/eval_tokens.json"
 
-# compare MODEL TAG TOKENS CALIB SPEC: quantizes MODEL as SPEC (TYPE or TYPE:METHOD),
-# scores the file with llmq and with llama.cpp on TOKENS, prints one row.
+# compare MODEL TAG TOKENS CALIB SPEC [LLAMACPP_ARGS]: quantizes MODEL as SPEC (TYPE or
+# TYPE:METHOD), scores the file with llmq and with llama.cpp on TOKENS, prints one row.
 compare() {
-    local model=$1 tag=$2 tokens=$3 calib=$4 spec=$5
+    local model=$1 tag=$2 tokens=$3 calib=$4 spec=$5 extra=${6:-}
     local t=${spec%%:*} method=rtn
     case "$spec" in *:*) method=${spec#*:} ;; esac
     local gguf=$work/$tag-$t-$method.gguf log=$work/$tag-$t-$method
@@ -84,7 +84,7 @@ compare() {
     fi
     local ours theirs line
     ours=$("$llmq" ppl "$gguf" --tokens "$tokens" --protocol llamacpp --ctx 512 --json 2>"$log.ppl.log" | tail -1)
-    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" "$tokens" --ctx 512 2>"$log.llamacpp.log" | tail -1)
+    theirs=$(cd "$work" && node llamacpp_ppl.mjs "$gguf" "$tokens" --ctx 512 $extra 2>"$log.llamacpp.log" | tail -1)
     line=$(node -e '
 let a, b;
 try { a = JSON.parse(process.argv[1]); b = JSON.parse(process.argv[2]); } catch (e) { console.log("ERR"); process.exit(0); }
@@ -152,17 +152,24 @@ printf "  %-16s %12s %12s %10s %s\n" type llmq llama.cpp diff result
 for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$calib" "$spec"; done
 
 # Architectures besides Llama: the project's demo model written as each one
-# (llmq synth --arch), scored on its own text.
-for arch in ${CONFORMANCE_ARCHS:-qwen3}; do
+# (llmq synth --arch; Gemma 3 with 6 layers, so one is global), scored on its
+# own text. llama.cpp runs them in batches of 128 tokens: node-llama-cpp
+# 3.22.1's build stops on GGML_ASSERT(buffer) for these small Gemma 3 files
+# at batches of 256 and more (its own convert_hf_to_gguf.py file too).
+for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3}; do
     dir=$work/synth-$arch
-    if ! "$llmq" synth --arch "$arch" "$dir" >"$work/synth-$arch.log" 2>&1 ||
+    layers=4
+    [ "$arch" = gemma3 ] && layers=6
+    if ! "$llmq" synth --arch "$arch" --layers $layers "$dir" >"$work/synth-$arch.log" 2>&1 ||
             ! "$llmq" tokenize "$dir" --text "$dir/eval.txt" --json >"$dir/ids.json" 2>>"$work/synth-$arch.log"; then
         tail -3 "$work/synth-$arch.log"; echo "  $arch: llmq synth failed"; status=1; continue
     fi
     node -e 'const fs = require("fs"); fs.writeFileSync(process.argv[2], JSON.stringify(JSON.parse(fs.readFileSync(process.argv[1], "utf8")).slice(0, Number(process.argv[3]) * 512)));' \
         "$dir/ids.json" "$dir/tokens.json" "$chunks"
     printf "conformance: %s (llmq synth --arch %s), %d windows of 512\n" "$arch" "$arch" "$chunks"
-    for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec"; done
+    for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do
+        compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec" "--batch 128"
+    done
     converter_check "$arch" "$dir"
 done
 if [ $status -ne 0 ]; then
