@@ -325,3 +325,86 @@ Test(model, qwen3_q_k_norms_make_the_projections_scale_free)
     free(scaled);
     llmq_model_free(m);
 }
+
+/* ------------------------------------------------------- Gemma 3 multimodal */
+
+#include "llmq/file.h"
+
+#include <sys/stat.h>
+
+/* Gemma 3's 4B-27B checkpoints are Gemma3ForConditionalGeneration: the text
+ * model's fields under text_config (those equal to Gemma3TextConfig's
+ * defaults left out), its tensors under language_model.model. (or, as newer
+ * transformers save them, model.language_model.), a vision tower beside. The
+ * demo model rewritten that way loads to the same logits as written plainly. */
+Test(model, gemma3_multimodal_checkpoint_loads_its_text_model)
+{
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "gemma3-mm");
+    llmq_synth_opts o;
+    llmq_synth_defaults(&o);
+    o.arch = "gemma3";
+    o.n_layers = 6;
+    o.calib_bytes = 40000;
+    o.eval_bytes = 20000;
+    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    llmq_model *plain = llmq_model_load(dir);
+    cr_assert_not_null(plain, "%s", llmq_last_error());
+    const int n = 96, vocab = plain->cfg.vocab_size;
+    int32_t ids[96];
+    for (int i = 0; i < n; i++) ids[i] = (i * 37 + 5) % vocab;
+    float *want = malloc(sizeof(float) * n * vocab), *got = malloc(sizeof(float) * n * vocab);
+    cr_assert_eq(llmq_forward(plain, ids, n, want), LLMQ_OK);
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    llmq_safetensors *st = llmq_st_open(path);
+    cr_assert_not_null(st, "%s", llmq_last_error());
+    json_t *text = load_json((snprintf(path, sizeof path, "%s/config.json", dir), path));
+    /* as the hub's files have it: the defaults Gemma3TextConfig already has are left out */
+    cr_assert_eq(json_integer_value(json_object_get(text, "head_dim")), 128);
+    json_object_del(text, "rms_norm_eps"); /* 1e-5 here: must stay */
+    json_object_set_new(text, "rms_norm_eps", json_real(1e-5));
+    json_object_del(text, "rope_local_base_freq"); /* 10000: the default */
+    json_object_del(text, "sliding_window_pattern"); /* 6: the default */
+    json_object_del(text, "architectures");
+    const char *prefixes[] = {"language_model.model.", "model.language_model."};
+    for (int p = 0; p < 2; p++) {
+        char mm[300];
+        snprintf(mm, sizeof mm, "%s/mm%d", dir, p);
+        cr_assert(mkdir(mm, 0755) == 0);
+        size_t count = llmq_st_count(st);
+        llmq_st_tensor *t = calloc(count + 1, sizeof *t);
+        for (size_t i = 0; i < count; i++) {
+            t[i] = *llmq_st_at(st, i);
+            const char *name = t[i].name;
+            char renamed[256];
+            if (!strncmp(name, "model.", 6)) snprintf(renamed, sizeof renamed, "%s%s", prefixes[p], name + 6);
+            else snprintf(renamed, sizeof renamed, "%s", name); /* lm_head */
+            t[i].name = strdup(renamed);
+        }
+        t[count] = *llmq_st_at(st, 0); /* a vision tower tensor beside, which the text model does not read */
+        t[count].name = strdup("vision_tower.vision_model.embeddings.patch_embedding.weight");
+        snprintf(path, sizeof path, "%s/model.safetensors", mm);
+        cr_assert_eq(llmq_st_write(path, t, count + 1, NULL), LLMQ_OK, "%s", llmq_last_error());
+        for (size_t i = 0; i <= count; i++) free(t[i].name);
+        free(t);
+        json_t *cfg = json_pack("{s:[s], s:s, s:O, s:i, s:i}", "architectures", "Gemma3ForConditionalGeneration", "model_type", "gemma3",
+                                "text_config", text, "bos_token_id", 1, "eos_token_id", 2);
+        snprintf(path, sizeof path, "%s/config.json", mm);
+        cr_assert_eq(json_dump_file(cfg, path, 0), 0);
+        json_decref(cfg);
+        llmq_model *m = llmq_model_load(mm);
+        cr_assert_not_null(m, "%s: %s", prefixes[p], llmq_last_error());
+        cr_assert_str_eq(m->cfg.tensor_prefix, prefixes[p]);
+        cr_assert(m->cfg.rope_local_theta == 10000.0 && m->cfg.swa_pattern == 6 && m->cfg.rms_norm_eps == 1e-5f);
+        cr_assert_eq(llmq_forward(m, ids, n, got), LLMQ_OK, "%s", llmq_last_error());
+        cr_assert_arr_eq(got, want, sizeof(float) * n * vocab, "%s: other logits than the plain checkpoint's", prefixes[p]);
+        llmq_model_free(m);
+    }
+    json_decref(text);
+    llmq_st_close(st);
+    free(want);
+    free(got);
+    llmq_model_free(plain);
+}

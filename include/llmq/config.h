@@ -54,6 +54,11 @@ typedef struct {
     int swa_pattern;         /* layer i attends within sliding_window when i % swa_pattern < swa_pattern - 1
                               * (Gemma 3: 6, Gemma 2: 2); 0: every layer attends to all earlier tokens */
     double rope_local_theta; /* Gemma 3's sliding-window layers: their own RoPE base, unscaled; 0: rope_theta */
+    /* Where the text model's tensors are named: "model." (model.embed_tokens, model.layers.N...);
+     * Gemma 3's multimodal checkpoints (Gemma3ForConditionalGeneration, whose config.json keeps
+     * the text model's fields under text_config) "language_model.model." or, as newer
+     * transformers save them, "model.language_model." (the loader takes whichever is there). */
+    char tensor_prefix[32];
     int bos_token_id;   /* -1 when none */
     int eos_token_id;   /* the first one when a list */
 } llmq_config;

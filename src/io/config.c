@@ -20,6 +20,19 @@ static const struct {
     {"Qwen3ForCausalLM", "qwen3", false, true, 0},
     {"Gemma2ForCausalLM", "gemma2", false, false, 2},
     {"Gemma3ForCausalLM", "gemma3_text", false, true, 3},
+    {"Gemma3ForConditionalGeneration", "gemma3_text", false, true, 3}, /* the text model under text_config */
+};
+
+/* Gemma3TextConfig's defaults (transformers), which a multimodal checkpoint's
+ * text_config leaves out when it keeps them. */
+static const struct {
+    const char *key;
+    double value;
+} gemma3_text_defaults[] = {
+    {"vocab_size", 262208}, {"hidden_size", 2304}, {"intermediate_size", 9216}, {"num_hidden_layers", 26},
+    {"num_attention_heads", 8}, {"num_key_value_heads", 4}, {"head_dim", 256}, {"max_position_embeddings", 131072},
+    {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0}, {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},
+    {"rope_local_base_freq", 10000.0}, {"sliding_window_pattern", 6},
 };
 
 /* Reads a positive integer field; `fallback` < 0 means the field is required. */
@@ -160,11 +173,39 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
         if (!strcmp(arch, supported[i].architecture)) found = (int)i;
     if (found < 0) {
         llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
-                   "Gemma2ForCausalLM, Gemma3ForCausalLM are)", name, arch);
+                   "Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration are)", name, arch);
         goto done;
     }
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", supported[found].model_type);
+    snprintf(cfg->tensor_prefix, sizeof cfg->tensor_prefix, "model.");
+    if (!strcmp(arch, "Gemma3ForConditionalGeneration")) {
+        /* the text model's config, with its class's defaults filled in; bos/eos stay the outer ones */
+        json_t *text = json_object_get(root, "text_config");
+        if (!json_is_object(text)) {
+            llmq_error("%s: field 'text_config' is missing (Gemma3ForConditionalGeneration keeps the text model's fields there)", name);
+            goto done;
+        }
+        json_t *merged = json_deep_copy(text);
+        for (size_t i = 0; merged && i < sizeof gemma3_text_defaults / sizeof gemma3_text_defaults[0]; i++) {
+            json_t *v = json_object_get(merged, gemma3_text_defaults[i].key);
+            if (!v || json_is_null(v)) {
+                double x = gemma3_text_defaults[i].value;
+                json_object_set_new(merged, gemma3_text_defaults[i].key, x == (double)(json_int_t)x ? json_integer((json_int_t)x) : json_real(x));
+            }
+        }
+        const char *outer[] = {"bos_token_id", "eos_token_id"};
+        for (size_t i = 0; merged && i < 2; i++)
+            if (!json_object_get(merged, outer[i]) && json_object_get(root, outer[i]))
+                json_object_set(merged, outer[i], json_object_get(root, outer[i]));
+        if (!merged) {
+            llmq_error("%s: out of memory", name);
+            goto done;
+        }
+        json_decref(root);
+        root = merged;
+        snprintf(cfg->tensor_prefix, sizeof cfg->tensor_prefix, "language_model.model.");
+    }
     const int gemma = supported[found].gemma;
     /* Gemma names its activation hidden_activation (hidden_act too, in Gemma 2) */
     const char *act_key = json_object_get(root, "hidden_activation") ? "hidden_activation" : "hidden_act";

@@ -13,18 +13,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Hugging Face names of the tensors: the model's own and each layer's. */
-static const char EMBED_NAME[] = "model.embed_tokens.weight", NORM_NAME[] = "model.norm.weight", HEAD_NAME[] = "lm_head.weight";
+/* Hugging Face names of the tensors: the model's own and each layer's, under
+ * the config's tensor_prefix ("model." but in Gemma 3's multimodal files). */
+static const char HEAD_NAME[] = "lm_head.weight";
 static const char *const linear_group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
 
-static void norm_name(char *buf, size_t cap, int l, const char *norm)
+static void model_name(char *buf, size_t cap, const llmq_config *c, const char *what)
 {
-    snprintf(buf, cap, "model.layers.%d.%s.weight", l, norm);
+    snprintf(buf, cap, "%s%s", c->tensor_prefix[0] ? c->tensor_prefix : "model.", what);
 }
 
-static void linear_name(char *buf, size_t cap, int l, int k, const char *suffix)
+static void norm_name(char *buf, size_t cap, const llmq_config *c, int l, const char *norm)
 {
-    snprintf(buf, cap, "model.layers.%d.%s.%s.%s", l, linear_group[k], llmq_linear_names[k], suffix);
+    snprintf(buf, cap, "%slayers.%d.%s.weight", c->tensor_prefix[0] ? c->tensor_prefix : "model.", l, norm);
+}
+
+static void linear_name(char *buf, size_t cap, const llmq_config *c, int l, int k, const char *suffix)
+{
+    snprintf(buf, cap, "%slayers.%d.%s.%s.%s", c->tensor_prefix[0] ? c->tensor_prefix : "model.", l, linear_group[k],
+             llmq_linear_names[k], suffix);
 }
 
 /* A decoder layer's RMSNorm weights: the Hugging Face name under
@@ -58,9 +65,12 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
 {
     static const char *const packed_parts[] = {"qweight", "qzeros", "scales", "g_idx"};
     int rc;
-    if ((rc = fn(user, EMBED_NAME, true)) || (rc = fn(user, NORM_NAME, true))) return rc;
-    if (!c->tie_word_embeddings && (rc = fn(user, HEAD_NAME, !packed))) return rc;
     char name[160];
+    model_name(name, sizeof name, c, "embed_tokens.weight");
+    if ((rc = fn(user, name, true))) return rc;
+    model_name(name, sizeof name, c, "norm.weight");
+    if ((rc = fn(user, name, true))) return rc;
+    if (!c->tie_word_embeddings && (rc = fn(user, HEAD_NAME, !packed))) return rc;
     for (int p = 0; !c->tie_word_embeddings && packed && p < 4; p++) {
         snprintf(name, sizeof name, "lm_head.%s", packed_parts[p]);
         if ((rc = fn(user, name, false))) return rc;
@@ -69,15 +79,15 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
     const int n_norms = layer_norms(c, norms);
     for (int l = 0; l < c->n_layers; l++) {
         for (int i = 0; i < n_norms; i++) {
-            norm_name(name, sizeof name, l, norms[i].hf);
+            norm_name(name, sizeof name, c, l, norms[i].hf);
             if ((rc = fn(user, name, true))) return rc;
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             for (int p = 0; p < (packed ? 4 : 1); p++) {
-                linear_name(name, sizeof name, l, k, packed ? packed_parts[p] : "weight");
+                linear_name(name, sizeof name, c, l, k, packed ? packed_parts[p] : "weight");
                 if ((rc = fn(user, name, !packed || p < 3))) return rc;
             }
-            linear_name(name, sizeof name, l, k, "bias");
+            linear_name(name, sizeof name, c, l, k, "bias");
             if ((rc = fn(user, name, llmq_linear_has_bias(c, (llmq_linear)k)))) return rc;
         }
     }
@@ -163,11 +173,17 @@ llmq_model *llmq_model_load(const char *path)
     m->source = st;
     m->source_free = free_safetensors;
 
+    /* Gemma 3's multimodal checkpoints name the text model one of two ways */
+    if (!strcmp(m->cfg.tensor_prefix, "language_model.model.") && !llmq_st_find(st, "language_model.model.embed_tokens.weight") &&
+        llmq_st_find(st, "model.language_model.embed_tokens.weight"))
+        snprintf(m->cfg.tensor_prefix, sizeof m->cfg.tensor_prefix, "model.language_model.");
     const llmq_config *c = &m->cfg;
     int d = c->hidden_size;
-    if (bind(m, st, EMBED_NAME, c->vocab_size, d, false, &m->embed) ||
-        bind(m, st, NORM_NAME, d, 0, false, &m->final_norm) || to_f32_norm(m, &m->final_norm))
-        goto fail;
+    char name[160];
+    model_name(name, sizeof name, c, "embed_tokens.weight");
+    if (bind(m, st, name, c->vocab_size, d, false, &m->embed)) goto fail;
+    model_name(name, sizeof name, c, "norm.weight");
+    if (bind(m, st, name, d, 0, false, &m->final_norm) || to_f32_norm(m, &m->final_norm)) goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
     } else if (packed && !llmq_st_find(st, HEAD_NAME) && llmq_st_find(st, "lm_head.qweight")) {
@@ -184,24 +200,23 @@ llmq_model *llmq_model_load(const char *path)
     const int n_norms = layer_norms(c, norms);
     for (int l = 0; l < c->n_layers; l++) {
         llmq_layer *L = &m->layers[l];
-        char name[160];
         for (int i = 0; i < n_norms; i++) {
             llmq_weight *w = (llmq_weight *)((char *)L + norms[i].offset);
-            norm_name(name, sizeof name, l, norms[i].hf);
+            norm_name(name, sizeof name, c, l, norms[i].hf);
             if (bind(m, st, name, norms[i].per_head ? c->head_dim : d, 0, false, w) || to_f32_norm(m, w)) goto fail;
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
             if (packed) {
-                linear_name(name, sizeof name, l, k, "");
+                linear_name(name, sizeof name, c, l, k, "");
                 name[strlen(name) - 1] = '\0'; /* the prefix of qweight, qzeros, scales, g_idx */
                 if (llmq_hf_bind_linear(m, st, &hq, name, rows, cols, &L->lin[k])) goto fail;
             } else {
-                linear_name(name, sizeof name, l, k, "weight");
+                linear_name(name, sizeof name, c, l, k, "weight");
                 if (bind(m, st, name, rows, cols, false, &L->lin[k])) goto fail;
             }
-            linear_name(name, sizeof name, l, k, "bias");
+            linear_name(name, sizeof name, c, l, k, "bias");
             if (bind(m, st, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k]) || to_f32(m, &L->bias[k])) goto fail;
         }
     }

@@ -208,6 +208,9 @@ static int sink_begin(void *state, const llmq_model *src)
         return llmq_error("%s: %d-bit %s is not a Hugging Face packing (GPTQ: 4 or 8 bits, AWQ: 4)", w->out_dir, q->bits,
                           q->method == LLMQ_HF_AWQ ? "AWQ" : "GPTQ");
     if (!w->src_dir) return llmq_error("%s: the source checkpoint directory (config.json) is needed", w->out_dir);
+    if (strcmp(src->cfg.tensor_prefix, "model."))
+        return llmq_error("%s: %s: a multimodal checkpoint's text model is written as GGUF only (-o FILE.gguf)", w->out_dir,
+                          src->cfg.architecture);
     if (q->group_size <= 0 || q->group_size % LLMQ_QK)
         return llmq_error("%s: group size %d: llmq writes groups of a positive multiple of 32 columns", w->out_dir, q->group_size);
     if (check_replaceable(w->out_dir)) return LLMQ_ERR;
