@@ -122,7 +122,8 @@ Test(calibrated, gptq_awq_beat_rtn_on_the_demo_model, .init = setup, .fini = tea
  * (per-head q/k norms, head_dim 128 with q twice the hidden width), Gemma 2
  * (GeGLU, 1 + w norms, post-norms, scaled tied embeddings, soft-capping, a
  * 64-token window on every other layer), Gemma 3 (q/k norms, five local
- * layers in six with their own RoPE base). Its f32 GGUF gives the
+ * layers in six with their own RoPE base), Phi-3 (q, k, v and gate, up stored
+ * stacked, gate and up written as one ffn_up). Its f32 GGUF gives the
  * safetensors' logits; GPTQ and AWQ+GPTQ beat RTN per linear and in KL; the
  * norms reach the file unchanged. */
 static void setup_arch(const char *arch, int layers)
@@ -151,6 +152,7 @@ static void setup_arch(const char *arch, int layers)
 static void setup_qwen3(void) { setup_arch("qwen3", 2); }
 static void setup_gemma2(void) { setup_arch("gemma2", 2); }
 static void setup_gemma3(void) { setup_arch("gemma3", 6); }
+static void setup_phi3(void) { setup_arch("phi3", 2); }
 
 static void arch_checks(const char *arch)
 {
@@ -162,7 +164,8 @@ static void arch_checks(const char *arch)
     llmq_model *f = llmq_model_load(out);
     cr_assert_not_null(f, "%s", llmq_last_error());
     cr_assert_str_eq(f->cfg.model_type, base->cfg.model_type);
-    cr_assert(f->cfg.qk_norm == base->cfg.qk_norm && f->cfg.post_norms == base->cfg.post_norms && f->cfg.head_dim == 128);
+    cr_assert(f->cfg.qk_norm == base->cfg.qk_norm && f->cfg.post_norms == base->cfg.post_norms &&
+              f->cfg.fused_linears == base->cfg.fused_linears && f->cfg.head_dim == base->cfg.head_dim);
     cr_assert(f->cfg.swa_pattern == base->cfg.swa_pattern && f->cfg.sliding_window == base->cfg.sliding_window &&
               f->cfg.attn_scale == base->cfg.attn_scale && f->cfg.attn_softcap == base->cfg.attn_softcap &&
               f->cfg.final_softcap == base->cfg.final_softcap && f->cfg.rope_local_theta == base->cfg.rope_local_theta &&
@@ -196,6 +199,7 @@ static void arch_checks(const char *arch)
 Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3, .fini = teardown, .timeout = 900) { arch_checks("qwen3"); }
 Test(calibrated, gemma2_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_gemma2, .fini = teardown, .timeout = 900) { arch_checks("gemma2"); }
 Test(calibrated, gemma3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_gemma3, .fini = teardown, .timeout = 900) { arch_checks("gemma3"); }
+Test(calibrated, phi3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_phi3, .fini = teardown, .timeout = 900) { arch_checks("phi3"); }
 
 Test(calibrated, too_short_calibration_is_a_clear_error, .init = setup, .fini = teardown)
 {

@@ -10,6 +10,7 @@
 #include "llmq/ppl.h"
 #include "llmq/quantize.h"
 #include "llmq/rtn.h"
+#include "llmq/tokenizer.h"
 #include "synth_model.h"
 #include "test_util.h"
 
@@ -480,4 +481,95 @@ Test(gguf_vocab, unsupported_vocabularies_are_refused_cleanly)
         cr_expect(strstr(llmq_last_error(), "unsupported"), "%s: '%s'", names[i], llmq_last_error());
         llmq_tokenizer_free(tok);
     }
+}
+
+/* ------------------------------------------------------------------ Phi-3 */
+
+#include "llmq/synth.h"
+
+/* Phi-3's GGUF as llama.cpp's converter writes it: q, k, v stacked in one
+ * attn_qkv and gate, up in one ffn_up. llmq writes q, k, v apart (llama.cpp
+ * reads both) but must read the stacked form: a file rebuilt from llmq's own
+ * with attn_qkv gives the same logits as it and as the safetensors. */
+Test(gguf_model, phi3_stacked_attn_qkv_and_ffn_up_read_as_views)
+{
+    char dir[256], path[512], fused[512];
+    test_tmpdir(dir, sizeof dir, "phi3-gguf");
+    llmq_synth_opts o;
+    llmq_synth_defaults(&o);
+    o.arch = "phi3";
+    o.n_layers = 2;
+    o.calib_bytes = 40000;
+    o.eval_bytes = 20000;
+    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    llmq_model *hf = llmq_model_load(dir);
+    cr_assert_not_null(hf, "%s", llmq_last_error());
+    cr_assert(hf->cfg.fused_linears);
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    snprintf(path, sizeof path, "%s/f32.gguf", dir);
+    llmq_quant_opts qo = {0};
+    cr_assert_eq(llmq_quant_scheme_parse("f32", &qo.policy.scheme), LLMQ_OK);
+    cr_assert_eq(llmq_quantize_model(hf, tok, path, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_tokenizer_free(tok);
+
+    llmq_gguf *g = llmq_gguf_open(path);
+    cr_assert_not_null(g, "%s", llmq_last_error());
+    cr_assert(llmq_gguf_find_tensor(g, "blk.0.ffn_gate.weight") < 0 && llmq_gguf_find_tensor(g, "blk.0.ffn_up.weight") >= 0,
+              "gate must be stacked into ffn_up");
+    snprintf(fused, sizeof fused, "%s/fused.gguf", dir);
+    llmq_gguf_writer *w = llmq_gguf_writer_new(fused);
+    cr_assert_eq(llmq_gguf_write_model_kv(w, &hf->cfg, "phi3-test", 0), LLMQ_OK, "%s", llmq_last_error());
+    const int64_t n = llmq_gguf_tensor_count(g);
+    const int d = hf->cfg.hidden_size, qkv_rows = hf->cfg.n_heads * hf->cfg.head_dim + 2 * hf->cfg.n_kv_heads * hf->cfg.head_dim;
+    for (int64_t i = 0; i < n; i++) {
+        const llmq_gguf_tensor *t = llmq_gguf_tensor_at(g, i);
+        if (strstr(t->name, ".attn_k.") || strstr(t->name, ".attn_v.")) continue;
+        if (strstr(t->name, ".attn_q.")) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*sattn_qkv.weight", (int)(strstr(t->name, "attn_q.") - t->name), t->name);
+            cr_assert_eq(llmq_gguf_writer_add_tensor(w, name, LLMQ_TYPE_F32, 2, (int64_t[]){d, qkv_rows}), LLMQ_OK);
+            continue;
+        }
+        cr_assert_eq(llmq_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne), LLMQ_OK, "%s", llmq_last_error());
+    }
+    cr_assert_eq(llmq_gguf_writer_begin(w), LLMQ_OK, "%s", llmq_last_error());
+    for (int64_t i = 0; i < n; i++) {
+        const llmq_gguf_tensor *t = llmq_gguf_tensor_at(g, i);
+        if (strstr(t->name, ".attn_k.") || strstr(t->name, ".attn_v.")) continue;
+        if (strstr(t->name, ".attn_q.")) {
+            /* attn_q, attn_k, attn_v follow each other in llmq's file: their bytes are the stack */
+            char name[128];
+            snprintf(name, sizeof name, "%.*sattn_qkv.weight", (int)(strstr(t->name, "attn_q.") - t->name), t->name);
+            float *stack = malloc(sizeof(float) * (size_t)qkv_rows * d);
+            size_t off = 0;
+            for (int p = 0; p < 3; p++) {
+                const llmq_gguf_tensor *part = llmq_gguf_tensor_at(g, i + p);
+                memcpy((char *)stack + off, part->data, part->size);
+                off += part->size;
+            }
+            cr_assert_eq(off, sizeof(float) * (size_t)qkv_rows * d);
+            cr_assert_eq(llmq_gguf_writer_write_tensor(w, name, stack, off), LLMQ_OK, "%s", llmq_last_error());
+            free(stack);
+            continue;
+        }
+        cr_assert_eq(llmq_gguf_writer_write_tensor(w, t->name, t->data, t->size), LLMQ_OK, "%s", llmq_last_error());
+    }
+    cr_assert_eq(llmq_gguf_writer_finish(w), LLMQ_OK, "%s", llmq_last_error());
+    llmq_gguf_close(g);
+
+    llmq_model *a = llmq_model_load(path), *b = llmq_model_load(fused);
+    cr_assert(a && b, "%s", llmq_last_error());
+    const int T = 48, vocab = hf->cfg.vocab_size;
+    int32_t ids[48];
+    for (int i = 0; i < T; i++) ids[i] = (i * 29 + 3) % vocab;
+    float *la = malloc(sizeof(float) * T * vocab), *lb = malloc(sizeof(float) * T * vocab), *lh = malloc(sizeof(float) * T * vocab);
+    cr_assert_eq(llmq_forward(hf, ids, T, lh), LLMQ_OK);
+    cr_assert_eq(llmq_forward(a, ids, T, la), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(llmq_forward(b, ids, T, lb), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_arr_eq(la, lb, sizeof(float) * T * vocab, "the stacked file reads differently");
+    cr_assert_arr_eq(la, lh, sizeof(float) * T * vocab, "the GGUF differs from the safetensors");
+    free(la); free(lb); free(lh);
+    llmq_model_free(a);
+    llmq_model_free(b);
+    llmq_model_free(hf);
 }

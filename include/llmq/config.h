@@ -19,8 +19,8 @@ typedef enum {
 
 typedef struct {
     char architecture[64]; /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                            * "Gemma2ForCausalLM", "Gemma3ForCausalLM" */
-    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text" */
+                            * "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM" */
+    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3" */
     int hidden_size;
     int intermediate_size;
     int n_layers;
@@ -59,6 +59,11 @@ typedef struct {
      * the text model's fields under text_config) "language_model.model." or, as newer
      * transformers save them, "model.language_model." (the loader takes whichever is there). */
     char tensor_prefix[32];
+    /* Phi-3 / Phi-4 (Phi3ForCausalLM): q, k, v stored as one qkv_proj and gate, up as one gate_up_proj
+     * (rows stacked in that order); llmq splits them into views at load, and the GGUF's ffn_up
+     * holds gate and up stacked, as llama.cpp's phi3 reads it. */
+    bool fused_linears;
+    int rope_original_max_position_phi3; /* original_max_position_embeddings, for the GGUF key */
     int bos_token_id;   /* -1 when none */
     int eos_token_id;   /* the first one when a list */
 } llmq_config;

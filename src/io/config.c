@@ -21,6 +21,7 @@ static const struct {
     {"Gemma2ForCausalLM", "gemma2", false, false, 2},
     {"Gemma3ForCausalLM", "gemma3_text", false, true, 3},
     {"Gemma3ForConditionalGeneration", "gemma3_text", false, true, 3}, /* the text model under text_config */
+    {"Phi3ForCausalLM", "phi3", false, false, 0},
 };
 
 /* Gemma3TextConfig's defaults (transformers), which a multimodal checkpoint's
@@ -112,7 +113,8 @@ static int parse_rope_scaling(json_t *root, const char *name, llmq_config *cfg)
             get_int(rs, name, "original_max_position_embeddings", 8192, &cfg->rope_original_max_position) != LLMQ_OK)
             return LLMQ_ERR;
     } else {
-        return llmq_error("%s: field 'rope_scaling.rope_type' = '%s' is not supported (linear and llama3 are)", name, type);
+        return llmq_error("%s: field 'rope_scaling.rope_type' = '%s' is not supported (linear and llama3 are%s)", name, type,
+                          !strcmp(type, "longrope") || !strcmp(type, "su") ? "; Phi-3's long-context LongRoPE is not yet" : "");
     }
     if (!(cfg->rope_factor > 0)) return llmq_error("%s: field 'rope_scaling.factor' must be positive", name);
     return LLMQ_OK;
@@ -173,7 +175,7 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
         if (!strcmp(arch, supported[i].architecture)) found = (int)i;
     if (found < 0) {
         llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
-                   "Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration are)", name, arch);
+                   "Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM are)", name, arch);
         goto done;
     }
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
@@ -242,6 +244,19 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     cfg->o_bias = attention_bias;
     cfg->qk_norm = supported[found].qk_norm;
     if (gemma && parse_gemma(root, name, gemma, cfg)) goto done;
+    if (!strcmp(cfg->model_type, "phi3")) {
+        /* llama.cpp's phi3 runs no sliding window (it names the window but disables it) */
+        double rotary;
+        cfg->fused_linears = true;
+        cfg->sliding_window = 0;
+        if (get_num(root, name, "partial_rotary_factor", 1.0, &rotary) ||
+            get_int(root, name, "original_max_position_embeddings", cfg->max_position_embeddings, &cfg->rope_original_max_position_phi3))
+            goto done;
+        if (rotary != 1.0) {
+            llmq_error("%s: field 'partial_rotary_factor' = %g: RoPE on part of each head (Phi-4-mini) is not supported yet", name, rotary);
+            goto done;
+        }
+    }
     if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
     if (cfg->hidden_size == 0 || cfg->intermediate_size == 0 || cfg->n_layers == 0 || cfg->n_heads == 0 || cfg->vocab_size == 0) {
         llmq_error("%s: hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive", name);

@@ -59,8 +59,15 @@ const char *llmq_gguf_arch(const llmq_config *cfg)
         }
         return cfg->model_type[5] == '2' ? "gemma2" : "gemma3";
     }
+    if (!strcmp(cfg->model_type, "phi3")) {
+        if (cfg->qkv_bias || cfg->o_bias || cfg->mlp_bias || cfg->n_heads * cfg->head_dim != cfg->hidden_size) {
+            llmq_error("phi3 with biases or an attention width other than hidden_size has no llama.cpp equivalent");
+            return NULL;
+        }
+        return "phi3";
+    }
     if (!strcmp(cfg->model_type, "llama") || !strcmp(cfg->model_type, "mistral")) return "llama";
-    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3, gemma2, gemma3_text)",
+    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3)",
                cfg->model_type);
     return NULL;
 }
@@ -137,6 +144,8 @@ int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const ch
         TRY(llmq_gguf_writer_add_f32(w, "llmq.rope.llama3.high_freq_factor", (float)c->rope_high_freq_factor));
         TRY(llmq_gguf_writer_add_u32(w, "llmq.rope.llama3.original_context_length", (uint32_t)c->rope_original_max_position));
     }
+    if (!strcmp(arch, "phi3") && c->rope_original_max_position_phi3 > 0)
+        TRY(add_arch_u32(w, arch, "rope.scaling.original_context_length", (uint32_t)c->rope_original_max_position_phi3));
     if (!strncmp(arch, "gemma", 5)) {
         /* llama.cpp derives the attention scale from the layer count (1/√head_dim but for the 27B
          * models, 1/√(hidden/heads)): a config that says otherwise cannot be written faithfully */
@@ -374,8 +383,13 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
         c->qk_norm = g3;
         c->hidden_act = LLMQ_ACT_GELU_TANH;
         c->norm_plus_one = c->post_norms = c->embed_scale = true; /* the file's norms already hold 1 + w */
+    } else if (!strcmp(arch, "phi3")) {
+        snprintf(c->architecture, sizeof c->architecture, "Phi3ForCausalLM");
+        snprintf(c->model_type, sizeof c->model_type, "phi3");
+        *qk_permuted = false;
+        c->fused_linears = true;
     } else {
-        return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2, qwen3, gemma2, gemma3)", name, arch);
+        return llmq_error("%s: general.architecture '%s' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3)", name, arch);
     }
     TRY(get_arch_int(g, arch, "block_count", true, &c->n_layers));
     TRY(get_arch_int(g, arch, "embedding_length", true, &c->hidden_size));
@@ -415,6 +429,9 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
         return llmq_error("%s: %s = '%s' is not supported (none, linear)", name, key, scaling);
     }
     if (!strncmp(arch, "gemma", 5) && read_gemma(g, arch, c)) return LLMQ_ERR;
+    if (c->fused_linears &&
+        get_arch_int(g, arch, "rope.scaling.original_context_length", false, &c->rope_original_max_position_phi3) == LLMQ_ERR)
+        return LLMQ_ERR;
     const llmq_gguf_tensor *freqs = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_freqs.weight"));
     if (freqs && read_llama3_rope(g, freqs, c)) return LLMQ_ERR;
 

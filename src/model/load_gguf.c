@@ -116,6 +116,30 @@ done:
     return rc;
 }
 
+/* Phi-3 (llama.cpp's phi3): ffn_up holds gate's rows then up's, and the
+ * converter's attn_qkv q, k and v stacked (llmq writes them apart, which
+ * llama.cpp also reads): views into those tensors. */
+static int bind_phi3(llmq_model *m, const llmq_gguf *g, int l, llmq_layer *L)
+{
+    const llmq_config *c = &m->cfg;
+    const int d = c->hidden_size, f = c->intermediate_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    char name[LLMQ_GGUF_MAX_NAME + 16];
+    llmq_weight w;
+    llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_up", "weight");
+    if (bind(m, g, name, 2 * f, d, false, &w)) return LLMQ_ERR;
+    const size_t rb = llmq_row_size(w.type, d);
+    L->lin[LLMQ_LIN_GATE] = (llmq_weight){w.data, w.type, f, d};
+    L->lin[LLMQ_LIN_UP] = (llmq_weight){(const char *)w.data + (size_t)f * rb, w.type, f, d};
+    llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_qkv", "weight");
+    if (llmq_gguf_find_tensor(g, name) < 0) return LLMQ_OK; /* q, k, v apart */
+    if (bind(m, g, name, qd + 2 * kvd, d, false, &w)) return LLMQ_ERR;
+    const size_t qb = llmq_row_size(w.type, d);
+    L->lin[LLMQ_LIN_Q] = (llmq_weight){w.data, w.type, qd, d};
+    L->lin[LLMQ_LIN_K] = (llmq_weight){(const char *)w.data + (size_t)qd * qb, w.type, kvd, d};
+    L->lin[LLMQ_LIN_V] = (llmq_weight){(const char *)w.data + (size_t)(qd + kvd) * qb, w.type, kvd, d};
+    return LLMQ_OK;
+}
+
 llmq_model *llmq_model_load_gguf(const char *path)
 {
     llmq_model *m = calloc(1, sizeof *m);
@@ -161,10 +185,12 @@ llmq_model *llmq_model_load_gguf(const char *path)
             llmq_gguf_layer_tensor_name(name, sizeof name, l, "attn_k_norm", "weight");
             if (bind(m, g, name, c->head_dim, 0, false, &L->k_norm)) goto fail;
         }
+        if (c->fused_linears && bind_phi3(m, g, l, L)) goto fail;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
             llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name((llmq_linear)k), "weight");
+            if (L->lin[k].data) continue; /* a view into a stacked tensor */
             if (bind(m, g, name, rows, cols, false, &L->lin[k])) goto fail;
             llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name((llmq_linear)k), "bias");
             if (bind(m, g, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k])) goto fail;

@@ -61,6 +61,23 @@ static int layer_norms(const llmq_config *c, norm_slot *out)
     return n;
 }
 
+/* Phi-3's fused linears: linear k's tensor ("self_attn.qkv_proj" holds q, k,
+ * v stacked by rows; "mlp.gate_up_proj" gate, up), the first row of k in it,
+ * and whether k is the first of its tensor; NULL for an unfused linear. */
+static const char *fused_of(const llmq_config *c, int k, int *row0, bool *first)
+{
+    if (!c->fused_linears) return NULL;
+    const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    switch (k) {
+    case LLMQ_LIN_Q: *row0 = 0, *first = true; return "self_attn.qkv_proj";
+    case LLMQ_LIN_K: *row0 = qd, *first = false; return "self_attn.qkv_proj";
+    case LLMQ_LIN_V: *row0 = qd + kvd, *first = false; return "self_attn.qkv_proj";
+    case LLMQ_LIN_GATE: *row0 = 0, *first = true; return "mlp.gate_up_proj";
+    case LLMQ_LIN_UP: *row0 = c->intermediate_size, *first = false; return "mlp.gate_up_proj";
+    default: return NULL;
+    }
+}
+
 int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *user, const char *name, bool required), void *user)
 {
     static const char *const packed_parts[] = {"qweight", "qzeros", "scales", "g_idx"};
@@ -83,6 +100,14 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
             if ((rc = fn(user, name, true))) return rc;
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+            int row0;
+            bool first;
+            const char *fused = fused_of(c, k, &row0, &first);
+            if (fused) {
+                snprintf(name, sizeof name, "%slayers.%d.%s.weight", c->tensor_prefix, l, fused);
+                if (first && (rc = fn(user, name, true))) return rc;
+                continue;
+            }
             for (int p = 0; p < (packed ? 4 : 1); p++) {
                 linear_name(name, sizeof name, c, l, k, packed ? packed_parts[p] : "weight");
                 if ((rc = fn(user, name, !packed || p < 3))) return rc;
@@ -206,8 +231,26 @@ llmq_model *llmq_model_load(const char *path)
             if (bind(m, st, name, norms[i].per_head ? c->head_dim : d, 0, false, w) || to_f32_norm(m, w)) goto fail;
         }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-            int rows, cols;
+            int rows, cols, row0;
+            bool first;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
+            const char *fused = fused_of(c, k, &row0, &first);
+            if (fused) {
+                /* a view of its rows in the stacked tensor, bound (and shape-checked) with the first */
+                static const int total_kind[LLMQ_LIN_COUNT] = {0, 0, 0, -1, 1, 1, -1};
+                const int total = total_kind[k] == 0 ? c->n_heads * c->head_dim + 2 * c->n_kv_heads * c->head_dim : 2 * c->intermediate_size;
+                llmq_weight *whole = &L->lin[k == LLMQ_LIN_K || k == LLMQ_LIN_V ? LLMQ_LIN_Q : k == LLMQ_LIN_UP ? LLMQ_LIN_GATE : k];
+                if (packed) {
+                    llmq_error("%s: a GPTQ/AWQ checkpoint with fused %s is not supported yet", path, fused);
+                    goto fail;
+                }
+                if (first) {
+                    snprintf(name, sizeof name, "%slayers.%d.%s.weight", c->tensor_prefix, l, fused);
+                    if (bind(m, st, name, total, cols, false, whole)) goto fail;
+                }
+                L->lin[k] = (llmq_weight){(const char *)whole->data + (size_t)row0 * llmq_row_size(whole->type, cols), whole->type, rows, cols};
+                continue;
+            }
             if (packed) {
                 linear_name(name, sizeof name, c, l, k, "");
                 name[strlen(name) - 1] = '\0'; /* the prefix of qweight, qzeros, scales, g_idx */

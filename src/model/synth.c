@@ -446,9 +446,9 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
 {
     const char *arch = o->arch ? o->arch : "llama";
     const int qwen3 = !strcmp(arch, "qwen3"), gemma = !strcmp(arch, "gemma2") ? 2 : !strcmp(arch, "gemma3") ? 3 : 0;
-    const int qk_norm = qwen3 || gemma == 3;
-    if (!qwen3 && !gemma && strcmp(arch, "llama"))
-        return llmq_error("synth: unknown architecture '%s' (llama, qwen3, gemma2, gemma3)", arch);
+    const int qk_norm = qwen3 || gemma == 3, phi3 = !strcmp(arch, "phi3");
+    if (!qwen3 && !gemma && !phi3 && strcmp(arch, "llama"))
+        return llmq_error("synth: unknown architecture '%s' (llama, qwen3, gemma2, gemma3, phi3)", arch);
     if (o->hidden % o->n_heads || o->n_heads % o->n_kv_heads || o->vocab < 300 || o->head_dim < 0 || o->head_dim % 2)
         return llmq_error("synth: inconsistent shape (hidden %d, heads %d, kv heads %d, head_dim %d, vocab %d)", o->hidden, o->n_heads,
                           o->n_kv_heads, o->head_dim, o->vocab);
@@ -550,9 +550,19 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
             {"self_attn.o_proj", d, qd, resid_std}, {"mlp.gate_proj", f, d, 0.02}, {"mlp.up_proj", f, d, 0.02},
             {"mlp.down_proj", d, f, resid_std},
         };
+        uint16_t *stack = NULL; /* Phi-3: qkv_proj and gate_up_proj hold these rows stacked */
         for (size_t k = 0; k < sizeof lin / sizeof lin[0]; k++) {
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lin[k].name);
-            w = add_tensor(&tl, name, lin[k].rows, lin[k].cols);
+            if (phi3 && (k == 0 || k == 4)) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, k == 0 ? "self_attn.qkv_proj" : "mlp.gate_up_proj");
+                stack = add_tensor(&tl, name, k == 0 ? qd + 2 * kvd : 2 * f, d);
+            }
+            if (phi3 && (k <= 2 || k == 4 || k == 5)) {
+                w = stack;
+                stack += (size_t)lin[k].rows * lin[k].cols;
+            } else {
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lin[k].name);
+                w = add_tensor(&tl, name, lin[k].rows, lin[k].cols);
+            }
             /* Outlier channels carry activations ~outlier_scale× larger: scale their
              * input weights down so the layer's output stays a small perturbation. */
             for (int r = 0; r < lin[k].rows; r++)
@@ -579,7 +589,8 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     free(st_path);
     if (rc != LLMQ_OK) goto done;
 
-    const char *arch_name = qwen3 ? "Qwen3ForCausalLM" : gemma == 2 ? "Gemma2ForCausalLM" : gemma ? "Gemma3ForCausalLM" : "LlamaForCausalLM";
+    const char *arch_name = qwen3 ? "Qwen3ForCausalLM" : gemma == 2 ? "Gemma2ForCausalLM" : gemma ? "Gemma3ForCausalLM"
+                          : phi3 ? "Phi3ForCausalLM" : "LlamaForCausalLM";
     json_t *cfg = json_pack("{s:[s], s:s, s:b, s:f, s:i, s:i, s:s, s:i, s:i, s:f, s:i, s:b, s:i, s:i, s:i, s:i, s:f, s:n, s:f, s:b, s:s, s:i}",
                             "architectures", arch_name, "model_type", gemma == 3 ? "gemma3_text" : arch, "attention_bias", 0,
                             "attention_dropout", 0.0,
@@ -588,6 +599,11 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
                             "num_attention_heads", o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads,
                             "head_dim", hd, "rms_norm_eps", 1e-5, "rope_scaling", "rope_theta", gemma == 3 ? 1000000.0 : 10000.0,
                             "tie_word_embeddings", tied, "torch_dtype", "bfloat16", "vocab_size", V);
+    if (cfg && phi3) {
+        /* Phi-3-mini's fields besides Llama's: the window it names (which llama.cpp does not run) */
+        json_object_set_new(cfg, "original_max_position_embeddings", json_integer(512));
+        json_object_set_new(cfg, "sliding_window", json_integer(2047));
+    }
     if (cfg && gemma) {
         /* the Gemma fields: scale 1/√head_dim (as llama.cpp assumes below 27B), a window of 64 tokens on
          * the sliding layers (every other one in Gemma 2; five in six in Gemma 3, whose local layers

@@ -138,6 +138,14 @@ static const struct {
 static llmq_weight *norm_of(const llmq_layer *L, size_t i) { return (llmq_weight *)((char *)L + layer_norms[i].in_layer); }
 static float **norm_f32(const llmq_layer_f32 *f, size_t i) { return (float **)((char *)f + layer_norms[i].in_f32); }
 
+/* The file's name of linear k: Phi-3's gate lives in ffn_up, stacked above up. */
+static const char *linear_file_name(const job *j, int k)
+{
+    return j->src->cfg.fused_linears && k == LLMQ_LIN_GATE ? "ffn_up" : llmq_gguf_linear_name((llmq_linear)k);
+}
+
+static bool stacked_gate_up(const job *j) { return j->src->cfg.fused_linears; }
+
 static int plan_all(job *j)
 {
     const llmq_config *c = &j->src->cfg;
@@ -150,9 +158,11 @@ static int plan_all(job *j)
         const llmq_layer *L = &j->src->layers[l];
         char name[LLMQ_GGUF_MAX_NAME + 16];
         for (int k = -1; k < LLMQ_LIN_COUNT; k++) {
-            if (k >= 0) {
+            if (k >= 0 && !(k == LLMQ_LIN_GATE && stacked_gate_up(j))) {
+                /* Phi-3: one ffn_up of gate's rows then up's, planned with up's rule */
+                const int rows = k == LLMQ_LIN_UP && stacked_gate_up(j) ? L->lin[LLMQ_LIN_GATE].rows + L->lin[k].rows : L->lin[k].rows;
                 llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
-                if (plan_tensor(j, name, LLMQ_ROLE_LINEAR, k, l, L->lin[k].rows, L->lin[k].cols)) return LLMQ_ERR;
+                if (plan_tensor(j, name, LLMQ_ROLE_LINEAR, k, l, rows, L->lin[k].cols)) return LLMQ_ERR;
                 if (L->bias[k].data) {
                     llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
                     if (plan_tensor(j, name, LLMQ_ROLE_BIAS, k, l, 1, L->bias[k].cols)) return LLMQ_ERR;
@@ -358,7 +368,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     }
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_weight *w = &L->lin[k];
-        llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, linear_file_name(j, k), "weight");
         lw.plan[k] = find_planned(j, name);
         const llmq_tensor_plan *pl = &lw.plan[k]->plan;
         targets[k] = (llmq_quant_target){pl->type, pl->group_size};
@@ -409,6 +419,20 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
             const llmq_weight *w = &L->lin[k];
             const int32_t *perm = !j->permute ? NULL : k == LLMQ_LIN_Q ? perm_q : k == LLMQ_LIN_K ? perm_k : NULL;
             size_t bytes = llmq_row_size(targets[k].type, w->cols) * (size_t)w->rows;
+            if (k == LLMQ_LIN_GATE && stacked_gate_up(j)) continue; /* written with up */
+            if (k == LLMQ_LIN_UP && stacked_gate_up(j)) {
+                /* Phi-3's ffn_up: gate's rows, then up's (same type: one planned tensor) */
+                const size_t gate_bytes = llmq_row_size(targets[k].type, w->cols) * (size_t)L->lin[LLMQ_LIN_GATE].rows;
+                unsigned char *both = malloc(gate_bytes + bytes);
+                if (!both) goto oom;
+                memcpy(both, lw.packed[LLMQ_LIN_GATE], gate_bytes);
+                memcpy(both + gate_bytes, lw.packed[k], bytes);
+                int wrc = write_tensor(j, lw.plan[k], both, gate_bytes + bytes, w->rows + L->lin[LLMQ_LIN_GATE].rows, NULL);
+                free(both);
+                if (wrc) goto done;
+                record(j, lw.plan[k], gate_bytes + bytes, 0.5 * (rel[LLMQ_LIN_GATE] + rel[k]));
+                continue;
+            }
             if (write_tensor(j, lw.plan[k], lw.packed[k], bytes, w->rows, perm)) goto done;
             record(j, lw.plan[k], bytes, rel[k]);
             if (lw.f.bias[k]) {
@@ -446,7 +470,7 @@ static int verify_layer(job *j, int l)
     int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-        llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, linear_file_name(j, k), "weight");
         lw.plan[k] = find_planned(j, name);
         targets[k] = (llmq_quant_target){lw.plan[k]->plan.type, lw.plan[k]->plan.group_size};
     }

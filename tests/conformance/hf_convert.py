@@ -106,7 +106,14 @@ def main():
     if not (Path(model_dir) / "tokenizer.model").is_file():
         # converters that insist on a SentencePiece model (Gemma 2) take the tokenizer.json route
         base.TextModel._set_vocab_sentencepiece = lambda self, *args, **kwargs: self._set_vocab_gpt2()
-    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", "f32"]
+        try:  # Phi-3's converter opens tokenizer.model itself
+            from conversion import phi
+            phi.Phi3MiniModel.set_vocab = lambda self: self._set_vocab_gpt2()
+        except (ImportError, AttributeError):
+            pass
+    # general.name "llmq-demo": llama.cpp gives a vocabulary whose model name says phi-3 Phi-3's special
+    # tokens, which the project's small tokenizer does not have
+    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", "f32", "--model-name", "llmq-demo"]
     convert_hf_to_gguf.main()
 
 

@@ -5,14 +5,14 @@
 # iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
 # demo model written as other architectures (llmq synth --arch qwen3, gemma2,
-# gemma3: f32, q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
+# gemma3, phi3: f32, q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
 #
 # usage: tests/conformance/run.sh [LLMQ_BINARY]
 # env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
-#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3), CONFORMANCE_ARCH_TYPES,
+#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3), CONFORMANCE_ARCH_TYPES,
 #        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
 # Without node/npm the check is skipped with a message; under CI=true every
 # other failure (missing model, npm install, load, mismatch) fails.
@@ -71,15 +71,17 @@ fs.writeFileSync(process.argv[2], JSON.stringify(ids.slice(0, Number(process.arg
 # compare MODEL TAG TOKENS CALIB SPEC [LLAMACPP_ARGS]: quantizes MODEL as SPEC (TYPE or
 # TYPE:METHOD), scores the file with llmq and with llama.cpp on TOKENS, prints one row.
 compare() {
-    local model=$1 tag=$2 tokens=$3 calib=$4 spec=$5 extra=${6:-}
+    local model=$1 tag=$2 tokens=$3 calib=$4 spec=$5 extra=${6:-} name=()
+    # llama.cpp gives a model whose general.name says phi3 Phi-3's special tokens; the demo has none
+    [ "$tag" = stories-llama-7m ] || name=(--name llmq-demo)
     local t=${spec%%:*} method=rtn
     case "$spec" in *:*) method=${spec#*:} ;; esac
     local gguf=$work/$tag-$t-$method.gguf log=$work/$tag-$t-$method
     # auto: types chosen per tensor (--target-bpw 4.6, a small sensitivity measurement)
     local type_args=(--type "$t")
     [ "$t" = auto ] && type_args=(--target-bpw 4.6 --sens-samples 2 --sens-seqlen 128) && rm -f "$gguf.sens.json"
-    if ! "$llmq" quantize "$model" -o "$gguf" "${type_args[@]}" --method "$method" --calib "$calib" --calib-samples 16 --calib-seqlen 512 \
-            >"$log.quantize.log" 2>&1; then
+    if ! "$llmq" quantize "$model" -o "$gguf" "${type_args[@]}" "${name[@]}" --method "$method" --calib "$calib" --calib-samples 16 \
+            --calib-seqlen 512 >"$log.quantize.log" 2>&1; then
         tail -3 "$log.quantize.log"; echo "  $spec: llmq quantize failed"; status=1; return
     fi
     local ours theirs line
@@ -156,7 +158,7 @@ for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$c
 # own text. llama.cpp runs them in batches of 128 tokens: node-llama-cpp
 # 3.22.1's build stops on GGML_ASSERT(buffer) for these small Gemma 3 files
 # at batches of 256 and more (its own convert_hf_to_gguf.py file too).
-for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3}; do
+for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3}; do
     dir=$work/synth-$arch
     layers=4
     [ "$arch" = gemma3 ] && layers=6
