@@ -123,7 +123,9 @@ Test(calibrated, gptq_awq_beat_rtn_on_the_demo_model, .init = setup, .fini = tea
  * (GeGLU, 1 + w norms, post-norms, scaled tied embeddings, soft-capping, a
  * 64-token window on every other layer), Gemma 3 (q/k norms, five local
  * layers in six with their own RoPE base), Phi-3 (q, k, v and gate, up stored
- * stacked, gate and up written as one ffn_up). Its f32 GGUF gives the
+ * stacked, gate and up written as one ffn_up), Mixtral and Qwen3-MoE (4
+ * experts, 2 per token: GPTQ per expert on the tokens routed to it, every
+ * routed token counted). Its f32 GGUF gives the
  * safetensors' logits; GPTQ and AWQ+GPTQ beat RTN per linear and in KL; the
  * norms reach the file unchanged. */
 static void setup_arch(const char *arch, int layers)
@@ -153,6 +155,8 @@ static void setup_qwen3(void) { setup_arch("qwen3", 2); }
 static void setup_gemma2(void) { setup_arch("gemma2", 2); }
 static void setup_gemma3(void) { setup_arch("gemma3", 6); }
 static void setup_phi3(void) { setup_arch("phi3", 2); }
+static void setup_mixtral(void) { setup_arch("mixtral", 2); }
+static void setup_qwen3moe(void) { setup_arch("qwen3moe", 2); }
 
 static void arch_checks(const char *arch)
 {
@@ -185,7 +189,8 @@ static void arch_checks(const char *arch)
     llmq_model_free(f);
 
     reports g = {0}, ag = {0};
-    double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
+    const bool moe = base->cfg.n_experts > 0; /* AWQ does not take experts yet */
+    double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = moe ? 0 : kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
     cr_log_info("%s KL: rtn %.6f gptq %.6f awq+gptq %.6f", arch, kl_rtn, kl_gptq, kl_awq_gptq);
     cr_assert_eq(g.n, base->cfg.n_layers < 8 ? base->cfg.n_layers : 8);
     for (int l = 0; l < g.n; l++)
@@ -193,13 +198,25 @@ static void arch_checks(const char *arch)
             cr_assert_lt(g.last[l].err_gptq[k], g.last[l].err_rtn[k], "layer %d %s: gptq %g rtn %g", l, llmq_linear_names[k],
                          g.last[l].err_gptq[k], g.last[l].err_rtn[k]);
     cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
-    cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
+    if (!moe) {
+        cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
+        return;
+    }
+    /* every token routed to n_experts_used experts, counted once each (8 windows of 256) */
+    for (int l = 0; l < g.n; l++) {
+        int64_t total = 0;
+        cr_assert_eq(g.last[l].n_experts, base->cfg.n_experts);
+        for (int e = 0; e < base->cfg.n_experts; e++) total += g.last[l].expert_tokens[e];
+        cr_assert_eq(total, (int64_t)8 * 256 * base->cfg.n_experts_used, "layer %d: %lld routed tokens", l, (long long)total);
+    }
 }
 
 Test(calibrated, qwen3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3, .fini = teardown, .timeout = 900) { arch_checks("qwen3"); }
 Test(calibrated, gemma2_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_gemma2, .fini = teardown, .timeout = 900) { arch_checks("gemma2"); }
 Test(calibrated, gemma3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_gemma3, .fini = teardown, .timeout = 900) { arch_checks("gemma3"); }
 Test(calibrated, phi3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_phi3, .fini = teardown, .timeout = 900) { arch_checks("phi3"); }
+Test(calibrated, mixtral_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_mixtral, .fini = teardown, .timeout = 900) { arch_checks("mixtral"); }
+Test(calibrated, qwen3moe_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3moe, .fini = teardown, .timeout = 900) { arch_checks("qwen3moe"); }
 
 Test(calibrated, too_short_calibration_is_a_clear_error, .init = setup, .fini = teardown)
 {

@@ -111,3 +111,26 @@ Test(config, gemma_and_qwen3_real_configs)
     cr_assert(c.qk_norm && !c.qkv_bias && !c.post_norms && c.tie_word_embeddings && c.head_dim == 128 && c.swa_pattern == 0);
     cr_assert_eq(c.n_heads * c.head_dim, 2 * c.hidden_size);
 }
+
+/* Mixtral-8x7B's and Qwen3-30B-A3B's config.json fields for the experts. */
+Test(config, mixture_of_experts_configs)
+{
+    llmq_config c;
+    cr_assert_eq(parse("{\"architectures\":[\"MixtralForCausalLM\"],\"hidden_size\":4096,\"intermediate_size\":14336,"
+                       "\"num_hidden_layers\":32,\"num_attention_heads\":32,\"num_key_value_heads\":8,\"vocab_size\":32000,"
+                       "\"num_local_experts\":8,\"num_experts_per_tok\":2,\"sliding_window\":null,\"rope_theta\":1e6}", &c), LLMQ_OK,
+                 "%s", llmq_last_error());
+    cr_assert(c.n_experts == 8 && c.n_experts_used == 2 && c.expert_ffn == 14336 && !c.qk_norm);
+    cr_assert_eq(parse("{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"hidden_size\":2048,\"intermediate_size\":6144,"
+                       "\"num_hidden_layers\":48,\"num_attention_heads\":32,\"num_key_value_heads\":4,\"head_dim\":128,\"vocab_size\":151936,"
+                       "\"num_experts\":128,\"num_experts_per_tok\":8,\"moe_intermediate_size\":768,\"norm_topk_prob\":true,"
+                       "\"decoder_sparse_step\":1,\"mlp_only_layers\":[]}", &c), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert(c.n_experts == 128 && c.n_experts_used == 8 && c.expert_ffn == 768 && c.qk_norm);
+    /* transformers' default norm_topk_prob (false) and dense layers: llama.cpp has neither */
+    cr_assert_eq(parse("{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                       "\"num_attention_heads\":2,\"vocab_size\":300,\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":64}",
+                       &c), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "norm_topk_prob"), "%s", llmq_last_error());
+    cr_assert_eq(parse("{\"architectures\":[\"MixtralForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                       "\"num_attention_heads\":2,\"vocab_size\":300,\"num_local_experts\":4,\"num_experts_per_tok\":5}", &c), LLMQ_ERR);
+}

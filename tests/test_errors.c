@@ -503,7 +503,7 @@ Test(errors, config_unknown_architecture)
     expect_config_error("cfg-arch", "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": 768}",
                         "field 'architectures' = 'GPT2LMHeadModel' is not supported (LlamaForCausalLM, "
                         "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
-                        "Gemma3ForConditionalGeneration, Phi3ForCausalLM are)");
+                        "Gemma3ForConditionalGeneration, Phi3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM are)");
 }
 
 Test(errors, config_no_architecture)

@@ -30,7 +30,17 @@ typedef struct {
     double seconds_forward, seconds_hessian, seconds_solver, seconds_awq;
     double seconds_refine; /* part of seconds_solver */
     size_t peak_rss_bytes;
+    /* A mixture of experts (GPTQ): the calibration tokens routed to each expert (the first
+     * LLMQ_REPORT_EXPERTS of them), and how many experts saw fewer than LLMQ_MOE_MIN_TOKENS and
+     * were rounded (RTN on GPTQ's grids) instead. The gate/up/down errors above average the experts'. */
+    int n_experts, experts_rtn;
+    int64_t expert_tokens[256];
 } llmq_layer_report;
+
+#define LLMQ_REPORT_EXPERTS 256
+/* Fewer routed calibration tokens than this and an expert's Hessian is too
+ * thin for GPTQ to beat rounding: the expert is rounded, with a notice. */
+#define LLMQ_MOE_MIN_TOKENS 64
 
 typedef struct {
     llmq_calibrated_kind kind;

@@ -19,8 +19,10 @@ typedef enum {
 
 typedef struct {
     char architecture[64]; /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                            * "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM" */
-    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3" */
+                            * "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM", "MixtralForCausalLM",
+                            * "Qwen3MoeForCausalLM" */
+    char model_type[32];   /* "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral",
+                            * "qwen3_moe" */
     int hidden_size;
     int intermediate_size;
     int n_layers;
@@ -64,6 +66,10 @@ typedef struct {
      * holds gate and up stacked, as llama.cpp's phi3 reads it. */
     bool fused_linears;
     int rope_original_max_position_phi3; /* original_max_position_embeddings, for the GGUF key */
+    /* Mixture of experts (Mixtral, Qwen3-MoE): every layer's MLP is n_experts SwiGLU experts of
+     * expert_ffn, n_experts_used of them per token chosen by a router (softmax over all, the top
+     * ones kept, their weights renormalised to sum 1: llama.cpp's only form). 0: dense. */
+    int n_experts, n_experts_used, expert_ffn;
     int bos_token_id;   /* -1 when none */
     int eos_token_id;   /* the first one when a list */
 } llmq_config;

@@ -26,6 +26,11 @@ typedef enum {
 
 extern const char *const llmq_linear_names[LLMQ_LIN_COUNT]; /* "q_proj", ... */
 
+/* One expert of a mixture-of-experts MLP: gate, up, down (as lin[LLMQ_LIN_GATE..DOWN]). */
+typedef struct {
+    llmq_weight w[3];
+} llmq_expert;
+
 typedef struct {
     llmq_weight attn_norm, ffn_norm;   /* F32 copies */
     llmq_weight lin[LLMQ_LIN_COUNT];
@@ -35,6 +40,12 @@ typedef struct {
      * (after down_proj), before each residual add; F32 copies, data NULL when absent. ffn_norm is
      * Gemma's pre_feedforward_layernorm. */
     llmq_weight post_attn_norm, post_ffn_norm;
+    /* Mixture of experts (cfg.n_experts > 0): the router (n_experts × hidden, F32 copy) and the
+     * experts; lin[LLMQ_LIN_GATE..DOWN] then have data NULL and the shape of every expert's
+     * matrices stacked by rows (n_experts·expert_ffn × hidden, or n_experts·hidden × expert_ffn
+     * for down), the layout of llama.cpp's ffn_*_exps tensors. */
+    llmq_weight router;
+    llmq_expert *experts;
 } llmq_layer;
 
 typedef struct llmq_model {
@@ -124,6 +135,14 @@ int llmq_mlp_forward(const llmq_model *m, const llmq_layer *layer, int index, co
 int llmq_attention_mix(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *att);
 int llmq_mlp_mix(const llmq_model *m, const llmq_layer *layer, int index, const float *xn, int n, float *act);
 int llmq_linear_forward(const llmq_layer *layer, llmq_linear k, float *y, const float *x, int n);
+/* A mixture-of-experts layer's routing of n tokens (xn already normed): the
+ * n_experts_used chosen experts of token t at idx[t·used ..] and their
+ * weights (softmax over all experts, the chosen ones renormalised to sum 1)
+ * at wts[t·used ..], experts in descending weight. */
+int llmq_moe_route(const llmq_model *m, const llmq_layer *layer, const float *xn, int n, int32_t *idx, float *wts);
+/* One expert's SwiGLU on n rows: act[n × expert_ffn] = silu(gate(x)) ⊙ up(x) (what its down multiplies). */
+int llmq_expert_mix(const llmq_model *m, const llmq_expert *e, const float *x, int n, float *act);
+
 /* Gemma's post-norm of a half's output in place (which: LLMQ_LIN_O for the
  * attention's, LLMQ_LIN_DOWN for the MLP's); nothing where the layer has none. */
 void llmq_post_norm(const llmq_model *m, const llmq_layer *layer, llmq_linear which, float *x, int n);

@@ -113,6 +113,8 @@ typedef struct {
     float *attn_norm, *ffn_norm; /* hidden_size each */
     float *q_norm, *k_norm;      /* head_dim each (Qwen3's, Gemma 3's per-head norms); NULL when absent */
     float *post_attn_norm, *post_ffn_norm; /* hidden_size each (Gemma's post-norms); NULL when absent */
+    float *router;               /* n_experts × hidden (mixture of experts); NULL when dense. lin[GATE..DOWN] are
+                                  * then every expert's matrix stacked by rows, as the source's lin[] shape says */
 } llmq_layer_f32;
 
 /* A quantization algorithm, applied one decoder layer at a time.

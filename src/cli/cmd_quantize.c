@@ -225,6 +225,16 @@ static void on_layer_report(void *user, const llmq_layer_report *r)
     if (k_n) ADD(" gptq err %.5f (rtn %.5f)", gptq / k_n, rtn / k_n);
     if (k_refined) ADD(" refined %.5f", refined / k_refined);
     if (r->damp_retries) ADD(" [damp raised %d×]", r->damp_retries);
+    if (r->n_experts > 0) {
+        /* the calibration tokens each expert saw; the thinly reached ones were rounded */
+        int64_t lo = -1, hi = 0;
+        for (int e = 0; e < r->n_experts && e < LLMQ_REPORT_EXPERTS; e++) {
+            lo = lo < 0 || r->expert_tokens[e] < lo ? r->expert_tokens[e] : lo;
+            hi = r->expert_tokens[e] > hi ? r->expert_tokens[e] : hi;
+        }
+        ADD(" experts %d: %lld-%lld tokens", r->n_experts, (long long)lo, (long long)hi);
+        if (r->experts_rtn) ADD(", %d rounded (< %d tokens)", r->experts_rtn, LLMQ_MOE_MIN_TOKENS);
+    }
     ADD("  fwd %.1fs hess %.1fs solve %.1fs", r->seconds_forward, r->seconds_hessian, r->seconds_solver);
     if (r->seconds_refine > 0) ADD(" (refine %.1fs)", r->seconds_refine);
     ADD(" awq %.1fs  peak RSS %.0f MiB\n", r->seconds_awq, r->peak_rss_bytes / 1048576.0);
@@ -284,6 +294,12 @@ static json_t *layers_json(const progress_state *st)
         json_object_set_new(e, "seconds", json_pack("{s:f, s:f, s:f, s:f}", "forward", r->seconds_forward, "hessian", r->seconds_hessian,
                                                      "solver", r->seconds_solver, "awq", r->seconds_awq));
         json_object_set_new(e, "peak_rss_bytes", json_integer((json_int_t)r->peak_rss_bytes));
+        if (r->n_experts > 0) {
+            json_t *tokens = json_array();
+            for (int x = 0; x < r->n_experts && x < LLMQ_REPORT_EXPERTS; x++) json_array_append_new(tokens, json_integer(r->expert_tokens[x]));
+            json_object_set_new(e, "expert_tokens", tokens);
+            json_object_set_new(e, "experts_rtn", json_integer(r->experts_rtn));
+        }
         json_array_append_new(arr, e);
     }
     return arr;

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 static const char *usage =
-    "usage: llmq synth [DIR] [--arch llama|qwen3|gemma2|gemma3|phi3] [--seed N] [--layers N]\n"
+    "usage: llmq synth [DIR] [--arch llama|qwen3|gemma2|gemma3|phi3|mixtral|qwen3moe] [--seed N] [--layers N]\n"
     "       llmq synth --shape NAME [--layers N] [--seed N] DIR\n"
     "       llmq synth --list-shapes\n"
     "\n"
@@ -24,7 +24,9 @@ static const char *usage =
     "                         gemma3 (Gemma3ForCausalLM: as Gemma 2 with q/k norms, 5 local layers in 6\n"
     "                         with their own RoPE base, no soft-capping; use --layers 6 for a global one)\n"
     "                         or phi3 (Phi3ForCausalLM: q, k, v in one qkv_proj, gate and up in one\n"
-    "                         gate_up_proj)\n"
+    "                         gate_up_proj), mixtral (MixtralForCausalLM: 4 experts, 2 per token) or\n"
+    "                         qwen3moe (Qwen3MoeForCausalLM: the same with Qwen3's attention and experts\n"
+    "                         of 2/3 the FFN)\n"
     "  --shape NAME         instead, a benchmark checkpoint at a real model's tensor shapes and config\n"
     "                         (llama2-7b, llama3-8b, qwen2.5-7b, qwen3-8b, qwen3-32b, llama3-70b:\n"
     "                         see --list-shapes) with seeded random BF16 weights (std 0.02, 8 planted\n"

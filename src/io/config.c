@@ -22,6 +22,8 @@ static const struct {
     {"Gemma3ForCausalLM", "gemma3_text", false, true, 3},
     {"Gemma3ForConditionalGeneration", "gemma3_text", false, true, 3}, /* the text model under text_config */
     {"Phi3ForCausalLM", "phi3", false, false, 0},
+    {"MixtralForCausalLM", "mixtral", false, false, 0},
+    {"Qwen3MoeForCausalLM", "qwen3_moe", false, true, 0},
 };
 
 /* Gemma3TextConfig's defaults (transformers), which a multimodal checkpoint's
@@ -175,7 +177,8 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
         if (!strcmp(arch, supported[i].architecture)) found = (int)i;
     if (found < 0) {
         llmq_error("%s: field 'architectures' = '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
-                   "Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM are)", name, arch);
+                   "Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM, MixtralForCausalLM, "
+                   "Qwen3MoeForCausalLM are)", name, arch);
         goto done;
     }
     snprintf(cfg->architecture, sizeof cfg->architecture, "%s", arch);
@@ -244,6 +247,30 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
     cfg->o_bias = attention_bias;
     cfg->qk_norm = supported[found].qk_norm;
     if (gemma && parse_gemma(root, name, gemma, cfg)) goto done;
+    if (!strcmp(cfg->model_type, "mixtral") || !strcmp(cfg->model_type, "qwen3_moe")) {
+        const bool qwen = cfg->model_type[0] == 'q';
+        bool norm_topk = true;
+        int sparse_step = 1;
+        json_t *dense_layers = json_object_get(root, "mlp_only_layers");
+        if (get_int(root, name, qwen ? "num_experts" : "num_local_experts", -1, &cfg->n_experts) ||
+            get_int(root, name, "num_experts_per_tok", -1, &cfg->n_experts_used) ||
+            get_int(root, name, qwen ? "moe_intermediate_size" : "intermediate_size", -1, &cfg->expert_ffn) ||
+            get_bool(root, name, "norm_topk_prob", !qwen, &norm_topk) || get_int(root, name, "decoder_sparse_step", 1, &sparse_step))
+            goto done;
+        if (cfg->n_experts < 1 || cfg->n_experts > 1024 || cfg->n_experts_used < 1 || cfg->n_experts_used > cfg->n_experts ||
+            cfg->expert_ffn < 1) {
+            llmq_error("%s: %d experts, %d per token of %d: not a mixture of experts llmq can run", name, cfg->n_experts,
+                       cfg->n_experts_used, cfg->expert_ffn);
+            goto done;
+        }
+        /* llama.cpp's qwen3moe and Mixtral always renormalise the chosen weights and have no dense layers */
+        if (!norm_topk || sparse_step != 1 || (json_is_array(dense_layers) && json_array_size(dense_layers) > 0)) {
+            llmq_error("%s: norm_topk_prob false, decoder_sparse_step > 1 or mlp_only_layers: not supported (llama.cpp has "
+                       "no such %s)", name, cfg->model_type);
+            goto done;
+        }
+        cfg->sliding_window = 0; /* Mixtral names one; neither llama.cpp nor transformers' default attention uses it */
+    }
     if (!strcmp(cfg->model_type, "phi3")) {
         /* llama.cpp's phi3 runs no sliding window (it names the window but disables it) */
         double rotary;

@@ -66,8 +66,11 @@ const char *llmq_gguf_arch(const llmq_config *cfg)
         }
         return "phi3";
     }
-    if (!strcmp(cfg->model_type, "llama") || !strcmp(cfg->model_type, "mistral")) return "llama";
-    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3)",
+    if (!strcmp(cfg->model_type, "qwen3_moe")) return "qwen3moe";
+    /* Mixtral is llama.cpp's llama with experts */
+    if (!strcmp(cfg->model_type, "llama") || !strcmp(cfg->model_type, "mistral") || !strcmp(cfg->model_type, "mixtral")) return "llama";
+    llmq_error("model_type '%s' has no llama.cpp architecture llmq can write (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, "
+               "mixtral, qwen3_moe)",
                cfg->model_type);
     return NULL;
 }
@@ -143,6 +146,14 @@ int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const ch
         TRY(llmq_gguf_writer_add_f32(w, "llmq.rope.llama3.low_freq_factor", (float)c->rope_low_freq_factor));
         TRY(llmq_gguf_writer_add_f32(w, "llmq.rope.llama3.high_freq_factor", (float)c->rope_high_freq_factor));
         TRY(llmq_gguf_writer_add_u32(w, "llmq.rope.llama3.original_context_length", (uint32_t)c->rope_original_max_position));
+    }
+    if (c->n_experts > 0) {
+        TRY(add_arch_u32(w, arch, "expert_count", (uint32_t)c->n_experts));
+        TRY(add_arch_u32(w, arch, "expert_used_count", (uint32_t)c->n_experts_used));
+        if (strcmp(arch, "llama")) TRY(add_arch_u32(w, arch, "expert_feed_forward_length", (uint32_t)c->expert_ffn));
+        else if (c->expert_ffn != c->intermediate_size)
+            return llmq_error("llama with experts: the experts' FFN (%d) must be feed_forward_length (%d)", c->expert_ffn,
+                              c->intermediate_size);
     }
     if (!strcmp(arch, "phi3") && c->rope_original_max_position_phi3 > 0)
         TRY(add_arch_u32(w, arch, "rope.scaling.original_context_length", (uint32_t)c->rope_original_max_position_phi3));
@@ -383,6 +394,11 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
         c->qk_norm = g3;
         c->hidden_act = LLMQ_ACT_GELU_TANH;
         c->norm_plus_one = c->post_norms = c->embed_scale = true; /* the file's norms already hold 1 + w */
+    } else if (!strcmp(arch, "qwen3moe")) {
+        snprintf(c->architecture, sizeof c->architecture, "Qwen3MoeForCausalLM");
+        snprintf(c->model_type, sizeof c->model_type, "qwen3_moe");
+        *qk_permuted = false;
+        c->qk_norm = true;
     } else if (!strcmp(arch, "phi3")) {
         snprintf(c->architecture, sizeof c->architecture, "Phi3ForCausalLM");
         snprintf(c->model_type, sizeof c->model_type, "phi3");
@@ -432,6 +448,19 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
     if (c->fused_linears &&
         get_arch_int(g, arch, "rope.scaling.original_context_length", false, &c->rope_original_max_position_phi3) == LLMQ_ERR)
         return LLMQ_ERR;
+    if (get_arch_int(g, arch, "expert_count", false, &c->n_experts) == LLMQ_ERR) return LLMQ_ERR;
+    if (c->n_experts > 0) {
+        c->expert_ffn = c->intermediate_size;
+        if (get_arch_int(g, arch, "expert_used_count", true, &c->n_experts_used) == LLMQ_ERR ||
+            get_arch_int(g, arch, "expert_feed_forward_length", false, &c->expert_ffn) == LLMQ_ERR)
+            return LLMQ_ERR;
+        if (c->n_experts_used < 1 || c->n_experts_used > c->n_experts)
+            return llmq_error("%s: %s.expert_used_count %d of %d experts", name, arch, c->n_experts_used, c->n_experts);
+        if (!strcmp(arch, "llama")) {
+            snprintf(c->architecture, sizeof c->architecture, "MixtralForCausalLM");
+            snprintf(c->model_type, sizeof c->model_type, "mixtral");
+        }
+    }
     const llmq_gguf_tensor *freqs = llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_freqs.weight"));
     if (freqs && read_llama3_rope(g, freqs, c)) return LLMQ_ERR;
 

@@ -64,9 +64,10 @@ int64_t llmq_model_n_params(const llmq_model *m)
         n += 2 * c->hidden_size + (L->q_norm.data ? L->q_norm.cols : 0) + (L->k_norm.data ? L->k_norm.cols : 0) +
              (L->post_attn_norm.data ? L->post_attn_norm.cols : 0) + (L->post_ffn_norm.data ? L->post_ffn_norm.cols : 0);
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
-            n += (int64_t)L->lin[k].rows * L->lin[k].cols;
+            n += (int64_t)L->lin[k].rows * L->lin[k].cols; /* the experts' stacked shape where they replace it */
             if (L->bias[k].data) n += L->bias[k].cols;
         }
+        if (L->router.data) n += (int64_t)L->router.rows * L->router.cols;
     }
     return n;
 }
@@ -396,6 +397,7 @@ static int attention_block(const llmq_model *m, const llmq_layer *L, int index, 
 static int mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *act, llmq_linear_hook hook,
                    void *user, llmq_workspace *ws)
 {
+    if (L->experts) return llmq_error("layer %d: a mixture of experts has no single MLP input (llmq_expert_mix)", index);
     int f = m->cfg.intermediate_size;
     float *gate = ws->gate, *up = ws->up;
     if (hook) {
@@ -421,9 +423,107 @@ static int mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const fl
     return LLMQ_OK;
 }
 
+int llmq_moe_route(const llmq_model *m, const llmq_layer *L, const float *xn, int n, int32_t *idx, float *wts)
+{
+    const llmq_config *c = &m->cfg;
+    const int E = c->n_experts, K = c->n_experts_used;
+    if (!L->experts || !L->router.data) return llmq_error("not a mixture-of-experts layer");
+    float *logits = malloc((size_t)n * E * sizeof(float));
+    if (!logits) return llmq_error("moe: out of memory for %d tokens' router logits", n);
+    if (llmq_matmul(logits, xn, n, L->router.data, L->router.type, c->hidden_size, E) != LLMQ_OK) {
+        free(logits);
+        return LLMQ_ERR;
+    }
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++) {
+        const float *z = logits + (size_t)t * E;
+        int32_t *it = idx + (size_t)t * K;
+        float *wt = wts + (size_t)t * K;
+        /* softmax over every expert, then the K largest (ties: the lower index), renormalised */
+        float mx = -INFINITY;
+        for (int e = 0; e < E; e++) mx = z[e] > mx ? z[e] : mx;
+        double sum = 0, kept = 0;
+        for (int e = 0; e < E; e++) sum += exp((double)z[e] - mx);
+        for (int j = 0; j < K; j++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int i = 0; i < j; i++) taken |= it[i] == e;
+                if (!taken && (best < 0 || z[e] > z[best])) best = e;
+            }
+            it[j] = best;
+            wt[j] = (float)(exp((double)z[best] - mx) / sum);
+            kept += wt[j];
+        }
+        for (int j = 0; j < K; j++) wt[j] = (float)(wt[j] / kept);
+    }
+    free(logits);
+    return LLMQ_OK;
+}
+
+int llmq_expert_mix(const llmq_model *m, const llmq_expert *e, const float *x, int n, float *act)
+{
+    const int f = m->cfg.expert_ffn, d = m->cfg.hidden_size;
+    float *up = malloc((size_t)n * f * sizeof(float));
+    if (!up) return llmq_error("moe: out of memory for %d tokens", n);
+    const llmq_weight *g = &e->w[0], *u = &e->w[1];
+    int rc = llmq_matmul(act, x, n, g->data, g->type, d, f);
+    if (rc == LLMQ_OK) rc = llmq_matmul(up, x, n, u->data, u->type, d, f);
+    if (rc == LLMQ_OK) {
+        const size_t total = (size_t)n * f;
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < total; i++) {
+            float gv = act[i];
+            act[i] = gv / (1.0f + exp_vec(-gv)) * up[i];
+        }
+    }
+    free(up);
+    return rc;
+}
+
+/* A mixture-of-experts MLP: each token's chosen experts, weighted. Experts run
+ * one after another on the rows routed to them; every token's sum is taken in
+ * expert order, whatever the thread count. */
+static int moe_block(const llmq_model *m, const llmq_layer *L, const float *xn, int n, float *out)
+{
+    const llmq_config *c = &m->cfg;
+    const int E = c->n_experts, K = c->n_experts_used, d = c->hidden_size, f = c->expert_ffn;
+    int32_t *idx = malloc((size_t)n * K * sizeof *idx), *rows = malloc((size_t)n * sizeof *rows);
+    float *wts = malloc((size_t)n * K * sizeof *wts), *rw = malloc((size_t)n * sizeof *rw);
+    float *xg = malloc((size_t)n * d * sizeof *xg), *act = malloc((size_t)n * f * sizeof *act), *y = malloc((size_t)n * d * sizeof *y);
+    int rc = idx && rows && wts && rw && xg && act && y ? LLMQ_OK : llmq_error("moe: out of memory for %d tokens", n);
+    if (rc == LLMQ_OK) rc = llmq_moe_route(m, L, xn, n, idx, wts);
+    if (rc == LLMQ_OK) memset(out, 0, (size_t)n * d * sizeof *out);
+    for (int e = 0; rc == LLMQ_OK && e < E; e++) {
+        int cnt = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < K; j++)
+                if (idx[(size_t)t * K + j] == e) rows[cnt] = t, rw[cnt++] = wts[(size_t)t * K + j];
+        if (!cnt) continue;
+        for (int i = 0; i < cnt; i++) memcpy(xg + (size_t)i * d, xn + (size_t)rows[i] * d, (size_t)d * sizeof *xg);
+        const llmq_weight *down = &L->experts[e].w[2];
+        rc = llmq_expert_mix(m, &L->experts[e], xg, cnt, act);
+        if (rc == LLMQ_OK) rc = llmq_matmul(y, act, cnt, down->data, down->type, f, d);
+        if (rc != LLMQ_OK) break;
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < cnt; i++) {
+            float *o = out + (size_t)rows[i] * d;
+            const float *yi = y + (size_t)i * d;
+            for (int k = 0; k < d; k++) o[k] += rw[i] * yi[k];
+        }
+    }
+    free(idx); free(rows); free(wts); free(rw); free(xg); free(act); free(y);
+    return rc;
+}
+
 static int mlp_block(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *out, llmq_linear_hook hook,
                      void *user, llmq_workspace *ws)
 {
+    if (L->experts) {
+        if (moe_block(m, L, xn, n, out)) return llmq_error_prefix("layer %d", index);
+        llmq_post_norm(m, L, LLMQ_LIN_DOWN, out, n);
+        return LLMQ_OK;
+    }
     if (mlp_mix(m, L, index, xn, n, ws->gate, hook, user, ws)) return LLMQ_ERR;
     if (hook) hook(user, index, LLMQ_LIN_DOWN, ws->gate, n, m->cfg.intermediate_size);
     if (linear(L, LLMQ_LIN_DOWN, out, ws->gate, n)) return LLMQ_ERR;
@@ -555,7 +655,9 @@ double llmq_forward_flops(const llmq_model *m, int n)
 {
     const llmq_config *c = &m->cfg;
     double per_token = 0;
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++) per_token += 2.0 * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+        per_token += 2.0 * m->layers[0].lin[k].rows * m->layers[0].lin[k].cols *
+                     (m->layers[0].experts && k >= LLMQ_LIN_GATE ? (double)c->n_experts_used / c->n_experts : 1.0);
     per_token *= c->n_layers;
     per_token += 2.0 * c->vocab_size * c->hidden_size;
     /* Causal attention: QKᵀ and PV over on average (n+1)/2 keys per query. */

@@ -116,6 +116,40 @@ done:
     return rc;
 }
 
+/* A mixture of experts: ffn_gate_inp (the router, ne {hidden, experts}) and
+ * ffn_{gate,up,down}_exps (ne {cols, rows, experts}): views per expert. */
+static int bind_experts(llmq_model *m, const llmq_gguf *g, int l, llmq_layer *L)
+{
+    const llmq_config *c = &m->cfg;
+    const int d = c->hidden_size, f = c->expert_ffn, E = c->n_experts;
+    static const char *const names[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+    char name[LLMQ_GGUF_MAX_NAME + 16];
+    llmq_gguf_layer_tensor_name(name, sizeof name, l, "ffn_gate_inp", "weight");
+    if (bind(m, g, name, E, d, false, &L->router)) return LLMQ_ERR;
+    if (L->router.type != LLMQ_TYPE_F32) {
+        float *r = llmq_model_own(m, malloc(sizeof(float) * (size_t)E * d));
+        if (!r) return llmq_error("%s: out of memory", m->path);
+        llmq_type_get(L->router.type)->to_float(L->router.data, r, (int64_t)E * d);
+        L->router = (llmq_weight){r, LLMQ_TYPE_F32, E, d};
+    }
+    L->experts = llmq_model_own(m, calloc((size_t)E, sizeof *L->experts));
+    if (!L->experts) return llmq_error("%s: out of memory", m->path);
+    for (int j = 0; j < 3; j++) {
+        const int rows = j == 2 ? d : f, cols = j == 2 ? f : d;
+        llmq_gguf_layer_tensor_name(name, sizeof name, l, names[j], "weight");
+        const llmq_gguf_tensor *t = llmq_gguf_get_tensor(g, name);
+        if (!t) return LLMQ_ERR;
+        if (t->n_dims != 3 || t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != E)
+            return llmq_error("%s: tensor '%s' must be {%d, %d, %d}", llmq_gguf_name(g), name, cols, rows, E);
+        if (!llmq_type_get(t->type) || !llmq_type_get(t->type)->to_float)
+            return llmq_error("%s: tensor '%s' has ggml type %d, which llmq cannot compute with", llmq_gguf_name(g), name, (int)t->type);
+        const size_t per = llmq_row_size(t->type, cols) * (size_t)rows;
+        for (int e = 0; e < E; e++) L->experts[e].w[j] = (llmq_weight){(const char *)t->data + per * e, t->type, rows, cols};
+        L->lin[LLMQ_LIN_GATE + j] = (llmq_weight){NULL, t->type, E * rows, cols};
+    }
+    return LLMQ_OK;
+}
+
 /* Phi-3 (llama.cpp's phi3): ffn_up holds gate's rows then up's, and the
  * converter's attn_qkv q, k and v stacked (llmq writes them apart, which
  * llama.cpp also reads): views into those tensors. */
@@ -186,11 +220,12 @@ llmq_model *llmq_model_load_gguf(const char *path)
             if (bind(m, g, name, c->head_dim, 0, false, &L->k_norm)) goto fail;
         }
         if (c->fused_linears && bind_phi3(m, g, l, L)) goto fail;
+        if (c->n_experts > 0 && bind_experts(m, g, l, L)) goto fail;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
             llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name((llmq_linear)k), "weight");
-            if (L->lin[k].data) continue; /* a view into a stacked tensor */
+            if (L->lin[k].data || (L->experts && k >= LLMQ_LIN_GATE)) continue; /* a view into a stacked tensor, or experts */
             if (bind(m, g, name, rows, cols, false, &L->lin[k])) goto fail;
             llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name((llmq_linear)k), "bias");
             if (bind(m, g, name, rows, 0, !llmq_linear_has_bias(c, (llmq_linear)k), &L->bias[k])) goto fail;

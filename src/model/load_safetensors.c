@@ -78,6 +78,22 @@ static const char *fused_of(const llmq_config *c, int k, int *row0, bool *first)
     }
 }
 
+/* A mixture-of-experts layer's Hugging Face names: the router and expert e's
+ * matrix j (0 gate, 1 up, 2 down) of layer l (Mixtral's block_sparse_moe
+ * w1/w3/w2, Qwen3-MoE's mlp gate_proj/up_proj/down_proj). */
+static void router_name(char *buf, size_t cap, const llmq_config *c, int l)
+{
+    snprintf(buf, cap, "%slayers.%d.%s.gate.weight", c->tensor_prefix, l, c->model_type[0] == 'm' ? "block_sparse_moe" : "mlp");
+}
+
+static void expert_name(char *buf, size_t cap, const llmq_config *c, int l, int e, int j)
+{
+    static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const qwen[3] = {"gate_proj", "up_proj", "down_proj"};
+    const bool mx = c->model_type[0] == 'm';
+    snprintf(buf, cap, "%slayers.%d.%s.experts.%d.%s.weight", c->tensor_prefix, l, mx ? "block_sparse_moe" : "mlp", e,
+             mx ? mixtral[j] : qwen[j]);
+}
+
 int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *user, const char *name, bool required), void *user)
 {
     static const char *const packed_parts[] = {"qweight", "qzeros", "scales", "g_idx"};
@@ -99,9 +115,19 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
             norm_name(name, sizeof name, c, l, norms[i].hf);
             if ((rc = fn(user, name, true))) return rc;
         }
+        if (c->n_experts > 0) {
+            router_name(name, sizeof name, c, l);
+            if ((rc = fn(user, name, true))) return rc;
+            for (int e = 0; e < c->n_experts; e++)
+                for (int j = 0; j < 3; j++) {
+                    expert_name(name, sizeof name, c, l, e, j);
+                    if ((rc = fn(user, name, true))) return rc;
+                }
+        }
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int row0;
             bool first;
+            if (c->n_experts > 0 && k >= LLMQ_LIN_GATE) continue;
             const char *fused = fused_of(c, k, &row0, &first);
             if (fused) {
                 snprintf(name, sizeof name, "%slayers.%d.%s.weight", c->tensor_prefix, l, fused);
@@ -169,6 +195,33 @@ static int to_f32_norm(llmq_model *m, llmq_weight *w)
     return LLMQ_OK;
 }
 
+/* A mixture-of-experts layer: the router (as F32) and every expert's views;
+ * lin[GATE..DOWN] get the experts' stacked shape with no data. */
+static int bind_experts(llmq_model *m, llmq_safetensors *st, int l, llmq_layer *L, bool packed)
+{
+    const llmq_config *c = &m->cfg;
+    const int d = c->hidden_size, f = c->expert_ffn, E = c->n_experts;
+    char name[192];
+    if (packed) return llmq_error("%s: a GPTQ/AWQ checkpoint of a mixture of experts is not supported yet", m->path);
+    router_name(name, sizeof name, c, l);
+    if (bind(m, st, name, E, d, false, &L->router) || to_f32(m, &L->router)) return LLMQ_ERR;
+    L->experts = llmq_model_own(m, calloc((size_t)E, sizeof *L->experts));
+    if (!L->experts) return llmq_error("%s: out of memory", m->path);
+    for (int e = 0; e < E; e++)
+        for (int j = 0; j < 3; j++) {
+            expert_name(name, sizeof name, c, l, e, j);
+            if (bind(m, st, name, j == 2 ? d : f, j == 2 ? f : d, false, &L->experts[e].w[j])) return LLMQ_ERR;
+            if (L->experts[e].w[j].type != L->experts[0].w[0].type)
+                return llmq_error("%s: tensor '%s': %s, where expert 0 is %s (one type for every expert)", m->path, name,
+                                  llmq_type_get(L->experts[e].w[j].type)->name, llmq_type_get(L->experts[0].w[0].type)->name);
+        }
+    const llmq_type t = L->experts[0].w[0].type;
+    L->lin[LLMQ_LIN_GATE] = (llmq_weight){NULL, t, E * f, d};
+    L->lin[LLMQ_LIN_UP] = (llmq_weight){NULL, t, E * f, d};
+    L->lin[LLMQ_LIN_DOWN] = (llmq_weight){NULL, t, E * d, f};
+    return LLMQ_OK;
+}
+
 static void free_safetensors(void *p) { llmq_st_close(p); }
 
 llmq_model *llmq_model_load(const char *path)
@@ -230,9 +283,11 @@ llmq_model *llmq_model_load(const char *path)
             norm_name(name, sizeof name, c, l, norms[i].hf);
             if (bind(m, st, name, norms[i].per_head ? c->head_dim : d, 0, false, w) || to_f32_norm(m, w)) goto fail;
         }
+        if (c->n_experts > 0 && bind_experts(m, st, l, L, packed)) goto fail;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             int rows, cols, row0;
             bool first;
+            if (L->experts && k >= LLMQ_LIN_GATE) continue;
             llmq_linear_shape(c, (llmq_linear)k, &rows, &cols);
             const char *fused = fused_of(c, k, &row0, &first);
             if (fused) {

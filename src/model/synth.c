@@ -446,9 +446,12 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
 {
     const char *arch = o->arch ? o->arch : "llama";
     const int qwen3 = !strcmp(arch, "qwen3"), gemma = !strcmp(arch, "gemma2") ? 2 : !strcmp(arch, "gemma3") ? 3 : 0;
-    const int qk_norm = qwen3 || gemma == 3, phi3 = !strcmp(arch, "phi3");
-    if (!qwen3 && !gemma && !phi3 && strcmp(arch, "llama"))
-        return llmq_error("synth: unknown architecture '%s' (llama, qwen3, gemma2, gemma3, phi3)", arch);
+    const int mixtral = !strcmp(arch, "mixtral"), qwen3moe = !strcmp(arch, "qwen3moe"), moe = mixtral || qwen3moe;
+    const int qk_norm = qwen3 || qwen3moe || gemma == 3, phi3 = !strcmp(arch, "phi3");
+    if (!qwen3 && !gemma && !phi3 && !moe && strcmp(arch, "llama"))
+        return llmq_error("synth: unknown architecture '%s' (llama, qwen3, gemma2, gemma3, phi3, mixtral, qwen3moe)", arch);
+    /* the mixtures: 4 experts, 2 per token; Qwen3-MoE's experts narrower than its (unused) dense FFN */
+    const int n_exp = 4, n_used = 2, exp_ffn = qwen3moe ? o->intermediate * 2 / 3 : o->intermediate;
     if (o->hidden % o->n_heads || o->n_heads % o->n_kv_heads || o->vocab < 300 || o->head_dim < 0 || o->head_dim % 2)
         return llmq_error("synth: inconsistent shape (hidden %d, heads %d, kv heads %d, head_dim %d, vocab %d)", o->hidden, o->n_heads,
                           o->n_kv_heads, o->head_dim, o->vocab);
@@ -506,7 +509,7 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     }
 
     /* 3. tensors (BF16), in the order Hugging Face writes them */
-    int hd = o->head_dim ? o->head_dim : qwen3 || gemma ? 2 * d / o->n_heads : d / o->n_heads, qd = o->n_heads * hd,
+    int hd = o->head_dim ? o->head_dim : qwen3 || qwen3moe || gemma ? 2 * d / o->n_heads : d / o->n_heads, qd = o->n_heads * hd,
         kvd = o->n_kv_heads * hd, f = o->intermediate;
     /* Gemma stores a norm's weight as w and applies 1 + w; its embeddings enter ×√hidden and each
      * half's output is RMS-normed before the residual add: those post-norms get 5% of the
@@ -552,6 +555,34 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
         };
         uint16_t *stack = NULL; /* Phi-3: qkv_proj and gate_up_proj hold these rows stacked */
         for (size_t k = 0; k < sizeof lin / sizeof lin[0]; k++) {
+            if (moe && k == 4) {
+                /* the router (its outlier columns damped as every reader's), then each expert's gate, up, down */
+                static const char *const mx[3] = {"w1", "w3", "w2"}, *const qw[3] = {"gate_proj", "up_proj", "down_proj"};
+                const char *block = mixtral ? "block_sparse_moe" : "mlp";
+                snprintf(name, sizeof name, "model.layers.%d.%s.gate.weight", l, block);
+                w = add_tensor(&tl, name, n_exp, d);
+                for (int r = 0; r < n_exp; r++)
+                    for (int c = 0; c < d; c++) {
+                        double std = 0.1;
+                        for (int q = 0; q < o->n_outliers && q < 16; q++)
+                            if (c == outlier[q]) std /= o->outlier_scale;
+                        w[(size_t)r * d + c] = llmq_f32_to_bf16((float)(normal(&s) * std));
+                    }
+                for (int e = 0; e < n_exp; e++)
+                    for (int jj = 0; jj < 3; jj++) {
+                        const int rows = jj == 2 ? d : exp_ffn, cols = jj == 2 ? exp_ffn : d;
+                        snprintf(name, sizeof name, "model.layers.%d.%s.experts.%d.%s.weight", l, block, e, mixtral ? mx[jj] : qw[jj]);
+                        w = add_tensor(&tl, name, rows, cols);
+                        for (int r = 0; r < rows; r++)
+                            for (int c = 0; c < cols; c++) {
+                                double std = jj == 2 ? resid_std : 0.02;
+                                for (int q = 0; q < o->n_outliers && q < 16 && jj < 2; q++)
+                                    if (c == outlier[q]) std /= o->outlier_scale;
+                                w[(size_t)r * cols + c] = llmq_f32_to_bf16((float)(normal(&s) * std));
+                            }
+                    }
+                break;
+            }
             if (phi3 && (k == 0 || k == 4)) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, k == 0 ? "self_attn.qkv_proj" : "mlp.gate_up_proj");
                 stack = add_tensor(&tl, name, k == 0 ? qd + 2 * kvd : 2 * f, d);
@@ -590,15 +621,25 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     if (rc != LLMQ_OK) goto done;
 
     const char *arch_name = qwen3 ? "Qwen3ForCausalLM" : gemma == 2 ? "Gemma2ForCausalLM" : gemma ? "Gemma3ForCausalLM"
-                          : phi3 ? "Phi3ForCausalLM" : "LlamaForCausalLM";
+                          : phi3 ? "Phi3ForCausalLM" : mixtral ? "MixtralForCausalLM" : qwen3moe ? "Qwen3MoeForCausalLM" : "LlamaForCausalLM";
     json_t *cfg = json_pack("{s:[s], s:s, s:b, s:f, s:i, s:i, s:s, s:i, s:i, s:f, s:i, s:b, s:i, s:i, s:i, s:i, s:f, s:n, s:f, s:b, s:s, s:i}",
-                            "architectures", arch_name, "model_type", gemma == 3 ? "gemma3_text" : arch, "attention_bias", 0,
+                            "architectures", arch_name, "model_type", gemma == 3 ? "gemma3_text" : qwen3moe ? "qwen3_moe" : arch, "attention_bias", 0,
                             "attention_dropout", 0.0,
                             "bos_token_id", 1, "eos_token_id", 2, "hidden_act", gemma ? "gelu_pytorch_tanh" : "silu", "hidden_size", d,
                             "intermediate_size", f, "initializer_range", 0.02, "max_position_embeddings", 512, "mlp_bias", 0,
                             "num_attention_heads", o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads,
                             "head_dim", hd, "rms_norm_eps", 1e-5, "rope_scaling", "rope_theta", gemma == 3 ? 1000000.0 : 10000.0,
                             "tie_word_embeddings", tied, "torch_dtype", "bfloat16", "vocab_size", V);
+    if (cfg && moe) {
+        json_object_set_new(cfg, mixtral ? "num_local_experts" : "num_experts", json_integer(n_exp));
+        json_object_set_new(cfg, "num_experts_per_tok", json_integer(n_used));
+        if (qwen3moe) {
+            json_object_set_new(cfg, "moe_intermediate_size", json_integer(exp_ffn));
+            json_object_set_new(cfg, "norm_topk_prob", json_true());
+            json_object_set_new(cfg, "decoder_sparse_step", json_integer(1));
+            json_object_set_new(cfg, "mlp_only_layers", json_array());
+        }
+    }
     if (cfg && phi3) {
         /* Phi-3-mini's fields besides Llama's: the window it names (which llama.cpp does not run) */
         json_object_set_new(cfg, "original_max_position_embeddings", json_integer(512));

@@ -97,6 +97,7 @@ static int begin(void *p, const llmq_model *m)
     size_t stride = (size_t)c->seqlen * d;
     s->max_cols = m->cfg.hidden_size > m->cfg.intermediate_size ? m->cfg.hidden_size : m->cfg.intermediate_size;
     if (m->cfg.n_heads * m->cfg.head_dim > s->max_cols) s->max_cols = m->cfg.n_heads * m->cfg.head_dim;
+    if (m->cfg.expert_ffn > s->max_cols) s->max_cols = m->cfg.expert_ffn;
     const int qd = m->cfg.n_heads * m->cfg.head_dim;
     s->y_stride = (size_t)c->seqlen * (qd > d ? qd : d);
     s->X = malloc((size_t)c->n_samples * stride * sizeof(float));
@@ -213,6 +214,130 @@ static void add_forward_time(state *s, double t0, double h0)
     s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
 }
 
+/* GPTQ of a mixture of experts' MLP (h, the residual stream after attention,
+ * in s->Y): every token routed once by the source router; then expert by
+ * expert, its gate and up from the Hessian of the normed inputs routed to it,
+ * its down from the Hessian of its own (quantized) gate/up product on those
+ * tokens. An expert the calibration barely reaches (< LLMQ_MOE_MIN_TOKENS) is
+ * rounded instead: its Hessian would be nearly singular. */
+static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w,
+                       const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
+{
+    const llmq_calib *c = s->o.calib;
+    const llmq_config *cfg = &m->cfg;
+    const llmq_layer *src = &m->layers[index];
+    const int T = c->seqlen, d = cfg->hidden_size, E = cfg->n_experts, K = cfg->n_experts_used, f = cfg->expert_ffn;
+    const size_t N = (size_t)c->n_samples * T, chunk = 2048;
+    const float eps = cfg->rms_norm_eps;
+    int32_t *idx = malloc(N * K * sizeof *idx), *tok = malloc(N * sizeof *tok);
+    float *wts = malloc(N * K * sizeof *wts), *xg = malloc(chunk * d * sizeof *xg), *act = malloc(chunk * f * sizeof *act);
+    double sums[3][2] = {{0}};
+    int rc = LLMQ_ERR, n_gptq = 0;
+    llmq_layer router_view = *cur;
+    router_view.router = src->router;
+    router_view.experts = src->experts; /* for the routing only: the source experts are not run */
+    if (!idx || !tok || !wts || !xg || !act) {
+        llmq_error("layer %d: out of memory for %zu tokens' routing", index, N);
+        goto done;
+    }
+    stage(s, index, "route");
+    double t0 = omp_get_wtime();
+    for (int i = 0; i < c->n_samples; i++) {
+        llmq_rmsnorm(s->tmp, s->Y + (size_t)i * s->y_stride, cur->ffn_norm.data, T, d, eps);
+        if (llmq_moe_route(m, &router_view, s->tmp, T, idx + (size_t)i * T * K, wts + (size_t)i * T * K)) goto done;
+    }
+    s->rep.seconds_forward += omp_get_wtime() - t0;
+    s->rep.n_experts = E;
+    for (int e = 0; e < E; e++) {
+        size_t cnt = 0;
+        for (size_t t = 0; t < N; t++)
+            for (int j = 0; j < K; j++)
+                if (idx[t * K + j] == e) tok[cnt++] = (int32_t)t;
+        if (e < LLMQ_REPORT_EXPERTS) s->rep.expert_tokens[e] = (int64_t)cnt;
+        const size_t off[3] = {(size_t)e * f * d, (size_t)e * f * d, (size_t)e * d * f};
+        const int rows[3] = {f, f, d}, cols[3] = {d, d, f};
+        void *out[3];
+        for (int jj = 0; jj < 3; jj++)
+            out[jj] = (char *)packed[LLMQ_LIN_GATE + jj] + llmq_row_size(targets[LLMQ_LIN_GATE + jj].type, cols[jj]) * (size_t)rows[jj] * e;
+        if (cnt < LLMQ_MOE_MIN_TOKENS) {
+            s->rep.experts_rtn++;
+            for (int jj = 0; jj < 3; jj++) {
+                const llmq_quant_target *tg = &targets[LLMQ_LIN_GATE + jj];
+                if (llmq_quantize_rows(tg->type, w->lin[LLMQ_LIN_GATE + jj] + off[jj], rows[jj], cols[jj], tg->group_size, s->o.rtn_search,
+                                       out[jj]))
+                    goto done;
+            }
+            continue;
+        }
+        /* gate and up: the normed inputs routed to e */
+        int64_t seen = 0;
+        double h0 = s->rep.seconds_hessian;
+        t0 = omp_get_wtime();
+        stage(s, index, "hessian experts");
+        for (size_t a = 0; a < cnt; a += chunk) {
+            const size_t n = cnt - a < chunk ? cnt - a : chunk;
+            for (size_t i = 0; i < n; i++) {
+                const size_t t = (size_t)tok[a + i];
+                const float *h = s->Y + (t / T) * s->y_stride + (t % T) * d;
+                llmq_rmsnorm(xg + i * d, h, cur->ffn_norm.data, 1, d, eps);
+            }
+            if (hessian_add(s, d, &seen, xg, (int)n)) goto done;
+        }
+        s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
+        stage(s, index, "solve experts");
+        for (int jj = 0; jj < 2; jj++) {
+            const int k = LLMQ_LIN_GATE + jj;
+            llmq_gptq_stats gs;
+            double t1 = omp_get_wtime();
+            memcpy(s->Hwork, s->H, (size_t)d * d * sizeof(float));
+            if (llmq_gptq_quantize(w->lin[k] + off[jj], f, d, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq, out[jj], NULL,
+                                   &gs))
+                goto done;
+            s->rep.seconds_solver += omp_get_wtime() - t1;
+            sums[jj][0] += gs.err_rtn, sums[jj][1] += gs.err_gptq;
+            s->rep.damp[k] = gs.damp_used;
+            s->rep.damp_retries += gs.retries;
+        }
+        /* down: the expert's own quantized gate/up product on those tokens */
+        const llmq_expert q = {{{out[0], targets[LLMQ_LIN_GATE].type, f, d}, {out[1], targets[LLMQ_LIN_UP].type, f, d}, {NULL, 0, d, f}}};
+        seen = 0;
+        h0 = s->rep.seconds_hessian;
+        t0 = omp_get_wtime();
+        stage(s, index, "hessian experts");
+        for (size_t a = 0; a < cnt; a += chunk) {
+            const size_t n = cnt - a < chunk ? cnt - a : chunk;
+            for (size_t i = 0; i < n; i++) {
+                const size_t t = (size_t)tok[a + i];
+                const float *h = s->Y + (t / T) * s->y_stride + (t % T) * d;
+                llmq_rmsnorm(xg + i * d, h, cur->ffn_norm.data, 1, d, eps);
+            }
+            if (llmq_expert_mix(m, &q, xg, (int)n, act) || hessian_add(s, f, &seen, act, (int)n)) goto done;
+        }
+        s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
+        stage(s, index, "solve experts");
+        llmq_gptq_stats gs;
+        double t1 = omp_get_wtime();
+        memcpy(s->Hwork, s->H, (size_t)f * f * sizeof(float));
+        if (llmq_gptq_quantize(w->lin[LLMQ_LIN_DOWN] + off[2], d, f, s->Hwork, targets[LLMQ_LIN_DOWN].type,
+                               targets[LLMQ_LIN_DOWN].group_size, &s->o.gptq, out[2], NULL, &gs))
+            goto done;
+        s->rep.seconds_solver += omp_get_wtime() - t1;
+        sums[2][0] += gs.err_rtn, sums[2][1] += gs.err_gptq;
+        s->rep.damp[LLMQ_LIN_DOWN] = gs.damp_used;
+        s->rep.damp_retries += gs.retries;
+        n_gptq++;
+    }
+    for (int jj = 0; n_gptq && jj < 3; jj++) {
+        s->rep.err_rtn[LLMQ_LIN_GATE + jj] = sums[jj][0] / n_gptq;
+        s->rep.err_gptq[LLMQ_LIN_GATE + jj] = sums[jj][1] / n_gptq;
+    }
+    rc = LLMQ_OK;
+done:
+    if (rc) llmq_error_prefix("layer %d experts", index);
+    free(idx); free(tok); free(wts); free(xg); free(act);
+    return rc;
+}
+
 /* True-sequential GPTQ (IST-DASLab/gptq llama.py `sequential`: q,k,v → o →
  * gate,up → down, each group's inputs computed with the linears before it
  * already quantized), with every sub-layer's input computed once per layer:
@@ -265,7 +390,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
 
     h0 = s->rep.seconds_hessian;
     t0 = omp_get_wtime();
-    const bool gu_packed = any_packed(packed, gate_up, 2);
+    const bool moe = cur->experts || m->layers[index].experts, gu_packed = any_packed(packed, gate_up, 2) && !moe;
     stage(s, index, gu_packed ? "hessian gate,up" : "o_proj");
     seen = 0;
     for (int i = 0; i < c->n_samples; i++) {
@@ -282,7 +407,9 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     add_forward_time(s, t0, h0);
     if (gu_packed && solve_step(s, m, index, cur, w, gate_up, 2, targets, packed)) return LLMQ_ERR;
 
-    if (packed[LLMQ_LIN_DOWN]) {
+    if (moe) {
+        if (moe_experts(s, m, index, cur, w, targets, packed)) return LLMQ_ERR;
+    } else if (packed[LLMQ_LIN_DOWN]) {
         stage(s, index, "hessian down_proj");
         h0 = s->rep.seconds_hessian;
         t0 = omp_get_wtime();
@@ -304,6 +431,8 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
 static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f32 *w, const llmq_quant_target targets[LLMQ_LIN_COUNT],
                           void *const packed[LLMQ_LIN_COUNT])
 {
+    if (((state *)p)->o.kind != LLMQ_CAL_GPTQ && m->layers[index].experts)
+        return llmq_error("layer %d: AWQ of a mixture of experts is not supported yet (gptq and rtn are)", index);
     state *s = p;
     memset(&s->rep, 0, sizeof s->rep);
     s->rep_pending = true;

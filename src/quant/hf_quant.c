@@ -208,6 +208,9 @@ static int sink_begin(void *state, const llmq_model *src)
         return llmq_error("%s: %d-bit %s is not a Hugging Face packing (GPTQ: 4 or 8 bits, AWQ: 4)", w->out_dir, q->bits,
                           q->method == LLMQ_HF_AWQ ? "AWQ" : "GPTQ");
     if (!w->src_dir) return llmq_error("%s: the source checkpoint directory (config.json) is needed", w->out_dir);
+    if (src->cfg.n_experts > 0)
+        return llmq_error("%s: %s: Hugging Face GPTQ/AWQ output of a mixture of experts is not supported yet (GGUF is)", w->out_dir,
+                          src->cfg.architecture);
     if (src->cfg.fused_linears)
         return llmq_error("%s: %s: Hugging Face GPTQ/AWQ output of fused qkv_proj/gate_up_proj is not supported yet (GGUF is)",
                           w->out_dir, src->cfg.architecture);

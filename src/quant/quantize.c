@@ -46,7 +46,7 @@ typedef struct {
     llmq_tensor_desc desc;
     llmq_tensor_plan plan;
     int n_dims;
-    int64_t ne[2];
+    int64_t ne[3];
 } planned;
 
 typedef struct {
@@ -131,6 +131,7 @@ static const struct {
     {"attn_k_norm", -1, offsetof(llmq_layer, k_norm), offsetof(llmq_layer_f32, k_norm)},
     {"post_attention_norm", LLMQ_LIN_O, offsetof(llmq_layer, post_attn_norm), offsetof(llmq_layer_f32, post_attn_norm)},
     {"ffn_norm", LLMQ_LIN_O, offsetof(llmq_layer, ffn_norm), offsetof(llmq_layer_f32, ffn_norm)},
+    {"ffn_gate_inp", LLMQ_LIN_O, offsetof(llmq_layer, router), offsetof(llmq_layer_f32, router)}, /* kept F32 as llama-quantize keeps it */
     {"post_ffw_norm", LLMQ_LIN_DOWN, offsetof(llmq_layer, post_ffn_norm), offsetof(llmq_layer_f32, post_ffn_norm)},
 };
 #define N_LAYER_NORMS (sizeof layer_norms / sizeof layer_norms[0])
@@ -138,9 +139,12 @@ static const struct {
 static llmq_weight *norm_of(const llmq_layer *L, size_t i) { return (llmq_weight *)((char *)L + layer_norms[i].in_layer); }
 static float **norm_f32(const llmq_layer_f32 *f, size_t i) { return (float **)((char *)f + layer_norms[i].in_f32); }
 
-/* The file's name of linear k: Phi-3's gate lives in ffn_up, stacked above up. */
+/* The file's name of linear k: Phi-3's gate lives in ffn_up, stacked above
+ * up; a mixture of experts' MLP linears are ffn_{gate,up,down}_exps. */
 static const char *linear_file_name(const job *j, int k)
 {
+    static const char *const exps[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+    if (j->src->cfg.n_experts > 0 && k >= LLMQ_LIN_GATE) return exps[k - LLMQ_LIN_GATE];
     return j->src->cfg.fused_linears && k == LLMQ_LIN_GATE ? "ffn_up" : llmq_gguf_linear_name((llmq_linear)k);
 }
 
@@ -161,8 +165,15 @@ static int plan_all(job *j)
             if (k >= 0 && !(k == LLMQ_LIN_GATE && stacked_gate_up(j))) {
                 /* Phi-3: one ffn_up of gate's rows then up's, planned with up's rule */
                 const int rows = k == LLMQ_LIN_UP && stacked_gate_up(j) ? L->lin[LLMQ_LIN_GATE].rows + L->lin[k].rows : L->lin[k].rows;
-                llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "weight");
+                llmq_gguf_layer_tensor_name(name, sizeof name, l, linear_file_name(j, k), "weight");
                 if (plan_tensor(j, name, LLMQ_ROLE_LINEAR, k, l, rows, L->lin[k].cols)) return LLMQ_ERR;
+                if (L->experts && k >= LLMQ_LIN_GATE) {
+                    /* ggml's {cols, rows of one expert, experts} */
+                    planned *p = &j->t[j->n - 1];
+                    p->n_dims = 3;
+                    p->ne[1] = rows / c->n_experts;
+                    p->ne[2] = c->n_experts;
+                }
                 if (L->bias[k].data) {
                     llmq_gguf_layer_tensor_name(name, sizeof name, l, llmq_gguf_linear_name(k), "bias");
                     if (plan_tensor(j, name, LLMQ_ROLE_BIAS, k, l, 1, L->bias[k].cols)) return LLMQ_ERR;
@@ -172,7 +183,8 @@ static int plan_all(job *j)
                 const llmq_weight *w = norm_of(L, i);
                 if (layer_norms[i].after != k || !w->data) continue;
                 llmq_gguf_layer_tensor_name(name, sizeof name, l, layer_norms[i].gguf, "weight");
-                if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, 1, w->cols)) return LLMQ_ERR;
+                if (plan_tensor(j, name, LLMQ_ROLE_NORM, 0, l, w->rows, w->cols)) return LLMQ_ERR;
+                if (w->rows > 1) j->t[j->n - 1].n_dims = 2; /* the router */
             }
         }
     }
@@ -247,8 +259,9 @@ static int write_tensor(job *j, const planned *p, const void *data, size_t bytes
 static int write_f32(job *j, const char *name, const float *v, const int32_t *perm)
 {
     planned *p = find_planned(j, name);
-    size_t bytes = (size_t)p->ne[0] * sizeof(float);
-    if (write_tensor(j, p, v, bytes, (int)p->ne[0], perm)) return LLMQ_ERR;
+    const int64_t rows = p->n_dims > 1 ? p->ne[1] : 1;
+    size_t bytes = (size_t)(p->ne[0] * rows) * sizeof(float);
+    if (write_tensor(j, p, v, bytes, perm ? (int)p->ne[0] : (int)rows, perm)) return LLMQ_ERR;
     record(j, p, bytes, 0.0);
     return LLMQ_OK;
 }
@@ -306,8 +319,8 @@ static void layer_work_free(layer_work *lw)
 
 static float *copy_vector(const llmq_weight *w)
 {
-    float *v = malloc((size_t)w->cols * sizeof *v);
-    if (v) llmq_type_get(w->type)->to_float(w->data, v, w->cols);
+    float *v = malloc((size_t)w->rows * w->cols * sizeof *v);
+    if (v) llmq_type_get(w->type)->to_float(w->data, v, (int64_t)w->rows * w->cols);
     return v;
 }
 
@@ -338,7 +351,7 @@ static int layer_tensors(job *j, int l, const layer_work *lw, const llmq_quant_t
             if (layer_norms[i].after != k || !w->data) continue;
             llmq_gguf_layer_tensor_name(name, sizeof name, l, layer_norms[i].gguf, "weight");
             t[n++] = (llmq_qstate_tensor){find_planned(j, name)->name, LLMQ_TYPE_F32, *norm_f32(&lw->f, i),
-                                          (size_t)w->cols * sizeof(float), 0};
+                                          (size_t)w->rows * w->cols * sizeof(float), 0};
         }
     }
     return n;
@@ -357,6 +370,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     llmq_qstate_tensor st[N_LAYER_NORMS + 2 * LLMQ_LIN_COUNT];
     int lin_at[LLMQ_LIN_COUNT];
     char name[LLMQ_GGUF_MAX_NAME + 16];
+    llmq_expert *q_experts = NULL;
     int rc = LLMQ_ERR;
     j->current_layer = l;
     stage(j, l, restore ? "restore" : "load");
@@ -364,7 +378,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     for (size_t i = 0; i < N_LAYER_NORMS; i++) {
         const llmq_weight *w = norm_of(L, i);
         float **dst = norm_f32(&lw.f, i);
-        if (w->data && !(*dst = restore ? malloc((size_t)w->cols * sizeof(float)) : copy_vector(w))) goto oom;
+        if (w->data && !(*dst = restore ? malloc((size_t)w->rows * w->cols * sizeof(float)) : copy_vector(w))) goto oom;
     }
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_weight *w = &L->lin[k];
@@ -380,7 +394,15 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
             goto oom;
         if (restore) continue;
         if (!(lw.f.lin[k] = malloc((size_t)w->rows * w->cols * sizeof(float)))) goto oom;
-        if (source_rows(w, 0, w->rows, lw.f.lin[k], name)) goto done;
+        if (L->experts && k >= LLMQ_LIN_GATE) {
+            /* every expert's matrix, stacked by rows */
+            for (int e = 0; e < src->cfg.n_experts; e++) {
+                const llmq_weight *x = &L->experts[e].w[k - LLMQ_LIN_GATE];
+                if (source_rows(x, 0, x->rows, lw.f.lin[k] + (size_t)e * x->rows * x->cols, name)) goto done;
+            }
+        } else if (source_rows(w, 0, w->rows, lw.f.lin[k], name)) {
+            goto done;
+        }
     }
     if (restore) {
         int n = layer_tensors(j, l, &lw, targets, NULL, st, lin_at);
@@ -405,10 +427,23 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     if (method->layer_done) {
         llmq_layer q = *L;
         for (size_t i = 0; i < N_LAYER_NORMS; i++)
-            if (*norm_f32(&lw.f, i)) *norm_of(&q, i) = (llmq_weight){*norm_f32(&lw.f, i), LLMQ_TYPE_F32, 1, norm_of(L, i)->cols};
+            if (*norm_f32(&lw.f, i))
+                *norm_of(&q, i) = (llmq_weight){*norm_f32(&lw.f, i), LLMQ_TYPE_F32, norm_of(L, i)->rows, norm_of(L, i)->cols};
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
             q.lin[k] = (llmq_weight){lw.packed[k], targets[k].type, L->lin[k].rows, L->lin[k].cols};
             if (lw.f.bias[k]) q.bias[k] = (llmq_weight){lw.f.bias[k], LLMQ_TYPE_F32, 1, L->bias[k].cols};
+        }
+        if (L->experts) {
+            /* the experts' views into the stacked packed matrices */
+            const int E = src->cfg.n_experts;
+            if (!(q_experts = malloc((size_t)E * sizeof *q_experts))) goto oom;
+            for (int e = 0; e < E; e++)
+                for (int jj = 0; jj < 3; jj++) {
+                    const int k = LLMQ_LIN_GATE + jj, rows = L->lin[k].rows / E;
+                    q_experts[e].w[jj] = (llmq_weight){(const char *)lw.packed[k] + llmq_row_size(targets[k].type, L->lin[k].cols) * (size_t)rows * e,
+                                                       targets[k].type, rows, L->lin[k].cols};
+                }
+            q.experts = q_experts;
         }
         if (method->layer_done(method->state, src, l, &q)) goto done;
     }
@@ -456,6 +491,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
 oom:
     llmq_error("quantize: out of memory in layer %d", l);
 done:
+    free(q_experts);
     layer_work_free(&lw);
     return rc;
 }
@@ -482,7 +518,8 @@ static int verify_layer(job *j, int l)
 static llmq_qstate_source *state_sources(const job *j, int *n)
 {
     const llmq_model *m = j->src;
-    llmq_qstate_source *t = malloc((size_t)j->n * sizeof *t);
+    const int per_linear = m->cfg.n_experts > 0 ? m->cfg.n_experts : 2; /* experts, or Phi-3's gate beside up */
+    llmq_qstate_source *t = malloc((size_t)j->n * per_linear * sizeof *t);
     if (!t) return NULL;
     int k = 0;
     for (int i = 0; i < j->n; i++) {
@@ -491,7 +528,21 @@ static llmq_qstate_source *state_sources(const job *j, int *n)
         switch (p->desc.role) {
         case LLMQ_ROLE_EMBED: w = &m->embed; break;
         case LLMQ_ROLE_OUTPUT: w = &m->lm_head; break;
-        case LLMQ_ROLE_LINEAR: w = &m->layers[p->desc.layer].lin[p->desc.linear]; break;
+        case LLMQ_ROLE_LINEAR: {
+            const llmq_layer *L = &m->layers[p->desc.layer];
+            w = &L->lin[p->desc.linear];
+            if (L->experts && p->desc.linear >= LLMQ_LIN_GATE) { /* every expert's matrix */
+                for (int e = 0; e < m->cfg.n_experts; e++) {
+                    const llmq_weight *x = &L->experts[e].w[p->desc.linear - LLMQ_LIN_GATE];
+                    t[k++] = (llmq_qstate_source){p->name, x->data, llmq_row_size(x->type, x->cols) * (size_t)x->rows};
+                }
+                w = NULL;
+            } else if (p->desc.linear == LLMQ_LIN_UP && stacked_gate_up(j)) {
+                const llmq_weight *g = &L->lin[LLMQ_LIN_GATE];
+                t[k++] = (llmq_qstate_source){p->name, g->data, llmq_row_size(g->type, g->cols) * (size_t)g->rows};
+            }
+            break;
+        }
         case LLMQ_ROLE_BIAS: w = &m->layers[p->desc.layer].bias[p->desc.linear]; break;
         case LLMQ_ROLE_NORM:
             w = &m->final_norm;

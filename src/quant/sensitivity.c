@@ -167,9 +167,9 @@ int llmq_sens_measure(const llmq_model *m, const llmq_calib *c, const llmq_type 
                       void *user, llmq_sens_table *out)
 {
     memset(out, 0, sizeof *out);
-    if (m->cfg.fused_linears)
-        return llmq_error("sensitivity: %s stores gate and up as one tensor, which --target-bpw cannot type apart yet",
-                          m->cfg.architecture);
+    if (m->cfg.fused_linears || m->cfg.n_experts > 0)
+        return llmq_error("sensitivity: %s (%s) is not yet measured by --target-bpw", m->cfg.architecture,
+                          m->cfg.n_experts > 0 ? "a mixture of experts" : "gate and up stored as one tensor");
     if (!c || c->n_samples <= 0 || c->seqlen <= 0) return llmq_error("sensitivity: no calibration windows");
     if (list_tensors(m, types, n_types, out)) {
         llmq_sens_free(out);

@@ -5,14 +5,15 @@
 # iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
 # demo model written as other architectures (llmq synth --arch qwen3, gemma2,
-# gemma3, phi3: f32, q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
+# gemma3, phi3, mixtral, qwen3moe: f32, q8_0, gptq q4_k, awq+gptq q4_k_m or, for
+# the mixtures of experts, gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
 #
 # usage: tests/conformance/run.sh [LLMQ_BINARY]
 # env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
-#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3), CONFORMANCE_ARCH_TYPES,
+#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3 mixtral qwen3moe), CONFORMANCE_ARCH_TYPES,
 #        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
 # Without node/npm the check is skipped with a message; under CI=true every
 # other failure (missing model, npm install, load, mismatch) fails.
@@ -158,7 +159,7 @@ for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$c
 # own text. llama.cpp runs them in batches of 128 tokens: node-llama-cpp
 # 3.22.1's build stops on GGML_ASSERT(buffer) for these small Gemma 3 files
 # at batches of 256 and more (its own convert_hf_to_gguf.py file too).
-for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3}; do
+for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3 mixtral qwen3moe}; do
     dir=$work/synth-$arch
     layers=4
     [ "$arch" = gemma3 ] && layers=6
@@ -169,7 +170,9 @@ for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3}; do
     node -e 'const fs = require("fs"); fs.writeFileSync(process.argv[2], JSON.stringify(JSON.parse(fs.readFileSync(process.argv[1], "utf8")).slice(0, Number(process.argv[3]) * 512)));' \
         "$dir/ids.json" "$dir/tokens.json" "$chunks"
     printf "conformance: %s (llmq synth --arch %s), %d windows of 512\n" "$arch" "$arch" "$chunks"
-    for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do
+    arch_types=${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}
+    case "$arch" in mixtral | qwen3moe) arch_types=${arch_types//awq+gptq/gptq} ;; esac # no AWQ for experts yet
+    for spec in $arch_types; do
         compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec" "--batch 128"
     done
     converter_check "$arch" "$dir"
