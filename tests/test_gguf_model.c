@@ -573,3 +573,79 @@ Test(gguf_model, phi3_stacked_attn_qkv_and_ffn_up_read_as_views)
     llmq_model_free(b);
     llmq_model_free(hf);
 }
+
+/* Phi-3.5 / Phi-4-mini: LongRoPE factors and partial rotary. The demo as Phi-3
+ * with rope_scaling longrope (original context 256 of 512) and
+ * partial_rotary_factor 0.5: a pass over more than 256 tokens uses the long
+ * factors (cos/sin × √(1 + ln 2 / ln 256)), a shorter one the short factors;
+ * the GGUF (rope_factors_long/short, rope.dimension_count, the attn factor)
+ * reads back to the same logits for both. */
+Test(gguf_model, phi3_longrope_and_partial_rotary)
+{
+    char dir[256], path[512];
+    test_tmpdir(dir, sizeof dir, "phi3-longrope");
+    llmq_synth_opts o;
+    llmq_synth_defaults(&o);
+    o.arch = "phi3";
+    o.n_layers = 2;
+    o.calib_bytes = 40000;
+    o.eval_bytes = 20000;
+    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *cfg = json_load_file(path, 0, &je);
+    cr_assert_not_null(cfg);
+    const int half = 64 / 2 / 2; /* head_dim 64, half of it turned */
+    json_t *lf = json_array(), *sf = json_array();
+    for (int i = 0; i < half; i++) {
+        json_array_append_new(lf, json_real(1.0 + 0.5 * i));
+        json_array_append_new(sf, json_real(1.0 + 0.05 * i));
+    }
+    json_object_set_new(cfg, "rope_scaling", json_pack("{s:s, s:o, s:o}", "type", "longrope", "long_factor", lf, "short_factor", sf));
+    json_object_set_new(cfg, "original_max_position_embeddings", json_integer(256));
+    json_object_set_new(cfg, "partial_rotary_factor", json_real(0.5));
+    cr_assert_eq(json_dump_file(cfg, path, 0), 0);
+    json_decref(cfg);
+
+    llmq_model *hf = llmq_model_load(dir);
+    cr_assert_not_null(hf, "%s", llmq_last_error());
+    cr_assert_eq(hf->cfg.rope_scaling, LLMQ_ROPE_SCALING_LONGROPE);
+    cr_assert_eq(hf->cfg.rope_dim, 32);
+    cr_assert_float_eq(hf->cfg.rope_attn_factor, (float)sqrt(1 + log(2.0) / log(256.0)), 1e-6);
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    snprintf(path, sizeof path, "%s/f32.gguf", dir);
+    llmq_quant_opts qo = {0};
+    cr_assert_eq(llmq_quant_scheme_parse("f32", &qo.policy.scheme), LLMQ_OK);
+    cr_assert_eq(llmq_quantize_model(hf, tok, path, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_tokenizer_free(tok);
+    llmq_model *g = llmq_model_load(path);
+    cr_assert_not_null(g, "%s", llmq_last_error());
+    cr_assert(g->cfg.rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && g->cfg.rope_dim == 32 && g->cfg.n_rope_factors == half);
+    cr_assert_float_eq(g->cfg.rope_attn_factor, hf->cfg.rope_attn_factor, 1e-7);
+
+    const int vocab = hf->cfg.vocab_size, n_short = 200, n_long = 300;
+    int32_t ids[300];
+    for (int i = 0; i < n_long; i++) ids[i] = (i * 31 + 7) % vocab;
+    float *a = malloc(sizeof(float) * n_long * vocab), *b = malloc(sizeof(float) * n_long * vocab);
+    for (int pass = 0; pass < 2; pass++) {
+        const int n = pass ? n_long : n_short;
+        cr_assert_eq(llmq_forward(hf, ids, n, a), LLMQ_OK);
+        cr_assert_eq(llmq_forward(g, ids, n, b), LLMQ_OK, "%s", llmq_last_error());
+        cr_assert_arr_eq(a, b, sizeof(float) * n * vocab, "%d tokens: the GGUF reads other rope factors", n);
+    }
+    /* the first 200 positions' attention (layer 0): short factors over 200 tokens, long ones over 300 */
+    const int d = hf->cfg.hidden_size, qd = hf->cfg.n_heads * hf->cfg.head_dim;
+    float *x = malloc(sizeof(float) * n_long * d), *xn = malloc(sizeof(float) * n_long * d);
+    float *s = malloc(sizeof(float) * n_long * qd), *l = malloc(sizeof(float) * n_long * qd);
+    cr_assert_eq(llmq_embed(hf, ids, n_long, x), LLMQ_OK);
+    llmq_rmsnorm(xn, x, hf->layers[0].attn_norm.data, n_long, d, hf->cfg.rms_norm_eps);
+    cr_assert_eq(llmq_attention_mix(hf, &hf->layers[0], 0, xn, n_short, s), LLMQ_OK);
+    cr_assert_eq(llmq_attention_mix(hf, &hf->layers[0], 0, xn, n_long, l), LLMQ_OK);
+    double diff = 0, scale = 0;
+    for (int i = 0; i < n_short * qd; i++) diff = fmax(diff, fabs(s[i] - l[i])), scale = fmax(scale, fabs(s[i]));
+    cr_assert_gt(diff, 1e-3 * scale, "a pass past the original context must take the long factors (%g of %g)", diff, scale);
+    free(x); free(xn); free(l);
+    free(a); free(b); free(s);
+    llmq_model_free(g);
+    llmq_model_free(hf);
+}

@@ -9,6 +9,7 @@ typedef enum {
     LLMQ_ROPE_SCALING_NONE = 0,
     LLMQ_ROPE_SCALING_LINEAR,
     LLMQ_ROPE_SCALING_LLAMA3,
+    LLMQ_ROPE_SCALING_LONGROPE, /* Phi-3 128k, Phi-3.5, Phi-4-mini: per-frequency factors, see rope_long */
 } llmq_rope_scaling;
 
 /* The MLP's gate activation: SwiGLU's silu, or GeGLU's tanh-approximated GELU (Gemma). */
@@ -66,6 +67,12 @@ typedef struct {
      * holds gate and up stacked, as llama.cpp's phi3 reads it. */
     bool fused_linears;
     int rope_original_max_position_phi3; /* original_max_position_embeddings, for the GGUF key */
+    int rope_dim; /* dimensions of each head that RoPE turns (partial_rotary_factor × head_dim); 0: head_dim */
+    /* LongRoPE (transformers' _compute_longrope_parameters; llama.cpp's rope_factors_long/short): each
+     * frequency divided by its factor, the long set when a pass is longer than
+     * rope_original_max_position_phi3 tokens, the short one otherwise; cos and sin × rope_attn_factor. */
+    int n_rope_factors; /* rope_dim / 2 */
+    float rope_long[128], rope_short[128], rope_attn_factor;
     /* Mixture of experts (Mixtral, Qwen3-MoE): every layer's MLP is n_experts SwiGLU experts of
      * expert_ffn, n_experts_used of them per token chosen by a router (softmax over all, the top
      * ones kept, their weights renormalised to sum 1: llama.cpp's only form). 0: dense. */

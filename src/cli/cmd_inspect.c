@@ -39,7 +39,7 @@ static json_t *config_json(const llmq_config *c)
     json_object_set_new(o, "max_position_embeddings", json_integer(c->max_position_embeddings));
     json_object_set_new(o, "rms_norm_eps", json_real(c->rms_norm_eps));
     json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
-    static const char *const scaling[] = {"none", "linear", "llama3"};
+    static const char *const scaling[] = {"none", "linear", "llama3", "longrope"};
     json_object_set_new(o, "rope_scaling", json_string(scaling[c->rope_scaling]));
     if (c->rope_scaling != LLMQ_ROPE_SCALING_NONE) json_object_set_new(o, "rope_factor", json_real(c->rope_factor));
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
@@ -66,7 +66,7 @@ static void print_config(const llmq_config *c)
            c->max_position_embeddings);
     printf("rms_norm_eps %g, rope_theta %g%s%s%s\n", c->rms_norm_eps, c->rope_theta,
            c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR ? ", linear rope scaling" : "",
-           c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 ? ", llama3 rope scaling" : "",
+           c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 ? ", llama3 rope scaling" : c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE ? ", LongRoPE" : "",
            c->tie_word_embeddings ? ", tied embeddings" : "");
     if (c->qk_norm) printf("q/k RMSNorms per head\n");
     if (c->post_norms)

@@ -114,9 +114,29 @@ static int parse_rope_scaling(json_t *root, const char *name, llmq_config *cfg)
             get_num(rs, name, "high_freq_factor", 4.0, &cfg->rope_high_freq_factor) != LLMQ_OK ||
             get_int(rs, name, "original_max_position_embeddings", 8192, &cfg->rope_original_max_position) != LLMQ_OK)
             return LLMQ_ERR;
+    } else if (!strcmp(type, "longrope") || !strcmp(type, "su")) {
+        cfg->rope_scaling = LLMQ_ROPE_SCALING_LONGROPE;
+        json_t *lists[2] = {json_object_get(rs, "long_factor"), json_object_get(rs, "short_factor")};
+        float *dst[2] = {cfg->rope_long, cfg->rope_short};
+        for (int i = 0; i < 2; i++) {
+            size_t n = json_array_size(lists[i]);
+            if (!json_is_array(lists[i]) || n == 0 || n > 128 || (i && n != (size_t)cfg->n_rope_factors))
+                return llmq_error("%s: field 'rope_scaling.%s' must be a list of up to 128 numbers (as long as the other)", name,
+                                  i ? "short_factor" : "long_factor");
+            for (size_t k = 0; k < n; k++) {
+                json_t *v = json_array_get(lists[i], k);
+                if (!json_is_number(v) || !(json_number_value(v) > 0))
+                    return llmq_error("%s: field 'rope_scaling.%s'[%zu] is not a positive number", name, i ? "short_factor" : "long_factor", k);
+                dst[i][k] = (float)json_number_value(v);
+            }
+            cfg->n_rope_factors = (int)n;
+        }
+        double attn = 0;
+        if (get_num(rs, name, "attention_factor", 0, &attn)) return LLMQ_ERR;
+        cfg->rope_attn_factor = (float)attn; /* 0: from the context lengths, once they are read */
+        return LLMQ_OK;
     } else {
-        return llmq_error("%s: field 'rope_scaling.rope_type' = '%s' is not supported (linear and llama3 are%s)", name, type,
-                          !strcmp(type, "longrope") || !strcmp(type, "su") ? "; Phi-3's long-context LongRoPE is not yet" : "");
+        return llmq_error("%s: field 'rope_scaling.rope_type' = '%s' is not supported (linear, llama3 and longrope are)", name, type);
     }
     if (!(cfg->rope_factor > 0)) return llmq_error("%s: field 'rope_scaling.factor' must be positive", name);
     return LLMQ_OK;
@@ -279,10 +299,22 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
         if (get_num(root, name, "partial_rotary_factor", 1.0, &rotary) ||
             get_int(root, name, "original_max_position_embeddings", cfg->max_position_embeddings, &cfg->rope_original_max_position_phi3))
             goto done;
-        if (rotary != 1.0) {
-            llmq_error("%s: field 'partial_rotary_factor' = %g: RoPE on part of each head (Phi-4-mini) is not supported yet", name, rotary);
+        cfg->rope_dim = (int)(cfg->head_dim * rotary);
+        if (!(rotary > 0 && rotary <= 1) || cfg->rope_dim % 2) {
+            llmq_error("%s: field 'partial_rotary_factor' = %g does not turn an even part of head_dim %d", name, rotary, cfg->head_dim);
             goto done;
         }
+        if (cfg->rope_dim == cfg->head_dim) cfg->rope_dim = 0;
+    }
+    if (cfg->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE) {
+        const int dim = cfg->rope_dim ? cfg->rope_dim : cfg->head_dim, orig = cfg->rope_original_max_position_phi3;
+        if (strcmp(cfg->model_type, "phi3") || cfg->n_rope_factors != dim / 2) {
+            llmq_error("%s: LongRoPE is read for Phi3ForCausalLM with rope_scaling factors for each of the %d frequencies", name, dim / 2);
+            goto done;
+        }
+        /* transformers: √(1 + ln(factor) / ln(original)) for a context extended by factor, unless given */
+        const double factor = orig > 0 ? (double)cfg->max_position_embeddings / orig : 1.0;
+        if (!(cfg->rope_attn_factor > 0)) cfg->rope_attn_factor = factor > 1 ? (float)sqrt(1 + log(factor) / log((double)orig)) : 1.0f;
     }
     if (cfg->n_kv_heads == 0) cfg->n_kv_heads = cfg->n_heads;
     if (cfg->hidden_size == 0 || cfg->intermediate_size == 0 || cfg->n_layers == 0 || cfg->n_heads == 0 || cfg->vocab_size == 0) {

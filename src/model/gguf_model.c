@@ -133,7 +133,8 @@ int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const ch
     TRY(add_arch_u32(w, arch, "attention.value_length", (uint32_t)c->head_dim));
     TRY(add_arch_f32(w, arch, "attention.layer_norm_rms_epsilon", c->rms_norm_eps));
     TRY(add_arch_f32(w, arch, "rope.freq_base", (float)c->rope_theta));
-    TRY(add_arch_u32(w, arch, "rope.dimension_count", (uint32_t)c->head_dim));
+    TRY(add_arch_u32(w, arch, "rope.dimension_count", (uint32_t)(c->rope_dim ? c->rope_dim : c->head_dim)));
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE) TRY(add_arch_f32(w, arch, "rope.scaling.attn_factor", c->rope_attn_factor));
     if (c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR) {
         char key[128];
         snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
@@ -365,6 +366,25 @@ static int read_gemma(const llmq_gguf *g, const char *arch, llmq_config *c)
     return LLMQ_OK;
 }
 
+/* Phi-3's LongRoPE: rope_factors_long / rope_factors_short (f32, rope dims / 2)
+ * and rope.scaling.attn_factor, as llama.cpp's converter writes them. */
+static int read_longrope(const llmq_gguf *g, const char *arch, llmq_config *c)
+{
+    const llmq_gguf_tensor *t[2] = {llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_factors_long.weight")),
+                                    llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_factors_short.weight"))};
+    if (!t[0] && !t[1]) return LLMQ_OK;
+    const int half = (c->rope_dim ? c->rope_dim : c->head_dim) / 2;
+    for (int i = 0; i < 2; i++)
+        if (!t[i] || t[i]->type != LLMQ_TYPE_F32 || t[i]->n_dims != 1 || t[i]->ne[0] != half)
+            return llmq_error("%s: rope_factors_long and rope_factors_short must both be %d f32 values", llmq_gguf_name(g), half);
+    memcpy(c->rope_long, t[0]->data, (size_t)half * sizeof(float));
+    memcpy(c->rope_short, t[1]->data, (size_t)half * sizeof(float));
+    c->n_rope_factors = half;
+    c->rope_scaling = LLMQ_ROPE_SCALING_LONGROPE;
+    c->rope_attn_factor = 1.0f;
+    return get_arch_f32(g, arch, "rope.scaling.attn_factor", false, &c->rope_attn_factor) == LLMQ_ERR ? LLMQ_ERR : LLMQ_OK;
+}
+
 int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
 {
     const char *name = llmq_gguf_name(g);
@@ -423,9 +443,12 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
     if (get_arch_int(g, arch, "attention.value_length", false, &value_length) == LLMQ_ERR ||
         get_arch_int(g, arch, "rope.dimension_count", false, &rope_dim) == LLMQ_ERR)
         return LLMQ_ERR;
-    if (value_length != c->head_dim || rope_dim != c->head_dim || c->head_dim % 2)
+    /* phi3 may turn only part of each head (Phi-4-mini) */
+    const bool partial = !strcmp(arch, "phi3") && rope_dim > 0 && rope_dim < c->head_dim && rope_dim % 2 == 0;
+    if (value_length != c->head_dim || (rope_dim != c->head_dim && !partial) || c->head_dim % 2)
         return llmq_error("%s: key_length %d, value_length %d and rope.dimension_count %d must be equal and even", name,
                           c->head_dim, value_length, rope_dim);
+    if (partial) c->rope_dim = rope_dim;
     TRY(get_arch_f32(g, arch, "attention.layer_norm_rms_epsilon", true, &c->rms_norm_eps));
     float theta = 10000.0f;
     if (get_arch_f32(g, arch, "rope.freq_base", false, &theta) == LLMQ_ERR) return LLMQ_ERR;
@@ -448,6 +471,7 @@ int llmq_gguf_read_config(const llmq_gguf *g, llmq_config *c, bool *qk_permuted)
     if (c->fused_linears &&
         get_arch_int(g, arch, "rope.scaling.original_context_length", false, &c->rope_original_max_position_phi3) == LLMQ_ERR)
         return LLMQ_ERR;
+    if (c->fused_linears && read_longrope(g, arch, c)) return LLMQ_ERR;
     if (get_arch_int(g, arch, "expert_count", false, &c->n_experts) == LLMQ_ERR) return LLMQ_ERR;
     if (c->n_experts > 0) {
         c->expert_ffn = c->intermediate_size;

@@ -103,6 +103,7 @@ typedef struct llmq_workspace {
     int cap;
     float *xn, *out, *q, *k, *v, *att, *gate, *up, *cosv, *sinv, *scores;
     float *cos_local, *sin_local; /* Gemma 3's sliding-window layers (cfg.rope_local_theta); NULL otherwise */
+    bool rope_long; /* LongRoPE: the tables hold the long factors' angles */
     int scores_threads;
 } llmq_workspace;
 
@@ -117,7 +118,16 @@ static void ws_free(llmq_workspace *ws)
     free(ws);
 }
 
-static void rope_inv_freq(const llmq_config *c, double *inv);
+static void rope_inv_freq(const llmq_config *c, bool rope_long, double *inv);
+
+/* The dimensions of a head that RoPE turns (Phi-4-mini's partial rotary: the first ones). */
+static int rope_dims(const llmq_config *c) { return c->rope_dim ? c->rope_dim : c->head_dim; }
+
+/* LongRoPE's set for a pass over n tokens: the long factors past the original context. */
+static bool wants_long(const llmq_config *c, int n)
+{
+    return c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && c->rope_original_max_position_phi3 > 0 && n > c->rope_original_max_position_phi3;
+}
 
 /* cos/sin of position × inverse frequency, in double, for positions 0..n-1. */
 static void rope_tables(const double *inv, int n, size_t half, float *cosv, float *sinv)
@@ -142,14 +152,14 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
     const llmq_config *c = &m->cfg;
     const bool own = (!m->ws || m->ws->owner == m) && __atomic_exchange_n(&m->ws_busy, 1, __ATOMIC_ACQUIRE) == 0;
     const int threads = omp_get_max_threads();
-    if (own && m->ws && m->ws->cap >= n && m->ws->scores_threads >= threads) return m->ws;
+    if (own && m->ws && m->ws->cap >= n && m->ws->scores_threads >= threads && m->ws->rope_long == wants_long(c, n)) return m->ws;
     if (own) {
         ws_free(m->ws);
         m->ws = NULL;
     }
     llmq_workspace *ws = calloc(1, sizeof *ws);
     const size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    const size_t f = (size_t)c->intermediate_size, half = (size_t)c->head_dim / 2, nn = (size_t)n;
+    const size_t f = (size_t)c->intermediate_size, half = (size_t)rope_dims(c) / 2, nn = (size_t)n;
     double *inv = malloc(half * sizeof *inv);
     if (ws) {
         ws->owner = own ? m : NULL;
@@ -180,8 +190,13 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
         return NULL;
     }
     /* RoPE angles in double: position × inverse frequency, then cos/sin. */
-    rope_inv_freq(c, inv);
+    ws->rope_long = wants_long(c, n);
+    rope_inv_freq(c, ws->rope_long, inv);
     rope_tables(inv, n, half, ws->cosv, ws->sinv);
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && c->rope_attn_factor != 1.0f) {
+        /* LongRoPE scales cos and sin (transformers' attention_factor; llama.cpp's rope attn_factor) */
+        for (size_t i = 0; i < nn * half; i++) ws->cosv[i] *= c->rope_attn_factor, ws->sinv[i] *= c->rope_attn_factor;
+    }
     if (c->rope_local_theta > 0) {
         /* Gemma 3's local layers: their own base, no context scaling */
         for (size_t i = 0; i < half; i++) inv[i] = 1.0 / pow(c->rope_local_theta, (2.0 * (double)i) / c->head_dim);
@@ -225,13 +240,15 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, int d, fl
     }
 }
 
-/* Inverse frequencies, with Llama-3's or linear context scaling when set. */
-static void rope_inv_freq(const llmq_config *c, double *inv)
+/* Inverse frequencies, with Llama-3's, linear or LongRoPE context scaling when set. */
+static void rope_inv_freq(const llmq_config *c, bool rope_long, double *inv)
 {
-    int half = c->head_dim / 2;
+    const int dims = rope_dims(c), half = dims / 2;
     for (int i = 0; i < half; i++) {
-        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
-        if (c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR) {
+        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / dims);
+        if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE) {
+            f /= rope_long ? c->rope_long[i] : c->rope_short[i];
+        } else if (c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR) {
             f /= c->rope_factor;
         } else if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3) {
             /* Llama 3.1 (transformers _compute_llama3_parameters): long wavelengths are
@@ -251,9 +268,9 @@ static void rope_inv_freq(const llmq_config *c, double *inv)
 }
 
 /* Rotates q (n_q heads) and k (n_k heads) of every token in one pass. */
-static void rope(float *q, int n_q, float *k, int n_k, int n, int head_dim, const float *cosv, const float *sinv, bool interleaved)
+static void rope(float *q, int n_q, float *k, int n_k, int n, int head_dim, int dims, const float *cosv, const float *sinv, bool interleaved)
 {
-    int half = head_dim / 2;
+    int half = dims / 2; /* the first dims of each head turn (partial rotary); the rest pass */
     #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++) {
         const float *ct = cosv + (size_t)t * half, *st = sinv + (size_t)t * half;
@@ -375,7 +392,7 @@ static int attention_mix(const llmq_model *m, const llmq_layer *L, int index, co
     if (L->q_norm.data) rmsnorm(ws->q, ws->q, L->q_norm.data, n * c->n_heads, c->head_dim, c->rms_norm_eps);
     if (L->k_norm.data) rmsnorm(ws->k, ws->k, L->k_norm.data, n * c->n_kv_heads, c->head_dim, c->rms_norm_eps);
     const bool swa = llmq_layer_is_swa(c, index), local = swa && ws->cos_local;
-    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, local ? ws->cos_local : ws->cosv, local ? ws->sin_local : ws->sinv,
+    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, rope_dims(c), local ? ws->cos_local : ws->cosv, local ? ws->sin_local : ws->sinv,
          m->rope_interleaved);
     attention(att, ws->q, ws->k, ws->v, n, c, swa ? c->sliding_window : 0, ws->scores);
     return LLMQ_OK;

@@ -158,6 +158,10 @@ static int plan_all(job *j)
     if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 &&
         plan_tensor(j, "rope_freqs.weight", LLMQ_ROLE_ROPE_FREQS, 0, -1, 1, c->head_dim / 2))
         return LLMQ_ERR;
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE &&
+        (plan_tensor(j, "rope_factors_long.weight", LLMQ_ROLE_ROPE_FREQS, 0, -1, 1, c->n_rope_factors) ||
+         plan_tensor(j, "rope_factors_short.weight", LLMQ_ROLE_ROPE_FREQS, 0, -1, 1, c->n_rope_factors)))
+        return LLMQ_ERR;
     for (int l = 0; l < c->n_layers; l++) {
         const llmq_layer *L = &j->src->layers[l];
         char name[LLMQ_GGUF_MAX_NAME + 16];
@@ -661,6 +665,9 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
         free(freqs);
         if (bad) goto done;
     }
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && !sink &&
+        (write_f32(&j, "rope_factors_long.weight", c->rope_long, NULL) || write_f32(&j, "rope_factors_short.weight", c->rope_short, NULL)))
+        goto done;
     for (int l = 0; l < c->n_layers; l++) {
         if (run_layer(&j, method, l, l < done_layers, perm_q, perm_k)) goto done;
         if (opts->stop_after_layers > 0 && l >= done_layers && l + 1 - done_layers == opts->stop_after_layers) {

@@ -5,7 +5,8 @@
 # iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
 # demo model written as other architectures (llmq synth --arch qwen3, gemma2,
-# gemma3, phi3, mixtral, qwen3moe: f32, q8_0, gptq q4_k, awq+gptq q4_k_m or, for
+# gemma3, phi3 (also with LongRoPE and partial rotary), mixtral, qwen3moe: f32,
+# q8_0, gptq q4_k, awq+gptq q4_k_m or, for
 # the mixtures of experts, gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
@@ -13,7 +14,8 @@
 #
 # usage: tests/conformance/run.sh [LLMQ_BINARY]
 # env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
-#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3 mixtral qwen3moe), CONFORMANCE_ARCH_TYPES,
+#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3 phi3-longrope mixtral qwen3moe),
+#        CONFORMANCE_ARCH_TYPES,
 #        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
 # Without node/npm the check is skipped with a message; under CI=true every
 # other failure (missing model, npm install, load, mismatch) fails.
@@ -159,16 +161,28 @@ for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$c
 # own text. llama.cpp runs them in batches of 128 tokens: node-llama-cpp
 # 3.22.1's build stops on GGML_ASSERT(buffer) for these small Gemma 3 files
 # at batches of 256 and more (its own convert_hf_to_gguf.py file too).
-for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3 mixtral qwen3moe}; do
+for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3 phi3-longrope mixtral qwen3moe}; do
     dir=$work/synth-$arch
     layers=4
     [ "$arch" = gemma3 ] && layers=6
-    if ! "$llmq" synth --arch "$arch" --layers $layers "$dir" >"$work/synth-$arch.log" 2>&1 ||
+    if ! "$llmq" synth --arch "${arch%-longrope}" --layers $layers "$dir" >"$work/synth-$arch.log" 2>&1 ||
             ! "$llmq" tokenize "$dir" --text "$dir/eval.txt" --json >"$dir/ids.json" 2>>"$work/synth-$arch.log"; then
         tail -3 "$work/synth-$arch.log"; echo "  $arch: llmq synth failed"; status=1; continue
     fi
     node -e 'const fs = require("fs"); fs.writeFileSync(process.argv[2], JSON.stringify(JSON.parse(fs.readFileSync(process.argv[1], "utf8")).slice(0, Number(process.argv[3]) * 512)));' \
         "$dir/ids.json" "$dir/tokens.json" "$chunks"
+    if [ "$arch" = phi3-longrope ]; then
+        # Phi-3.5 / Phi-4-mini: LongRoPE (an original context of 256, so windows of 512 take the long
+        # factors) and half of each head turned
+        node -e '
+const fs = require("fs"), c = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+const half = c.hidden_size / c.num_attention_heads / 4;
+c.rope_scaling = {type: "longrope", long_factor: Array.from({length: half}, (_, i) => 1 + 0.5 * i),
+                  short_factor: Array.from({length: half}, (_, i) => 1 + 0.05 * i)};
+c.original_max_position_embeddings = 256;
+c.partial_rotary_factor = 0.5;
+fs.writeFileSync(process.argv[1], JSON.stringify(c, null, 2));' "$dir/config.json"
+    fi
     printf "conformance: %s (llmq synth --arch %s), %d windows of 512\n" "$arch" "$arch" "$chunks"
     arch_types=${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}
     case "$arch" in mixtral | qwen3moe) arch_types=${arch_types//awq+gptq/gptq} ;; esac # no AWQ for experts yet
