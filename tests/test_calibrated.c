@@ -189,8 +189,8 @@ static void arch_checks(const char *arch)
     llmq_model_free(f);
 
     reports g = {0}, ag = {0};
-    const bool moe = base->cfg.n_experts > 0; /* AWQ does not take experts yet */
-    double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = moe ? 0 : kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
+    const bool moe = base->cfg.n_experts > 0; /* AWQ scales the attention only there */
+    double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
     cr_log_info("%s KL: rtn %.6f gptq %.6f awq+gptq %.6f", arch, kl_rtn, kl_gptq, kl_awq_gptq);
     cr_assert_eq(g.n, base->cfg.n_layers < 8 ? base->cfg.n_layers : 8);
     for (int l = 0; l < g.n; l++)
@@ -198,10 +198,8 @@ static void arch_checks(const char *arch)
             cr_assert_lt(g.last[l].err_gptq[k], g.last[l].err_rtn[k], "layer %d %s: gptq %g rtn %g", l, llmq_linear_names[k],
                          g.last[l].err_gptq[k], g.last[l].err_rtn[k]);
     cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
-    if (!moe) {
-        cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
-        return;
-    }
+    cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
+    if (!moe) return;
     /* every token routed to n_experts_used experts, counted once each (8 windows of 256) */
     for (int l = 0; l < g.n; l++) {
         int64_t total = 0;

@@ -555,7 +555,7 @@ Test(errors, config_unsupported_activation)
 Test(errors, config_unsupported_rope_scaling)
 {
     expect_config_field_error("cfg-rope", ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}",
-                              "field 'rope_scaling.rope_type' = 'yarn' is not supported (linear and llama3 are)");
+                              "field 'rope_scaling.rope_type' = 'yarn' is not supported (linear, llama3 and longrope are)");
 }
 
 Test(errors, config_zero_eps)

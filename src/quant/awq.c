@@ -155,6 +155,10 @@ static int check_finite(const float *x, size_t n, int index, const char *what)
     return LLMQ_OK;
 }
 
+/* The linears AWQ scales in layer `index`: all, or the attention's in a
+ * mixture of experts (whose experts it does not scale yet). */
+static int awq_linears(const llmq_model *m, int index) { return m->layers[index].experts ? LLMQ_LIN_GATE : LLMQ_LIN_COUNT; }
+
 static int check_shapes(const llmq_model *m, int index, const llmq_layer *L)
 {
     const llmq_config *c = &m->cfg;
@@ -162,7 +166,7 @@ static int check_shapes(const llmq_model *m, int index, const llmq_layer *L)
     const int shape[LLMQ_LIN_COUNT][2] = {{qd, d}, {kvd, d}, {kvd, d}, {d, qd}, {f, d}, {f, d}, {d, f}};
     if (check_weight(&L->attn_norm, index, "input_layernorm", 1, d) || check_weight(&L->ffn_norm, index, "post_attention_layernorm", 1, d))
         return LLMQ_ERR;
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+    for (int k = 0; k < awq_linears(m, index); k++) {
         if (check_weight(&L->lin[k], index, llmq_linear_names[k], shape[k][0], shape[k][1])) return LLMQ_ERR;
         if (L->bias[k].data && check_weight(&L->bias[k], index, llmq_linear_names[k], 1, shape[k][0])) return LLMQ_ERR;
     }
@@ -176,7 +180,7 @@ static int check_layer(const llmq_model *m, int index, const llmq_layer *L)
     if (check_finite(wdata(&L->attn_norm), (size_t)d, index, "input_layernorm") ||
         check_finite(wdata(&L->ffn_norm), (size_t)d, index, "post_attention_layernorm"))
         return LLMQ_ERR;
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+    for (int k = 0; k < awq_linears(m, index); k++) {
         if (check_finite(wdata(&L->lin[k]), (size_t)L->lin[k].rows * L->lin[k].cols, index, llmq_linear_names[k])) return LLMQ_ERR;
         if (L->bias[k].data && check_finite(wdata(&L->bias[k]), (size_t)L->bias[k].cols, index, llmq_linear_names[k]))
             return LLMQ_ERR;
@@ -798,7 +802,7 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     float *clip_in[LLMQ_LIN_COUNT] = {0};
     int rc = LLMQ_ERR;
     if (!h || !xs || !ref || !cx || !cy || !cact || !H || !abs_sum || !x_mean || !s) goto oom;
-    for (int k = 0; k < LLMQ_LIN_COUNT; k++)
+    for (int k = 0; k < awq_linears(m, index); k++)
         if (k != LLMQ_LIN_Q && k != LLMQ_LIN_K && !is_float_type(types[k]) && opts->clip &&
             !(clip_in[k] = malloc((size_t)n_clip * layer->lin[k].cols * sizeof(float))))
             goto oom;
@@ -839,6 +843,8 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
             goto done;
         unscale_rows(clip_in[LLMQ_LIN_O], n_clip, qd, s);
     }
+    /* A mixture of experts: the scales stop at the attention (the experts are rounded or solved as they are) */
+    if (awq_linears(m, index) == LLMQ_LIN_GATE) goto clipping;
 
     /* post_attention_layernorm -> gate, up, judged on the MLP output. */
     st = (input_stats){.cols = d, .abs_sum = abs_sum};
@@ -878,6 +884,7 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     free(H); free(cx); free(cy); free(cact);
     H = cx = cy = cact = NULL;
 
+clipping:
     /* Clipping, on the scaled weights and inputs (q and k skipped: their
      * errors pass through the q·kᵀ product, which the partial outputs miss). */
     for (int k = 0; k < LLMQ_LIN_COUNT; k++)

@@ -431,8 +431,6 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
 static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f32 *w, const llmq_quant_target targets[LLMQ_LIN_COUNT],
                           void *const packed[LLMQ_LIN_COUNT])
 {
-    if (((state *)p)->o.kind != LLMQ_CAL_GPTQ && m->layers[index].experts)
-        return llmq_error("layer %d: AWQ of a mixture of experts is not supported yet (gptq and rtn are)", index);
     state *s = p;
     memset(&s->rep, 0, sizeof s->rep);
     s->rep_pending = true;

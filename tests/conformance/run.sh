@@ -6,8 +6,7 @@
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
 # demo model written as other architectures (llmq synth --arch qwen3, gemma2,
 # gemma3, phi3 (also with LongRoPE and partial rotary), mixtral, qwen3moe: f32,
-# q8_0, gptq q4_k, awq+gptq q4_k_m or, for
-# the mixtures of experts, gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
+# q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
@@ -184,9 +183,7 @@ c.partial_rotary_factor = 0.5;
 fs.writeFileSync(process.argv[1], JSON.stringify(c, null, 2));' "$dir/config.json"
     fi
     printf "conformance: %s (llmq synth --arch %s), %d windows of 512\n" "$arch" "$arch" "$chunks"
-    arch_types=${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}
-    case "$arch" in mixtral | qwen3moe) arch_types=${arch_types//awq+gptq/gptq} ;; esac # no AWQ for experts yet
-    for spec in $arch_types; do
+    for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do
         compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec" "--batch 128"
     done
     converter_check "$arch" "$dir"
