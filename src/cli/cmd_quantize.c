@@ -119,7 +119,9 @@ typedef struct {
     int n_model_layers;
     bool tied;          /* no output head to write after the layers */
     int layer;          /* -1 before the decoder layers, n_model_layers for the head */
-    char stage[32];
+    char stage[32];         /* the stage the line shows */
+    char pending[4][32];    /* stages begun since the last draw, one per run of a kind ("solve ...") */
+    int n_pending;
     double tokens_per_s;
     bool done;
     double t0, t_embed, t_layer0, t_layer; /* start of the run, the embedding, the first quantized layer, the current layer (0: not yet) */
@@ -145,7 +147,16 @@ static void on_stage(void *user, int layer, const char *stage, double tokens_per
     }
     st->layer = layer;
     if (!strcmp(stage, "embed") && st->t_embed == 0) st->t_embed = now;
-    snprintf(st->stage, sizeof st->stage, "%s", stage);
+    /* Every kind of stage shows at least once, however short (a small layer's solves take
+     * milliseconds, the line is drawn every 100 ms): each draw takes the oldest pending one; a stage
+     * of the same kind as the last pending replaces it, and past four the oldest is dropped. */
+    const size_t kind = strcspn(stage, " ");
+    int *np = &st->n_pending;
+    if (*np > 0 && !strncmp(st->pending[*np - 1], stage, kind) && (st->pending[*np - 1][kind] == ' ' || !st->pending[*np - 1][kind]))
+        (*np)--;
+    else if (*np == 4)
+        memmove(st->pending[0], st->pending[1], sizeof st->pending[0] * 3), (*np)--;
+    snprintf(st->pending[(*np)++], sizeof st->pending[0], "%s", stage);
     st->tokens_per_s = tokens_per_s;
     cli_live_unlock(st->live);
 }
@@ -173,7 +184,12 @@ static void duration(char *buf, size_t cap, double s)
 /* layer 2/32  hessian gate,up       2710 tok/s  elapsed 1:02  ETA 14:40 */
 static void render_line(void *user, double now, char *buf, size_t cap)
 {
-    const progress_state *st = user;
+    progress_state *st = user;
+    if (st->n_pending > 0) {
+        snprintf(st->stage, sizeof st->stage, "%s", st->pending[0]);
+        memmove(st->pending[0], st->pending[1], sizeof st->pending[0] * 3);
+        st->n_pending--;
+    }
     int n = st->n_model_layers, shown = st->layer < 0 ? 0 : st->layer < n ? st->layer + 1 : n;
     char el[32], eta[32] = "--", tps[32] = "";
     duration(el, sizeof el, now - st->t0);

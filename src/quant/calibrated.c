@@ -220,6 +220,15 @@ static void add_forward_time(state *s, double t0, double h0)
  * its down from the Hessian of its own (quantized) gate/up product on those
  * tokens. An expert the calibration barely reaches (< LLMQ_MOE_MIN_TOKENS) is
  * rounded instead: its Hessian would be nearly singular. */
+/* The MLP's normed inputs of the n tokens tok[] (indices over all samples) into xg[n × d]. */
+static void routed_inputs(const state *s, const llmq_layer *cur, int T, int d, float eps, const int32_t *tok, size_t n, float *xg)
+{
+    for (size_t i = 0; i < n; i++) {
+        const size_t t = (size_t)tok[i];
+        llmq_rmsnorm(xg + i * d, s->Y + (t / T) * s->y_stride + (t % T) * d, cur->ffn_norm.data, 1, d, eps);
+    }
+}
+
 static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w,
                        const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
 {
@@ -276,11 +285,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
         stage(s, index, "hessian experts");
         for (size_t a = 0; a < cnt; a += chunk) {
             const size_t n = cnt - a < chunk ? cnt - a : chunk;
-            for (size_t i = 0; i < n; i++) {
-                const size_t t = (size_t)tok[a + i];
-                const float *h = s->Y + (t / T) * s->y_stride + (t % T) * d;
-                llmq_rmsnorm(xg + i * d, h, cur->ffn_norm.data, 1, d, eps);
-            }
+            routed_inputs(s, cur, T, d, eps, tok + a, n, xg);
             if (hessian_add(s, d, &seen, xg, (int)n)) goto done;
         }
         s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
@@ -306,11 +311,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
         stage(s, index, "hessian experts");
         for (size_t a = 0; a < cnt; a += chunk) {
             const size_t n = cnt - a < chunk ? cnt - a : chunk;
-            for (size_t i = 0; i < n; i++) {
-                const size_t t = (size_t)tok[a + i];
-                const float *h = s->Y + (t / T) * s->y_stride + (t % T) * d;
-                llmq_rmsnorm(xg + i * d, h, cur->ffn_norm.data, 1, d, eps);
-            }
+            routed_inputs(s, cur, T, d, eps, tok + a, n, xg);
             if (llmq_expert_mix(m, &q, xg, (int)n, act) || hessian_add(s, f, &seen, act, (int)n)) goto done;
         }
         s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
