@@ -81,6 +81,9 @@ typedef struct {
     int eos_token_id;   /* the first one when a list */
 } llmq_config;
 
+/* The dimensions of each head that RoPE turns: rope_dim, or all of head_dim. */
+static inline int llmq_rope_dims(const llmq_config *c) { return c->rope_dim ? c->rope_dim : c->head_dim; }
+
 /* Whether layer `layer` attends within the sliding window only. */
 static inline bool llmq_layer_is_swa(const llmq_config *c, int layer)
 {

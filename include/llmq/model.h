@@ -140,8 +140,16 @@ int llmq_linear_forward(const llmq_layer *layer, llmq_linear k, float *y, const 
  * weights (softmax over all experts, the chosen ones renormalised to sum 1)
  * at wts[t·used ..], experts in descending weight. */
 int llmq_moe_route(const llmq_model *m, const llmq_layer *layer, const float *xn, int n, int32_t *idx, float *wts);
+/* The routing's n·used choices grouped by expert (a stable counting sort):
+ * expert e's at order[start[e] .. start[e+1]), each the index t·used + j of
+ * a choice (token t = index / used, its weight wts[index]), tokens ascending.
+ * start has n_experts + 1 entries. */
+void llmq_moe_group(const int32_t *idx, size_t n, int used, int n_experts, size_t *start, int32_t *order);
 /* One expert's SwiGLU on n rows: act[n × expert_ffn] = silu(gate(x)) ⊙ up(x) (what its down multiplies). */
 int llmq_expert_mix(const llmq_model *m, const llmq_expert *e, const float *x, int n, float *act);
+/* Expert e's gate, up, down as views into matrices holding every expert's
+ * stacked by rows (llama.cpp's ffn_*_exps layout): data[j] of type types[j]. */
+llmq_expert llmq_expert_view(const llmq_config *c, const void *const data[3], const llmq_type types[3], int e);
 
 /* Gemma's post-norm of a half's output in place (which: LLMQ_LIN_O for the
  * attention's, LLMQ_LIN_DOWN for the MLP's); nothing where the layer has none. */

@@ -307,7 +307,7 @@ int llmq_config_parse(const char *text, size_t len, const char *name, llmq_confi
         if (cfg->rope_dim == cfg->head_dim) cfg->rope_dim = 0;
     }
     if (cfg->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE) {
-        const int dim = cfg->rope_dim ? cfg->rope_dim : cfg->head_dim, orig = cfg->rope_original_max_position_phi3;
+        const int dim = llmq_rope_dims(cfg), orig = cfg->rope_original_max_position_phi3;
         if (strcmp(cfg->model_type, "phi3") || cfg->n_rope_factors != dim / 2) {
             llmq_error("%s: LongRoPE is read for Phi3ForCausalLM with rope_scaling factors for each of the %d frequencies", name, dim / 2);
             goto done;

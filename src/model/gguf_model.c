@@ -116,6 +116,14 @@ static int add_arch_f32(llmq_gguf_writer *w, const char *arch, const char *key, 
     return llmq_gguf_writer_add_f32(w, full, v);
 }
 
+/* The attention scale llama.cpp's gemma2/gemma3 take (no key holds it): 1/√head_dim,
+ * but 1/√(hidden/heads) for the 27B models, which it knows by their layer count. */
+static float gemma_attn_scale(const llmq_config *c, bool gemma3)
+{
+    const bool big = c->n_layers == (gemma3 ? 62 : 46);
+    return 1.0f / sqrtf((float)(big ? c->hidden_size / c->n_heads : c->head_dim));
+}
+
 int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const char *name, int file_type)
 {
     const char *arch = llmq_gguf_arch(c);
@@ -133,7 +141,7 @@ int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const ch
     TRY(add_arch_u32(w, arch, "attention.value_length", (uint32_t)c->head_dim));
     TRY(add_arch_f32(w, arch, "attention.layer_norm_rms_epsilon", c->rms_norm_eps));
     TRY(add_arch_f32(w, arch, "rope.freq_base", (float)c->rope_theta));
-    TRY(add_arch_u32(w, arch, "rope.dimension_count", (uint32_t)(c->rope_dim ? c->rope_dim : c->head_dim)));
+    TRY(add_arch_u32(w, arch, "rope.dimension_count", (uint32_t)llmq_rope_dims(c)));
     if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE) TRY(add_arch_f32(w, arch, "rope.scaling.attn_factor", c->rope_attn_factor));
     if (c->rope_scaling == LLMQ_ROPE_SCALING_LINEAR) {
         char key[128];
@@ -161,8 +169,7 @@ int llmq_gguf_write_model_kv(llmq_gguf_writer *w, const llmq_config *c, const ch
     if (!strncmp(arch, "gemma", 5)) {
         /* llama.cpp derives the attention scale from the layer count (1/√head_dim but for the 27B
          * models, 1/√(hidden/heads)): a config that says otherwise cannot be written faithfully */
-        const bool big = c->n_layers == (arch[5] == '2' ? 46 : 62);
-        const float want = 1.0f / sqrtf((float)(big ? c->hidden_size / c->n_heads : c->head_dim));
+        const float want = gemma_attn_scale(c, arch[5] == '3');
         if (fabsf(c->attn_scale - want) > 1e-6f * want)
             return llmq_error("%s: query_pre_attn_scalar gives an attention scale of %g; llama.cpp's %s uses %g for %d layers", arch,
                               c->attn_scale, arch, want, c->n_layers);
@@ -361,8 +368,7 @@ static int read_gemma(const llmq_gguf *g, const char *arch, llmq_config *c)
     c->attn_softcap = attn_cap;
     c->final_softcap = final_cap;
     c->rope_local_theta = g3 ? local : 0.0;
-    const bool big = c->n_layers == (g3 ? 62 : 46);
-    c->attn_scale = 1.0f / sqrtf((float)(big ? c->hidden_size / c->n_heads : c->head_dim));
+    c->attn_scale = gemma_attn_scale(c, g3);
     return LLMQ_OK;
 }
 
@@ -373,7 +379,7 @@ static int read_longrope(const llmq_gguf *g, const char *arch, llmq_config *c)
     const llmq_gguf_tensor *t[2] = {llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_factors_long.weight")),
                                     llmq_gguf_tensor_at(g, llmq_gguf_find_tensor(g, "rope_factors_short.weight"))};
     if (!t[0] && !t[1]) return LLMQ_OK;
-    const int half = (c->rope_dim ? c->rope_dim : c->head_dim) / 2;
+    const int half = llmq_rope_dims(c) / 2;
     for (int i = 0; i < 2; i++)
         if (!t[i] || t[i]->type != LLMQ_TYPE_F32 || t[i]->n_dims != 1 || t[i]->ne[0] != half)
             return llmq_error("%s: rope_factors_long and rope_factors_short must both be %d f32 values", llmq_gguf_name(g), half);

@@ -120,9 +120,6 @@ static void ws_free(llmq_workspace *ws)
 
 static void rope_inv_freq(const llmq_config *c, bool rope_long, double *inv);
 
-/* The dimensions of a head that RoPE turns (Phi-4-mini's partial rotary: the first ones). */
-static int rope_dims(const llmq_config *c) { return c->rope_dim ? c->rope_dim : c->head_dim; }
-
 /* LongRoPE's set for a pass over n tokens: the long factors past the original context. */
 static bool wants_long(const llmq_config *c, int n)
 {
@@ -159,7 +156,7 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
     }
     llmq_workspace *ws = calloc(1, sizeof *ws);
     const size_t d = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    const size_t f = (size_t)c->intermediate_size, half = (size_t)rope_dims(c) / 2, nn = (size_t)n;
+    const size_t f = (size_t)c->intermediate_size, half = (size_t)llmq_rope_dims(c) / 2, nn = (size_t)n;
     double *inv = malloc(half * sizeof *inv);
     if (ws) {
         ws->owner = own ? m : NULL;
@@ -243,7 +240,7 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, int d, fl
 /* Inverse frequencies, with Llama-3's, linear or LongRoPE context scaling when set. */
 static void rope_inv_freq(const llmq_config *c, bool rope_long, double *inv)
 {
-    const int dims = rope_dims(c), half = dims / 2;
+    const int dims = llmq_rope_dims(c), half = dims / 2;
     for (int i = 0; i < half; i++) {
         double f = 1.0 / pow(c->rope_theta, (2.0 * i) / dims);
         if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE) {
@@ -392,7 +389,7 @@ static int attention_mix(const llmq_model *m, const llmq_layer *L, int index, co
     if (L->q_norm.data) rmsnorm(ws->q, ws->q, L->q_norm.data, n * c->n_heads, c->head_dim, c->rms_norm_eps);
     if (L->k_norm.data) rmsnorm(ws->k, ws->k, L->k_norm.data, n * c->n_kv_heads, c->head_dim, c->rms_norm_eps);
     const bool swa = llmq_layer_is_swa(c, index), local = swa && ws->cos_local;
-    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, rope_dims(c), local ? ws->cos_local : ws->cosv, local ? ws->sin_local : ws->sinv,
+    rope(ws->q, c->n_heads, ws->k, c->n_kv_heads, n, c->head_dim, llmq_rope_dims(c), local ? ws->cos_local : ws->cosv, local ? ws->sin_local : ws->sinv,
          m->rope_interleaved);
     attention(att, ws->q, ws->k, ws->v, n, c, swa ? c->sliding_window : 0, ws->scores);
     return LLMQ_OK;
@@ -410,6 +407,25 @@ static int attention_block(const llmq_model *m, const llmq_layer *L, int index, 
     return LLMQ_OK;
 }
 
+/* act[i] = act_fn(gate[i]) · up[i] for the config's activation: SwiGLU's silu or
+ * Gemma's GeGLU (gelu_pytorch_tanh). act may be gate. */
+static void gated(const llmq_config *c, float *act, const float *gate, const float *up, size_t total)
+{
+    if (c->hidden_act == LLMQ_ACT_GELU_TANH) {
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < total; i++) {
+            float g = gate[i];
+            act[i] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * up[i];
+        }
+        return;
+    }
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        float g = gate[i];
+        act[i] = g / (1.0f + exp_vec(-g)) * up[i];
+    }
+}
+
 /* gate and up, then SwiGLU: act[n × ffn] = silu(gate) ⊙ up, the input of down_proj (act may be ws->gate). */
 static int mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const float *xn, int n, float *act, llmq_linear_hook hook,
                    void *user, llmq_workspace *ws)
@@ -422,21 +438,7 @@ static int mlp_mix(const llmq_model *m, const llmq_layer *L, int index, const fl
         hook(user, index, LLMQ_LIN_UP, xn, n, m->cfg.hidden_size);
     }
     if (linear(L, LLMQ_LIN_GATE, gate, xn, n) || linear(L, LLMQ_LIN_UP, up, xn, n)) return LLMQ_ERR;
-    const size_t total = (size_t)n * f;
-    if (m->cfg.hidden_act == LLMQ_ACT_GELU_TANH) {
-        /* GeGLU (Gemma): gelu_pytorch_tanh(gate) * up */
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < total; i++) {
-            float g = gate[i];
-            act[i] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * up[i];
-        }
-        return LLMQ_OK;
-    }
-    #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < total; i++) {
-        float g = gate[i];
-        act[i] = g / (1.0f + exp_vec(-g)) * up[i]; /* SwiGLU: silu(gate) * up */
-    }
+    gated(&m->cfg, act, gate, up, (size_t)n * f);
     return LLMQ_OK;
 }
 
@@ -486,16 +488,29 @@ int llmq_expert_mix(const llmq_model *m, const llmq_expert *e, const float *x, i
     const llmq_weight *g = &e->w[0], *u = &e->w[1];
     int rc = llmq_matmul(act, x, n, g->data, g->type, d, f);
     if (rc == LLMQ_OK) rc = llmq_matmul(up, x, n, u->data, u->type, d, f);
-    if (rc == LLMQ_OK) {
-        const size_t total = (size_t)n * f;
-        #pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < total; i++) {
-            float gv = act[i];
-            act[i] = gv / (1.0f + exp_vec(-gv)) * up[i];
-        }
-    }
+    if (rc == LLMQ_OK) gated(&m->cfg, act, act, up, (size_t)n * f);
     free(up);
     return rc;
+}
+
+llmq_expert llmq_expert_view(const llmq_config *c, const void *const data[3], const llmq_type types[3], int e)
+{
+    const int rows[3] = {c->expert_ffn, c->expert_ffn, c->hidden_size}, cols[3] = {c->hidden_size, c->hidden_size, c->expert_ffn};
+    llmq_expert x;
+    for (int j = 0; j < 3; j++)
+        x.w[j] = (llmq_weight){(const char *)data[j] + llmq_row_size(types[j], cols[j]) * (size_t)rows[j] * e, types[j], rows[j], cols[j]};
+    return x;
+}
+
+void llmq_moe_group(const int32_t *idx, size_t n, int used, int n_experts, size_t *start, int32_t *order)
+{
+    memset(start, 0, (size_t)(n_experts + 1) * sizeof *start);
+    for (size_t i = 0; i < n * used; i++) start[idx[i] + 1]++;
+    for (int e = 0; e < n_experts; e++) start[e + 1] += start[e];
+    /* start[e] serves as expert e's cursor, which leaves it at e's end (e+1's start): shifted back after */
+    for (size_t i = 0; i < n * used; i++) order[start[idx[i]]++] = (int32_t)i;
+    for (int e = n_experts; e > 0; e--) start[e] = start[e - 1];
+    start[0] = 0;
 }
 
 /* A mixture-of-experts MLP: each token's chosen experts, weighted. Experts run
@@ -505,31 +520,34 @@ static int moe_block(const llmq_model *m, const llmq_layer *L, const float *xn, 
 {
     const llmq_config *c = &m->cfg;
     const int E = c->n_experts, K = c->n_experts_used, d = c->hidden_size, f = c->expert_ffn;
-    int32_t *idx = malloc((size_t)n * K * sizeof *idx), *rows = malloc((size_t)n * sizeof *rows);
-    float *wts = malloc((size_t)n * K * sizeof *wts), *rw = malloc((size_t)n * sizeof *rw);
+    int32_t *idx = malloc((size_t)n * K * sizeof *idx), *order = malloc((size_t)n * K * sizeof *order);
+    size_t *start = malloc((size_t)(E + 1) * sizeof *start);
+    float *wts = malloc((size_t)n * K * sizeof *wts);
     float *xg = malloc((size_t)n * d * sizeof *xg), *act = malloc((size_t)n * f * sizeof *act), *y = malloc((size_t)n * d * sizeof *y);
-    int rc = idx && rows && wts && rw && xg && act && y ? LLMQ_OK : llmq_error("moe: out of memory for %d tokens", n);
+    int rc = idx && order && start && wts && xg && act && y ? LLMQ_OK : llmq_error("moe: out of memory for %d tokens", n);
     if (rc == LLMQ_OK) rc = llmq_moe_route(m, L, xn, n, idx, wts);
-    if (rc == LLMQ_OK) memset(out, 0, (size_t)n * d * sizeof *out);
+    if (rc == LLMQ_OK) {
+        llmq_moe_group(idx, (size_t)n, K, E, start, order);
+        memset(out, 0, (size_t)n * d * sizeof *out);
+    }
     for (int e = 0; rc == LLMQ_OK && e < E; e++) {
-        int cnt = 0;
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < K; j++)
-                if (idx[(size_t)t * K + j] == e) rows[cnt] = t, rw[cnt++] = wts[(size_t)t * K + j];
+        const int32_t *mine = order + start[e];
+        const int cnt = (int)(start[e + 1] - start[e]);
         if (!cnt) continue;
-        for (int i = 0; i < cnt; i++) memcpy(xg + (size_t)i * d, xn + (size_t)rows[i] * d, (size_t)d * sizeof *xg);
+        for (int i = 0; i < cnt; i++) memcpy(xg + (size_t)i * d, xn + (size_t)(mine[i] / K) * d, (size_t)d * sizeof *xg);
         const llmq_weight *down = &L->experts[e].w[2];
         rc = llmq_expert_mix(m, &L->experts[e], xg, cnt, act);
         if (rc == LLMQ_OK) rc = llmq_matmul(y, act, cnt, down->data, down->type, f, d);
         if (rc != LLMQ_OK) break;
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < cnt; i++) {
-            float *o = out + (size_t)rows[i] * d;
+            float *o = out + (size_t)(mine[i] / K) * d;
             const float *yi = y + (size_t)i * d;
-            for (int k = 0; k < d; k++) o[k] += rw[i] * yi[k];
+            const float wi = wts[mine[i]];
+            for (int k = 0; k < d; k++) o[k] += wi * yi[k];
         }
     }
-    free(idx); free(rows); free(wts); free(rw); free(xg); free(act); free(y);
+    free(idx); free(order); free(start); free(wts); free(xg); free(act); free(y);
     return rc;
 }
 

@@ -134,6 +134,8 @@ static int bind_experts(llmq_model *m, const llmq_gguf *g, int l, llmq_layer *L)
     }
     L->experts = llmq_model_own(m, calloc((size_t)E, sizeof *L->experts));
     if (!L->experts) return llmq_error("%s: out of memory", m->path);
+    const void *data[3];
+    llmq_type types[3];
     for (int j = 0; j < 3; j++) {
         const int rows = j == 2 ? d : f, cols = j == 2 ? f : d;
         llmq_gguf_layer_tensor_name(name, sizeof name, l, names[j], "weight");
@@ -143,10 +145,10 @@ static int bind_experts(llmq_model *m, const llmq_gguf *g, int l, llmq_layer *L)
             return llmq_error("%s: tensor '%s' must be {%d, %d, %d}", llmq_gguf_name(g), name, cols, rows, E);
         if (!llmq_type_get(t->type) || !llmq_type_get(t->type)->to_float)
             return llmq_error("%s: tensor '%s' has ggml type %d, which llmq cannot compute with", llmq_gguf_name(g), name, (int)t->type);
-        const size_t per = llmq_row_size(t->type, cols) * (size_t)rows;
-        for (int e = 0; e < E; e++) L->experts[e].w[j] = (llmq_weight){(const char *)t->data + per * e, t->type, rows, cols};
+        data[j] = t->data, types[j] = t->type;
         L->lin[LLMQ_LIN_GATE + j] = (llmq_weight){NULL, t->type, E * rows, cols};
     }
+    for (int e = 0; e < E; e++) L->experts[e] = llmq_expert_view(c, data, types, e);
     return LLMQ_OK;
 }
 

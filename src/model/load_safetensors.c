@@ -18,14 +18,16 @@
 static const char HEAD_NAME[] = "lm_head.weight";
 static const char *const linear_group[LLMQ_LIN_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
 
+/* prefix + what: the text model's own tensors (embed_tokens, norm) */
 static void model_name(char *buf, size_t cap, const llmq_config *c, const char *what)
 {
     snprintf(buf, cap, "%s%s", c->tensor_prefix[0] ? c->tensor_prefix : "model.", what);
 }
 
-static void norm_name(char *buf, size_t cap, const llmq_config *c, int l, const char *norm)
+/* prefix + layers.l.what.weight: a layer's norms, its fused linears, its router */
+static void layer_name(char *buf, size_t cap, const llmq_config *c, int l, const char *what)
 {
-    snprintf(buf, cap, "%slayers.%d.%s.weight", c->tensor_prefix[0] ? c->tensor_prefix : "model.", l, norm);
+    snprintf(buf, cap, "%slayers.%d.%s.weight", c->tensor_prefix[0] ? c->tensor_prefix : "model.", l, what);
 }
 
 static void linear_name(char *buf, size_t cap, const llmq_config *c, int l, int k, const char *suffix)
@@ -83,15 +85,16 @@ static const char *fused_of(const llmq_config *c, int k, int *row0, bool *first)
  * w1/w3/w2, Qwen3-MoE's mlp gate_proj/up_proj/down_proj). */
 static void router_name(char *buf, size_t cap, const llmq_config *c, int l)
 {
-    snprintf(buf, cap, "%slayers.%d.%s.gate.weight", c->tensor_prefix, l, c->model_type[0] == 'm' ? "block_sparse_moe" : "mlp");
+    layer_name(buf, cap, c, l, c->model_type[0] == 'm' ? "block_sparse_moe.gate" : "mlp.gate");
 }
 
 static void expert_name(char *buf, size_t cap, const llmq_config *c, int l, int e, int j)
 {
     static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const qwen[3] = {"gate_proj", "up_proj", "down_proj"};
     const bool mx = c->model_type[0] == 'm';
-    snprintf(buf, cap, "%slayers.%d.%s.experts.%d.%s.weight", c->tensor_prefix, l, mx ? "block_sparse_moe" : "mlp", e,
-             mx ? mixtral[j] : qwen[j]);
+    char what[96];
+    snprintf(what, sizeof what, "%s.experts.%d.%s", mx ? "block_sparse_moe" : "mlp", e, mx ? mixtral[j] : qwen[j]);
+    layer_name(buf, cap, c, l, what);
 }
 
 int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *user, const char *name, bool required), void *user)
@@ -112,7 +115,7 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
     const int n_norms = layer_norms(c, norms);
     for (int l = 0; l < c->n_layers; l++) {
         for (int i = 0; i < n_norms; i++) {
-            norm_name(name, sizeof name, c, l, norms[i].hf);
+            layer_name(name, sizeof name, c, l, norms[i].hf);
             if ((rc = fn(user, name, true))) return rc;
         }
         if (c->n_experts > 0) {
@@ -130,7 +133,7 @@ int llmq_checkpoint_tensors(const llmq_config *c, bool packed, int (*fn)(void *u
             if (c->n_experts > 0 && k >= LLMQ_LIN_GATE) continue;
             const char *fused = fused_of(c, k, &row0, &first);
             if (fused) {
-                snprintf(name, sizeof name, "%slayers.%d.%s.weight", c->tensor_prefix, l, fused);
+                layer_name(name, sizeof name, c, l, fused);
                 if (first && (rc = fn(user, name, true))) return rc;
                 continue;
             }
@@ -280,7 +283,7 @@ llmq_model *llmq_model_load(const char *path)
         llmq_layer *L = &m->layers[l];
         for (int i = 0; i < n_norms; i++) {
             llmq_weight *w = (llmq_weight *)((char *)L + norms[i].offset);
-            norm_name(name, sizeof name, c, l, norms[i].hf);
+            layer_name(name, sizeof name, c, l, norms[i].hf);
             if (bind(m, st, name, norms[i].per_head ? c->head_dim : d, 0, false, w) || to_f32_norm(m, w)) goto fail;
         }
         if (c->n_experts > 0 && bind_experts(m, st, l, L, packed)) goto fail;
@@ -300,7 +303,7 @@ llmq_model *llmq_model_load(const char *path)
                     goto fail;
                 }
                 if (first) {
-                    snprintf(name, sizeof name, "%slayers.%d.%s.weight", c->tensor_prefix, l, fused);
+                    layer_name(name, sizeof name, c, l, fused);
                     if (bind(m, st, name, total, cols, false, whole)) goto fail;
                 }
                 L->lin[k] = (llmq_weight){(const char *)whole->data + (size_t)row0 * llmq_row_size(whole->type, cols), whole->type, rows, cols};

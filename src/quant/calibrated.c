@@ -214,21 +214,23 @@ static void add_forward_time(state *s, double t0, double h0)
     s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
 }
 
+/* The MLP's normed inputs of n routing choices (llmq_moe_group's order: token
+ * choice / used, over all samples) into xg[n × d]. */
+static void routed_inputs(const state *s, const llmq_layer *cur, int T, int d, int used, float eps, const int32_t *choice, size_t n,
+                          float *xg)
+{
+    for (size_t i = 0; i < n; i++) {
+        const size_t t = (size_t)choice[i] / used;
+        llmq_rmsnorm(xg + i * d, s->Y + (t / T) * s->y_stride + (t % T) * d, cur->ffn_norm.data, 1, d, eps);
+    }
+}
+
 /* GPTQ of a mixture of experts' MLP (h, the residual stream after attention,
  * in s->Y): every token routed once by the source router; then expert by
  * expert, its gate and up from the Hessian of the normed inputs routed to it,
  * its down from the Hessian of its own (quantized) gate/up product on those
  * tokens. An expert the calibration barely reaches (< LLMQ_MOE_MIN_TOKENS) is
  * rounded instead: its Hessian would be nearly singular. */
-/* The MLP's normed inputs of the n tokens tok[] (indices over all samples) into xg[n × d]. */
-static void routed_inputs(const state *s, const llmq_layer *cur, int T, int d, float eps, const int32_t *tok, size_t n, float *xg)
-{
-    for (size_t i = 0; i < n; i++) {
-        const size_t t = (size_t)tok[i];
-        llmq_rmsnorm(xg + i * d, s->Y + (t / T) * s->y_stride + (t % T) * d, cur->ffn_norm.data, 1, d, eps);
-    }
-}
-
 static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w,
                        const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
 {
@@ -238,14 +240,15 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     const int T = c->seqlen, d = cfg->hidden_size, E = cfg->n_experts, K = cfg->n_experts_used, f = cfg->expert_ffn;
     const size_t N = (size_t)c->n_samples * T, chunk = 2048;
     const float eps = cfg->rms_norm_eps;
-    int32_t *idx = malloc(N * K * sizeof *idx), *tok = malloc(N * sizeof *tok);
+    int32_t *idx = malloc(N * K * sizeof *idx), *order = malloc(N * K * sizeof *order);
+    size_t *start = malloc((size_t)(E + 1) * sizeof *start);
     float *wts = malloc(N * K * sizeof *wts), *xg = malloc(chunk * d * sizeof *xg), *act = malloc(chunk * f * sizeof *act);
     double sums[3][2] = {{0}};
     int rc = LLMQ_ERR, n_gptq = 0;
     llmq_layer router_view = *cur;
     router_view.router = src->router;
     router_view.experts = src->experts; /* for the routing only: the source experts are not run */
-    if (!idx || !tok || !wts || !xg || !act) {
+    if (!idx || !order || !start || !wts || !xg || !act) {
         llmq_error("layer %d: out of memory for %zu tokens' routing", index, N);
         goto done;
     }
@@ -257,23 +260,25 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     }
     s->rep.seconds_forward += omp_get_wtime() - t0;
     s->rep.n_experts = E;
+    llmq_moe_group(idx, N, K, E, start, order);
+    /* expert e's matrices in the stacked f32 copies and the packed outputs */
+    const void *const f32[3] = {w->lin[LLMQ_LIN_GATE], w->lin[LLMQ_LIN_UP], w->lin[LLMQ_LIN_DOWN]};
+    const void *const packed3[3] = {packed[LLMQ_LIN_GATE], packed[LLMQ_LIN_UP], packed[LLMQ_LIN_DOWN]};
+    const llmq_type f32_types[3] = {LLMQ_TYPE_F32, LLMQ_TYPE_F32, LLMQ_TYPE_F32},
+                    q_types[3] = {targets[LLMQ_LIN_GATE].type, targets[LLMQ_LIN_UP].type, targets[LLMQ_LIN_DOWN].type};
     for (int e = 0; e < E; e++) {
-        size_t cnt = 0;
-        for (size_t t = 0; t < N; t++)
-            for (int j = 0; j < K; j++)
-                if (idx[t * K + j] == e) tok[cnt++] = (int32_t)t;
+        const int32_t *tok = order + start[e];
+        const size_t cnt = start[e + 1] - start[e];
         if (e < LLMQ_REPORT_EXPERTS) s->rep.expert_tokens[e] = (int64_t)cnt;
-        const size_t off[3] = {(size_t)e * f * d, (size_t)e * f * d, (size_t)e * d * f};
-        const int rows[3] = {f, f, d}, cols[3] = {d, d, f};
+        const llmq_expert src_e = llmq_expert_view(cfg, f32, f32_types, e), q = llmq_expert_view(cfg, packed3, q_types, e);
+        float *in[3];
         void *out[3];
-        for (int jj = 0; jj < 3; jj++)
-            out[jj] = (char *)packed[LLMQ_LIN_GATE + jj] + llmq_row_size(targets[LLMQ_LIN_GATE + jj].type, cols[jj]) * (size_t)rows[jj] * e;
+        for (int jj = 0; jj < 3; jj++) in[jj] = (float *)src_e.w[jj].data, out[jj] = (void *)q.w[jj].data;
         if (cnt < LLMQ_MOE_MIN_TOKENS) {
             s->rep.experts_rtn++;
             for (int jj = 0; jj < 3; jj++) {
                 const llmq_quant_target *tg = &targets[LLMQ_LIN_GATE + jj];
-                if (llmq_quantize_rows(tg->type, w->lin[LLMQ_LIN_GATE + jj] + off[jj], rows[jj], cols[jj], tg->group_size, s->o.rtn_search,
-                                       out[jj]))
+                if (llmq_quantize_rows(tg->type, in[jj], src_e.w[jj].rows, src_e.w[jj].cols, tg->group_size, s->o.rtn_search, out[jj]))
                     goto done;
             }
             continue;
@@ -285,7 +290,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
         stage(s, index, "hessian experts");
         for (size_t a = 0; a < cnt; a += chunk) {
             const size_t n = cnt - a < chunk ? cnt - a : chunk;
-            routed_inputs(s, cur, T, d, eps, tok + a, n, xg);
+            routed_inputs(s, cur, T, d, K, eps, tok + a, n, xg);
             if (hessian_add(s, d, &seen, xg, (int)n)) goto done;
         }
         s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
@@ -295,8 +300,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
             llmq_gptq_stats gs;
             double t1 = omp_get_wtime();
             memcpy(s->Hwork, s->H, (size_t)d * d * sizeof(float));
-            if (llmq_gptq_quantize(w->lin[k] + off[jj], f, d, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq, out[jj], NULL,
-                                   &gs))
+            if (llmq_gptq_quantize(in[jj], f, d, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq, out[jj], NULL, &gs))
                 goto done;
             s->rep.seconds_solver += omp_get_wtime() - t1;
             sums[jj][0] += gs.err_rtn, sums[jj][1] += gs.err_gptq;
@@ -304,14 +308,13 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
             s->rep.damp_retries += gs.retries;
         }
         /* down: the expert's own quantized gate/up product on those tokens */
-        const llmq_expert q = {{{out[0], targets[LLMQ_LIN_GATE].type, f, d}, {out[1], targets[LLMQ_LIN_UP].type, f, d}, {NULL, 0, d, f}}};
         seen = 0;
         h0 = s->rep.seconds_hessian;
         t0 = omp_get_wtime();
         stage(s, index, "hessian experts");
         for (size_t a = 0; a < cnt; a += chunk) {
             const size_t n = cnt - a < chunk ? cnt - a : chunk;
-            routed_inputs(s, cur, T, d, eps, tok + a, n, xg);
+            routed_inputs(s, cur, T, d, K, eps, tok + a, n, xg);
             if (llmq_expert_mix(m, &q, xg, (int)n, act) || hessian_add(s, f, &seen, act, (int)n)) goto done;
         }
         s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
@@ -319,7 +322,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
         llmq_gptq_stats gs;
         double t1 = omp_get_wtime();
         memcpy(s->Hwork, s->H, (size_t)f * f * sizeof(float));
-        if (llmq_gptq_quantize(w->lin[LLMQ_LIN_DOWN] + off[2], d, f, s->Hwork, targets[LLMQ_LIN_DOWN].type,
+        if (llmq_gptq_quantize(in[2], d, f, s->Hwork, targets[LLMQ_LIN_DOWN].type,
                                targets[LLMQ_LIN_DOWN].group_size, &s->o.gptq, out[2], NULL, &gs))
             goto done;
         s->rep.seconds_solver += omp_get_wtime() - t1;
@@ -335,7 +338,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     rc = LLMQ_OK;
 done:
     if (rc) llmq_error_prefix("layer %d experts", index);
-    free(idx); free(tok); free(wts); free(xg); free(act);
+    free(idx); free(order); free(start); free(wts); free(xg); free(act);
     return rc;
 }
 
@@ -391,7 +394,7 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
 
     h0 = s->rep.seconds_hessian;
     t0 = omp_get_wtime();
-    const bool moe = cur->experts || m->layers[index].experts, gu_packed = any_packed(packed, gate_up, 2) && !moe;
+    const bool moe = m->layers[index].experts != NULL, gu_packed = any_packed(packed, gate_up, 2) && !moe;
     stage(s, index, gu_packed ? "hessian gate,up" : "o_proj");
     seen = 0;
     for (int i = 0; i < c->n_samples; i++) {

@@ -439,14 +439,10 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
         }
         if (L->experts) {
             /* the experts' views into the stacked packed matrices */
-            const int E = src->cfg.n_experts;
-            if (!(q_experts = malloc((size_t)E * sizeof *q_experts))) goto oom;
-            for (int e = 0; e < E; e++)
-                for (int jj = 0; jj < 3; jj++) {
-                    const int k = LLMQ_LIN_GATE + jj, rows = L->lin[k].rows / E;
-                    q_experts[e].w[jj] = (llmq_weight){(const char *)lw.packed[k] + llmq_row_size(targets[k].type, L->lin[k].cols) * (size_t)rows * e,
-                                                       targets[k].type, rows, L->lin[k].cols};
-                }
+            const void *const data[3] = {lw.packed[LLMQ_LIN_GATE], lw.packed[LLMQ_LIN_UP], lw.packed[LLMQ_LIN_DOWN]};
+            const llmq_type types[3] = {targets[LLMQ_LIN_GATE].type, targets[LLMQ_LIN_UP].type, targets[LLMQ_LIN_DOWN].type};
+            if (!(q_experts = malloc((size_t)src->cfg.n_experts * sizeof *q_experts))) goto oom;
+            for (int e = 0; e < src->cfg.n_experts; e++) q_experts[e] = llmq_expert_view(&src->cfg, data, types, e);
             q.experts = q_experts;
         }
         if (method->layer_done(method->state, src, l, &q)) goto done;
