@@ -21,15 +21,21 @@ static llmq_tokenizer *tok;
 static int32_t *eval_ids;
 static size_t n_eval;
 
-static void setup(void)
+/* The evaluation text of the model in dir, tokenized. */
+static void read_eval_ids(void)
 {
-    test_synth_model(dir, sizeof dir, "calibrated", 2, 60000, 30000, &base, &tok);
     char path[512];
     snprintf(path, sizeof path, "%s/eval.txt", dir);
     size_t len;
     char *text = llmq_read_file(path, 0, &len);
     cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &eval_ids, &n_eval), LLMQ_OK);
     free(text);
+}
+
+static void setup(void)
+{
+    test_synth_model(dir, sizeof dir, "calibrated", 2, 60000, 30000, &base, &tok);
+    read_eval_ids();
 }
 
 static void teardown(void)
@@ -132,23 +138,8 @@ static void setup_arch(const char *arch, int layers)
 {
     char tag[64];
     snprintf(tag, sizeof tag, "calibrated-%s", arch);
-    test_tmpdir(dir, sizeof dir, tag);
-    llmq_synth_opts so;
-    llmq_synth_defaults(&so);
-    so.arch = arch;
-    so.n_layers = layers;
-    so.calib_bytes = 60000;
-    so.eval_bytes = 30000;
-    cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
-    base = llmq_model_load(dir);
-    tok = llmq_tokenizer_load(dir);
-    cr_assert(base && tok, "%s", llmq_last_error());
-    char path[512];
-    snprintf(path, sizeof path, "%s/eval.txt", dir);
-    size_t len;
-    char *text = llmq_read_file(path, 0, &len);
-    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &eval_ids, &n_eval), LLMQ_OK);
-    free(text);
+    test_synth_arch_model(dir, sizeof dir, tag, arch, layers, 60000, 30000, &base, &tok);
+    read_eval_ids();
 }
 
 static void setup_qwen3(void) { setup_arch("qwen3", 2); }

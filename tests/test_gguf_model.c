@@ -487,6 +487,31 @@ Test(gguf_vocab, unsupported_vocabularies_are_refused_cleanly)
 
 #include "llmq/synth.h"
 
+/* The Phi-3 checkpoint in dir loaded, and written as an f32 GGUF at path (dir/f32.gguf). */
+static llmq_model *phi3_f32_gguf(const char *dir, char *path, size_t cap)
+{
+    llmq_model *hf = llmq_model_load(dir);
+    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
+    cr_assert(hf && tok, "%s", llmq_last_error());
+    snprintf(path, cap, "%s/f32.gguf", dir);
+    llmq_quant_opts qo = {0};
+    cr_assert_eq(llmq_quant_scheme_parse("f32", &qo.policy.scheme), LLMQ_OK);
+    cr_assert_eq(llmq_quantize_model(hf, tok, path, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_tokenizer_free(tok);
+    return hf;
+}
+
+/* How the stacked file takes tensor `name` of llmq's: as it is (name), not at all
+ * (NULL: attn_k and attn_v go into the stack) or as attn_qkv (its name in buf). */
+static const char *as_stacked(const char *name, char *buf, size_t cap)
+{
+    if (strstr(name, ".attn_k.") || strstr(name, ".attn_v.")) return NULL;
+    const char *q = strstr(name, ".attn_q.");
+    if (!q) return name;
+    snprintf(buf, cap, "%.*s.attn_qkv.weight", (int)(q - name), name);
+    return buf;
+}
+
 /* Phi-3's GGUF as llama.cpp's converter writes it: q, k, v stacked in one
  * attn_qkv and gate, up in one ffn_up. llmq writes q, k, v apart (llama.cpp
  * reads both) but must read the stacked form: a file rebuilt from llmq's own
@@ -494,23 +519,9 @@ Test(gguf_vocab, unsupported_vocabularies_are_refused_cleanly)
 Test(gguf_model, phi3_stacked_attn_qkv_and_ffn_up_read_as_views)
 {
     char dir[256], path[512], fused[512];
-    test_tmpdir(dir, sizeof dir, "phi3-gguf");
-    llmq_synth_opts o;
-    llmq_synth_defaults(&o);
-    o.arch = "phi3";
-    o.n_layers = 2;
-    o.calib_bytes = 40000;
-    o.eval_bytes = 20000;
-    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
-    llmq_model *hf = llmq_model_load(dir);
-    cr_assert_not_null(hf, "%s", llmq_last_error());
+    test_synth_write(dir, sizeof dir, "phi3-gguf", "phi3", 2, 40000, 20000);
+    llmq_model *hf = phi3_f32_gguf(dir, path, sizeof path);
     cr_assert(hf->cfg.fused_linears);
-    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
-    snprintf(path, sizeof path, "%s/f32.gguf", dir);
-    llmq_quant_opts qo = {0};
-    cr_assert_eq(llmq_quant_scheme_parse("f32", &qo.policy.scheme), LLMQ_OK);
-    cr_assert_eq(llmq_quantize_model(hf, tok, path, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
-    llmq_tokenizer_free(tok);
 
     llmq_gguf *g = llmq_gguf_open(path);
     cr_assert_not_null(g, "%s", llmq_last_error());
@@ -521,25 +532,20 @@ Test(gguf_model, phi3_stacked_attn_qkv_and_ffn_up_read_as_views)
     cr_assert_eq(llmq_gguf_write_model_kv(w, &hf->cfg, "phi3-test", 0), LLMQ_OK, "%s", llmq_last_error());
     const int64_t n = llmq_gguf_tensor_count(g);
     const int d = hf->cfg.hidden_size, qkv_rows = hf->cfg.n_heads * hf->cfg.head_dim + 2 * hf->cfg.n_kv_heads * hf->cfg.head_dim;
+    char name[128];
     for (int64_t i = 0; i < n; i++) {
         const llmq_gguf_tensor *t = llmq_gguf_tensor_at(g, i);
-        if (strstr(t->name, ".attn_k.") || strstr(t->name, ".attn_v.")) continue;
-        if (strstr(t->name, ".attn_q.")) {
-            char name[128];
-            snprintf(name, sizeof name, "%.*sattn_qkv.weight", (int)(strstr(t->name, "attn_q.") - t->name), t->name);
-            cr_assert_eq(llmq_gguf_writer_add_tensor(w, name, LLMQ_TYPE_F32, 2, (int64_t[]){d, qkv_rows}), LLMQ_OK);
-            continue;
-        }
-        cr_assert_eq(llmq_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne), LLMQ_OK, "%s", llmq_last_error());
+        const char *as = as_stacked(t->name, name, sizeof name);
+        if (as == name) cr_assert_eq(llmq_gguf_writer_add_tensor(w, name, LLMQ_TYPE_F32, 2, (int64_t[]){d, qkv_rows}), LLMQ_OK);
+        else if (as) cr_assert_eq(llmq_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne), LLMQ_OK, "%s", llmq_last_error());
     }
     cr_assert_eq(llmq_gguf_writer_begin(w), LLMQ_OK, "%s", llmq_last_error());
     for (int64_t i = 0; i < n; i++) {
         const llmq_gguf_tensor *t = llmq_gguf_tensor_at(g, i);
-        if (strstr(t->name, ".attn_k.") || strstr(t->name, ".attn_v.")) continue;
-        if (strstr(t->name, ".attn_q.")) {
+        const char *as = as_stacked(t->name, name, sizeof name);
+        if (!as) continue;
+        if (as == name) {
             /* attn_q, attn_k, attn_v follow each other in llmq's file: their bytes are the stack */
-            char name[128];
-            snprintf(name, sizeof name, "%.*sattn_qkv.weight", (int)(strstr(t->name, "attn_q.") - t->name), t->name);
             float *stack = malloc(sizeof(float) * (size_t)qkv_rows * d);
             size_t off = 0;
             for (int p = 0; p < 3; p++) {
@@ -583,14 +589,7 @@ Test(gguf_model, phi3_stacked_attn_qkv_and_ffn_up_read_as_views)
 Test(gguf_model, phi3_longrope_and_partial_rotary)
 {
     char dir[256], path[512];
-    test_tmpdir(dir, sizeof dir, "phi3-longrope");
-    llmq_synth_opts o;
-    llmq_synth_defaults(&o);
-    o.arch = "phi3";
-    o.n_layers = 2;
-    o.calib_bytes = 40000;
-    o.eval_bytes = 20000;
-    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
+    test_synth_write(dir, sizeof dir, "phi3-longrope", "phi3", 2, 40000, 20000);
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t je;
     json_t *cfg = json_load_file(path, 0, &je);
@@ -607,17 +606,10 @@ Test(gguf_model, phi3_longrope_and_partial_rotary)
     cr_assert_eq(json_dump_file(cfg, path, 0), 0);
     json_decref(cfg);
 
-    llmq_model *hf = llmq_model_load(dir);
-    cr_assert_not_null(hf, "%s", llmq_last_error());
+    llmq_model *hf = phi3_f32_gguf(dir, path, sizeof path);
     cr_assert_eq(hf->cfg.rope_scaling, LLMQ_ROPE_SCALING_LONGROPE);
     cr_assert_eq(hf->cfg.rope_dim, 32);
     cr_assert_float_eq(hf->cfg.rope_attn_factor, (float)sqrt(1 + log(2.0) / log(256.0)), 1e-6);
-    llmq_tokenizer *tok = llmq_tokenizer_load(dir);
-    snprintf(path, sizeof path, "%s/f32.gguf", dir);
-    llmq_quant_opts qo = {0};
-    cr_assert_eq(llmq_quant_scheme_parse("f32", &qo.policy.scheme), LLMQ_OK);
-    cr_assert_eq(llmq_quantize_model(hf, tok, path, &qo, NULL), LLMQ_OK, "%s", llmq_last_error());
-    llmq_tokenizer_free(tok);
     llmq_model *g = llmq_model_load(path);
     cr_assert_not_null(g, "%s", llmq_last_error());
     cr_assert(g->cfg.rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && g->cfg.rope_dim == 32 && g->cfg.n_rope_factors == half);

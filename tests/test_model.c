@@ -191,16 +191,8 @@ Test(model, layers_forward_keeps_the_wanted_rows)
 
 static llmq_model *qwen3_demo(char *dir, size_t cap)
 {
-    test_tmpdir(dir, cap, "qwen3");
-    llmq_synth_opts o;
-    llmq_synth_defaults(&o);
-    o.arch = "qwen3";
-    o.n_layers = 2;
-    o.calib_bytes = 40000;
-    o.eval_bytes = 20000;
-    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
-    llmq_model *m = llmq_model_load(dir);
-    cr_assert_not_null(m, "%s", llmq_last_error());
+    llmq_model *m;
+    test_synth_arch_model(dir, cap, "qwen3", "qwen3", 2, 40000, 20000, &m, NULL);
     return m;
 }
 
@@ -340,16 +332,8 @@ Test(model, qwen3_q_k_norms_make_the_projections_scale_free)
 Test(model, gemma3_multimodal_checkpoint_loads_its_text_model)
 {
     char dir[256];
-    test_tmpdir(dir, sizeof dir, "gemma3-mm");
-    llmq_synth_opts o;
-    llmq_synth_defaults(&o);
-    o.arch = "gemma3";
-    o.n_layers = 6;
-    o.calib_bytes = 40000;
-    o.eval_bytes = 20000;
-    cr_assert_eq(llmq_synth_write(dir, &o), LLMQ_OK, "%s", llmq_last_error());
-    llmq_model *plain = llmq_model_load(dir);
-    cr_assert_not_null(plain, "%s", llmq_last_error());
+    llmq_model *plain;
+    test_synth_arch_model(dir, sizeof dir, "gemma3-mm", "gemma3", 6, 40000, 20000, &plain, NULL);
     const int n = 96, vocab = plain->cfg.vocab_size;
     int32_t ids[96];
     for (int i = 0; i < n; i++) ids[i] = (i * 37 + 5) % vocab;

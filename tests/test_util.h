@@ -55,21 +55,38 @@ static inline void test_tmpdir(char *buf, size_t n, const char *tag)
 
 /* The llmq binary of the same build directory as this test binary
  * (.../build/tests/test_x -> .../build/llmq), so `make sanitize` tests its own build. */
-/* The project's demo checkpoint with n_layers layers and the given calibration
- * and evaluation text sizes, written to a fresh test directory (dir), loaded. */
-static inline void test_synth_model(char *dir, size_t cap, const char *tag, int n_layers, size_t calib_bytes, size_t eval_bytes,
-                                    llmq_model **model, llmq_tokenizer **tok)
+/* The project's demo checkpoint written as architecture arch (NULL: llama; see
+ * llmq synth --arch) with n_layers layers and the given calibration and
+ * evaluation text sizes, into a fresh test directory (dir). */
+static inline void test_synth_write(char *dir, size_t cap, const char *tag, const char *arch, int n_layers, size_t calib_bytes,
+                                    size_t eval_bytes)
 {
     test_tmpdir(dir, cap, tag);
     llmq_synth_opts so;
     llmq_synth_defaults(&so);
+    so.arch = arch;
     so.n_layers = n_layers;
     so.calib_bytes = calib_bytes;
     so.eval_bytes = eval_bytes;
     cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
+}
+
+/* The same, loaded (tok may be NULL: no tokenizer wanted). */
+static inline void test_synth_arch_model(char *dir, size_t cap, const char *tag, const char *arch, int n_layers, size_t calib_bytes,
+                                         size_t eval_bytes, llmq_model **model, llmq_tokenizer **tok)
+{
+    test_synth_write(dir, cap, tag, arch, n_layers, calib_bytes, eval_bytes);
     *model = llmq_model_load(dir);
+    cr_assert_not_null(*model, "%s", llmq_last_error());
+    if (!tok) return;
     *tok = llmq_tokenizer_load(dir);
-    cr_assert(*model && *tok, "%s", llmq_last_error());
+    cr_assert_not_null(*tok, "%s", llmq_last_error());
+}
+
+static inline void test_synth_model(char *dir, size_t cap, const char *tag, int n_layers, size_t calib_bytes, size_t eval_bytes,
+                                    llmq_model **model, llmq_tokenizer **tok)
+{
+    test_synth_arch_model(dir, cap, tag, NULL, n_layers, calib_bytes, eval_bytes, model, tok);
 }
 
 static inline void test_llmq_binary(char *buf, size_t n)
