@@ -384,3 +384,84 @@ Test(synth, cli_shape_errors_and_list)
     snprintf(cmd, sizeof cmd, "%s synth --shape llama2-7b 2> %s", llmq, out);
     cr_assert_eq(WEXITSTATUS(system(cmd)), 2);
 }
+
+/* --tokenizer: Qwen3's real tokenizer. Its vocabulary and specials go into the
+ * checkpoint, the bigram model still fits the text (through the real ids), and
+ * every token the text does not use stays improbable. */
+Test(synth, real_tokenizer_qwen3, .timeout = 120)
+{
+    char tokdir[512], src[600], dst[600], d[300];
+    REQUIRE_SHARED(tokdir, "tokenizers/qwen3");
+    test_tmpdir(d, sizeof d, "synth_realtok");
+    llmq_synth_opts so;
+    llmq_synth_defaults(&so);
+    so.arch = "qwen3";
+    so.tokenizer = tokdir;
+    so.n_layers = 2;
+    so.calib_bytes = 80000;
+    so.eval_bytes = 20000;
+    cr_assert_eq(llmq_synth_write(d, &so), LLMQ_OK, "%s", llmq_last_error());
+    snprintf(src, sizeof src, "%s/tokenizer.json", tokdir);
+    snprintf(dst, sizeof dst, "%s/tokenizer.json", d);
+    size_t na, nb;
+    char *x = llmq_read_file(src, 0, &na), *y = llmq_read_file(dst, 0, &nb);
+    cr_assert(x && y && na == nb && !memcmp(x, y, na), "tokenizer.json is not a copy of %s", src);
+    free(x);
+    free(y);
+
+    llmq_model *m = llmq_model_load(d);
+    cr_assert_not_null(m, "%s", llmq_last_error());
+    llmq_tokenizer *tok = llmq_tokenizer_load(d);
+    cr_assert_not_null(tok, "%s", llmq_last_error());
+    const int V = m->cfg.vocab_size;
+    cr_assert_eq(V, 151669, "vocab_size %d", V);
+    cr_assert_eq(llmq_tokenizer_vocab_size(tok), V);
+    cr_assert_eq(m->cfg.bos_token_id, -1, "Qwen3 has no BOS: %d", m->cfg.bos_token_id);
+    cr_assert_eq(m->cfg.eos_token_id, llmq_tokenizer_eos_id(tok));
+
+    snprintf(src, sizeof src, "%s/eval.txt", d);
+    char *text = llmq_read_file(src, 0, &na);
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, na, 1, &ids, &n), LLMQ_OK);
+    llmq_ppl_opts o = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 8, .bos_id = -1};
+    llmq_ppl_result r;
+    cr_assert_eq(llmq_perplexity(m, ids, n, &o, &r), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_lt(r.ppl, 8.0, "ppl %.3f", r.ppl);
+    cr_assert_gt(r.ppl, 2.0, "ppl %.3f", r.ppl);
+
+    /* the probability of the tokens neither text uses (108 of 151669 are used), after 1 and 32
+     * tokens of text */
+    char *used = calloc((size_t)V, 1);
+    snprintf(src, sizeof src, "%s/calib.txt", d);
+    char *calib = llmq_read_file(src, 0, &na);
+    int32_t *cids;
+    size_t nc;
+    cr_assert_eq(llmq_tokenizer_encode(tok, calib, na, 1, &cids, &nc), LLMQ_OK);
+    for (size_t i = 0; i < nc; i++) used[cids[i]] = 1;
+    for (size_t i = 0; i < n; i++) used[ids[i]] = 1;
+    used[llmq_tokenizer_eos_id(tok)] = 1; /* the model covers the specials too */
+    float *logits = malloc(sizeof(float) * (size_t)V * 32);
+    cr_assert_eq(llmq_forward(m, ids, 32, logits), LLMQ_OK, "%s", llmq_last_error());
+    for (int p = 0; p < 32; p += 31) {
+        const float *l = logits + (size_t)p * V;
+        double max = -INFINITY, all = 0, unused = 0;
+        for (int t = 0; t < V; t++) max = fmax(max, l[t]);
+        for (int t = 0; t < V; t++) {
+            double e = exp(l[t] - max);
+            all += e;
+            if (!used[t]) unused += e;
+        }
+        cr_assert_lt(unused / all, 1e-3, "position %d: %.4f of the probability on unused tokens", p, unused / all);
+    }
+    free(logits); free(used); free(cids); free(calib); free(ids); free(text);
+    llmq_tokenizer_free(tok);
+    llmq_model_free(m);
+
+    /* Gemma 2's head is its embedding: no room for the unused tokens' row */
+    char g2[400];
+    snprintf(g2, sizeof g2, "%s/gemma2", d);
+    so.arch = "gemma2";
+    cr_assert_eq(llmq_synth_write(g2, &so), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "tied head"), "%s", llmq_last_error());
+}

@@ -26,6 +26,11 @@ typedef struct {
      * "qwen3" (Qwen3ForCausalLM: per-head q/k norms, head_dim of its own). */
     const char *arch;
     int head_dim; /* 0: hidden / n_heads */
+    /* NULL: train the demo's own 512-token BPE tokenizer. Otherwise a real tokenizer.json (or the
+     * directory holding it, with its tokenizer_config.json), copied into the checkpoint: the
+     * vocabulary is its own, the bigram model covers the tokens the text uses, and every other
+     * token gets a logit 20 below the rest's mean (vocab is then ignored). */
+    const char *tokenizer;
     uint64_t seed;
     int n_outliers;        /* hidden channels with planted large activations */
     float outlier_scale;   /* their input_layernorm / post_attention_layernorm weight */

@@ -7,7 +7,8 @@
 #include <stdio.h>
 
 static const char *usage =
-    "usage: llmq synth [DIR] [--arch llama|qwen3|gemma2|gemma3|phi3|mixtral|qwen3moe] [--seed N] [--layers N]\n"
+    "usage: llmq synth [DIR] [--arch llama|qwen3|gemma2|gemma3|phi3|mixtral|qwen3moe] [--tokenizer PATH]\n"
+    "                  [--seed N] [--layers N]\n"
     "       llmq synth --shape NAME [--layers N] [--seed N] DIR\n"
     "       llmq synth --list-shapes\n"
     "\n"
@@ -27,6 +28,10 @@ static const char *usage =
     "                         gate_up_proj), mixtral (MixtralForCausalLM: 4 experts, 2 per token) or\n"
     "                         qwen3moe (Qwen3MoeForCausalLM: the same with Qwen3's attention and experts\n"
     "                         of 2/3 the FFN)\n"
+    "  --tokenizer PATH     a real tokenizer instead of the demo's: a tokenizer.json, or the directory\n"
+    "                         holding it and its tokenizer_config.json (both are copied), e.g. Qwen3's or\n"
+    "                         Gemma 3's. The vocabulary is the tokenizer's; the bigram model covers the\n"
+    "                         tokens the text uses and gives every other token a logit 20 below (not gemma2)\n"
     "  --shape NAME         instead, a benchmark checkpoint at a real model's tensor shapes and config\n"
     "                         (llama2-7b, llama3-8b, qwen2.5-7b, qwen3-8b, qwen3-32b, llama3-70b:\n"
     "                         see --list-shapes) with seeded random BF16 weights (std 0.02, 8 planted\n"
@@ -68,7 +73,8 @@ int cmd_synth(int argc, char **argv)
             return 0;
         }
         if (cli_int(&a, "--seed", 0, &seed) || cli_int(&a, "--layers", 1, &layers) || cli_value(&a, "--shape", &shape) ||
-            cli_value(&a, "--arch", &o.arch)) {
+            cli_value(&a, "--arch", &o.arch) ||
+            cli_value(&a, "--tokenizer", &o.tokenizer)) {
             if (a.failed) return 2;
         } else if (a.positional && !dir) dir = a.positional;
         else return cli_unknown(&a);
@@ -77,6 +83,7 @@ int cmd_synth(int argc, char **argv)
     if (shape) {
         if (!dir) return cli_usage_error("synth", "--shape needs a DIR to write into");
         if (o.arch) return cli_usage_error("synth", "--arch is for the demo model; a --shape has its own architecture");
+        if (o.tokenizer) return cli_usage_error("synth", "--tokenizer is for the demo model; a --shape carries the demo's tokenizer");
         if (llmq_synth_shape_write(dir, shape, layers ? layers : 1, o.seed) != LLMQ_OK) return cli_fail_last("synth");
     } else {
         if (!dir) dir = "models/llmq-demo";

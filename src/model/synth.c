@@ -266,20 +266,60 @@ static int write_tokenizer(const char *dir, const symbol_table *syms, int (*merg
     return write_json(dir, "tokenizer_config.json", cfg);
 }
 
+/* dir/name holding len bytes of data, written atomically. */
+static int write_bytes(const char *dir, const char *name, const char *data, size_t len)
+{
+    char *path = llmq_path_join(dir, name);
+    llmq_atomic_file af;
+    int rc = path ? llmq_atomic_open(&af, path) : llmq_error("synth: out of memory");
+    free(path);
+    if (rc != LLMQ_OK) return rc;
+    if (fwrite(data, 1, len, af.fp) != len) {
+        llmq_atomic_abort(&af);
+        return llmq_error("%s/%s: write failed", dir, name);
+    }
+    return llmq_atomic_commit(&af);
+}
+
+static int write_texts(const char *dir, const char *calib, const char *eval)
+{
+    if (write_bytes(dir, "calib.txt", calib, strlen(calib)) != LLMQ_OK) return LLMQ_ERR;
+    return write_bytes(dir, "eval.txt", eval, strlen(eval));
+}
+
+/* A real tokenizer: tokenizer.json (from the directory `from`, or the file itself) and the
+ * tokenizer_config.json beside it, when there is one, copied into dir. */
+static int copy_tokenizer(const char *dir, const char *from)
+{
+    int rc = LLMQ_ERR;
+    char *json_path = llmq_is_dir(from) ? llmq_path_join(from, "tokenizer.json") : strdup(from);
+    char *slash = json_path ? strrchr(json_path, '/') : NULL;
+    char *cfg_path = NULL, *json = NULL, *cfg = NULL;
+    size_t json_len = 0, cfg_len = 0;
+    if (!json_path) return llmq_error("synth: out of memory");
+    if (slash) {
+        *slash = 0;
+        cfg_path = llmq_path_join(json_path, "tokenizer_config.json");
+        *slash = '/';
+    } else {
+        cfg_path = strdup("tokenizer_config.json");
+    }
+    if (!(json = llmq_read_file(json_path, (size_t)1 << 30, &json_len))) goto done;
+    if (write_bytes(dir, "tokenizer.json", json, json_len) != LLMQ_OK) goto done;
+    if (cfg_path && llmq_file_exists(cfg_path)) {
+        if (!(cfg = llmq_read_file(cfg_path, (size_t)1 << 28, &cfg_len))) goto done;
+        if (write_bytes(dir, "tokenizer_config.json", cfg, cfg_len) != LLMQ_OK) goto done;
+    }
+    rc = LLMQ_OK;
+done:
+    free(json_path); free(cfg_path); free(json); free(cfg);
+    return rc;
+}
+
 /* calib.txt, eval.txt, and the BPE tokenizer (vocab tokens) trained on calib. */
 static int write_text_and_tokenizer(const char *dir, const char *calib, const char *eval, int vocab)
 {
-    const char *names[2] = {"calib.txt", "eval.txt"};
-    const char *texts[2] = {calib, eval};
-    for (int i = 0; i < 2; i++) {
-        char *path = llmq_path_join(dir, names[i]);
-        llmq_atomic_file af;
-        int rc = llmq_atomic_open(&af, path);
-        free(path);
-        if (rc != LLMQ_OK) return rc;
-        fputs(texts[i], af.fp);
-        if ((rc = llmq_atomic_commit(&af)) != LLMQ_OK) return rc;
-    }
+    if (write_texts(dir, calib, eval) != LLMQ_OK) return LLMQ_ERR;
     symbol_table syms = {0};
     int (*merges)[2] = malloc(sizeof(int[2]) * MAX_SYMBOLS), n_merges = 0;
     int rc = merges ? train_bpe(calib, vocab, &syms, merges, &n_merges) : llmq_error("synth: out of memory");
@@ -325,8 +365,12 @@ static void fill_normal(uint16_t *w, size_t n, double std, uint64_t *s)
 /* Embedding and head from the bigram log-probabilities B (vocab × vocab, rows
  * centred): B ≈ U S Vᵀ. Rank hidden-1 goes into U√S (embedding) and V√S
  * (head); the last hidden channel pads every embedding row to one norm, so
- * the final RMSNorm divides all rows by the same constant (folded into the head). */
-static int factor_bigrams(const double *B, int vocab, int hidden, float *embed, float *head)
+ * the final RMSNorm divides all rows by the same constant (folded into the head).
+ * other_logit < 0: B covers only the tokens the text uses, and the head gets one
+ * more row (index vocab) for every other token of a real tokenizer's vocabulary:
+ * rank hidden-2, the last channel a constant of every embedding row, and that
+ * row reads only it, so every other token has logit other_logit. */
+static int factor_bigrams(const double *B, int vocab, int hidden, float *embed, float *head, double other_logit)
 {
     double *a = malloc(sizeof(double) * (size_t)vocab * vocab), *u = malloc(sizeof(double) * (size_t)vocab * vocab);
     double *vt = malloc(sizeof(double) * (size_t)vocab * vocab), *sv = malloc(sizeof(double) * (size_t)vocab), *sup = malloc(sizeof(double) * (size_t)vocab);
@@ -334,30 +378,33 @@ static int factor_bigrams(const double *B, int vocab, int hidden, float *embed, 
     int info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'A', 'A', vocab, vocab, a, vocab, sv, u, vocab, vt, vocab, sup);
     int rc = info == 0 ? LLMQ_OK : llmq_error("synth: SVD of the bigram matrix failed (info %d)", info);
     if (rc == LLMQ_OK) {
-        int r = hidden - 1;
+        const int other = other_logit < 0, r = hidden - 1 - other;
         double max_norm = 0;
         for (int t = 0; t < vocab; t++) {
             double nn = 0;
             for (int k = 0; k < r; k++) {
-                double e = u[(size_t)t * vocab + k] * sqrt(sv[k]);
+                double e = k < vocab ? u[(size_t)t * vocab + k] * sqrt(sv[k]) : 0.0;
                 embed[(size_t)t * hidden + k] = (float)e;
                 nn += e * e;
             }
             embed[(size_t)t * hidden + r] = (float)nn; /* squared norm for now */
             max_norm = nn > max_norm ? nn : max_norm;
         }
-        /* rms of every padded row = sqrt(max_norm / hidden); scale rows to rms 1. */
-        double rms = sqrt(max_norm / hidden);
+        /* the constant channel: as large as an average one */
+        const double c = other ? sqrt(max_norm / r) : 0.0;
+        /* rms of every padded row = sqrt((max_norm + c²) / hidden); scale rows to rms 1. */
+        double rms = sqrt((max_norm + c * c) / hidden);
         for (int t = 0; t < vocab; t++) {
             float *row = embed + (size_t)t * hidden;
             double pad = max_norm - row[r];
             row[r] = (float)sqrt(pad > 0 ? pad : 0);
+            if (other) row[hidden - 1] = (float)c;
             for (int k = 0; k < hidden; k++) row[k] = (float)(row[k] / rms);
         }
-        for (int t = 0; t < vocab; t++) {
-            for (int k = 0; k < r; k++) head[(size_t)t * hidden + k] = (float)(vt[(size_t)k * vocab + t] * sqrt(sv[k]) * rms);
-            head[(size_t)t * hidden + r] = 0.0f;
-        }
+        for (int t = 0; t < vocab + other; t++)
+            for (int k = 0; k < hidden; k++)
+                head[(size_t)t * hidden + k] = t < vocab && k < r && k < vocab ? (float)(vt[(size_t)k * vocab + t] * sqrt(sv[k]) * rms) : 0.0f;
+        if (other) head[(size_t)vocab * hidden + hidden - 1] = (float)(other_logit * rms / c);
     }
     free(a); free(u); free(vt); free(sv); free(sup);
     return rc;
@@ -418,7 +465,7 @@ static int factor_bigrams_tied(const double *B, int vocab, int hidden, float *em
  * Gaussian matrix): logits are unchanged (L Q (E Q)ᵀ = L Eᵀ), row norms are
  * kept, and the energy that the SVD put into the first channels is spread
  * evenly, so that only the planted channels stand out. */
-static int rotate(float *embed, float *head, int vocab, int hidden, uint64_t *s)
+static int rotate(float *embed, int n_embed, float *head, int n_head, int hidden, uint64_t *s)
 {
     double *q = malloc(sizeof(double) * (size_t)hidden * hidden), *tau = malloc(sizeof(double) * (size_t)hidden);
     double *row = malloc(sizeof(double) * (size_t)hidden);
@@ -427,8 +474,9 @@ static int rotate(float *embed, float *head, int vocab, int hidden, uint64_t *s)
     if (info == 0) info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, hidden, hidden, hidden, q, hidden, tau);
     if (info == 0) {
         float *mats[2] = {embed, head};
+        const int rows[2] = {n_embed, n_head};
         for (int m = 0; m < 2; m++)
-            for (int t = 0; t < vocab; t++) {
+            for (int t = 0; t < rows[m]; t++) {
                 float *r = mats[m] + (size_t)t * hidden;
                 for (int j = 0; j < hidden; j++) {
                     double acc = 0;
@@ -460,43 +508,75 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
     char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
     tensor_list tl = {0};
     llmq_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, *eval_ids = NULL;
+    int *slot = NULL;
     double *B = NULL;
     float *embed = NULL, *head = NULL;
     if (!calib || !eval) {
         llmq_error("synth: out of memory");
         goto done;
     }
+    /* Gemma 2's head is the embedding (llama.cpp reads no other) */
+    const int tied = gemma == 2;
+    if (tied && o->tokenizer) {
+        llmq_error("synth: --tokenizer: a tied head (gemma2) needs the demo's own tokenizer");
+        goto done;
+    }
     /* 1. text and tokenizer */
-    if ((rc = write_text_and_tokenizer(dir, calib, eval, o->vocab)) != LLMQ_OK) goto done;
+    if ((rc = o->tokenizer ? write_texts(dir, calib, eval) : write_text_and_tokenizer(dir, calib, eval, o->vocab)) != LLMQ_OK)
+        goto done;
+    if (o->tokenizer && (rc = copy_tokenizer(dir, o->tokenizer)) != LLMQ_OK) goto done;
     rc = LLMQ_ERR;
     if (!(tok = llmq_tokenizer_load(dir))) goto done;
 
-    /* 2. bigram statistics of the calibration text, add-0.1 smoothing, rows centred */
-    size_t n_ids;
+    /* 2. bigram statistics of the calibration text, add-0.1 smoothing, rows centred. With a real
+     * tokenizer they cover only the tokens that the text (calibration or evaluation) and the
+     * specials use, numbered in id order: slot[id] (-1 for the rest). */
+    size_t n_ids, n_eval_ids = 0;
     if (llmq_tokenizer_encode(tok, calib, strlen(calib), 1, &ids, &n_ids) != LLMQ_OK) goto done;
-    int V = o->vocab, d = o->hidden;
-    B = calloc((size_t)V * V, sizeof *B);
+    const int V = o->tokenizer ? llmq_tokenizer_vocab_size(tok) : o->vocab, d = o->hidden;
+    if (!(slot = malloc(sizeof(int) * (size_t)V))) {
+        llmq_error("synth: out of memory");
+        goto done;
+    }
+    for (int t = 0; t < V; t++) slot[t] = o->tokenizer ? -1 : t;
+    int Vu = V;
+    if (o->tokenizer) {
+        if (llmq_tokenizer_encode(tok, eval, strlen(eval), 1, &eval_ids, &n_eval_ids) != LLMQ_OK) goto done;
+        for (size_t i = 0; i < n_ids; i++) slot[ids[i]] = 0;
+        for (size_t i = 0; i < n_eval_ids; i++) slot[eval_ids[i]] = 0;
+        const int special[2] = {llmq_tokenizer_bos_id(tok), llmq_tokenizer_eos_id(tok)};
+        for (int k = 0; k < 2; k++)
+            if (special[k] >= 0 && special[k] < V) slot[special[k]] = 0;
+        Vu = 0;
+        for (int t = 0; t < V; t++)
+            if (slot[t] == 0) slot[t] = Vu++;
+        if (Vu > 8192 || Vu < 2) {
+            llmq_error("synth: the text uses %d distinct tokens of this tokenizer (2 to 8192 supported)", Vu);
+            goto done;
+        }
+    }
+    const int other = Vu < V; /* one more head row: every token the text does not use */
+    B = calloc((size_t)Vu * Vu, sizeof *B);
     embed = malloc((size_t)V * d * sizeof(float));
-    head = malloc((size_t)V * d * sizeof(float));
+    head = malloc((size_t)(V + other) * d * sizeof(float));
     if (!B || !embed || !head) {
         llmq_error("synth: out of memory");
         goto done;
     }
-    for (size_t i = 0; i + 1 < n_ids; i++) B[(size_t)ids[i] * V + ids[i + 1]] += 1;
-    for (int a = 0; a < V; a++) {
+    for (size_t i = 0; i + 1 < n_ids; i++) B[(size_t)slot[ids[i]] * Vu + slot[ids[i + 1]]] += 1;
+    for (int a = 0; a < Vu; a++) {
         double total = 0, mean = 0;
-        for (int b = 0; b < V; b++) total += B[(size_t)a * V + b] + 0.1;
-        for (int b = 0; b < V; b++) {
-            B[(size_t)a * V + b] = log((B[(size_t)a * V + b] + 0.1) / total);
-            mean += B[(size_t)a * V + b] / V;
+        for (int b = 0; b < Vu; b++) total += B[(size_t)a * Vu + b] + 0.1;
+        for (int b = 0; b < Vu; b++) {
+            B[(size_t)a * Vu + b] = log((B[(size_t)a * Vu + b] + 0.1) / total);
+            mean += B[(size_t)a * Vu + b] / Vu;
         }
-        for (int b = 0; b < V; b++) B[(size_t)a * V + b] -= mean;
+        for (int b = 0; b < Vu; b++) B[(size_t)a * Vu + b] -= mean;
     }
     uint64_t s = o->seed * 7919 + 17;
-    /* Gemma 2's head is the embedding (llama.cpp reads no other): the symmetric part of the bigrams,
-     * signs in the final norm, unrotated (the gains must stay on their channels) */
-    const int tied = gemma == 2;
+    /* Gemma 2: the symmetric part of the bigrams, signs in the final norm, unrotated (the gains
+     * must stay on their channels) */
     float *gain = NULL;
     if (tied) {
         if (!(gain = malloc(sizeof(float) * (size_t)d)) || factor_bigrams_tied(B, V, d, embed, gain) != LLMQ_OK) {
@@ -504,8 +584,32 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
             free(gain);
             goto done;
         }
-    } else if (factor_bigrams(B, V, d, embed, head) != LLMQ_OK || rotate(embed, head, V, d, &s) != LLMQ_OK) {
+    } else if (factor_bigrams(B, Vu, d, embed, head, other ? -20.0 : 0.0) != LLMQ_OK || rotate(embed, Vu, head, Vu + other, d, &s) != LLMQ_OK) {
         goto done;
+    }
+    if (other) {
+        /* the used rows to their ids (from the top: slot[t] <= t, so none is overwritten before it
+         * moves); the unused ones: embeddings of rms 1 that the text never reads, and the shared
+         * head row (rotated at index Vu, kept aside first) */
+        float *rest = malloc(sizeof(float) * (size_t)d);
+        if (!rest) {
+            llmq_error("synth: out of memory");
+            goto done;
+        }
+        memcpy(rest, head + (size_t)Vu * d, sizeof(float) * (size_t)d);
+        for (int t = V - 1; t >= 0; t--) {
+            float *e = embed + (size_t)t * d, *h = head + (size_t)t * d;
+            if (slot[t] >= 0) {
+                memmove(e, embed + (size_t)slot[t] * d, sizeof(float) * (size_t)d);
+                memmove(h, head + (size_t)slot[t] * d, sizeof(float) * (size_t)d);
+            }
+        }
+        for (int t = 0; t < V; t++)
+            if (slot[t] < 0) {
+                for (int k = 0; k < d; k++) embed[(size_t)t * d + k] = (float)normal(&s);
+                memcpy(head + (size_t)t * d, rest, sizeof(float) * (size_t)d);
+            }
+        free(rest);
     }
 
     /* 3. tensors (BF16), in the order Hugging Face writes them */
@@ -630,6 +734,12 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o)
                             "num_attention_heads", o->n_heads, "num_hidden_layers", o->n_layers, "num_key_value_heads", o->n_kv_heads,
                             "head_dim", hd, "rms_norm_eps", 1e-5, "rope_scaling", "rope_theta", gemma == 3 ? 1000000.0 : 10000.0,
                             "tie_word_embeddings", tied, "torch_dtype", "bfloat16", "vocab_size", V);
+    if (cfg && o->tokenizer) {
+        /* the tokenizer's own specials (Qwen3 has no BOS: null, as its config.json says) */
+        const int bos = llmq_tokenizer_bos_id(tok), eos = llmq_tokenizer_eos_id(tok);
+        json_object_set_new(cfg, "bos_token_id", bos >= 0 ? json_integer(bos) : json_null());
+        json_object_set_new(cfg, "eos_token_id", eos >= 0 ? json_integer(eos) : json_null());
+    }
     if (cfg && moe) {
         json_object_set_new(cfg, mixtral ? "num_local_experts" : "num_experts", json_integer(n_exp));
         json_object_set_new(cfg, "num_experts_per_tok", json_integer(n_used));
@@ -670,7 +780,7 @@ done:
     }
     free(tl.t);
     llmq_tokenizer_free(tok);
-    free(ids); free(B); free(embed); free(head); free(calib); free(eval);
+    free(ids); free(eval_ids); free(slot); free(B); free(embed); free(head); free(calib); free(eval);
     return rc;
 }
 

@@ -5,15 +5,17 @@
 # iq4_xs and iq4_nl (RTN), and GPTQ / AWQ /
 # AWQ+GPTQ files and one with types chosen per tensor (--target-bpw), and the
 # demo model written as other architectures (llmq synth --arch qwen3, gemma2,
-# gemma3, phi3 (also with LongRoPE and partial rotary), mixtral, qwen3moe: f32,
-# q8_0, gptq q4_k, awq+gptq q4_k_m), are loaded by llama.cpp (the prebuilt binaries
+# gemma3, phi3 (also with LongRoPE and partial rotary), mixtral, qwen3moe, and
+# Qwen3 and Gemma 3 with their real tokenizers: f32, q8_0, gptq q4_k, awq+gptq
+# q4_k_m), are loaded by llama.cpp (the prebuilt binaries
 # node-llama-cpp ships, installed from the npm registry), and the perplexity
 # llama.cpp computes (llama-perplexity's protocol, llamacpp_ppl.mjs) must equal
 # `llmq ppl --protocol llamacpp` on the same file within 0.5%.
 #
 # usage: tests/conformance/run.sh [LLMQ_BINARY]
 # env:   LLMQ_SHARED (default ../shared), CONFORMANCE_CHUNKS (default 8 windows of 512),
-#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3 phi3-longrope mixtral qwen3moe),
+#        CONFORMANCE_TYPES, CONFORMANCE_ARCHS (default qwen3 gemma2 gemma3 phi3 phi3-longrope mixtral qwen3moe
+#        qwen3-tok gemma3-tok),
 #        CONFORMANCE_ARCH_TYPES,
 #        NODE_LLAMA_CPP_VERSION (default 3.22.1), CI=true (an install failure fails instead of skipping)
 # Without node/npm the check is skipped with a message; under CI=true every
@@ -46,7 +48,7 @@ fi
 [ -f "$model/model.safetensors" ] || skip_or_fail "$model is absent"
 
 llamacpp_install "$work" "$version" || skip_or_fail "$llamacpp_problem"
-cp "$root/tests/conformance/llamacpp_ppl.mjs" "$root/tests/conformance/llamacpp_logits.mjs" "$work/"
+cp "$root/tests/conformance/llamacpp_ppl.mjs" "$root/tests/conformance/llamacpp_logits.mjs" "$root/tests/conformance/llamacpp_tokenize.mjs" "$work/"
 
 # Every block format decoded by ggml itself (the libggml-base.so node-llama-cpp
 # ships): the same float bits as llmq's decoders (ggml_blocks.c).
@@ -160,11 +162,34 @@ for spec in $types; do compare "$model" stories-llama-7m "$work/tokens.json" "$c
 # own text. llama.cpp runs them in batches of 128 tokens: node-llama-cpp
 # 3.22.1's build stops on GGML_ASSERT(buffer) for these small Gemma 3 files
 # at batches of 256 and more (its own convert_hf_to_gguf.py file too).
-for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3 phi3-longrope mixtral qwen3moe}; do
+# qwen3-tok and gemma3-tok are Qwen3's and Gemma 3's demo with the real
+# tokenizer (llmq synth --tokenizer ../shared/tokenizers/NAME): llama.cpp must
+# also tokenize the text as llmq does from the GGUF's tokenizer.ggml.* arrays.
+# Their weights take the same paths as qwen3's and gemma3's, which the converter
+# check covers, so it is not repeated at 151k/262k-token vocabularies.
+tokenizer_check() {
+    local arch=$1 dir=$2 gguf=$work/$1-f32-rtn.gguf
+    if ! (cd "$work" && node llamacpp_tokenize.mjs "$gguf" "$dir/eval.txt" >"$work/$arch-tokens-llamacpp.json" 2>"$work/$arch-tokenize.log") ||
+            ! "$llmq" tokenize "$gguf" --no-special --text "$dir/eval.txt" --json >"$work/$arch-tokens-llmq.json" 2>>"$work/$arch-tokenize.log"; then
+        tail -3 "$work/$arch-tokenize.log"; echo "  $arch: tokenization failed"; status=1; return
+    fi
+    local n
+    n=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).length' "$work/$arch-tokens-llmq.json")
+    if cmp -s "$work/$arch-tokens-llamacpp.json" "$work/$arch-tokens-llmq.json"; then
+        printf "  %-16s %s tokens of eval.txt, the same ids in llama.cpp ok\n" tokenizer "$n"
+    else
+        printf "  %-16s %s tokens of eval.txt: llama.cpp's ids differ MISMATCH\n" tokenizer "$n"; status=1
+    fi
+}
+
+for arch in ${CONFORMANCE_ARCHS:-qwen3 gemma2 gemma3 phi3 phi3-longrope mixtral qwen3moe qwen3-tok gemma3-tok}; do
     dir=$work/synth-$arch
-    layers=4
-    [ "$arch" = gemma3 ] && layers=6
-    if ! "$llmq" synth --arch "${arch%-longrope}" --layers $layers "$dir" >"$work/synth-$arch.log" 2>&1 ||
+    base=${arch%-longrope}
+    base=${base%-tok}
+    layers=4 synth_args=()
+    [ "$base" = gemma3 ] && layers=6
+    [ "$arch" != "${arch%-tok}" ] && synth_args=(--tokenizer "$shared/tokenizers/$base")
+    if ! "$llmq" synth --arch "$base" --layers $layers "${synth_args[@]}" "$dir" >"$work/synth-$arch.log" 2>&1 ||
             ! "$llmq" tokenize "$dir" --text "$dir/eval.txt" --json >"$dir/ids.json" 2>>"$work/synth-$arch.log"; then
         tail -3 "$work/synth-$arch.log"; echo "  $arch: llmq synth failed"; status=1; continue
     fi
@@ -186,7 +211,7 @@ fs.writeFileSync(process.argv[1], JSON.stringify(c, null, 2));' "$dir/config.jso
     for spec in ${CONFORMANCE_ARCH_TYPES:-f32 q8_0 q4_k:gptq q4_k_m:awq+gptq}; do
         compare "$dir" "$arch" "$dir/tokens.json" "$dir/calib.txt" "$spec" "--batch 128"
     done
-    converter_check "$arch" "$dir"
+    if [ ${#synth_args[@]} -gt 0 ]; then tokenizer_check "$arch" "$dir"; else converter_check "$arch" "$dir"; fi
 done
 if [ $status -ne 0 ]; then
     echo "conformance: FAILED (logs in $work)"
