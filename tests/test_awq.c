@@ -533,11 +533,12 @@ static void check_folded_logits(const llmq_model *m, const llmq_calib *cal, llmq
     free(x); free(got); free(want);
 }
 
-static void demo_model(char *dir, size_t n, llmq_model **m, llmq_calib *cal, int n_samples, int seqlen)
+static void demo_model_arch(char *dir, size_t n, const char *arch, llmq_model **m, llmq_calib *cal, int n_samples, int seqlen)
 {
     test_tmpdir(dir, n, "awq-demo");
     llmq_synth_opts so;
     llmq_synth_defaults(&so);
+    so.arch = arch;
     so.calib_bytes = 60000, so.eval_bytes = 2000;
     cr_assert_eq(llmq_synth_write(dir, &so), LLMQ_OK, "%s", llmq_last_error());
     *m = llmq_model_load(dir);
@@ -550,6 +551,52 @@ static void demo_model(char *dir, size_t n, llmq_model **m, llmq_calib *cal, int
     cr_assert_eq(llmq_calib_from_file(tok, path, &co, cal), LLMQ_OK, "%s", llmq_last_error());
     llmq_tokenizer_free(tok);
 }
+
+static void demo_model(char *dir, size_t n, llmq_model **m, llmq_calib *cal, int n_samples, int seqlen)
+{
+    demo_model_arch(dir, n, NULL, m, cal, n_samples, seqlen);
+}
+
+/* A mixture of experts: the gate,up scales folded into the norm and the router
+ * (the routing must not move), each expert's up->down scales into its own
+ * matrices; with 8 windows of 64 every expert sees its 64 tokens. */
+static void moe_folding(const char *arch)
+{
+    char dir[512];
+    llmq_model *m;
+    llmq_calib cal;
+    demo_model_arch(dir, sizeof dir, arch, &m, &cal, 8, 64);
+    cr_assert_gt(m->cfg.n_experts, 0);
+    check_folded_logits(m, &cal, LLMQ_TYPE_Q4_K);
+    /* the statistics of the experts' groups, and their clipping */
+    float **X = layer_inputs(m, &cal);
+    llmq_type types[LLMQ_LIN_COUNT];
+    fill_types(types, LLMQ_TYPE_Q4_K);
+    llmq_layer L;
+    float *buf = llmq_layer_f32_copy(m, 0, &L);
+    cr_assert_not_null(buf, "%s", llmq_last_error());
+    llmq_awq_stats st;
+    cr_assert_eq(llmq_awq_layer(m, 0, &L, X[0], cal.n_samples, cal.seqlen, types, 128, NULL, &st), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert(st.searched[LLMQ_AWQ_GATE_UP] && st.searched[LLMQ_AWQ_DOWN], "%s: the experts' groups were not searched", arch);
+    for (int g = LLMQ_AWQ_GATE_UP; g <= LLMQ_AWQ_DOWN; g++)
+        cr_assert_leq(st.loss_best[g], st.loss_rtn[g], "%s group %d", arch, g);
+    cr_assert_lt(st.loss_best[LLMQ_AWQ_DOWN], st.loss_rtn[LLMQ_AWQ_DOWN], "%s: no expert's down gained", arch);
+    for (int k = LLMQ_LIN_GATE; k <= LLMQ_LIN_DOWN; k++) {
+        cr_assert(st.clipped[k], "%s: %s not clipped", arch, llmq_linear_names[k]);
+        cr_assert_leq(st.clip_mse_after[k], st.clip_mse_before[k], "%s %s", arch, llmq_linear_names[k]);
+    }
+    cr_log_info("%s layer 0: gate,up r %.2f loss %.3g -> %.3g; experts' down r %.2f loss %.3g -> %.3g", arch, st.ratio[LLMQ_AWQ_GATE_UP],
+                st.loss_rtn[LLMQ_AWQ_GATE_UP], st.loss_best[LLMQ_AWQ_GATE_UP], st.ratio[LLMQ_AWQ_DOWN], st.loss_rtn[LLMQ_AWQ_DOWN],
+                st.loss_best[LLMQ_AWQ_DOWN]);
+    free(buf);
+    for (int l = 0; l < m->cfg.n_layers; l++) free(X[l]);
+    free(X);
+    llmq_calib_free(&cal);
+    llmq_model_free(m);
+}
+
+Test(awq, mixtral_folding_keeps_the_logits) { moe_folding("mixtral"); }
+Test(awq, qwen3moe_folding_keeps_the_logits) { moe_folding("qwen3moe"); }
 
 Test(awq, demo_model_folding_keeps_the_logits)
 {

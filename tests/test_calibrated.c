@@ -180,7 +180,7 @@ static void arch_checks(const char *arch)
     llmq_model_free(f);
 
     reports g = {0}, ag = {0};
-    const bool moe = base->cfg.n_experts > 0; /* AWQ scales the attention only there */
+    const bool moe = base->cfg.n_experts > 0;
     double kl_rtn = kl_of(-1, NULL), kl_gptq = kl_of(LLMQ_CAL_GPTQ, &g), kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &ag);
     cr_log_info("%s KL: rtn %.6f gptq %.6f awq+gptq %.6f", arch, kl_rtn, kl_gptq, kl_awq_gptq);
     cr_assert_eq(g.n, base->cfg.n_layers < 8 ? base->cfg.n_layers : 8);

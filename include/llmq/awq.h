@@ -102,7 +102,16 @@ typedef struct {
  * or down_proj's input), chunks of about 2048 tokens × (2·hidden +
  * max(q_dim, intermediate)), the clip rows, and one copy of the linears
  * being tried: the wide inputs stream through and are never held for every
- * token. Threads: OpenMP (and OpenBLAS). */
+ * token. Threads: OpenMP (and OpenBLAS).
+ *
+ * A mixture of experts (the layer's F32 router, and its experts as views of
+ * the stacked F32 lin[GATE..DOWN], as llmq_layer_f32_copy makes them): one
+ * set of gate,up scales for every expert, folded into post_attention_layernorm
+ * and the router's columns and judged on the routed mixture's output; then,
+ * per expert reached by at least LLMQ_MOE_MIN_TOKENS calibration tokens, its
+ * own up->down scales judged on its output as the router weights it (Σ w²·xxᵀ
+ * over its tokens) and its gate, up and down clipped on its tokens. Its
+ * statistics: the down group's losses summed over experts, ratios averaged. */
 int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const float *X, int n_samples, int seqlen,
                    const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
                    llmq_awq_stats *stats);
@@ -118,9 +127,10 @@ int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group
  * precision (F32: copied). out may equal w. Threads: OpenMP. */
 int llmq_fake_quant(llmq_type t, int group_size, bool rtn_search, const float *w, int rows, int cols, float *out);
 
-/* An F32 copy of decoder layer `index` (weights, norms, biases) in `out`; all
- * its views point into the returned buffer, which the caller frees with
- * free(). NULL with a message on error. */
+/* An F32 copy of decoder layer `index` (weights, norms, biases; a mixture's
+ * router, its experts stacked into lin[GATE..DOWN] and out->experts as views
+ * of them) in `out`; all its views point into the returned buffer, which the
+ * caller frees with free(). NULL with a message on error. */
 float *llmq_layer_f32_copy(const llmq_model *m, int index, llmq_layer *out);
 
 #endif

@@ -1,5 +1,6 @@
 /* AWQ scale and clip search on one decoder layer (see llmq/awq.h). */
 #include "llmq/awq.h"
+#include "llmq/calibrated.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/rtn.h"
@@ -97,8 +98,8 @@ float *llmq_layer_f32_copy(const llmq_model *m, int index, llmq_layer *out)
         return NULL;
     }
     const llmq_layer *src = &m->layers[index];
-    const llmq_weight *views[2 + 2 * LLMQ_LIN_COUNT];
-    llmq_weight *dsts[2 + 2 * LLMQ_LIN_COUNT];
+    const llmq_weight *views[3 + 2 * LLMQ_LIN_COUNT];
+    llmq_weight *dsts[3 + 2 * LLMQ_LIN_COUNT];
     int n = 0;
     *out = *src;
     views[n] = &src->attn_norm, dsts[n++] = &out->attn_norm;
@@ -107,9 +108,16 @@ float *llmq_layer_f32_copy(const llmq_model *m, int index, llmq_layer *out)
         views[n] = &src->lin[k], dsts[n++] = &out->lin[k];
         views[n] = &src->bias[k], dsts[n++] = &out->bias[k];
     }
+    /* a mixture: the router, every expert stacked into lin[GATE..DOWN] (as the driver's f32 copies
+     * hold them), and the experts as views of those, in the same allocation */
+    const llmq_config *cfg = &m->cfg;
+    const int E = src->experts ? cfg->n_experts : 0;
+    if (E) views[n] = &src->router, dsts[n++] = &out->router;
     size_t total = 0;
     for (int i = 0; i < n; i++)
         if (views[i]->data) total += (size_t)views[i]->rows * views[i]->cols;
+    const size_t stacked = E ? (size_t)3 * cfg->expert_ffn * cfg->hidden_size : 0, expert_floats = (sizeof(llmq_expert) + sizeof(float) - 1) / sizeof(float);
+    total += (size_t)E * (stacked + expert_floats) + (E ? 4 : 0); /* + 16 bytes of slack to align the views */
     float *buf = malloc((total ? total : 1) * sizeof(float));
     if (!buf) {
         llmq_error("layer %d: out of memory for an F32 copy (%zu floats)", index, total);
@@ -129,6 +137,32 @@ float *llmq_layer_f32_copy(const llmq_model *m, int index, llmq_layer *out)
         tr->to_float(w->data, buf + off, (int64_t)count);
         *dsts[i] = (llmq_weight){.data = buf + off, .type = LLMQ_TYPE_F32, .rows = w->rows, .cols = w->cols};
         off += count;
+    }
+    if (E) {
+        const void *stack[3];
+        const llmq_type f32[3] = {LLMQ_TYPE_F32, LLMQ_TYPE_F32, LLMQ_TYPE_F32};
+        for (int j = 0; j < 3; j++) {
+            llmq_weight *lin = &out->lin[LLMQ_LIN_GATE + j];
+            stack[j] = buf + off;
+            for (int e = 0; e < E; e++) {
+                const llmq_weight *w = &src->experts[e].w[j];
+                const llmq_type_traits *tr = llmq_type_get(w->type);
+                const size_t count = (size_t)w->rows * w->cols;
+                if (!tr || !tr->to_float || count % (size_t)tr->block_size) {
+                    free(buf);
+                    llmq_error("layer %d: cannot convert expert %d's weight of type %d to F32", index, e, (int)w->type);
+                    return NULL;
+                }
+                tr->to_float(w->data, buf + off, (int64_t)count);
+                off += count;
+            }
+            *lin = (llmq_weight){.data = stack[j], .type = LLMQ_TYPE_F32, .rows = src->lin[LLMQ_LIN_GATE + j].rows,
+                                 .cols = src->lin[LLMQ_LIN_GATE + j].cols};
+        }
+        off = (off + 3) & ~(size_t)3;
+        llmq_expert *experts = (llmq_expert *)(void *)(buf + off);
+        for (int e = 0; e < E; e++) experts[e] = llmq_expert_view(cfg, stack, f32, e);
+        out->experts = experts;
     }
     return buf;
 }
@@ -155,18 +189,28 @@ static int check_finite(const float *x, size_t n, int index, const char *what)
     return LLMQ_OK;
 }
 
-/* The linears AWQ scales in layer `index`: all, or the attention's in a
- * mixture of experts (whose experts it does not scale yet). */
-static int awq_linears(const llmq_model *m, int index) { return m->layers[index].experts ? LLMQ_LIN_GATE : LLMQ_LIN_COUNT; }
-
 static int check_shapes(const llmq_model *m, int index, const llmq_layer *L)
 {
     const llmq_config *c = &m->cfg;
     int d = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, f = c->intermediate_size;
-    const int shape[LLMQ_LIN_COUNT][2] = {{qd, d}, {kvd, d}, {kvd, d}, {d, qd}, {f, d}, {f, d}, {d, f}};
+    int shape[LLMQ_LIN_COUNT][2] = {{qd, d}, {kvd, d}, {kvd, d}, {d, qd}, {f, d}, {f, d}, {d, f}};
     if (check_weight(&L->attn_norm, index, "input_layernorm", 1, d) || check_weight(&L->ffn_norm, index, "post_attention_layernorm", 1, d))
         return LLMQ_ERR;
-    for (int k = 0; k < awq_linears(m, index); k++) {
+    if (c->n_experts > 0) {
+        /* a mixture of experts: the F32 router, the experts as views of the stacked F32 gate/up/down */
+        const int E = c->n_experts, fe = c->expert_ffn;
+        if (!L->experts || check_weight(&L->router, index, "router", E, d))
+            return llmq_error("layer %d: AWQ: a mixture of experts needs the layer's F32 router and experts", index);
+        shape[LLMQ_LIN_GATE][0] = shape[LLMQ_LIN_UP][0] = E * fe;
+        shape[LLMQ_LIN_DOWN][0] = E * d, shape[LLMQ_LIN_DOWN][1] = fe;
+        for (int e = 0; e < E; e++)
+            for (int j = 0; j < 3; j++)
+                if (L->experts[e].w[j].type != LLMQ_TYPE_F32 ||
+                    (const float *)L->experts[e].w[j].data != wdata(&L->lin[LLMQ_LIN_GATE + j]) + (size_t)e * L->experts[e].w[j].rows * L->experts[e].w[j].cols)
+                    return llmq_error("layer %d: AWQ: expert %d's %s is not an F32 view of the stacked %s", index, e,
+                                      llmq_linear_names[LLMQ_LIN_GATE + j], llmq_linear_names[LLMQ_LIN_GATE + j]);
+    }
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         if (check_weight(&L->lin[k], index, llmq_linear_names[k], shape[k][0], shape[k][1])) return LLMQ_ERR;
         if (L->bias[k].data && check_weight(&L->bias[k], index, llmq_linear_names[k], 1, shape[k][0])) return LLMQ_ERR;
     }
@@ -180,7 +224,8 @@ static int check_layer(const llmq_model *m, int index, const llmq_layer *L)
     if (check_finite(wdata(&L->attn_norm), (size_t)d, index, "input_layernorm") ||
         check_finite(wdata(&L->ffn_norm), (size_t)d, index, "post_attention_layernorm"))
         return LLMQ_ERR;
-    for (int k = 0; k < awq_linears(m, index); k++) {
+    if (L->router.data && check_finite(wdata(&L->router), (size_t)L->router.rows * L->router.cols, index, "router")) return LLMQ_ERR;
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         if (check_finite(wdata(&L->lin[k]), (size_t)L->lin[k].rows * L->lin[k].cols, index, llmq_linear_names[k])) return LLMQ_ERR;
         if (L->bias[k].data && check_finite(wdata(&L->bias[k]), (size_t)L->bias[k].cols, index, llmq_linear_names[k]))
             return LLMQ_ERR;
@@ -196,6 +241,8 @@ static bool vo_allowed(const llmq_layer *L)
 
 /* ------------------------------------------------------------ folding */
 
+static void fold_scales(llmq_layer *L, llmq_awq_group group, const float *s);
+
 /* index only names the layer in messages. */
 static int apply_scales(const llmq_model *m, int index, llmq_layer *L, llmq_awq_group group, const float *s)
 {
@@ -208,6 +255,20 @@ static int apply_scales(const llmq_model *m, int index, llmq_layer *L, llmq_awq_
     for (int c = 0; c < n; c++)
         if (!(s[c] > 0.0f) || !isfinite(s[c])) return llmq_error("layer %d: AWQ %s: scale %d is %g (must be finite and positive)", index,
                                                        llmq_awq_group_names[group], c, (double)s[c]);
+    fold_scales(L, group, s);
+    return LLMQ_OK;
+}
+
+/* 1/s into the group's producer, s into its readers (and a mixture's router,
+ * which reads post_attention_layernorm's output beside gate and up). */
+static void fold_scales(llmq_layer *L, llmq_awq_group group, const float *s)
+{
+    const int n = L->lin[group_readers[group][0]].cols;
+    if (group == LLMQ_AWQ_GATE_UP && L->router.data) {
+        float *w = wdata(&L->router);
+        for (int r = 0; r < L->router.rows; r++)
+            for (int c = 0; c < n; c++) w[(size_t)r * n + c] *= s[c];
+    }
     /* The producer: 1/s on its output channels. */
     if (group == LLMQ_AWQ_QKV || group == LLMQ_AWQ_GATE_UP) {
         float *w = wdata(group == LLMQ_AWQ_QKV ? &L->attn_norm : &L->ffn_norm);
@@ -232,7 +293,6 @@ static int apply_scales(const llmq_model *m, int index, llmq_layer *L, llmq_awq_
         for (int r = 0; r < w->rows; r++)
             for (int c = 0; c < n; c++) d[(size_t)r * n + c] *= s[c];
     }
-    return LLMQ_OK;
 }
 
 int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group group, const float *s)
@@ -518,6 +578,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
     float *tmp[3] = {NULL, NULL, NULL};
     double *losses = NULL; /* per ratio index, NaN until evaluated */
     float *dh = NULL; /* judged_by_hessian: Δ·H */
+    llmq_expert *experts = NULL;
     int rc = LLMQ_ERR;
     llmq_layer Lq = *L;
     if (judged_by_hessian(g) != (H != NULL))
@@ -530,6 +591,15 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
     }
     const llmq_weight *reader = &L->lin[group_readers[g][0]];
     if (H && !(dh = malloc((size_t)reader->rows * cols * sizeof(float)))) goto oom;
+    if (L->experts && g == LLMQ_AWQ_GATE_UP) {
+        /* the mixture runs its experts: views of the stacked copies being tried */
+        const llmq_config *cfg = &c->m->cfg;
+        const void *const data[3] = {tmp[0], tmp[1], L->lin[LLMQ_LIN_DOWN].data};
+        const llmq_type f32[3] = {LLMQ_TYPE_F32, LLMQ_TYPE_F32, LLMQ_TYPE_F32};
+        if (!(experts = malloc((size_t)cfg->n_experts * sizeof *experts))) goto oom;
+        for (int e = 0; e < cfg->n_experts; e++) experts[e] = llmq_expert_view(cfg, data, f32, e);
+        Lq.experts = experts;
+    }
     if (w_mean && weight_mean(L, g, c->group_size[group_readers[g][0]], w_mean)) goto done;
 
     const int n_grid = c->opts->n_grid;
@@ -587,7 +657,7 @@ oom:
     llmq_error("layer %d: AWQ %s: out of memory", c->index, llmq_awq_group_names[g]);
 done:
     for (int j = 0; j < 3; j++) free(tmp[j]);
-    free(w_mean); free(s); free(losses); free(dh);
+    free(w_mean); free(s); free(losses); free(dh); free(experts);
     return rc;
 }
 
@@ -736,6 +806,110 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
 
 /* The clip rows of a linear whose input was gathered before its group's
  * scales s were folded: they become the scaled layer's input, x / s. */
+/* The normed inputs (post_attention_layernorm of h) of n routing choices
+ * (llmq_moe_group's order: token = choice / used) into xg[n × d]. */
+static void routed_rows(const awq_ctx *c, const llmq_layer *L, const float *h, const int32_t *choice, size_t n, float *xg)
+{
+    const int d = c->m->cfg.hidden_size, used = c->m->cfg.n_experts_used;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) llmq_rmsnorm(xg + i * d, h + (size_t)(choice[i] / used) * d, L->ffn_norm.data, 1, d, c->m->cfg.rms_norm_eps);
+}
+
+/* A mixture's experts, after gate,up (one set of scales for every expert,
+ * folded into post_attention_layernorm and the router, judged on the routed
+ * mixture's output): every token routed once; then each expert that the
+ * calibration reaches with at least LLMQ_MOE_MIN_TOKENS tokens gets
+ * up_proj->down_proj scales of its own, judged on its down_proj's output as
+ * the mixture weights it (H = Σ w_t² a_t a_tᵀ over its tokens, w_t the
+ * router's weight of the expert for token t; x̄ over the same tokens,
+ * unweighted, as AutoAWQ's per-expert input features), and its gate, up and
+ * down are clipped on its own tokens. The others stay as they are (GPTQ
+ * rounds them too). Per-group and per-linear statistics: losses summed over
+ * the experts, ratios averaged. */
+static int awq_experts(const awq_ctx *c, llmq_layer *L, const float *h, float *H, double *abs_sum, float *x_mean, float *s,
+                       llmq_awq_stats *stats)
+{
+    const llmq_config *cfg = &c->m->cfg;
+    const int d = cfg->hidden_size, E = cfg->n_experts, K = cfg->n_experts_used, fe = cfg->expert_ffn;
+    const size_t N = c->n_tokens, chunk = CHUNK_TOKENS;
+    const int max_clip = c->opts->clip_tokens;
+    int32_t *idx = malloc(N * K * sizeof *idx), *order = malloc(N * K * sizeof *order), *pick = malloc((size_t)max_clip * sizeof *pick);
+    size_t *start = malloc((size_t)(E + 1) * sizeof *start);
+    float *wts = malloc(N * K * sizeof *wts), *xg = malloc(chunk * d * sizeof *xg), *act = malloc(chunk * fe * sizeof *act);
+    double ratio_sum = 0, clip_ratio_sum[3] = {0};
+    int n_scaled = 0, n_clipped[3] = {0}, rc = LLMQ_ERR;
+    if (!idx || !order || !pick || !start || !wts || !xg || !act) {
+        llmq_error("layer %d: AWQ: out of memory for the routing of %zu tokens", c->index, N);
+        goto done;
+    }
+    for (size_t t0 = 0; t0 < N; t0 += chunk) {
+        const size_t n = N - t0 < chunk ? N - t0 : chunk;
+        llmq_rmsnorm(xg, h + t0 * d, L->ffn_norm.data, (int)n, d, cfg->rms_norm_eps);
+        if (llmq_moe_route(c->m, L, xg, (int)n, idx + t0 * K, wts + t0 * K)) goto done;
+    }
+    llmq_moe_group(idx, N, K, E, start, order);
+    for (int e = 0; e < E; e++) {
+        const int32_t *tok = order + start[e];
+        const size_t cnt = start[e + 1] - start[e];
+        if (cnt < LLMQ_MOE_MIN_TOKENS) continue;
+        llmq_expert *x = &L->experts[e];
+        /* up_e -> down_e */
+        input_stats st_abs = {.cols = fe, .abs_sum = abs_sum}, st_h = {.cols = fe, .H = H};
+        for (size_t a = 0; a < cnt; a += chunk) {
+            const size_t n = cnt - a < chunk ? cnt - a : chunk;
+            routed_rows(c, L, h, tok + a, n, xg);
+            if (llmq_expert_mix(c->m, x, xg, (int)n, act) || check_finite(act, n * fe, c->index, "an expert's down_proj input")) goto done;
+            stats_add(&st_abs, act, n);
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; i++)
+                for (int k = 0; k < fe; k++) act[i * fe + k] *= wts[tok[a + i]];
+            stats_add(&st_h, act, n);
+        }
+        stats_mean(&st_abs, x_mean);
+        llmq_layer one = {0};
+        for (int j = 0; j < 3; j++) one.lin[LLMQ_LIN_GATE + j] = x->w[j];
+        llmq_awq_stats es = {0};
+        if (search_scales(c, LLMQ_AWQ_DOWN, &one, x_mean, H, NULL, NULL, s, &es)) goto done;
+        fold_scales(&one, LLMQ_AWQ_DOWN, s);
+        n_scaled++;
+        ratio_sum += es.ratio[LLMQ_AWQ_DOWN];
+        if (stats) {
+            stats->loss_rtn[LLMQ_AWQ_DOWN] += es.loss_rtn[LLMQ_AWQ_DOWN];
+            stats->loss_best[LLMQ_AWQ_DOWN] += es.loss_best[LLMQ_AWQ_DOWN];
+        }
+        if (!c->opts->clip) continue;
+        /* clipping, on the scaled expert and every step-th of its tokens */
+        const size_t step = cnt / (size_t)max_clip > 1 ? cnt / (size_t)max_clip : 1;
+        int n_clip = 0;
+        for (size_t i = 0; i < cnt && n_clip < max_clip && n_clip < (int)chunk; i += step) pick[n_clip++] = tok[i];
+        routed_rows(c, L, h, pick, (size_t)n_clip, xg);
+        if (llmq_expert_mix(c->m, x, xg, n_clip, act)) goto done;
+        for (int j = 0; j < 3; j++) {
+            const llmq_linear k = LLMQ_LIN_GATE + j;
+            if (is_float_type(c->types[k])) continue;
+            if (search_clip(c, k, &x->w[j], j < 2 ? xg : act, n_clip, &es)) goto done;
+            n_clipped[j]++;
+            clip_ratio_sum[j] += es.clip_ratio[k];
+            if (stats) {
+                stats->clip_mse_before[k] += es.clip_mse_before[k];
+                stats->clip_mse_after[k] += es.clip_mse_after[k];
+            }
+        }
+    }
+    if (stats) {
+        stats->searched[LLMQ_AWQ_DOWN] = n_scaled > 0;
+        stats->ratio[LLMQ_AWQ_DOWN] = n_scaled ? (float)(ratio_sum / n_scaled) : 0.0f;
+        for (int j = 0; j < 3; j++) {
+            stats->clipped[LLMQ_LIN_GATE + j] = n_clipped[j] > 0;
+            stats->clip_ratio[LLMQ_LIN_GATE + j] = n_clipped[j] ? (float)(clip_ratio_sum[j] / n_clipped[j]) : 0.0f;
+        }
+    }
+    rc = LLMQ_OK;
+done:
+    free(idx); free(order); free(pick); free(start); free(wts); free(xg); free(act);
+    return rc;
+}
+
 static void unscale_rows(float *rows, int n_rows, int cols, const float *s)
 {
     if (!rows) return;
@@ -785,7 +959,8 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     /* The MLP runs on chunks of whole samples; the attention one sample at a time. */
     const int per_chunk = chunk_samples(&c, LLMQ_AWQ_GATE_UP);
     const size_t chunk = (size_t)per_chunk * seqlen;
-    const int widest = f > qd ? f : qd, wide = widest > d ? widest : d;
+    const bool moe = layer->experts != NULL;
+    const int fe = moe ? cfg->expert_ffn : 0, widest = f > qd ? (f > fe ? f : fe) : (qd > fe ? qd : fe), wide = widest > d ? widest : d;
 
     /* Held for every token: only h. The searches' inputs and outputs are held
      * for the search samples; everything else streams through in chunks. */
@@ -802,7 +977,7 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     float *clip_in[LLMQ_LIN_COUNT] = {0};
     int rc = LLMQ_ERR;
     if (!h || !xs || !ref || !cx || !cy || !cact || !H || !abs_sum || !x_mean || !s) goto oom;
-    for (int k = 0; k < awq_linears(m, index); k++)
+    for (int k = 0; k < (moe ? LLMQ_LIN_GATE : LLMQ_LIN_COUNT); k++) /* the experts' clip rows are their own */
         if (k != LLMQ_LIN_Q && k != LLMQ_LIN_K && !is_float_type(types[k]) && opts->clip &&
             !(clip_in[k] = malloc((size_t)n_clip * layer->lin[k].cols * sizeof(float))))
             goto oom;
@@ -843,9 +1018,6 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
             goto done;
         unscale_rows(clip_in[LLMQ_LIN_O], n_clip, qd, s);
     }
-    /* A mixture of experts: the scales stop at the attention (the experts are rounded or solved as they are) */
-    if (awq_linears(m, index) == LLMQ_LIN_GATE) goto clipping;
-
     /* post_attention_layernorm -> gate, up, judged on the MLP output. */
     st = (input_stats){.cols = d, .abs_sum = abs_sum};
     norm_stats(&st, h, layer->ffn_norm.data, N_search, N, chunk, d, eps, xs, cx);
@@ -859,6 +1031,10 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     free(xs);
     free(ref);
     xs = ref = NULL;
+    if (moe) {
+        if (awq_experts(&c, layer, h, H, abs_sum, x_mean, s, stats)) goto done;
+        goto clipping;
+    }
 
     /* up_proj -> down_proj, judged on down_proj's output: the MLP again with
      * those scales, chunk by chunk, for down's input statistics. */

@@ -134,7 +134,7 @@ static void end(void *p)
 }
 
 /* An llmq_layer whose views point at the driver's f32 copies. */
-static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L)
+static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L, llmq_expert *experts)
 {
     const llmq_layer *src = &m->layers[0];
     memset(L, 0, sizeof *L);
@@ -148,6 +148,14 @@ static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L)
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         L->lin[k] = (llmq_weight){w->lin[k], LLMQ_TYPE_F32, src->lin[k].rows, src->lin[k].cols};
         if (w->bias[k]) L->bias[k] = (llmq_weight){w->bias[k], LLMQ_TYPE_F32, 1, src->lin[k].rows};
+    }
+    /* a mixture: its router, and its experts as views of the stacked copies (experts[] has n_experts) */
+    if (w->router && experts) {
+        const void *const data[3] = {w->lin[LLMQ_LIN_GATE], w->lin[LLMQ_LIN_UP], w->lin[LLMQ_LIN_DOWN]};
+        const llmq_type f32[3] = {LLMQ_TYPE_F32, LLMQ_TYPE_F32, LLMQ_TYPE_F32};
+        L->router = (llmq_weight){w->router, LLMQ_TYPE_F32, m->cfg.n_experts, d};
+        for (int e = 0; e < m->cfg.n_experts; e++) experts[e] = llmq_expert_view(&m->cfg, data, f32, e);
+        L->experts = experts;
     }
 }
 
@@ -236,7 +244,6 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
 {
     const llmq_calib *c = s->o.calib;
     const llmq_config *cfg = &m->cfg;
-    const llmq_layer *src = &m->layers[index];
     const int T = c->seqlen, d = cfg->hidden_size, E = cfg->n_experts, K = cfg->n_experts_used, f = cfg->expert_ffn;
     const size_t N = (size_t)c->n_samples * T, chunk = 2048;
     const float eps = cfg->rms_norm_eps;
@@ -245,9 +252,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     float *wts = malloc(N * K * sizeof *wts), *xg = malloc(chunk * d * sizeof *xg), *act = malloc(chunk * f * sizeof *act);
     double sums[3][2] = {{0}};
     int rc = LLMQ_ERR, n_gptq = 0;
-    llmq_layer router_view = *cur;
-    router_view.router = src->router;
-    router_view.experts = src->experts; /* for the routing only: the source experts are not run */
+    const llmq_layer *router_view = cur; /* its router: the source's, scaled as AWQ scaled post_attention_layernorm */
     if (!idx || !order || !start || !wts || !xg || !act) {
         llmq_error("layer %d: out of memory for %zu tokens' routing", index, N);
         goto done;
@@ -256,7 +261,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     double t0 = omp_get_wtime();
     for (int i = 0; i < c->n_samples; i++) {
         llmq_rmsnorm(s->tmp, s->Y + (size_t)i * s->y_stride, cur->ffn_norm.data, T, d, eps);
-        if (llmq_moe_route(m, &router_view, s->tmp, T, idx + (size_t)i * T * K, wts + (size_t)i * T * K)) goto done;
+        if (llmq_moe_route(m, router_view, s->tmp, T, idx + (size_t)i * T * K, wts + (size_t)i * T * K)) goto done;
     }
     s->rep.seconds_forward += omp_get_wtime() - t0;
     s->rep.n_experts = E;
@@ -432,6 +437,9 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     return LLMQ_OK;
 }
 
+static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_layer_f32 *w, llmq_layer *curp,
+                              const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT]);
+
 static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f32 *w, const llmq_quant_target targets[LLMQ_LIN_COUNT],
                           void *const packed[LLMQ_LIN_COUNT])
 {
@@ -441,7 +449,18 @@ static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f3
     s->rep.layer = index;
     s->rep.n_layers = m->cfg.n_layers;
     llmq_layer cur;
-    view_f32(m, w, &cur);
+    llmq_expert *experts = w->router ? malloc((size_t)m->cfg.n_experts * sizeof *experts) : NULL;
+    if (w->router && !experts) return llmq_error("layer %d: out of memory", index);
+    view_f32(m, w, &cur, experts);
+    int rc = quantize_layer_f32(s, m, index, w, &cur, targets, packed);
+    free(experts);
+    return rc;
+}
+
+static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_layer_f32 *w, llmq_layer *curp,
+                              const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
+{
+    llmq_layer cur = *curp;
     if (s->o.kind != LLMQ_CAL_GPTQ) {
         /* AWQ rewrites the f32 copies in place: scaled norms, rows and columns. */
         llmq_type types[LLMQ_LIN_COUNT];
