@@ -116,13 +116,15 @@ static const struct {
     double theta;
     float eps;
     bool llama3, bias, qk_norm;
+    int experts, experts_used, expert_ffn;
 } real[] = {
-    {"llama2-7b", "LlamaForCausalLM", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, 1e-5f, false, false, false},
-    {"llama3-8b", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5f, true, false, false},
-    {"qwen2.5-7b", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 131072, 1000000.0, 1e-6f, false, true, false},
-    {"qwen3-8b", "Qwen3ForCausalLM", 4096, 12288, 36, 32, 8, 151936, 40960, 1000000.0, 1e-6f, false, false, true},
-    {"qwen3-32b", "Qwen3ForCausalLM", 5120, 25600, 64, 64, 8, 151936, 40960, 1000000.0, 1e-6f, false, false, true},
-    {"llama3-70b", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5f, true, false, false},
+    {"llama2-7b", "LlamaForCausalLM", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, 1e-5f, false, false, false, 0, 0, 0},
+    {"llama3-8b", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 131072, 500000.0, 1e-5f, true, false, false, 0, 0, 0},
+    {"qwen2.5-7b", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 131072, 1000000.0, 1e-6f, false, true, false, 0, 0, 0},
+    {"qwen3-8b", "Qwen3ForCausalLM", 4096, 12288, 36, 32, 8, 151936, 40960, 1000000.0, 1e-6f, false, false, true, 0, 0, 0},
+    {"qwen3-32b", "Qwen3ForCausalLM", 5120, 25600, 64, 64, 8, 151936, 40960, 1000000.0, 1e-6f, false, false, true, 0, 0, 0},
+    {"llama3-70b", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072, 500000.0, 1e-5f, true, false, false, 0, 0, 0},
+    {"qwen3-30b-a3b", "Qwen3MoeForCausalLM", 2048, 6144, 48, 32, 4, 151936, 40960, 1000000.0, 1e-6f, false, false, true, 128, 8, 768},
 };
 #define N_REAL (sizeof real / sizeof real[0])
 
@@ -166,7 +168,11 @@ Test(synth, shape_configs_load_with_the_real_dims)
                 cr_assert_eq(c.rope_scaling, LLMQ_ROPE_SCALING_NONE);
                 cr_assert(strstr(text, "\"rope_scaling\": null"), "%s", text);
             }
+            cr_assert_eq(c.n_experts, real[i].experts, "%s", real[i].name);
+            cr_assert_eq(c.n_experts_used, real[i].experts_used);
+            if (real[i].experts) cr_assert_eq(c.expert_ffn, real[i].expert_ffn);
             cr_assert(strstr(text, real[i].bias      ? "\"model_type\": \"qwen2\""
+                                   : real[i].experts ? "\"model_type\": \"qwen3_moe\""
                                    : real[i].qk_norm ? "\"model_type\": \"qwen3\""
                                                      : "\"model_type\": \"llama\""),
                       "%s", text);
@@ -215,6 +221,8 @@ Test(synth, every_shape_scaled_down_loads_and_runs, .timeout = 120)
         s.hidden /= 16;
         s.intermediate /= 16;
         s.vocab /= 32;
+        s.expert_ffn /= 16;
+        s.n_experts /= 8; /* 16 of them, 8 per token */
         char d[512];
         snprintf(d, sizeof d, "%s/%s", dir, s.name);
         llmq_synth_opts o;
@@ -232,6 +240,8 @@ Test(synth, every_shape_scaled_down_loads_and_runs, .timeout = 120)
         /* Qwen3 names its head_dim (not hidden / heads): it stays the real one */
         cr_assert_eq(m->cfg.head_dim, real[i].qk_norm ? 128 : real[i].hidden / 16 / real[i].heads, "%s", s.name);
         cr_assert_eq(m->layers[1].q_norm.data != NULL && m->layers[1].k_norm.data != NULL, real[i].qk_norm);
+        cr_assert_eq(m->cfg.n_experts, real[i].experts / 8);
+        cr_assert_eq(m->layers[1].experts != NULL, real[i].experts > 0);
         size_t n;
         int32_t *ids = eval_ids(d, &n);
         llmq_ppl_opts po = {.ctx = 64, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 2, .bos_id = -1};

@@ -10,7 +10,7 @@
  * AWQ looks for).
  *
  * Shapes: checkpoints at the tensor shapes of real models (Llama-2-7B,
- * Llama-3.1-8B, Qwen2.5-7B, Qwen3-8B, Qwen3-32B, Llama-3.1-70B) with seeded random BF16 weights and
+ * Llama-3.1-8B, Qwen2.5-7B, Qwen3-8B, Qwen3-32B, Llama-3.1-70B, Qwen3-30B-A3B) with seeded random BF16 weights and
  * only the first N decoder layers, for benchmarks at realistic sizes. They
  * carry the demo's text and its 512-token tokenizer (ids below every shape's
  * vocabulary), so quantize --calib and ppl --text run on them. */
@@ -55,7 +55,7 @@ int llmq_synth_write(const char *dir, const llmq_synth_opts *o);
 typedef struct {
     const char *name;          /* "llama2-7b" */
     const char *source;        /* the Hugging Face checkpoint it copies, "meta-llama/Llama-2-7b-hf" */
-    const char *architecture;  /* "LlamaForCausalLM", "Qwen2ForCausalLM" or "Qwen3ForCausalLM" */
+    const char *architecture;  /* "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM" or "Qwen3MoeForCausalLM" */
     int hidden, intermediate, n_layers, n_heads, n_kv_heads, vocab, max_position;
     int head_dim;              /* 0: hidden / n_heads */
     double rope_theta, rms_norm_eps;
@@ -63,6 +63,7 @@ typedef struct {
     int qkv_bias;              /* q/k/v biases (Qwen2) */
     int qk_norm;               /* per-head q/k RMSNorms (Qwen3) */
     int tied;                  /* tie_word_embeddings */
+    int n_experts, n_experts_used, expert_ffn; /* a mixture of experts (Qwen3MoeForCausalLM); 0 when dense */
 } llmq_synth_shape;
 
 /* The built-in shapes: i-th one (NULL past the end), or by name (NULL and an

@@ -33,7 +33,8 @@ static const char *usage =
     "                         Gemma 3's. The vocabulary is the tokenizer's; the bigram model covers the\n"
     "                         tokens the text uses and gives every other token a logit 20 below (not gemma2)\n"
     "  --shape NAME         instead, a benchmark checkpoint at a real model's tensor shapes and config\n"
-    "                         (llama2-7b, llama3-8b, qwen2.5-7b, qwen3-8b, qwen3-32b, llama3-70b:\n"
+    "                         (llama2-7b, llama3-8b, qwen2.5-7b, qwen3-8b, qwen3-32b, llama3-70b,\n"
+    "                         qwen3-30b-a3b (128 experts, 8 per token):\n"
     "                         see --list-shapes) with seeded random BF16 weights (std 0.02, 8 planted\n"
     "                         outlier channels) and only the first --layers decoder layers (default 1);\n"
     "                         same files, the demo's\n"
@@ -44,15 +45,16 @@ static const char *usage =
 
 static void list_shapes(void)
 {
-    printf("%-11s %-26s %6s %6s %5s %7s  %s\n", "shape", "source", "hidden", "ffn", "heads", "vocab", "size (1 layer + per layer)");
+    printf("%-13s %-26s %6s %6s %5s %7s  %s\n", "shape", "source", "hidden", "ffn", "heads", "vocab", "size (1 layer + per layer)");
     for (size_t i = 0; llmq_synth_shape_at(i); i++) {
         const llmq_synth_shape *s = llmq_synth_shape_at(i);
         double hd = s->head_dim ? s->head_dim : (double)s->hidden / s->n_heads, d = s->hidden;
-        double layer = 2 * (d * hd * (2 * s->n_heads + 2 * s->n_kv_heads) + 3 * d * s->intermediate + 2 * d);
+        const double mlp = s->n_experts ? (3.0 * s->expert_ffn * s->n_experts + s->n_experts) * d : 3 * d * s->intermediate;
+        double layer = 2 * (d * hd * (2 * s->n_heads + 2 * s->n_kv_heads) + mlp + 2 * d);
         if (s->qk_norm) layer += 2 * 2 * hd;
         if (s->qkv_bias) layer += 2 * hd * (s->n_heads + 2 * s->n_kv_heads);
         double outside = 2 * (d * s->vocab * (s->tied ? 1 : 2) + d);
-        printf("%-11s %-26s %6d %6d %2d/%-2d %7d  %.2f GB + %.2f GB\n", s->name, s->source, s->hidden, s->intermediate,
+        printf("%-13s %-26s %6d %6d %2d/%-2d %7d  %.2f GB + %.2f GB\n", s->name, s->source, s->hidden, s->intermediate,
                s->n_heads, s->n_kv_heads, s->vocab, (outside + layer) / 1e9, layer / 1e9);
     }
 }

@@ -808,6 +808,9 @@ static const llmq_synth_shape shapes[] = {
     {.name = "llama3-70b", .source = "meta-llama/Llama-3.1-70B", .architecture = "LlamaForCausalLM", .hidden = 8192,
      .intermediate = 28672, .n_layers = 80, .n_heads = 64, .n_kv_heads = 8, .vocab = 128256, .max_position = 131072,
      .rope_theta = 500000.0, .rms_norm_eps = 1e-5, .llama3_rope = 1},
+    {.name = "qwen3-30b-a3b", .source = "Qwen/Qwen3-30B-A3B", .architecture = "Qwen3MoeForCausalLM", .hidden = 2048,
+     .intermediate = 6144, .n_layers = 48, .n_heads = 32, .n_kv_heads = 4, .head_dim = 128, .vocab = 151936, .max_position = 40960,
+     .rope_theta = 1000000.0, .rms_norm_eps = 1e-6, .qk_norm = 1, .n_experts = 128, .n_experts_used = 8, .expert_ffn = 768},
 };
 #define N_SHAPES (sizeof shapes / sizeof shapes[0])
 
@@ -831,11 +834,12 @@ static int shape_head_dim(const llmq_synth_shape *s) { return s->head_dim ? s->h
 
 char *llmq_synth_shape_config(const llmq_synth_shape *s, int n_layers)
 {
-    int qwen = !strcmp(s->architecture, "Qwen2ForCausalLM"), qwen3 = !strcmp(s->architecture, "Qwen3ForCausalLM");
+    int qwen = !strcmp(s->architecture, "Qwen2ForCausalLM"), moe = s->n_experts > 0,
+        qwen3 = !strcmp(s->architecture, "Qwen3ForCausalLM") || moe;
     json_t *c = json_pack("{s:[s], s:f, s:i, s:i, s:s, s:i, s:f, s:i, s:i, s:s, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:b, s:i}",
                           "architectures", s->architecture, "attention_dropout", 0.0, "bos_token_id", 1, "eos_token_id", 2,
                           "hidden_act", "silu", "hidden_size", s->hidden, "initializer_range", 0.02, "intermediate_size",
-                          s->intermediate, "max_position_embeddings", s->max_position, "model_type", qwen ? "qwen2" : qwen3 ? "qwen3" : "llama",
+                          s->intermediate, "max_position_embeddings", s->max_position, "model_type", qwen ? "qwen2" : moe ? "qwen3_moe" : qwen3 ? "qwen3" : "llama",
                           "num_attention_heads", s->n_heads, "num_hidden_layers", n_layers, "num_key_value_heads", s->n_kv_heads,
                           "rms_norm_eps", s->rms_norm_eps, "rope_theta", s->rope_theta, "tie_word_embeddings", s->tied,
                           "torch_dtype", "bfloat16", "use_cache", 1, "vocab_size", s->vocab);
@@ -855,6 +859,17 @@ char *llmq_synth_shape_config(const llmq_synth_shape *s, int n_layers)
         json_object_set_new(c, "max_window_layers", json_integer(n_layers));
         json_object_set_new(c, "sliding_window", json_null());
         json_object_set_new(c, "use_sliding_window", json_false());
+        if (moe) {
+            /* Qwen3-MoE's: every layer sparse, top-k weights renormalised */
+            json_object_set_new(c, "decoder_sparse_step", json_integer(1));
+            json_object_set_new(c, "mlp_only_layers", json_array());
+            json_object_set_new(c, "moe_intermediate_size", json_integer(s->expert_ffn));
+            json_object_set_new(c, "norm_topk_prob", json_true());
+            json_object_set_new(c, "num_experts", json_integer(s->n_experts));
+            json_object_set_new(c, "num_experts_per_tok", json_integer(s->n_experts_used));
+            json_object_set_new(c, "output_router_logits", json_false());
+            json_object_set_new(c, "router_aux_loss_coef", json_real(0.001));
+        }
     } else {
         json_object_set_new(c, "attention_bias", json_boolean(s->qkv_bias));
         json_object_set_new(c, "head_dim", json_integer(shape_head_dim(s)));
@@ -1006,8 +1021,23 @@ static int plan_shape(shape_plan *p, size_t cap, const llmq_synth_shape *s, int 
         for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
             if (t[k].kind == GEN_BIAS && !s->qkv_bias) continue;
             if (t[k].rows == hd && t[k].kind == GEN_NORM && !s->qk_norm) continue;
+            if (s->n_experts && !strncmp(t[k].name, "mlp.", 4)) break; /* the MLP is the experts */
             snprintf(name, sizeof name, "model.layers.%d.%s", l, t[k].name);
             if (plan_add(p, cap, name, t[k].rows, t[k].cols, t[k].kind, t[k].std, t[k].damp, seed)) return LLMQ_ERR;
+        }
+        if (s->n_experts) {
+            /* the router (std 0.1: softmax weights that differ), then every expert's gate, up, down */
+            const int64_t fe = s->expert_ffn;
+            snprintf(name, sizeof name, "model.layers.%d.mlp.gate.weight", l);
+            if (plan_add(p, cap, name, s->n_experts, d, GEN_LINEAR, 0.1f, 1, seed)) return LLMQ_ERR;
+            for (int e = 0; e < s->n_experts; e++) {
+                static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+                for (int j = 0; j < 3; j++) {
+                    snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj[j]);
+                    if (plan_add(p, cap, name, j == 2 ? d : fe, j == 2 ? fe : d, GEN_LINEAR, j == 2 ? resid_std : 0.02f, j < 2, seed))
+                        return LLMQ_ERR;
+                }
+            }
         }
     }
     if (plan_add(p, cap, "model.norm.weight", d, 0, GEN_NORM, 0.05f, 0, seed)) return LLMQ_ERR;
@@ -1030,7 +1060,7 @@ int llmq_synth_write_shape(const char *dir, const llmq_synth_shape *s, const llm
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return llmq_error("%s: cannot create: %s", dir, strerror(errno));
 
     int rc = LLMQ_ERR;
-    size_t cap = 3 + (size_t)o->n_layers * 14;
+    size_t cap = 3 + (size_t)o->n_layers * (15 + 3 * (size_t)s->n_experts);
     shape_plan p = {.t = calloc(cap, sizeof *p.t), .g = calloc(cap, sizeof *p.g), .outlier = calloc((size_t)s->hidden, 1),
                     .outlier_scale = o->outlier_scale};
     char *calib = llmq_synth_text(o->seed, o->calib_bytes), *eval = llmq_synth_text(o->seed ^ 0x5eed, o->eval_bytes);
