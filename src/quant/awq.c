@@ -678,20 +678,31 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
     llmq_rtn_opts ro = {.search = c->opts->rtn_search, .importance = NULL};
     double err_before = 0, err_after = 0, ratio_sum = 0;
     int failed = 0;
+    /* A weight group's partial-output error on the clip tokens is a quadratic
+     * form in its weights' error δ: ‖Xs_g·δ‖² = δᵀ·(Xs_gᵀXs_g)·δ. The group's
+     * Gram matrix, once, makes each candidate cost len² instead of
+     * n_clip·len (and no difference of two large partial outputs). */
+    float *gram = malloc((size_t)n_groups * G * G * sizeof(float));
+    if (!gram) return llmq_error("layer %d: AWQ clip search of %s: out of memory", c->index, llmq_linear_names[k]);
+    for (int g = 0; g < n_groups; g++) {
+        const int c0 = g * G, len = c0 + G < cols ? G : cols - c0;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, len, n_clip, 1.0f, Xs + c0, cols, Xs + c0, cols, 0.0f,
+                    gram + (size_t)g * G * G, len);
+    }
 
     #pragma omp parallel reduction(+ : err_before, err_after, ratio_sum)
     {
         const int RB = CLIP_ROW_BLOCK;
-        float *porg = malloc((size_t)n_groups * n_clip * RB * sizeof(float));
         float *pcur = malloc((size_t)n_clip * RB * sizeof(float));
         float *wc = malloc((size_t)RB * cols * sizeof(float));
         float *wq = malloc((size_t)RB * cols * sizeof(float));
+        float *delta = malloc((size_t)G * sizeof(float));
         float *omax = malloc((size_t)RB * n_groups * sizeof(float));
-        float *best_err = malloc((size_t)RB * n_groups * sizeof(float));
+        double *best_err = malloc((size_t)RB * n_groups * sizeof(double));
         int *best_i = malloc((size_t)RB * n_groups * sizeof(int));
         double *e_none = malloc((size_t)RB * sizeof(double));
         llmq_grid *grids = malloc((size_t)n_groups * sizeof *grids);
-        bool ok = porg && pcur && wc && wq && omax && best_err && best_i && e_none && grids;
+        bool ok = pcur && wc && wq && delta && omax && best_err && best_i && e_none && grids;
         if (!ok) {
             #pragma omp atomic write
             failed = 1;
@@ -710,13 +721,7 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                     best_err[r * n_groups + g] = INFINITY;
                     best_i[r * n_groups + g] = 0;
                 }
-            /* Partial outputs per weight group: porg[g] = Xs[:, g] · W[rows, g]ᵀ. */
-            for (int g = 0; g < n_groups; g++) {
-                int c0 = g * G, len = (c0 + G < cols ? G : cols - c0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_clip, nb, len, 1.0f, Xs + c0, cols, w0 + c0, cols,
-                            0.0f, porg + (size_t)g * n_clip * RB, RB);
-            }
-            for (int is = 0; is < n_shrink; is++) {
+            for (int is = 0; is < n_shrink && ok; is++) {
                 float keep = 1.0f - (float)is / (float)grid;
                 for (int r = 0; r < nb; r++) {
                     for (int g = 0; g < n_groups; g++) {
@@ -724,22 +729,22 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                         float mx = omax[r * n_groups + g] * keep;
                         for (int i = c0; i < c1; i++) wc[(size_t)r * cols + i] = clampf(w0[(size_t)r * cols + i], -mx, mx);
                     }
-                    if (fake_quant_row(t, G, &ro, wc + (size_t)r * cols, cols, grids, wq + (size_t)r * cols)) ok = false;
-                }
-                for (int g = 0; g < n_groups && ok; g++) {
-                    int c0 = g * G, len = (c0 + G < cols ? G : cols - c0);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_clip, nb, len, 1.0f, Xs + c0, cols, wq + c0, cols,
-                                0.0f, pcur, RB);
-                    const float *po = porg + (size_t)g * n_clip * RB;
-                    for (int r = 0; r < nb; r++) {
+                    if (fake_quant_row(t, G, &ro, wc + (size_t)r * cols, cols, grids, wq + (size_t)r * cols)) {
+                        ok = false;
+                        break;
+                    }
+                    for (int g = 0; g < n_groups; g++) {
+                        const int c0 = g * G, len = c0 + G < cols ? G : cols - c0;
+                        const float *gm = gram + (size_t)g * G * G;
+                        for (int i = 0; i < len; i++) delta[i] = wq[(size_t)r * cols + c0 + i] - w0[(size_t)r * cols + c0 + i];
                         double e = 0;
-                        for (int tk = 0; tk < n_clip; tk++) {
-                            double diff = (double)pcur[(size_t)tk * RB + r] - po[(size_t)tk * RB + r];
-                            e += diff * diff;
+                        for (int i = 0; i < len; i++) {
+                            float acc = 0;
+                            for (int j2 = 0; j2 < len; j2++) acc += gm[(size_t)i * len + j2] * delta[j2];
+                            e += (double)delta[i] * acc;
                         }
-                        float ef = (float)(e / n_clip);
-                        if (ef < best_err[r * n_groups + g]) {
-                            best_err[r * n_groups + g] = ef;
+                        if (e < best_err[r * n_groups + g]) {
+                            best_err[r * n_groups + g] = e;
                             best_i[r * n_groups + g] = is;
                         }
                     }
@@ -790,8 +795,9 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                 }
             }
         }
-        free(porg); free(pcur); free(wc); free(wq); free(omax); free(best_err); free(best_i); free(e_none); free(grids);
+        free(pcur); free(wc); free(wq); free(delta); free(omax); free(best_err); free(best_i); free(e_none); free(grids);
     }
+    free(gram);
     if (failed) return llmq_error("layer %d: AWQ clip search of %s: out of memory", c->index, llmq_linear_names[k]);
     if (stats) {
         stats->clipped[k] = true;
