@@ -589,6 +589,26 @@ static void moe_folding(const char *arch)
                 st.loss_rtn[LLMQ_AWQ_GATE_UP], st.loss_best[LLMQ_AWQ_GATE_UP], st.ratio[LLMQ_AWQ_DOWN], st.loss_rtn[LLMQ_AWQ_DOWN],
                 st.loss_best[LLMQ_AWQ_DOWN]);
     free(buf);
+
+    /* the public folding: random gate,up scales keep the mixture's output (norm and router
+     * folded together); up->down is per expert, which one set of scales cannot say */
+    const int d = m->cfg.hidden_size, n = 64;
+    llmq_layer A, B;
+    float *abuf = llmq_layer_f32_copy(m, 0, &A), *bbuf = llmq_layer_f32_copy(m, 0, &B);
+    float *s = malloc(sizeof(float) * (size_t)d), *xn = malloc(sizeof(float) * (size_t)n * d);
+    float *ya = malloc(sizeof(float) * (size_t)n * d), *yb = malloc(sizeof(float) * (size_t)n * d);
+    uint64_t seed = 5;
+    for (int i = 0; i < d; i++) s[i] = expf(gauss(&seed));
+    cr_assert_eq(llmq_awq_apply_scales(m, &B, LLMQ_AWQ_GATE_UP, s), LLMQ_OK, "%s", llmq_last_error());
+    llmq_rmsnorm(xn, X[0], A.ffn_norm.data, n, d, m->cfg.rms_norm_eps);
+    cr_assert_eq(llmq_mlp_forward(m, &A, 0, xn, n, ya, NULL, NULL), LLMQ_OK, "%s", llmq_last_error());
+    llmq_rmsnorm(xn, X[0], B.ffn_norm.data, n, d, m->cfg.rms_norm_eps);
+    cr_assert_eq(llmq_mlp_forward(m, &B, 0, xn, n, yb, NULL, NULL), LLMQ_OK, "%s", llmq_last_error());
+    double diff = max_abs_diff(ya, yb, (size_t)n * d), top = max_abs(ya, (size_t)n * d);
+    cr_assert_lt(diff, 1e-4 * top, "%s: the mixture's output moved by %g (up to %g)", arch, diff, top);
+    cr_assert_eq(llmq_awq_apply_scales(m, &B, LLMQ_AWQ_DOWN, s), LLMQ_ERR);
+    cr_assert(strstr(llmq_last_error(), "per expert"), "%s", llmq_last_error());
+    free(abuf); free(bbuf); free(s); free(xn); free(ya); free(yb);
     for (int l = 0; l < m->cfg.n_layers; l++) free(X[l]);
     free(X);
     llmq_calib_free(&cal);

@@ -468,6 +468,31 @@ Test(synth, real_tokenizer_qwen3, .timeout = 120)
     llmq_tokenizer_free(tok);
     llmq_model_free(m);
 
+    /* a tokenizer.json with no tokenizer_config.json beside it, written over the demo: the demo's
+     * config (its <s> and </s>) must not stay to speak for it */
+    char bare[400], bare_json[500], over[400];
+    snprintf(bare, sizeof bare, "%s/bare", d);
+    snprintf(over, sizeof over, "%s/over", d);
+    cr_assert_eq(mkdir(bare, 0755), 0);
+    snprintf(src, sizeof src, "%s/tokenizer.json", tokdir);
+    snprintf(bare_json, sizeof bare_json, "%s/tokenizer.json", bare);
+    x = llmq_read_file(src, 0, &na);
+    FILE *fp = fopen(bare_json, "wb");
+    cr_assert(x && fp && fwrite(x, 1, na, fp) == na);
+    fclose(fp);
+    free(x);
+    llmq_synth_opts demo = so;
+    demo.arch = NULL, demo.tokenizer = NULL;
+    cr_assert_eq(llmq_synth_write(over, &demo), LLMQ_OK, "%s", llmq_last_error());
+    so.tokenizer = bare_json;
+    cr_assert_eq(llmq_synth_write(over, &so), LLMQ_OK, "%s", llmq_last_error());
+    snprintf(dst, sizeof dst, "%s/tokenizer_config.json", over);
+    cr_assert_not(llmq_file_exists(dst), "the demo's tokenizer_config.json was left beside Qwen3's tokenizer");
+    llmq_tokenizer *bare_tok = llmq_tokenizer_load(over);
+    cr_assert_not_null(bare_tok, "%s", llmq_last_error());
+    cr_assert_eq(llmq_tokenizer_bos_id(bare_tok), -1);
+    llmq_tokenizer_free(bare_tok);
+
     /* Gemma 2's head is its embedding: no room for the unused tokens' row */
     char g2[400];
     snprintf(g2, sizeof g2, "%s/gemma2", d);

@@ -6,6 +6,7 @@
 #include "llmq/types.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <lapacke.h>
 #include <math.h>
@@ -309,6 +310,15 @@ static int copy_tokenizer(const char *dir, const char *from)
     if (cfg_path && llmq_file_exists(cfg_path)) {
         if (!(cfg = llmq_read_file(cfg_path, (size_t)1 << 28, &cfg_len))) goto done;
         if (write_bytes(dir, "tokenizer_config.json", cfg, cfg_len) != LLMQ_OK) goto done;
+    } else {
+        /* none beside it: no earlier run's config may speak for this tokenizer */
+        char *stale = llmq_path_join(dir, "tokenizer_config.json");
+        if (!stale || (unlink(stale) != 0 && errno != ENOENT)) {
+            llmq_error("%s/tokenizer_config.json: cannot remove: %s", dir, stale ? strerror(errno) : "out of memory");
+            free(stale);
+            goto done;
+        }
+        free(stale);
     }
     rc = LLMQ_OK;
 done:

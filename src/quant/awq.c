@@ -248,6 +248,8 @@ static int apply_scales(const llmq_model *m, int index, llmq_layer *L, llmq_awq_
 {
     if (group < 0 || group >= LLMQ_AWQ_GROUP_COUNT) return llmq_error("layer %d: AWQ: unknown scaling group %d", index, (int)group);
     if (check_shapes(m, index, L) != LLMQ_OK) return LLMQ_ERR;
+    if (group == LLMQ_AWQ_DOWN && L->experts)
+        return llmq_error("layer %d: AWQ: a mixture's up->down scales are per expert (llmq_awq_layer sets them)", index);
     if (group == LLMQ_AWQ_VO && !vo_allowed(L))
         return llmq_error("layer %d: AWQ: v_proj (%d×%d) and o_proj (%d×%d) differ in shape: no v->o scaling", index, L->lin[LLMQ_LIN_V].rows,
                           L->lin[LLMQ_LIN_V].cols, L->lin[LLMQ_LIN_O].rows, L->lin[LLMQ_LIN_O].cols);
@@ -681,10 +683,12 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
     /* A weight group's partial-output error on the clip tokens is a quadratic
      * form in its weights' error δ: ‖Xs_g·δ‖² = δᵀ·(Xs_gᵀXs_g)·δ. The group's
      * Gram matrix, once, makes each candidate cost len² instead of
-     * n_clip·len (and no difference of two large partial outputs). */
-    float *gram = malloc((size_t)n_groups * G * G * sizeof(float));
-    if (!gram) return llmq_error("layer %d: AWQ clip search of %s: out of memory", c->index, llmq_linear_names[k]);
-    for (int g = 0; g < n_groups; g++) {
+     * n_clip·len (and no difference of two large partial outputs) when the
+     * group is shorter than the clip tokens; otherwise Xs_g·δ is summed directly. */
+    const bool use_gram = G < n_clip; /* else ‖X_g·δ‖² straight from the tokens is the cheaper one */
+    float *gram = use_gram ? malloc((size_t)n_groups * G * G * sizeof(float)) : NULL;
+    if (use_gram && !gram) return llmq_error("layer %d: AWQ clip search of %s: out of memory", c->index, llmq_linear_names[k]);
+    for (int g = 0; use_gram && g < n_groups; g++) {
         const int c0 = g * G, len = c0 + G < cols ? G : cols - c0;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, len, n_clip, 1.0f, Xs + c0, cols, Xs + c0, cols, 0.0f,
                     gram + (size_t)g * G * G, len);
@@ -735,13 +739,22 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
                     }
                     for (int g = 0; g < n_groups; g++) {
                         const int c0 = g * G, len = c0 + G < cols ? G : cols - c0;
-                        const float *gm = gram + (size_t)g * G * G;
+                        const float *gm = use_gram ? gram + (size_t)g * G * G : NULL;
                         for (int i = 0; i < len; i++) delta[i] = wq[(size_t)r * cols + c0 + i] - w0[(size_t)r * cols + c0 + i];
                         double e = 0;
-                        for (int i = 0; i < len; i++) {
-                            float acc = 0;
-                            for (int j2 = 0; j2 < len; j2++) acc += gm[(size_t)i * len + j2] * delta[j2];
-                            e += (double)delta[i] * acc;
+                        if (use_gram) {
+                            for (int i = 0; i < len; i++) {
+                                float acc = 0;
+                                for (int j2 = 0; j2 < len; j2++) acc += gm[(size_t)i * len + j2] * delta[j2];
+                                e += (double)delta[i] * acc;
+                            }
+                        } else {
+                            for (int tk = 0; tk < n_clip; tk++) {
+                                const float *x = Xs + (size_t)tk * cols + c0;
+                                float acc = 0;
+                                for (int i = 0; i < len; i++) acc += x[i] * delta[i];
+                                e += (double)acc * acc;
+                            }
                         }
                         if (e < best_err[r * n_groups + g]) {
                             best_err[r * n_groups + g] = e;
@@ -810,8 +823,6 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
 
 /* ------------------------------------------------------------ the layer */
 
-/* The clip rows of a linear whose input was gathered before its group's
- * scales s were folded: they become the scaled layer's input, x / s. */
 /* The normed inputs (post_attention_layernorm of h) of n routing choices
  * (llmq_moe_group's order: token = choice / used) into xg[n × d]. */
 static void routed_rows(const awq_ctx *c, const llmq_layer *L, const float *h, const int32_t *choice, size_t n, float *xg)
@@ -916,6 +927,8 @@ done:
     return rc;
 }
 
+/* The clip rows of a linear whose input was gathered before its group's
+ * scales s were folded: they become the scaled layer's input, x / s. */
 static void unscale_rows(float *rows, int n_rows, int cols, const float *s)
 {
     if (!rows) return;
@@ -966,7 +979,8 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     const int per_chunk = chunk_samples(&c, LLMQ_AWQ_GATE_UP);
     const size_t chunk = (size_t)per_chunk * seqlen;
     const bool moe = layer->experts != NULL;
-    const int fe = moe ? cfg->expert_ffn : 0, widest = f > qd ? (f > fe ? f : fe) : (qd > fe ? qd : fe), wide = widest > d ? widest : d;
+    /* a mixture's MLP width is its experts' (intermediate_size is a dense MLP it does not have) */
+    const int mlp_w = moe ? cfg->expert_ffn : f, widest = mlp_w > qd ? mlp_w : qd, wide = widest > d ? widest : d;
 
     /* Held for every token: only h. The searches' inputs and outputs are held
      * for the search samples; everything else streams through in chunks. */
