@@ -23,6 +23,30 @@ static void make_model(void)
     cr_assert_eq(llmq_synth_write(dir, &opts), LLMQ_OK, "%s", llmq_last_error());
 }
 
+/* The ids of file `name` in d, BOS/EOS added as the tokenizer adds them. */
+static int32_t *text_ids(const llmq_tokenizer *tok, const char *d, const char *name, size_t *n)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", d, name);
+    size_t len;
+    char *text = llmq_read_file(path, 0, &len);
+    cr_assert_not_null(text, "%s", llmq_last_error());
+    int32_t *ids;
+    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &ids, n), LLMQ_OK, "%s", llmq_last_error());
+    free(text);
+    return ids;
+}
+
+/* A bigram model of the grammar: perplexity far below any vocabulary's (windows of 128). */
+static void assert_bigram_ppl(const llmq_model *m, const int32_t *ids, size_t n, int max_chunks)
+{
+    llmq_ppl_opts o = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = max_chunks, .bos_id = -1};
+    llmq_ppl_result r;
+    cr_assert_eq(llmq_perplexity(m, ids, n, &o, &r), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_lt(r.ppl, 8.0, "ppl %.3f", r.ppl);
+    cr_assert_gt(r.ppl, 2.0, "ppl %.3f", r.ppl);
+}
+
 Test(synth, deterministic_bytes)
 {
     make_model();
@@ -72,18 +96,9 @@ Test(synth, models_its_text_and_plants_outliers)
     llmq_tokenizer *tok = llmq_tokenizer_load(dir);
     cr_assert_not_null(tok, "%s", llmq_last_error());
     cr_assert_eq(llmq_tokenizer_vocab_size(tok), m->cfg.vocab_size);
-    char path[512];
-    snprintf(path, sizeof path, "%s/eval.txt", dir);
-    size_t len, n;
-    char *text = llmq_read_file(path, 0, &len);
-    int32_t *ids;
-    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &ids, &n), LLMQ_OK);
-    /* A bigram model of the grammar: far below the uniform 512. */
-    llmq_ppl_opts o = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 20, .bos_id = -1};
-    llmq_ppl_result r;
-    cr_assert_eq(llmq_perplexity(m, ids, n, &o, &r), LLMQ_OK, "%s", llmq_last_error());
-    cr_assert_lt(r.ppl, 8.0, "ppl %.3f", r.ppl);
-    cr_assert_gt(r.ppl, 2.0, "ppl %.3f", r.ppl);
+    size_t n;
+    int32_t *ids = text_ids(tok, dir, "eval.txt", &n);
+    assert_bigram_ppl(m, ids, n, 20); /* far below the uniform 512 */
 
     /* The planted channels dominate mean |x| at the q_proj input. */
     abs_mean am = {0};
@@ -101,7 +116,6 @@ Test(synth, models_its_text_and_plants_outliers)
     }
     free(x);
     free(ids);
-    free(text);
     llmq_tokenizer_free(tok);
     llmq_model_free(m);
 }
@@ -195,18 +209,11 @@ static void shape_opts(llmq_synth_opts *o, int layers, uint64_t seed)
 
 static int32_t *eval_ids(const char *d, size_t *n)
 {
-    char path[512];
     llmq_tokenizer *tok = llmq_tokenizer_load(d);
     cr_assert_not_null(tok, "%s", llmq_last_error());
     cr_assert_eq(llmq_tokenizer_vocab_size(tok), 512);
-    snprintf(path, sizeof path, "%s/eval.txt", d);
-    size_t len;
-    char *text = llmq_read_file(path, 0, &len);
-    cr_assert_not_null(text, "%s", llmq_last_error());
-    int32_t *ids;
-    cr_assert_eq(llmq_tokenizer_encode(tok, text, len, 1, &ids, n), LLMQ_OK, "%s", llmq_last_error());
+    int32_t *ids = text_ids(tok, d, "eval.txt", n);
     cr_assert_gt(*n, 5000u);
-    free(text);
     llmq_tokenizer_free(tok);
     return ids;
 }
@@ -429,25 +436,14 @@ Test(synth, real_tokenizer_qwen3, .timeout = 120)
     cr_assert_eq(m->cfg.bos_token_id, -1, "Qwen3 has no BOS: %d", m->cfg.bos_token_id);
     cr_assert_eq(m->cfg.eos_token_id, llmq_tokenizer_eos_id(tok));
 
-    snprintf(src, sizeof src, "%s/eval.txt", d);
-    char *text = llmq_read_file(src, 0, &na);
-    int32_t *ids;
-    size_t n;
-    cr_assert_eq(llmq_tokenizer_encode(tok, text, na, 1, &ids, &n), LLMQ_OK);
-    llmq_ppl_opts o = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 8, .bos_id = -1};
-    llmq_ppl_result r;
-    cr_assert_eq(llmq_perplexity(m, ids, n, &o, &r), LLMQ_OK, "%s", llmq_last_error());
-    cr_assert_lt(r.ppl, 8.0, "ppl %.3f", r.ppl);
-    cr_assert_gt(r.ppl, 2.0, "ppl %.3f", r.ppl);
+    size_t n, nc;
+    int32_t *ids = text_ids(tok, d, "eval.txt", &n);
+    assert_bigram_ppl(m, ids, n, 8);
 
     /* the probability of the tokens neither text uses (108 of 151669 are used), after 1 and 32
      * tokens of text */
     char *used = calloc((size_t)V, 1);
-    snprintf(src, sizeof src, "%s/calib.txt", d);
-    char *calib = llmq_read_file(src, 0, &na);
-    int32_t *cids;
-    size_t nc;
-    cr_assert_eq(llmq_tokenizer_encode(tok, calib, na, 1, &cids, &nc), LLMQ_OK);
+    int32_t *cids = text_ids(tok, d, "calib.txt", &nc);
     for (size_t i = 0; i < nc; i++) used[cids[i]] = 1;
     for (size_t i = 0; i < n; i++) used[ids[i]] = 1;
     used[llmq_tokenizer_eos_id(tok)] = 1; /* the model covers the specials too */
@@ -464,7 +460,7 @@ Test(synth, real_tokenizer_qwen3, .timeout = 120)
         }
         cr_assert_lt(unused / all, 1e-3, "position %d: %.4f of the probability on unused tokens", p, unused / all);
     }
-    free(logits); free(used); free(cids); free(calib); free(ids); free(text);
+    free(logits); free(used); free(cids); free(ids);
     llmq_tokenizer_free(tok);
     llmq_model_free(m);
 
