@@ -16,6 +16,12 @@
 #include <omp.h>
 
 static char dir[256];
+/* GPTAQ instead of GPTQ in quantize_demo (off unless a test sets it) */
+static struct {
+    bool on;
+    float alpha;
+    llmq_gptaq_form form;
+} gptaq;
 static llmq_model *base;
 static llmq_tokenizer *tok;
 static int32_t *eval_ids;
@@ -34,6 +40,7 @@ static void read_eval_ids(void)
 
 static void setup(void)
 {
+    gptaq.on = false;
     test_synth_model(dir, sizeof dir, "calibrated", 2, 60000, 30000, &base, &tok);
     read_eval_ids();
 }
@@ -71,6 +78,9 @@ static void quantize_demo(llmq_quant_opts qo, int kind, bool act_order, llmq_cal
         co.calib = &calib;
         co.gptq = llmq_gptq_default_opts();
         co.gptq.act_order = act_order;
+        co.asymmetric = gptaq.on;
+        co.gptaq_alpha = gptaq.alpha;
+        co.gptaq_form = gptaq.form;
         llmq_awq_defaults(&co.awq);
         co.report = on_report;
         co.user = rs;
@@ -90,7 +100,8 @@ static void quantize_demo(llmq_quant_opts qo, int kind, bool act_order, llmq_cal
 static double kl_of(int kind, reports *rs)
 {
     char out[512];
-    snprintf(out, sizeof out, "%s/out-%d.gguf", dir, kind);
+    if (gptaq.on) snprintf(out, sizeof out, "%s/out-%d-gptaq-%g-%d.gguf", dir, kind, (double)gptaq.alpha, (int)gptaq.form);
+    else snprintf(out, sizeof out, "%s/out-%d.gguf", dir, kind);
     llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = LLMQ_TYPE_F16, .keep_embed = LLMQ_TYPE_F16}};
     cr_assert_eq(llmq_quant_scheme_parse("q4_0", &qo.policy.scheme), LLMQ_OK);
     quantize_demo(qo, kind, false, (llmq_calib_opts){8, 256, 0}, out, rs);
@@ -122,6 +133,41 @@ Test(calibrated, gptq_awq_beat_rtn_on_the_demo_model, .init = setup, .fini = tea
     cr_assert_lt(kl_gptq, kl_rtn, "gptq %g rtn %g", kl_gptq, kl_rtn);
     cr_assert_lt(kl_awq, kl_rtn, "awq %g rtn %g", kl_awq, kl_rtn);
     cr_assert_lt(kl_awq_gptq, kl_rtn, "awq+gptq %g rtn %g", kl_awq_gptq, kl_rtn);
+}
+
+static void differing_tensors(const char *a_path, const char *b_path, char *out, size_t cap);
+
+/* GPTAQ (--method gptaq): with α = 0 it writes GPTQ's tensors bit for bit in
+ * either form; with the default α (1) it lands closer to the original model than
+ * GPTQ does, in either form, and after AWQ too. */
+Test(calibrated, gptaq_is_gptq_at_alpha_0_and_closer_to_the_model, .init = setup, .fini = teardown, .timeout = 900)
+{
+    reports r = {0};
+    char a[512], b[512], diff[1024];
+    const double kl_gptq = kl_of(LLMQ_CAL_GPTQ, &r);
+    snprintf(a, sizeof a, "%s/out-%d.gguf", dir, LLMQ_CAL_GPTQ);
+    double kl[2];
+    for (int form = 0; form < 2; form++) {
+        gptaq.on = true;
+        gptaq.form = (llmq_gptaq_form)form;
+        gptaq.alpha = 0.0f;
+        kl_of(LLMQ_CAL_GPTQ, &r);
+        snprintf(b, sizeof b, "%s/out-%d-gptaq-0-%d.gguf", dir, LLMQ_CAL_GPTQ, form);
+        differing_tensors(a, b, diff, sizeof diff);
+        const char *tensors = strncmp(diff, "(header) ", 9) ? diff : diff + 9; /* the method's name differs */
+        cr_assert_str_empty(tensors, "form %d, α = 0: %s", form, tensors);
+        gptaq.alpha = 1.0f;
+        kl[form] = kl_of(LLMQ_CAL_GPTQ, &r);
+    }
+    gptaq.on = false;
+    const double kl_awq_gptq = kl_of(LLMQ_CAL_AWQ_GPTQ, &r);
+    gptaq.on = true;
+    gptaq.form = LLMQ_GPTAQ_TARGET;
+    const double kl_awq_gptaq = kl_of(LLMQ_CAL_AWQ_GPTQ, &r);
+    cr_log_info("KL: gptq %.4g gptaq target %.4g sweep %.4g; awq+gptq %.4g awq+gptaq %.4g", kl_gptq, kl[0], kl[1], kl_awq_gptq, kl_awq_gptaq);
+    cr_assert_lt(kl[0], kl_gptq, "gptaq (target) %g gptq %g", kl[0], kl_gptq);
+    cr_assert_lt(kl[1], kl_gptq, "gptaq (sweep) %g gptq %g", kl[1], kl_gptq);
+    cr_assert_lt(kl_awq_gptaq, kl_awq_gptq, "awq+gptaq %g awq+gptq %g", kl_awq_gptaq, kl_awq_gptq);
 }
 
 /* The demo model written as another architecture (llmq synth --arch): Qwen3
@@ -207,6 +253,28 @@ Test(calibrated, phi3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_phi
 Test(calibrated, mixtral_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_mixtral, .fini = teardown, .timeout = 900) { arch_checks("mixtral"); }
 Test(calibrated, qwen3moe_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3moe, .fini = teardown, .timeout = 900) { arch_checks("qwen3moe"); }
 
+/* GPTAQ has no full-precision stream through experts yet: a one-line refusal, nothing written. */
+Test(calibrated, gptaq_refuses_a_mixture_of_experts, .init = setup_mixtral, .fini = teardown)
+{
+    char cpath[512], out[512];
+    snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
+    snprintf(out, sizeof out, "%s/gptaq-moe.gguf", dir);
+    llmq_calib calib = {0};
+    cr_assert_eq(llmq_calib_from_file(tok, cpath, &(llmq_calib_opts){2, 64, 0}, &calib), LLMQ_OK, "%s", llmq_last_error());
+    llmq_calibrated_opts co = {.kind = LLMQ_CAL_GPTQ, .calib = &calib, .gptq = llmq_gptq_default_opts(), .asymmetric = true, .gptaq_alpha = 1};
+    llmq_awq_defaults(&co.awq);
+    llmq_layer_method lm = {0};
+    cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+    llmq_quant_opts qo = {.policy = {.group_size = 0, .keep_output = -1, .keep_embed = -1}, .method = &lm, .calib_sha256 = calib.sha256,
+                          .calib_samples = calib.n_samples};
+    cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
+    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_ERR);
+    cr_expect(strstr(llmq_last_error(), "GPTAQ on a mixture of experts (4 experts) is not supported"), "%s", llmq_last_error());
+    cr_expect(!llmq_file_exists(out), "nothing written");
+    llmq_calibrated_method_free(&lm);
+    llmq_calib_free(&calib);
+}
+
 Test(calibrated, too_short_calibration_is_a_clear_error, .init = setup, .fini = teardown)
 {
     llmq_calib c;
@@ -257,17 +325,22 @@ static void differing_tensors(const char *a_path, const char *b_path, char *out,
  * same losses (its choices are argmins over them). */
 Test(calibrated, thread_count_changes_no_output_bit, .init = setup, .fini = teardown, .timeout = 900)
 {
-    static const struct { const char *name; int kind; bool act_order; } runs[] = {
-        {"rtn", -1, false},
-        {"gptq", LLMQ_CAL_GPTQ, false},
-        {"gptq-act-order", LLMQ_CAL_GPTQ, true},
-        {"awq", LLMQ_CAL_AWQ, false},
-        {"awq+gptq", LLMQ_CAL_AWQ_GPTQ, false},
+    static const struct { const char *name; int kind; bool act_order, gptaq; } runs[] = {
+        {"rtn", -1, false, false},
+        {"gptq", LLMQ_CAL_GPTQ, false, false},
+        {"gptq-act-order", LLMQ_CAL_GPTQ, true, false},
+        {"awq", LLMQ_CAL_AWQ, false, false},
+        {"awq+gptq", LLMQ_CAL_AWQ_GPTQ, false, false},
+        {"gptaq", LLMQ_CAL_GPTQ, false, true},
+        {"gptaq-sweep", LLMQ_CAL_GPTQ, false, true},
     };
     for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
         char path[2][512];
         reports rs[2];
         memset(rs, 0, sizeof rs);
+        gptaq.on = runs[r].gptaq;
+        gptaq.alpha = 1.0f;
+        gptaq.form = strstr(runs[r].name, "sweep") ? LLMQ_GPTAQ_SWEEP : LLMQ_GPTAQ_TARGET;
         for (int t = 0; t < 2; t++) {
             snprintf(path[t], sizeof path[t], "%s/threads-%s-%d.gguf", dir, runs[r].name, t + 1);
             quantize_threads(runs[r].kind, runs[r].act_order, t + 1, path[t], &rs[t]);

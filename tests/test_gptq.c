@@ -659,3 +659,140 @@ Test(gptq, odd_shapes_and_grid_search)
     free_problem(&q);
     free_problem(&p);
 }
+
+/* ------------------------------------------------------------------ GPTAQ */
+
+/* The quantized path's inputs for the GPTAQ checks: the full-precision X
+ * plus a perturbation that follows X (as an earlier layer's rounding error
+ * does) and some of its own. */
+static float *perturbed_inputs(const problem *p, uint64_t seed)
+{
+    const size_t m = (size_t)p->tokens * p->cols;
+    float *Xq = malloc(sizeof *Xq * m);
+    cr_assert_not_null(Xq);
+    rng_state = seed;
+    for (int t = 0; t < p->tokens; t++)
+        for (int j = 0; j < p->cols; j++) {
+            const float x = p->X[(size_t)t * p->cols + j], prev = j ? p->X[(size_t)t * p->cols + j - 1] : 0.0f;
+            Xq[(size_t)t * p->cols + j] = x + 0.08f * prev + (float)(0.05 * gauss()) * fabsf(x);
+        }
+    return Xq;
+}
+
+/* ‖Q·Xqᵀ − W·Xᵀ‖² over the tokens, in double: GPTAQ's objective. */
+static double asymmetric_error(const problem *p, const float *Xq, const float *Q)
+{
+    const int n = p->cols;
+    double e = 0;
+    for (int t = 0; t < p->tokens; t++) {
+        const float *x = p->X + (size_t)t * n, *xq = Xq + (size_t)t * n;
+        for (int r = 0; r < p->rows; r++) {
+            const float *w = p->W + (size_t)r * n, *q = Q + (size_t)r * n;
+            double y = 0;
+            for (int c = 0; c < n; c++) y += (double)q[c] * xq[c] - (double)w[c] * x[c];
+            e += y * y;
+        }
+    }
+    return e;
+}
+
+/* H and D of the quantized path Xq against the full-precision X, in two batches. */
+static void gptaq_stats(const problem *p, const float *Xq, float *H, float *D)
+{
+    float *scratch = malloc(sizeof *scratch * (size_t)p->tokens * p->cols);
+    cr_assert_not_null(scratch);
+    int64_t seen = 0;
+    const int a = p->tokens / 3, n = p->cols;
+    cr_assert_eq(llmq_cross_add(D, n, seen, Xq, p->X, scratch, a), LLMQ_OK);
+    cr_assert_eq(llmq_hessian_add(H, n, &seen, Xq, a), LLMQ_OK);
+    cr_assert_eq(llmq_cross_add(D, n, seen, Xq + (size_t)a * n, p->X + (size_t)a * n, scratch, p->tokens - a), LLMQ_OK);
+    cr_assert_eq(llmq_hessian_add(H, n, &seen, Xq + (size_t)a * n, p->tokens - a), LLMQ_OK);
+    free(scratch);
+}
+
+static float *run_gptaq(const problem *p, const float *H0, const float *D, float alpha, llmq_type t, int G, const llmq_gptq_opts *o,
+                        unsigned char **packed)
+{
+    float *H = copy_floats(H0, (size_t)p->cols * p->cols);
+    float *Wq = malloc(sizeof *Wq * (size_t)p->rows * p->cols);
+    *packed = malloc(llmq_row_size(t, p->cols) * (size_t)p->rows);
+    int rc = llmq_gptaq_quantize(p->W, p->rows, p->cols, H, D, alpha, t, G, o, *packed, Wq, NULL);
+    cr_assert_eq(rc, LLMQ_OK, "%s g%d: %s", llmq_type_get(t)->name, G, llmq_last_error());
+    free(H);
+    return Wq;
+}
+
+/* The issue's check: with the full-precision inputs equal to the quantized
+ * ones, the cross term is 0 and GPTAQ writes GPTQ's bytes. */
+Test(gptq, gptaq_with_equal_inputs_is_gptq)
+{
+    problem p = make_problem(ROWS, COLS, TOKENS, 0x5eed00a1);
+    const size_t nn = (size_t)COLS * COLS;
+    float *H = malloc(sizeof *H * nn), *D = malloc(sizeof *D * nn);
+    cr_assert(H && D);
+    for (size_t k = 0; k < nn; k++) D[k] = NAN; /* the first batch must ignore old contents */
+    gptaq_stats(&p, p.X, H, D);
+    for (size_t k = 0; k < nn; k++) cr_assert_eq(D[k], 0.0f, "D[%zu] = %g", k, (double)D[k]);
+    const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q3_K, LLMQ_TYPE_IQ4_XS};
+    for (int a = 0; a < 2; a++)
+        for (int k = 0; k < 4; k++) {
+            llmq_gptq_opts o = llmq_gptq_default_opts();
+            o.act_order = a;
+            unsigned char *pq, *pa;
+            float *q = run_gptq(&p, types[k], 0, &o, &pq, NULL), *qa = run_gptaq(&p, H, D, 0.25f, types[k], 0, &o, &pa);
+            cr_assert_eq(memcmp(pq, pa, llmq_row_size(types[k], COLS) * ROWS), 0, "%s act_order %d", llmq_type_get(types[k])->name, a);
+            free(q); free(qa); free(pq); free(pa);
+        }
+    free(H);
+    free(D);
+    free_problem(&p);
+}
+
+/* With inputs that differ, GPTAQ lands closer to the full-precision output
+ * than GPTQ does, more so as α grows to the exact correction (1); α = 0 is
+ * GPTQ; and the lazy batch width leaves the result alone. */
+Test(gptq, gptaq_fits_the_full_precision_output)
+{
+    problem p = make_problem(ROWS, COLS, TOKENS, 0x5eed00a2);
+    float *Xq = perturbed_inputs(&p, 0x5eed00a3);
+    const size_t nn = (size_t)COLS * COLS;
+    float *H = malloc(sizeof *H * nn), *D = malloc(sizeof *D * nn);
+    cr_assert(H && D);
+    gptaq_stats(&p, Xq, H, D);
+    const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q3_K};
+    for (int k = 0; k < 3; k++) {
+        llmq_gptq_opts o = llmq_gptq_default_opts();
+        unsigned char *pk[4];
+        float *q_gptq, *q0, *q25, *q1;
+        {
+            float *Hc = copy_floats(H, nn);
+            q_gptq = malloc(sizeof *q_gptq * (size_t)ROWS * COLS);
+            pk[0] = malloc(llmq_row_size(types[k], COLS) * ROWS);
+            cr_assert_eq(llmq_gptq_quantize(p.W, ROWS, COLS, Hc, types[k], 0, &o, pk[0], q_gptq, NULL), LLMQ_OK);
+            free(Hc);
+        }
+        q0 = run_gptaq(&p, H, D, 0.0f, types[k], 0, &o, &pk[1]);
+        q25 = run_gptaq(&p, H, D, 0.25f, types[k], 0, &o, &pk[2]);
+        q1 = run_gptaq(&p, H, D, 1.0f, types[k], 0, &o, &pk[3]);
+        const char *name = llmq_type_get(types[k])->name;
+        cr_assert_eq(memcmp(pk[0], pk[1], llmq_row_size(types[k], COLS) * ROWS), 0, "%s: α = 0 is not GPTQ", name);
+        const double e_gptq = asymmetric_error(&p, Xq, q_gptq), e25 = asymmetric_error(&p, Xq, q25), e1 = asymmetric_error(&p, Xq, q1);
+        cr_log_info("%s: ‖QXq − WX‖² GPTQ %.4g, GPTAQ α=0.25 %.4g, α=1 %.4g", name, e_gptq, e25, e1);
+        cr_assert_lt(e25, e_gptq, "%s: α = 0.25 %g ≥ GPTQ %g", name, e25, e_gptq);
+        cr_assert_lt(e1, 0.85 * e_gptq, "%s: α = 1 %g not 15%% under GPTQ %g", name, e1, e_gptq);
+        for (int b = 0; b < 2; b++) {
+            o.block_size = b ? 512 : 32;
+            unsigned char *pb;
+            float *qb = run_gptaq(&p, H, D, 1.0f, types[k], 0, &o, &pb);
+            const double eb = asymmetric_error(&p, Xq, qb);
+            cr_assert_lt(fabs(eb - e1), 0.01 * e1, "%s block %d: %g vs %g", name, o.block_size, eb, e1);
+            free(qb); free(pb);
+        }
+        free(q_gptq); free(q0); free(q25); free(q1);
+        for (int j = 0; j < 4; j++) free(pk[j]);
+    }
+    free(Xq);
+    free(H);
+    free(D);
+    free_problem(&p);
+}

@@ -289,7 +289,7 @@ Test(quantize, layer_method_interface_runs_layers_in_order_with_usable_quantized
     llmq_model *src = synth_model(&s);
     llmq_tokenizer *tok = synth_tokenizer(400);
     probe p = {.order_ok = 1, .rtn = llmq_rtn_method(false)};
-    llmq_layer_method m = {"probe", &p, probe_begin, probe_quantize, probe_done, probe_end};
+    llmq_layer_method m = {"probe", &p, probe_begin, probe_quantize, probe_done, probe_end, NULL};
     llmq_quant_opts o = opts_for("q4_k_m", 128);
     o.method = &m;
     char dir[256], path[300];
@@ -542,7 +542,17 @@ Test(quantize_cli, refusals_and_help)
     snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method rtn --refine 2 2>&1", bin, model);
     out = run(cmd, &st);
     cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "--refine refines GPTQ's result: it needs --method gptq or awq+gptq, not rtn"), "%s", out);
+    cr_expect(strstr(out, "--refine refines GPTQ's result: it needs --method gptq, gptaq, awq+gptq or awq+gptaq, not rtn"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq --calib x --gptaq-alpha 0.5 2>&1", bin, model);
+    out = run(cmd, &st);
+    cr_expect_eq(st, 2);
+    cr_expect(strstr(out, "--gptaq-alpha and --gptaq-form apply to --method gptaq or awq+gptaq, not gptq"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptaq --calib x --gptaq-form exact 2>&1", bin, model);
+    out = run(cmd, &st);
+    cr_expect_eq(st, 2);
+    cr_expect(strstr(out, "--gptaq-form must be target or sweep, not 'exact'"), "%s", out);
     free(out);
     snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq --calib x --refine 17 2>&1", bin, model);
     out = run(cmd, &st);

@@ -78,8 +78,9 @@ static int quantize(run_spec *r, const char *out, llmq_quant_report *rep)
     llmq_set_threads(r->threads ? r->threads : 2);
     llmq_policy pol = {.group_size = 128, .keep_output = -1, .keep_embed = -1};
     cr_assert_eq(llmq_quant_scheme_parse(r->type ? r->type : "q4_k_m", &pol.scheme), LLMQ_OK);
-    int kind = !strcmp(r->method, "rtn") ? -1 : !strcmp(r->method, "gptq") ? LLMQ_CAL_GPTQ : !strcmp(r->method, "awq") ? LLMQ_CAL_AWQ
-             : LLMQ_CAL_AWQ_GPTQ;
+    const bool gptaq = strstr(r->method, "gptaq") != NULL;
+    int kind = !strcmp(r->method, "rtn") ? -1 : !strcmp(r->method, "gptq") || !strcmp(r->method, "gptaq") ? LLMQ_CAL_GPTQ
+             : !strcmp(r->method, "awq") ? LLMQ_CAL_AWQ : LLMQ_CAL_AWQ_GPTQ;
     llmq_layer_method lm = {0};
     llmq_calibrated_opts co = {0};
     char damp[32];
@@ -90,6 +91,8 @@ static int quantize(run_spec *r, const char *out, llmq_quant_report *rep)
         co.calib = r->calib;
         co.gptq = llmq_gptq_default_opts();
         co.gptq.damp = r->damp ? r->damp : 0.01f;
+        co.asymmetric = gptaq;
+        co.gptaq_alpha = 1.0f;
         llmq_awq_defaults(&co.awq);
         cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
     }
@@ -294,6 +297,13 @@ Test(resume, awq_gptq_resumes_byte_identical, .timeout = 300)
 {
     const int ks[] = {1, 3};
     check_stops("resume-awqgptq", "awq+gptq", 2, 64, ks, 2);
+}
+
+/* GPTAQ's full-precision stream passes the restored layers through the source's. */
+Test(resume, gptaq_resumes_byte_identical, .timeout = 300)
+{
+    const int ks[] = {1, 3};
+    check_stops("resume-gptaq", "gptaq", 2, 64, ks, 2);
 }
 
 /* A Llama with q/k/v biases: q and k rows and biases are permuted on write,

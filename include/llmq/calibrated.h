@@ -15,6 +15,10 @@
 #include "llmq/quantize.h"
 
 typedef enum { LLMQ_CAL_GPTQ, LLMQ_CAL_AWQ, LLMQ_CAL_AWQ_GPTQ } llmq_calibrated_kind;
+/* How GPTAQ corrects: GPTQ of the target W + α·W·D·H⁻¹ (llmq_gptaq_target,
+ * the exact greedy minimiser, and what --refine refines against), or the
+ * reference's correction inside the sweep (llmq_gptaq_quantize). */
+typedef enum { LLMQ_GPTAQ_TARGET, LLMQ_GPTAQ_SWEEP } llmq_gptaq_form;
 
 /* What one finished decoder layer reports (for progress and --json). */
 typedef struct {
@@ -58,6 +62,14 @@ typedef struct {
     /* After GPTQ, passes of coordinate descent on each linear's codes against
      * its Hessian (llmq/refine.h); 0 = none. */
     int refine_passes;
+    /* GPTAQ (llmq/gptq.h) instead of GPTQ, after AWQ too (kind GPTQ or AWQ_GPTQ):
+     * every linear fitted to the full-precision layer's output on the
+     * full-precision model's inputs, which a second residual stream carries
+     * beside the quantized one (one more n_samples × seqlen × hidden buffer,
+     * and one for the full-precision stream after attention). */
+    bool asymmetric;
+    float gptaq_alpha;       /* the correction's scale (0.25, the reference's) */
+    llmq_gptaq_form gptaq_form;
     void (*report)(void *user, const llmq_layer_report *r);
     llmq_stage_fn stage; /* optional: the method's stages inside a layer (llmq/quantize.h) */
     void *user;

@@ -94,4 +94,35 @@ int llmq_hessian_add_bf16(float *H, int cols, int64_t *n_seen, const float *X, i
 int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type type, int group_size,
                        const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats);
 
+/* GPTAQ, asymmetric calibration (Li et al., "GPTAQ: Efficient Finetuning-Free
+ * Quantization for Asymmetric Calibration", ICML 2025, arXiv 2504.02692;
+ * reference fake_quant/gptaq_utils.py): the layer is fitted to the
+ * full-precision model's output on the full-precision inputs X̃,
+ * ‖W·X̃ − Q·X‖², not to its own output on the quantized path's inputs X.
+ * D = (2/N) Σ (x̃ − x)·xᵀ (cols × cols, full, row-major: D[a][b] sums
+ * Δx_a·x_b), normalised as H; llmq_cross_add accumulates it. The sweep is
+ * GPTQ's, with each column i also passing α·w_i·P[i, ·] on to the later
+ * columns (P = triu₁(D·Uᵀ)·U, U the upper Cholesky factor of H⁻¹), in the
+ * lazy batch as well; α (the reference's 0.25) scales the correction.
+ * D = 0 or α = 0 gives GPTQ's result bit for bit. stats->err_gptq is then
+ * the sweep's loss (Σ of the scaled errors²) relative to tr(W H Wᵀ). */
+int llmq_gptaq_quantize(const float *W, int rows, int cols, float *H, const float *D, float alpha, llmq_type type, int group_size,
+                        const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats);
+
+/* The weights the asymmetric objective is closest to: since
+ * ‖Q·X − W·X̃‖² = tr((Q − W*)·H·(Q − W*)ᵀ) + const with
+ * W* = W + W·D·H⁻¹ (the normal equations of the least-squares fit), GPTQ of
+ * W* on H is the exact greedy minimiser of GPTAQ's objective, and refinement
+ * against W* keeps it. Writes W_target = W + α·W·D·(H + λI)⁻¹ (rows × cols),
+ * λ = damp·mean(diag H) as the solver damps (raised ×10 up to 3 times if H
+ * is not positive definite). H: upper triangle read, left unchanged. */
+int llmq_gptaq_target(const float *W, int rows, int cols, const float *H, const float *D, float alpha, float damp, float *W_target);
+
+/* D ← D·n/(n+m) + (2/(n+m))·(X_fp − X)ᵀ·X for the next m = n_tokens rows of
+ * the quantized path's inputs X and the full-precision path's X_fp (both
+ * n_tokens × cols); n_seen = n, the rows seen before (call it before
+ * llmq_hessian_add raises the count). scratch: n_tokens × cols floats. When
+ * n_seen is 0, D's old contents are ignored. */
+int llmq_cross_add(float *D, int cols, int64_t n_seen, const float *X, const float *X_fp, float *scratch, int n_tokens);
+
 #endif

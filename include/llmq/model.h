@@ -105,6 +105,8 @@ typedef void (*llmq_linear_hook)(void *user, int layer, llmq_linear which, const
 
 /* x[n × hidden] = embedding rows of tokens. Fails on an out-of-range id. */
 int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x);
+/* The same from another table of m's shape (rows × hidden, any type): a quantized copy of m->embed. */
+int llmq_embed_from(const llmq_model *m, const llmq_weight *table, const int32_t *tokens, int n, float *x);
 /* One decoder layer in place on x[n × hidden], positions 0..n-1, causal.
  * layer supplies the weights (normally &m->layers[index]; quantizers pass
  * modified ones); hook may be NULL. */

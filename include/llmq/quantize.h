@@ -143,6 +143,10 @@ typedef struct llmq_layer_method {
                           const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT]);
     int (*layer_done)(void *state, const llmq_model *src, int layer, const llmq_layer *quantized); /* optional */
     void (*end)(void *state);                                           /* optional; called whenever begin succeeded */
+    /* optional: after begin, the token embedding as the file stores it (a view
+     * valid during the call), so the method can start its activations from
+     * what the quantized model looks up */
+    int (*embedded)(void *state, const llmq_model *src, const llmq_weight *embed);
 } llmq_layer_method;
 
 /* Round-to-nearest on grids chosen in the output type's precision (llmq/rtn.h);

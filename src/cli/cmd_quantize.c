@@ -43,7 +43,10 @@ static const char *usage =
     "  --method M           rtn (default): round to nearest on grids in the type's own precision;\n"
     "                       gptq: Hessian-based error compensation (GPTQ, arXiv 2210.17323);\n"
     "                       awq: activation-aware scaling and clipping (AWQ, arXiv 2306.00978);\n"
-    "                       awq+gptq: AWQ's scales and clipping, then GPTQ on the scaled weights\n"
+    "                       awq+gptq: AWQ's scales and clipping, then GPTQ on the scaled weights;\n"
+    "                       gptaq, awq+gptaq: GPTQ fitted to the full-precision model's outputs on\n"
+    "                       its own inputs (GPTAQ, arXiv 2504.02692): a second activation stream,\n"
+    "                       the calibration forward about twice GPTQ's (dense models only)\n"
     "  --type T             q4_k_m (default), q4_k_s, q5_k_m, q5_k_s, q3_k_m, q3_k_l, q2_k, iq4_xs,\n"
     "                       iq4_nl: llama.cpp's mixes (llama-quantize's rules per tensor: q4_k_m and\n"
     "                       q5_k_m give attn_v and ffn_down Q6_K in the layers its rule picks; the\n"
@@ -66,7 +69,7 @@ static const char *usage =
     "  --sens-samples N     windows of the sensitivity measurement (default 8)\n"
     "  --sens-seqlen N      tokens per window (default 256)\n"
     "\n"
-    "Calibration (gptq, awq, awq+gptq):\n"
+    "Calibration (gptq, gptaq, awq, awq+gptq, awq+gptaq):\n"
     "  --calib FILE         UTF-8 text, tokenized once; windows drawn at seeded random offsets\n"
     "  --calib-samples N    number of windows (default 128)\n"
     "  --calib-seqlen N     tokens per window (default 2048 for gptq, 512 for awq; at most the\n"
@@ -75,7 +78,12 @@ static const char *usage =
     "  --damp F             GPTQ damping, a fraction of mean diag(H) (default 0.01; raised ×10 and\n"
     "                       retried, with a notice, when the Hessian is not positive definite)\n"
     "  --act-order          GPTQ: columns by descending diag(H), with static groups\n"
-    "  --refine N           after GPTQ (gptq, awq+gptq; GGUF output): N passes over each linear,\n"
+    "  --gptaq-alpha A      GPTAQ: the share of the full-precision correction applied (default 1,\n"
+    "                       the exact one; 0 = GPTQ; the reference code uses 0.25 with its sweep)\n"
+    "  --gptaq-form F       GPTAQ: target (default): GPTQ of W + A·W·ΔX·Xᵀ·H⁻¹, the weights closest to\n"
+    "                       the full-precision output, on H (and --refine against them); sweep: the\n"
+    "                       reference code's correction inside GPTQ's column sweep\n"
+    "  --refine N           after GPTQ (gptq, gptaq, awq+gptq, awq+gptaq; GGUF output): N passes over each linear,\n"
     "                       each weight moved to the grid value that best cuts the layer's output\n"
     "                       error given the others (QuantEase), then each group's stored scale\n"
     "                       (and min) refitted with its codes held; never raises that error; a\n"
@@ -495,7 +503,9 @@ int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
     int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0, refine = 0; /* -1: the format's default */
-    const char *calib_path = NULL, *format = "gguf", *gptq_format = "v1";
+    const char *calib_path = NULL, *format = "gguf", *gptq_format = "v1", *gptaq_form = "target";
+    double gptaq_alpha = 1.0;
+    bool gptaq_option = false; /* --gptaq-alpha or --gptaq-form given */
     int bits = 4, sym = -1; /* -1: the format's default */
     bool type_given = false;
     double damp = 0.01;
@@ -523,6 +533,9 @@ int cmd_quantize(int argc, char **argv)
         else if (cli_flag(&a, "--asym")) sym = 0;
         else if (cli_value(&a, "--format", &format) || cli_value(&a, "--gptq-format", &gptq_format) || cli_int(&a, "--bits", 1, &bits)) {
             if (a.failed) return 2;
+        } else if (cli_value(&a, "--gptaq-form", &gptaq_form) || cli_double(&a, "--gptaq-alpha", 0.0, 4.0, &gptaq_alpha)) {
+            if (a.failed) return 2;
+            gptaq_option = true;
         } else if (cli_value(&a, "--type", &type)) {
             if (a.failed) return 2;
             type_given = true;
@@ -547,10 +560,19 @@ int cmd_quantize(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    int kind = !strcmp(method, "rtn") ? -1 : !strcmp(method, "gptq") ? LLMQ_CAL_GPTQ : !strcmp(method, "awq") ? LLMQ_CAL_AWQ
-             : !strcmp(method, "awq+gptq") ? LLMQ_CAL_AWQ_GPTQ : -2;
+    const bool asymmetric = !strcmp(method, "gptaq") || !strcmp(method, "awq+gptaq");
+    int kind = !strcmp(method, "rtn") ? -1 : !strcmp(method, "gptq") || !strcmp(method, "gptaq") ? LLMQ_CAL_GPTQ
+             : !strcmp(method, "awq") ? LLMQ_CAL_AWQ : !strcmp(method, "awq+gptq") || !strcmp(method, "awq+gptaq") ? LLMQ_CAL_AWQ_GPTQ : -2;
     if (kind == -2) {
-        cli_fail("quantize", "--method must be rtn, gptq, awq or awq+gptq, not '%s'", method);
+        cli_fail("quantize", "--method must be rtn, gptq, gptaq, awq, awq+gptq or awq+gptaq, not '%s'", method);
+        return 2;
+    }
+    if (gptaq_option && !asymmetric) {
+        cli_fail("quantize", "--gptaq-alpha and --gptaq-form apply to --method gptaq or awq+gptaq, not %s", method);
+        return 2;
+    }
+    if (strcmp(gptaq_form, "target") && strcmp(gptaq_form, "sweep")) {
+        cli_fail("quantize", "--gptaq-form must be target or sweep, not '%s'", gptaq_form);
         return 2;
     }
     if (refine > LLMQ_REFINE_MAX_PASSES) {
@@ -558,7 +580,7 @@ int cmd_quantize(int argc, char **argv)
         return 2;
     }
     if (refine && kind != LLMQ_CAL_GPTQ && kind != LLMQ_CAL_AWQ_GPTQ) {
-        cli_fail("quantize", "--refine refines GPTQ's result: it needs --method gptq or awq+gptq, not %s", method);
+        cli_fail("quantize", "--refine refines GPTQ's result: it needs --method gptq, gptaq, awq+gptq or awq+gptaq, not %s", method);
         return 2;
     }
     if (refine && strcmp(format, "gguf")) {
@@ -713,10 +735,18 @@ int cmd_quantize(int argc, char **argv)
         co.rtn_search = search;
         co.exact_forward = exact_forward;
         co.refine_passes = refine;
+        co.asymmetric = asymmetric;
+        co.gptaq_alpha = (float)gptaq_alpha;
+        co.gptaq_form = strcmp(gptaq_form, "sweep") ? LLMQ_GPTAQ_TARGET : LLMQ_GPTAQ_SWEEP;
         co.report = on_layer_report;
         co.stage = on_stage;
         co.user = &ps;
-        llmq_calibrated_method(&co, &lm);
+        if (llmq_calibrated_method(&co, &lm) != LLMQ_OK) {
+            cli_fail_last("quantize");
+            llmq_calib_free(&calib);
+            cli_model_close(cm);
+            return 1;
+        }
         fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
     }
     int status = 1;
@@ -734,8 +764,8 @@ int cmd_quantize(int argc, char **argv)
         }
     }
     /* The options beyond llmq_quant_opts' own that change the file's bytes (the resume fingerprint). */
-    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16], p_target[48];
-    llmq_quant_param params[14];
+    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16], p_target[48], p_alpha[32];
+    llmq_quant_param params[16];
     int n_params = 0;
     if (target_bpw > 0) {
         snprintf(p_target, sizeof p_target, "%.17g (%d × %d tokens)", target_bpw, sens_samples, sens_seqlen);
@@ -765,6 +795,11 @@ int cmd_quantize(int argc, char **argv)
         params[n_params++] = (llmq_quant_param){"--act-order", act_order ? "on" : "off"};
         snprintf(p_refine, sizeof p_refine, "%d", refine);
         params[n_params++] = (llmq_quant_param){"--refine", p_refine};
+        if (asymmetric) {
+            snprintf(p_alpha, sizeof p_alpha, "%.9g", (double)co.gptaq_alpha);
+            params[n_params++] = (llmq_quant_param){"--gptaq-alpha", p_alpha};
+            params[n_params++] = (llmq_quant_param){"--gptaq-form", gptaq_form};
+        }
     }
     if (kind == LLMQ_CAL_AWQ || kind == LLMQ_CAL_AWQ_GPTQ) {
         params[n_params++] = (llmq_quant_param){"--awq-duo", awq_duo ? "on" : "off"};

@@ -352,9 +352,10 @@ static void attention(float *out, const float *q, const float *k, const float *v
     }
 }
 
-int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x)
+int llmq_embed(const llmq_model *m, const int32_t *tokens, int n, float *x) { return llmq_embed_from(m, &m->embed, tokens, n, x); }
+
+int llmq_embed_from(const llmq_model *m, const llmq_weight *e, const int32_t *tokens, int n, float *x)
 {
-    const llmq_weight *e = &m->embed;
     size_t row_bytes = llmq_row_size(e->type, e->cols);
     const llmq_type_traits *tr = llmq_type_get(e->type);
     for (int t = 0; t < n; t++)

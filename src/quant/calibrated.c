@@ -24,6 +24,10 @@ typedef struct {
     float *tmp, *tmp2; /* one sample × hidden */
     float *act;        /* one sample × intermediate: the input of down_proj */
     float *H, *Hwork;
+    /* GPTAQ (opts.asymmetric): the full-precision residual stream (as X), the
+     * full-precision stream after attention (as Y's h), the cross term D
+     * beside H, one sample's full-precision sub-layer input and D's scratch */
+    float *Xf, *Yf, *D, *fbuf, *dscratch;
     int max_cols;
     size_t y_stride;
     /* The attention weights Y was computed with (GPTQ); layer_done reuses Y when the finished layer has the same. */
@@ -61,7 +65,12 @@ static void release_gptq_buffers(state *s)
     free(s->act);
     free(s->H);
     free(s->Hwork);
+    free(s->Yf);
+    free(s->D);
+    free(s->fbuf);
+    free(s->dscratch);
     s->Y = s->tmp2 = s->act = s->H = s->Hwork = NULL;
+    s->Yf = s->D = s->fbuf = s->dscratch = NULL;
     s->y_valid = false;
 }
 
@@ -74,7 +83,16 @@ static int gptq_buffers(state *s, const llmq_model *m)
     if (!s->act) s->act = malloc((size_t)c->seqlen * m->cfg.intermediate_size * sizeof(float));
     if (!s->H) s->H = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
     if (!s->Hwork) s->Hwork = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
-    if (s->Y && s->tmp2 && s->act && s->H && s->Hwork) return LLMQ_OK;
+    bool asym_ok = true;
+    if (s->o.asymmetric) {
+        const size_t row = (size_t)c->seqlen * s->max_cols;
+        if (!s->Yf) s->Yf = malloc((size_t)c->n_samples * stride * sizeof(float));
+        if (!s->D) s->D = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
+        if (!s->fbuf) s->fbuf = malloc(row * sizeof(float));
+        if (!s->dscratch) s->dscratch = malloc(row * sizeof(float));
+        asym_ok = s->Yf && s->D && s->fbuf && s->dscratch;
+    }
+    if (s->Y && s->tmp2 && s->act && s->H && s->Hwork && asym_ok) return LLMQ_OK;
     release_gptq_buffers(s);
     return llmq_error("calibration: out of memory for GPTQ's buffers (%.1f GiB of activations for %d samples × %d tokens, "
                       "Hessians %d × %d)", (double)c->n_samples * s->y_stride * 4 / (1 << 30), c->n_samples, c->seqlen, s->max_cols,
@@ -85,8 +103,9 @@ static void release(state *s)
 {
     release_gptq_buffers(s);
     free(s->X);
+    free(s->Xf);
     free(s->tmp);
-    s->X = s->tmp = NULL;
+    s->X = s->Xf = s->tmp = NULL;
 }
 
 static int begin(void *p, const llmq_model *m)
@@ -95,6 +114,8 @@ static int begin(void *p, const llmq_model *m)
     const llmq_calib *c = s->o.calib;
     int d = m->cfg.hidden_size;
     size_t stride = (size_t)c->seqlen * d;
+    if (s->o.asymmetric && m->cfg.n_experts > 0)
+        return llmq_error("GPTAQ on a mixture of experts (%d experts) is not supported: use gptq or awq+gptq", m->cfg.n_experts);
     s->max_cols = m->cfg.hidden_size > m->cfg.intermediate_size ? m->cfg.hidden_size : m->cfg.intermediate_size;
     if (m->cfg.n_heads * m->cfg.head_dim > s->max_cols) s->max_cols = m->cfg.n_heads * m->cfg.head_dim;
     if (m->cfg.expert_ffn > s->max_cols) s->max_cols = m->cfg.expert_ffn;
@@ -102,7 +123,8 @@ static int begin(void *p, const llmq_model *m)
     s->y_stride = (size_t)c->seqlen * (qd > d ? qd : d);
     s->X = malloc((size_t)c->n_samples * stride * sizeof(float));
     s->tmp = malloc(stride * sizeof(float));
-    if (!s->X || !s->tmp) {
+    if (s->o.asymmetric) s->Xf = malloc((size_t)c->n_samples * stride * sizeof(float));
+    if (!s->X || !s->tmp || (s->o.asymmetric && !s->Xf)) {
         release(s);
         return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", c->n_samples, c->seqlen,
                           (double)c->n_samples * stride * 4 / (1 << 30));
@@ -118,10 +140,26 @@ static int begin(void *p, const llmq_model *m)
             release(s);
             return LLMQ_ERR;
         }
+    if (s->Xf) memcpy(s->Xf, s->X, (size_t)c->n_samples * stride * sizeof(float));
     /* until end(): the forward through the quantized linears on int16 activations (opts.exact_forward) */
     s->int16_before = llmq_get_int16();
     s->int16_set = true;
     llmq_set_int16(llmq_calibrated_int16(&s->o));
+    return LLMQ_OK;
+}
+
+/* The calibration windows start from the embedding the file stores (the
+ * quantized model's lookups), the full-precision stream (GPTAQ) from the
+ * source's: the first layers then see, and GPTAQ corrects, the embedding's
+ * rounding as well. */
+static int embedded(void *p, const llmq_model *m, const llmq_weight *e)
+{
+    state *s = p;
+    const llmq_calib *c = s->o.calib;
+    const size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
+    for (int i = 0; i < c->n_samples; i++)
+        if (llmq_embed_from(m, e, c->tokens + (size_t)i * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK)
+            return llmq_error_prefix("calibration: the stored embedding");
     return LLMQ_OK;
 }
 
@@ -175,21 +213,43 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         double t1 = omp_get_wtime();
         memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
         llmq_gptq_stats gs;
-        if (llmq_gptq_quantize(w->lin[k], cur->lin[k].rows, cols, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq,
-                               packed[k], NULL, &gs) != LLMQ_OK)
+        const int rows = cur->lin[k].rows;
+        const float *W = w->lin[k];
+        float *target = NULL;
+        int rc;
+        if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_TARGET) {
+            /* GPTQ (and refinement) of the weights closest to the full-precision output */
+            if (!(target = malloc((size_t)rows * cols * sizeof(float)))) return llmq_error("layer %d: out of memory", index);
+            if (llmq_gptaq_target(W, rows, cols, s->H, s->D, s->o.gptaq_alpha, s->o.gptq.damp, target)) {
+                free(target);
+                return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
+            }
+            W = target;
+        }
+        if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_SWEEP)
+            rc = llmq_gptaq_quantize(W, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, targets[k].type, targets[k].group_size, &s->o.gptq,
+                                     packed[k], NULL, &gs);
+        else
+            rc = llmq_gptq_quantize(W, rows, cols, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq, packed[k], NULL, &gs);
+        if (rc != LLMQ_OK) {
+            free(target);
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
+        }
         s->rep.err_rtn[k] = gs.err_rtn;
         s->rep.err_gptq[k] = gs.err_gptq;
         if (s->o.refine_passes > 0) {
             /* H's lower triangle becomes the upper's mirror: the solver reads the upper one only */
             llmq_refine_stats rs;
             stage(s, index, "refine");
-            if (llmq_refine_codes(w->lin[k], cur->lin[k].rows, cols, s->H, targets[k].type, targets[k].group_size, packed[k],
-                                  s->o.refine_passes, &rs) != LLMQ_OK)
+            if (llmq_refine_codes(W, rows, cols, s->H, targets[k].type, targets[k].group_size, packed[k], s->o.refine_passes, &rs) !=
+                LLMQ_OK) {
+                free(target);
                 return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
+            }
             s->rep.err_refine[k] = rs.objective[0] > 0 ? gs.err_gptq * rs.objective[rs.passes] / rs.objective[0] : gs.err_gptq;
             s->rep.seconds_refine += rs.seconds;
         }
+        free(target);
         s->rep.seconds_solver += omp_get_wtime() - t1;
         s->rep.damp[k] = gs.damp_used;
         s->rep.damp_retries += gs.retries;
@@ -212,6 +272,16 @@ static int hessian_add(state *s, int cols, int64_t *n_seen, const float *x, int 
     int rc = (llmq_calibrated_bf16(&s->o) ? llmq_hessian_add_bf16 : llmq_hessian_add)(s->H, cols, n_seen, x, n);
     s->rep.seconds_hessian += omp_get_wtime() - t0;
     if (rc == LLMQ_OK) stage_rate(s, s->rep.layer, *n_seen);
+    return rc;
+}
+
+/* GPTAQ: one sample's full-precision inputs xf beside the quantized path's x
+ * into D; before hessian_add counts the sample. */
+static int cross_add(state *s, int cols, int64_t n_seen, const float *x, const float *xf, int n)
+{
+    double t0 = omp_get_wtime();
+    int rc = llmq_cross_add(s->D, cols, n_seen, x, xf, s->dscratch, n);
+    s->rep.seconds_hessian += omp_get_wtime() - t0;
     return rc;
 }
 
@@ -356,9 +426,10 @@ done:
  *   down:    silu(gate(norm(h))) ⊙ up(norm(h)) with the quantized gate, up.
  * layer_done then adds down's output to h. The same operations as running the
  * whole layer before each group, so the same bits, at about a third of the work. */
-static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w,
+static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur, const llmq_layer *fp, llmq_layer_f32 *w,
                       const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
 {
+    const bool asym = s->o.asymmetric;
     static const llmq_linear qkv[] = {LLMQ_LIN_Q, LLMQ_LIN_K, LLMQ_LIN_V}, o_lin[] = {LLMQ_LIN_O},
                              gate_up[] = {LLMQ_LIN_GATE, LLMQ_LIN_UP}, down[] = {LLMQ_LIN_DOWN};
     const llmq_calib *c = s->o.calib;
@@ -377,6 +448,10 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         seen = 0;
         for (int i = 0; i < c->n_samples; i++) {
             llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
+            if (asym) {
+                llmq_rmsnorm(s->fbuf, s->Xf + (size_t)i * stride, fp->attn_norm.data, T, d, eps);
+                if (cross_add(s, d, seen, s->tmp, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
+            }
             if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
         }
         add_forward_time(s, t0, h0);
@@ -392,6 +467,18 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         float *att = s->Y + (size_t)i * s->y_stride;
         llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
         if (llmq_attention_mix(m, cur, index, s->tmp, T, att)) return LLMQ_ERR;
+        if (asym) {
+            /* the full-precision attention (o_proj's input), then its stream after attention in Yf */
+            const float *xf = s->Xf + (size_t)i * stride;
+            float *hf = s->Yf + (size_t)i * stride;
+            llmq_rmsnorm(s->tmp, xf, fp->attn_norm.data, T, d, eps);
+            if (llmq_attention_mix(m, fp, index, s->tmp, T, s->fbuf)) return LLMQ_ERR;
+            if (o_packed && cross_add(s, qd, seen, att, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
+            if (llmq_linear_forward(fp, LLMQ_LIN_O, s->tmp, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
+            llmq_post_norm(m, fp, LLMQ_LIN_O, s->tmp, T);
+            #pragma omp parallel for simd schedule(static)
+            for (size_t e = 0; e < stride; e++) hf[e] = xf[e] + s->tmp[e];
+        }
         if (o_packed && hessian_add(s, qd, &seen, att, T)) return llmq_error_prefix("layer %d", index);
     }
     add_forward_time(s, t0, h0);
@@ -411,6 +498,10 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         for (size_t e = 0; e < stride; e++) y[e] = x[e] + s->tmp[e];
         if (!gu_packed) continue;
         llmq_rmsnorm(s->tmp, y, cur->ffn_norm.data, T, d, eps);
+        if (asym) {
+            llmq_rmsnorm(s->fbuf, s->Yf + (size_t)i * stride, fp->ffn_norm.data, T, d, eps);
+            if (cross_add(s, d, seen, s->tmp, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
+        }
         if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
     }
     add_forward_time(s, t0, h0);
@@ -424,8 +515,13 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         t0 = omp_get_wtime();
         seen = 0;
         for (int i = 0; i < c->n_samples; i++) {
+            if (asym) {
+                llmq_rmsnorm(s->tmp, s->Yf + (size_t)i * stride, fp->ffn_norm.data, T, d, eps);
+                if (llmq_mlp_mix(m, fp, index, s->tmp, T, s->fbuf)) return LLMQ_ERR;
+            }
             llmq_rmsnorm(s->tmp, s->Y + (size_t)i * s->y_stride, cur->ffn_norm.data, T, d, eps);
             if (llmq_mlp_mix(m, cur, index, s->tmp, T, s->act)) return LLMQ_ERR;
+            if (asym && cross_add(s, f, seen, s->act, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
             if (hessian_add(s, f, &seen, s->act, T)) return llmq_error_prefix("layer %d", index);
         }
         add_forward_time(s, t0, h0);
@@ -493,7 +589,11 @@ static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_lay
         return LLMQ_OK;
     }
     if (gptq_buffers(s, m) != LLMQ_OK) return llmq_error_prefix("layer %d", index);
-    return gptq_layer(s, m, index, &cur, w, targets, packed);
+    /* GPTAQ's full-precision layer: the f32 copies as AWQ left them (the same
+     * function, in the basis the quantized path's inputs are in); the solver
+     * reads them and never writes them */
+    const llmq_layer fp = cur;
+    return gptq_layer(s, m, index, &cur, &fp, w, targets, packed);
 }
 
 static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer *quantized)
@@ -523,6 +623,10 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
         for (size_t e = 0; e < stride; e++) x[e] = h[e] + s->tmp2[e];
     }
     s->y_valid = false;
+    /* GPTAQ: the full-precision stream through the source layer (a resumed run's
+     * restored layers included) */
+    for (int i = 0; s->Xf && i < c->n_samples; i++)
+        if (llmq_layer_forward(m, &m->layers[index], index, s->Xf + (size_t)i * stride, T, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
     llmq_model_release_workspace(m);
     s->rep.seconds_forward += omp_get_wtime() - t0;
     s->rep.peak_rss_bytes = llmq_peak_rss();
@@ -539,8 +643,12 @@ int llmq_calibrated_method(const llmq_calibrated_opts *o, llmq_layer_method *met
     state *s = calloc(1, sizeof *s);
     if (!s) return llmq_error("out of memory");
     s->o = *o;
-    static const char *const names[] = {"gptq", "awq", "awq+gptq"};
-    *method = (llmq_layer_method){names[o->kind], s, begin, quantize_layer, layer_done, end};
+    static const char *const names[] = {"gptq", "awq", "awq+gptq"}, *const asym_names[] = {"gptaq", "awq", "awq+gptaq"};
+    if (o->asymmetric && o->kind == LLMQ_CAL_AWQ) {
+        free(s);
+        return llmq_error("GPTAQ is a GPTQ solver: it needs the gptq or awq+gptq method, not awq");
+    }
+    *method = (llmq_layer_method){o->asymmetric ? asym_names[o->kind] : names[o->kind], s, begin, quantize_layer, layer_done, end, embedded};
     return LLMQ_OK;
 }
 

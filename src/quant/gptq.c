@@ -243,6 +243,10 @@ typedef struct {
     const int *perm;    /* sweep position → original column */
     float *err;         /* rows × B scaled errors of the current block */
     float *ublk;        /* B × B: U restricted to the current block */
+    /* GPTAQ (NULL for GPTQ): P restricted to the current block (B × B, as ublk)
+     * and the rows × B values each column had just before it was rounded. */
+    float *pblk;
+    float *wpre;
 } sweep_ctx;
 
 static inline const llmq_grid *grid_at(const sweep_ctx *s, int r, int i)
@@ -325,6 +329,19 @@ static LLMQ_SIMD_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int
             s->codes[(size_t)(r0 + k) * n + i] = (int8_t)(int)q[k];
             s->err[(size_t)(r0 + k) * s->B + i - i1] = e[k];
             acc[k] += (double)e[k] * e[k];
+        }
+        if (s->pblk) {
+            /* GPTAQ: the column's share of the full-precision output it no longer
+             * reaches, w_i·P[i, j], goes to the later columns beside its error */
+            const float *pr = s->pblk + (size_t)(i - i1) * s->B - i1;
+            for (int k = 0; k < R; k++) s->wpre[(size_t)(r0 + k) * s->B + i - i1] = x[k];
+            for (int j = i + 1; j < i2; j++) {
+                float *restrict y = wt + (size_t)(j - i1) * TILE;
+                const float uij = u[j], pij = pr[j];
+                #pragma omp simd
+                for (int k = 0; k < TILE; k++) y[k] -= e[k] * uij - x[k] * pij;
+            }
+            continue;
         }
         for (int j = i + 1; j < i2; j++) {
             float *restrict y = wt + (size_t)(j - i1) * TILE;
@@ -427,8 +444,25 @@ static double relative(double num, double den)
     return num / den;
 }
 
-int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type type, int group_size,
-                       const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats)
+/* GPTAQ's correction matrix (arXiv 2504.02692, §3.2; fake_quant/gptaq_utils.py):
+ * P = α·triu₁(D_p·Uᵀ)·U in sweep order, D_p = D[perm][:, perm] with the dead
+ * columns zeroed. Row i of P carries column i's input mismatch ΔX_i to the
+ * columns after it: D[i, R]·H_R⁻¹ for R the later columns, since the
+ * trailing block of H_p⁻¹'s factor gives H_R⁻¹ = U_RRᵀU_RR. P is strictly
+ * upper triangular. Written into P (n × n). */
+static void gptaq_correction(const float *D, int n, const int *perm, const unsigned char *dead, const float *U, float alpha, float *P)
+{
+    #pragma omp parallel for schedule(static) if (worth_threads((size_t)n * n))
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) P[(size_t)i * n + j] = dead[perm[j]] ? 0.0f : D[(size_t)perm[i] * n + perm[j]];
+    cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, n, n, 1.0f, U, n, P, n);
+    #pragma omp parallel for schedule(static) if (worth_threads((size_t)n * n))
+    for (int i = 0; i < n; i++) memset(P + (size_t)i * n, 0, sizeof(float) * (size_t)(i + 1));
+    cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, n, n, alpha, U, n, P, n);
+}
+
+static int solve(const float *W, int rows, int cols, float *H, const float *D, float alpha, llmq_type type, int group_size,
+                 const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats)
 {
     const llmq_gptq_opts o = opts ? *opts : llmq_gptq_default_opts();
     const llmq_type_traits *tr = llmq_type_get(type);
@@ -465,7 +499,13 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     s.err = malloc(sizeof *s.err * (size_t)rows * B);
     s.ublk = malloc(sizeof *s.ublk * (size_t)(B * B > LEAF ? B * B : LEAF)); /* also invert_lower's scratch */
     s.perm = perm;
-    if (!perm || !pr || !dead || !diag || !s.w || !s.codes || !s.grids || !s.err || !s.ublk) {
+    float *P = NULL;
+    if (D) {
+        P = malloc(sizeof *P * (size_t)n * n);
+        s.pblk = malloc(sizeof *s.pblk * (size_t)B * B);
+        s.wpre = malloc(sizeof *s.wpre * (size_t)rows * B);
+    }
+    if (!perm || !pr || !dead || !diag || !s.w || !s.codes || !s.grids || !s.err || !s.ublk || (D && (!P || !s.pblk || !s.wpre))) {
         llmq_error("gptq %s: out of memory for a %d × %d layer", tname, rows, n);
         goto done;
     }
@@ -561,12 +601,15 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
     const double t_stats = omp_get_wtime() - t_factored;
     invert_lower(H, n, n, s.ublk);
     reverse_all(H, n); /* the row-major upper triangle is now U, H_p⁻¹ = UᵀU */
+    if (D) gptaq_correction(D, n, perm, dead, H, alpha, P);
 
     t_inverted = omp_get_wtime();
     double loss = 0;
     for (int i1 = 0; i1 < n; i1 += B) {
         const int i2 = i1 + B < n ? i1 + B : n, bw = i2 - i1;
         for (int a = 0; a < bw; a++) memcpy(s.ublk + (size_t)a * B + a, H + (size_t)(i1 + a) * n + i1 + a, sizeof(float) * (size_t)(bw - a));
+        for (int a = 0; P && a < bw; a++)
+            memcpy(s.pblk + (size_t)a * B + a, P + (size_t)(i1 + a) * n + i1 + a, sizeof(float) * (size_t)(bw - a));
         double block_loss = 0;
         int failed_tile = 0;
         #pragma omp parallel reduction(+ : block_loss) if (worth_threads((size_t)rows * bw * bw))
@@ -590,6 +633,12 @@ int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type t
         loss += block_loss;
         if (i2 < n)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, bw, -1.0f, s.err, B, H + (size_t)i1 * n + i2, n, 1.0f,
+                        s.w + i2, n);
+        /* GPTAQ's lazy batch: the block's columns as they were rounded (the
+         * same values the in-block steps used, so any block width gives the
+         * same result; the reference code multiplies by the rounded values) */
+        if (P && i2 < n)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, bw, 1.0f, s.wpre, B, P + (size_t)i1 * n + i2, n, 1.0f,
                         s.w + i2, n);
     }
 
@@ -656,5 +705,85 @@ done:
     free(s.grids);
     free(s.err);
     free(s.ublk);
+    free(s.pblk);
+    free(s.wpre);
+    free(P);
     return rc;
+}
+
+int llmq_gptq_quantize(const float *W, int rows, int cols, float *H, llmq_type type, int group_size,
+                       const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats)
+{
+    return solve(W, rows, cols, H, NULL, 0.0f, type, group_size, opts, packed, Wq, stats);
+}
+
+int llmq_gptaq_quantize(const float *W, int rows, int cols, float *H, const float *D, float alpha, llmq_type type, int group_size,
+                        const llmq_gptq_opts *opts, void *packed, float *Wq, llmq_gptq_stats *stats)
+{
+    if (!D) return llmq_error("gptaq: NULL cross term");
+    if (!isfinite(alpha) || alpha < 0) return llmq_error("gptaq: alpha must be a finite number ≥ 0, not %g", (double)alpha);
+    for (size_t k = 0; k < (size_t)cols * cols; k++)
+        if (!isfinite(D[k]))
+            return llmq_error("gptaq: cross term [%zu][%zu] is %s", k / (size_t)cols, k % (size_t)cols, isnan(D[k]) ? "NaN" : "infinite");
+    return solve(W, rows, cols, H, D, alpha, type, group_size, opts, packed, Wq, stats);
+}
+
+int llmq_cross_add(float *D, int cols, int64_t n_seen, const float *X, const float *X_fp, float *scratch, int n_tokens)
+{
+    if (!D || (!X && n_tokens > 0) || (!X_fp && n_tokens > 0) || (!scratch && n_tokens > 0)) return llmq_error("cross term: NULL argument");
+    if (cols <= 0 || n_tokens < 0 || n_seen < 0)
+        return llmq_error("cross term: bad shape (cols %d, tokens %d, seen %lld)", cols, n_tokens, (long long)n_seen);
+    if (n_tokens == 0) return LLMQ_OK;
+    const size_t m = (size_t)n_tokens * cols;
+    #pragma omp parallel for simd schedule(static) if (worth_threads(m))
+    for (size_t e = 0; e < m; e++) scratch[e] = X_fp[e] - X[e];
+    const double total = (double)n_seen + n_tokens;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, cols, n_tokens, (float)(2.0 / total), scratch, cols, X, cols,
+                (float)((double)n_seen / total), D, cols);
+    return LLMQ_OK;
+}
+
+int llmq_gptaq_target(const float *W, int rows, int cols, const float *H, const float *D, float alpha, float damp, float *W_target)
+{
+    if (!W || !H || !D || !W_target) return llmq_error("gptaq target: NULL argument");
+    if (rows <= 0 || cols <= 0) return llmq_error("gptaq target: bad shape %d × %d", rows, cols);
+    if (!isfinite(alpha) || alpha < 0 || !(damp > 0)) return llmq_error("gptaq target: alpha %g, damp %g", (double)alpha, (double)damp);
+    const int n = cols;
+    float *F = malloc(sizeof *F * (size_t)n * n);
+    if (!F) return llmq_error("gptaq target: out of memory for a %d × %d Hessian", n, n);
+    double mean_diag = 0;
+    for (int i = 0; i < n; i++) mean_diag += H[(size_t)i * n + i] > 0 ? H[(size_t)i * n + i] : 1.0f;
+    mean_diag /= n;
+    /* the solver's own Cholesky (deterministic for any thread count, unlike spotrf) */
+    int rc = LLMQ_ERR;
+    for (int retry = 0; retry <= 3; retry++, damp *= 10.0f) {
+        const float lambda = (float)(damp * mean_diag);
+        #pragma omp parallel for schedule(static) if (worth_threads((size_t)n * n))
+        for (int i = 0; i < n; i++) {
+            float *f = F + (size_t)i * n;
+            memcpy(f + i, H + (size_t)i * n + i, sizeof(float) * (size_t)(n - i));
+            if (f[i] == 0.0f) f[i] = 1.0f; /* a dead input, as the solver treats it */
+            f[i] += lambda;
+        }
+        mirror_upper(F, n);
+        if (cholesky_lower(F, n, n) == 0) {
+            rc = LLMQ_OK;
+            break;
+        }
+    }
+    if (rc != LLMQ_OK) {
+        free(F);
+        return llmq_error("gptaq target: the %d × %d Hessian is not positive definite even with damp %g", n, n, (double)damp);
+    }
+    /* W_target = W + α·W·D·(H + λI)⁻¹, with H + λI = L·Lᵀ */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, W, n, D, n, 0.0f, W_target, n);
+    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, rows, n, 1.0f, F, n, W_target, n);
+    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, rows, n, 1.0f, F, n, W_target, n);
+    free(F);
+    const size_t m = (size_t)rows * n;
+    #pragma omp parallel for simd schedule(static) if (worth_threads(m))
+    for (size_t e = 0; e < m; e++) W_target[e] = W[e] + alpha * W_target[e];
+    for (size_t e = 0; e < m; e++)
+        if (!isfinite(W_target[e])) return llmq_error("gptaq target: weight [%zu][%zu] came out %g", e / n, e % n, (double)W_target[e]);
+    return LLMQ_OK;
 }

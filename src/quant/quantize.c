@@ -35,7 +35,7 @@ static int rtn_quantize_layer(void *state, const llmq_model *src, int layer, llm
 llmq_layer_method llmq_rtn_method(bool search)
 {
     static bool search_on = true, search_off = false;
-    llmq_layer_method m = {"rtn", search ? &search_on : &search_off, NULL, rtn_quantize_layer, NULL, NULL};
+    llmq_layer_method m = {"rtn", search ? &search_on : &search_off, NULL, rtn_quantize_layer, NULL, NULL, NULL};
     return m;
 }
 
@@ -272,7 +272,9 @@ static int write_f32(job *j, const char *name, const float *v, const int32_t *pe
 
 /* The embedding or the output head: rows quantized with RTN in slices, so
  * only a slice of f32 is in memory beside the packed result. */
-static int write_big(job *j, const char *name, const llmq_weight *w)
+/* Quantizes and writes a whole tensor; keep (optional) receives the packed
+ * bytes (caller frees) instead of their being freed. */
+static int write_big(job *j, const char *name, const llmq_weight *w, unsigned char **keep)
 {
     planned *p = find_planned(j, name);
     llmq_type t = p->plan.type;
@@ -295,6 +297,7 @@ static int write_big(job *j, const char *name, const llmq_weight *w)
     }
     if (write_tensor(j, p, packed, bytes, w->rows, NULL)) goto done;
     record(j, p, bytes, rel_from_sums(num, den));
+    if (keep) *keep = packed, packed = NULL;
     rc = LLMQ_OK;
 done:
     free(packed);
@@ -654,7 +657,16 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     if (method->begin && method->begin(method->state, src)) goto done;
     begun = true;
     stage(&j, -1, "embed");
-    if (write_big(&j, "token_embd.weight", &src->embed)) goto done;
+    {
+        unsigned char *embed_q = NULL;
+        if (write_big(&j, "token_embd.weight", &src->embed, method->embedded ? &embed_q : NULL)) goto done;
+        if (method->embedded) {
+            const llmq_weight e = {embed_q, find_planned(&j, "token_embd.weight")->plan.type, src->embed.rows, src->embed.cols};
+            const int erc = method->embedded(method->state, src, &e);
+            free(embed_q);
+            if (erc) goto done;
+        }
+    }
     if (c->rope_scaling == LLMQ_ROPE_SCALING_LLAMA3 && !sink) {
         float *freqs = malloc((size_t)c->head_dim / 2 * sizeof *freqs);
         int bad = !freqs || llmq_gguf_rope_freqs(c, freqs) != LLMQ_OK || write_f32(&j, "rope_freqs.weight", freqs, NULL);
@@ -674,7 +686,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     j.current_layer = c->n_layers;
     stage(&j, c->n_layers, "head");
     if (write_f32(&j, "output_norm.weight", src->final_norm.data, NULL)) goto done;
-    if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head)) goto done;
+    if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head, NULL)) goto done;
     if (sink) {
         rc = sink->finish(sink->state);
         sink_begun = false; /* finish cleans up after itself, also when it fails */
