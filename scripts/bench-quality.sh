@@ -3,6 +3,7 @@
 # original of each method × type, on stories-llama-7m (shared) with the shared
 # TinyStories calibration and evaluation texts, protocol gptq, ctx 256.
 # Usage: scripts/bench-quality.sh [MODEL_DIR] [CALIB] [EVAL]   (env: TYPES, METHODS, SAMPLES, KEEP, GROUP_SIZES)
+# METHODS: rtn, gptq, gptaq, awq, awq+gptq, awq+gptaq, each with -act (--act-order) and/or -refine (--refine 2).
 # GROUP_SIZES (default "0 128"): --group-size values, 0 = the native blocks (the CLI's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +32,11 @@ echo "| bf16 | original | - | 16 | $(printf %.4f "$(field ppl "$base")") | 0 | 1
 for g in $groups; do
 for t in $types; do
     for m in $methods; do
+        # METHOD[-act][-refine]: gptq-act = gptq --act-order, gptaq-refine = gptaq --refine 2
+        meth=${m%%-*}
         extra=""
-        meth=$m
-        if [ "$m" = gptq-act ]; then meth=gptq; extra="--act-order"; fi
+        case "$m" in *-act*) extra="$extra --act-order" ;; esac
+        case "$m" in *-refine*) extra="$extra --refine 2" ;; esac
         f="$out/$t-$m-g$g.gguf"
         q=$($llmq quantize "$model" -o "$f" --method "$meth" $extra --type "$t" --group-size "$g" --calib "$calib" --calib-samples "$samples" \
             --calib-seqlen 512 $keep --json 2>"$out/$t-$m-g$g.log" | tail -n1)

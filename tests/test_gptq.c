@@ -796,3 +796,40 @@ Test(gptq, gptaq_fits_the_full_precision_output)
     free(D);
     free_problem(&p);
 }
+
+/* The target form: W* = W + α·W·D·(H + λI)⁻¹ is the least-squares optimum of
+ * the asymmetric objective (up to the damping), so W* itself beats W by far,
+ * and GPTQ of W* lands closer to the full-precision output than the sweep's
+ * correction does; α = 0 returns W bit for bit. */
+Test(gptq, gptaq_target_is_the_asymmetric_optimum)
+{
+    problem p = make_problem(ROWS, COLS, TOKENS, 0x5eed00a4);
+    float *Xq = perturbed_inputs(&p, 0x5eed00a5);
+    const size_t nn = (size_t)COLS * COLS, nw = (size_t)ROWS * COLS;
+    float *H = malloc(sizeof *H * nn), *D = malloc(sizeof *D * nn), *Wt = malloc(sizeof *Wt * nw);
+    cr_assert(H && D && Wt);
+    gptaq_stats(&p, Xq, H, D);
+    const float *H_before = copy_floats(H, nn);
+    cr_assert_eq(llmq_gptaq_target(p.W, ROWS, COLS, H, D, 0.0f, 0.01f, Wt), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(memcmp(Wt, p.W, sizeof *Wt * nw), 0, "α = 0 changed W");
+    cr_assert_eq(llmq_gptaq_target(p.W, ROWS, COLS, H, D, 1.0f, 0.01f, Wt), LLMQ_OK, "%s", llmq_last_error());
+    cr_assert_eq(memcmp(H, H_before, sizeof *H * nn), 0, "H was changed");
+    const double e_w = asymmetric_error(&p, Xq, p.W), e_star = asymmetric_error(&p, Xq, Wt);
+    cr_assert_lt(e_star, 0.5 * e_w, "‖W*·Xq − W·X‖² %g not under half of W's %g", e_star, e_w);
+    const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q3_K};
+    for (int k = 0; k < 3; k++) {
+        unsigned char *pg, *ps, *pt = malloc(llmq_row_size(types[k], COLS) * ROWS);
+        float *qg = run_gptq(&p, types[k], 0, NULL, &pg, NULL), *qs = run_gptaq(&p, H, D, 1.0f, types[k], 0, NULL, &ps);
+        float *Hc = copy_floats(H, nn), *qt = malloc(sizeof *qt * nw);
+        cr_assert_eq(llmq_gptq_quantize(Wt, ROWS, COLS, Hc, types[k], 0, NULL, pt, qt, NULL), LLMQ_OK);
+        const double eg = asymmetric_error(&p, Xq, qg), es = asymmetric_error(&p, Xq, qs), et = asymmetric_error(&p, Xq, qt);
+        cr_log_info("%s: GPTQ %.4g, sweep %.4g, target %.4g (W* %.4g)", llmq_type_get(types[k])->name, eg, es, et, e_star);
+        cr_assert_lt(et, es, "%s: target %g ≥ sweep %g", llmq_type_get(types[k])->name, et, es);
+        cr_assert_lt(et, 0.75 * eg, "%s: target %g not 25%% under GPTQ %g", llmq_type_get(types[k])->name, et, eg);
+        cr_assert_gt(et, e_star, "%s: rounded beats the continuous optimum", llmq_type_get(types[k])->name);
+        free(qg); free(qs); free(qt); free(Hc); free(pg); free(ps); free(pt);
+    }
+    free((void *)H_before);
+    free(Xq); free(H); free(D); free(Wt);
+    free_problem(&p);
+}
