@@ -22,6 +22,8 @@ static struct {
     float alpha;
     llmq_gptaq_form form;
 } gptaq;
+/* quantize_demo rounds the output head instead of the method's GPTQ of it */
+static bool head_rounded;
 static llmq_model *base;
 static llmq_tokenizer *tok;
 static int32_t *eval_ids;
@@ -41,6 +43,7 @@ static void read_eval_ids(void)
 static void setup(void)
 {
     gptaq.on = false;
+    head_rounded = false;
     test_synth_model(dir, sizeof dir, "calibrated", 2, 60000, 30000, &base, &tok);
     read_eval_ids();
 }
@@ -85,6 +88,7 @@ static void quantize_demo(llmq_quant_opts qo, int kind, bool act_order, llmq_cal
         co.report = on_report;
         co.user = rs;
         cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+        if (head_rounded) lm.quantize_head = NULL;
         qo.method = &lm;
         qo.calib_sha256 = calib.sha256;
         qo.calib_samples = calib.n_samples;
@@ -97,6 +101,17 @@ static void quantize_demo(llmq_quant_opts qo, int kind, bool act_order, llmq_cal
 /* Quantizes the demo model with `kind` (-1: RTN) into q4_0 g128, embedding and
  * head kept F16 so the linears' quantization is what differs, then returns
  * KL(base ‖ quantized) over the eval text. */
+static double kl_file(const char *path)
+{
+    llmq_model *q = llmq_model_load(path);
+    cr_assert_not_null(q, "%s", llmq_last_error());
+    llmq_ppl_opts po = {.ctx = 128, .protocol = LLMQ_PPL_GPTQ, .max_chunks = 16, .bos_id = -1, .kl_base = base};
+    llmq_ppl_result r;
+    cr_assert_eq(llmq_perplexity(q, eval_ids, n_eval, &po, &r), LLMQ_OK, "%s", llmq_last_error());
+    llmq_model_free(q);
+    return r.kld;
+}
+
 static double kl_of(int kind, reports *rs)
 {
     char out[512];
@@ -252,6 +267,36 @@ Test(calibrated, gemma3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_g
 Test(calibrated, phi3_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_phi3, .fini = teardown, .timeout = 900) { arch_checks("phi3"); }
 Test(calibrated, mixtral_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_mixtral, .fini = teardown, .timeout = 900) { arch_checks("mixtral"); }
 Test(calibrated, qwen3moe_f32_file_same_logits_and_gptq_beats_rtn, .init = setup_qwen3moe, .fini = teardown, .timeout = 900) { arch_checks("qwen3moe"); }
+
+/* GPTQ and GPTAQ quantize an untied output head too, on the final hidden
+ * states: only output.weight differs from the file with the head rounded,
+ * and the KL is lower. */
+Test(calibrated, the_head_is_solved_on_the_final_hidden_states, .init = setup, .fini = teardown, .timeout = 900)
+{
+    cr_assert(!base->cfg.tie_word_embeddings, "the demo model's head must be its own");
+    for (int asym = 0; asym < 2; asym++) {
+        char path[2][512], diff[1024];
+        double kl[2];
+        gptaq.on = asym;
+        gptaq.alpha = 1.0f;
+        gptaq.form = LLMQ_GPTAQ_TARGET;
+        for (int r = 0; r < 2; r++) {
+            head_rounded = r;
+            snprintf(path[r], sizeof path[r], "%s/head-%d-%d.gguf", dir, asym, r);
+            llmq_quant_opts qo = {.policy = {.group_size = 0, .keep_output = LLMQ_TYPE_Q4_0, .keep_embed = LLMQ_TYPE_F16}};
+            cr_assert_eq(llmq_quant_scheme_parse("q4_0", &qo.policy.scheme), LLMQ_OK);
+            reports rs = {0};
+            quantize_demo(qo, LLMQ_CAL_GPTQ, false, (llmq_calib_opts){8, 256, 0}, path[r], &rs);
+            kl[r] = kl_file(path[r]);
+        }
+        differing_tensors(path[0], path[1], diff, sizeof diff);
+        cr_log_info("%s: KL head solved %.4g, head rounded %.4g", asym ? "gptaq" : "gptq", kl[0], kl[1]);
+        const char *first = strstr(diff, "(first at");
+        cr_assert(!strncmp(diff, "output.weight (", 15) && first && !strstr(first + 1, "(first at"), "%s: %s", asym ? "gptaq" : "gptq", diff);
+        cr_assert_lt(kl[0], kl[1], "%s: head solved %g, rounded %g", asym ? "gptaq" : "gptq", kl[0], kl[1]);
+    }
+    head_rounded = false;
+}
 
 /* GPTAQ has no full-precision stream through experts yet: a one-line refusal, nothing written. */
 Test(calibrated, gptaq_refuses_a_mixture_of_experts, .init = setup_mixtral, .fini = teardown)
@@ -419,7 +464,7 @@ Test(calibrated, gptq_reports_its_stages_in_order, .init = setup, .fini = teardo
                                             "hessian o_proj", "solve o_proj", "hessian gate,up", "solve gate_proj", "solve up_proj",
                                             "hessian down_proj", "solve down_proj", "forward", "write"};
     const int n_per = (int)(sizeof per_layer / sizeof *per_layer);
-    cr_assert_eq(log.n, 2 + 2 * n_per + 1, "%d stages", log.n);
+    cr_assert_eq(log.n, 2 + 2 * n_per + 3, "%d stages", log.n);
     cr_expect_str_eq(log.name[0], "embed calib");
     cr_expect_str_eq(log.name[1], "embed");
     cr_expect(log.layer[0] == -1 && log.layer[1] == -1);
@@ -429,8 +474,11 @@ Test(calibrated, gptq_reports_its_stages_in_order, .init = setup, .fini = teardo
             cr_expect_str_eq(log.name[at], per_layer[i], "layer %d stage %d", l, i);
             cr_expect_eq(log.layer[at], l, "%s", log.name[at]);
         }
-    cr_expect_str_eq(log.name[log.n - 1], "head");
-    cr_expect_eq(log.layer[log.n - 1], 2);
+    /* the head: written after GPTQ of it on the final hidden states */
+    cr_expect_str_eq(log.name[log.n - 3], "head");
+    cr_expect_str_eq(log.name[log.n - 2], "hessian head");
+    cr_expect_str_eq(log.name[log.n - 1], "solve head");
+    for (int i = 1; i <= 3; i++) cr_expect_eq(log.layer[log.n - i], 2);
     /* Each of the 3 samples reports in the 4 Hessian passes, and the 2nd and 3rd in the forward, of 2 layers. */
     cr_expect_geq(log.rated, 2 * (4 * 3 + 2), "%d of %d calls carried a rate", log.rated, log.calls);
     cr_expect(!log.bad_rate, "a rate on a stage that runs no forward");

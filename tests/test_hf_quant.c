@@ -74,6 +74,12 @@ static int cap_embedded(void *s, const llmq_model *m, const llmq_weight *e)
     return c->inner->embedded ? c->inner->embedded(c->inner->state, m, e) : LLMQ_OK;
 }
 
+static int cap_head(void *s, const llmq_model *m, const float *W, int r0, int rows, int cols, llmq_type t, int g, void *packed)
+{
+    const capture *c = s;
+    return c->inner->quantize_head(c->inner->state, m, W, r0, rows, cols, t, g, packed);
+}
+
 static void cap_end(void *s)
 {
     const capture *c = s;
@@ -107,7 +113,7 @@ static void export_run(const char *out, llmq_hf_qconfig q, int kind, size_t shar
     }
     memset(cap, 0, sizeof *cap);
     cap->inner = &lm;
-    llmq_layer_method wrapped = {lm.name, cap, cap_begin, cap_quantize, cap_done, cap_end, cap_embedded};
+    llmq_layer_method wrapped = {lm.name, cap, cap_begin, cap_quantize, cap_done, cap_end, cap_embedded, cap_head};
     llmq_hf_write_opts wo = {.q = q, .src_dir = dir, .damp = 0.01, .shard_bytes = shard_bytes};
     llmq_hf_writer *w = llmq_hf_writer_new(out, &wo);
     cr_assert_not_null(w, "%s", llmq_last_error());

@@ -289,7 +289,7 @@ Test(quantize, layer_method_interface_runs_layers_in_order_with_usable_quantized
     llmq_model *src = synth_model(&s);
     llmq_tokenizer *tok = synth_tokenizer(400);
     probe p = {.order_ok = 1, .rtn = llmq_rtn_method(false)};
-    llmq_layer_method m = {"probe", &p, probe_begin, probe_quantize, probe_done, probe_end, NULL};
+    llmq_layer_method m = {"probe", &p, probe_begin, probe_quantize, probe_done, probe_end, NULL, NULL};
     llmq_quant_opts o = opts_for("q4_k_m", 128);
     o.method = &m;
     char dir[256], path[300];

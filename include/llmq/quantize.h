@@ -147,6 +147,12 @@ typedef struct llmq_layer_method {
      * valid during the call), so the method can start its activations from
      * what the quantized model looks up */
     int (*embedded)(void *state, const llmq_model *src, const llmq_weight *embed);
+    /* optional: quantizes rows [r0, r0 + rows) of an untied output head
+     * (f32 W, rows × cols) into `type` with groups of group_size (packed:
+     * those rows' blocks), after the last layer_done, in place of rounding;
+     * called for consecutive slices of the head */
+    int (*quantize_head)(void *state, const llmq_model *src, const float *W, int r0, int rows, int cols, llmq_type type, int group_size,
+                         void *packed);
 } llmq_layer_method;
 
 /* Round-to-nearest on grids chosen in the output type's precision (llmq/rtn.h);

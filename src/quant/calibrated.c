@@ -596,6 +596,52 @@ static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_lay
     return gptq_layer(s, m, index, &cur, &fp, w, targets, packed);
 }
 
+/* GPTQ (GPTAQ) of an untied output head on the final hidden states, as the
+ * file's final norm sees them: H (and D, from the full-precision stream)
+ * formed at the first slice and kept for the others. AWQ alone rounds. */
+static int quantize_head(void *p, const llmq_model *m, const float *W, int r0, int rows, int cols, llmq_type type, int group_size,
+                         void *packed)
+{
+    state *s = p;
+    if (s->o.kind == LLMQ_CAL_AWQ) return llmq_quantize_rows(type, W, rows, cols, group_size, s->o.rtn_search, packed);
+    const llmq_calib *c = s->o.calib;
+    const int T = c->seqlen, d = m->cfg.hidden_size, head = m->cfg.n_layers;
+    const size_t stride = (size_t)T * d;
+    if (cols != d) return llmq_error("output head: %d columns, hidden size %d", cols, d);
+    memset(&s->rep, 0, sizeof s->rep);
+    s->rep.layer = head;
+    if (r0 == 0) {
+        if (gptq_buffers(s, m) != LLMQ_OK) return llmq_error_prefix("output head");
+        stage(s, head, "hessian head");
+        int64_t seen = 0;
+        for (int i = 0; i < c->n_samples; i++) {
+            llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, m->final_norm.data, T, d, m->cfg.rms_norm_eps);
+            if (s->o.asymmetric) {
+                llmq_rmsnorm(s->fbuf, s->Xf + (size_t)i * stride, m->final_norm.data, T, d, m->cfg.rms_norm_eps);
+                if (cross_add(s, d, seen, s->tmp, s->fbuf, T)) return llmq_error_prefix("output head");
+            }
+            if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("output head");
+        }
+    }
+    stage(s, head, "solve head");
+    const float *target_w = W;
+    float *target = NULL;
+    if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_TARGET) {
+        if (!(target = malloc((size_t)rows * cols * sizeof(float)))) return llmq_error("output head: out of memory");
+        if (llmq_gptaq_target(W, rows, cols, s->H, s->D, s->o.gptaq_alpha, s->o.gptq.damp, target)) {
+            free(target);
+            return llmq_error_prefix("output head");
+        }
+        target_w = target;
+    }
+    memcpy(s->Hwork, s->H, (size_t)d * d * sizeof(float));
+    int rc = s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_SWEEP
+                 ? llmq_gptaq_quantize(target_w, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, type, group_size, &s->o.gptq, packed, NULL, NULL)
+                 : llmq_gptq_quantize(target_w, rows, cols, s->Hwork, type, group_size, &s->o.gptq, packed, NULL, NULL);
+    free(target);
+    return rc == LLMQ_OK ? LLMQ_OK : llmq_error_prefix("output head rows %d..%d", r0, r0 + rows - 1);
+}
+
 static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer *quantized)
 {
     state *s = p;
@@ -648,7 +694,7 @@ int llmq_calibrated_method(const llmq_calibrated_opts *o, llmq_layer_method *met
         free(s);
         return llmq_error("GPTAQ is a GPTQ solver: it needs the gptq or awq+gptq method, not awq");
     }
-    *method = (llmq_layer_method){o->asymmetric ? asym_names[o->kind] : names[o->kind], s, begin, quantize_layer, layer_done, end, embedded};
+    *method = (llmq_layer_method){o->asymmetric ? asym_names[o->kind] : names[o->kind], s, begin, quantize_layer, layer_done, end, embedded, quantize_head};
     return LLMQ_OK;
 }
 

@@ -551,6 +551,6 @@ static int conv_quantize_layer(void *state, const llmq_model *src, int layer, ll
 llmq_layer_method llmq_hf_convert_method(llmq_hf_convert_stats *stats)
 {
     memset(stats, 0, sizeof *stats);
-    llmq_layer_method m = {"convert", stats, NULL, conv_quantize_layer, NULL, NULL, NULL};
+    llmq_layer_method m = {"convert", stats, NULL, conv_quantize_layer, NULL, NULL, NULL, NULL};
     return m;
 }

@@ -35,7 +35,7 @@ static int rtn_quantize_layer(void *state, const llmq_model *src, int layer, llm
 llmq_layer_method llmq_rtn_method(bool search)
 {
     static bool search_on = true, search_off = false;
-    llmq_layer_method m = {"rtn", search ? &search_on : &search_off, NULL, rtn_quantize_layer, NULL, NULL, NULL};
+    llmq_layer_method m = {"rtn", search ? &search_on : &search_off, NULL, rtn_quantize_layer, NULL, NULL, NULL, NULL};
     return m;
 }
 
@@ -273,13 +273,20 @@ static int write_f32(job *j, const char *name, const float *v, const int32_t *pe
 /* The embedding or the output head: rows quantized with RTN in slices, so
  * only a slice of f32 is in memory beside the packed result. */
 /* Quantizes and writes a whole tensor; keep (optional) receives the packed
- * bytes (caller frees) instead of their being freed. */
-static int write_big(job *j, const char *name, const llmq_weight *w, unsigned char **keep)
+ * bytes (caller frees) instead of their being freed. head: the method's
+ * quantize_head (optional) quantizes it instead of rounding, in slices of up
+ * to 1 GiB of f32 rows (each call factors its Hessian once). */
+static int write_big(job *j, const char *name, const llmq_weight *w, unsigned char **keep, const llmq_layer_method *head)
 {
     planned *p = find_planned(j, name);
     llmq_type t = p->plan.type;
     size_t row_bytes = llmq_row_size(t, w->cols), bytes = row_bytes * (size_t)w->rows;
-    const int slice = 1024;
+    if (head && (!head->quantize_head || !llmq_type_get(t)->is_quantized)) head = NULL;
+    int slice = 1024;
+    if (head) {
+        const int64_t most = ((int64_t)1 << 28) / w->cols;
+        slice = most < 1024 ? 1024 : most > w->rows ? w->rows : (int)most;
+    }
     unsigned char *packed = malloc(bytes);
     float *rows = malloc((size_t)slice * w->cols * sizeof *rows);
     double num = 0, den = 0;
@@ -291,7 +298,9 @@ static int write_big(job *j, const char *name, const llmq_weight *w, unsigned ch
     for (int r0 = 0; r0 < w->rows; r0 += slice) {
         int r1 = r0 + slice < w->rows ? r0 + slice : w->rows;
         if (source_rows(w, r0, r1, rows, name) ||
-            llmq_quantize_rows(t, rows, r1 - r0, w->cols, p->plan.group_size, j->opts->rtn_search, packed + (size_t)r0 * row_bytes) ||
+            (head ? head->quantize_head(head->state, j->src, rows, r0, r1 - r0, w->cols, t, p->plan.group_size,
+                                        packed + (size_t)r0 * row_bytes)
+                  : llmq_quantize_rows(t, rows, r1 - r0, w->cols, p->plan.group_size, j->opts->rtn_search, packed + (size_t)r0 * row_bytes)) ||
             llmq_quant_error_sums(t, rows, packed + (size_t)r0 * row_bytes, r1 - r0, w->cols, &num, &den))
             goto done;
     }
@@ -659,7 +668,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     stage(&j, -1, "embed");
     {
         unsigned char *embed_q = NULL;
-        if (write_big(&j, "token_embd.weight", &src->embed, method->embedded ? &embed_q : NULL)) goto done;
+        if (write_big(&j, "token_embd.weight", &src->embed, method->embedded ? &embed_q : NULL, NULL)) goto done;
         if (method->embedded) {
             const llmq_weight e = {embed_q, find_planned(&j, "token_embd.weight")->plan.type, src->embed.rows, src->embed.cols};
             const int erc = method->embedded(method->state, src, &e);
@@ -686,7 +695,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     j.current_layer = c->n_layers;
     stage(&j, c->n_layers, "head");
     if (write_f32(&j, "output_norm.weight", src->final_norm.data, NULL)) goto done;
-    if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head, NULL)) goto done;
+    if (!c->tie_word_embeddings && write_big(&j, "output.weight", &src->lm_head, NULL, method)) goto done;
     if (sink) {
         rc = sink->finish(sink->state);
         sink_begun = false; /* finish cleans up after itself, also when it fails */
