@@ -710,6 +710,17 @@ static void gptaq_stats(const problem *p, const float *Xq, float *H, float *D)
     free(scratch);
 }
 
+/* A problem, its quantized-path inputs (perturbed with seed + 1) and their H and D. */
+static void gptaq_problem(uint64_t seed, problem *p, float **Xq, float **H, float **D)
+{
+    *p = make_problem(ROWS, COLS, TOKENS, seed);
+    *Xq = perturbed_inputs(p, seed + 1);
+    *H = malloc(sizeof **H * (size_t)COLS * COLS);
+    *D = malloc(sizeof **D * (size_t)COLS * COLS);
+    cr_assert(*H && *D);
+    gptaq_stats(p, *Xq, *H, *D);
+}
+
 static float *run_gptaq(const problem *p, const float *H0, const float *D, float alpha, llmq_type t, int G, const llmq_gptq_opts *o,
                         unsigned char **packed)
 {
@@ -753,12 +764,10 @@ Test(gptq, gptaq_with_equal_inputs_is_gptq)
  * GPTQ; and the lazy batch width leaves the result alone. */
 Test(gptq, gptaq_fits_the_full_precision_output)
 {
-    problem p = make_problem(ROWS, COLS, TOKENS, 0x5eed00a2);
-    float *Xq = perturbed_inputs(&p, 0x5eed00a3);
+    problem p;
+    float *Xq, *H, *D;
+    gptaq_problem(0x5eed00a2, &p, &Xq, &H, &D);
     const size_t nn = (size_t)COLS * COLS;
-    float *H = malloc(sizeof *H * nn), *D = malloc(sizeof *D * nn);
-    cr_assert(H && D);
-    gptaq_stats(&p, Xq, H, D);
     const llmq_type types[] = {LLMQ_TYPE_Q4_0, LLMQ_TYPE_Q4_K, LLMQ_TYPE_Q3_K};
     for (int k = 0; k < 3; k++) {
         llmq_gptq_opts o = llmq_gptq_default_opts();
@@ -803,12 +812,12 @@ Test(gptq, gptaq_fits_the_full_precision_output)
  * correction does; α = 0 returns W bit for bit. */
 Test(gptq, gptaq_target_is_the_asymmetric_optimum)
 {
-    problem p = make_problem(ROWS, COLS, TOKENS, 0x5eed00a4);
-    float *Xq = perturbed_inputs(&p, 0x5eed00a5);
+    problem p;
+    float *Xq, *H, *D;
+    gptaq_problem(0x5eed00a4, &p, &Xq, &H, &D);
     const size_t nn = (size_t)COLS * COLS, nw = (size_t)ROWS * COLS;
-    float *H = malloc(sizeof *H * nn), *D = malloc(sizeof *D * nn), *Wt = malloc(sizeof *Wt * nw);
-    cr_assert(H && D && Wt);
-    gptaq_stats(&p, Xq, H, D);
+    float *Wt = malloc(sizeof *Wt * nw);
+    cr_assert_not_null(Wt);
     const float *H_before = copy_floats(H, nn);
     cr_assert_eq(llmq_gptaq_target(p.W, ROWS, COLS, H, D, 0.0f, 0.01f, Wt), LLMQ_OK, "%s", llmq_last_error());
     cr_assert_eq(memcmp(Wt, p.W, sizeof *Wt * nw), 0, "α = 0 changed W");
