@@ -556,6 +556,14 @@ llmq_tokenizer *tk_load_objects(json_t *root, json_t *cfg, const char *name)
         }
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
+    /* ids are dense in every real tokenizer: an id far past the entry count
+     * would size every table by it (a few lines of JSON asking for GiBs) */
+    const long long n_entries = (long long)json_object_size(vocab) + (long long)json_array_size(added);
+    if (max_id >= 2 * n_entries + 1024) {
+        llmq_error("%s: model.vocab/added_tokens: id %lld for %lld entries; ids must be about dense (below 2 × entries + 1024)", name,
+                   max_id, n_entries);
+        return fail(tok);
+    }
     tok->n_vocab = (int32_t)(max_id + 1);
     size_t nv = (size_t)tok->n_vocab + 1;
     tok->tok_text = calloc(nv, sizeof *tok->tok_text);
