@@ -197,6 +197,35 @@ static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L, llmq
     }
 }
 
+/* GPTQ (or GPTAQ, opts.asymmetric) of one linear W (rows × cols) on s->H (and
+ * s->D) into packed; Hwork is overwritten. *target: GPTAQ's target form, the
+ * weights it solved for (what --refine refines against; caller frees), else
+ * NULL. On an error *target is NULL. */
+static int solve_linear(state *s, const float *W, int rows, int cols, llmq_type type, int group_size, void *packed,
+                        llmq_gptq_stats *gs, float **target)
+{
+    *target = NULL;
+    if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_TARGET) {
+        /* GPTQ of the weights closest to the full-precision output */
+        if (!(*target = malloc((size_t)rows * cols * sizeof(float)))) return llmq_error("out of memory");
+        if (llmq_gptaq_target(W, rows, cols, s->H, s->D, s->o.gptaq_alpha, s->o.gptq.damp, *target)) {
+            free(*target);
+            *target = NULL;
+            return LLMQ_ERR;
+        }
+        W = *target;
+    }
+    memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
+    int rc = s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_SWEEP
+                 ? llmq_gptaq_quantize(W, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, type, group_size, &s->o.gptq, packed, NULL, gs)
+                 : llmq_gptq_quantize(W, rows, cols, s->Hwork, type, group_size, &s->o.gptq, packed, NULL, gs);
+    if (rc != LLMQ_OK) {
+        free(*target);
+        *target = NULL;
+    }
+    return rc;
+}
+
 /* GPTQ's solver for the linears of one true-sequential step, all sharing the Hessian in s->H. */
 static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w, const llmq_linear *lins, int n_lins,
                       const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
@@ -211,30 +240,12 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         stage(s, index, solve[k]);
         const int cols = cur->lin[k].cols;
         double t1 = omp_get_wtime();
-        memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
         llmq_gptq_stats gs;
         const int rows = cur->lin[k].rows;
-        const float *W = w->lin[k];
-        float *target = NULL;
-        int rc;
-        if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_TARGET) {
-            /* GPTQ (and refinement) of the weights closest to the full-precision output */
-            if (!(target = malloc((size_t)rows * cols * sizeof(float)))) return llmq_error("layer %d: out of memory", index);
-            if (llmq_gptaq_target(W, rows, cols, s->H, s->D, s->o.gptaq_alpha, s->o.gptq.damp, target)) {
-                free(target);
-                return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
-            }
-            W = target;
-        }
-        if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_SWEEP)
-            rc = llmq_gptaq_quantize(W, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, targets[k].type, targets[k].group_size, &s->o.gptq,
-                                     packed[k], NULL, &gs);
-        else
-            rc = llmq_gptq_quantize(W, rows, cols, s->Hwork, targets[k].type, targets[k].group_size, &s->o.gptq, packed[k], NULL, &gs);
-        if (rc != LLMQ_OK) {
-            free(target);
+        float *target;
+        if (solve_linear(s, w->lin[k], rows, cols, targets[k].type, targets[k].group_size, packed[k], &gs, &target))
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
-        }
+        const float *W = target ? target : w->lin[k];
         s->rep.err_rtn[k] = gs.err_rtn;
         s->rep.err_gptq[k] = gs.err_gptq;
         if (s->o.refine_passes > 0) {
@@ -624,20 +635,8 @@ static int quantize_head(void *p, const llmq_model *m, const float *W, int r0, i
         }
     }
     stage(s, head, "solve head");
-    const float *target_w = W;
-    float *target = NULL;
-    if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_TARGET) {
-        if (!(target = malloc((size_t)rows * cols * sizeof(float)))) return llmq_error("output head: out of memory");
-        if (llmq_gptaq_target(W, rows, cols, s->H, s->D, s->o.gptaq_alpha, s->o.gptq.damp, target)) {
-            free(target);
-            return llmq_error_prefix("output head");
-        }
-        target_w = target;
-    }
-    memcpy(s->Hwork, s->H, (size_t)d * d * sizeof(float));
-    int rc = s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_SWEEP
-                 ? llmq_gptaq_quantize(target_w, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, type, group_size, &s->o.gptq, packed, NULL, NULL)
-                 : llmq_gptq_quantize(target_w, rows, cols, s->Hwork, type, group_size, &s->o.gptq, packed, NULL, NULL);
+    float *target;
+    const int rc = solve_linear(s, W, rows, cols, type, group_size, packed, NULL, &target);
     free(target);
     return rc == LLMQ_OK ? LLMQ_OK : llmq_error_prefix("output head rows %d..%d", r0, r0 + rows - 1);
 }
