@@ -156,6 +156,10 @@ llmq_expert llmq_expert_view(const llmq_config *c, const void *const data[3], co
 /* Gemma's post-norm of a half's output in place (which: LLMQ_LIN_O for the
  * attention's, LLMQ_LIN_DOWN for the MLP's); nothing where the layer has none. */
 void llmq_post_norm(const llmq_model *m, const llmq_layer *layer, llmq_linear which, float *x, int n);
+/* The RoPE angles layer `layer` turns positions 0..n-1 by, as the forward
+ * computes them (scaling, LongRoPE, Gemma 3's local base): cos and sin of
+ * n × rope_dims/2. */
+int llmq_rope_angles(const llmq_model *m, int layer, int n, float *cosv, float *sinv);
 /* out[t] = weight ⊙ x[t] / rms(x[t]) for n rows of d (Llama's RMSNorm). */
 void llmq_rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps);
 /* Final norm + head: logits[n × vocab] from x[n × hidden] (x is not modified). */

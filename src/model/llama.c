@@ -264,6 +264,25 @@ static void rope_inv_freq(const llmq_config *c, bool rope_long, double *inv)
     }
 }
 
+int llmq_rope_angles(const llmq_model *m, int layer, int n, float *cosv, float *sinv)
+{
+    const llmq_config *c = &m->cfg;
+    const int half = llmq_rope_dims(c) / 2;
+    double *inv = malloc((size_t)half * sizeof *inv);
+    if (!inv) return llmq_error("rope: out of memory");
+    if (llmq_layer_is_swa(c, layer) && c->rope_local_theta > 0) {
+        for (int i = 0; i < half; i++) inv[i] = 1.0 / pow(c->rope_local_theta, (2.0 * (double)i) / c->head_dim);
+        rope_tables(inv, n, (size_t)half, cosv, sinv);
+    } else {
+        rope_inv_freq(c, wants_long(c, n), inv);
+        rope_tables(inv, n, (size_t)half, cosv, sinv);
+        if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && c->rope_attn_factor != 1.0f)
+            for (size_t i = 0; i < (size_t)n * half; i++) cosv[i] *= c->rope_attn_factor, sinv[i] *= c->rope_attn_factor;
+    }
+    free(inv);
+    return LLMQ_OK;
+}
+
 /* Rotates q (n_q heads) and k (n_k heads) of every token in one pass. */
 static void rope(float *q, int n_q, float *k, int n_k, int n, int head_dim, int dims, const float *cosv, const float *sinv, bool interleaved)
 {
