@@ -9,7 +9,7 @@
 #   SHAPES="llama2-7b llama3-8b"   shapes (llmq synth --list-shapes)
 #   THREADS="1 2"                  thread counts
 #   CALIB_SAMPLES=16 CALIB_SEQLEN=512   calibration of the measured GPTQ/AWQ runs
-#   METHODS="rtn gptq awq"         quantize methods timed (gptq-act = gptq --act-order, awq+gptq)
+#   METHODS="rtn gptq awq"         quantize methods timed (gptq-act = gptq --act-order, awq+gptq, gptaq)
 #   (the RSS bound column: 1.2 × (a layer's weights in fp32 + the calibration
 #   activations in and out + two Hessians of the widest input), the issue's)
 #   SHAPES_DIR=build/shapes        where the checkpoints are kept between runs
@@ -77,6 +77,7 @@ print(round(1.2 * 4 * (layer + n * d + n * max(d, qd) + 2 * wide * wide) / 2**20
             gptq-act) args=(--method gptq --act-order --type q4_k); label=q4_k ;;
             awq) args=(--method awq --type q4_k); label=q4_k ;;
             awq+gptq) args=(--method awq+gptq --type q4_k); label=q4_k ;;
+            gptaq) args=(--method gptaq --type q4_k); label=q4_k ;;
             *) echo "unknown method $method" >&2; exit 2 ;;
         esac
         [ "$method" = rtn ] || args+=(--calib "$dir/calib.txt" --calib-samples "$CALIB_SAMPLES" --calib-seqlen "$CALIB_SEQLEN")
