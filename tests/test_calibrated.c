@@ -22,6 +22,11 @@ static struct {
     float alpha;
     llmq_gptaq_form form;
 } gptaq;
+/* block reconstruction after GPTQ (GPTAQ) in quantize_demo, with this many steps (off unless a test sets it) */
+static struct {
+    bool on;
+    int iters;
+} blk;
 /* quantize_demo rounds the output head instead of the method's GPTQ of it */
 static bool head_rounded;
 static llmq_model *base;
@@ -43,6 +48,7 @@ static void read_eval_ids(void)
 static void setup(void)
 {
     gptaq.on = false;
+    blk.on = false;
     head_rounded = false;
     test_synth_model(dir, sizeof dir, "calibrated", 2, 60000, 30000, &base, &tok);
     read_eval_ids();
@@ -84,6 +90,10 @@ static void quantize_demo(llmq_quant_opts qo, int kind, bool act_order, llmq_cal
         co.asymmetric = gptaq.on;
         co.gptaq_alpha = gptaq.alpha;
         co.gptaq_form = gptaq.form;
+        co.block = blk.on;
+        co.block_opts = llmq_block_default_opts();
+        co.block_opts.iters = blk.iters;
+        co.block_opts.batch = 4;
         llmq_awq_defaults(&co.awq);
         co.report = on_report;
         co.user = rs;
@@ -115,8 +125,8 @@ static double kl_file(const char *path)
 static double kl_of(int kind, reports *rs)
 {
     char out[512];
-    if (gptaq.on) snprintf(out, sizeof out, "%s/out-%d-gptaq-%g-%d.gguf", dir, kind, (double)gptaq.alpha, (int)gptaq.form);
-    else snprintf(out, sizeof out, "%s/out-%d.gguf", dir, kind);
+    if (gptaq.on) snprintf(out, sizeof out, "%s/out-%d-gptaq-%g-%d%s.gguf", dir, kind, (double)gptaq.alpha, (int)gptaq.form, blk.on ? "-block" : "");
+    else snprintf(out, sizeof out, "%s/out-%d%s.gguf", dir, kind, blk.on ? "-block" : "");
     llmq_quant_opts qo = {.policy = {.group_size = 128, .keep_output = LLMQ_TYPE_F16, .keep_embed = LLMQ_TYPE_F16}};
     cr_assert_eq(llmq_quant_scheme_parse("q4_0", &qo.policy.scheme), LLMQ_OK);
     quantize_demo(qo, kind, false, (llmq_calib_opts){8, 256, 0}, out, rs);
@@ -292,25 +302,59 @@ Test(calibrated, the_head_is_solved_on_the_final_hidden_states, .init = setup, .
     head_rounded = false;
 }
 
-/* GPTAQ has no full-precision stream through experts yet: a one-line refusal, nothing written. */
-Test(calibrated, gptaq_refuses_a_mixture_of_experts, .init = setup_mixtral, .fini = teardown)
+/* Block reconstruction after GPTQ and after GPTAQ: every layer's block-output
+ * error falls below its initialisation's, and the KL with it. */
+Test(calibrated, block_lowers_each_layer_error_and_the_kl, .init = setup, .fini = teardown, .timeout = 900)
+{
+    for (int asym = 0; asym < 2; asym++) {
+        reports r0 = {0}, r1 = {0};
+        gptaq.on = asym;
+        gptaq.alpha = 1.0f;
+        gptaq.form = LLMQ_GPTAQ_TARGET;
+        blk.on = false;
+        const double kl_init = kl_of(LLMQ_CAL_GPTQ, &r0);
+        blk.on = true;
+        blk.iters = 100;
+        const double kl_block = kl_of(LLMQ_CAL_GPTQ, &r1);
+        blk.on = false;
+        cr_log_info("%s: KL %.4g, then block %.4g", asym ? "gptaq" : "gptq", kl_init, kl_block);
+        cr_assert_eq(r1.n, 2);
+        for (int l = 0; l < r1.n; l++) {
+            const llmq_layer_report *b = &r1.last[l];
+            cr_assert(b->has_block && b->block_kept && b->block_codes_changed > 0, "layer %d", l);
+            cr_assert_lt(b->block_mse_final, b->block_mse_init, "layer %d", l);
+            cr_log_info("layer %d: block mse %.4g -> %.4g, %lld codes", l, b->block_mse_init, b->block_mse_final,
+                        (long long)b->block_codes_changed);
+        }
+        cr_assert_lt(kl_block, kl_init, "%s: block %g, without %g", asym ? "gptaq" : "gptq", kl_block, kl_init);
+    }
+}
+
+/* GPTAQ has no full-precision stream through experts yet, block reconstruction
+ * no backward for them: one-line refusals, nothing written. */
+Test(calibrated, gptaq_and_block_refuse_a_mixture_of_experts, .init = setup_mixtral, .fini = teardown)
 {
     char cpath[512], out[512];
     snprintf(cpath, sizeof cpath, "%s/calib.txt", dir);
     snprintf(out, sizeof out, "%s/gptaq-moe.gguf", dir);
     llmq_calib calib = {0};
     cr_assert_eq(llmq_calib_from_file(tok, cpath, &(llmq_calib_opts){2, 64, 0}, &calib), LLMQ_OK, "%s", llmq_last_error());
-    llmq_calibrated_opts co = {.kind = LLMQ_CAL_GPTQ, .calib = &calib, .gptq = llmq_gptq_default_opts(), .asymmetric = true, .gptaq_alpha = 1};
-    llmq_awq_defaults(&co.awq);
-    llmq_layer_method lm = {0};
-    cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
-    llmq_quant_opts qo = {.policy = {.group_size = 0, .keep_output = -1, .keep_embed = -1}, .method = &lm, .calib_sha256 = calib.sha256,
-                          .calib_samples = calib.n_samples};
-    cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
-    cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_ERR);
-    cr_expect(strstr(llmq_last_error(), "GPTAQ on a mixture of experts (4 experts) is not supported"), "%s", llmq_last_error());
-    cr_expect(!llmq_file_exists(out), "nothing written");
-    llmq_calibrated_method_free(&lm);
+    for (int block = 0; block < 2; block++) {
+        llmq_calibrated_opts co = {.kind = LLMQ_CAL_GPTQ, .calib = &calib, .gptq = llmq_gptq_default_opts(), .asymmetric = !block,
+                                   .gptaq_alpha = 1, .block = block, .block_opts = llmq_block_default_opts()};
+        llmq_awq_defaults(&co.awq);
+        llmq_layer_method lm = {0};
+        cr_assert_eq(llmq_calibrated_method(&co, &lm), LLMQ_OK);
+        llmq_quant_opts qo = {.policy = {.group_size = 0, .keep_output = -1, .keep_embed = -1}, .method = &lm, .calib_sha256 = calib.sha256,
+                              .calib_samples = calib.n_samples};
+        cr_assert_eq(llmq_quant_scheme_parse("q4_k_m", &qo.policy.scheme), LLMQ_OK);
+        cr_assert_eq(llmq_quantize_model(base, tok, out, &qo, NULL), LLMQ_ERR);
+        cr_expect(strstr(llmq_last_error(), block ? "block reconstruction: layer 0 has a mixture of experts"
+                                                  : "GPTAQ on a mixture of experts (4 experts) is not supported"),
+                  "%s", llmq_last_error());
+        cr_expect(!llmq_file_exists(out), "nothing written");
+        llmq_calibrated_method_free(&lm);
+    }
     llmq_calib_free(&calib);
 }
 
@@ -364,14 +408,15 @@ static void differing_tensors(const char *a_path, const char *b_path, char *out,
  * same losses (its choices are argmins over them). */
 Test(calibrated, thread_count_changes_no_output_bit, .init = setup, .fini = teardown, .timeout = 900)
 {
-    static const struct { const char *name; int kind; bool act_order, gptaq; } runs[] = {
-        {"rtn", -1, false, false},
-        {"gptq", LLMQ_CAL_GPTQ, false, false},
-        {"gptq-act-order", LLMQ_CAL_GPTQ, true, false},
-        {"awq", LLMQ_CAL_AWQ, false, false},
-        {"awq+gptq", LLMQ_CAL_AWQ_GPTQ, false, false},
-        {"gptaq", LLMQ_CAL_GPTQ, false, true},
-        {"gptaq-sweep", LLMQ_CAL_GPTQ, false, true},
+    static const struct { const char *name; int kind; bool act_order, gptaq, block; } runs[] = {
+        {"rtn", -1, false, false, false},
+        {"gptq", LLMQ_CAL_GPTQ, false, false, false},
+        {"gptq-act-order", LLMQ_CAL_GPTQ, true, false, false},
+        {"awq", LLMQ_CAL_AWQ, false, false, false},
+        {"awq+gptq", LLMQ_CAL_AWQ_GPTQ, false, false, false},
+        {"gptaq", LLMQ_CAL_GPTQ, false, true, false},
+        {"gptaq-sweep", LLMQ_CAL_GPTQ, false, true, false},
+        {"block", LLMQ_CAL_GPTQ, false, false, true},
     };
     for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
         char path[2][512];
@@ -380,6 +425,8 @@ Test(calibrated, thread_count_changes_no_output_bit, .init = setup, .fini = tear
         gptaq.on = runs[r].gptaq;
         gptaq.alpha = 1.0f;
         gptaq.form = strstr(runs[r].name, "sweep") ? LLMQ_GPTAQ_SWEEP : LLMQ_GPTAQ_TARGET;
+        blk.on = runs[r].block;
+        blk.iters = 10;
         for (int t = 0; t < 2; t++) {
             snprintf(path[t], sizeof path[t], "%s/threads-%s-%d.gguf", dir, runs[r].name, t + 1);
             quantize_threads(runs[r].kind, runs[r].act_order, t + 1, path[t], &rs[t]);

@@ -524,41 +524,28 @@ Test(quantize_cli, refusals_and_help)
     test_llmq_binary(bin, sizeof bin);
     REQUIRE_SHARED(model, "models/stories260K");
     int st;
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq 2>&1", bin, model);
-    char *out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "needs calibration text: --calib FILE"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --type q7_k 2>&1", bin, model);
-    out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "unknown type 'q7_k'"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --group-size 48 2>&1", bin, model);
-    out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "--group-size"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method rtn --refine 2 2>&1", bin, model);
-    out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "--refine refines GPTQ's result: it needs --method gptq, gptaq, awq+gptq or awq+gptaq, not rtn"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq --calib x --gptaq-alpha 0.5 2>&1", bin, model);
-    out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "--gptaq-alpha and --gptaq-form apply to --method gptaq or awq+gptaq, not gptq"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptaq --calib x --gptaq-form exact 2>&1", bin, model);
-    out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "--gptaq-form must be target or sweep, not 'exact'"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf --method gptq --calib x --refine 17 2>&1", bin, model);
-    out = run(cmd, &st);
-    cr_expect_eq(st, 2);
-    cr_expect(strstr(out, "--refine takes 0 to 16 passes, not 17"), "%s", out);
-    free(out);
+    /* arguments after `quantize MODEL -o /tmp/never.gguf`, and the message each must give (exit 2) */
+    static const struct { const char *args, *message; } refusals[] = {
+        {"--method gptq", "needs calibration text: --calib FILE"},
+        {"--type q7_k", "unknown type 'q7_k'"},
+        {"--group-size 48", "--group-size"},
+        {"--method rtn --refine 2", "--refine refines GPTQ's result: it needs --method gptq, gptaq, awq+gptq or awq+gptaq, not rtn"},
+        {"--method gptq --calib x --gptaq-alpha 0.5", "--gptaq-alpha and --gptaq-form apply to --method gptaq or awq+gptaq, not gptq"},
+        {"--method gptaq --calib x --gptaq-form exact", "--gptaq-form must be target or sweep, not 'exact'"},
+        {"--method gptq --calib x --refine 17", "--refine takes 0 to 16 passes, not 17"},
+        {"--method gptaq --calib x --block-iters 10", "--block-iters, --block-batch and --block-init apply to --method block or gptaq+block, not gptaq"},
+        {"--method block --calib x --block-init adam", "--block-init must be gptq or rtn, not 'adam'"},
+        {"--method block --calib x --format gptq", "--method block tunes ggml blocks: it applies to --format gguf only"},
+        {"--method autoround --calib x", "--method must be rtn, gptq, gptaq, awq, awq+gptq, awq+gptaq, block or gptaq+block, not 'autoround'"},
+    };
+    char *out;
+    for (size_t i = 0; i < sizeof refusals / sizeof *refusals; i++) {
+        snprintf(cmd, sizeof cmd, "%s quantize %s -o /tmp/never.gguf %s 2>&1", bin, model, refusals[i].args);
+        out = run(cmd, &st);
+        cr_expect_eq(st, 2, "%s", refusals[i].args);
+        cr_expect(strstr(out, refusals[i].message), "%s: %s", refusals[i].args, out);
+        free(out);
+    }
     snprintf(cmd, sizeof cmd, "%s quantize --help", bin);
     out = run(cmd, &st);
     cr_expect_eq(st, 0);

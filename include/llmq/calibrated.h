@@ -10,6 +10,7 @@
 #define LLMQ_CALIBRATED_H
 
 #include "llmq/awq.h"
+#include "llmq/block.h"
 #include "llmq/calib.h"
 #include "llmq/gptq.h"
 #include "llmq/quantize.h"
@@ -33,6 +34,11 @@ typedef struct {
     llmq_awq_stats awq;
     double seconds_forward, seconds_hessian, seconds_solver, seconds_awq;
     double seconds_refine; /* part of seconds_solver */
+    /* Block reconstruction (opts.block): the block-output MSE of GPTQ's rounding and of the
+     * learned one (kept only when lower), codes moved, and its time. */
+    bool has_block, block_kept;
+    double block_mse_init, block_mse_final, seconds_block;
+    int64_t block_codes_changed;
     size_t peak_rss_bytes;
     /* A mixture of experts (GPTQ): the calibration tokens routed to each expert (the first
      * LLMQ_REPORT_EXPERTS of them), and how many experts saw fewer than LLMQ_MOE_MIN_TOKENS and
@@ -70,6 +76,12 @@ typedef struct {
     bool asymmetric;
     float gptaq_alpha;       /* the correction's scale (0.25, the reference's) */
     llmq_gptaq_form gptaq_form;
+    /* Block-output reconstruction after each layer's GPTQ (GPTAQ) solve
+     * (llmq/block.h): needs the full-precision stream as GPTAQ does, and holds
+     * GPTQ's values before rounding (one more f32 copy of the layer's linears)
+     * until the layer's reconstruction. */
+    bool block;
+    llmq_block_opts block_opts;
     void (*report)(void *user, const llmq_layer_report *r);
     llmq_stage_fn stage; /* optional: the method's stages inside a layer (llmq/quantize.h) */
     void *user;

@@ -37,6 +37,10 @@ typedef struct {
     bool grid_search;     /* fit grids with llmq_grid_fit's error-minimising search
                              instead of min/max or absmax */
     int max_damp_retries; /* on a failed Cholesky, damp ×10 and retry up to this many times (3) */
+    /* Optional output (rows × cols, NULL = not kept): each weight as the sweep
+     * had it just before rounding it, after the earlier columns' error
+     * feedback; block reconstruction starts its rounding from there. */
+    float *pre_round;
 } llmq_gptq_opts;
 
 /* The defaults above. */

@@ -48,7 +48,12 @@ static const char *usage =
     "                       its own inputs (GPTAQ, arXiv 2504.02692): a second activation stream,\n"
     "                       the calibration forward about twice GPTQ's (dense models only).\n"
     "                       gptq and gptaq also solve an untied quantized output head on the final\n"
-    "                       hidden states\n"
+    "                       hidden states;\n"
+    "                       block, gptaq+block: gptq or gptaq, then each decoder block's rounding\n"
+    "                       and grids tuned by sign-gradient descent on the block's output error\n"
+    "                       against the full-precision block (AutoRound, arXiv 2309.05516; GGUF,\n"
+    "                       dense Llama-shaped blocks; kept only where it lowers that error over\n"
+    "                       the calibration set; each step a forward and backward of the block)\n"
     "  --type T             q4_k_m (default), q4_k_s, q5_k_m, q5_k_s, q3_k_m, q3_k_l, q2_k, iq4_xs,\n"
     "                       iq4_nl: llama.cpp's mixes (llama-quantize's rules per tensor: q4_k_m and\n"
     "                       q5_k_m give attn_v and ffn_down Q6_K in the layers its rule picks; the\n"
@@ -71,7 +76,7 @@ static const char *usage =
     "  --sens-samples N     windows of the sensitivity measurement (default 8)\n"
     "  --sens-seqlen N      tokens per window (default 256)\n"
     "\n"
-    "Calibration (gptq, gptaq, awq, awq+gptq, awq+gptaq):\n"
+    "Calibration (gptq, gptaq, awq, awq+gptq, awq+gptaq, block, gptaq+block):\n"
     "  --calib FILE         UTF-8 text, tokenized once; windows drawn at seeded random offsets\n"
     "  --calib-samples N    number of windows (default 128)\n"
     "  --calib-seqlen N     tokens per window (default 2048 for gptq, 512 for awq; at most the\n"
@@ -85,6 +90,10 @@ static const char *usage =
     "  --gptaq-form F       GPTAQ: target (default): GPTQ of W + A·W·ΔX·Xᵀ·H⁻¹, the weights closest to\n"
     "                       the full-precision output, on H (and --refine against them); sweep: the\n"
     "                       reference code's correction inside GPTQ's column sweep\n"
+    "  --block-iters N      block: sign-gradient steps per decoder block (default 200, AutoRound's)\n"
+    "  --block-batch N      block: calibration windows per step (default 8)\n"
+    "  --block-init I       block: gptq (default): start from GPTQ's rounding; rtn: from rounding the\n"
+    "                       weights on GPTQ's grids (AutoRound's own start)\n"
     "  --refine N           after GPTQ (gptq, gptaq, awq+gptq, awq+gptaq; GGUF output): N passes over each linear,\n"
     "                       each weight moved to the grid value that best cuts the layer's output\n"
     "                       error given the others (QuantEase), then each group's stored scale\n"
@@ -263,6 +272,8 @@ static void on_layer_report(void *user, const llmq_layer_report *r)
     }
     ADD("  fwd %.1fs hess %.1fs solve %.1fs", r->seconds_forward, r->seconds_hessian, r->seconds_solver);
     if (r->seconds_refine > 0) ADD(" (refine %.1fs)", r->seconds_refine);
+    if (r->has_block)
+        ADD(" block mse %.3g -> %.3g%s %.1fs", r->block_mse_init, r->block_mse_final, r->block_kept ? "" : " (not kept)", r->seconds_block);
     ADD(" awq %.1fs  peak RSS %.0f MiB\n", r->seconds_awq, r->peak_rss_bytes / 1048576.0);
 #undef ADD
     cli_live_print(st->live, text);
@@ -320,6 +331,10 @@ static json_t *layers_json(const progress_state *st)
         json_object_set_new(e, "seconds", json_pack("{s:f, s:f, s:f, s:f}", "forward", r->seconds_forward, "hessian", r->seconds_hessian,
                                                      "solver", r->seconds_solver, "awq", r->seconds_awq));
         json_object_set_new(e, "peak_rss_bytes", json_integer((json_int_t)r->peak_rss_bytes));
+        if (r->has_block)
+            json_object_set_new(e, "block", json_pack("{s:f, s:f, s:b, s:I, s:f}", "mse_gptq", r->block_mse_init, "mse", r->block_mse_final,
+                                                      "kept", (int)r->block_kept, "codes_changed", (json_int_t)r->block_codes_changed,
+                                                      "seconds", r->seconds_block));
         if (r->n_experts > 0) {
             json_t *tokens = json_array();
             for (int x = 0; x < r->n_experts && x < LLMQ_REPORT_EXPERTS; x++) json_array_append_new(tokens, json_integer(r->expert_tokens[x]));
@@ -505,7 +520,7 @@ int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL, *method = "rtn", *type = "q4_k_m", *name = NULL, *keep_out = NULL, *keep_emb = NULL;
     int group_size = -1, threads = 0, calib_samples = 128, calib_seqlen = 0, seed = 0, refine = 0; /* -1: the format's default */
-    const char *calib_path = NULL, *format = "gguf", *gptq_format = "v1", *gptaq_form = "target";
+    const char *calib_path = NULL, *format = "gguf", *gptq_format = "v1", *gptaq_form = "target", *block_init = "gptq";
     double gptaq_alpha = 1.0;
     bool gptaq_option = false; /* --gptaq-alpha or --gptaq-form given */
     int bits = 4, sym = -1; /* -1: the format's default */
@@ -518,6 +533,9 @@ int cmd_quantize(int argc, char **argv)
     bool exact_forward = false;
     double target_bpw = 0;
     int sens_samples = 8, sens_seqlen = 256;
+    const llmq_block_opts block_defaults = llmq_block_default_opts();
+    int block_iters = block_defaults.iters, block_batch = block_defaults.batch;
+    bool block_option = false; /* --block-iters or --block-batch given */
     for (cli_args a = cli_begin("quantize", argc, argv); cli_next(&a);) {
         if (cli_flag(&a, "--help") || cli_flag(&a, "-h")) {
             fputs(usage, stdout);
@@ -538,6 +556,10 @@ int cmd_quantize(int argc, char **argv)
         } else if (cli_value(&a, "--gptaq-form", &gptaq_form) || cli_double(&a, "--gptaq-alpha", 0.0, 4.0, &gptaq_alpha)) {
             if (a.failed) return 2;
             gptaq_option = true;
+        } else if (cli_int(&a, "--block-iters", 0, &block_iters) || cli_int(&a, "--block-batch", 1, &block_batch) ||
+                   cli_value(&a, "--block-init", &block_init)) {
+            if (a.failed) return 2;
+            block_option = true;
         } else if (cli_value(&a, "--type", &type)) {
             if (a.failed) return 2;
             type_given = true;
@@ -562,11 +584,24 @@ int cmd_quantize(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    const bool asymmetric = !strcmp(method, "gptaq") || !strcmp(method, "awq+gptaq");
-    int kind = !strcmp(method, "rtn") ? -1 : !strcmp(method, "gptq") || !strcmp(method, "gptaq") ? LLMQ_CAL_GPTQ
+    const bool asymmetric = !strcmp(method, "gptaq") || !strcmp(method, "awq+gptaq") || !strcmp(method, "gptaq+block");
+    const bool block = !strcmp(method, "block") || !strcmp(method, "gptaq+block");
+    int kind = !strcmp(method, "rtn") ? -1 : !strcmp(method, "gptq") || !strcmp(method, "gptaq") || block ? LLMQ_CAL_GPTQ
              : !strcmp(method, "awq") ? LLMQ_CAL_AWQ : !strcmp(method, "awq+gptq") || !strcmp(method, "awq+gptaq") ? LLMQ_CAL_AWQ_GPTQ : -2;
     if (kind == -2) {
-        cli_fail("quantize", "--method must be rtn, gptq, gptaq, awq, awq+gptq or awq+gptaq, not '%s'", method);
+        cli_fail("quantize", "--method must be rtn, gptq, gptaq, awq, awq+gptq, awq+gptaq, block or gptaq+block, not '%s'", method);
+        return 2;
+    }
+    if (block_option && !block) {
+        cli_fail("quantize", "--block-iters, --block-batch and --block-init apply to --method block or gptaq+block, not %s", method);
+        return 2;
+    }
+    if (strcmp(block_init, "gptq") && strcmp(block_init, "rtn")) {
+        cli_fail("quantize", "--block-init must be gptq or rtn, not '%s'", block_init);
+        return 2;
+    }
+    if (block && strcmp(format, "gguf")) {
+        cli_fail("quantize", "--method %s tunes ggml blocks: it applies to --format gguf only", method);
         return 2;
     }
     if (gptaq_option && !asymmetric) {
@@ -740,6 +775,12 @@ int cmd_quantize(int argc, char **argv)
         co.asymmetric = asymmetric;
         co.gptaq_alpha = (float)gptaq_alpha;
         co.gptaq_form = strcmp(gptaq_form, "sweep") ? LLMQ_GPTAQ_TARGET : LLMQ_GPTAQ_SWEEP;
+        co.block = block;
+        co.block_opts = block_defaults;
+        co.block_opts.iters = block_iters;
+        co.block_opts.batch = block_batch;
+        co.block_opts.seed = (uint64_t)seed;
+        co.block_opts.rtn_init = !strcmp(block_init, "rtn");
         co.report = on_layer_report;
         co.stage = on_stage;
         co.user = &ps;
@@ -766,7 +807,7 @@ int cmd_quantize(int argc, char **argv)
         }
     }
     /* The options beyond llmq_quant_opts' own that change the file's bytes (the resume fingerprint). */
-    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16], p_target[48], p_alpha[32];
+    char p_seqlen[16], p_seed[24], p_damp[32], p_tokens[80], p_search[16], p_refine[16], p_target[48], p_alpha[32], p_block[48];
     llmq_quant_param params[16];
     int n_params = 0;
     if (target_bpw > 0) {
@@ -801,6 +842,10 @@ int cmd_quantize(int argc, char **argv)
             snprintf(p_alpha, sizeof p_alpha, "%.9g", (double)co.gptaq_alpha);
             params[n_params++] = (llmq_quant_param){"--gptaq-alpha", p_alpha};
             params[n_params++] = (llmq_quant_param){"--gptaq-form", gptaq_form};
+        }
+        if (block) {
+            snprintf(p_block, sizeof p_block, "%d steps of %d windows from %s", block_iters, block_batch, block_init);
+            params[n_params++] = (llmq_quant_param){"--block-iters, --block-batch, --block-init", p_block};
         }
     }
     if (kind == LLMQ_CAL_AWQ || kind == LLMQ_CAL_AWQ_GPTQ) {

@@ -28,6 +28,8 @@ typedef struct {
      * full-precision stream after attention (as Y's h), the cross term D
      * beside H, one sample's full-precision sub-layer input and D's scratch */
     float *Xf, *Yf, *D, *fbuf, *dscratch;
+    /* Block reconstruction: each linear's values as GPTQ rounded them (llmq_gptq_opts.pre_round) */
+    float *pre[LLMQ_LIN_COUNT];
     int max_cols;
     size_t y_stride;
     /* The attention weights Y was computed with (GPTQ); layer_done reuses Y when the finished layer has the same. */
@@ -74,6 +76,17 @@ static void release_gptq_buffers(state *s)
     s->y_valid = false;
 }
 
+static void release_pre(state *s)
+{
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        free(s->pre[k]);
+        s->pre[k] = NULL;
+    }
+}
+
+/* Whether the run carries the full-precision residual stream: GPTAQ's inputs, block reconstruction's targets. */
+static bool fp_stream(const state *s) { return s->o.asymmetric || s->o.block; }
+
 static int gptq_buffers(state *s, const llmq_model *m)
 {
     const llmq_calib *c = s->o.calib;
@@ -102,6 +115,7 @@ static int gptq_buffers(state *s, const llmq_model *m)
 static void release(state *s)
 {
     release_gptq_buffers(s);
+    release_pre(s);
     free(s->X);
     free(s->Xf);
     free(s->tmp);
@@ -116,6 +130,8 @@ static int begin(void *p, const llmq_model *m)
     size_t stride = (size_t)c->seqlen * d;
     if (s->o.asymmetric && m->cfg.n_experts > 0)
         return llmq_error("GPTAQ on a mixture of experts (%d experts) is not supported: use gptq or awq+gptq", m->cfg.n_experts);
+    for (int l = 0; s->o.block && l < m->cfg.n_layers; l++)
+        if (llmq_block_check(m, l) != LLMQ_OK) return LLMQ_ERR;
     s->max_cols = m->cfg.hidden_size > m->cfg.intermediate_size ? m->cfg.hidden_size : m->cfg.intermediate_size;
     if (m->cfg.n_heads * m->cfg.head_dim > s->max_cols) s->max_cols = m->cfg.n_heads * m->cfg.head_dim;
     if (m->cfg.expert_ffn > s->max_cols) s->max_cols = m->cfg.expert_ffn;
@@ -123,8 +139,8 @@ static int begin(void *p, const llmq_model *m)
     s->y_stride = (size_t)c->seqlen * (qd > d ? qd : d);
     s->X = malloc((size_t)c->n_samples * stride * sizeof(float));
     s->tmp = malloc(stride * sizeof(float));
-    if (s->o.asymmetric) s->Xf = malloc((size_t)c->n_samples * stride * sizeof(float));
-    if (!s->X || !s->tmp || (s->o.asymmetric && !s->Xf)) {
+    if (fp_stream(s)) s->Xf = malloc((size_t)c->n_samples * stride * sizeof(float));
+    if (!s->X || !s->tmp || (fp_stream(s) && !s->Xf)) {
         release(s);
         return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", c->n_samples, c->seqlen,
                           (double)c->n_samples * stride * 4 / (1 << 30));
@@ -202,9 +218,11 @@ static void view_f32(const llmq_model *m, llmq_layer_f32 *w, llmq_layer *L, llmq
  * weights it solved for (what --refine refines against; caller frees), else
  * NULL. On an error *target is NULL. */
 static int solve_linear(state *s, const float *W, int rows, int cols, llmq_type type, int group_size, void *packed,
-                        llmq_gptq_stats *gs, float **target)
+                        llmq_gptq_stats *gs, float **target, float *pre_round)
 {
     *target = NULL;
+    llmq_gptq_opts go = s->o.gptq;
+    go.pre_round = pre_round;
     if (s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_TARGET) {
         /* GPTQ of the weights closest to the full-precision output */
         if (!(*target = malloc((size_t)rows * cols * sizeof(float)))) return llmq_error("out of memory");
@@ -217,8 +235,8 @@ static int solve_linear(state *s, const float *W, int rows, int cols, llmq_type 
     }
     memcpy(s->Hwork, s->H, (size_t)cols * cols * sizeof(float));
     int rc = s->o.asymmetric && s->o.gptaq_form == LLMQ_GPTAQ_SWEEP
-                 ? llmq_gptaq_quantize(W, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, type, group_size, &s->o.gptq, packed, NULL, gs)
-                 : llmq_gptq_quantize(W, rows, cols, s->Hwork, type, group_size, &s->o.gptq, packed, NULL, gs);
+                 ? llmq_gptaq_quantize(W, rows, cols, s->Hwork, s->D, s->o.gptaq_alpha, type, group_size, &go, packed, NULL, gs)
+                 : llmq_gptq_quantize(W, rows, cols, s->Hwork, type, group_size, &go, packed, NULL, gs);
     if (rc != LLMQ_OK) {
         free(*target);
         *target = NULL;
@@ -243,7 +261,9 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         llmq_gptq_stats gs;
         const int rows = cur->lin[k].rows;
         float *target;
-        if (solve_linear(s, w->lin[k], rows, cols, targets[k].type, targets[k].group_size, packed[k], &gs, &target))
+        if (s->o.block && !s->pre[k] && !(s->pre[k] = malloc((size_t)rows * cols * sizeof(float))))
+            return llmq_error("layer %d %s: out of memory for its values before rounding", index, llmq_linear_names[k]);
+        if (solve_linear(s, w->lin[k], rows, cols, targets[k].type, targets[k].group_size, packed[k], &gs, &target, s->pre[k]))
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
         const float *W = target ? target : w->lin[k];
         s->rep.err_rtn[k] = gs.err_rtn;
@@ -547,6 +567,73 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
 static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_layer_f32 *w, llmq_layer *curp,
                               const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT]);
 
+typedef struct {
+    state *s;
+    int layer;
+    int64_t tokens_per_iter;
+} block_progress_ctx;
+
+static void block_progress(void *user, int iter, int iters, double loss)
+{
+    (void)iters, (void)loss;
+    const block_progress_ctx *b = user;
+    stage_rate(b->s, b->layer, (int64_t)iter * b->tokens_per_iter);
+}
+
+/* Block-output reconstruction of the layer GPTQ just packed (llmq/block.h):
+ * the quantized path's inputs are X, the targets the full-precision layer fp
+ * on the full-precision stream Xf. GPTQ's buffers go first: the targets take
+ * one X-sized buffer, the block's tape its mini-batch. */
+static int block_step(state *s, const llmq_model *m, int index, const llmq_layer *fp, const llmq_layer_f32 *w,
+                      const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
+{
+    const llmq_calib *c = s->o.calib;
+    const int T = c->seqlen;
+    const size_t stride = (size_t)T * m->cfg.hidden_size, total = (size_t)c->n_samples * stride;
+    release_gptq_buffers(s);
+    llmq_model_release_workspace(m);
+    stage(s, index, "block targets");
+    double t0 = omp_get_wtime();
+    float *target = malloc(total * sizeof(float));
+    if (!target) return llmq_error("layer %d: out of memory for the block's targets (%.1f GiB)", index, (double)total * 4 / (1 << 30));
+    memcpy(target, s->Xf, total * sizeof(float));
+    for (int i = 0; i < c->n_samples; i++)
+        if (llmq_layer_forward(m, fp, index, target + (size_t)i * stride, T, NULL, NULL) != LLMQ_OK) {
+            free(target);
+            return llmq_error_prefix("layer %d block targets", index);
+        }
+    llmq_model_release_workspace(m);
+    s->rep.seconds_forward += omp_get_wtime() - t0;
+    llmq_block_weights base = {.attn_norm = w->attn_norm, .ffn_norm = w->ffn_norm};
+    llmq_type types[LLMQ_LIN_COUNT];
+    int groups[LLMQ_LIN_COUNT];
+    const float *pre[LLMQ_LIN_COUNT];
+    for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
+        base.w[k] = w->lin[k];
+        base.bias[k] = w->bias[k];
+        types[k] = targets[k].type;
+        groups[k] = targets[k].group_size;
+        pre[k] = s->pre[k];
+    }
+    llmq_block_opts bo = s->o.block_opts;
+    block_progress_ctx pc = {s, index, (int64_t)(bo.batch < c->n_samples ? bo.batch : c->n_samples) * T};
+    bo.progress = block_progress;
+    bo.user = &pc;
+    stage(s, index, "block");
+    llmq_block_stats bs;
+    const int rc = llmq_block_reconstruct(m, index, &base, s->X, target, c->n_samples, T, types, groups, packed, pre, &bo, &bs);
+    free(target);
+    release_pre(s);
+    if (rc != LLMQ_OK) return llmq_error_prefix("layer %d", index);
+    s->rep.has_block = true;
+    s->rep.block_kept = bs.kept;
+    s->rep.block_mse_init = bs.mse_init;
+    s->rep.block_mse_final = bs.mse_final;
+    s->rep.block_codes_changed = bs.codes_changed;
+    s->rep.seconds_block = bs.seconds;
+    return LLMQ_OK;
+}
+
 static int quantize_layer(void *p, const llmq_model *m, int index, llmq_layer_f32 *w, const llmq_quant_target targets[LLMQ_LIN_COUNT],
                           void *const packed[LLMQ_LIN_COUNT])
 {
@@ -604,7 +691,8 @@ static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_lay
      * function, in the basis the quantized path's inputs are in); the solver
      * reads them and never writes them */
     const llmq_layer fp = cur;
-    return gptq_layer(s, m, index, &cur, &fp, w, targets, packed);
+    if (gptq_layer(s, m, index, &cur, &fp, w, targets, packed) != LLMQ_OK) return LLMQ_ERR;
+    return s->o.block ? block_step(s, m, index, &fp, w, targets, packed) : LLMQ_OK;
 }
 
 /* GPTQ (GPTAQ) of an untied output head on the final hidden states, as the
@@ -636,7 +724,7 @@ static int quantize_head(void *p, const llmq_model *m, const float *W, int r0, i
     }
     stage(s, head, "solve head");
     float *target;
-    const int rc = solve_linear(s, W, rows, cols, type, group_size, packed, NULL, &target);
+    const int rc = solve_linear(s, W, rows, cols, type, group_size, packed, NULL, &target, NULL);
     free(target);
     return rc == LLMQ_OK ? LLMQ_OK : llmq_error_prefix("output head rows %d..%d", r0, r0 + rows - 1);
 }
@@ -688,12 +776,14 @@ int llmq_calibrated_method(const llmq_calibrated_opts *o, llmq_layer_method *met
     state *s = calloc(1, sizeof *s);
     if (!s) return llmq_error("out of memory");
     s->o = *o;
-    static const char *const names[] = {"gptq", "awq", "awq+gptq"}, *const asym_names[] = {"gptaq", "awq", "awq+gptaq"};
-    if (o->asymmetric && o->kind == LLMQ_CAL_AWQ) {
+    static const char *const names[] = {"gptq", "awq", "awq+gptq"}, *const asym_names[] = {"gptaq", "awq", "awq+gptaq"},
+                             *const block_names[] = {"block", "awq", "awq+block"}, *const asym_block_names[] = {"gptaq+block", "awq", "awq+gptaq+block"};
+    if ((o->asymmetric || o->block) && o->kind == LLMQ_CAL_AWQ) {
         free(s);
-        return llmq_error("GPTAQ is a GPTQ solver: it needs the gptq or awq+gptq method, not awq");
+        return llmq_error("%s starts from GPTQ's solution: it needs the gptq or awq+gptq method, not awq", o->block ? "block reconstruction" : "GPTAQ");
     }
-    *method = (llmq_layer_method){o->asymmetric ? asym_names[o->kind] : names[o->kind], s, begin, quantize_layer, layer_done, end, embedded, quantize_head};
+    const char *const *table = o->block ? (o->asymmetric ? asym_block_names : block_names) : o->asymmetric ? asym_names : names;
+    *method = (llmq_layer_method){table[o->kind], s, begin, quantize_layer, layer_done, end, embedded, quantize_head};
     return LLMQ_OK;
 }
 

@@ -247,6 +247,7 @@ typedef struct {
      * and the rows × B values each column had just before it was rounded. */
     float *pblk;
     float *wpre;
+    float *pre; /* opts.pre_round: rows × n, original column order; NULL when not wanted */
 } sweep_ctx;
 
 static inline const llmq_grid *grid_at(const sweep_ctx *s, int r, int i)
@@ -325,6 +326,8 @@ static LLMQ_SIMD_CLONES double sweep_tile(const sweep_ctx *s, int r0, int R, int
                 e[k] = (v - (sc[k] * (qf - zr[k]) + off[k])) / uii;
             }
         }
+        if (s->pre)
+            for (int k = 0; k < R; k++) s->pre[(size_t)(r0 + k) * n + s->perm[i]] = x[k];
         for (int k = 0; k < R; k++) {
             s->codes[(size_t)(r0 + k) * n + i] = (int8_t)(int)q[k];
             s->err[(size_t)(r0 + k) * s->B + i - i1] = e[k];
@@ -499,6 +502,7 @@ static int solve(const float *W, int rows, int cols, float *H, const float *D, f
     s.err = malloc(sizeof *s.err * (size_t)rows * B);
     s.ublk = malloc(sizeof *s.ublk * (size_t)(B * B > LEAF ? B * B : LEAF)); /* also invert_lower's scratch */
     s.perm = perm;
+    s.pre = o.pre_round;
     float *P = NULL;
     if (D) {
         P = malloc(sizeof *P * (size_t)n * n);
