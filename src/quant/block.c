@@ -101,6 +101,17 @@ static int lin_init(lin_state *l, llmq_type t, int rows, int cols, int group_siz
     return failed ? llmq_error_prefix("reading the packed rows") : LLMQ_OK;
 }
 
+/* The weights GPTQ's codes (as unpacked, before any step) give on its grids. */
+static void lin_dequantize(lin_state *l)
+{
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < l->rows; r++)
+        for (int i = 0; i < l->cols; i++) {
+            const size_t e = (size_t)r * l->cols + i;
+            l->W[e] = llmq_grid_value(&l->g0[(size_t)r * l->ng + i / l->G], l->q[e]);
+        }
+}
+
 /* Codes and dequantized weights: c + δ rounded, on the current grids. */
 static void lin_materialize(lin_state *l)
 {
@@ -248,12 +259,15 @@ int llmq_block_reconstruct(const llmq_model *m, int layer, const llmq_block_weig
             goto done;
         }
         memcpy(saved[k], packed[k], bytes);
-        lin_materialize(&lin[k]);
+        lin_dequantize(&lin[k]);
         bw.w[k] = lin[k].W;
         dw[k] = lin[k].dW;
     }
+    /* GPTQ's error, which the result must beat; from RTN's start the loop begins elsewhere */
     const double mse_init = mse_all(&dc, &bw);
     if (mse_init < 0) goto done;
+    for (int k = 0; o.rtn_init && k < LLMQ_LIN_COUNT; k++)
+        if (packed[k]) lin_materialize(&lin[k]);
     const float lr0 = o.lr > 0 ? o.lr : 1.0f / (float)(o.iters > 0 ? o.iters : 1);
     uint64_t rng = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)layer;
     int next = n_samples;
