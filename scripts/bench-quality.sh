@@ -2,12 +2,13 @@
 # Quality table for BENCHMARKS.md: perplexity and KL divergence from the
 # original of each method × type, on stories-llama-7m (shared) with the shared
 # TinyStories calibration and evaluation texts, protocol gptq, ctx 256.
-# Usage: scripts/bench-quality.sh [MODEL_DIR] [CALIB] [EVAL]   (env: TYPES, METHODS, SAMPLES, KEEP, GROUP_SIZES)
-# METHODS: rtn, gptq, gptaq, awq, awq+gptq, awq+gptaq, each with -act (--act-order) and/or -refine (--refine 2).
+# Usage: scripts/bench-quality.sh [MODEL_DIR] [CALIB] [EVAL]   (env: TYPES, METHODS, SAMPLES, KEEP, GROUP_SIZES, LLMQ)
+# METHODS: rtn, gptq, gptaq, awq, awq+gptq, awq+gptaq, block, gptaq+block, each with -act (--act-order) and/or
+# -refine (--refine 2). LLMQ: the binary (default build/llmq).
 # GROUP_SIZES (default "0 128"): --group-size values, 0 = the native blocks (the CLI's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-llmq=build/llmq
+llmq=${LLMQ:-build/llmq}
 shared=${LLMQ_SHARED:-../shared}
 model=${1:-$shared/models/stories-llama-7m}
 calib=${2:-$shared/data/tinystories/tinystories_calib.txt}
