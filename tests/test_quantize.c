@@ -530,7 +530,7 @@ Test(quantize_cli, refusals_and_help)
         {"--type q7_k", "unknown type 'q7_k'"},
         {"--group-size 48", "--group-size"},
         {"--method rtn --refine 2", "--refine refines GPTQ's result: it needs --method gptq, gptaq, awq+gptq or awq+gptaq, not rtn"},
-        {"--method gptq --calib x --gptaq-alpha 0.5", "--gptaq-alpha and --gptaq-form apply to --method gptaq or awq+gptaq, not gptq"},
+        {"--method gptq --calib x --gptaq-alpha 0.5", "--gptaq-alpha and --gptaq-form apply to --method gptaq, awq+gptaq or gptaq+block, not gptq"},
         {"--method gptaq --calib x --gptaq-form exact", "--gptaq-form must be target or sweep, not 'exact'"},
         {"--method gptq --calib x --refine 17", "--refine takes 0 to 16 passes, not 17"},
         {"--method gptaq --calib x --block-iters 10", "--block-iters, --block-batch and --block-init apply to --method block or gptaq+block, not gptaq"},

@@ -189,6 +189,30 @@ typedef struct {
 /* Fields shared by all groups of one K-quant super-block (fp16 bits). */
 typedef struct { uint16_t d, dmin; } llmq_superblock;
 
+/* Whether the type stores each group's offset (a min) beside its scale:
+ * Q4_1, Q5_1, Q2_K, Q4_K, Q5_K (asymmetric grids). */
+static inline bool llmq_type_has_min(llmq_type t)
+{
+    return t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q2_K || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K;
+}
+
+/* The range of a K-quant's sub-block scale codes, sc_lo..sc_hi, and of its min
+ * codes, 0..mc_hi (0 for types without a min): Q4_K/Q5_K 0..63 and 0..63,
+ * Q2_K 0..15 and 0..15, Q6_K −128..127, Q3_K and IQ4_XS −32..31. False (and
+ * nothing written) for types without sub-block codes. */
+static inline bool llmq_subblock_code_range(llmq_type t, int *sc_lo, int *sc_hi, int *mc_hi)
+{
+    switch (t) {
+    case LLMQ_TYPE_Q4_K:
+    case LLMQ_TYPE_Q5_K: *sc_lo = 0, *sc_hi = 63, *mc_hi = 63; return true;
+    case LLMQ_TYPE_Q2_K: *sc_lo = 0, *sc_hi = 15, *mc_hi = 15; return true;
+    case LLMQ_TYPE_Q6_K: *sc_lo = -128, *sc_hi = 127, *mc_hi = 0; return true;
+    case LLMQ_TYPE_Q3_K:
+    case LLMQ_TYPE_IQ4_XS: *sc_lo = -32, *sc_hi = 31, *mc_hi = 0; return true;
+    default: return false;
+    }
+}
+
 /* Elements per stored scale: 32 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, IQ4_NL, IQ4_XS) or 16 (Q6_K, Q3_K, Q2_K);
  * 0 for a type without grids (floats, Q8_K). */
 int llmq_grid_unit(llmq_type t);

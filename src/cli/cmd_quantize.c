@@ -606,7 +606,7 @@ int cmd_quantize(int argc, char **argv)
         return 2;
     }
     if (gptaq_option && !asymmetric) {
-        cli_fail("quantize", "--gptaq-alpha and --gptaq-form apply to --method gptaq or awq+gptaq, not %s", method);
+        cli_fail("quantize", "--gptaq-alpha and --gptaq-form apply to --method gptaq, awq+gptaq or gptaq+block, not %s", method);
         return 2;
     }
     if (strcmp(gptaq_form, "target") && strcmp(gptaq_form, "sweep")) {

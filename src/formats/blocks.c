@@ -642,8 +642,7 @@ llmq_real_grid llmq_grid_fit(llmq_type t, const float *x, int len, const float *
     llmq_real_grid none = {0.0f, 0.0f};
     if (len <= 0) return none;
     if (llmq_type_is_hf(t)) return llmq_hf_grid_fit(t, x, len, importance, search);
-    if (t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K)
-        return fit_asymmetric(t, x, len, importance, search);
+    if (llmq_type_has_min(t)) return fit_asymmetric(t, x, len, importance, search);
     if (t == LLMQ_TYPE_IQ4_NL || t == LLMQ_TYPE_IQ4_XS) return fit_levels(t, x, len, importance, search);
     if (llmq_grid_unit(t) == 0) return none;
     return fit_symmetric(t, x, len, importance, search);

@@ -20,7 +20,7 @@ struct llmq_block_tape {
     /* the forward's activations (N = n_seq·T tokens) */
     const float *x;
     int n_seq;
-    float *r1, *xn1, *q, *k, *v, *lse, *att, *h, *r2, *xn2, *gate, *up, *act;
+    float *xn1, *q, *k, *v, *lse, *att, *h, *xn2, *gate, *up, *act;
     /* the backward's */
     float *gbuf, *dxn, *dh, *datt, *dq, *dk, *dv;
     float *scratch; /* per thread: two T × T */
@@ -44,8 +44,8 @@ int llmq_block_check(const llmq_model *m, int layer)
 void llmq_block_tape_free(llmq_block_tape *t)
 {
     if (!t) return;
-    float *bufs[] = {t->cosv, t->sinv, t->r1,  t->xn1,  t->q,   t->k,   t->v,    t->lse,  t->att, t->h,
-                     t->r2,   t->xn2,  t->gate, t->up, t->act, t->gbuf, t->dxn, t->dh,   t->datt, t->dq,
+    float *bufs[] = {t->cosv, t->sinv, t->xn1, t->q,   t->k,    t->v,   t->lse, t->att,  t->h,  t->xn2,
+                     t->gate, t->up,   t->act, t->gbuf, t->dxn, t->dh, t->datt, t->dq,
                      t->dk,   t->dv,   t->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(t);
@@ -68,7 +68,6 @@ llmq_block_tape *llmq_block_tape_new(const llmq_model *m, int layer, int max_seq
     t->threads = omp_get_max_threads();
     const size_t N = (size_t)max_seq * seqlen, T = (size_t)seqlen;
     bool ok = (t->cosv = malloc(T * t->half * sizeof(float))) && (t->sinv = malloc(T * t->half * sizeof(float))) &&
-              (t->r1 = malloc(N * sizeof(float))) && (t->r2 = malloc(N * sizeof(float))) &&
               (t->xn1 = malloc(N * t->d * sizeof(float))) && (t->xn2 = malloc(N * t->d * sizeof(float))) &&
               (t->h = malloc(N * t->d * sizeof(float))) && (t->q = malloc(N * t->qd * sizeof(float))) &&
               (t->k = malloc(N * t->kvd * sizeof(float))) && (t->v = malloc(N * t->kvd * sizeof(float))) &&
@@ -111,30 +110,20 @@ static void linear_back(float *dW, float *dx, bool accumulate, const float *dy, 
     if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, rows, 1.0f, dy, rows, W, cols, accumulate ? 1.0f : 0.0f, dx, cols);
 }
 
-/* out = g ⊙ x·r per row, r = 1/√(mean x² + eps) kept (llmq_rmsnorm's arithmetic) */
-static void rms_forward(float *out, float *r, const float *x, const float *g, int n, int d, float eps)
-{
-    #pragma omp parallel for schedule(static)
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * d;
-        double ss = 0;
-        for (int i = 0; i < d; i++) ss += (double)xt[i] * xt[i];
-        const float rt = (float)(1.0 / sqrt(ss / d + eps));
-        r[t] = rt;
-        for (int i = 0; i < d; i++) out[(size_t)t * d + i] = g[i] * (xt[i] * rt);
-    }
-}
-
-/* dx (+)= r·(g ⊙ dout) − x·r³·⟨dout, g ⊙ x⟩/d: RMSNorm's backward */
-static void rms_back(float *dx, bool accumulate, const float *dout, const float *x, const float *r, const float *g, int n, int d)
+/* dx (+)= r·(g ⊙ dout) − x·r³·⟨dout, g ⊙ x⟩/d: RMSNorm's backward, with
+ * r = 1/√(mean x² + eps) computed again as llmq_rmsnorm computes it */
+static void rms_back(float *dx, bool accumulate, const float *dout, const float *x, const float *g, int n, int d, float eps)
 {
     #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++) {
         const float *xt = x + (size_t)t * d, *dt = dout + (size_t)t * d;
         float *ot = dx + (size_t)t * d;
-        double dot = 0;
-        for (int i = 0; i < d; i++) dot += (double)dt[i] * g[i] * xt[i];
-        const double rt = r[t], c = rt * rt * rt * dot / d;
+        double ss = 0, dot = 0;
+        for (int i = 0; i < d; i++) {
+            ss += (double)xt[i] * xt[i];
+            dot += (double)dt[i] * g[i] * xt[i];
+        }
+        const double rt = (float)(1.0 / sqrt(ss / d + eps)), c = rt * rt * rt * dot / d;
         for (int i = 0; i < d; i++) {
             const float v = (float)(rt * g[i] * dt[i] - xt[i] * c);
             ot[i] = accumulate ? ot[i] + v : v;
@@ -241,7 +230,7 @@ int llmq_block_forward(llmq_block_tape *t, const llmq_block_weights *bw, const f
     if (n_seq < 1 || n_seq > t->max_seq) return llmq_error("block forward: %d sequences, the tape holds %d", n_seq, t->max_seq);
     const int N = n_seq * t->T, d = t->d, f = t->f;
     t->x = x, t->n_seq = n_seq;
-    rms_forward(t->xn1, t->r1, x, bw->attn_norm, N, d, t->eps);
+    llmq_rmsnorm(t->xn1, x, bw->attn_norm, N, d, t->eps);
     linear(t->q, t->xn1, N, bw->w[LLMQ_LIN_Q], bw->bias[LLMQ_LIN_Q], t->qd, d);
     linear(t->k, t->xn1, N, bw->w[LLMQ_LIN_K], bw->bias[LLMQ_LIN_K], t->kvd, d);
     linear(t->v, t->xn1, N, bw->w[LLMQ_LIN_V], bw->bias[LLMQ_LIN_V], t->kvd, d);
@@ -252,7 +241,7 @@ int llmq_block_forward(llmq_block_tape *t, const llmq_block_weights *bw, const f
     const size_t nd = (size_t)N * d, nf = (size_t)N * f;
     #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < nd; i++) t->h[i] += x[i];
-    rms_forward(t->xn2, t->r2, t->h, bw->ffn_norm, N, d, t->eps);
+    llmq_rmsnorm(t->xn2, t->h, bw->ffn_norm, N, d, t->eps);
     linear(t->gate, t->xn2, N, bw->w[LLMQ_LIN_GATE], bw->bias[LLMQ_LIN_GATE], f, d);
     linear(t->up, t->xn2, N, bw->w[LLMQ_LIN_UP], bw->bias[LLMQ_LIN_UP], f, d);
     #pragma omp parallel for schedule(static)
@@ -282,7 +271,7 @@ int llmq_block_backward(llmq_block_tape *t, const llmq_block_weights *bw, const 
     linear_back(dw[LLMQ_LIN_GATE], t->dxn, false, t->gbuf, t->xn2, N, bw->w[LLMQ_LIN_GATE], f, d);
     linear_back(dw[LLMQ_LIN_UP], t->dxn, true, t->act, t->xn2, N, bw->w[LLMQ_LIN_UP], f, d);
     memcpy(t->dh, dy, nd * sizeof(float));
-    rms_back(t->dh, true, t->dxn, t->h, t->r2, bw->ffn_norm, N, d);
+    rms_back(t->dh, true, t->dxn, t->h, bw->ffn_norm, N, d, t->eps);
     /* attention */
     linear_back(dw[LLMQ_LIN_O], t->datt, false, t->dh, t->att, N, bw->w[LLMQ_LIN_O], d, t->qd);
     attention_back(t, t->n_seq);
@@ -293,7 +282,7 @@ int llmq_block_backward(llmq_block_tape *t, const llmq_block_weights *bw, const 
     linear_back(dw[LLMQ_LIN_V], t->dxn, true, t->dv, t->xn1, N, bw->w[LLMQ_LIN_V], t->kvd, d);
     if (dx) {
         memcpy(dx, t->dh, nd * sizeof(float));
-        rms_back(dx, true, t->dxn, t->x, t->r1, bw->attn_norm, N, d);
+        rms_back(dx, true, t->dxn, t->x, bw->attn_norm, N, d, t->eps);
     }
     return LLMQ_OK;
 }

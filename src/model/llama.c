@@ -138,6 +138,25 @@ static void rope_tables(const double *inv, int n, size_t half, float *cosv, floa
         }
 }
 
+/* RoPE angles in double, position × inverse frequency, then cos/sin, for
+ * positions 0..n-1 (inv: rope_dims/2 doubles of scratch). local: Gemma 3's
+ * local layers, their own base and no context scaling; else the model's
+ * scaling, with LongRoPE's factor on cos and sin (transformers'
+ * attention_factor; llama.cpp's rope attn_factor). */
+static void rope_angles(const llmq_config *c, bool local, int n, double *inv, float *cosv, float *sinv)
+{
+    const size_t half = (size_t)llmq_rope_dims(c) / 2;
+    if (local) {
+        for (size_t i = 0; i < half; i++) inv[i] = 1.0 / pow(c->rope_local_theta, (2.0 * (double)i) / c->head_dim);
+        rope_tables(inv, n, half, cosv, sinv);
+        return;
+    }
+    rope_inv_freq(c, wants_long(c, n), inv);
+    rope_tables(inv, n, half, cosv, sinv);
+    if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && c->rope_attn_factor != 1.0f)
+        for (size_t i = 0; i < (size_t)n * half; i++) cosv[i] *= c->rope_attn_factor, sinv[i] *= c->rope_attn_factor;
+}
+
 /* A workspace for n tokens: the model's own when it is free and large enough
  * (grown otherwise), else a private one; release with ws_release. The cache
  * belongs to the model it was made for: a struct copy of a model (a view
@@ -186,19 +205,9 @@ static llmq_workspace *ws_acquire(const llmq_model *cm, int n)
         llmq_error("forward: out of memory for %d tokens", n);
         return NULL;
     }
-    /* RoPE angles in double: position × inverse frequency, then cos/sin. */
     ws->rope_long = wants_long(c, n);
-    rope_inv_freq(c, ws->rope_long, inv);
-    rope_tables(inv, n, half, ws->cosv, ws->sinv);
-    if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && c->rope_attn_factor != 1.0f) {
-        /* LongRoPE scales cos and sin (transformers' attention_factor; llama.cpp's rope attn_factor) */
-        for (size_t i = 0; i < nn * half; i++) ws->cosv[i] *= c->rope_attn_factor, ws->sinv[i] *= c->rope_attn_factor;
-    }
-    if (c->rope_local_theta > 0) {
-        /* Gemma 3's local layers: their own base, no context scaling */
-        for (size_t i = 0; i < half; i++) inv[i] = 1.0 / pow(c->rope_local_theta, (2.0 * (double)i) / c->head_dim);
-        rope_tables(inv, n, half, ws->cos_local, ws->sin_local);
-    }
+    rope_angles(c, false, n, inv, ws->cosv, ws->sinv);
+    if (c->rope_local_theta > 0) rope_angles(c, true, n, inv, ws->cos_local, ws->sin_local);
     free(inv);
     if (own) m->ws = ws;
     return ws;
@@ -270,15 +279,7 @@ int llmq_rope_angles(const llmq_model *m, int layer, int n, float *cosv, float *
     const int half = llmq_rope_dims(c) / 2;
     double *inv = malloc((size_t)half * sizeof *inv);
     if (!inv) return llmq_error("rope: out of memory");
-    if (llmq_layer_is_swa(c, layer) && c->rope_local_theta > 0) {
-        for (int i = 0; i < half; i++) inv[i] = 1.0 / pow(c->rope_local_theta, (2.0 * (double)i) / c->head_dim);
-        rope_tables(inv, n, (size_t)half, cosv, sinv);
-    } else {
-        rope_inv_freq(c, wants_long(c, n), inv);
-        rope_tables(inv, n, (size_t)half, cosv, sinv);
-        if (c->rope_scaling == LLMQ_ROPE_SCALING_LONGROPE && c->rope_attn_factor != 1.0f)
-            for (size_t i = 0; i < (size_t)n * half; i++) cosv[i] *= c->rope_attn_factor, sinv[i] *= c->rope_attn_factor;
-    }
+    rope_angles(c, llmq_layer_is_swa(c, layer) && c->rope_local_theta > 0, n, inv, cosv, sinv);
     free(inv);
     return LLMQ_OK;
 }

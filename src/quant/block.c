@@ -17,7 +17,6 @@ llmq_block_opts llmq_block_default_opts(void)
 typedef struct {
     llmq_type type;
     int rows, cols, G, ng;
-    bool has_min;   /* the grid's offset is stored (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K): its factor is learned too */
     int8_t *q;      /* current codes */
     float *c;       /* each weight's position on its grid (code units) as GPTQ rounded it, within 0.499 of GPTQ's code */
     float *delta;   /* rounding offsets, [-0.5, 0.5] */
@@ -32,23 +31,14 @@ static void lin_free(lin_state *l)
     free(l->q); free(l->c); free(l->delta); free(l->g0); free(l->g); free(l->fa); free(l->fb); free(l->W); free(l->dW);
 }
 
-/* Ranges of the K-quants' sub-block scale and min codes. */
-static void code_range(llmq_type t, int *lo, int *hi, int *mhi)
-{
-    *lo = 0, *hi = 63, *mhi = 63;
-    if (t == LLMQ_TYPE_Q2_K) *hi = 15, *mhi = 15;
-    if (t == LLMQ_TYPE_Q6_K) *lo = -128, *hi = 127, *mhi = 0;
-    if (t == LLMQ_TYPE_Q3_K) *lo = -32, *hi = 31, *mhi = 0;
-}
-
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* The grid the type stores nearest to g0 with its scale × fa and offset × fb. */
-static llmq_grid regrid(llmq_type t, const llmq_grid *g0, float fa, float fb, bool has_min)
+static llmq_grid regrid(llmq_type t, const llmq_grid *g0, float fa, float fb)
 {
-    if (llmq_type_is_k(t)) {
-        int lo, hi, mhi;
-        code_range(t, &lo, &hi, &mhi);
+    const bool has_min = llmq_type_has_min(t);
+    int lo, hi, mhi;
+    if (llmq_subblock_code_range(t, &lo, &hi, &mhi)) {
         const int sc = clampi((int)lrintf((float)g0->sc * fa), lo, hi);
         const int mc = has_min ? clampi((int)lrintf((float)g0->mc * fb), 0, mhi) : g0->mc;
         return llmq_grid_from_fields(t, g0->d, g0->m, sc, mc);
@@ -65,7 +55,6 @@ static int lin_init(lin_state *l, llmq_type t, int rows, int cols, int group_siz
     l->G = llmq_group_resolve(t, group_size);
     if (llmq_group_check(t, cols, l->G) != LLMQ_OK) return LLMQ_ERR;
     l->ng = llmq_group_count(cols, l->G);
-    l->has_min = t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q2_K || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K;
     const size_t n = (size_t)rows * cols, ng = (size_t)rows * l->ng;
     l->q = malloc(n), l->c = malloc(n * sizeof(float)), l->delta = calloc(n, sizeof(float));
     l->W = malloc(n * sizeof(float)), l->dW = malloc(n * sizeof(float));
@@ -155,10 +144,10 @@ static void lin_step(lin_state *l, float lr, float range)
                 l->delta[e] = d > 0.5f ? 0.5f : d < -0.5f ? -0.5f : d;
             }
             float fa = l->fa[gi] - lr * sign((float)(sa * g0->scale)), fb = l->fb[gi];
-            if (l->has_min) fb -= lr * sign((float)(sb * g0->offset));
+            if (llmq_type_has_min(l->type)) fb -= lr * sign((float)(sb * g0->offset));
             l->fa[gi] = fa < 1 - range ? 1 - range : fa > 1 + range ? 1 + range : fa;
             l->fb[gi] = fb < 1 - range ? 1 - range : fb > 1 + range ? 1 + range : fb;
-            l->g[gi] = regrid(l->type, g0, l->fa[gi], l->fb[gi], l->has_min);
+            l->g[gi] = regrid(l->type, g0, l->fa[gi], l->fb[gi]);
         }
 }
 

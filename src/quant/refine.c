@@ -71,7 +71,7 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
     }
     /* value = S·u + O; a change (dS, dO) moves the objective by
      * −2(dS·b1 + dO·b2) + dS²·a11 + 2·dS·dO·a12 + dO²·a22 */
-    const bool free_offset = t == LLMQ_TYPE_Q4_1 || t == LLMQ_TYPE_Q5_1 || t == LLMQ_TYPE_Q4_K || t == LLMQ_TYPE_Q5_K || t == LLMQ_TYPE_Q2_K;
+    const bool free_offset = llmq_type_has_min(t);
     double dS, dO = 0;
     if (free_offset) {
         const double det = a11 * a22 - a12 * a12;
@@ -96,16 +96,16 @@ static double refit_group(llmq_type t, llmq_grid *g, const int8_t *q, int len, c
         break;
     case LLMQ_TYPE_Q4_K:
     case LLMQ_TYPE_Q5_K:
-        cs = code_candidates(S, llmq_f16_to_f32(g->d), 0, 63);
-        co = code_candidates(-O, llmq_f16_to_f32(g->m), 0, 63);
-        break;
     case LLMQ_TYPE_Q2_K:
-        cs = code_candidates(S, llmq_f16_to_f32(g->d), 0, 15);
-        co = code_candidates(-O, llmq_f16_to_f32(g->m), 0, 15);
-        break;
-    case LLMQ_TYPE_Q6_K: cs = code_candidates(S, llmq_f16_to_f32(g->d), -128, 127); break;
+    case LLMQ_TYPE_Q6_K:
     case LLMQ_TYPE_Q3_K:
-    case LLMQ_TYPE_IQ4_XS: cs = code_candidates(S, llmq_f16_to_f32(g->d), -32, 31); break;
+    case LLMQ_TYPE_IQ4_XS: {
+        int lo = 0, hi = 0, mhi = 0;
+        llmq_subblock_code_range(t, &lo, &hi, &mhi);
+        cs = code_candidates(S, llmq_f16_to_f32(g->d), lo, hi);
+        if (mhi) co = code_candidates(-O, llmq_f16_to_f32(g->m), 0, mhi);
+        break;
+    }
     default: return 0;
     }
     /* the candidates ranked by the quadratic form, the best then scored on its exact values */
