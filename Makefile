@@ -2,6 +2,13 @@
 CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O2
+# `make MPI=1`: the build that spreads calibration over `mpirun` ranks
+# (llmq/dist.h), with Open MPI's mpicc, in its own directory.
+ifeq ($(MPI),1)
+CC      := mpicc
+BUILD   := build-mpi
+EXTRA_CFLAGS += -DLLMQ_MPI
+endif
 ARCH    := $(shell $(CC) -dumpmachine | cut -d- -f1)
 PKGS    := openblas lapacke jansson libcurl libpcre2-8 libutf8proc libcrypto
 
@@ -96,6 +103,9 @@ test: deps $(BIN) $(TEST_BIN)
 ifneq ($(CONFORMANCE),0)
 	@bash tests/conformance/run.sh $(BIN)
 endif
+ifneq ($(MPI_TEST),0)
+	@bash tests/mpi/run.sh $(BIN)
+endif
 ifneq ($(HAVE_NEON_CROSS),)
 	@$(MAKE) --no-print-directory test-neon
 else
@@ -114,7 +124,7 @@ test-neon: $(BUILD)/neon/test_neon
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 CONFORMANCE=0 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" EXTRA_LDLIBS="-fsanitize=address,undefined" test
+	$(MAKE) BUILD=build-san OPT=-O1 CONFORMANCE=0 MPI_TEST=0 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" EXTRA_LDLIBS="-fsanitize=address,undefined" test
 
 # libFuzzer drivers (tests/fuzz/fuzz_*.c) against the library rebuilt with clang,
 # coverage instrumentation and ASan+UBSan; `make fuzz FUZZ_SECONDS=N` runs each for N s.

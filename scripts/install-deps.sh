@@ -7,6 +7,7 @@ pkgs=(build-essential pkg-config
       libopenblas-openmp-dev liblapacke-dev
       libpcre2-dev libutf8proc-dev libssl-dev
       python3
+      openmpi-bin libopenmpi-dev                          # make MPI=1: calibration over mpirun ranks (tests/mpi)
       python3-numpy python3-torch python3-sentencepiece    # llama.cpp's convert_hf_to_gguf.py (conformance)
       clang libclang-rt-14-dev libomp-dev                 # libFuzzer drivers (make fuzz)
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) # NEON kernel tests (make test-neon)

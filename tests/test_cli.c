@@ -1,5 +1,6 @@
 /* The command line, end to end (runs build/llmq). */
 #include "test_util.h"
+#include "llmq/dist.h"
 #include "llmq/kernels.h"
 
 #include <jansson.h>
@@ -168,4 +169,26 @@ Test(cli, omp_spin_default_is_limited_and_user_settings_kept)
         cr_assert_not_null(strstr(out, "usage: llmq ppl"), "%s", out);
         free(out);
     }
+}
+
+/* A build without MPI started as one of several ranks (mpirun's environment)
+ * refuses at once with a one-line error saying how to get one, exit 2; as
+ * the only rank it runs as always. */
+Test(cli, a_build_without_mpi_refuses_to_be_one_of_several_ranks)
+{
+    int status;
+    char cmd[2048];
+    if (llmq_dist_built()) cr_skip_test("this is the MPI build (tests/mpi/run.sh runs it under mpirun)");
+    test_llmq_binary(llmq, sizeof llmq);
+    snprintf(cmd, sizeof cmd, "OMPI_COMM_WORLD_SIZE=3 OMPI_COMM_WORLD_RANK=1 %s --version 2>&1", llmq);
+    char *out = run(cmd, &status);
+    cr_assert_eq(WEXITSTATUS(status), 2, "%s", out);
+    cr_assert(strstr(out, "one of 3 ranks") && strstr(out, "make MPI=1"), "%s", out);
+    cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1, "more than one line: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "OMPI_COMM_WORLD_SIZE=1 %s --version 2>&1", llmq);
+    out = run(cmd, &status);
+    cr_assert_eq(WEXITSTATUS(status), 0, "%s", out);
+    cr_assert(strstr(out, "llmq "), "%s", out);
+    free(out);
 }

@@ -116,6 +116,16 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
                    const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
                    llmq_awq_stats *stats);
 
+/* The same on one rank's share of a run spread over ranks (llmq/dist.h): X
+ * holds windows [first, first + n_samples) of total_samples, first a unit's
+ * first window (llmq_dist_windows). Every rank calls it with the same layer
+ * and options; the statistics, losses and clip rows are summed over every
+ * rank's windows exactly, so each rank chooses the same scales and clips as
+ * one process holding all the windows. llmq_awq_layer is the share (0, n, n). */
+int llmq_awq_layer_part(const llmq_model *m, int index, llmq_layer *layer, const float *X, int first, int n_samples, int total_samples,
+                        int seqlen, const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
+                        llmq_awq_stats *stats);
+
 /* Folds scales s (one per input channel of the group's readers) into layer:
  * the producer is divided by s, the readers' input columns multiplied by s.
  * Exact up to float rounding: the layer computes the same function. */

@@ -42,6 +42,10 @@ int llmq_atomic_open(llmq_atomic_file *af, const char *path);
 int llmq_atomic_open_at(llmq_atomic_file *af, const char *path, const char *tmp_path);
 int llmq_atomic_commit(llmq_atomic_file *af);
 void llmq_atomic_abort(llmq_atomic_file *af);
+/* Removes every temp file an atomic output has open: async-signal-safe, for
+ * a handler of SIGTERM/SIGINT (mpirun ending a run, ^C), so that a killed
+ * run leaves no partial output behind. */
+void llmq_atomic_remove_temps(void);
 
 /* Joins dir and name into a malloc'd path. */
 char *llmq_path_join(const char *dir, const char *name);

@@ -26,6 +26,7 @@
 #define LLMQ_GPTQ_H
 
 #include "llmq/blocks.h"
+#include "llmq/xsum.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -65,6 +66,10 @@ typedef struct {
      * the two error traces above (one triangular product each over the
      * rows they use); the column sweep and packing. */
     double seconds_factor, seconds_stats, seconds_sweep;
+    /* The traces behind the two ratios, for all rows (estimated from the
+     * sampled ones as the ratios are): err_rtn = rtn / w, err_gptq = gptq / w.
+     * Solves of disjoint row ranges (ranks, llmq/dist.h) add them. */
+    double trace_w, trace_rtn, trace_gptq;
 } llmq_gptq_stats;
 
 /* Adds n_tokens rows of activations X (n_tokens × cols, row-major) to the
@@ -81,6 +86,33 @@ int llmq_hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int n_
  * thousands of tokens stay within ~4e-4 of the fp32 Hessian (relative
  * Frobenius norm at 2048 tokens; less with more). */
 int llmq_hessian_add_bf16(float *H, int cols, int64_t *n_seen, const float *X, int n_tokens);
+
+/* The Hessian of a linear's inputs over every calibration window of a run,
+ * the same bits however the windows are split among processes
+ * (llmq/dist.h): the tokens of each unit of windows (llmq_dist_unit_windows)
+ * are summed by SYRKs into `partial` (fp32, or from bf16 inputs as
+ * llmq_hessian_add_bf16), and the units' sums are added exactly
+ * (llmq/xsum.h); finish adds the other ranks' and writes
+ * H = (2/N)·Σ x xᵀ (upper triangle). Memory: the caller's cols × cols
+ * partial, and 8·cols² bytes of exact sums. */
+typedef struct {
+    int cols;
+    bool bf16;
+    int64_t unit_tokens; /* in the unit so far */
+    float *partial;
+    llmq_xsum sum;
+} llmq_hsum;
+
+int llmq_hsum_begin(llmq_hsum *h, int cols, float *partial, bool bf16);
+/* n_tokens more rows of the current unit. */
+int llmq_hsum_add(llmq_hsum *h, const float *X, int n_tokens);
+/* The unit is complete: its sum goes into the exact sums. */
+int llmq_hsum_unit_end(llmq_hsum *h);
+/* Ends the last unit, sums over the ranks, writes H (cols × cols, upper
+ * triangle) = scale·Σ (GPTQ's 2/N, N the tokens of every rank), and frees.
+ * H may be the partial. */
+int llmq_hsum_finish(llmq_hsum *h, float *H, double scale);
+void llmq_hsum_free(llmq_hsum *h);
 
 /* GPTQ of W (rows × cols fp32, row-major) into `type` with groups of
  * group_size input columns (0 = the type's native unit), given the Hessian H

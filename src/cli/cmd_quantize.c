@@ -4,6 +4,7 @@
 #include "llmq/calibrated.h"
 #include "llmq/refine.h"
 #include "llmq/digest.h"
+#include "llmq/dist.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/hf_quant.h"
@@ -14,6 +15,7 @@
 #include "model_arg.h"
 
 #include <jansson.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +139,7 @@ typedef struct {
     /* The live line (stderr a terminal): what render_line shows, under the line's lock. */
     cli_live *live;
     int n_model_layers;
+    int calib_samples, calib_seqlen; /* the calibration windows (0: none) */
     bool tied;          /* no output head to write after the layers */
     int layer;          /* -1 before the decoder layers, n_model_layers for the head */
     char stage[32];         /* the stage the line shows */
@@ -407,6 +410,17 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
     json_object_set_new(o, "tensors", arr);
     if (st->n_layers) json_object_set_new(o, "layers", layers_json(st));
     json_object_set_new(o, "peak_rss_bytes", json_integer((json_int_t)llmq_peak_rss()));
+    if (llmq_dist_size() > 1) {
+        /* the run over ranks: each one's calibration windows, and what rank 0 all-reduced */
+        json_t *shares = json_array();
+        for (int r = 0; r < llmq_dist_size(); r++) {
+            int first, count;
+            llmq_dist_windows_of(r, llmq_dist_size(), st->calib_samples, st->calib_seqlen, &first, &count);
+            json_array_append_new(shares, json_pack("{s:i, s:i}", "first", first, "count", count));
+        }
+        json_object_set_new(o, "ranks", json_pack("{s:i, s:o, s:I}", "count", llmq_dist_size(), "windows", shares, "bytes_all_reduced",
+                                                  (json_int_t)llmq_dist_bytes_reduced()));
+    }
     cli_print_json_object(o);
 }
 
@@ -646,6 +660,16 @@ int cmd_quantize(int argc, char **argv)
         cli_fail("quantize", "--target-bpw applies to --format gguf only");
         return 2;
     }
+    const int ranks = llmq_dist_size();
+    const bool lead = llmq_dist_rank() == 0; /* the rank that prints and writes */
+    if (ranks > 1) {
+        const char *why = kind < 0 ? "--method rtn needs no calibration" : strcmp(format, "gguf") ? "--format gptq/awq is written by one process"
+                        : target_bpw > 0 ? "--target-bpw measures sensitivity in one process" : NULL;
+        if (why) {
+            cli_fail("quantize", "%s: run it without mpirun (gptq, awq and awq+gptq to GGUF spread their calibration over ranks)", why);
+            return 2;
+        }
+    }
     if (!strcmp(type, "auto") && target_bpw <= 0) {
         cli_fail("quantize", "--type auto needs --target-bpw B (bits per weight of the whole file)");
         return 2;
@@ -700,6 +724,11 @@ int cmd_quantize(int argc, char **argv)
     if ((keep_out && parse_type_option("--keep-output", keep_out, &pol.keep_output)) ||
         (keep_emb && parse_type_option("--keep-embed", keep_emb, &pol.keep_embed)))
         return 2;
+    if (threads == 0 && llmq_dist_local_size() > 1) {
+        /* ranks sharing a machine share its cores */
+        threads = omp_get_num_procs() / llmq_dist_local_size();
+        if (threads < 1) threads = 1;
+    }
     llmq_set_threads(threads);
 
     cli_model *cm = cli_model_open("quantize", src);
@@ -782,8 +811,8 @@ int cmd_quantize(int argc, char **argv)
         co.block_opts.batch = block_batch;
         co.block_opts.seed = (uint64_t)seed;
         co.block_opts.rtn_init = !strcmp(block_init, "rtn");
-        co.report = on_layer_report;
-        co.stage = on_stage;
+        co.report = lead ? on_layer_report : NULL;
+        co.stage = lead ? on_stage : NULL;
         co.user = &ps;
         if (llmq_calibrated_method(&co, &lm) != LLMQ_OK) {
             cli_fail_last("quantize");
@@ -791,7 +820,13 @@ int cmd_quantize(int argc, char **argv)
             cli_model_close(cm);
             return 1;
         }
-        fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
+        ps.calib_samples = calib.n_samples;
+        ps.calib_seqlen = calib.seqlen;
+        if (ranks > 1 && lead)
+            fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s, over %d ranks (windows shared in units of %d)\n", method,
+                    calib.n_samples, calib.seqlen, calib_path, ranks, llmq_dist_unit_windows(calib.seqlen));
+        else if (lead)
+            fprintf(stderr, "llmq quantize: %s, calibration %d × %d tokens from %s\n", method, calib.n_samples, calib.seqlen, calib_path);
     }
     int status = 1;
     llmq_sens_table sens = {0};
@@ -864,8 +899,8 @@ int cmd_quantize(int argc, char **argv)
         .calib_sha256 = kind >= 0 ? calib.sha256 : NULL,
         .calib_samples = kind >= 0 ? calib.n_samples : 0,
         .model_name = name ? name : name_buf,
-        .notice = on_notice,
-        .stage = on_stage,
+        .notice = lead ? on_notice : NULL,
+        .stage = lead ? on_stage : NULL,
         .user = &ps,
         .state = hw ? LLMQ_STATE_NONE : resume ? LLMQ_STATE_RESUME : LLMQ_STATE_RECORD,
         .params = params,
@@ -873,14 +908,20 @@ int cmd_quantize(int argc, char **argv)
     };
     llmq_quant_report rep;
     ps.t0 = cli_live_now();
-    ps.live = cli_live_start(render_line, &ps);
+    ps.live = lead ? cli_live_start(render_line, &ps) : NULL;
     int rc = llmq_quantize_model(cm->model, cm->tokenizer, out, &opts, &rep);
     cli_live_lock(ps.live);
     ps.done = rc == LLMQ_OK;
     cli_live_unlock(ps.live);
     cli_live_end(ps.live); /* on an error, the line as it stood, then the message below it */
     if (rc) {
-        cli_fail_last("quantize");
+        if (ranks > 1) fprintf(stderr, "llmq quantize: rank %d of %d: %s\n", llmq_dist_rank(), ranks, llmq_last_error());
+        else cli_fail_last("quantize");
+        goto done;
+    }
+    if (!lead) { /* rank 0 reports */
+        llmq_quant_report_free(&rep);
+        status = 0;
         goto done;
     }
     printf("%-28s %-6s %-14s %10s %10s\n", "tensor", "type", "shape", "bytes", "rel.err");

@@ -3,7 +3,12 @@
  * build without one still links and says so. */
 #include "cli.h"
 
+#include "llmq/dist.h"
+#include "llmq/error.h"
+#include "llmq/file.h"
 #include "llmq/kernels.h"
+
+#include <signal.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -49,9 +54,16 @@ static void usage(FILE *fp)
     }
 }
 
-int main(int argc, char **argv)
+/* mpirun ending a run (SIGTERM), ^C, a closed terminal: the partial output goes first. */
+static void on_fatal_signal(int sig)
 {
-    llmq_omp_default_wait(argv);
+    llmq_atomic_remove_temps();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int run(int argc, char **argv)
+{
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -61,7 +73,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("llmq %s\n", LLMQ_VERSION);
+        printf("llmq %s%s\n", LLMQ_VERSION, llmq_dist_built() ? " (MPI)" : "");
         return 0;
     }
     int (*fn)(int, char **) = lookup(argv[1]);
@@ -69,5 +81,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmq: unknown command '%s' (see llmq --help)\n", argv[1]);
         return 2;
     }
+    if (llmq_dist_size() > 1 && fn != cmd_quantize) {
+        fprintf(stderr, "llmq: only quantize spreads its work over the %d ranks mpirun started: run %s without mpirun\n", llmq_dist_size(),
+                argv[1]);
+        return 2;
+    }
     return fn(argc - 1, argv + 1);
+}
+
+int main(int argc, char **argv)
+{
+    llmq_omp_default_wait(argv);
+    if (llmq_dist_init(&argc, &argv) != LLMQ_OK) {
+        fprintf(stderr, "llmq: %s\n", llmq_last_error());
+        return 2;
+    }
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGHUP, on_fatal_signal);
+    const int status = run(argc, argv);
+    /* a rank that fails ends them all: the others may be waiting on it in a collective */
+    if (status != 0 && llmq_dist_size() > 1) llmq_dist_abort(status);
+    llmq_dist_finalize();
+    return status;
 }

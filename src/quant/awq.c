@@ -1,6 +1,7 @@
 /* AWQ scale and clip search on one decoder layer (see llmq/awq.h). */
 #include "llmq/awq.h"
 #include "llmq/calibrated.h"
+#include "llmq/dist.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/rtn.h"
@@ -310,22 +311,58 @@ int llmq_awq_apply_scales(const llmq_model *m, llmq_layer *layer, llmq_awq_group
 /* What the searches need of one group's input over all calibration tokens,
  * gathered chunk by chunk as the forward produces it, so that no input wider
  * than the residual stream is ever held for every token (down_proj's is
- * intermediate_size wide: 2.9 GB at 65k tokens of Llama-2-7B). */
+ * intermediate_size wide: 2.9 GB at 65k tokens of Llama-2-7B). The sums are
+ * the same bits however the windows are split among threads and ranks
+ * (llmq/dist.h): each unit of windows is summed in token order, and the
+ * units' sums are added exactly (llmq/xsum.h). */
 typedef struct {
     int cols;
-    size_t seen;      /* tokens added so far */
-    double *abs_sum;  /* Σ|x| per channel, or NULL */
-    float *H;         /* Σ xxᵀ (upper triangle, cols × cols), or NULL */
-    float *clip;      /* the rows at the clip tokens (every step-th), or NULL */
+    size_t pos;       /* the run-wide index of the next token (clip tokens are every step-th) */
+    size_t unit;      /* tokens per unit: its partial sums go into the exact ones at multiples of it */
+    size_t in_unit;   /* tokens in the unit's partial sums so far */
+    double *abs_sum;  /* the unit's Σ|x| per channel, or NULL */
+    llmq_xsum abs_x;  /* ... and every unit's */
+    float *H;         /* Σ xxᵀ (upper triangle, cols × cols; the unit's partial until stats_finish), or NULL */
+    llmq_hsum h;
+    float *clip;      /* the rows at the clip tokens (every step-th), zero where another rank's, or NULL */
     size_t step;
     int n_clip;
 } input_stats;
 
-/* Adds n tokens (rows of x) that follow the ones already seen. Each channel's
- * Σ|x| is summed in double over the rows in order, threads taking strips of
- * channels, so the means are the same bits whatever the number of threads
- * and chunks (per-thread partial sums over row ranges would not be). */
-static void stats_add(input_stats *st, const float *x, size_t n)
+/* Readies st for tokens from run-wide position pos on (a unit's first). */
+static int stats_begin(input_stats *st, size_t pos, int seqlen)
+{
+    st->pos = pos;
+    st->unit = (size_t)llmq_dist_unit_windows(seqlen) * seqlen;
+    st->in_unit = 0;
+    if (st->abs_sum && llmq_xsum_init(&st->abs_x, (size_t)st->cols)) return LLMQ_ERR;
+    if (st->H && llmq_hsum_begin(&st->h, st->cols, st->H, false)) {
+        llmq_xsum_free(&st->abs_x);
+        return LLMQ_ERR;
+    }
+    return LLMQ_OK;
+}
+
+static void stats_free(input_stats *st)
+{
+    llmq_xsum_free(&st->abs_x);
+    llmq_hsum_free(&st->h);
+}
+
+/* The unit's partial sums into the exact ones. */
+static int stats_unit_end(input_stats *st)
+{
+    if (!st->in_unit) return LLMQ_OK;
+    st->in_unit = 0;
+    if (st->abs_sum && llmq_xsum_add_f64(&st->abs_x, 0, st->abs_sum, (size_t)st->cols, "AWQ input statistics")) return LLMQ_ERR;
+    return st->H ? llmq_hsum_unit_end(&st->h) : LLMQ_OK;
+}
+
+/* Adds n tokens (rows of x) that follow the ones already seen, never across
+ * a unit's end. Each channel's Σ|x| is summed in double over the rows in
+ * order, threads taking strips of channels, so the sums are the same bits
+ * whatever the number of threads and chunks. */
+static int stats_add(input_stats *st, const float *x, size_t n)
 {
     enum { STRIP = 128 };
     const int cols = st->cols;
@@ -335,7 +372,7 @@ static void stats_add(input_stats *st, const float *x, size_t n)
         for (int b = 0; b < n_strips; b++) {
             const int c0 = b * STRIP, w = cols - c0 < STRIP ? cols - c0 : STRIP;
             double acc[STRIP];
-            for (int c = 0; c < w; c++) acc[c] = st->seen ? st->abs_sum[c0 + c] : 0.0;
+            for (int c = 0; c < w; c++) acc[c] = st->in_unit ? st->abs_sum[c0 + c] : 0.0;
             for (size_t t = 0; t < n; t++) {
                 const float *row = x + t * cols + c0;
                 for (int c = 0; c < w; c++) acc[c] += fabsf(row[c]);
@@ -343,33 +380,52 @@ static void stats_add(input_stats *st, const float *x, size_t n)
             for (int c = 0; c < w; c++) st->abs_sum[c0 + c] = acc[c];
         }
     }
-    if (st->H)
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, (int)n, 1.0f, x, cols, st->seen ? 1.0f : 0.0f, st->H, cols);
+    if (st->H && llmq_hsum_add(&st->h, x, (int)n)) return LLMQ_ERR;
     if (st->clip)
-        for (size_t j = (st->seen + st->step - 1) / st->step; j < (size_t)st->n_clip && j * st->step < st->seen + n; j++)
-            memcpy(st->clip + j * cols, x + (j * st->step - st->seen) * cols, (size_t)cols * sizeof(float));
-    st->seen += n;
+        for (size_t j = (st->pos + st->step - 1) / st->step; j < (size_t)st->n_clip && j * st->step < st->pos + n; j++)
+            memcpy(st->clip + j * cols, x + (j * st->step - st->pos) * cols, (size_t)cols * sizeof(float));
+    st->pos += n;
+    st->in_unit += n;
+    return st->pos % st->unit == 0 ? stats_unit_end(st) : LLMQ_OK;
 }
 
-/* The norm of src (N rows of d) over every token into st: rows [0, n_first)
- * into first (kept for the caller), the rest a chunk of `chunk` rows at a
- * time through buf. */
-static void norm_stats(input_stats *st, const float *src, const float *norm, size_t n_first, size_t N, size_t chunk, int d, float eps,
-                       float *first, float *buf)
+/* Ends the sums (a collective: every rank, in the same order): mean |x| over
+ * the run's total tokens into mean (when abs_sum), Σ xxᵀ into st->H, the clip
+ * rows gathered from every rank. */
+static int stats_finish(input_stats *st, size_t total, float *mean)
 {
-    llmq_rmsnorm(first, src, norm, (int)n_first, d, eps);
-    stats_add(st, first, n_first);
-    for (size_t t0 = n_first; t0 < N; t0 += chunk) {
-        const size_t n = N - t0 < chunk ? N - t0 : chunk;
-        llmq_rmsnorm(buf, src + t0 * d, norm, (int)n, d, eps);
-        stats_add(st, buf, n);
+    int rc = stats_unit_end(st);
+    if (rc == LLMQ_OK && st->abs_sum) {
+        rc = llmq_xsum_reduce(&st->abs_x);
+        if (rc == LLMQ_OK) {
+            llmq_xsum_get_f64(&st->abs_x, 0, st->abs_sum, (size_t)st->cols, 1.0);
+            for (int c = 0; c < st->cols; c++) mean[c] = (float)(st->abs_sum[c] / (double)total);
+        }
     }
+    if (rc == LLMQ_OK && st->H) rc = llmq_hsum_finish(&st->h, st->H, 1.0);
+    if (rc == LLMQ_OK && st->clip) rc = llmq_dist_or(st->clip, (size_t)st->n_clip * st->cols * sizeof(float));
+    stats_free(st);
+    return rc;
 }
 
-/* mean |x| per channel over the tokens seen. */
-static void stats_mean(const input_stats *st, float *mean)
+/* The norm of src (this rank's N rows of d) into st, a unit at a time: rows
+ * [0, n_first) also kept in first (the search tokens), the others through
+ * buf (a unit's rows). */
+static int norm_stats(input_stats *st, const float *src, const float *norm, size_t n_first, size_t N, int d, float eps, float *first,
+                      float *buf)
 {
-    for (int c = 0; c < st->cols; c++) mean[c] = (float)(st->abs_sum[c] / (double)st->seen);
+    for (size_t t0 = 0; t0 < N; t0 += st->unit) {
+        const size_t n = N - t0 < st->unit ? N - t0 : st->unit, kept = t0 >= n_first ? 0 : n_first - t0 < n ? n_first - t0 : n;
+        if (kept) {
+            llmq_rmsnorm(first + t0 * d, src + t0 * d, norm, (int)kept, d, eps);
+            if (stats_add(st, first + t0 * d, kept)) return LLMQ_ERR;
+        }
+        if (n > kept) {
+            llmq_rmsnorm(buf, src + (t0 + kept) * d, norm, (int)(n - kept), d, eps);
+            if (stats_add(st, buf, n - kept)) return LLMQ_ERR;
+        }
+    }
+    return LLMQ_OK;
 }
 
 /* AutoAWQ's w_mean: |w| relative to its weight group's max, averaged per
@@ -419,9 +475,12 @@ static void make_scales(const float *x_mean, const float *w_mean, double r, int 
 
 typedef struct {
     const llmq_model *m;
-    int index, n_samples, seqlen;
-    int search_samples; /* samples the block-output ratio search runs on */
-    size_t n_tokens;
+    int index, seqlen;
+    int first, n_samples; /* this rank's windows: [first, first + n_samples) of the run's (llmq/dist.h) */
+    int search_samples;   /* the run's windows the block-output ratio search runs on: [0, search_samples) */
+    int search_local;     /* ... of them this rank's (its first ones) */
+    size_t n_tokens;      /* the run's tokens (every rank's) */
+    size_t n_local;       /* this rank's */
     llmq_type types[LLMQ_LIN_COUNT];
     int group_size[LLMQ_LIN_COUNT]; /* resolved per type */
     const llmq_awq_opts *opts;
@@ -444,9 +503,8 @@ static void capture_hook(void *user, int layer, llmq_linear which, const float *
  * least one, about CHUNK_TOKENS tokens otherwise. */
 static int chunk_samples(const awq_ctx *c, llmq_awq_group g)
 {
-    if (g == LLMQ_AWQ_QKV) return 1;
-    int k = CHUNK_TOKENS / c->seqlen;
-    return k < 1 ? 1 : k;
+    /* a unit of windows (llmq/dist.h): chunks never straddle two ranks' shares */
+    return g == LLMQ_AWQ_QKV ? 1 : llmq_dist_unit_windows(c->seqlen);
 }
 
 /* The group's inspected output for tokens [t0, t0+n) of `in`. */
@@ -496,16 +554,18 @@ static double fixed_order_sum(const float *a, const float *b, size_t n, bool squ
     return total;
 }
 
-/* Runs the inspected sub-block over the first n_samples samples: into out (when non-NULL),
- * and the sum of squared differences to ref into *sse (when ref is non-NULL). */
+/* Runs the inspected sub-block over this rank's first n_samples samples:
+ * into out (when non-NULL), and the sum of squared differences to ref into
+ * *sse (when ref is non-NULL): every rank's, an exact sum of the chunks'
+ * (a collective). */
 static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, const float *in, const float *ref,
                        int n_samples, float *out, double *sse)
 {
     int d = c->m->cfg.hidden_size, per = chunk_samples(c, g);
     float *buf = out ? NULL : malloc((size_t)per * c->seqlen * d * sizeof(float));
     if (!out && !buf) return llmq_error("layer %d: AWQ: out of memory for a chunk of outputs", c->index);
-    double total = 0;
-    int rc = LLMQ_OK;
+    llmq_xsum total = {0};
+    int rc = ref ? llmq_xsum_init(&total, 1) : LLMQ_OK;
     for (int s0 = 0; s0 < n_samples && rc == LLMQ_OK; s0 += per) {
         int ns = s0 + per <= n_samples ? per : n_samples - s0;
         size_t t0 = (size_t)s0 * c->seqlen, n = (size_t)ns * c->seqlen;
@@ -516,10 +576,15 @@ static int inspect_all(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L, 
         } else {
             rc = inspect_chunk(c, g, L, in, t0, (int)n, o);
         }
-        if (rc == LLMQ_OK && ref) total += fixed_order_sum(o, ref + t0 * d, n * d, true);
+        if (rc == LLMQ_OK && ref) {
+            const double part = fixed_order_sum(o, ref + t0 * d, n * d, true);
+            rc = llmq_xsum_add_f64(&total, 0, &part, 1, "AWQ search loss");
+        }
     }
     free(buf);
-    if (sse) *sse = total;
+    if (rc == LLMQ_OK && ref) rc = llmq_xsum_reduce(&total);
+    if (rc == LLMQ_OK && sse) llmq_xsum_get_f64(&total, 0, sse, 1, 1.0);
+    llmq_xsum_free(&total);
     return rc;
 }
 
@@ -631,7 +696,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
                 for (size_t e = 0; e < n_w; e++) tmp[0][e] -= w0[e];
                 cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, reader->rows, cols, 1.0f, H, cols, tmp[0], cols, 0.0f, dh, cols);
                 sse = fixed_order_sum(tmp[0], dh, n_w, false);
-            } else if (inspect_all(c, g, &Lq, in, ref, c->search_samples, NULL, &sse)) {
+            } else if (inspect_all(c, g, &Lq, in, ref, c->search_local, NULL, &sse)) {
                 goto done;
             }
             const size_t judged = H ? c->n_tokens : (size_t)c->search_samples * c->seqlen;
@@ -848,7 +913,7 @@ static int awq_experts(const awq_ctx *c, llmq_layer *L, const float *h, float *H
 {
     const llmq_config *cfg = &c->m->cfg;
     const int d = cfg->hidden_size, E = cfg->n_experts, K = cfg->n_experts_used, fe = cfg->expert_ffn;
-    const size_t N = c->n_tokens, chunk = CHUNK_TOKENS;
+    const size_t N = c->n_local, chunk = CHUNK_TOKENS; /* one process: the run's tokens */
     const int max_clip = c->opts->clip_tokens;
     int32_t *idx = malloc(N * K * sizeof *idx), *order = malloc(N * K * sizeof *order), *pick = malloc((size_t)max_clip * sizeof *pick);
     size_t *start = malloc((size_t)(E + 1) * sizeof *start);
@@ -872,17 +937,34 @@ static int awq_experts(const awq_ctx *c, llmq_layer *L, const float *h, float *H
         llmq_expert *x = &L->experts[e];
         /* up_e -> down_e */
         input_stats st_abs = {.cols = fe, .abs_sum = abs_sum}, st_h = {.cols = fe, .H = H};
-        for (size_t a = 0; a < cnt; a += chunk) {
-            const size_t n = cnt - a < chunk ? cnt - a : chunk;
+        if (stats_begin(&st_abs, 0, c->seqlen)) goto done;
+        if (stats_begin(&st_h, 0, c->seqlen)) {
+            stats_free(&st_abs);
+            goto done;
+        }
+        /* chunks of a unit's size: never across a unit's end */
+        const size_t routed_chunk = st_h.unit < chunk ? st_h.unit : chunk;
+        for (size_t a = 0; a < cnt; a += routed_chunk) {
+            const size_t n = cnt - a < routed_chunk ? cnt - a : routed_chunk;
             routed_rows(c, L, h, tok + a, n, xg);
-            if (llmq_expert_mix(c->m, x, xg, (int)n, act) || check_finite(act, n * fe, c->index, "an expert's down_proj input")) goto done;
-            stats_add(&st_abs, act, n);
+            if (llmq_expert_mix(c->m, x, xg, (int)n, act) || check_finite(act, n * fe, c->index, "an expert's down_proj input") ||
+                stats_add(&st_abs, act, n)) {
+                stats_free(&st_abs), stats_free(&st_h);
+                goto done;
+            }
             #pragma omp parallel for schedule(static)
             for (size_t i = 0; i < n; i++)
                 for (int k = 0; k < fe; k++) act[i * fe + k] *= wts[tok[a + i]];
-            stats_add(&st_h, act, n);
+            if (stats_add(&st_h, act, n)) {
+                stats_free(&st_abs), stats_free(&st_h);
+                goto done;
+            }
         }
-        stats_mean(&st_abs, x_mean);
+        if (stats_finish(&st_h, cnt, NULL)) {
+            stats_free(&st_abs);
+            goto done;
+        }
+        if (stats_finish(&st_abs, cnt, x_mean)) goto done;
         llmq_layer one = {0};
         for (int j = 0; j < 3; j++) one.lin[LLMQ_LIN_GATE + j] = x->w[j];
         llmq_awq_stats es = {0};
@@ -940,6 +1022,13 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
                    const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
                    llmq_awq_stats *stats)
 {
+    return llmq_awq_layer_part(m, index, layer, X, 0, n_samples, n_samples, seqlen, types, group_size, opts, stats);
+}
+
+int llmq_awq_layer_part(const llmq_model *m, int index, llmq_layer *layer, const float *X, int first, int n_samples, int total_samples,
+                        int seqlen, const llmq_type types[LLMQ_LIN_COUNT], int group_size, const llmq_awq_opts *opts,
+                        llmq_awq_stats *stats)
+{
     const llmq_config *cfg = &m->cfg;
     llmq_awq_opts defaults;
     if (!opts) {
@@ -948,15 +1037,18 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     }
     if (stats) memset(stats, 0, sizeof *stats);
     if (n_samples <= 0 || seqlen <= 0) return llmq_error("layer %d: AWQ needs calibration samples (%d × %d tokens)", index, n_samples, seqlen);
+    if (first < 0 || first + n_samples > total_samples || first % llmq_dist_unit_windows(seqlen))
+        return llmq_error("layer %d: AWQ: windows %d..%d of %d are not a share of whole units", index, first, first + n_samples, total_samples);
     if (opts->n_grid < 1 || opts->clip_grid < 1 || !(opts->max_shrink >= 0.0f && opts->max_shrink < 1.0f) || opts->clip_tokens < 1 || opts->search_tokens < 0)
         return llmq_error("layer %d: AWQ options out of range (n_grid %d, clip_grid %d, max_shrink %g, clip_tokens %d, search_tokens %d)",
                           index, opts->n_grid, opts->clip_grid, (double)opts->max_shrink, opts->clip_tokens, opts->search_tokens);
     if (check_layer(m, index, layer)) return LLMQ_ERR;
 
-    awq_ctx c = {.m = m, .index = index, .n_samples = n_samples, .seqlen = seqlen, .search_samples = n_samples,
-                 .n_tokens = (size_t)n_samples * seqlen, .opts = opts};
-    if (opts->search_tokens > 0 && (opts->search_tokens + seqlen - 1) / seqlen < n_samples)
+    awq_ctx c = {.m = m, .index = index, .first = first, .n_samples = n_samples, .seqlen = seqlen, .search_samples = total_samples,
+                 .n_tokens = (size_t)total_samples * seqlen, .n_local = (size_t)n_samples * seqlen, .opts = opts};
+    if (opts->search_tokens > 0 && (opts->search_tokens + seqlen - 1) / seqlen < total_samples)
         c.search_samples = (opts->search_tokens + seqlen - 1) / seqlen;
+    c.search_local = c.search_samples <= first ? 0 : c.search_samples - first < n_samples ? c.search_samples - first : n_samples;
     for (int k = 0; k < LLMQ_LIN_COUNT; k++) {
         const llmq_type_traits *tr = llmq_type_get(types[k]);
         if (!tr) return llmq_error("layer %d: %s: unknown type %d", index, llmq_linear_names[k], (int)types[k]);
@@ -969,12 +1061,12 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
         }
     }
     const int d = cfg->hidden_size, qd = cfg->n_heads * cfg->head_dim, f = cfg->intermediate_size;
-    const size_t N = c.n_tokens;
+    const size_t N = c.n_local, N_run = c.n_tokens, pos0 = (size_t)first * seqlen; /* this rank's tokens, the run's, its first */
     const float eps = cfg->rms_norm_eps;
     if (check_finite(X, N * d, index, "the layer input")) return LLMQ_ERR;
-    const size_t step = N / (size_t)opts->clip_tokens > 1 ? N / (size_t)opts->clip_tokens : 1;
-    const int n_clip = (int)((N + step - 1) / step);
-    const size_t N_search = (size_t)c.search_samples * seqlen;
+    const size_t step = N_run / (size_t)opts->clip_tokens > 1 ? N_run / (size_t)opts->clip_tokens : 1;
+    const int n_clip = (int)((N_run + step - 1) / step);
+    const size_t N_search = (size_t)c.search_local * seqlen;
     /* The MLP runs on chunks of whole samples; the attention one sample at a time. */
     const int per_chunk = chunk_samples(&c, LLMQ_AWQ_GATE_UP);
     const size_t chunk = (size_t)per_chunk * seqlen;
@@ -985,8 +1077,8 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     /* Held for every token: only h. The searches' inputs and outputs are held
      * for the search samples; everything else streams through in chunks. */
     float *h = malloc(N * d * sizeof(float));          /* the residual stream after attention */
-    float *xs = malloc(N_search * d * sizeof(float));  /* a normed input at the search samples */
-    float *ref = malloc(N_search * d * sizeof(float)); /* a group's reference output there */
+    float *xs = malloc((N_search ? N_search : 1) * d * sizeof(float));  /* a normed input at the search samples */
+    float *ref = malloc((N_search ? N_search : 1) * d * sizeof(float)); /* a group's reference output there */
     float *cx = malloc(chunk * d * sizeof(float));      /* a chunk of normed input */
     float *cy = malloc(chunk * d * sizeof(float));      /* a chunk of block output (unused) */
     float *cact = malloc(chunk * wide * sizeof(float)); /* a chunk of o_proj's or down_proj's input */
@@ -999,14 +1091,18 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     if (!h || !xs || !ref || !cx || !cy || !cact || !H || !abs_sum || !x_mean || !s) goto oom;
     for (int k = 0; k < (moe ? LLMQ_LIN_GATE : LLMQ_LIN_COUNT); k++) /* the experts' clip rows are their own */
         if (k != LLMQ_LIN_Q && k != LLMQ_LIN_K && !is_float_type(types[k]) && opts->clip &&
-            !(clip_in[k] = malloc((size_t)n_clip * layer->lin[k].cols * sizeof(float))))
+            !(clip_in[k] = calloc((size_t)n_clip * layer->lin[k].cols, sizeof(float)))) /* zero: other ranks' rows are ORed in */
             goto oom;
 
     /* input_layernorm -> q, k, v, judged on the attention output. */
     input_stats st = {.cols = d, .abs_sum = abs_sum};
-    norm_stats(&st, X, layer->attn_norm.data, N_search, N, chunk, d, eps, xs, cx);
-    stats_mean(&st, x_mean);
-    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xs, NULL, c.search_samples, ref, NULL) ||
+    if (stats_begin(&st, pos0, seqlen)) goto done;
+    if (norm_stats(&st, X, layer->attn_norm.data, N_search, N, d, eps, xs, cx)) {
+        stats_free(&st);
+        goto done;
+    }
+    if (stats_finish(&st, N_run, x_mean)) goto done;
+    if (inspect_all(&c, LLMQ_AWQ_QKV, layer, xs, NULL, c.search_local, ref, NULL) ||
         check_finite(ref, N_search * d, index, "the attention output"))
         goto done;
     if (search_scales(&c, LLMQ_AWQ_QKV, layer, x_mean, NULL, xs, ref, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_QKV, s))
@@ -1018,31 +1114,49 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     input_stats st_v = {.cols = d, .clip = clip_in[LLMQ_LIN_V], .step = step, .n_clip = n_clip};
     input_stats st_o = {.cols = qd, .abs_sum = vo ? abs_sum : NULL, .H = vo ? H : NULL, .clip = clip_in[LLMQ_LIN_O],
                         .step = step, .n_clip = n_clip};
+    if (stats_begin(&st_v, pos0, seqlen)) goto done;
+    if (stats_begin(&st_o, pos0, seqlen)) {
+        stats_free(&st_v);
+        goto done;
+    }
     for (int smp = 0; smp < n_samples; smp++) {
         const size_t t0 = (size_t)smp * seqlen;
         capture cap = {.which = LLMQ_LIN_O, .dst = cact};
         llmq_rmsnorm(cx, X + t0 * d, layer->attn_norm.data, seqlen, d, eps);
-        if (llmq_attention_forward(m, layer, index, cx, seqlen, h + t0 * d, capture_hook, &cap)) goto done;
+        if (llmq_attention_forward(m, layer, index, cx, seqlen, h + t0 * d, capture_hook, &cap)) {
+            stats_free(&st_v), stats_free(&st_o);
+            goto done;
+        }
         float *hs = h + t0 * d;
         const float *xi = X + t0 * d;
         #pragma omp parallel for simd schedule(static)
         for (size_t e = 0; e < (size_t)seqlen * d; e++) hs[e] += xi[e];
-        stats_add(&st_v, cx, (size_t)seqlen);
-        stats_add(&st_o, cact, (size_t)seqlen);
+        if (stats_add(&st_v, cx, (size_t)seqlen) || stats_add(&st_o, cact, (size_t)seqlen)) {
+            stats_free(&st_v), stats_free(&st_o);
+            goto done;
+        }
     }
+    if (stats_finish(&st_v, N_run, NULL)) {
+        stats_free(&st_o);
+        goto done;
+    }
+    if (stats_finish(&st_o, N_run, x_mean)) goto done;
 
     /* v_proj -> o_proj, judged on o_proj's output. */
     if (vo) {
-        stats_mean(&st_o, x_mean);
         if (search_scales(&c, LLMQ_AWQ_VO, layer, x_mean, H, NULL, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_VO, s))
             goto done;
         unscale_rows(clip_in[LLMQ_LIN_O], n_clip, qd, s);
     }
     /* post_attention_layernorm -> gate, up, judged on the MLP output. */
     st = (input_stats){.cols = d, .abs_sum = abs_sum};
-    norm_stats(&st, h, layer->ffn_norm.data, N_search, N, chunk, d, eps, xs, cx);
-    stats_mean(&st, x_mean);
-    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xs, NULL, c.search_samples, ref, NULL) ||
+    if (stats_begin(&st, pos0, seqlen)) goto done;
+    if (norm_stats(&st, h, layer->ffn_norm.data, N_search, N, d, eps, xs, cx)) {
+        stats_free(&st);
+        goto done;
+    }
+    if (stats_finish(&st, N_run, x_mean)) goto done;
+    if (inspect_all(&c, LLMQ_AWQ_GATE_UP, layer, xs, NULL, c.search_local, ref, NULL) ||
         check_finite(ref, N_search * d, index, "the MLP output"))
         goto done;
     if (search_scales(&c, LLMQ_AWQ_GATE_UP, layer, x_mean, NULL, xs, ref, s, stats) ||
@@ -1061,19 +1175,28 @@ int llmq_awq_layer(const llmq_model *m, int index, llmq_layer *layer, const floa
     input_stats st_gate = {.cols = d, .clip = clip_in[LLMQ_LIN_GATE], .step = step, .n_clip = n_clip};
     input_stats st_up = {.cols = d, .clip = clip_in[LLMQ_LIN_UP], .step = step, .n_clip = n_clip};
     input_stats st_down = {.cols = f, .abs_sum = abs_sum, .H = H, .clip = clip_in[LLMQ_LIN_DOWN], .step = step, .n_clip = n_clip};
+    input_stats *mlp_stats[3] = {&st_gate, &st_up, &st_down};
+    for (int i = 0; i < 3; i++)
+        if (stats_begin(mlp_stats[i], pos0, seqlen)) {
+            for (int j = 0; j < i; j++) stats_free(mlp_stats[j]);
+            goto done;
+        }
     for (size_t t0 = 0; t0 < N; t0 += chunk) {
         size_t n = N - t0 < chunk ? N - t0 : chunk;
         capture cap = {.which = LLMQ_LIN_DOWN, .dst = cact};
         llmq_rmsnorm(cx, h + t0 * d, layer->ffn_norm.data, (int)n, d, eps);
-        stats_add(&st_gate, cx, n);
-        stats_add(&st_up, cx, n);
-        if (llmq_mlp_forward(m, layer, index, cx, (int)n, cy, capture_hook, &cap)) goto done;
-        if (check_finite(cact, n * f, index, "down_proj's input")) goto done;
-        stats_add(&st_down, cact, n);
+        if (stats_add(&st_gate, cx, n) || stats_add(&st_up, cx, n) || llmq_mlp_forward(m, layer, index, cx, (int)n, cy, capture_hook, &cap) ||
+            check_finite(cact, n * f, index, "down_proj's input") || stats_add(&st_down, cact, n)) {
+            for (int i = 0; i < 3; i++) stats_free(mlp_stats[i]);
+            goto done;
+        }
     }
     free(h);
     h = NULL;
-    stats_mean(&st_down, x_mean);
+    if (stats_finish(&st_gate, N_run, NULL) || stats_finish(&st_up, N_run, NULL) || stats_finish(&st_down, N_run, x_mean)) {
+        for (int i = 0; i < 3; i++) stats_free(mlp_stats[i]); /* the ones not finished */
+        goto done;
+    }
     if (search_scales(&c, LLMQ_AWQ_DOWN, layer, x_mean, H, NULL, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_DOWN, s))
         goto done;
     unscale_rows(clip_in[LLMQ_LIN_DOWN], n_clip, f, s);

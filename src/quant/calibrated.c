@@ -1,9 +1,11 @@
 #include "llmq/calibrated.h"
+#include "llmq/dist.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/refine.h"
 #include "llmq/rtn.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +20,15 @@ size_t llmq_peak_rss(void)
 
 typedef struct {
     llmq_calibrated_opts o;
-    float *X;   /* n_samples × seqlen × hidden: the layer's input */
-    float *Y;   /* GPTQ: n_samples × seqlen × max(hidden, attention width): attention output, then the
+    /* This rank's calibration windows: [w0, w0 + nw) of calib->n_samples (llmq/dist.h; all of them in one process). */
+    int w0, nw;
+    float *X;   /* nw × seqlen × hidden: the layer's input */
+    float *Y;   /* GPTQ: nw × seqlen × max(hidden, attention width): attention output, then the
                  * residual stream after attention (the MLP's input before its norm) */
     float *tmp, *tmp2; /* one sample × hidden */
     float *act;        /* one sample × intermediate: the input of down_proj */
     float *H, *Hwork;
+    llmq_hsum hsum; /* the Hessian being summed (Hwork holds its unit's partial) */
     /* GPTAQ (opts.asymmetric): the full-precision residual stream (as X), the
      * full-precision stream after attention (as Y's h), the cross term D
      * beside H, one sample's full-precision sub-layer input and D's scratch */
@@ -62,6 +67,7 @@ static void stage_rate(const state *s, int layer, int64_t tokens)
 /* GPTQ's buffers: Y, the Hessian and its working copy, one sample's MLP activations. */
 static void release_gptq_buffers(state *s)
 {
+    llmq_hsum_free(&s->hsum);
     free(s->Y);
     free(s->tmp2);
     free(s->act);
@@ -91,7 +97,7 @@ static int gptq_buffers(state *s, const llmq_model *m)
 {
     const llmq_calib *c = s->o.calib;
     const size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
-    if (!s->Y) s->Y = malloc((size_t)c->n_samples * s->y_stride * sizeof(float));
+    if (!s->Y) s->Y = malloc((size_t)s->nw * s->y_stride * sizeof(float));
     if (!s->tmp2) s->tmp2 = malloc(stride * sizeof(float));
     if (!s->act) s->act = malloc((size_t)c->seqlen * m->cfg.intermediate_size * sizeof(float));
     if (!s->H) s->H = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
@@ -99,7 +105,7 @@ static int gptq_buffers(state *s, const llmq_model *m)
     bool asym_ok = true;
     if (s->o.asymmetric) {
         const size_t row = (size_t)c->seqlen * s->max_cols;
-        if (!s->Yf) s->Yf = malloc((size_t)c->n_samples * stride * sizeof(float));
+        if (!s->Yf) s->Yf = malloc((size_t)s->nw * stride * sizeof(float));
         if (!s->D) s->D = malloc((size_t)s->max_cols * s->max_cols * sizeof(float));
         if (!s->fbuf) s->fbuf = malloc(row * sizeof(float));
         if (!s->dscratch) s->dscratch = malloc(row * sizeof(float));
@@ -108,7 +114,7 @@ static int gptq_buffers(state *s, const llmq_model *m)
     if (s->Y && s->tmp2 && s->act && s->H && s->Hwork && asym_ok) return LLMQ_OK;
     release_gptq_buffers(s);
     return llmq_error("calibration: out of memory for GPTQ's buffers (%.1f GiB of activations for %d samples × %d tokens, "
-                      "Hessians %d × %d)", (double)c->n_samples * s->y_stride * 4 / (1 << 30), c->n_samples, c->seqlen, s->max_cols,
+                      "Hessians %d × %d)", (double)s->nw * s->y_stride * 4 / (1 << 30), s->nw, c->seqlen, s->max_cols,
                       s->max_cols);
 }
 
@@ -130,6 +136,24 @@ static int begin(void *p, const llmq_model *m)
     size_t stride = (size_t)c->seqlen * d;
     if (s->o.asymmetric && m->cfg.n_experts > 0)
         return llmq_error("GPTAQ on a mixture of experts (%d experts) is not supported: use gptq or awq+gptq", m->cfg.n_experts);
+    if (llmq_dist_size() > 1) {
+        /* these sum their statistics in running means, not yet as exact, order-free sums */
+        if (s->o.asymmetric || s->o.block)
+            return llmq_error("%s runs in one process only: run it without mpirun (gptq, awq and awq+gptq spread over ranks)",
+                              s->o.block ? "block reconstruction" : "GPTAQ");
+        if (m->cfg.n_experts > 0)
+            return llmq_error("a mixture of experts (%d experts) is quantized in one process only: run it without mpirun", m->cfg.n_experts);
+        const int g = llmq_dist_unit_windows(c->seqlen), units = (c->n_samples + g - 1) / g;
+        if (llmq_dist_size() > units)
+            return llmq_error("%d ranks for %d units of calibration windows (%d × %d tokens, %d windows a unit): use at most %d ranks",
+                              llmq_dist_size(), units, c->n_samples, c->seqlen, g, units);
+        /* ranks on different CPUs would compute different bits: the forward's kernels and Hessian inputs must agree */
+        uint64_t kind = 0;
+        for (const char *k = llmq_kernel_name(); *k; k++) kind = kind * 131 + (unsigned char)*k;
+        kind = kind * 4 + (llmq_calibrated_int16(&s->o) ? 2 : 0) + (llmq_calibrated_bf16(&s->o) ? 1 : 0);
+        if (llmq_dist_agree(kind, "the CPU kernels (llmq_kernel_name, int16 forward, bf16 Hessians)")) return LLMQ_ERR;
+    }
+    llmq_dist_windows(c->n_samples, c->seqlen, &s->w0, &s->nw);
     for (int l = 0; s->o.block && l < m->cfg.n_layers; l++)
         if (llmq_block_check(m, l) != LLMQ_OK) return LLMQ_ERR;
     s->max_cols = m->cfg.hidden_size > m->cfg.intermediate_size ? m->cfg.hidden_size : m->cfg.intermediate_size;
@@ -137,13 +161,13 @@ static int begin(void *p, const llmq_model *m)
     if (m->cfg.expert_ffn > s->max_cols) s->max_cols = m->cfg.expert_ffn;
     const int qd = m->cfg.n_heads * m->cfg.head_dim;
     s->y_stride = (size_t)c->seqlen * (qd > d ? qd : d);
-    s->X = malloc((size_t)c->n_samples * stride * sizeof(float));
+    s->X = malloc((size_t)s->nw * stride * sizeof(float));
     s->tmp = malloc(stride * sizeof(float));
-    if (fp_stream(s)) s->Xf = malloc((size_t)c->n_samples * stride * sizeof(float));
+    if (fp_stream(s)) s->Xf = malloc((size_t)s->nw * stride * sizeof(float));
     if (!s->X || !s->tmp || (fp_stream(s) && !s->Xf)) {
         release(s);
-        return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", c->n_samples, c->seqlen,
-                          (double)c->n_samples * stride * 4 / (1 << 30));
+        return llmq_error("calibration: out of memory for %d samples × %d tokens (%.1f GiB of activations)", s->nw, c->seqlen,
+                          (double)s->nw * stride * 4 / (1 << 30));
     }
     /* awq+gptq allocates them after each layer's AWQ search, which needs as much memory again */
     if (s->o.kind == LLMQ_CAL_GPTQ && gptq_buffers(s, m) != LLMQ_OK) {
@@ -151,12 +175,12 @@ static int begin(void *p, const llmq_model *m)
         return LLMQ_ERR;
     }
     stage(s, -1, "embed calib");
-    for (int i = 0; i < c->n_samples; i++)
-        if (llmq_embed(m, c->tokens + (size_t)i * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK) {
+    for (int i = 0; i < s->nw; i++)
+        if (llmq_embed(m, c->tokens + (size_t)(s->w0 + i) * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK) {
             release(s);
             return LLMQ_ERR;
         }
-    if (s->Xf) memcpy(s->Xf, s->X, (size_t)c->n_samples * stride * sizeof(float));
+    if (s->Xf) memcpy(s->Xf, s->X, (size_t)s->nw * stride * sizeof(float));
     /* until end(): the forward through the quantized linears on int16 activations (opts.exact_forward) */
     s->int16_before = llmq_get_int16();
     s->int16_set = true;
@@ -173,8 +197,8 @@ static int embedded(void *p, const llmq_model *m, const llmq_weight *e)
     state *s = p;
     const llmq_calib *c = s->o.calib;
     const size_t stride = (size_t)c->seqlen * m->cfg.hidden_size;
-    for (int i = 0; i < c->n_samples; i++)
-        if (llmq_embed_from(m, e, c->tokens + (size_t)i * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK)
+    for (int i = 0; i < s->nw; i++)
+        if (llmq_embed_from(m, e, c->tokens + (size_t)(s->w0 + i) * c->seqlen, c->seqlen, s->X + (size_t)i * stride) != LLMQ_OK)
             return llmq_error_prefix("calibration: the stored embedding");
     return LLMQ_OK;
 }
@@ -244,6 +268,25 @@ static int solve_linear(state *s, const float *W, int rows, int cols, llmq_type 
     return rc;
 }
 
+/* v[0..n) summed over the ranks (exactly, so every rank has the same). */
+static int sum_over_ranks(double *v, size_t n)
+{
+    llmq_xsum x;
+    if (llmq_xsum_init(&x, n)) return LLMQ_ERR;
+    int rc = llmq_xsum_add_f64(&x, 0, v, n, "solver statistics");
+    if (rc == LLMQ_OK) rc = llmq_xsum_reduce(&x);
+    if (rc == LLMQ_OK) llmq_xsum_get_f64(&x, 0, v, n, 1.0);
+    llmq_xsum_free(&x);
+    return rc;
+}
+
+/* num / den as the solver's statistics are (a negative trace is 0). */
+static double ratio(double num, double den)
+{
+    if (num < 0) num = 0;
+    return den > 0 ? num / den : num > 0 ? INFINITY : 0.0;
+}
+
 /* GPTQ's solver for the linears of one true-sequential step, all sharing the Hessian in s->H. */
 static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w, const llmq_linear *lins, int n_lins,
                       const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
@@ -263,24 +306,38 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         float *target;
         if (s->o.block && !s->pre[k] && !(s->pre[k] = malloc((size_t)rows * cols * sizeof(float))))
             return llmq_error("layer %d %s: out of memory for its values before rounding", index, llmq_linear_names[k]);
-        if (solve_linear(s, w->lin[k], rows, cols, targets[k].type, targets[k].group_size, packed[k], &gs, &target, s->pre[k]))
+        /* Over ranks (llmq/dist.h) each solves a share of the rows, which GPTQ
+         * treats independently given H, and the packed rows are gathered. */
+        const size_t row_bytes = llmq_row_size(targets[k].type, cols);
+        const int ranks = llmq_dist_size(), shared = ranks > 1 && rows >= ranks;
+        const int r0 = shared ? (int)((int64_t)rows * llmq_dist_rank() / ranks) : 0,
+                  r1 = shared ? (int)((int64_t)rows * (llmq_dist_rank() + 1) / ranks) : rows;
+        char *mine = (char *)packed[k] + (size_t)r0 * row_bytes;
+        if (shared) memset(packed[k], 0, (size_t)rows * row_bytes); /* the others' rows are ORed in */
+        if (solve_linear(s, w->lin[k] + (size_t)r0 * cols, r1 - r0, cols, targets[k].type, targets[k].group_size, mine, &gs, &target,
+                         s->pre[k]))
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
-        const float *W = target ? target : w->lin[k];
-        s->rep.err_rtn[k] = gs.err_rtn;
-        s->rep.err_gptq[k] = gs.err_gptq;
+        const float *W = target ? target : w->lin[k] + (size_t)r0 * cols;
+        double sums[5] = {gs.trace_w, gs.trace_rtn, gs.trace_gptq, 0, 0}; /* and refinement's objective before and after */
         if (s->o.refine_passes > 0) {
             /* H's lower triangle becomes the upper's mirror: the solver reads the upper one only */
             llmq_refine_stats rs;
             stage(s, index, "refine");
-            if (llmq_refine_codes(W, rows, cols, s->H, targets[k].type, targets[k].group_size, packed[k], s->o.refine_passes, &rs) !=
+            if (llmq_refine_codes(W, r1 - r0, cols, s->H, targets[k].type, targets[k].group_size, mine, s->o.refine_passes, &rs) !=
                 LLMQ_OK) {
                 free(target);
                 return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
             }
-            s->rep.err_refine[k] = rs.objective[0] > 0 ? gs.err_gptq * rs.objective[rs.passes] / rs.objective[0] : gs.err_gptq;
+            sums[3] = rs.objective[0];
+            sums[4] = rs.objective[rs.passes];
             s->rep.seconds_refine += rs.seconds;
         }
         free(target);
+        if (shared && (llmq_dist_or(packed[k], (size_t)rows * row_bytes) || sum_over_ranks(sums, 5)))
+            return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
+        s->rep.err_rtn[k] = shared ? ratio(sums[1], sums[0]) : gs.err_rtn;
+        s->rep.err_gptq[k] = shared ? ratio(sums[2], sums[0]) : gs.err_gptq;
+        if (s->o.refine_passes > 0) s->rep.err_refine[k] = sums[3] > 0 ? s->rep.err_gptq[k] * sums[4] / sums[3] : s->rep.err_gptq[k];
         s->rep.seconds_solver += omp_get_wtime() - t1;
         s->rep.damp[k] = gs.damp_used;
         s->rep.damp_retries += gs.retries;
@@ -296,8 +353,35 @@ static bool any_packed(void *const packed[LLMQ_LIN_COUNT], const llmq_linear *li
     return false;
 }
 
-/* One sample's inputs of a linear into s->H; then the pass's tokens/s so far to the stage callback. */
-static int hessian_add(state *s, int cols, int64_t *n_seen, const float *x, int n)
+/* A linear's Hessian over the run's windows: begun, then each window's inputs
+ * added (hessian_add), then finished into s->H (llmq_hsum: the same bits for
+ * any split of the windows among ranks). */
+static int hessian_begin(state *s, int cols) { return llmq_hsum_begin(&s->hsum, cols, s->Hwork, llmq_calibrated_bf16(&s->o)); }
+
+/* Local window i's inputs of the linear; then the pass's tokens/s so far to
+ * the stage callback. *n_seen counts this rank's tokens (GPTAQ's D). */
+static int hessian_add(state *s, int i, int64_t *n_seen, const float *x, int n)
+{
+    double t0 = omp_get_wtime();
+    int rc = llmq_hsum_add(&s->hsum, x, n);
+    /* a unit ends every llmq_dist_unit_windows windows (w0 is a unit's first) and at the last window */
+    if (rc == LLMQ_OK && ((i + 1) % llmq_dist_unit_windows(s->o.calib->seqlen) == 0 || i + 1 == s->nw)) rc = llmq_hsum_unit_end(&s->hsum);
+    s->rep.seconds_hessian += omp_get_wtime() - t0;
+    *n_seen += n;
+    if (rc == LLMQ_OK) stage_rate(s, s->rep.layer, *n_seen);
+    return rc;
+}
+
+static int hessian_finish(state *s)
+{
+    double t0 = omp_get_wtime();
+    const int rc = llmq_hsum_finish(&s->hsum, s->H, 2.0 / ((double)s->o.calib->n_samples * s->o.calib->seqlen));
+    s->rep.seconds_hessian += omp_get_wtime() - t0;
+    return rc;
+}
+
+/* A mixture's expert (one process): its routed tokens into the running Hessian s->H. */
+static int hessian_add_running(state *s, int cols, int64_t *n_seen, const float *x, int n)
 {
     double t0 = omp_get_wtime();
     int rc = (llmq_calibrated_bf16(&s->o) ? llmq_hessian_add_bf16 : llmq_hessian_add)(s->H, cols, n_seen, x, n);
@@ -346,7 +430,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     const llmq_calib *c = s->o.calib;
     const llmq_config *cfg = &m->cfg;
     const int T = c->seqlen, d = cfg->hidden_size, E = cfg->n_experts, K = cfg->n_experts_used, f = cfg->expert_ffn;
-    const size_t N = (size_t)c->n_samples * T, chunk = 2048;
+    const size_t N = (size_t)s->nw * T, chunk = 2048;
     const float eps = cfg->rms_norm_eps;
     int32_t *idx = malloc(N * K * sizeof *idx), *order = malloc(N * K * sizeof *order);
     size_t *start = malloc((size_t)(E + 1) * sizeof *start);
@@ -360,7 +444,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
     }
     stage(s, index, "route");
     double t0 = omp_get_wtime();
-    for (int i = 0; i < c->n_samples; i++) {
+    for (int i = 0; i < s->nw; i++) {
         llmq_rmsnorm(s->tmp, s->Y + (size_t)i * s->y_stride, cur->ffn_norm.data, T, d, eps);
         if (llmq_moe_route(m, router_view, s->tmp, T, idx + (size_t)i * T * K, wts + (size_t)i * T * K)) goto done;
     }
@@ -397,7 +481,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
         for (size_t a = 0; a < cnt; a += chunk) {
             const size_t n = cnt - a < chunk ? cnt - a : chunk;
             routed_inputs(s, cur, T, d, K, eps, tok + a, n, xg);
-            if (hessian_add(s, d, &seen, xg, (int)n)) goto done;
+            if (hessian_add_running(s, d, &seen, xg, (int)n)) goto done;
         }
         s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
         stage(s, index, "solve experts");
@@ -421,7 +505,7 @@ static int moe_experts(state *s, const llmq_model *m, int index, llmq_layer *cur
         for (size_t a = 0; a < cnt; a += chunk) {
             const size_t n = cnt - a < chunk ? cnt - a : chunk;
             routed_inputs(s, cur, T, d, K, eps, tok + a, n, xg);
-            if (llmq_expert_mix(m, &q, xg, (int)n, act) || hessian_add(s, f, &seen, act, (int)n)) goto done;
+            if (llmq_expert_mix(m, &q, xg, (int)n, act) || hessian_add_running(s, f, &seen, act, (int)n)) goto done;
         }
         s->rep.seconds_forward += omp_get_wtime() - t0 - (s->rep.seconds_hessian - h0);
         stage(s, index, "solve experts");
@@ -477,15 +561,17 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         t0 = omp_get_wtime();
         h0 = s->rep.seconds_hessian;
         seen = 0;
-        for (int i = 0; i < c->n_samples; i++) {
+        if (hessian_begin(s, d)) return llmq_error_prefix("layer %d", index);
+        for (int i = 0; i < s->nw; i++) {
             llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
             if (asym) {
                 llmq_rmsnorm(s->fbuf, s->Xf + (size_t)i * stride, fp->attn_norm.data, T, d, eps);
                 if (cross_add(s, d, seen, s->tmp, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
             }
-            if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
+            if (hessian_add(s, i, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
         }
         add_forward_time(s, t0, h0);
+        if (hessian_finish(s)) return llmq_error_prefix("layer %d", index);
         if (solve_step(s, m, index, cur, w, qkv, 3, targets, packed)) return LLMQ_ERR;
     }
 
@@ -494,7 +580,8 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     const bool o_packed = packed[LLMQ_LIN_O] != NULL;
     stage(s, index, o_packed ? "hessian o_proj" : "attention");
     seen = 0;
-    for (int i = 0; i < c->n_samples; i++) {
+    if (o_packed && hessian_begin(s, qd)) return llmq_error_prefix("layer %d", index);
+    for (int i = 0; i < s->nw; i++) {
         float *att = s->Y + (size_t)i * s->y_stride;
         llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, cur->attn_norm.data, T, d, eps);
         if (llmq_attention_mix(m, cur, index, s->tmp, T, att)) return LLMQ_ERR;
@@ -510,9 +597,10 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
             #pragma omp parallel for simd schedule(static)
             for (size_t e = 0; e < stride; e++) hf[e] = xf[e] + s->tmp[e];
         }
-        if (o_packed && hessian_add(s, qd, &seen, att, T)) return llmq_error_prefix("layer %d", index);
+        if (o_packed && hessian_add(s, i, &seen, att, T)) return llmq_error_prefix("layer %d", index);
     }
     add_forward_time(s, t0, h0);
+    if (o_packed && hessian_finish(s)) return llmq_error_prefix("layer %d", index);
     if (o_packed && solve_step(s, m, index, cur, w, o_lin, 1, targets, packed)) return LLMQ_ERR;
 
     h0 = s->rep.seconds_hessian;
@@ -520,7 +608,8 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
     const bool moe = m->layers[index].experts != NULL, gu_packed = any_packed(packed, gate_up, 2) && !moe;
     stage(s, index, gu_packed ? "hessian gate,up" : "o_proj");
     seen = 0;
-    for (int i = 0; i < c->n_samples; i++) {
+    if (gu_packed && hessian_begin(s, d)) return llmq_error_prefix("layer %d", index);
+    for (int i = 0; i < s->nw; i++) {
         float *y = s->Y + (size_t)i * s->y_stride;
         const float *x = s->X + (size_t)i * stride;
         if (llmq_linear_forward(cur, LLMQ_LIN_O, s->tmp, y, T)) return llmq_error_prefix("layer %d", index);
@@ -533,9 +622,10 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
             llmq_rmsnorm(s->fbuf, s->Yf + (size_t)i * stride, fp->ffn_norm.data, T, d, eps);
             if (cross_add(s, d, seen, s->tmp, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
         }
-        if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
+        if (hessian_add(s, i, &seen, s->tmp, T)) return llmq_error_prefix("layer %d", index);
     }
     add_forward_time(s, t0, h0);
+    if (gu_packed && hessian_finish(s)) return llmq_error_prefix("layer %d", index);
     if (gu_packed && solve_step(s, m, index, cur, w, gate_up, 2, targets, packed)) return LLMQ_ERR;
 
     if (moe) {
@@ -545,7 +635,8 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
         h0 = s->rep.seconds_hessian;
         t0 = omp_get_wtime();
         seen = 0;
-        for (int i = 0; i < c->n_samples; i++) {
+        if (hessian_begin(s, f)) return llmq_error_prefix("layer %d", index);
+        for (int i = 0; i < s->nw; i++) {
             if (asym) {
                 llmq_rmsnorm(s->tmp, s->Yf + (size_t)i * stride, fp->ffn_norm.data, T, d, eps);
                 if (llmq_mlp_mix(m, fp, index, s->tmp, T, s->fbuf)) return LLMQ_ERR;
@@ -553,9 +644,10 @@ static int gptq_layer(state *s, const llmq_model *m, int index, llmq_layer *cur,
             llmq_rmsnorm(s->tmp, s->Y + (size_t)i * s->y_stride, cur->ffn_norm.data, T, d, eps);
             if (llmq_mlp_mix(m, cur, index, s->tmp, T, s->act)) return LLMQ_ERR;
             if (asym && cross_add(s, f, seen, s->act, s->fbuf, T)) return llmq_error_prefix("layer %d", index);
-            if (hessian_add(s, f, &seen, s->act, T)) return llmq_error_prefix("layer %d", index);
+            if (hessian_add(s, i, &seen, s->act, T)) return llmq_error_prefix("layer %d", index);
         }
         add_forward_time(s, t0, h0);
+        if (hessian_finish(s)) return llmq_error_prefix("layer %d", index);
         if (solve_step(s, m, index, cur, w, down, 1, targets, packed)) return LLMQ_ERR;
     }
     for (int k = 0; k <= LLMQ_LIN_O; k++) s->y_weights[k] = cur->lin[k].data;
@@ -589,7 +681,7 @@ static int block_step(state *s, const llmq_model *m, int index, const llmq_layer
 {
     const llmq_calib *c = s->o.calib;
     const int T = c->seqlen;
-    const size_t stride = (size_t)T * m->cfg.hidden_size, total = (size_t)c->n_samples * stride;
+    const size_t stride = (size_t)T * m->cfg.hidden_size, total = (size_t)s->nw * stride;
     release_gptq_buffers(s);
     llmq_model_release_workspace(m);
     stage(s, index, "block targets");
@@ -597,7 +689,7 @@ static int block_step(state *s, const llmq_model *m, int index, const llmq_layer
     float *target = malloc(total * sizeof(float));
     if (!target) return llmq_error("layer %d: out of memory for the block's targets (%.1f GiB)", index, (double)total * 4 / (1 << 30));
     memcpy(target, s->Xf, total * sizeof(float));
-    for (int i = 0; i < c->n_samples; i++)
+    for (int i = 0; i < s->nw; i++)
         if (llmq_layer_forward(m, fp, index, target + (size_t)i * stride, T, NULL, NULL) != LLMQ_OK) {
             free(target);
             return llmq_error_prefix("layer %d block targets", index);
@@ -616,12 +708,12 @@ static int block_step(state *s, const llmq_model *m, int index, const llmq_layer
         pre[k] = s->pre[k];
     }
     llmq_block_opts bo = s->o.block_opts;
-    block_progress_ctx pc = {s, index, (int64_t)(bo.batch < c->n_samples ? bo.batch : c->n_samples) * T};
+    block_progress_ctx pc = {s, index, (int64_t)(bo.batch < s->nw ? bo.batch : s->nw) * T};
     bo.progress = block_progress;
     bo.user = &pc;
     stage(s, index, "block");
     llmq_block_stats bs;
-    const int rc = llmq_block_reconstruct(m, index, &base, s->X, target, c->n_samples, T, types, groups, packed, pre, &bo, &bs);
+    const int rc = llmq_block_reconstruct(m, index, &base, s->X, target, s->nw, T, types, groups, packed, pre, &bo, &bs);
     free(target);
     release_pre(s);
     if (rc != LLMQ_OK) return llmq_error_prefix("layer %d", index);
@@ -671,7 +763,7 @@ static int quantize_layer_f32(state *s, const llmq_model *m, int index, llmq_lay
         release_gptq_buffers(s);
         stage(s, index, "awq search");
         double t0 = omp_get_wtime();
-        if (llmq_awq_layer(m, index, &cur, s->X, s->o.calib->n_samples, s->o.calib->seqlen, types, group_size, &s->o.awq, &s->rep.awq) != LLMQ_OK)
+        if (llmq_awq_layer_part(m, index, &cur, s->X, s->w0, s->nw, s->o.calib->n_samples, s->o.calib->seqlen, types, group_size, &s->o.awq, &s->rep.awq) != LLMQ_OK)
             return llmq_error_prefix("layer %d AWQ", index);
         s->rep.has_awq = true;
         s->rep.seconds_awq = omp_get_wtime() - t0;
@@ -713,19 +805,27 @@ static int quantize_head(void *p, const llmq_model *m, const float *W, int r0, i
         if (gptq_buffers(s, m) != LLMQ_OK) return llmq_error_prefix("output head");
         stage(s, head, "hessian head");
         int64_t seen = 0;
-        for (int i = 0; i < c->n_samples; i++) {
+        if (hessian_begin(s, d)) return llmq_error_prefix("output head");
+        for (int i = 0; i < s->nw; i++) {
             llmq_rmsnorm(s->tmp, s->X + (size_t)i * stride, m->final_norm.data, T, d, m->cfg.rms_norm_eps);
             if (s->o.asymmetric) {
                 llmq_rmsnorm(s->fbuf, s->Xf + (size_t)i * stride, m->final_norm.data, T, d, m->cfg.rms_norm_eps);
                 if (cross_add(s, d, seen, s->tmp, s->fbuf, T)) return llmq_error_prefix("output head");
             }
-            if (hessian_add(s, d, &seen, s->tmp, T)) return llmq_error_prefix("output head");
+            if (hessian_add(s, i, &seen, s->tmp, T)) return llmq_error_prefix("output head");
         }
+        if (hessian_finish(s)) return llmq_error_prefix("output head");
     }
     stage(s, head, "solve head");
     float *target;
-    const int rc = solve_linear(s, W, rows, cols, type, group_size, packed, NULL, &target, NULL);
+    /* over ranks, each solves a share of the rows (as solve_step) */
+    const size_t row_bytes = llmq_row_size(type, cols);
+    const int ranks = llmq_dist_size(), shared = ranks > 1 && rows >= ranks;
+    const int a = shared ? (int)((int64_t)rows * llmq_dist_rank() / ranks) : 0, b = shared ? (int)((int64_t)rows * (llmq_dist_rank() + 1) / ranks) : rows;
+    if (shared) memset(packed, 0, (size_t)rows * row_bytes);
+    int rc = solve_linear(s, W + (size_t)a * cols, b - a, cols, type, group_size, (char *)packed + (size_t)a * row_bytes, NULL, &target, NULL);
     free(target);
+    if (rc == LLMQ_OK && shared) rc = llmq_dist_or(packed, (size_t)rows * row_bytes);
     return rc == LLMQ_OK ? LLMQ_OK : llmq_error_prefix("output head rows %d..%d", r0, r0 + rows - 1);
 }
 
@@ -742,7 +842,7 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
     bool reuse = s->y_valid && quantized->attn_norm.data == s->y_norm;
     for (int k = 0; reuse && k <= LLMQ_LIN_O; k++) reuse = quantized->lin[k].data == s->y_weights[k];
     stage(s, index, "forward");
-    for (int i = 0; i < c->n_samples; i++) {
+    for (int i = 0; i < s->nw; i++) {
         float *x = s->X + (size_t)i * stride;
         if (i > 0) stage_rate(s, index, (int64_t)i * T);
         if (!reuse) {
@@ -758,7 +858,7 @@ static int layer_done(void *p, const llmq_model *m, int index, const llmq_layer 
     s->y_valid = false;
     /* GPTAQ: the full-precision stream through the source layer (a resumed run's
      * restored layers included) */
-    for (int i = 0; s->Xf && i < c->n_samples; i++)
+    for (int i = 0; s->Xf && i < s->nw; i++)
         if (llmq_layer_forward(m, &m->layers[index], index, s->Xf + (size_t)i * stride, T, NULL, NULL) != LLMQ_OK) return LLMQ_ERR;
     llmq_model_release_workspace(m);
     s->rep.seconds_forward += omp_get_wtime() - t0;

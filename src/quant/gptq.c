@@ -63,6 +63,49 @@ int llmq_hessian_add_bf16(float *H, int cols, int64_t *n_seen, const float *X, i
     return hessian_add(H, cols, n_seen, X, n_tokens, true);
 }
 
+int llmq_hsum_begin(llmq_hsum *h, int cols, float *partial, bool bf16)
+{
+    memset(h, 0, sizeof *h);
+    if (cols <= 0 || !partial) return llmq_error("hessian: bad shape (cols %d) or no scratch", cols);
+    h->cols = cols;
+    h->bf16 = bf16;
+    h->partial = partial;
+    return llmq_xsum_init(&h->sum, llmq_xsum_upper_slots(cols)) ? llmq_error_prefix("hessian %d × %d", cols, cols) : LLMQ_OK;
+}
+
+int llmq_hsum_add(llmq_hsum *h, const float *X, int n_tokens)
+{
+    if (n_tokens <= 0) return n_tokens == 0 ? LLMQ_OK : llmq_error("hessian: %d tokens", n_tokens);
+    const float beta = h->unit_tokens ? 1.0f : 0.0f;
+    if (h->bf16) {
+        if (llmq_syrk_bf16(h->partial, h->cols, X, n_tokens, 1.0f, beta) != LLMQ_OK) return llmq_error_prefix("hessian");
+    } else {
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, h->cols, n_tokens, 1.0f, X, h->cols, beta, h->partial, h->cols);
+    }
+    h->unit_tokens += n_tokens;
+    return LLMQ_OK;
+}
+
+int llmq_hsum_unit_end(llmq_hsum *h)
+{
+    if (!h->unit_tokens) return LLMQ_OK;
+    h->unit_tokens = 0;
+    return llmq_xsum_add_upper(&h->sum, h->partial, h->cols, h->cols, "hessian");
+}
+
+int llmq_hsum_finish(llmq_hsum *h, float *H, double scale)
+{
+    int rc = LLMQ_ERR;
+    if (llmq_hsum_unit_end(h) == LLMQ_OK && llmq_xsum_reduce(&h->sum) == LLMQ_OK) {
+        llmq_xsum_get_upper(&h->sum, H, h->cols, h->cols, scale);
+        rc = LLMQ_OK;
+    }
+    llmq_hsum_free(h);
+    return rc;
+}
+
+void llmq_hsum_free(llmq_hsum *h) { llmq_xsum_free(&h->sum); }
+
 /* ------------------------------------------------------------ matrix plumbing */
 
 /* Threads only where a parallel region has enough work to pay for waking
@@ -691,6 +734,9 @@ static int solve(const float *W, int rows, int cols, float *H, const float *D, f
         const double den = pre.whw - lambda * pre.w2;
         stats->err_rtn = relative(pre.rtn_hd - lambda * pre.rtn2, den);
         stats->err_gptq = relative(loss - lambda * delta2 - dead2, den * rows / pre.sampled_rows);
+        stats->trace_w = den * rows / pre.sampled_rows;
+        stats->trace_rtn = (pre.rtn_hd - lambda * pre.rtn2) * rows / pre.sampled_rows;
+        stats->trace_gptq = loss - lambda * delta2 - dead2;
         stats->damp_used = damp;
         stats->retries = retries;
         stats->dead_columns = n_dead;

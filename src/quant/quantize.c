@@ -2,6 +2,7 @@
  * stream the model through a layer method one decoder layer at a time. */
 #include "llmq/quantize.h"
 
+#include "llmq/dist.h"
 #include "llmq/error.h"
 #include "llmq/file.h"
 #include "llmq/gguf_model.h"
@@ -62,6 +63,10 @@ typedef struct {
     double work_total, work_done; /* elements, for the ETA */
     int current_layer;
     llmq_qstate *state; /* the resumable state (NULL without a state mode) */
+    /* A rank other than 0 of a run over several (llmq/dist.h): it computes
+     * everything rank 0 does, but writes nothing and keeps no state; rank 0
+     * passes it the layers it restores. */
+    bool follower;
 } job;
 
 static double now(void)
@@ -243,6 +248,7 @@ static void record(job *j, const planned *p, size_t bytes, double rel_error)
 static int write_tensor(job *j, const planned *p, const void *data, size_t bytes, int rows, const int32_t *perm)
 {
     int rc;
+    if (j->follower) return LLMQ_OK;
     if (j->opts->sink) {
         const llmq_tensor_sink *s = j->opts->sink;
         return s->write(s->state, p->name, &p->desc, p->plan.type, data, bytes);
@@ -422,7 +428,10 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
     }
     if (restore) {
         int n = layer_tensors(j, l, &lw, targets, NULL, st, lin_at);
-        if (llmq_qstate_read_layer(j->state, l, st, n)) goto done;
+        if (!j->follower && llmq_qstate_read_layer(j->state, l, st, n)) goto done;
+        /* the other ranks get rank 0's restored layer: they keep no state of their own */
+        for (int i = 0; i < n && llmq_dist_size() > 1; i++)
+            if (llmq_dist_bcast(st[i].data, st[i].bytes, 0) || llmq_dist_bcast(&st[i].rel_error, sizeof st[i].rel_error, 0)) goto done;
         for (int k = 0; k < LLMQ_LIN_COUNT; k++) rel[k] = st[lin_at[k]].rel_error;
     } else {
         stage(j, l, "quantize");
@@ -493,7 +502,7 @@ static int run_layer(job *j, const llmq_layer_method *method, int l, bool restor
             if (write_f32(j, name, *norm_f32(&lw.f, i), NULL)) goto done;
         }
     }
-    if (!restore && j->state) {
+    if (!restore && j->state && !j->follower) {
         stage(j, l, "record");
         int n = layer_tensors(j, l, &lw, targets, rel, st, lin_at);
         if (llmq_qstate_write_layer(j->state, l, st, n)) goto done;
@@ -611,6 +620,8 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     j.opts = opts;
     j.t0 = now();
     j.current_layer = -1;
+    j.follower = llmq_dist_rank() != 0;
+    if (llmq_dist_size() > 1 && sink) return llmq_error("%s: a run over several ranks writes GGUF files only", out_path);
     const llmq_config *c = &src->cfg;
     if (!(j.arch = llmq_gguf_arch(c))) return llmq_error_prefix("%s", src->path);
     /* Loaded models are in rotate_half order (the GGUF loader undoes the
@@ -633,7 +644,7 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
         llmq_error("quantize: out of memory");
         goto done;
     }
-    if (opts->state != LLMQ_STATE_NONE) {
+    if (opts->state != LLMQ_STATE_NONE && !j.follower) {
         int n_src = 0;
         llmq_qstate_source *srcs = state_sources(&j, &n_src);
         if (!srcs) {
@@ -655,9 +666,13 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
             opts->notice(opts->user, line);
         }
     }
+    /* every rank resumes after the layers rank 0 holds */
+    if (opts->state == LLMQ_STATE_RESUME && llmq_dist_bcast(&done_layers, sizeof done_layers, 0)) goto done;
     if (sink) {
         if (sink->begin && sink->begin(sink->state, src)) goto done;
         sink_begun = true;
+    } else if (j.follower) {
+        /* writes nothing */
     } else if (!(j.w = llmq_gguf_writer_new(out_path)) ||
                (j.state && llmq_gguf_writer_set_temp_path(j.w, llmq_qstate_gguf_tmp(j.state))) ||
                add_metadata(&j, tok, method->name) || llmq_gguf_writer_begin(j.w)) {
@@ -699,9 +714,11 @@ int llmq_quantize_model(const llmq_model *src, const llmq_tokenizer *tok, const 
     if (sink) {
         rc = sink->finish(sink->state);
         sink_begun = false; /* finish cleans up after itself, also when it fails */
-    } else {
+    } else if (!j.follower) {
         rc = llmq_gguf_writer_finish(j.w);
         j.w = NULL;
+    } else {
+        rc = LLMQ_OK;
     }
     if (rc == LLMQ_OK && j.state) {
         /* The output is complete: a failure to remove the state only leaves a directory behind. */
@@ -724,7 +741,7 @@ done:
             report->n_elements += report->tensors[i].ne[0] * (report->tensors[i].n_dims > 1 ? report->tensors[i].ne[1] : 1);
         }
         report->bits_per_weight = report->n_elements ? 8.0 * (double)bytes / (double)report->n_elements : 0;
-        FILE *fp = sink ? NULL : fopen(out_path, "rb");
+        FILE *fp = sink || j.follower ? NULL : fopen(out_path, "rb");
         if (fp) {
             fseek(fp, 0, SEEK_END);
             report->file_bytes = (size_t)ftell(fp);

@@ -120,6 +120,30 @@ char *llmq_read_file(const char *path, size_t max_size, size_t *size)
 
 int llmq_atomic_open(llmq_atomic_file *af, const char *path) { return llmq_atomic_open_at(af, path, NULL); }
 
+/* The temp paths of the open atomic outputs, for llmq_atomic_remove_temps. */
+enum { MAX_TEMPS = 16 };
+static char *volatile open_temps[MAX_TEMPS];
+static pthread_mutex_t temps_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void temps_set(char *old, char *new)
+{
+    pthread_mutex_lock(&temps_lock);
+    for (int i = 0; i < MAX_TEMPS; i++)
+        if (open_temps[i] == old) {
+            open_temps[i] = new;
+            break;
+        }
+    pthread_mutex_unlock(&temps_lock);
+}
+
+void llmq_atomic_remove_temps(void)
+{
+    for (int i = 0; i < MAX_TEMPS; i++) {
+        const char *p = open_temps[i];
+        if (p) unlink(p);
+    }
+}
+
 int llmq_atomic_open_at(llmq_atomic_file *af, const char *path, const char *tmp_path)
 {
     memset(af, 0, sizeof *af);
@@ -139,6 +163,7 @@ int llmq_atomic_open_at(llmq_atomic_file *af, const char *path, const char *tmp_
         memset(af, 0, sizeof *af);
         return llmq_error("%s: cannot create: %s", path, strerror(e));
     }
+    temps_set(NULL, af->tmp_path);
     return LLMQ_OK;
 }
 
@@ -153,6 +178,7 @@ int llmq_atomic_commit(llmq_atomic_file *af)
     if (rc == LLMQ_OK && rename(af->tmp_path, af->path) != 0)
         rc = llmq_error("%s: cannot rename temp file into place: %s", af->path, strerror(errno));
     if (rc != LLMQ_OK) unlink(af->tmp_path);
+    temps_set(af->tmp_path, NULL);
     free(af->path);
     free(af->tmp_path);
     memset(af, 0, sizeof *af);
@@ -162,7 +188,10 @@ int llmq_atomic_commit(llmq_atomic_file *af)
 void llmq_atomic_abort(llmq_atomic_file *af)
 {
     if (af->fp) fclose(af->fp);
-    if (af->tmp_path) unlink(af->tmp_path);
+    if (af->tmp_path) {
+        unlink(af->tmp_path);
+        temps_set(af->tmp_path, NULL);
+    }
     free(af->path);
     free(af->tmp_path);
     memset(af, 0, sizeof *af);
