@@ -53,6 +53,7 @@ $(BUILD)/src/kernels/%_avx2.o: CFLAGS += -mavx2 -mfma -mf16c
 $(BUILD)/src/model/llama.o: CFLAGS += -fno-trapping-math
 $(BUILD)/src/kernels/%_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 $(BUILD)/src/kernels/syrk_bf16_avx512.o: CFLAGS += -mavx512bf16
+$(BUILD)/src/kernels/xsum_avx512.o: CFLAGS += -mavx512dq
 endif
 
 .PHONY: all deps test test-neon sanitize fuzz fuzz-deps demo bench clean

@@ -6,7 +6,8 @@
 # whether the files are the same. Prints a Markdown table.
 #
 # usage: scripts/bench-mpi.sh [BUILD_DIR (default build)]
-# env:   SHAPE (llama2-7b), CALIB_SAMPLES (16), CALIB_SEQLEN (512), METHOD (gptq), RANKS ("1 2")
+# env:   SHAPE (llama2-7b), CALIB_SAMPLES (16), CALIB_SEQLEN (512), METHOD (gptq), RANKS ("1 2"),
+#        BASELINE (an llmq binary to time first in one process, e.g. a build of an earlier commit)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -25,11 +26,14 @@ as_root=()
 [ "$(id -u)" -eq 0 ] && as_root=(--allow-run-as-root)
 echo "GPTQ of one $shape layer, q4_k, $samples × $seqlen calibration tokens, 1 thread per rank ($(date -u +%F), $(nproc) cores)"
 echo
-echo "| ranks | wall s | forward s | Hessian s | solver s | all-reduced per rank MiB | peak RSS rank 0 MiB | sha256 |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---|"
-for n in $ranks; do
+echo "| ranks | wall s | forward s | Hessian s | solver s | in collectives s | all-reduced per rank MiB | peak RSS rank 0 MiB | sha256 |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+for n in ${BASELINE:+baseline} $ranks; do
     start=$(date +%s.%N)
-    if [ "$n" -eq 1 ]; then
+    if [ "$n" = baseline ]; then
+        "$BASELINE" quantize "$dir" -o "$out/q$n.gguf" --method "$method" --type q4_k --calib "$dir/calib.txt" --calib-samples "$samples" \
+            --calib-seqlen "$seqlen" --threads 1 --json > "$out/q$n.json" 2> "$out/q$n.err"
+    elif [ "$n" -eq 1 ]; then
         "$mpi" quantize "$dir" -o "$out/q$n.gguf" --method "$method" --type q4_k --calib "$dir/calib.txt" --calib-samples "$samples" \
             --calib-seqlen "$seqlen" --threads 1 --json > "$out/q$n.json" 2> "$out/q$n.err"
     else
@@ -42,6 +46,7 @@ import json, sys
 j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 s = lambda k: round(sum(l.get('seconds', {}).get(k, 0) for l in j.get('layers', [])), 1)
 red = j.get('ranks', {}).get('bytes_all_reduced', 0) / 2**20
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {s('forward')} | {s('hessian')} | {s('solver')} | {red:.0f} | {j['peak_rss_bytes'] // 2**20} | {sys.argv[4]} |")
+coll = j.get('ranks', {}).get('seconds_in_collectives', 0)
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {s('forward')} | {s('hessian')} | {s('solver')} | {coll:.1f} | {red:.0f} | {j['peak_rss_bytes'] // 2**20} | {sys.argv[4]} |")
 PY
 done

@@ -55,5 +55,7 @@ int llmq_dist_agree(uint64_t value, const char *what);
 /* Bytes this rank has passed to all-reduce collectives so far: the
  * communication volume BENCHMARKS.md reports. */
 uint64_t llmq_dist_bytes_reduced(void);
+/* Seconds this rank has spent in collectives so far (waiting for the others included). */
+double llmq_dist_seconds(void);
 
 #endif

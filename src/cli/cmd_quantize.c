@@ -418,8 +418,8 @@ static void print_json(const char *out, const char *method, const llmq_policy *p
             llmq_dist_windows_of(r, llmq_dist_size(), st->calib_samples, st->calib_seqlen, &first, &count);
             json_array_append_new(shares, json_pack("{s:i, s:i}", "first", first, "count", count));
         }
-        json_object_set_new(o, "ranks", json_pack("{s:i, s:o, s:I}", "count", llmq_dist_size(), "windows", shares, "bytes_all_reduced",
-                                                  (json_int_t)llmq_dist_bytes_reduced()));
+        json_object_set_new(o, "ranks", json_pack("{s:i, s:o, s:I, s:f}", "count", llmq_dist_size(), "windows", shares, "bytes_all_reduced",
+                                                  (json_int_t)llmq_dist_bytes_reduced(), "seconds_in_collectives", llmq_dist_seconds()));
     }
     cli_print_json_object(o);
 }

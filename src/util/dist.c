@@ -4,12 +4,15 @@
 #include "llmq/error.h"
 
 #include <limits.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static uint64_t bytes_reduced;
+static double seconds_in_collectives;
 
 uint64_t llmq_dist_bytes_reduced(void) { return bytes_reduced; }
+double llmq_dist_seconds(void) { return seconds_in_collectives; }
 
 void llmq_dist_windows(int n_windows, int seqlen, int *first, int *count)
 {
@@ -109,35 +112,41 @@ static int mpi_failed(int rc, const char *what)
 int llmq_dist_sum_i128(void *slots, size_t n)
 {
     if (world_size == 1) return LLMQ_OK;
+    const double t0 = omp_get_wtime();
     PIECES(n, (size_t)1 << 26)
     {
         int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)slots + at * 16, (int)cnt, i128_type, i128_sum, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return mpi_failed(rc, "exact sum across ranks");
     }
     bytes_reduced += n * 16;
+    seconds_in_collectives += omp_get_wtime() - t0;
     return LLMQ_OK;
 }
 
 int llmq_dist_or(void *buf, size_t bytes)
 {
     if (world_size == 1) return LLMQ_OK;
+    const double t0 = omp_get_wtime();
     PIECES(bytes, (size_t)1 << 30)
     {
         int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + at, (int)cnt, MPI_BYTE, MPI_BOR, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return mpi_failed(rc, "gathering across ranks");
     }
     bytes_reduced += bytes;
+    seconds_in_collectives += omp_get_wtime() - t0;
     return LLMQ_OK;
 }
 
 int llmq_dist_bcast(void *buf, size_t bytes, int root)
 {
     if (world_size == 1) return LLMQ_OK;
+    const double t0 = omp_get_wtime();
     PIECES(bytes, (size_t)1 << 30)
     {
         int rc = MPI_Bcast((char *)buf + at, (int)cnt, MPI_BYTE, root, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return mpi_failed(rc, "broadcast across ranks");
     }
+    seconds_in_collectives += omp_get_wtime() - t0;
     return LLMQ_OK;
 }
 

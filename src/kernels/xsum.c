@@ -1,7 +1,12 @@
-/* Exact, order-free sums (llmq/xsum.h): 128-bit fixed point. */
+/* Exact, order-free sums (llmq/xsum.h): 128-bit fixed point. Rows of fp32
+ * partials (the Hessians) go through the CPU's best row kernel
+ * (xsum_avx512.c, or the portable one below): the same integers either way. */
 #include "llmq/xsum.h"
+#include "kernel_ops.h"
 #include "llmq/dist.h"
 #include "llmq/error.h"
+#include "llmq/kernels.h"
+#include "xsum_ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -52,6 +57,30 @@ static inline slot to_fixed(double x)
 
 static inline bool in_range(double x) { return fabs(x) < 0x1p66; } /* false for NaN */
 
+bool llmq_xsum_row_f32_portable(void *acc_, const float *x, int n)
+{
+    slot *acc = acc_;
+    bool ok = true;
+    for (int j = 0; j < n; j++) {
+        const bool r = in_range(x[j]);
+        ok &= r;
+        acc[j] += to_fixed(r ? x[j] : 0.0f); /* a bad value is reported, never converted */
+    }
+    return ok;
+}
+
+/* The row kernel of the active instruction set (LLMQ_KERNEL / llmq_kernel_select). */
+static xsum_row_f32_fn row_kernel(void)
+{
+#if defined(__x86_64__)
+    if (llmq_isa_active() == LLMQ_ISA_AVX512 && __builtin_cpu_supports("avx512dq")) {
+        const xsum_row_f32_fn f = llmq_xsum_row_f32_avx512();
+        if (f) return f;
+    }
+#endif
+    return llmq_xsum_row_f32_portable;
+}
+
 static int range_error(double x, const char *what)
 {
     return llmq_error("%s: a partial sum of %g is outside the exact accumulator's range (finite, below 2^66)", what ? what : "sum", x);
@@ -60,14 +89,19 @@ static int range_error(double x, const char *what)
 int llmq_xsum_add_f32(llmq_xsum *s, size_t at, const float *x, size_t n, const char *what)
 {
     if (at + n > s->n) return llmq_error("%s: exact sum slots %zu..%zu past %zu", what, at, at + n, s->n);
+    const xsum_row_f32_fn row = row_kernel();
+    enum { PIECE = 1 << 14 };
     slot *acc = (slot *)s->slots + at;
     size_t bad = SIZE_MAX;
     #pragma omp parallel for schedule(static) reduction(min : bad) if (n >= XSUM_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        if (in_range(x[i])) acc[i] += to_fixed(x[i]);
-        else if (i < bad) bad = i;
+    for (size_t i = 0; i < n; i += PIECE) {
+        const int len = (int)(n - i < PIECE ? n - i : PIECE);
+        if (!row(acc + i, x + i, len) && i < bad) bad = i;
     }
-    return bad == SIZE_MAX ? LLMQ_OK : range_error(x[bad], what);
+    if (bad == SIZE_MAX) return LLMQ_OK;
+    for (size_t i = bad; i < n; i++)
+        if (!in_range(x[i])) return range_error(x[i], what);
+    return range_error(NAN, what);
 }
 
 int llmq_xsum_add_f64(llmq_xsum *s, size_t at, const double *x, size_t n, const char *what)
@@ -86,20 +120,12 @@ int llmq_xsum_add_f64(llmq_xsum *s, size_t at, const double *x, size_t n, const 
 int llmq_xsum_add_upper(llmq_xsum *s, const float *A, int n, int lda, const char *what)
 {
     if (llmq_xsum_upper_slots(n) > s->n) return llmq_error("%s: %d × %d needs %zu exact sums, %zu held", what, n, n, llmq_xsum_upper_slots(n), s->n);
+    const xsum_row_f32_fn row = row_kernel();
     slot *acc = s->slots;
     int bad_row = n;
     #pragma omp parallel for schedule(dynamic, 16) reduction(min : bad_row) if ((size_t)n * n >= 2 * XSUM_PAR_MIN)
-    for (int i = 0; i < n; i++) {
-        slot *row = acc + llmq_xsum_upper_at(n, i, i);
-        const float *a = A + (size_t)i * lda;
-        bool ok = true;
-        for (int j = i; j < n; j++) {
-            const bool r = in_range(a[j]);
-            ok &= r;
-            row[j - i] += to_fixed(r ? a[j] : 0.0f); /* a bad value is reported, never converted */
-        }
-        if (!ok && i < bad_row) bad_row = i;
-    }
+    for (int i = 0; i < n; i++)
+        if (!row(acc + llmq_xsum_upper_at(n, i, i), A + (size_t)i * lda + i, n - i) && i < bad_row) bad_row = i;
     if (bad_row == n) return LLMQ_OK;
     const float *a = A + (size_t)bad_row * lda;
     for (int j = bad_row; j < n; j++)
