@@ -16,9 +16,11 @@
 
 #include <jansson.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *usage =
     "usage: llmq quantize SRC -o OUT.gguf [--method M] [--type T] [--calib FILE] [options]\n"
@@ -122,13 +124,21 @@ static const char *usage =
     "  --keep-embed T       type of the token embedding (default: the base type; a tied\n"
     "                       embedding is also the head and follows the head's rule)\n"
     "  --name NAME          general.name (default: the source directory's name)\n"
-    "  --threads N          threads (default: all cores)\n"
+    "  --threads N          threads (default: all cores; under mpirun, per rank: the cores shared\n"
+    "                       among the ranks on each machine)\n"
     "  --resume             continue an interrupted run after its last finished layer: every run\n"
     "                       records its state in OUT.gguf.partial/ (removed on success); the same\n"
     "                       arguments plus --resume give a file byte-identical to an uninterrupted\n"
     "                       run's. A changed option, checkpoint, calibration file or llmq build is\n"
     "                       refused; without a state the run starts from the first layer\n"
-    "  --json               print a JSON summary as the last line of stdout\n"
+    "  --json               print a JSON summary as the last line of stdout (under mpirun: \"ranks\",\n"
+    "                       each rank's windows and the bytes all-reduced)\n"
+    "\n"
+    "Over MPI ranks (a `make MPI=1` build, Open MPI): mpirun -np N build-mpi/llmq quantize ... shares\n"
+    "the calibration windows among N processes, on one machine or many (each maps the checkpoint\n"
+    "itself), and rank 0 writes the same file one process writes, byte for byte: gptq (--act-order,\n"
+    "--refine), awq and awq+gptq to GGUF. A rank that fails or dies ends the run; --resume continues\n"
+    "it with any number of ranks. See docs/quantize.md \"Past one machine\".\n"
     "\n"
     "Norms stay F32. A tensor whose row length does not fit its type's blocks falls back as\n"
     "llama-quantize does (Q6_K->Q8_0, Q3_K->Q4_0, otherwise F16), with a one-line notice.\n";
@@ -724,10 +734,16 @@ int cmd_quantize(int argc, char **argv)
     if ((keep_out && parse_type_option("--keep-output", keep_out, &pol.keep_output)) ||
         (keep_emb && parse_type_option("--keep-embed", keep_emb, &pol.keep_embed)))
         return 2;
-    if (threads == 0 && llmq_dist_local_size() > 1) {
-        /* ranks sharing a machine share its cores */
-        threads = omp_get_num_procs() / llmq_dist_local_size();
-        if (threads < 1) threads = 1;
+    if (ranks > 1) {
+        /* ranks sharing a machine share its cores; mpirun may also bind each rank to fewer */
+        cpu_set_t set;
+        const int online = (int)sysconf(_SC_NPROCESSORS_ONLN), share = online / llmq_dist_local_size() > 0 ? online / llmq_dist_local_size() : 1;
+        const int bound = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : online;
+        const int want = threads ? threads : share;
+        if (threads == 0) threads = share < bound ? share : bound;
+        if (bound < want && lead)
+            fprintf(stderr, "llmq quantize: note: mpirun bound each rank to %d core%s, fewer than its %d threads: give the ranks their cores "
+                            "with mpirun --bind-to none (or --map-by ppr:1:node:pe=%d)\n", bound, bound == 1 ? "" : "s", want, want);
     }
     llmq_set_threads(threads);
 
