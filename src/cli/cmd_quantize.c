@@ -143,6 +143,9 @@ static const char *usage =
     "Norms stay F32. A tensor whose row length does not fit its type's blocks falls back as\n"
     "llama-quantize does (Q6_K->Q8_0, Q3_K->Q4_0, otherwise F16), with a one-line notice.\n";
 
+/* More than the kinds of stage a layer goes through (load, quantize, hessian, solve, refine, awq, forward, write, record, ...). */
+#define PENDING_STAGES 12
+
 typedef struct {
     llmq_layer_report *layers; /* one per finished decoder layer (calibrated methods) */
     int n_layers;
@@ -153,7 +156,7 @@ typedef struct {
     bool tied;          /* no output head to write after the layers */
     int layer;          /* -1 before the decoder layers, n_model_layers for the head */
     char stage[32];         /* the stage the line shows */
-    char pending[4][32];    /* stages begun since the last draw, one per run of a kind ("solve ...") */
+    char pending[PENDING_STAGES][32]; /* stages begun since the last draw, one per kind ("solve ...") */
     int n_pending;
     double tokens_per_s;
     bool done;
@@ -181,15 +184,15 @@ static void on_stage(void *user, int layer, const char *stage, double tokens_per
     st->layer = layer;
     if (!strcmp(stage, "embed") && st->t_embed == 0) st->t_embed = now;
     /* Every kind of stage shows at least once, however short (a small layer's solves take
-     * milliseconds, the line is drawn every 100 ms): each draw takes the oldest pending one; a stage
-     * of the same kind as the last pending replaces it, and past four the oldest is dropped. */
+     * milliseconds, the line is drawn every 100 ms, and a loaded machine may draw less often): each
+     * draw takes the oldest pending one; a stage of a kind already pending replaces that one in its
+     * place, so the queue holds one per kind (a layer has fewer kinds than it holds). */
     const size_t kind = strcspn(stage, " ");
-    int *np = &st->n_pending;
-    if (*np > 0 && !strncmp(st->pending[*np - 1], stage, kind) && (st->pending[*np - 1][kind] == ' ' || !st->pending[*np - 1][kind]))
-        (*np)--;
-    else if (*np == 4)
-        memmove(st->pending[0], st->pending[1], sizeof st->pending[0] * 3), (*np)--;
-    snprintf(st->pending[(*np)++], sizeof st->pending[0], "%s", stage);
+    int *np = &st->n_pending, at = -1;
+    for (int i = 0; i < *np && at < 0; i++)
+        if (!strncmp(st->pending[i], stage, kind) && (st->pending[i][kind] == ' ' || !st->pending[i][kind])) at = i;
+    if (at < 0 && *np == PENDING_STAGES) memmove(st->pending[0], st->pending[1], sizeof st->pending[0] * (PENDING_STAGES - 1)), (*np)--;
+    snprintf(st->pending[at >= 0 ? at : (*np)++], sizeof st->pending[0], "%s", stage);
     st->tokens_per_s = tokens_per_s;
     cli_live_unlock(st->live);
 }
@@ -220,7 +223,7 @@ static void render_line(void *user, double now, char *buf, size_t cap)
     progress_state *st = user;
     if (st->n_pending > 0) {
         snprintf(st->stage, sizeof st->stage, "%s", st->pending[0]);
-        memmove(st->pending[0], st->pending[1], sizeof st->pending[0] * 3);
+        memmove(st->pending[0], st->pending[1], sizeof st->pending[0] * (PENDING_STAGES - 1));
         st->n_pending--;
     }
     int n = st->n_model_layers, shown = st->layer < 0 ? 0 : st->layer < n ? st->layer + 1 : n;
