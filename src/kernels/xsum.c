@@ -69,14 +69,21 @@ bool llmq_xsum_row_f32_portable(void *acc_, const float *x, int n)
     return ok;
 }
 
+/* The AVX-512 kernel's whole vectors, then the tail. */
+static bool row_avx512(void *acc, const float *x, int n)
+{
+    static xsum_row_f32_fn body;
+    if (!body) body = llmq_xsum_row_f32_avx512();
+    const int m = n & ~7;
+    const bool ok = body(acc, x, m);
+    return llmq_xsum_row_f32_portable((slot *)acc + m, x + m, n - m) && ok;
+}
+
 /* The row kernel of the active instruction set (LLMQ_KERNEL / llmq_kernel_select). */
 static xsum_row_f32_fn row_kernel(void)
 {
 #if defined(__x86_64__)
-    if (llmq_isa_active() == LLMQ_ISA_AVX512 && __builtin_cpu_supports("avx512dq")) {
-        const xsum_row_f32_fn f = llmq_xsum_row_f32_avx512();
-        if (f) return f;
-    }
+    if (llmq_isa_active() == LLMQ_ISA_AVX512 && __builtin_cpu_supports("avx512dq") && llmq_xsum_row_f32_avx512()) return row_avx512;
 #endif
     return llmq_xsum_row_f32_portable;
 }

@@ -6,8 +6,9 @@
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512DQ__)
 #include <immintrin.h>
 
-/* acc[j] += fixed(x[j]) for j < n (acc: n little-endian 128-bit slots);
- * returns false when some |x[j]| ≥ 2⁶⁶ or is NaN (that slot gets 0 added). */
+/* acc[j] += fixed(x[j]) for j < n, n a multiple of 8 (acc: n little-endian
+ * 128-bit slots); returns false when some |x[j]| ≥ 2⁶⁶ or is NaN (that slot
+ * gets 0 added). */
 static bool row_f32(void *acc_, const float *x, int n)
 {
     int64_t *acc = acc_;
@@ -17,8 +18,7 @@ static bool row_f32(void *acc_, const float *x, int n)
     const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
     const __m512i mix_lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0), mix_hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
     __mmask8 all_ok = 0xff;
-    int j = 0;
-    for (; j + 8 <= n; j += 8) {
+    for (int j = 0; j + 8 <= n; j += 8) {
         const __m512d d = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + j)), scale);
         __m512d a = _mm512_abs_pd(d);
         const __mmask8 ok = _mm512_cmp_pd_mask(a, limit, _CMP_LT_OQ); /* false for NaN */
@@ -42,8 +42,7 @@ static bool row_f32(void *acc_, const float *x, int n)
         _mm512_storeu_si512(acc + 2 * j, _mm512_permutex2var_epi64(L2, mix_lo, H2));
         _mm512_storeu_si512(acc + 2 * j + 8, _mm512_permutex2var_epi64(L2, mix_hi, H2));
     }
-    const bool tail_ok = llmq_xsum_row_f32_portable((__int128 *)acc_ + j, x + j, n - j);
-    return all_ok == 0xff && tail_ok;
+    return all_ok == 0xff;
 }
 
 xsum_row_f32_fn llmq_xsum_row_f32_avx512(void) { return row_f32; }
