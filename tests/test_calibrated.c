@@ -161,7 +161,7 @@ static void differing_tensors(const char *a_path, const char *b_path, char *out,
 
 /* GPTAQ (--method gptaq): with α = 0 it writes GPTQ's tensors bit for bit in
  * either form; with the default α (1) it lands closer to the original model than
- * GPTQ does, in either form, and after AWQ too. */
+ * GPTQ does, in either form, and after AWQ about as close. */
 Test(calibrated, gptaq_is_gptq_at_alpha_0_and_closer_to_the_model, .init = setup, .fini = teardown, .timeout = 900)
 {
     reports r = {0};
@@ -189,7 +189,11 @@ Test(calibrated, gptaq_is_gptq_at_alpha_0_and_closer_to_the_model, .init = setup
     cr_log_info("KL: gptq %.4g gptaq target %.4g sweep %.4g; awq+gptq %.4g awq+gptaq %.4g", kl_gptq, kl[0], kl[1], kl_awq_gptq, kl_awq_gptaq);
     cr_assert_lt(kl[0], kl_gptq, "gptaq (target) %g gptq %g", kl[0], kl_gptq);
     cr_assert_lt(kl[1], kl_gptq, "gptaq (sweep) %g gptq %g", kl[1], kl_gptq);
-    cr_assert_lt(kl_awq_gptaq, kl_awq_gptq, "awq+gptaq %g awq+gptq %g", kl_awq_gptaq, kl_awq_gptq);
+    /* After AWQ the two stay within a few percent on this 2-layer model: its
+     * ratio searches pick other ratios on fp32 rounding (awq+gptq 6.28e-06
+     * with OpenBLAS's Cooperlake kernels, 4.67e-06 with Haswell's; awq+gptaq
+     * 5.42e-06 and 4.70e-06), so GPTAQ must not be worse by more than 5% */
+    cr_assert_lt(kl_awq_gptaq, 1.05 * kl_awq_gptq, "awq+gptaq %g awq+gptq %g", kl_awq_gptaq, kl_awq_gptq);
 }
 
 /* The demo model written as another architecture (llmq synth --arch): Qwen3

@@ -349,6 +349,8 @@ Test(gptq, beats_rtn_and_matches_dense_reference)
 {
     problem p = make_problem(ROWS, COLS, TOKENS, 0x5eed0001);
     const double ref = output_error(&p, p.W, NULL);
+    double dense_gap = 0;
+    int cases = 0;
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int gi = 0; gi < 3; gi++) {
             const llmq_type t = all_types[ti];
@@ -362,7 +364,11 @@ Test(gptq, beats_rtn_and_matches_dense_reference)
             cr_log_info("%s g%d: rel err rtn %.4g gptq %.4g dense %.4g (stats rtn %.4g gptq %.4g)", name, G, e_rtn / ref, e / ref,
                         e_dense / ref, st.err_rtn, st.err_gptq);
             cr_assert_lt(e, 0.9 * e_rtn, "%s g%d: gptq %g not below rtn %g", name, G, e, e_rtn);
-            cr_assert_lt(fabs(e - e_dense), 0.01 * e_dense, "%s g%d: gptq %g vs dense reference %g", name, G, e, e_dense);
+            /* fp32 against double: a rounding or scale choice on a near tie may
+             * flip (IQ4_XS g32 with OpenBLAS's Haswell kernels: +1.2%), so one
+             * case may stray to 2%, the cases on average 0.1% */
+            cr_assert_lt(fabs(e - e_dense), 0.02 * e_dense, "%s g%d: gptq %g vs dense reference %g", name, G, e, e_dense);
+            dense_gap += fabs(e / e_dense - 1), cases++;
             cr_assert_lt(fabs(st.err_gptq - e / ref), 0.02 * e / ref, "%s g%d: stats err_gptq %g vs measured %g", name, G, st.err_gptq, e / ref);
             cr_assert_lt(fabs(st.err_rtn - e_rtn / ref), 0.001 * e_rtn / ref, "%s g%d: stats err_rtn %g vs measured %g", name, G, st.err_rtn,
                          e_rtn / ref);
@@ -372,6 +378,7 @@ Test(gptq, beats_rtn_and_matches_dense_reference)
             check_on_grid(&p, t, G, packed, Wq);
             free(Wq); free(Qr); free(Qd); free(packed);
         }
+    cr_assert_lt(dense_gap / cases, 1e-3, "gptq strays %.3g%% from the dense reference on average", 100 * dense_gap / cases);
     free_problem(&p);
 }
 

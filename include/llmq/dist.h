@@ -43,6 +43,12 @@ static inline int llmq_dist_unit_windows(int seqlen) { return seqlen >= LLMQ_DIS
 void llmq_dist_windows(int n_windows, int seqlen, int *first, int *count);
 /* The same for rank `rank` of `size`. */
 void llmq_dist_windows_of(int rank, int size, int n_windows, int seqlen, int *first, int *count);
+/* This rank's share [*first, *end) of n rows, cut at multiples of `align`
+ * (the ranks' block counts differing by at most one; some may get none).
+ * One process gets every row. */
+void llmq_dist_rows(int n, int align, int *first, int *end);
+/* The same for rank `rank` of `size`. */
+void llmq_dist_rows_of(int rank, int size, int n, int align, int *first, int *end);
 
 /* Collectives over all ranks (no-ops in one process). Every rank must call
  * them in the same order; a failure is an error message (MPI's own). */

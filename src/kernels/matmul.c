@@ -7,7 +7,7 @@
  *    serial sgemm. The decode costs O(rows·in) against the product's
  *    O(tokens·rows·in), so this runs near sgemm speed with a panel of
  *    scratch memory per thread.
- * F32 weights go to sgemm directly. */
+ * F32 weights go to sgemm directly, in the same panels. */
 #include "llmq/kernels.h"
 #include "llmq/error.h"
 #include "kernel_ops.h"
@@ -105,37 +105,44 @@ static int matmul_q8(const llmq_kernel_ops *ops, float *y, const float *x, int n
     return LLMQ_OK;
 }
 
-/* One parallel region for the whole product: each thread takes a contiguous
- * range of output rows and walks it in panels, decoding a panel into its own
- * scratch and multiplying it with a single-threaded sgemm (OpenBLAS runs
- * serially inside a parallel region). No barrier until the end — on a busy
- * machine every barrier can cost a scheduler time slice. */
+/* One parallel region for the whole product: the output rows are cut into
+ * panels fixed by the shape alone, and each thread decodes a panel into its
+ * own scratch and multiplies it with a single-threaded sgemm (OpenBLAS runs
+ * serially inside a parallel region). Which thread takes a panel never
+ * changes a bit (with OpenBLAS's Haswell/Zen kernels an element's bits depend
+ * on where a call's rows start; llmq/blas.h). No barrier until the end — on
+ * a busy machine every barrier can cost a scheduler time slice. */
 static int panel_matmul(const llmq_kernel_ops *ops, float *y, const float *x, int n_tokens, const unsigned char *w, size_t row_bytes,
                         int in, int out)
 {
-    /* Panel ≈ 8 MiB of floats (in L3 between its decode and its sgemm): sgemm
-     * packs all of x again for every panel, so smaller panels pay that more
-     * often (one Llama-2-7B layer + head at 512 tokens, 1 thread: 2 MiB 77-81,
-     * 8 MiB 88-97 GFLOP/s; 512 KiB 67). */
-    int panel = (int)((8u << 20) / ((size_t)in * sizeof(float)));
-    if (panel < 16) panel = 16;
+    /* Panel ≈ 8 MiB of floats (in L3 between its decode and its sgemm), at
+     * most 256 rows so a 4096-row product still has 16 panels: sgemm packs
+     * all of x again for every panel, so smaller panels pay that more often
+     * (one Llama-2-7B layer + head at 512 tokens, 1 thread: 2 MiB 77-81,
+     * 8 MiB 88-97 GFLOP/s; 512 KiB 67). Whole multiples of 16 rows keep
+     * sgemm's column blocks whole. */
+    int panel = (int)((8u << 20) / ((size_t)in * sizeof(float))) / 16 * 16;
+    panel = panel < 16 ? 16 : panel > 256 ? 256 : panel;
+    const int panels = (out + panel - 1) / panel;
     int failed = 0;
-    #pragma omp parallel
+    #pragma omp parallel if (panels > 1)
     {
-        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
-        /* Row ranges in multiples of 16 keep sgemm's column blocks whole. */
-        const int chunk = ((out + nth - 1) / nth + 15) / 16 * 16;
-        const int o0 = me * chunk < out ? me * chunk : out, o1 = o0 + chunk < out ? o0 + chunk : out;
-        const int p = panel < o1 - o0 ? panel : o1 - o0;
-        float *scratch = p > 0 ? malloc((size_t)p * in * sizeof(float)) : NULL;
-        if (p > 0 && !scratch) {
+        omp_set_num_threads(1); /* sgemm serial in a team of one too */
+        float *scratch = ops ? malloc((size_t)(panel < out ? panel : out) * in * sizeof(float)) : NULL;
+        if (ops && !scratch) {
             #pragma omp atomic write
             failed = 1;
         }
-        for (int r0 = o0; scratch && r0 < o1; r0 += p) {
-            const int r1 = r0 + p < o1 ? r0 + p : o1;
-            for (int r = r0; r < r1; r++) ops->dequant(w + (size_t)r * row_bytes, scratch + (size_t)(r - r0) * in, in);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, r1 - r0, in, 1.0f, x, in, scratch, in, 0.0f, y + r0, out);
+        #pragma omp for schedule(dynamic, 1) nowait
+        for (int p = 0; p < panels; p++) {
+            if (ops && !scratch) continue;
+            const int r0 = p * panel, r1 = r0 + panel < out ? r0 + panel : out;
+            const float *rows = (const float *)(w + (size_t)r0 * row_bytes);
+            if (ops) {
+                for (int r = r0; r < r1; r++) ops->dequant(w + (size_t)r * row_bytes, scratch + (size_t)(r - r0) * in, in);
+                rows = scratch;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, r1 - r0, in, 1.0f, x, in, rows, in, 0.0f, y + r0, out);
         }
         free(scratch);
     }
@@ -148,10 +155,9 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     if (n_tokens <= 0 || in <= 0 || out <= 0) return llmq_error("matmul: empty shape %d×%d×%d", n_tokens, in, out);
     const llmq_type_traits *tr;
     if (check_shape(&tr, wtype, in) != LLMQ_OK) return LLMQ_ERR;
-    if (wtype == LLMQ_TYPE_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-        return LLMQ_OK;
-    }
+    /* F32 rows go to sgemm as they are, in the panels decoded rows take, so
+     * equal values in any float type give the same bits */
+    if (wtype == LLMQ_TYPE_F32) return panel_matmul(NULL, y, x, n_tokens, w, (size_t)in * sizeof(float), in, out);
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
     const size_t row_bytes = llmq_row_size(wtype, in);

@@ -4,6 +4,7 @@
  * att·Woᵀ; xn2 = rms(h)·g2; act = silu(xn2·Wgᵀ) ⊙ (xn2·Wuᵀ); y = h + act·Wdᵀ.
  * A linear Y = X·Wᵀ has dW = dYᵀ·X and dX = dY·W: two sgemms. */
 #include "llmq/backward.h"
+#include "llmq/blas.h"
 #include "llmq/error.h"
 
 #include <cblas.h>
@@ -96,7 +97,7 @@ llmq_block_tape *llmq_block_tape_new(const llmq_model *m, int layer, int max_seq
 /* y[n × rows] = x[n × cols]·Wᵀ + b */
 static void linear(float *y, const float *x, int n, const float *W, const float *b, int rows, int cols)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, W, cols, 0.0f, y, rows);
+    llmq_sgemm(CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, W, cols, 0.0f, y, rows);
     if (!b) return;
     #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++)
@@ -106,8 +107,8 @@ static void linear(float *y, const float *x, int n, const float *W, const float 
 /* dW[rows × cols] = dyᵀ·x (when wanted); dx[n × cols] (+)= dy·W */
 static void linear_back(float *dW, float *dx, bool accumulate, const float *dy, const float *x, int n, const float *W, int rows, int cols)
 {
-    if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, n, 1.0f, dy, rows, x, cols, 0.0f, dW, cols);
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, rows, 1.0f, dy, rows, W, cols, accumulate ? 1.0f : 0.0f, dx, cols);
+    if (dW) llmq_sgemm(CblasTrans, CblasNoTrans, rows, cols, n, 1.0f, dy, rows, x, cols, 0.0f, dW, cols);
+    if (dx) llmq_sgemm(CblasNoTrans, CblasNoTrans, n, cols, rows, 1.0f, dy, rows, W, cols, accumulate ? 1.0f : 0.0f, dx, cols);
 }
 
 /* dx (+)= r·(g ⊙ dout) − x·r³·⟨dout, g ⊙ x⟩/d: RMSNorm's backward, with

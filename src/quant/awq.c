@@ -1,12 +1,12 @@
 /* AWQ scale and clip search on one decoder layer (see llmq/awq.h). */
 #include "llmq/awq.h"
+#include "llmq/blas.h"
 #include "llmq/calibrated.h"
 #include "llmq/dist.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/rtn.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <omp.h>
@@ -694,7 +694,7 @@ static int search_scales(const awq_ctx *c, llmq_awq_group g, const llmq_layer *L
                 const float *w0 = reader->data;
                 #pragma omp parallel for simd schedule(static)
                 for (size_t e = 0; e < n_w; e++) tmp[0][e] -= w0[e];
-                cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, reader->rows, cols, 1.0f, H, cols, tmp[0], cols, 0.0f, dh, cols);
+                llmq_ssymm(CblasRight, CblasUpper, reader->rows, cols, 1.0f, H, cols, tmp[0], cols, 0.0f, dh, cols);
                 sse = fixed_order_sum(tmp[0], dh, n_w, false);
             } else if (inspect_all(c, g, &Lq, in, ref, c->search_local, NULL, &sse)) {
                 goto done;
@@ -753,9 +753,10 @@ static int search_clip(const awq_ctx *c, llmq_linear k, llmq_weight *lw, const f
     const bool use_gram = G < n_clip; /* else ‖X_g·δ‖² straight from the tokens is the cheaper one */
     float *gram = use_gram ? malloc((size_t)n_groups * G * G * sizeof(float)) : NULL;
     if (use_gram && !gram) return llmq_error("layer %d: AWQ clip search of %s: out of memory", c->index, llmq_linear_names[k]);
-    for (int g = 0; use_gram && g < n_groups; g++) {
+    #pragma omp parallel for schedule(dynamic, 1) if (use_gram)
+    for (int g = 0; g < (use_gram ? n_groups : 0); g++) {
         const int c0 = g * G, len = c0 + G < cols ? G : cols - c0;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, len, n_clip, 1.0f, Xs + c0, cols, Xs + c0, cols, 0.0f,
+        llmq_sgemm(CblasTrans, CblasNoTrans, len, len, n_clip, 1.0f, Xs + c0, cols, Xs + c0, cols, 0.0f,
                     gram + (size_t)g * G * G, len);
     }
 

@@ -1,4 +1,5 @@
 #include "llmq/calibrated.h"
+#include "llmq/blas.h"
 #include "llmq/dist.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
@@ -309,17 +310,20 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         /* Over ranks (llmq/dist.h) each solves a share of the rows, which GPTQ
          * treats independently given H, and the packed rows are gathered. */
         const size_t row_bytes = llmq_row_size(targets[k].type, cols);
-        const int ranks = llmq_dist_size(), shared = ranks > 1 && rows >= ranks;
-        const int r0 = shared ? (int)((int64_t)rows * llmq_dist_rank() / ranks) : 0,
-                  r1 = shared ? (int)((int64_t)rows * (llmq_dist_rank() + 1) / ranks) : rows;
+        /* The shares are cut at the tiles of llmq/blas.h, so every row has the bits one process gives it. */
+        const int shared = llmq_dist_size() > 1;
+        int r0, r1;
+        llmq_dist_rows(rows, LLMQ_BLAS_TILE_ROWS, &r0, &r1);
         char *mine = (char *)packed[k] + (size_t)r0 * row_bytes;
         if (shared) memset(packed[k], 0, (size_t)rows * row_bytes); /* the others' rows are ORed in */
-        if (solve_linear(s, w->lin[k] + (size_t)r0 * cols, r1 - r0, cols, targets[k].type, targets[k].group_size, mine, &gs, &target,
-                         s->pre[k]))
+        memset(&gs, 0, sizeof gs);
+        target = NULL;
+        if (r1 > r0 && solve_linear(s, w->lin[k] + (size_t)r0 * cols, r1 - r0, cols, targets[k].type, targets[k].group_size, mine, &gs,
+                                    &target, s->pre[k]))
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
         const float *W = target ? target : w->lin[k] + (size_t)r0 * cols;
         double sums[5] = {gs.trace_w, gs.trace_rtn, gs.trace_gptq, 0, 0}; /* and refinement's objective before and after */
-        if (s->o.refine_passes > 0) {
+        if (s->o.refine_passes > 0 && r1 > r0) {
             /* H's lower triangle becomes the upper's mirror: the solver reads the upper one only */
             llmq_refine_stats rs;
             stage(s, index, "refine");
@@ -820,10 +824,13 @@ static int quantize_head(void *p, const llmq_model *m, const float *W, int r0, i
     float *target;
     /* over ranks, each solves a share of the rows (as solve_step) */
     const size_t row_bytes = llmq_row_size(type, cols);
-    const int ranks = llmq_dist_size(), shared = ranks > 1 && rows >= ranks;
-    const int a = shared ? (int)((int64_t)rows * llmq_dist_rank() / ranks) : 0, b = shared ? (int)((int64_t)rows * (llmq_dist_rank() + 1) / ranks) : rows;
+    const int shared = llmq_dist_size() > 1;
+    int a, b;
+    llmq_dist_rows(rows, LLMQ_BLAS_TILE_ROWS, &a, &b);
     if (shared) memset(packed, 0, (size_t)rows * row_bytes);
-    int rc = solve_linear(s, W + (size_t)a * cols, b - a, cols, type, group_size, (char *)packed + (size_t)a * row_bytes, NULL, &target, NULL);
+    target = NULL;
+    int rc = b > a ? solve_linear(s, W + (size_t)a * cols, b - a, cols, type, group_size, (char *)packed + (size_t)a * row_bytes, NULL, &target, NULL)
+                   : LLMQ_OK;
     free(target);
     if (rc == LLMQ_OK && shared) rc = llmq_dist_or(packed, (size_t)rows * row_bytes);
     return rc == LLMQ_OK ? LLMQ_OK : llmq_error_prefix("output head rows %d..%d", r0, r0 + rows - 1);

@@ -16,6 +16,7 @@
  *     one Cholesky and one triangular inverse (2n³/3 flops) instead of the
  *     reference's Cholesky, cholesky_inverse and second Cholesky (4n³/3). */
 #include "llmq/gptq.h"
+#include "llmq/blas.h"
 #include "llmq/error.h"
 #include "llmq/kernels.h"
 #include "llmq/rtn.h"
@@ -48,7 +49,7 @@ static int hessian_add(float *H, int cols, int64_t *n_seen, const float *X, int 
     if (bf16) {
         if (llmq_syrk_bf16(H, cols, X, n_tokens, alpha, beta) != LLMQ_OK) return llmq_error_prefix("hessian");
     } else
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, n_tokens, alpha, X, cols, beta, H, cols);
+        llmq_ssyrk(CblasUpper, CblasTrans, cols, n_tokens, alpha, X, cols, beta, H, cols);
     *n_seen += n_tokens;
     return LLMQ_OK;
 }
@@ -80,7 +81,7 @@ int llmq_hsum_add(llmq_hsum *h, const float *X, int n_tokens)
     if (h->bf16) {
         if (llmq_syrk_bf16(h->partial, h->cols, X, n_tokens, 1.0f, beta) != LLMQ_OK) return llmq_error_prefix("hessian");
     } else {
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, h->cols, n_tokens, 1.0f, X, h->cols, beta, h->partial, h->cols);
+        llmq_ssyrk(CblasUpper, CblasTrans, h->cols, n_tokens, 1.0f, X, h->cols, beta, h->partial, h->cols);
     }
     h->unit_tokens += n_tokens;
     return LLMQ_OK;
@@ -240,8 +241,8 @@ static int cholesky_lower(float *A, int n, int ld)
     float *A21 = A + (size_t)n1 * ld, *A22 = A21 + n1;
     int info = cholesky_lower(A, n1, ld);
     if (info) return info;
-    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, n2, n1, 1.0f, A, ld, A21, ld);
-    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, n2, n1, -1.0f, A21, ld, 1.0f, A22, ld);
+    llmq_strsm(CblasRight, CblasLower, CblasTrans, CblasNonUnit, n2, n1, 1.0f, A, ld, A21, ld);
+    llmq_ssyrk(CblasLower, CblasNoTrans, n2, n1, -1.0f, A21, ld, 1.0f, A22, ld);
     info = cholesky_lower(A22, n2, ld);
     return info ? info + n1 : 0;
 }
@@ -256,8 +257,8 @@ static void invert_lower(float *L, int n, int ld, float *scratch)
     }
     const int n1 = n / 2, n2 = n - n1;
     float *C = L + (size_t)n1 * ld, *D = C + n1;
-    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, 1.0f, L, ld, C, ld);
-    cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, -1.0f, D, ld, C, ld);
+    llmq_strsm(CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, 1.0f, L, ld, C, ld);
+    llmq_strsm(CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, n2, n1, -1.0f, D, ld, C, ld);
     invert_lower(L, n1, ld, scratch);
     invert_lower(D, n2, ld, scratch);
 }
@@ -464,7 +465,7 @@ static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_typ
             free(delta);
         }
         if (failed) break;
-        cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, 2 * m, n, 1.0f, fac, n, S, n);
+        llmq_strmm(CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, 2 * m, n, 1.0f, fac, n, S, n);
         double a = 0, b = 0;
         #pragma omp parallel for reduction(+ : a, b) schedule(static) if (worth_threads((size_t)m * n * 2))
         for (int k = 0; k < 2 * m; k++) {
@@ -501,10 +502,10 @@ static void gptaq_correction(const float *D, int n, const int *perm, const unsig
     #pragma omp parallel for schedule(static) if (worth_threads((size_t)n * n))
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) P[(size_t)i * n + j] = dead[perm[j]] ? 0.0f : D[(size_t)perm[i] * n + perm[j]];
-    cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, n, n, 1.0f, U, n, P, n);
+    llmq_strmm(CblasRight, CblasUpper, CblasTrans, CblasNonUnit, n, n, 1.0f, U, n, P, n);
     #pragma omp parallel for schedule(static) if (worth_threads((size_t)n * n))
     for (int i = 0; i < n; i++) memset(P + (size_t)i * n, 0, sizeof(float) * (size_t)(i + 1));
-    cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, n, n, alpha, U, n, P, n);
+    llmq_strmm(CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, n, n, alpha, U, n, P, n);
 }
 
 static int solve(const float *W, int rows, int cols, float *H, const float *D, float alpha, llmq_type type, int group_size,
@@ -679,13 +680,13 @@ static int solve(const float *W, int rows, int cols, float *H, const float *D, f
         }
         loss += block_loss;
         if (i2 < n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, bw, -1.0f, s.err, B, H + (size_t)i1 * n + i2, n, 1.0f,
+            llmq_sgemm(CblasNoTrans, CblasNoTrans, rows, n - i2, bw, -1.0f, s.err, B, H + (size_t)i1 * n + i2, n, 1.0f,
                         s.w + i2, n);
         /* GPTAQ's lazy batch: the block's columns as they were rounded (the
          * same values the in-block steps used, so any block width gives the
          * same result; the reference code multiplies by the rounded values) */
         if (P && i2 < n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, bw, 1.0f, s.wpre, B, P + (size_t)i1 * n + i2, n, 1.0f,
+            llmq_sgemm(CblasNoTrans, CblasNoTrans, rows, n - i2, bw, 1.0f, s.wpre, B, P + (size_t)i1 * n + i2, n, 1.0f,
                         s.w + i2, n);
     }
 
@@ -788,7 +789,7 @@ int llmq_cross_add(float *D, int cols, int64_t n_seen, const float *X, const flo
     #pragma omp parallel for simd schedule(static) if (worth_threads(m))
     for (size_t e = 0; e < m; e++) scratch[e] = X_fp[e] - X[e];
     const double total = (double)n_seen + n_tokens;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, cols, n_tokens, (float)(2.0 / total), scratch, cols, X, cols,
+    llmq_sgemm(CblasTrans, CblasNoTrans, cols, cols, n_tokens, (float)(2.0 / total), scratch, cols, X, cols,
                 (float)((double)n_seen / total), D, cols);
     return LLMQ_OK;
 }
@@ -826,9 +827,9 @@ int llmq_gptaq_target(const float *W, int rows, int cols, const float *H, const 
         return llmq_error("gptaq target: the %d × %d Hessian is not positive definite even with damp %g", n, n, (double)damp);
     }
     /* W_target = W + α·W·D·(H + λI)⁻¹, with H + λI = L·Lᵀ */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, W, n, D, n, 0.0f, W_target, n);
-    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, rows, n, 1.0f, F, n, W_target, n);
-    cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, rows, n, 1.0f, F, n, W_target, n);
+    llmq_sgemm(CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, W, n, D, n, 0.0f, W_target, n);
+    llmq_strsm(CblasRight, CblasLower, CblasTrans, CblasNonUnit, rows, n, 1.0f, F, n, W_target, n);
+    llmq_strsm(CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, rows, n, 1.0f, F, n, W_target, n);
     free(F);
     const size_t m = (size_t)rows * n;
     #pragma omp parallel for simd schedule(static) if (worth_threads(m))

@@ -1,5 +1,6 @@
 /* Coordinate descent on a quantized layer's codes (llmq/refine.h). */
 #include "llmq/refine.h"
+#include "llmq/blas.h"
 #include "llmq/error.h"
 #include "llmq/types.h"
 
@@ -194,7 +195,7 @@ int llmq_refine_codes(const float *W, int rows, int cols, float *H, llmq_type ty
     }
     for (int i = 0; i < n; i++)
         for (int j = 0; j < i; j++) H[(size_t)i * n + j] = H[(size_t)j * n + i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, D, n, H, n, 0.0f, Gm, n);
+    llmq_sgemm(CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, D, n, H, n, 0.0f, Gm, n);
     llmq_refine_stats st = {.passes = 0};
     st.objective[0] = objective(D, Gm, count);
     for (int pass = 0; pass < passes; pass++) {
@@ -245,7 +246,7 @@ int llmq_refine_codes(const float *W, int rows, int cols, float *H, llmq_type ty
                 }
             }
             /* every column's gradient (the block's own included) after the block's moves */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, bw, -1.0f, U, B, H + (size_t)j1 * n, n, 1.0f, Gm, n);
+            llmq_sgemm(CblasNoTrans, CblasNoTrans, rows, n, bw, -1.0f, U, B, H + (size_t)j1 * n, n, 1.0f, Gm, n);
         }
         st.changed[pass] = changed;
         st.regridded[pass] = regridded;

@@ -28,6 +28,17 @@ void llmq_dist_windows_of(int rank, int size, int n_windows, int seqlen, int *fi
     *count = w1 > w0 ? w1 - w0 : 0;
 }
 
+void llmq_dist_rows(int n, int align, int *first, int *end) { llmq_dist_rows_of(llmq_dist_rank(), llmq_dist_size(), n, align, first, end); }
+
+void llmq_dist_rows_of(int rank, int size, int n, int align, int *first, int *end)
+{
+    const int blocks = (n + align - 1) / align;
+    /* rounded up, so that rank 0 has rows whenever there are any */
+    const int b0 = (int)(((int64_t)blocks * rank + size - 1) / size), b1 = (int)(((int64_t)blocks * (rank + 1) + size - 1) / size);
+    *first = b0 * align < n ? b0 * align : n;
+    *end = b1 * align < n ? b1 * align : n;
+}
+
 /* The launcher's rank count when one started this process, else 0. */
 static int launched_size(void)
 {
