@@ -423,7 +423,7 @@ typedef struct { double whw, w2, rtn_hd, rtn2; int sampled_rows; } pre_stats;
 static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_type t, int G, bool search,
                      const int *pr, const unsigned char *dead, pre_stats *out)
 {
-    enum { CHUNK = 128 };
+    enum { CHUNK = 512 }; /* 2·CHUNK rows: four row tiles of llmq_strmm to share among threads */
     const int ng = llmq_group_count(n, G);
     const int stride = llmq_gptq_stats_stride(rows);
     const int sampled = (rows + stride - 1) / stride;
