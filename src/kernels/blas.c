@@ -6,7 +6,8 @@
  * loop also sets its threads' own nthreads-var to 1 first. With 256 × 512
  * tiles the products run at the speed of OpenBLAS's own threading (2 threads,
  * Zen 5: 512 × 4096 × 4096 sgemm 199 against 164–198 GFLOP/s; 4096 × 3968 ×
- * 128 174 against 168), since a tile's packing is small against its work. */
+ * 128 174 against 168), since a tile's packing is small against its work;
+ * ssyrk, whose K is often short (a 512-token window), runs in strips. */
 #include "llmq/blas.h"
 
 #include <omp.h>

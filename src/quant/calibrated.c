@@ -148,11 +148,14 @@ static int begin(void *p, const llmq_model *m)
         if (llmq_dist_size() > units)
             return llmq_error("%d ranks for %d units of calibration windows (%d × %d tokens, %d windows a unit): use at most %d ranks",
                               llmq_dist_size(), units, c->n_samples, c->seqlen, g, units);
-        /* ranks on different CPUs would compute different bits: the forward's kernels and Hessian inputs must agree */
+        /* ranks on different CPUs would compute different bits: the forward's kernels, OpenBLAS's
+         * kernel family (each family rounds a product its own way) and Hessian inputs must agree */
         uint64_t kind = 0;
         for (const char *k = llmq_kernel_name(); *k; k++) kind = kind * 131 + (unsigned char)*k;
+        for (const char *k = llmq_blas_core(); *k; k++) kind = kind * 131 + (unsigned char)*k;
         kind = kind * 4 + (llmq_calibrated_int16(&s->o) ? 2 : 0) + (llmq_calibrated_bf16(&s->o) ? 1 : 0);
-        if (llmq_dist_agree(kind, "the CPU kernels (llmq_kernel_name, int16 forward, bf16 Hessians)")) return LLMQ_ERR;
+        if (llmq_dist_agree(kind, "the CPU kernels (llmq_kernel_name, OpenBLAS's kernel family, int16 forward, bf16 Hessians)"))
+            return LLMQ_ERR;
     }
     llmq_dist_windows(c->n_samples, c->seqlen, &s->w0, &s->nw);
     for (int l = 0; s->o.block && l < m->cfg.n_layers; l++)
