@@ -35,11 +35,11 @@ static float *random_matrix(size_t n)
 
 /* A triangular or symmetric matrix that is far from singular: unit-sized
  * entries scaled down, a dominant diagonal. */
-static float *well_conditioned(int n)
+static float *well_conditioned(int n, int ld)
 {
-    float *a = random_matrix((size_t)n * n);
+    float *a = random_matrix((size_t)n * ld);
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) a[(size_t)i * n + j] = i == j ? 2.0f + a[(size_t)i * n + j] : a[(size_t)i * n + j] / (float)n;
+        for (int j = 0; j < n; j++) a[(size_t)i * ld + j] = i == j ? 2.0f + a[(size_t)i * ld + j] : a[(size_t)i * ld + j] / (float)n;
     return a;
 }
 
@@ -113,6 +113,9 @@ static const product products[] = {
 };
 #define N_PRODUCTS (int)(sizeof products / sizeof *products)
 
+/* Leading dimensions wider than the rows: the products work inside larger matrices. */
+enum { PAD_A = 5, PAD_B = 3, PAD_C = 9 };
+
 typedef struct {
     float *A, *B, *C0; /* operands; C0 the output's starting contents */
     size_t a_size, c_size;
@@ -126,26 +129,27 @@ static operands make_operands(const product *p)
     case 0: { /* op(A) M × K, op(B) K × N */
         const int ar = p->ta == CblasNoTrans ? p->M : p->K, ac = p->ta == CblasNoTrans ? p->K : p->M;
         const int br = p->tb == CblasNoTrans ? p->K : p->N, bc = p->tb == CblasNoTrans ? p->N : p->K;
-        o.A = random_matrix((size_t)ar * ac), o.lda = ac;
-        o.B = random_matrix((size_t)br * bc), o.ldb = bc;
+        o.A = random_matrix((size_t)ar * (ac + PAD_A)), o.lda = ac + PAD_A;
+        o.B = random_matrix((size_t)br * (bc + PAD_B)), o.ldb = bc + PAD_B;
         o.c_rows = p->M, o.c_cols = p->N;
         break;
     }
     case 1: { /* op(A) N × K */
         const int ar = p->ta == CblasNoTrans ? p->N : p->K, ac = p->ta == CblasNoTrans ? p->K : p->N;
-        o.A = random_matrix((size_t)ar * ac), o.lda = ac;
+        o.A = random_matrix((size_t)ar * (ac + PAD_A)), o.lda = ac + PAD_A;
         o.c_rows = o.c_cols = p->N;
         break;
     }
     default: { /* A square of the side's order, B (and C) M × N */
         const int order = p->side == CblasLeft ? p->M : p->N;
-        o.A = well_conditioned(order), o.lda = order;
-        o.B = random_matrix((size_t)p->M * p->N), o.ldb = p->N;
+        o.A = well_conditioned(order, order + PAD_A), o.lda = order + PAD_A;
+        o.B = random_matrix((size_t)p->M * (p->N + PAD_B)), o.ldb = p->N + PAD_B;
         o.c_rows = p->M, o.c_cols = p->N;
     }
     }
-    o.ldc = o.c_cols;
-    o.c_size = (size_t)o.c_rows * o.c_cols;
+    /* the output is B itself for strsm and strmm */
+    o.ldc = p->kind == 2 || p->kind == 3 ? o.ldb : o.c_cols + PAD_C;
+    o.c_size = (size_t)o.c_rows * o.ldc;
     o.C0 = p->kind == 2 || p->kind == 3 ? o.B : random_matrix(o.c_size);
     return o;
 }
@@ -186,8 +190,11 @@ static void reference(const product *p, const operands *o, float *out)
     }
 }
 
-/* The elements the operation writes: a syrk's own triangle, else all. */
-static bool written(const product *p, int i, int j) { return p->kind != 1 || (p->uplo == CblasUpper ? j >= i : j <= i); }
+/* The elements the operation writes: a syrk's own triangle, else all (of C's columns). */
+static bool written(const product *p, int i, int j)
+{
+    return j < p->N && (p->kind != 1 || (p->uplo == CblasUpper ? j >= i : j <= i));
+}
 
 /* Every product at 1, 2 and 3 threads, in a team of one with 2 threads set,
  * and from inside a 2-thread team: the same bits; and the reference's values
@@ -215,16 +222,20 @@ static void check_family(const char *family)
                 }
             }
             for (size_t e = 0; e < o.c_size; e++)
-                if (written(p, (int)(e / o.c_cols), (int)(e % o.c_cols)))
+                if (written(p, (int)(e / o.ldc), (int)(e % o.ldc)))
                     cr_assert(!memcmp(&got[e], &first[e], sizeof(float)), "%s, %s: element %zu is %.9g with 1 thread, %.9g with %s", family,
                               p->name, e, (double)first[e], (double)got[e], how);
         }
         double num = 0, den = 0;
-        for (size_t e = 0; e < o.c_size; e++)
-            if (written(p, (int)(e / o.c_cols), (int)(e % o.c_cols))) {
+        for (size_t e = 0; e < o.c_size; e++) {
+            if ((int)(e % o.ldc) >= o.c_cols) /* between rows: never written */
+                cr_assert(!memcmp(&first[e], &o.C0[e], sizeof(float)) && !memcmp(&ref[e], &o.C0[e], sizeof(float)),
+                          "%s, %s: wrote element %zu past a row's end", family, p->name, e);
+            if (written(p, (int)(e / o.ldc), (int)(e % o.ldc))) {
                 num += ((double)first[e] - ref[e]) * ((double)first[e] - ref[e]);
                 den += (double)ref[e] * ref[e];
             }
+        }
         cr_assert(sqrt(num / den) < 1e-5, "%s, %s: relative difference %.3g from one OpenBLAS call", family, p->name, sqrt(num / den));
         free(ref);
         free(first);

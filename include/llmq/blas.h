@@ -30,8 +30,8 @@ void llmq_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, flo
                 int ldb, float beta, float *C, int ldc);
 
 /* C ← alpha·op(A)·op(A)ᵀ + beta·C on C's `uplo` triangle (N × N), op(A)
- * N × K: square tiles of LLMQ_BLAS_TILE_ROWS, the diagonal ones by ssyrk,
- * the others by sgemm. */
+ * N × K: strips of LLMQ_BLAS_TILE_ROWS rows, each its diagonal block by
+ * ssyrk and the rest of its rows in the triangle by one sgemm. */
 void llmq_ssyrk(CBLAS_UPLO uplo, CBLAS_TRANSPOSE trans, int N, int K, float alpha, const float *A, int lda, float beta, float *C, int ldc);
 
 /* B ← alpha·op(A)⁻¹·B (Left) or alpha·B·op(A)⁻¹ (Right), A triangular, B

@@ -44,9 +44,9 @@ void llmq_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, flo
 
 void llmq_ssyrk(CBLAS_UPLO uplo, CBLAS_TRANSPOSE trans, int N, int K, float alpha, const float *A, int lda, float beta, float *C, int ldc)
 {
-    /* Strips of LLMQ_BLAS_TILE_ROWS: strip b is the triangle's diagonal block
-     * b (ssyrk) and the rest of its block row (Upper) or column (Lower) in one
-     * sgemm, which packs the long operand once per strip rather than once
+    /* Strips of LLMQ_BLAS_TILE_ROWS rows: strip b is the triangle's diagonal
+     * block b (ssyrk) and the rest of its block row in the triangle (right of
+     * the block for Upper, left of it for Lower) in one sgemm, which packs the long operand once per strip rather than once
      * per square tile (n = 4096, K = 512: 240 against 310 GFLOP/s of
      * OpenBLAS's threads with square tiles). Strips shrink along the
      * triangle, so the longest go first. */

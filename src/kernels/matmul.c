@@ -156,7 +156,8 @@ int llmq_matmul(float *y, const float *x, int n_tokens, const void *w, llmq_type
     const llmq_type_traits *tr;
     if (check_shape(&tr, wtype, in) != LLMQ_OK) return LLMQ_ERR;
     /* F32 rows go to sgemm as they are, in the panels decoded rows take, so
-     * equal values in any float type give the same bits */
+     * equal values in F32 and in F16/BF16 give the same bits past
+     * GEMV_MAX_TOKENS tokens on the exact path (fewer tokens: the GEMV) */
     if (wtype == LLMQ_TYPE_F32) return panel_matmul(NULL, y, x, n_tokens, w, (size_t)in * sizeof(float), in, out);
     const llmq_kernel_ops *ops = llmq_kernel_ops_for(wtype);
     if (!ops) return LLMQ_ERR;
