@@ -239,7 +239,7 @@ Test(kernels, openblas_runs_the_cpus_instruction_sets)
 {
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user && *user) {
-        cr_log_warn("OPENBLAS_CORETYPE=%s is set: the family is the user's choice; not checked", user);
+        cr_log_info("OPENBLAS_CORETYPE=%s is set: the family is the user's choice; not checked", user);
         cr_assert_null(llmq_blas_core_detected(), "llmq must not override OPENBLAS_CORETYPE");
         return;
     }
@@ -307,7 +307,7 @@ Test(kernels, int8_gemm_families_give_the_same_bits)
 #if defined(__x86_64__)
     if (llmq_isa_available(LLMQ_ISA_AVX2)) cr_assert_gt(compared, 0);
 #endif
-    if (!compared) cr_log_warn("int8 GEMM: no SIMD family on this CPU to compare with the scalar reference");
+    if (!compared) cr_log_info("int8 GEMM: no SIMD family on this CPU to compare with the scalar reference");
 }
 
 /* The int16 GEMM of the calibration forward (llmq_set_int16): the exact
@@ -435,5 +435,5 @@ Test(kernels, bf16_syrk_sums_the_bf16_rounded_products)
     cr_assert_eq(llmq_syrk_bf16(NULL, 4, NULL, 2, 1.0f, 0.0f), LLMQ_ERR);
     float h;
     cr_assert_eq(llmq_syrk_bf16(&h, 0, &h, 1, 1.0f, 0.0f), LLMQ_ERR);
-    if (!compared) cr_log_warn("bf16 SYRK: this CPU has no AVX-512 BF16; only the portable reference was checked");
+    if (!compared) cr_log_info("bf16 SYRK: this CPU has no AVX-512 BF16; only the portable reference was checked");
 }
