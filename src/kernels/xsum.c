@@ -14,6 +14,11 @@
 
 typedef __int128 slot;
 
+/* Slots add modulo 2¹²⁸ (unsigned arithmetic: no signed overflow), so a
+ * partial sum that passes ±2⁶⁷ on the way comes back exactly once the total
+ * is in range, whatever the order; the AVX-512 kernel's carries wrap the same way. */
+static inline slot slot_add(slot a, slot b) { return (slot)((unsigned __int128)a + (unsigned __int128)b); }
+
 /* below this many slots a loop runs on one thread: waking the team costs more */
 #define XSUM_PAR_MIN ((size_t)1 << 15)
 
@@ -64,7 +69,7 @@ bool llmq_xsum_row_f32_portable(void *acc_, const float *x, int n)
     for (int j = 0; j < n; j++) {
         const bool r = in_range(x[j]);
         ok &= r;
-        acc[j] += to_fixed(r ? x[j] : 0.0f); /* a bad value is reported, never converted */
+        acc[j] = slot_add(acc[j], to_fixed(r ? x[j] : 0.0f)); /* a bad value is reported, never converted */
     }
     return ok;
 }
@@ -118,7 +123,7 @@ int llmq_xsum_add_f64(llmq_xsum *s, size_t at, const double *x, size_t n, const 
     size_t bad = SIZE_MAX;
     #pragma omp parallel for schedule(static) reduction(min : bad) if (n >= XSUM_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
-        if (in_range(x[i])) acc[i] += to_fixed(x[i]);
+        if (in_range(x[i])) acc[i] = slot_add(acc[i], to_fixed(x[i]));
         else if (i < bad) bad = i;
     }
     return bad == SIZE_MAX ? LLMQ_OK : range_error(x[bad], what);
@@ -174,7 +179,7 @@ int llmq_xsum_merge(llmq_xsum *dst, const llmq_xsum *src)
     slot *a = dst->slots;
     const slot *b = src->slots;
     #pragma omp parallel for schedule(static) if (dst->n >= XSUM_PAR_MIN)
-    for (size_t i = 0; i < dst->n; i++) a[i] += b[i];
+    for (size_t i = 0; i < dst->n; i++) a[i] = slot_add(a[i], b[i]);
     return LLMQ_OK;
 }
 

@@ -61,8 +61,8 @@ static MPI_Op i128_sum;
 static void sum_i128(void *in, void *inout, int *len, MPI_Datatype *type)
 {
     (void)type;
-    const __int128 *a = in;
-    __int128 *b = inout;
+    const unsigned __int128 *a = in; /* modulo 2¹²⁸, as llmq_xsum adds: no signed overflow */
+    unsigned __int128 *b = inout;
     for (int i = 0; i < *len; i++) b[i] += a[i];
 }
 
