@@ -72,6 +72,11 @@ typedef struct {
     double trace_w, trace_rtn, trace_gptq;
 } llmq_gptq_stats;
 
+/* An error ratio from its traces as llmq_gptq_stats has them (a negative
+ * trace counts as 0): err_rtn = llmq_gptq_ratio(trace_rtn, trace_w), and the
+ * same from traces summed over row ranges. */
+double llmq_gptq_ratio(double trace, double trace_w);
+
 /* Adds n_tokens rows of activations X (n_tokens × cols, row-major) to the
  * running Hessian H = (2/N) Σ x xᵀ over all N rows seen so far:
  * H ← H·n/(n+m) + (2/(n+m))·XᵀX, *n_seen += m (one fp32 SYRK). Only the upper

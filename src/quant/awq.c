@@ -343,10 +343,28 @@ static int stats_begin(input_stats *st, size_t pos, int seqlen)
     return LLMQ_OK;
 }
 
+/* Idempotent: a finished or never-begun (zeroed) st holds nothing. */
 static void stats_free(input_stats *st)
 {
     llmq_xsum_free(&st->abs_x);
     llmq_hsum_free(&st->h);
+}
+
+/* Statistics gathered side by side from one pass, as a group: freed
+ * together on any failure (each stats_finish has freed its own already). */
+static void stats_free_all(input_stats *const *sts, int n)
+{
+    for (int i = 0; i < n; i++) stats_free(sts[i]);
+}
+
+static int stats_begin_all(input_stats *const *sts, int n, size_t pos, int seqlen)
+{
+    for (int i = 0; i < n; i++)
+        if (stats_begin(sts[i], pos, seqlen)) {
+            stats_free_all(sts, i);
+            return LLMQ_ERR;
+        }
+    return LLMQ_OK;
 }
 
 /* The unit's partial sums into the exact ones. */
@@ -938,11 +956,8 @@ static int awq_experts(const awq_ctx *c, llmq_layer *L, const float *h, float *H
         llmq_expert *x = &L->experts[e];
         /* up_e -> down_e */
         input_stats st_abs = {.cols = fe, .abs_sum = abs_sum}, st_h = {.cols = fe, .H = H};
-        if (stats_begin(&st_abs, 0, c->seqlen)) goto done;
-        if (stats_begin(&st_h, 0, c->seqlen)) {
-            stats_free(&st_abs);
-            goto done;
-        }
+        input_stats *const pair[2] = {&st_abs, &st_h};
+        if (stats_begin_all(pair, 2, 0, c->seqlen)) goto done;
         /* chunks of a unit's size: never across a unit's end */
         const size_t routed_chunk = st_h.unit < chunk ? st_h.unit : chunk;
         for (size_t a = 0; a < cnt; a += routed_chunk) {
@@ -950,22 +965,21 @@ static int awq_experts(const awq_ctx *c, llmq_layer *L, const float *h, float *H
             routed_rows(c, L, h, tok + a, n, xg);
             if (llmq_expert_mix(c->m, x, xg, (int)n, act) || check_finite(act, n * fe, c->index, "an expert's down_proj input") ||
                 stats_add(&st_abs, act, n)) {
-                stats_free(&st_abs), stats_free(&st_h);
+                stats_free_all(pair, 2);
                 goto done;
             }
             #pragma omp parallel for schedule(static)
             for (size_t i = 0; i < n; i++)
                 for (int k = 0; k < fe; k++) act[i * fe + k] *= wts[tok[a + i]];
             if (stats_add(&st_h, act, n)) {
-                stats_free(&st_abs), stats_free(&st_h);
+                stats_free_all(pair, 2);
                 goto done;
             }
         }
-        if (stats_finish(&st_h, cnt, NULL)) {
-            stats_free(&st_abs);
+        if (stats_finish(&st_h, cnt, NULL) || stats_finish(&st_abs, cnt, x_mean)) {
+            stats_free_all(pair, 2); /* the one not finished */
             goto done;
         }
-        if (stats_finish(&st_abs, cnt, x_mean)) goto done;
         llmq_layer one = {0};
         for (int j = 0; j < 3; j++) one.lin[LLMQ_LIN_GATE + j] = x->w[j];
         llmq_awq_stats es = {0};
@@ -1115,17 +1129,14 @@ int llmq_awq_layer_part(const llmq_model *m, int index, llmq_layer *layer, const
     input_stats st_v = {.cols = d, .clip = clip_in[LLMQ_LIN_V], .step = step, .n_clip = n_clip};
     input_stats st_o = {.cols = qd, .abs_sum = vo ? abs_sum : NULL, .H = vo ? H : NULL, .clip = clip_in[LLMQ_LIN_O],
                         .step = step, .n_clip = n_clip};
-    if (stats_begin(&st_v, pos0, seqlen)) goto done;
-    if (stats_begin(&st_o, pos0, seqlen)) {
-        stats_free(&st_v);
-        goto done;
-    }
+    input_stats *const attn_stats[2] = {&st_v, &st_o};
+    if (stats_begin_all(attn_stats, 2, pos0, seqlen)) goto done;
     for (int smp = 0; smp < n_samples; smp++) {
         const size_t t0 = (size_t)smp * seqlen;
         capture cap = {.which = LLMQ_LIN_O, .dst = cact};
         llmq_rmsnorm(cx, X + t0 * d, layer->attn_norm.data, seqlen, d, eps);
         if (llmq_attention_forward(m, layer, index, cx, seqlen, h + t0 * d, capture_hook, &cap)) {
-            stats_free(&st_v), stats_free(&st_o);
+            stats_free_all(attn_stats, 2);
             goto done;
         }
         float *hs = h + t0 * d;
@@ -1133,15 +1144,14 @@ int llmq_awq_layer_part(const llmq_model *m, int index, llmq_layer *layer, const
         #pragma omp parallel for simd schedule(static)
         for (size_t e = 0; e < (size_t)seqlen * d; e++) hs[e] += xi[e];
         if (stats_add(&st_v, cx, (size_t)seqlen) || stats_add(&st_o, cact, (size_t)seqlen)) {
-            stats_free(&st_v), stats_free(&st_o);
+            stats_free_all(attn_stats, 2);
             goto done;
         }
     }
-    if (stats_finish(&st_v, N_run, NULL)) {
-        stats_free(&st_o);
+    if (stats_finish(&st_v, N_run, NULL) || stats_finish(&st_o, N_run, x_mean)) {
+        stats_free_all(attn_stats, 2); /* the one not finished */
         goto done;
     }
-    if (stats_finish(&st_o, N_run, x_mean)) goto done;
 
     /* v_proj -> o_proj, judged on o_proj's output. */
     if (vo) {
@@ -1176,26 +1186,22 @@ int llmq_awq_layer_part(const llmq_model *m, int index, llmq_layer *layer, const
     input_stats st_gate = {.cols = d, .clip = clip_in[LLMQ_LIN_GATE], .step = step, .n_clip = n_clip};
     input_stats st_up = {.cols = d, .clip = clip_in[LLMQ_LIN_UP], .step = step, .n_clip = n_clip};
     input_stats st_down = {.cols = f, .abs_sum = abs_sum, .H = H, .clip = clip_in[LLMQ_LIN_DOWN], .step = step, .n_clip = n_clip};
-    input_stats *mlp_stats[3] = {&st_gate, &st_up, &st_down};
-    for (int i = 0; i < 3; i++)
-        if (stats_begin(mlp_stats[i], pos0, seqlen)) {
-            for (int j = 0; j < i; j++) stats_free(mlp_stats[j]);
-            goto done;
-        }
+    input_stats *const mlp_stats[3] = {&st_gate, &st_up, &st_down};
+    if (stats_begin_all(mlp_stats, 3, pos0, seqlen)) goto done;
     for (size_t t0 = 0; t0 < N; t0 += chunk) {
         size_t n = N - t0 < chunk ? N - t0 : chunk;
         capture cap = {.which = LLMQ_LIN_DOWN, .dst = cact};
         llmq_rmsnorm(cx, h + t0 * d, layer->ffn_norm.data, (int)n, d, eps);
         if (stats_add(&st_gate, cx, n) || stats_add(&st_up, cx, n) || llmq_mlp_forward(m, layer, index, cx, (int)n, cy, capture_hook, &cap) ||
             check_finite(cact, n * f, index, "down_proj's input") || stats_add(&st_down, cact, n)) {
-            for (int i = 0; i < 3; i++) stats_free(mlp_stats[i]);
+            stats_free_all(mlp_stats, 3);
             goto done;
         }
     }
     free(h);
     h = NULL;
     if (stats_finish(&st_gate, N_run, NULL) || stats_finish(&st_up, N_run, NULL) || stats_finish(&st_down, N_run, x_mean)) {
-        for (int i = 0; i < 3; i++) stats_free(mlp_stats[i]); /* the ones not finished */
+        stats_free_all(mlp_stats, 3); /* the ones not finished */
         goto done;
     }
     if (search_scales(&c, LLMQ_AWQ_DOWN, layer, x_mean, H, NULL, NULL, s, stats) || apply_scales(m, index, layer, LLMQ_AWQ_DOWN, s))

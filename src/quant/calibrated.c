@@ -6,7 +6,6 @@
 #include "llmq/refine.h"
 #include "llmq/rtn.h"
 
-#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,13 +283,6 @@ static int sum_over_ranks(double *v, size_t n)
     return rc;
 }
 
-/* num / den as the solver's statistics are (a negative trace is 0). */
-static double ratio(double num, double den)
-{
-    if (num < 0) num = 0;
-    return den > 0 ? num / den : num > 0 ? INFINITY : 0.0;
-}
-
 /* GPTQ's solver for the linears of one true-sequential step, all sharing the Hessian in s->H. */
 static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur, llmq_layer_f32 *w, const llmq_linear *lins, int n_lins,
                       const llmq_quant_target targets[LLMQ_LIN_COUNT], void *const packed[LLMQ_LIN_COUNT])
@@ -342,8 +334,8 @@ static int solve_step(state *s, const llmq_model *m, int index, llmq_layer *cur,
         free(target);
         if (shared && (llmq_dist_or(packed[k], (size_t)rows * row_bytes) || sum_over_ranks(sums, 5)))
             return llmq_error_prefix("layer %d %s", index, llmq_linear_names[k]);
-        s->rep.err_rtn[k] = shared ? ratio(sums[1], sums[0]) : gs.err_rtn;
-        s->rep.err_gptq[k] = shared ? ratio(sums[2], sums[0]) : gs.err_gptq;
+        s->rep.err_rtn[k] = shared ? llmq_gptq_ratio(sums[1], sums[0]) : gs.err_rtn;
+        s->rep.err_gptq[k] = shared ? llmq_gptq_ratio(sums[2], sums[0]) : gs.err_gptq;
         if (s->o.refine_passes > 0) s->rep.err_refine[k] = sums[3] > 0 ? s->rep.err_gptq[k] * sums[4] / sums[3] : s->rep.err_gptq[k];
         s->rep.seconds_solver += omp_get_wtime() - t1;
         s->rep.damp[k] = gs.damp_used;

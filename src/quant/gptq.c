@@ -484,7 +484,7 @@ static int rtn_stats(const float *W, int rows, int n, const float *fac, llmq_typ
     return failed ? LLMQ_ERR : LLMQ_OK;
 }
 
-static double relative(double num, double den)
+double llmq_gptq_ratio(double num, double den)
 {
     if (num < 0) num = 0;
     if (den <= 0) return num > 0 ? INFINITY : 0.0;
@@ -733,8 +733,8 @@ static int solve(const float *W, int rows, int cols, float *H, const float *D, f
         /* Σ err² over the sweep is exactly tr(Δ H_d Δᵀ) (each step's OBS loss,
          * §3–4); H_d adds lambda·‖Δ‖² and the dead columns' unit diagonal. */
         const double den = pre.whw - lambda * pre.w2;
-        stats->err_rtn = relative(pre.rtn_hd - lambda * pre.rtn2, den);
-        stats->err_gptq = relative(loss - lambda * delta2 - dead2, den * rows / pre.sampled_rows);
+        stats->err_rtn = llmq_gptq_ratio(pre.rtn_hd - lambda * pre.rtn2, den);
+        stats->err_gptq = llmq_gptq_ratio(loss - lambda * delta2 - dead2, den * rows / pre.sampled_rows);
         stats->trace_w = den * rows / pre.sampled_rows;
         stats->trace_rtn = (pre.rtn_hd - lambda * pre.rtn2) * rows / pre.sampled_rows;
         stats->trace_gptq = loss - lambda * delta2 - dead2;
